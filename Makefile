@@ -1,0 +1,112 @@
+# Synod's C build. One Makefile serves mix (the :synod_make compiler in
+# mix.exs), rebar3 (pre_hooks in rebar.config) and humans.
+#
+#   make            priv/synod_nif.so (and later priv/synod_cnode)
+#   make test       cmocka tests, optimised and under ASan+UBSan, plus short
+#                   fuzz runs when clang's libFuzzer is available
+#   make bench      C benchmarks (bench/c/bench_*.c)
+#   make format     clang-format on C, mix format on Elixir
+#   make clean
+#
+# Conventions that let parts be added without editing this file:
+#   c_src/*.c except synod_nif*.c  pure cores, linked into everything
+#   test/c/test_*.c                one cmocka binary each
+#   bench/c/bench_*.c              one benchmark binary each
+#   fuzz/fuzz_*.c                  one libFuzzer harness each; inputs that once
+#                                  crashed live in fuzz/regressions/<name>/ and
+#                                  are replayed by every test run
+
+SHELL   := /bin/bash
+CC      ?= cc
+CLANG   ?= clang
+ERL     ?= erl
+BUILD   := build
+
+ERTS_INCLUDE := $(shell $(ERL) -noshell -eval 'io:format("~s/erts-~s/include", [code:root_dir(), erlang:system_info(version)]), halt().' 2>/dev/null)
+EI_ROOT      := $(shell $(ERL) -noshell -eval 'io:format("~s", [code:lib_dir(erl_interface)]), halt().' 2>/dev/null)
+
+WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+CSTD     := -std=c11 -D_POSIX_C_SOURCE=200809L
+OPT      ?= -O2 -g
+CFLAGS_  := $(CSTD) $(WARN) $(OPT) -fPIC $(CFLAGS)
+SAN      := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+LIBS     := -lsodium
+
+CORE_SRCS  ?= $(filter-out c_src/synod_nif%.c,$(wildcard c_src/*.c))
+CORE_HDRS  := $(wildcard c_src/*.h)
+NIF_SRCS   := $(wildcard c_src/synod_nif*.c)
+TEST_SRCS  := $(wildcard test/c/test_*.c)
+TEST_SUPPORT := $(wildcard test/c/support_*.c)
+BENCH_SRCS := $(wildcard bench/c/bench_*.c)
+FUZZ_SRCS  := $(wildcard fuzz/fuzz_*.c)
+CNODE_SRCS := $(wildcard cnode/*.c)
+
+TESTS      := $(patsubst test/c/%.c,$(BUILD)/test/%,$(TEST_SRCS))
+ASAN_TESTS := $(patsubst test/c/%.c,$(BUILD)/asan/%,$(TEST_SRCS))
+BENCHES    := $(patsubst bench/c/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
+FUZZERS    := $(patsubst fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
+
+FUZZ_SECONDS ?= 20
+
+.PHONY: all nif cnode test test-c test-asan fuzz-smoke bench format clean
+
+all: nif $(if $(CNODE_SRCS),cnode)
+
+nif: priv/synod_nif.so
+
+priv/synod_nif.so: $(NIF_SRCS) $(CORE_SRCS) $(CORE_HDRS)
+	@mkdir -p priv
+	$(CC) $(CFLAGS_) -I$(ERTS_INCLUDE) -Ic_src -shared -o $@ $(NIF_SRCS) $(CORE_SRCS) $(LIBS)
+
+cnode: priv/synod_cnode
+
+priv/synod_cnode: $(CNODE_SRCS) $(wildcard cnode/*.h) $(CORE_SRCS) $(CORE_HDRS)
+	@mkdir -p priv
+	$(CC) $(CFLAGS_) -pthread -I$(EI_ROOT)/include -Ic_src -Icnode -o $@ $(CNODE_SRCS) $(CORE_SRCS) \
+	  -L$(EI_ROOT)/lib -lei $(LIBS) -lpthread
+
+$(BUILD)/test/%: test/c/%.c $(TEST_SUPPORT) $(CORE_SRCS) $(CORE_HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_) -Ic_src -Itest/c -o $@ $< $(TEST_SUPPORT) $(CORE_SRCS) $(LIBS) -lcmocka
+
+$(BUILD)/asan/%: test/c/%.c $(TEST_SUPPORT) $(CORE_SRCS) $(CORE_HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(CSTD) $(WARN) -O1 -g $(SAN) -DSYNOD_SANITIZED -Ic_src -Itest/c -o $@ $< $(TEST_SUPPORT) $(CORE_SRCS) $(LIBS) -lcmocka
+
+$(BUILD)/bench/%: bench/c/%.c $(CORE_SRCS) $(CORE_HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(CSTD) $(WARN) -O2 -march=native -DNDEBUG -Ic_src -o $@ $< $(CORE_SRCS) $(LIBS) -lm
+
+$(BUILD)/fuzz/%: fuzz/%.c $(CORE_SRCS) $(CORE_HDRS)
+	@mkdir -p $(@D)
+	$(CLANG) $(CSTD) $(WARN) -O1 -g -fsanitize=fuzzer,address,undefined -Ic_src -Itest/c -o $@ $< $(CORE_SRCS) $(LIBS)
+
+test: test-c test-asan fuzz-smoke
+
+# Tests run from the repository root so they can read test/vectors/.
+test-c: $(TESTS)
+	@set -e; for t in $(TESTS); do echo "== $$t"; ./$$t; done
+
+test-asan: $(ASAN_TESTS)
+	@set -e; for t in $(ASAN_TESTS); do echo "== $$t (ASan+UBSan)"; \
+	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 ./$$t; done
+
+# Replays every saved crasher, then fuzzes each harness for FUZZ_SECONDS.
+fuzz-smoke: $(FUZZERS)
+	@set -e; for f in $(FUZZERS); do n=$$(basename $$f); \
+	  mkdir -p $(BUILD)/fuzz/corpus-$$n fuzz/regressions/$$n fuzz/corpus/$$n; \
+	  if ls fuzz/regressions/$$n/* >/dev/null 2>&1; then \
+	    echo "== $$n: replaying regressions"; ./$$f fuzz/regressions/$$n/*; fi; \
+	  echo "== $$n: fuzzing $(FUZZ_SECONDS)s"; \
+	  ./$$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 $(BUILD)/fuzz/corpus-$$n fuzz/corpus/$$n 2>&1 | tail -n 3; \
+	  test $${PIPESTATUS[0]} -eq 0; done
+
+bench: $(BENCHES)
+	@set -e; for b in $(BENCHES); do echo "== $$b"; ./$$b; done
+
+format:
+	clang-format -i $(wildcard c_src/*.[ch] cnode/*.[ch] test/c/*.[ch] bench/c/*.c fuzz/*.c)
+	mix format
+
+clean:
+	rm -rf $(BUILD) priv/synod_nif.so priv/synod_cnode

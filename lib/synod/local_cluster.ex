@@ -1,0 +1,92 @@
+defmodule Synod.LocalCluster do
+  @moduledoc """
+  Starts real BEAM nodes on this machine for demos and tests.
+
+  The calling VM becomes a long-named node on 127.0.0.1 (if it is not one
+  already) and starts peers with OTP's `:peer`. Each peer gets this VM's code
+  path and cookie and runs with `-kernel prevent_overlapping_partitions false`,
+  so a test can partition nodes without OTP 25's `global` cutting the
+  controlling node off. Drive peers with `:erpc` over the distribution
+  connection.
+
+  `epmd` must be running first (`epmd -daemon`).
+
+      peers = Synod.LocalCluster.start(3, prefix: "demo")
+      nodes = Enum.map(peers, &elem(&1, 1))
+      :erpc.multicall(nodes, Node, :self, [])
+      Synod.LocalCluster.stop(peers)
+
+  Functions sent to a peer as closures must come from compiled modules: a
+  module defined in an `.exs` script exists only in the VM that ran it.
+  """
+
+  @doc "Makes this VM a distributed, long-named node on 127.0.0.1 unless it is one."
+  @spec ensure_distributed() :: node()
+  def ensure_distributed do
+    unless Node.alive?() do
+      :ok = :application.set_env(:kernel, :prevent_overlapping_partitions, false)
+      name = :"synod_#{System.unique_integer([:positive])}@127.0.0.1"
+
+      case :net_kernel.start([name, :longnames]) do
+        {:ok, _} ->
+          :ok
+
+        {:error, reason} ->
+          raise "cannot start distribution (is epmd running?): #{inspect(reason)}"
+      end
+    end
+
+    node()
+  end
+
+  @doc """
+  Starts `count` peer nodes and returns `[{peer_pid, node}]`.
+
+  Options:
+    * `:prefix` — node name prefix (default `"peer"`); names get a random suffix
+    * `:apps` — applications to start on every peer (default `[:synod]`)
+
+  Peers are not linked to the caller; stop them with `stop/1`.
+  """
+  @spec start(pos_integer(), keyword()) :: [{pid(), node()}]
+  def start(count, opts \\ []) when is_integer(count) and count > 0 do
+    ensure_distributed()
+    prefix = opts |> Keyword.get(:prefix, "peer") |> to_charlist()
+    apps = Keyword.get(opts, :apps, [:synod])
+    cookie = Atom.to_charlist(Node.get_cookie())
+
+    for _ <- 1..count do
+      {:ok, pid, node} =
+        :peer.start(%{
+          name: :peer.random_name(prefix),
+          host: ~c"127.0.0.1",
+          longnames: true,
+          args: [
+            ~c"-setcookie",
+            cookie,
+            ~c"-kernel",
+            ~c"prevent_overlapping_partitions",
+            ~c"false"
+          ]
+        })
+
+      :ok = :erpc.call(node, :code, :add_paths, [:code.get_path()])
+      for app <- apps, do: {:ok, _} = :erpc.call(node, Application, :ensure_all_started, [app])
+      {pid, node}
+    end
+  end
+
+  @doc "Stops peers started by `start/2`; peers that are already gone are skipped."
+  @spec stop([{pid(), node()}]) :: :ok
+  def stop(peers) do
+    for {pid, _node} <- peers do
+      try do
+        :peer.stop(pid)
+      catch
+        :exit, _ -> :already_stopped
+      end
+    end
+
+    :ok
+  end
+end

@@ -1,0 +1,36 @@
+%% @private
+%% synod_nif: the one module that loads priv/synod_nif.so. Every function here
+%% is replaced by C on load; the Erlang bodies only run if loading failed.
+%% Public callers use synod_ring (Erlang) or Synod.Ring (Elixir), never this.
+-module(synod_nif).
+
+-export([ring_new/3, ring_lookup/2, ring_owners/3, ring_lookup_many/3, ring_diff/4, ring_info/1]).
+
+-on_load(init/0).
+
+%% Must equal SYNOD_NIF_VERSION in c_src/synod_nif.c: a stale .so refuses to load.
+-define(NIF_VERSION, 1).
+
+init() ->
+    Path = filename:join(priv_dir(), "synod_nif"),
+    case erlang:load_nif(Path, ?NIF_VERSION) of
+        ok -> ok;
+        {error, {Reason, Text}} -> {error, {Reason, "synod_nif: " ++ Text ++ " (" ++ Path ++ ")"}}
+    end.
+
+priv_dir() ->
+    case code:priv_dir(synod) of
+        {error, bad_name} ->
+            filename:join(filename:dirname(filename:dirname(code:which(?MODULE))), "priv");
+        Dir ->
+            Dir
+    end.
+
+-define(NOT_LOADED, erlang:nif_error({not_loaded, ?MODULE})).
+
+ring_new(_Members, _Vnodes, _Seed) -> ?NOT_LOADED.
+ring_lookup(_Ring, _Key) -> ?NOT_LOADED.
+ring_owners(_Ring, _Key, _N) -> ?NOT_LOADED.
+ring_lookup_many(_Ring, _Keys, _Acc) -> ?NOT_LOADED.
+ring_diff(_Old, _New, _Keys, _Acc) -> ?NOT_LOADED.
+ring_info(_Ring) -> ?NOT_LOADED.
