@@ -1,6 +1,6 @@
 # Ring lookups from Elixir versus the usual pure-Elixir ring, in one run.
 #
-#   MIX_ENV=test mix run bench/ring_bench.exs      (or: make bench-elixir)
+#   MIX_ENV=test mix run bench/ring_bench.exs
 #
 # Synod: Synod.Ring.lookup/2 (NIF, SipHash-2-4, 16 members x 2048 vnodes).
 # Baseline: a :gb_trees ring of :erlang.phash2 points, 128 per member, looked

@@ -13,7 +13,10 @@
  * The library is loaded with a version number (load_info) that load() checks,
  * so a stale .so fails loudly instead of misbehaving.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <erl_nif.h>
 #include <sodium.h>
@@ -409,6 +412,61 @@ static ERL_NIF_TERM ring_info_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM a
     return map;
 }
 
+/* ---- fsync_dir(Path) ---- */
+
+/* Makes a directory's entries durable (a created, renamed or removed file).
+ * OTP's file module cannot open a directory, so the Raft storage asks here.
+ * Runs on a dirty I/O scheduler. Returns ok or {error, Errno :: atom()}. */
+static ERL_NIF_TERM errno_error(ErlNifEnv *env, int err)
+{
+    const char *name;
+    switch (err) {
+    case ENOENT:
+        name = "enoent";
+        break;
+    case ENOTDIR:
+        name = "enotdir";
+        break;
+    case EACCES:
+        name = "eacces";
+        break;
+    case EIO:
+        name = "eio";
+        break;
+    case EROFS:
+        name = "erofs";
+        break;
+    case ENOSPC:
+        name = "enospc";
+        break;
+    default:
+        name = "eunknown";
+        break;
+    }
+    return enif_make_tuple2(env, enif_make_atom(env, "error"), enif_make_atom(env, name));
+}
+
+static ERL_NIF_TERM fsync_dir_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    ErlNifBinary path;
+    char buf[4096];
+    if (!enif_inspect_iolist_as_binary(env, argv[0], &path) || path.size == 0 ||
+        path.size >= sizeof buf || memchr(path.data, 0, path.size) != NULL)
+        return raise_badarg(env, "path must be a non-empty iodata of at most 4095 bytes, no NUL");
+    memcpy(buf, path.data, path.size);
+    buf[path.size] = '\0';
+    int fd = open(buf, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return errno_error(env, errno);
+    int rc = fsync(fd);
+    int saved = errno;
+    close(fd);
+    if (rc != 0)
+        return errno_error(env, saved);
+    return enif_make_atom(env, "ok");
+}
+
 /* ---- loading ---- */
 
 static int load(ErlNifEnv *env, void **priv_data, ERL_NIF_TERM load_info)
@@ -451,9 +509,13 @@ static void unload(ErlNifEnv *env, void *priv_data)
 }
 
 static ErlNifFunc nif_funcs[] = {
-    {"ring_new", 3, ring_new_nif, 0},       {"ring_lookup", 2, ring_lookup_nif, 0},
-    {"ring_owners", 3, ring_owners_nif, 0}, {"ring_lookup_many", 3, ring_lookup_many_nif, 0},
-    {"ring_diff", 4, ring_diff_nif, 0},     {"ring_info", 1, ring_info_nif, 0},
+    {"ring_new", 3, ring_new_nif, 0},
+    {"ring_lookup", 2, ring_lookup_nif, 0},
+    {"ring_owners", 3, ring_owners_nif, 0},
+    {"ring_lookup_many", 3, ring_lookup_many_nif, 0},
+    {"ring_diff", 4, ring_diff_nif, 0},
+    {"ring_info", 1, ring_info_nif, 0},
+    {"fsync_dir", 1, fsync_dir_nif, ERL_NIF_DIRTY_JOB_IO_BOUND},
 };
 
 ERL_NIF_INIT(synod_nif, nif_funcs, load, NULL, upgrade, unload)

@@ -4,7 +4,8 @@
 %% Public callers use synod_ring (Erlang) or Synod.Ring (Elixir), never this.
 -module(synod_nif).
 
--export([ring_new/3, ring_lookup/2, ring_owners/3, ring_lookup_many/3, ring_diff/4, ring_info/1]).
+-export([ring_new/3, ring_lookup/2, ring_owners/3, ring_lookup_many/3, ring_diff/4, ring_info/1,
+         fsync_dir/1]).
 
 -on_load(init/0).
 
@@ -34,3 +35,4 @@ ring_owners(_Ring, _Key, _N) -> ?NOT_LOADED.
 ring_lookup_many(_Ring, _Keys, _Acc) -> ?NOT_LOADED.
 ring_diff(_Old, _New, _Keys, _Acc) -> ?NOT_LOADED.
 ring_info(_Ring) -> ?NOT_LOADED.
+fsync_dir(_Path) -> ?NOT_LOADED.

@@ -1,0 +1,365 @@
+defmodule Synod.Raft.Storage do
+  @moduledoc false
+  # Durable state of one Raft member: hard state (term, vote, commit), log
+  # entries after the latest snapshot, and that snapshot. The Raft driver owns
+  # one of these; this module owns the files and nothing else (no timers, no
+  # messages). What the core requires (c_src/raft.h, "THE DRIVER LOOP"):
+  # persist and fsync a Ready's snapshot, entries and hard state, in that
+  # order, before any of its messages leave the process.
+  #
+  # Files, in the member's directory, named by the snapshot index N they
+  # follow (N = 0 before the first snapshot):
+  #
+  #   log.N        append-only records (below). Group commit: `write/3` only
+  #                buffers; `sync/1` writes the buffer and fdatasyncs once.
+  #   snapshot.N   the snapshot at index N, one record.
+  #
+  # Installing snapshot N writes snapshot.N, then log.N (each to a .tmp file,
+  # fsync, rename, fsync the directory), then deletes the older pair.
+  # Recovery uses the highest N whose log.N exists (and snapshot.N, for
+  # N > 0); a crash mid-install leaves a snapshot.N without its log.N, which
+  # is ignored and removed: the install did not happen, and since the driver
+  # syncs before it answers, nobody was told it did.
+  #
+  # A record is
+  #
+  #   <<len::32, body_crc::32, header_crc::32, body::binary-size(len)>>
+  #
+  # with CRC-32 (IEEE) over the body, and over the first 8 header bytes. The
+  # body is <<kind::8, ...>>:
+  #
+  #   1 hard state   <<term::64, vote::64, commit::64>>
+  #   2 entry        <<index::64, term::64, type::8, data::binary>>
+  #   3 snapshot     <<index::64, term::64, meta_len::32, meta, data>>
+  #
+  # An entry at index i replaces every entry at or after i (Raft's conflict
+  # rule), so replay needs no separate truncation record.
+  #
+  # Recovery reads records in order. A damaged record at the end of the log
+  # (a header or body cut short, or a body that fails its CRC and ends exactly
+  # at the end of the file) is the tail of a write that never finished: the
+  # file is truncated there and recovery goes on. Anything else that fails a
+  # check (a bad header CRC followed by non-zero bytes, a bad body CRC with
+  # more records after it, a gap in entry indexes) is corruption: `open/1`
+  # returns `{:error, {:corrupt, file, offset, why}}` and serves nothing.
+
+  defstruct [:dir, :log, :log_path, :generation, pending: [], pending_bytes: 0]
+
+  @type t :: %__MODULE__{}
+  @type hard_state :: %{
+          term: non_neg_integer(),
+          vote: non_neg_integer(),
+          commit: non_neg_integer()
+        }
+  @type entry :: %{index: pos_integer(), term: non_neg_integer(), type: 0..255, data: binary()}
+  @type snapshot :: %{
+          index: non_neg_integer(),
+          term: non_neg_integer(),
+          meta: binary(),
+          data: binary()
+        }
+  @type recovered :: %{hard_state: hard_state(), snapshot: snapshot() | nil, entries: [entry()]}
+
+  @header 12
+  @kind_hard_state 1
+  @kind_entry 2
+  @kind_snapshot 3
+  @max_record 256 * 1024 * 1024
+
+  @doc "Opens (creating if needed) the storage in `dir` and recovers its state."
+  @spec open(Path.t()) :: {:ok, t(), recovered()} | {:error, term()}
+  def open(dir) do
+    with :ok <- File.mkdir_p(dir),
+         {:ok, generation} <- current_generation(dir),
+         :ok <- remove_other_generations(dir, generation),
+         {:ok, snapshot} <- read_snapshot(dir, generation),
+         log_path = file(dir, "log", generation),
+         {:ok, hard_state, entries, valid_bytes} <- read_log(log_path, snapshot),
+         :ok <- truncate(log_path, valid_bytes),
+         {:ok, log} <- :file.open(log_path, [:raw, :binary, :append, :read]) do
+      recovered = %{hard_state: hard_state, snapshot: snapshot, entries: entries}
+
+      {:ok, %__MODULE__{dir: dir, log: log, log_path: log_path, generation: generation},
+       recovered}
+    end
+  end
+
+  @doc "Closes the log file (without syncing buffered records)."
+  @spec close(t()) :: :ok
+  def close(%__MODULE__{log: log}), do: :file.close(log)
+
+  @doc """
+  Buffers a Ready's log entries and hard state, in that order (either may be
+  empty/nil). Nothing is on disk until `sync/1`.
+  """
+  @spec write(t(), [entry()], hard_state() | nil) :: t()
+  def write(storage, entries, hard_state \\ nil) do
+    records = Enum.map(entries, &entry_record/1)
+    records = if hard_state, do: records ++ [hard_state_record(hard_state)], else: records
+    bytes = Enum.reduce(records, 0, &(IO.iodata_length(&1) + &2))
+
+    %{
+      storage
+      | pending: [storage.pending | records],
+        pending_bytes: storage.pending_bytes + bytes
+    }
+  end
+
+  @doc "Bytes buffered by `write/3` and not yet synced."
+  @spec pending_bytes(t()) :: non_neg_integer()
+  def pending_bytes(%__MODULE__{pending_bytes: n}), do: n
+
+  @doc """
+  Writes everything buffered and fdatasyncs the log once (group commit). Only
+  after this returns `{:ok, storage}` may the messages that depend on those
+  records be sent.
+  """
+  @spec sync(t()) :: {:ok, t()} | {:error, term()}
+  def sync(%__MODULE__{pending_bytes: 0} = storage), do: {:ok, storage}
+
+  def sync(%__MODULE__{log: log, pending: pending} = storage) do
+    with :ok <- :file.write(log, pending),
+         :ok <- :file.datasync(log) do
+      {:ok, %{storage | pending: [], pending_bytes: 0}}
+    end
+  end
+
+  @doc """
+  Installs a snapshot durably, then rewrites the log to hold only
+  `hard_state` and the entries after the snapshot. Safe at any crash point: a
+  recovered log never holds entries at or below the snapshot's index.
+  """
+  @spec install_snapshot(t(), snapshot(), hard_state(), [entry()]) ::
+          {:ok, t()} | {:error, term()}
+  def install_snapshot(storage, %{index: n} = snapshot, hard_state, entries_after)
+      when n > storage.generation do
+    %__MODULE__{dir: dir, log: log} = storage
+    later = Enum.filter(entries_after, &(&1.index > n))
+    log_body = [Enum.map(later, &entry_record/1), hard_state_record(hard_state)]
+
+    with :ok <- write_durably(dir, file(dir, "snapshot", n), snapshot_record(snapshot)),
+         :ok <- write_durably(dir, file(dir, "log", n), log_body),
+         :ok <- :file.close(log),
+         :ok <- remove_other_generations(dir, n),
+         log_path = file(dir, "log", n),
+         {:ok, log} <- :file.open(log_path, [:raw, :binary, :append, :read]) do
+      {:ok,
+       %{storage | log: log, log_path: log_path, generation: n, pending: [], pending_bytes: 0}}
+    end
+  end
+
+  # -- records ---------------------------------------------------------------
+
+  defp record(body) do
+    len = IO.iodata_length(body)
+    head = <<len::32, :erlang.crc32(body)::32>>
+    [head, <<:erlang.crc32(head)::32>>, body]
+  end
+
+  defp hard_state_record(%{term: t, vote: v, commit: c}),
+    do: record(<<@kind_hard_state, t::64, v::64, c::64>>)
+
+  defp entry_record(%{index: i, term: t, type: ty, data: d}),
+    do: record([<<@kind_entry, i::64, t::64, ty::8>>, d])
+
+  defp snapshot_record(%{index: i, term: t, meta: m, data: d}),
+    do: record([<<@kind_snapshot, i::64, t::64, byte_size(m)::32>>, m, d])
+
+  # Reads one record at `offset` of `bin`. {:ok, body, next} | :torn | {:corrupt, why}
+  defp next_record(bin, offset) do
+    rest = byte_size(bin) - offset
+
+    cond do
+      rest < @header ->
+        :torn
+
+      true ->
+        <<_::binary-size(offset), len::32, body_crc::32, header_crc::32, _::binary>> = bin
+
+        cond do
+          :erlang.crc32(<<len::32, body_crc::32>>) != header_crc ->
+            if zeros?(bin, offset), do: :torn, else: {:corrupt, "bad header checksum"}
+
+          len > @max_record ->
+            {:corrupt, "record length #{len} over the limit"}
+
+          rest - @header < len ->
+            :torn
+
+          true ->
+            body = binary_part(bin, offset + @header, len)
+            next = offset + @header + len
+
+            cond do
+              :erlang.crc32(body) == body_crc -> {:ok, body, next}
+              next == byte_size(bin) -> :torn
+              true -> {:corrupt, "bad body checksum"}
+            end
+        end
+    end
+  end
+
+  defp zeros?(bin, offset) do
+    tail = binary_part(bin, offset, byte_size(bin) - offset)
+    tail == :binary.copy(<<0>>, byte_size(tail))
+  end
+
+  # -- recovery --------------------------------------------------------------
+
+  # The highest N with a log.N (and a snapshot.N when N > 0).
+  defp current_generation(dir) do
+    with {:ok, names} <- File.ls(dir) do
+      generations = for name <- names, {"log", n} <- [generation_of(name)], do: n
+
+      complete = Enum.filter(generations, &(&1 == 0 or File.exists?(file(dir, "snapshot", &1))))
+
+      {:ok, Enum.max(complete, fn -> 0 end)}
+    end
+  end
+
+  defp remove_other_generations(dir, keep) do
+    with {:ok, names} <- File.ls(dir) do
+      for name <- names,
+          {_, n} <- [generation_of(name)],
+          n != keep,
+          do: File.rm!(Path.join(dir, name))
+
+      for name <- names, String.ends_with?(name, ".tmp"), do: File.rm!(Path.join(dir, name))
+      :synod_nif.fsync_dir(dir)
+    end
+  end
+
+  defp generation_of(name) do
+    with [kind, digits] when kind in ["log", "snapshot"] <- String.split(name, "."),
+         {n, ""} <- Integer.parse(digits) do
+      {kind, n}
+    else
+      _ -> :none
+    end
+  end
+
+  defp file(dir, kind, n), do: Path.join(dir, "#{kind}.#{n}")
+
+  defp read_snapshot(_dir, 0), do: {:ok, nil}
+
+  defp read_snapshot(dir, generation) do
+    path = file(dir, "snapshot", generation)
+
+    case File.read(path) do
+      {:ok, bin} ->
+        case next_record(bin, 0) do
+          {:ok, <<@kind_snapshot, i::64, t::64, mlen::32, m::binary-size(mlen), d::binary>>, _} ->
+            {:ok, %{index: i, term: t, meta: m, data: d}}
+
+          other ->
+            {:error, {:corrupt, path, 0, describe(other)}}
+        end
+
+      {:error, reason} ->
+        {:error, {reason, path}}
+    end
+  end
+
+  defp read_log(path, snapshot) do
+    bin =
+      case File.read(path) do
+        {:ok, bin} -> bin
+        {:error, :enoent} -> <<>>
+      end
+
+    floor = if snapshot, do: snapshot.index, else: 0
+    empty = %{term: 0, vote: 0, commit: 0}
+    replay(bin, 0, path, floor, empty, %{})
+  end
+
+  defp replay(bin, offset, path, floor, hard_state, entries) do
+    case next_record(bin, offset) do
+      {:ok, body, next} ->
+        case decode(body) do
+          {:hard_state, hs} ->
+            replay(bin, next, path, floor, hs, entries)
+
+          {:entry, %{index: i} = e} ->
+            entries = if i > floor, do: drop_from(entries, i) |> Map.put(i, e), else: entries
+            replay(bin, next, path, floor, hard_state, entries)
+
+          :error ->
+            {:error, {:corrupt, path, offset, "unknown record"}}
+        end
+
+      :torn ->
+        with {:ok, list} <- contiguous(entries, floor, path) do
+          {:ok, hard_state, list, offset}
+        end
+
+      {:corrupt, why} ->
+        {:error, {:corrupt, path, offset, why}}
+    end
+  end
+
+  defp decode(<<@kind_hard_state, t::64, v::64, c::64>>),
+    do: {:hard_state, %{term: t, vote: v, commit: c}}
+
+  defp decode(<<@kind_entry, i::64, t::64, ty::8, d::binary>>) when i > 0,
+    do: {:entry, %{index: i, term: t, type: ty, data: d}}
+
+  defp decode(_), do: :error
+
+  defp drop_from(entries, index), do: Map.reject(entries, fn {i, _} -> i >= index end)
+
+  defp contiguous(entries, floor, path) do
+    list = entries |> Map.values() |> Enum.sort_by(& &1.index)
+
+    case list do
+      [] ->
+        {:ok, []}
+
+      [%{index: first} | _] ->
+        last = first + length(list) - 1
+
+        cond do
+          last != List.last(list).index ->
+            {:error, {:corrupt, path, :entries, "gap in entry indexes"}}
+
+          floor > 0 and first != floor + 1 ->
+            {:error, {:corrupt, path, :entries, "entries do not follow the snapshot"}}
+
+          true ->
+            {:ok, list}
+        end
+    end
+  end
+
+  defp describe(:torn), do: "snapshot cut short"
+  defp describe({:corrupt, why}), do: why
+  defp describe({:ok, _, _}), do: "not a snapshot record"
+
+  # -- files -----------------------------------------------------------------
+
+  defp truncate(path, valid_bytes) do
+    case File.stat(path) do
+      {:ok, %{size: size}} when size > valid_bytes ->
+        with {:ok, f} <- :file.open(path, [:raw, :binary, :read, :write]),
+             {:ok, _} <- :file.position(f, valid_bytes),
+             :ok <- :file.truncate(f),
+             :ok <- :file.sync(f) do
+          :file.close(f)
+        end
+
+      _ ->
+        :ok
+    end
+  end
+
+  defp write_durably(dir, path, iodata) do
+    tmp = path <> ".tmp"
+
+    with {:ok, f} <- :file.open(tmp, [:raw, :binary, :write]),
+         :ok <- :file.write(f, iodata),
+         :ok <- :file.sync(f),
+         :ok <- :file.close(f),
+         :ok <- :file.rename(tmp, path) do
+      :synod_nif.fsync_dir(dir)
+    end
+  end
+end
