@@ -24,6 +24,7 @@ packages=(
   rebar3
   libsodium-dev
   libcmocka-dev
+  valgrind          # the C node's leak and memory-error test
 )
 
 missing=()

@@ -1,0 +1,21 @@
+/*
+ * cookie.h — reading the distribution cookie from a file, safely.
+ *
+ * The cookie is never taken from argv (other users can read a process's
+ * arguments) and never logged. The file must be a regular file owned by us
+ * and readable by nobody else (no group or other permission bits); its first
+ * line is the cookie. The caller wipes the buffer with sodium_memzero as soon
+ * as ei has taken its copy.
+ */
+#ifndef SYNOD_CNODE_COOKIE_H
+#define SYNOD_CNODE_COOKIE_H
+
+#include <stddef.h>
+
+#define COOKIE_MAX 255
+
+/* Reads the cookie into out (COOKIE_MAX + 1 bytes, NUL-terminated). Returns 0,
+ * or -1 with *why set to a reason that names no secret. */
+int cookie_read(const char *path, char out[COOKIE_MAX + 1], const char **why);
+
+#endif

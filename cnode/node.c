@@ -1,0 +1,278 @@
+/* node.c — see node.h. */
+#include "node.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "request.h"
+
+#define MAX_CONNS 64
+#define ACCEPT_TIMEOUT_MS 3000
+#define CONNECT_TIMEOUT_MS 2000
+#define RECEIVE_TIMEOUT_MS 1000
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+#define VERSION "0.1.0"
+
+typedef struct conn {
+    int fd;
+    char node[MAXNODELEN + 1];
+} conn;
+
+/* A node named by --connect: kept connected, retried with backoff. */
+typedef struct peer {
+    const char *node;
+    int connected;
+    long long next_attempt_ms;
+    unsigned backoff_ms;
+} peer;
+
+typedef struct node_state {
+    ei_cnode *ec;
+    const cnode_options *opts;
+    conn conns[MAX_CONNS];
+    size_t nconns;
+    peer peers[OPTIONS_MAX_CONNECT];
+} node_state;
+
+static int signal_pipe[2] = {-1, -1};
+
+static void on_signal(int sig)
+{
+    int saved = errno;
+    unsigned char b = (unsigned char)sig;
+    if (write(signal_pipe[1], &b, 1) < 0) {
+        /* the pipe is full: a stop is already pending */
+    }
+    errno = saved;
+}
+
+int node_install_signals(void)
+{
+    if (pipe(signal_pipe) != 0)
+        return -1;
+    fcntl(signal_pipe[1], F_SETFL, O_NONBLOCK);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGINT, &sa, NULL) != 0)
+        return -1;
+    signal(SIGPIPE, SIG_IGN);
+    return 0;
+}
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static peer *find_peer(node_state *s, const char *node)
+{
+    for (size_t i = 0; i < s->opts->nconnect; i++)
+        if (strcmp(s->peers[i].node, node) == 0)
+            return &s->peers[i];
+    return NULL;
+}
+
+static void add_conn(node_state *s, int fd, const char *node)
+{
+    if (s->nconns == MAX_CONNS) {
+        LOG_W("refusing %s: already %d connections", node, MAX_CONNS);
+        ei_close_connection(fd);
+        return;
+    }
+    conn *c = &s->conns[s->nconns++];
+    c->fd = fd;
+    strncpy(c->node, node, sizeof c->node - 1);
+    c->node[sizeof c->node - 1] = '\0';
+    peer *p = find_peer(s, node);
+    if (p) {
+        p->connected = 1;
+        p->backoff_ms = BACKOFF_MIN_MS;
+    }
+    LOG_I("connected to %s", node);
+}
+
+static void drop_conn(node_state *s, size_t i, const char *why)
+{
+    conn *c = &s->conns[i];
+    LOG_I("lost %s: %s", c->node, why);
+    ei_close_connection(c->fd);
+    peer *p = find_peer(s, c->node);
+    if (p) {
+        p->connected = 0;
+        p->next_attempt_ms = now_ms() + p->backoff_ms;
+    }
+    s->conns[i] = s->conns[--s->nconns];
+}
+
+static void accept_one(node_state *s, int listen_fd)
+{
+    ErlConnect who;
+    int fd = ei_accept_tmo(s->ec, listen_fd, &who, ACCEPT_TIMEOUT_MS);
+    if (fd < 0) {
+        /* a failed handshake: wrong cookie, or a node that gave up */
+        LOG_W("refused an incoming connection (handshake failed: wrong cookie?)");
+        return;
+    }
+    add_conn(s, fd, who.nodename);
+}
+
+static void connect_due_peers(node_state *s)
+{
+    long long now = now_ms();
+    for (size_t i = 0; i < s->opts->nconnect; i++) {
+        peer *p = &s->peers[i];
+        if (p->connected || now < p->next_attempt_ms)
+            continue;
+        int fd = ei_connect_tmo(s->ec, (char *)p->node, CONNECT_TIMEOUT_MS);
+        if (fd >= 0) {
+            add_conn(s, fd, p->node);
+            continue;
+        }
+        LOG_D("cannot reach %s yet; retrying in %u ms", p->node, p->backoff_ms);
+        p->next_attempt_ms = now + p->backoff_ms;
+        p->backoff_ms = p->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : p->backoff_ms * 2;
+    }
+}
+
+static int next_timeout_ms(const node_state *s)
+{
+    long long now = now_ms(), best = 1000;
+    for (size_t i = 0; i < s->opts->nconnect; i++) {
+        const peer *p = &s->peers[i];
+        if (!p->connected && p->next_attempt_ms - now < best)
+            best = p->next_attempt_ms - now;
+    }
+    return best < 0 ? 0 : (int)best;
+}
+
+static int encode_reply(node_state *s, ei_x_buff *x, request_kind kind, int to_net_kernel)
+{
+    if (to_net_kernel && kind != REQ_IS_AUTH)
+        kind = REQ_UNKNOWN;
+    switch (kind) {
+    case REQ_IS_AUTH:
+        return ei_x_encode_atom(x, "yes");
+    case REQ_PING:
+        return ei_x_encode_atom(x, "pong");
+    case REQ_VERSION:
+        return ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "ok") ||
+               ei_x_encode_binary(x, VERSION, (long)strlen(VERSION));
+    case REQ_NODES:
+        for (size_t i = 0; i < s->nconns; i++)
+            if (ei_x_encode_list_header(x, 1) || ei_x_encode_atom(x, s->conns[i].node))
+                return -1;
+        return ei_x_encode_empty_list(x);
+    case REQ_UNKNOWN:
+        break;
+    }
+    return ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "error") ||
+           ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, "bad_request") ||
+           ei_x_encode_atom(x, "unknown_request");
+}
+
+static void handle_message(node_state *s, int fd, const erlang_msg *msg, const ei_x_buff *x)
+{
+    if (msg->msgtype != ERL_REG_SEND && msg->msgtype != ERL_SEND) {
+        LOG_D("ignoring control message of type %ld", msg->msgtype);
+        return;
+    }
+    int to_net_kernel = msg->msgtype == ERL_REG_SEND && strcmp(msg->toname, "net_kernel") == 0;
+    int to_server = msg->msgtype == ERL_SEND || strcmp(msg->toname, s->opts->server) == 0;
+    request req;
+    const char *why;
+    if (request_parse(x->buff, x->index, &req, &why) != 0) {
+        LOG_W("dropped a message from %s (%d bytes): %s", msg->from.node, x->index, why);
+        return;
+    }
+    if (!to_net_kernel && !to_server)
+        req.kind = REQ_UNKNOWN;
+    ei_x_buff reply;
+    if (request_reply_begin(&reply, x->buff, &req) != 0)
+        return;
+    if (encode_reply(s, &reply, req.kind, to_net_kernel) != 0) {
+        LOG_E("cannot encode a reply");
+    } else if (ei_send(fd, &req.from, reply.buff, reply.index) != 0) {
+        LOG_W("cannot reply to %s", req.from.node);
+    } else if (req.kind == REQ_UNKNOWN) {
+        LOG_I("answered an unknown request from %s with bad_request", req.from.node);
+    }
+    ei_x_free(&reply);
+}
+
+/* Reads one message from conns[i]; returns 0, or -1 if the connection died. */
+static int receive_one(node_state *s, size_t i)
+{
+    ei_x_buff x;
+    erlang_msg msg;
+    if (ei_x_new(&x) != 0)
+        return 0;
+    int got = ei_xreceive_msg_tmo(s->conns[i].fd, &msg, &x, RECEIVE_TIMEOUT_MS);
+    int rc = 0;
+    if (got == ERL_MSG) {
+        handle_message(s, s->conns[i].fd, &msg, &x);
+    } else if (got == ERL_ERROR && erl_errno != ETIMEDOUT) {
+        rc = -1;
+    }
+    ei_x_free(&x);
+    return rc;
+}
+
+int node_run(ei_cnode *ec, int listen_fd, const cnode_options *opts)
+{
+    static node_state s;
+    memset(&s, 0, sizeof s);
+    s.ec = ec;
+    s.opts = opts;
+    for (size_t i = 0; i < opts->nconnect; i++)
+        s.peers[i] = (peer){opts->connect[i], 0, 0, BACKOFF_MIN_MS};
+
+    struct pollfd fds[3 + MAX_CONNS];
+    for (;;) {
+        connect_due_peers(&s);
+        nfds_t n = 0;
+        fds[n++] = (struct pollfd){signal_pipe[0], POLLIN, 0};
+        fds[n++] = (struct pollfd){listen_fd, POLLIN, 0};
+        fds[n++] = (struct pollfd){opts->watch_stdin ? STDIN_FILENO : -1, POLLIN, 0};
+        for (size_t i = 0; i < s.nconns; i++)
+            fds[n++] = (struct pollfd){s.conns[i].fd, POLLIN, 0};
+        if (poll(fds, n, next_timeout_ms(&s)) < 0) {
+            if (errno == EINTR)
+                continue;
+            LOG_E("poll failed: %s", strerror(errno));
+            return EXIT_SOFTWARE;
+        }
+        if (fds[0].revents) {
+            LOG_I("stopping on signal");
+            break;
+        }
+        if (fds[2].revents) {
+            char buf[256];
+            if (read(STDIN_FILENO, buf, sizeof buf) <= 0) {
+                LOG_I("stopping: standard input closed");
+                break;
+            }
+        }
+        /* connections first, from the back, so drop_conn's swap is safe */
+        for (size_t i = s.nconns; i-- > 0;) {
+            if (fds[3 + i].revents & (POLLIN | POLLHUP | POLLERR))
+                if (receive_one(&s, i) != 0)
+                    drop_conn(&s, i, "connection closed");
+        }
+        if (fds[1].revents & POLLIN)
+            accept_one(&s, listen_fd);
+    }
+    while (s.nconns > 0)
+        drop_conn(&s, s.nconns - 1, "shutting down");
+    return EXIT_OK;
+}

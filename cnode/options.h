@@ -1,0 +1,38 @@
+/*
+ * options.h — the C node's command line. See docs/cnode.md for the options
+ * and exit codes. The cookie is deliberately not an option: only a file.
+ */
+#ifndef SYNOD_CNODE_OPTIONS_H
+#define SYNOD_CNODE_OPTIONS_H
+
+#include <stddef.h>
+
+#define OPTIONS_MAX_CONNECT 32
+
+/* Exit codes (sysexits.h values). */
+enum {
+    EXIT_OK = 0,
+    EXIT_USAGE = 64,       /* bad command line */
+    EXIT_NOINPUT = 66,     /* cookie file missing or unreadable */
+    EXIT_UNAVAILABLE = 69, /* cannot listen, or epmd refused to publish us */
+    EXIT_SOFTWARE = 70,    /* internal error */
+    EXIT_NOPERM = 77,      /* cookie file has unsafe permissions or owner */
+};
+
+typedef struct cnode_options {
+    const char *name;        /* alive@a.b.c.d */
+    const char *cookie_file; /* required */
+    const char *connect[OPTIONS_MAX_CONNECT];
+    size_t nconnect;
+    const char *hub;    /* the hub this node serves */
+    const char *server; /* registered name GenServer calls go to */
+    int log_level;
+    int watch_stdin; /* exit when stdin closes (set when run as a port) */
+    int help, version;
+} cnode_options;
+
+/* Fills opts; returns 0, or -1 with *why naming the problem. */
+int options_parse(int argc, char **argv, cnode_options *opts, const char **why);
+void options_usage(const char *prog);
+
+#endif

@@ -1,0 +1,198 @@
+defmodule Synod.CNodeTest do
+  # The real C node (priv/synod_cnode) on real epmd and real distribution.
+  use ExUnit.Case, async: false
+
+  alias Synod.CNode
+
+  @moduletag :distributed
+  @moduletag :tmp_dir
+  @exe Path.expand("../../priv/synod_cnode", __DIR__)
+
+  setup_all do
+    Synod.LocalCluster.ensure_distributed()
+    :ok
+  end
+
+  defp unique_name, do: :"synod_c#{System.unique_integer([:positive])}@127.0.0.1"
+
+  defp start_cnode(opts \\ []) do
+    name = unique_name()
+    {:ok, pid} = CNode.start_link(Keyword.put(opts, :name, name))
+    on_exit(fn -> if Process.alive?(pid), do: CNode.stop(pid) end)
+    {pid, name}
+  end
+
+  defp wait_until(fun, timeout \\ 5_000) do
+    deadline = System.monotonic_time(:millisecond) + timeout
+
+    Stream.repeatedly(fn -> fun.() || (Process.sleep(20) && false) end)
+    |> Enum.find(fn ok -> ok or System.monotonic_time(:millisecond) > deadline end)
+  end
+
+  test "joins the cluster and answers net_adm:ping and GenServer calls" do
+    {_pid, name} = start_cnode()
+    assert Node.ping(name) == :pong
+    assert name in Node.list(:hidden)
+    assert GenServer.call({:synod_cnode, name}, :ping) == :pong
+    assert GenServer.call({:synod_cnode, name}, :version) == {:ok, "0.1.0"}
+    assert node() in GenServer.call({:synod_cnode, name}, :nodes)
+  end
+
+  test "unknown and malformed requests get errors while the node stays up" do
+    {pid, name} = start_cnode()
+
+    assert GenServer.call({:synod_cnode, name}, {:no, :such, :request}) ==
+             {:error, {:bad_request, :unknown_request}}
+
+    assert GenServer.call({:some_other_name, name}, :ping) ==
+             {:error, {:bad_request, :unknown_request}}
+
+    # not a call: no reply address, so a log line and nothing else
+    send({:synod_cnode, name}, {:not, :a, :call})
+    send({:synod_cnode, name}, :binary.copy("x", 2_000_000))
+    assert GenServer.call({:synod_cnode, name}, :ping) == :pong
+    assert wait_until(fn -> Enum.any?(CNode.output(pid), &(&1 =~ "not a GenServer call")) end)
+    assert wait_until(fn -> Enum.any?(CNode.output(pid), &(&1 =~ "message too large")) end)
+  end
+
+  test "stopping it ends the OS process and unregisters it from epmd" do
+    {pid, name} = start_cnode()
+    os_pid = CNode.os_pid(pid)
+    assert File.exists?("/proc/#{os_pid}")
+    :ok = CNode.stop(pid)
+    assert wait_until(fn -> not File.exists?("/proc/#{os_pid}") end)
+    [alive | _] = name |> Atom.to_string() |> String.split("@")
+
+    assert wait_until(fn ->
+             :erl_epmd.port_please(String.to_charlist(alive), {127, 0, 0, 1}) == :noport
+           end)
+  end
+
+  test "it connects to --connect nodes and reconnects after they come back" do
+    peer_name = ~c"reconnect_target_#{System.unique_integer([:positive])}"
+    peer_opts = %{name: peer_name, host: ~c"127.0.0.1", longnames: true}
+    {:ok, peer, target} = :peer.start(peer_opts)
+    {_pid, name} = start_cnode(connect: [target])
+    assert wait_until(fn -> name in :erpc.call(target, :erlang, :nodes, [:hidden]) end)
+
+    :peer.stop(peer)
+    {:ok, peer, ^target} = :peer.start(peer_opts)
+    on_exit(fn -> :peer.stop(peer) end)
+    assert wait_until(fn -> name in :erpc.call(target, :erlang, :nodes, [:hidden]) end, 10_000)
+  end
+
+  test "a node with the wrong cookie is refused" do
+    {pid, name} = start_cnode()
+
+    {:ok, peer, _} =
+      :peer.start(%{
+        name: ~c"wrong_cookie_#{System.unique_integer([:positive])}",
+        host: ~c"127.0.0.1",
+        longnames: true,
+        connection: :standard_io,
+        args: [~c"-setcookie", ~c"not_the_cookie"]
+      })
+
+    assert :peer.call(peer, :net_adm, :ping, [name]) == :pang
+    :peer.stop(peer)
+
+    assert wait_until(fn ->
+             Enum.any?(CNode.output(pid), &(&1 =~ "refused an incoming connection"))
+           end)
+
+    assert Node.ping(name) == :pong
+  end
+
+  describe "the command line" do
+    test "a cookie file readable by others is refused with exit code 77", %{tmp_dir: dir} do
+      file = Path.join(dir, "cookie")
+      File.write!(file, "secret_cookie_value")
+      File.chmod!(file, 0o644)
+
+      {out, status} =
+        System.cmd(@exe, ["--name", "x@127.0.0.1", "--cookie-file", file], stderr_to_stdout: true)
+
+      assert status == 77
+      assert out =~ "accessible by group or others"
+      refute out =~ "secret_cookie_value"
+    end
+
+    test "usage errors exit with 64 and say why", %{tmp_dir: dir} do
+      file = Path.join(dir, "cookie")
+      File.write!(file, "c")
+      File.chmod!(file, 0o600)
+
+      for {args, message} <- [
+            {["--cookie", "abc", "--name", "x@127.0.0.1"], "never taken from the command line"},
+            {["--cookie-file", file], "--name is required"},
+            {["--name", "x@127.0.0.1"], "--cookie-file is required"},
+            {["--name", "no-at-sign", "--cookie-file", file], "ALIVE@IPV4"},
+            {["--name", "x@localhost", "--cookie-file", file], "ALIVE@IPV4"},
+            {["--name"], "missing its value"},
+            {["--bogus"], "unknown option"},
+            {["--name", "x@127.0.0.1", "--cookie-file", file, "--log-level", "loud"],
+             "--log-level"}
+          ] do
+        {out, status} = System.cmd(@exe, args, stderr_to_stdout: true)
+        assert status == 64, "#{inspect(args)} exited #{status}"
+        assert out =~ message
+      end
+
+      {out, 0} = System.cmd(@exe, ["--help"])
+      assert out =~ "--cookie-file"
+      assert {"synod_cnode 0.1.0\n", 0} = System.cmd(@exe, ["--version"])
+    end
+
+    test "a missing cookie file exits with 66", %{tmp_dir: dir} do
+      {out, 66} =
+        System.cmd(@exe, ["--name", "x@127.0.0.1", "--cookie-file", Path.join(dir, "none")],
+          stderr_to_stdout: true
+        )
+
+      assert out =~ "cannot open cookie file"
+    end
+  end
+
+  test "Synod.CNode validates its options" do
+    assert_raise ArgumentError, ~r/unknown option :colour/, fn ->
+      CNode.start_link(name: :"a@127.0.0.1", colour: 1)
+    end
+
+    assert_raise ArgumentError, ~r/option :name/, fn -> CNode.start_link(name: :a@localhost) end
+
+    assert_raise ArgumentError, ~r/option :connect/, fn ->
+      CNode.start_link(name: :"a@127.0.0.1", connect: ["x"])
+    end
+  end
+
+  @tag timeout: 120_000
+  test "runs clean under valgrind: no errors, no leaks" do
+    valgrind =
+      System.find_executable("valgrind") ||
+        flunk("valgrind is not installed (scripts/setup.sh installs it)")
+
+    wrapper = [
+      valgrind,
+      "--error-exitcode=99",
+      "--leak-check=full",
+      "--errors-for-leak-kinds=definite,indirect"
+    ]
+
+    {pid, name} = start_cnode(wrapper: wrapper, ready_timeout: 60_000)
+    Process.unlink(pid)
+    ref = Process.monitor(pid)
+    os_pid = CNode.os_pid(pid)
+
+    assert GenServer.call({:synod_cnode, name}, :ping, 20_000) == :pong
+    assert {:error, {:bad_request, _}} = GenServer.call({:synod_cnode, name}, {:junk}, 20_000)
+    send({:synod_cnode, name}, :not_a_call)
+    assert GenServer.call({:synod_cnode, name}, :nodes, 20_000) |> is_list()
+
+    # SIGTERM: the C node stops cleanly and valgrind reports with its exit code
+    {_, 0} = System.cmd("kill", ["-TERM", to_string(os_pid)])
+    assert_receive {:DOWN, ^ref, :process, ^pid, reason}, 60_000
+
+    assert reason == {:shutdown, {:cnode_exited, 0}},
+           "valgrind reported errors: #{inspect(reason)}"
+  end
+end
