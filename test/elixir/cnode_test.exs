@@ -15,11 +15,11 @@ defmodule Synod.CNodeTest do
 
   defp unique_name, do: :"synod_c#{System.unique_integer([:positive])}@127.0.0.1"
 
+  # Under ExUnit's test supervisor, which stops it after the test.
   defp start_cnode(opts \\ []) do
     name = unique_name()
-    {:ok, pid} = CNode.start_link(Keyword.put(opts, :name, name))
-    on_exit(fn -> if Process.alive?(pid), do: CNode.stop(pid) end)
-    {pid, name}
+    spec = Supervisor.child_spec({CNode, Keyword.put(opts, :name, name)}, restart: :temporary)
+    {start_supervised!(spec), name}
   end
 
   defp wait_until(fun, timeout \\ 5_000) do
@@ -59,7 +59,8 @@ defmodule Synod.CNodeTest do
     {pid, name} = start_cnode()
     os_pid = CNode.os_pid(pid)
     assert File.exists?("/proc/#{os_pid}")
-    :ok = CNode.stop(pid)
+    :ok = stop_supervised(CNode.child_spec(name: name).id)
+    refute Process.alive?(pid)
     assert wait_until(fn -> not File.exists?("/proc/#{os_pid}") end)
     [alive | _] = name |> Atom.to_string() |> String.split("@")
 
@@ -179,7 +180,6 @@ defmodule Synod.CNodeTest do
     ]
 
     {pid, name} = start_cnode(wrapper: wrapper, ready_timeout: 60_000)
-    Process.unlink(pid)
     ref = Process.monitor(pid)
     os_pid = CNode.os_pid(pid)
 
