@@ -261,15 +261,23 @@ static ERL_NIF_TERM ring_owners_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM
     uint8_t scratch[MAX_ATOM_UTF8];
     const uint8_t *key;
     size_t len;
-    int n;
+    ErlNifUInt64 n;
     if (!res)
         return raise_badarg(env, "not a ring");
     if (!key_bytes(env, argv[1], scratch, &key, &len))
         return raise_badarg(env, "a key must be a binary or an atom");
-    if (!enif_get_int(env, argv[2], &n) || n <= 0)
+    /* Any positive integer: one too big for 64 bits still means "all". */
+    if (!enif_get_uint64(env, argv[2], &n)) {
+        ErlNifSInt64 negative;
+        if (!enif_is_number(env, argv[2]) || enif_get_int64(env, argv[2], &negative) ||
+            enif_compare(argv[2], enif_make_int(env, 0)) < 0)
+            return raise_badarg(env, "n must be a positive integer");
+        n = UINT64_MAX;
+    }
+    if (n == 0)
         return raise_badarg(env, "n must be a positive integer");
     uint32_t count = ring_member_count(res->ring);
-    size_t want = (uint32_t)n < count ? (size_t)n : count;
+    size_t want = n < count ? (size_t)n : count;
     uint32_t stack[64];
     uint32_t *out = want <= 64 ? stack : enif_alloc(want * sizeof *out);
     size_t got = ring_owners(res->ring, key, len, out, want);
@@ -307,7 +315,8 @@ static ERL_NIF_TERM bulk_run(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]
                 return raise_badarg(env, "a key must be a binary or an atom");
         }
         ErlNifTime elapsed = enif_monotonic_time(ERL_NIF_USEC) - start;
-        int percent = (int)(elapsed / 10); /* 1 ms is a full timeslice */
+        /* 1 ms is a full timeslice; round up so the slice is never overrun */
+        int percent = (int)((elapsed + 9) / 10);
         if (enif_consume_timeslice(env, percent > 100 ? 100 : (percent < 1 ? 1 : percent))) {
             ERL_NIF_TERM next[4];
             memcpy(next, argv, (size_t)argc * sizeof *next);

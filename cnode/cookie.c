@@ -8,16 +8,20 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-int cookie_read(const char *path, char out[COOKIE_MAX + 1], const char **why)
+cookie_status cookie_read(const char *path, char out[COOKIE_MAX + 1], const char **why)
 {
     int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) {
-        *why = errno == ELOOP ? "cookie file is a symbolic link" : "cannot open cookie file";
-        return -1;
+        if (errno == ELOOP) {
+            *why = "cookie file is a symbolic link";
+            return COOKIE_EUNSAFE;
+        }
+        *why = "cannot open cookie file";
+        return COOKIE_EINPUT;
     }
     struct stat st;
     char buf[COOKIE_MAX + 2];
-    int rc = -1;
+    cookie_status rc = COOKIE_EINPUT;
     ssize_t n = 0;
     if (fstat(fd, &st) != 0) {
         *why = "cannot stat cookie file";
@@ -25,8 +29,10 @@ int cookie_read(const char *path, char out[COOKIE_MAX + 1], const char **why)
         *why = "cookie file is not a regular file";
     } else if (st.st_uid != geteuid()) {
         *why = "cookie file is owned by another user";
+        rc = COOKIE_EUNSAFE;
     } else if (st.st_mode & (S_IRWXG | S_IRWXO)) {
         *why = "cookie file is accessible by group or others (chmod 600 it)";
+        rc = COOKIE_EUNSAFE;
     } else if ((n = read(fd, buf, sizeof buf)) < 0) {
         *why = "cannot read cookie file";
     } else {
@@ -45,7 +51,7 @@ int cookie_read(const char *path, char out[COOKIE_MAX + 1], const char **why)
         } else {
             memcpy(out, buf, len);
             out[len] = '\0';
-            rc = 0;
+            rc = COOKIE_OK;
         }
     }
     sodium_memzero(buf, sizeof buf);

@@ -14,8 +14,14 @@
 
 #define COOKIE_MAX 255
 
-/* Reads the cookie into out (COOKIE_MAX + 1 bytes, NUL-terminated). Returns 0,
- * or -1 with *why set to a reason that names no secret. */
-int cookie_read(const char *path, char out[COOKIE_MAX + 1], const char **why);
+typedef enum cookie_status {
+    COOKIE_OK = 0,
+    COOKIE_EINPUT = -1,  /* missing, unreadable, empty or not one printable line */
+    COOKIE_EUNSAFE = -2, /* a symbolic link, another owner, or group/other permissions */
+} cookie_status;
+
+/* Reads the cookie into out (COOKIE_MAX + 1 bytes, NUL-terminated). On error
+ * *why is set to a reason that names no secret. */
+cookie_status cookie_read(const char *path, char out[COOKIE_MAX + 1], const char **why);
 
 #endif

@@ -63,9 +63,10 @@ int main(int argc, char **argv)
     }
 
     char cookie[COOKIE_MAX + 1];
-    if (cookie_read(opts.cookie_file, cookie, &why) != 0) {
+    cookie_status status = cookie_read(opts.cookie_file, cookie, &why);
+    if (status != COOKIE_OK) {
         LOG_E("%s: %s", opts.cookie_file, why);
-        return strstr(why, "group or others") || strstr(why, "owned") ? EXIT_NOPERM : EXIT_NOINPUT;
+        return status == COOKIE_EUNSAFE ? EXIT_NOPERM : EXIT_NOINPUT;
     }
     static ei_cnode ec;
     int rc = ei_connect_xinit(&ec, host, alive, opts.name, &addr, cookie, 0);

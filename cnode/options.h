@@ -16,7 +16,7 @@ enum {
     EXIT_NOINPUT = 66,     /* cookie file missing or unreadable */
     EXIT_UNAVAILABLE = 69, /* cannot listen, or epmd refused to publish us */
     EXIT_SOFTWARE = 70,    /* internal error */
-    EXIT_NOPERM = 77,      /* cookie file has unsafe permissions or owner */
+    EXIT_NOPERM = 77,      /* cookie file unsafe: permissions, owner or a symlink */
 };
 
 typedef struct cnode_options {

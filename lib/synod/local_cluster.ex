@@ -9,7 +9,9 @@ defmodule Synod.LocalCluster do
   controlling node off. Drive peers with `:erpc` over the distribution
   connection.
 
-  `epmd` must be running first (`epmd -daemon`).
+  `epmd` must be running first (`epmd -daemon`). The calling VM should itself
+  be started with `-kernel prevent_overlapping_partitions false` (the
+  scripts set it through `ERL_AFLAGS`): `global` reads that flag only at boot.
 
       peers = Synod.LocalCluster.start(3, prefix: "demo")
       nodes = Enum.map(peers, &elem(&1, 1))
@@ -24,7 +26,6 @@ defmodule Synod.LocalCluster do
   @spec ensure_distributed() :: node()
   def ensure_distributed do
     unless Node.alive?() do
-      :ok = :application.set_env(:kernel, :prevent_overlapping_partitions, false)
       name = :"synod_#{System.unique_integer([:positive])}@127.0.0.1"
 
       case :net_kernel.start([name, :longnames]) do

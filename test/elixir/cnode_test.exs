@@ -118,6 +118,21 @@ defmodule Synod.CNodeTest do
       refute out =~ "secret_cookie_value"
     end
 
+    test "a symbolic link as cookie file is refused with exit code 77", %{tmp_dir: dir} do
+      real = Path.join(dir, "real")
+      File.write!(real, "c")
+      File.chmod!(real, 0o600)
+      File.ln_s!(real, Path.join(dir, "link"))
+
+      {out, status} =
+        System.cmd(@exe, ["--name", "x@127.0.0.1", "--cookie-file", Path.join(dir, "link")],
+          stderr_to_stdout: true
+        )
+
+      assert status == 77
+      assert out =~ "symbolic link"
+    end
+
     test "usage errors exit with 64 and say why", %{tmp_dir: dir} do
       file = Path.join(dir, "cookie")
       File.write!(file, "c")
