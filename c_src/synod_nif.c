@@ -268,11 +268,10 @@ static ERL_NIF_TERM ring_owners_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM
         return raise_badarg(env, "a key must be a binary or an atom");
     /* Any positive integer: one too big for 64 bits still means "all". */
     if (!enif_get_uint64(env, argv[2], &n)) {
-        ErlNifSInt64 negative;
-        if (!enif_is_number(env, argv[2]) || enif_get_int64(env, argv[2], &negative) ||
+        if (enif_term_type(env, argv[2]) != ERL_NIF_TERM_TYPE_INTEGER ||
             enif_compare(argv[2], enif_make_int(env, 0)) < 0)
             return raise_badarg(env, "n must be a positive integer");
-        n = UINT64_MAX;
+        n = UINT64_MAX; /* a positive bignum */
     }
     if (n == 0)
         return raise_badarg(env, "n must be a positive integer");

@@ -124,6 +124,16 @@ defmodule Synod.RingTest do
         Ring.owners(ring, "k", -3)
       end
 
+      for bad_n <- [-(2 ** 70), 2.0, :all] do
+        assert_raise ArgumentError, "n must be a positive integer", fn ->
+          Ring.owners(ring, "k", bad_n)
+        end
+      end
+
+      # any positive n, however large, means every member
+      assert length(Ring.owners(ring, "k", 2 ** 40)) == 2
+      assert length(Ring.owners(ring, "k", 2 ** 70)) == 2
+
       assert_raise ArgumentError, "not a ring", fn -> Ring.lookup(make_ref(), "k") end
       assert_raise ArgumentError, "not a ring", fn -> Ring.lookup(:ring, "k") end
 
