@@ -11,7 +11,8 @@
 # Conventions that let parts be added without editing this file:
 #   c_src/*.c except synod_nif*.c  pure cores, linked into everything
 #   test/c/test_*.c                one cmocka binary each
-#   bench/c/bench_*.c              one benchmark binary each
+#   bench/c/bench_*.c              one benchmark binary each (test/c/support_*.c
+#                                  linked in, e.g. the Raft simulator)
 #   fuzz/fuzz_*.c                  one libFuzzer harness each; inputs that once
 #                                  crashed live in fuzz/regressions/<name>/ and
 #                                  are replayed by every test run
@@ -73,9 +74,9 @@ $(BUILD)/asan/%: test/c/%.c $(TEST_SUPPORT) $(CORE_SRCS) $(CORE_HDRS)
 	@mkdir -p $(@D)
 	$(CC) $(CSTD) $(WARN) -O1 -g $(SAN) -DSYNOD_SANITIZED -Ic_src -Itest/c -o $@ $< $(TEST_SUPPORT) $(CORE_SRCS) $(LIBS) -lcmocka
 
-$(BUILD)/bench/%: bench/c/%.c $(CORE_SRCS) $(CORE_HDRS)
+$(BUILD)/bench/%: bench/c/%.c $(TEST_SUPPORT) $(CORE_SRCS) $(CORE_HDRS)
 	@mkdir -p $(@D)
-	$(CC) $(CSTD) $(WARN) -O2 -march=native -DNDEBUG -Ic_src -o $@ $< $(CORE_SRCS) $(LIBS) -lm
+	$(CC) $(CSTD) $(WARN) -O2 -march=native -DNDEBUG -Ic_src -Itest/c -o $@ $< $(TEST_SUPPORT) $(CORE_SRCS) $(LIBS) -lm
 
 $(BUILD)/fuzz/%: fuzz/%.c $(CORE_SRCS) $(CORE_HDRS)
 	@mkdir -p $(@D)
