@@ -1,0 +1,951 @@
+defmodule Synod.Hub.Coordinator do
+  @moduledoc false
+  # The hub's process on one node, registered under the hub's name. A shell:
+  # it owns the registry tables, the monitors on peers, children and
+  # subscribers, and the event queue, and carries out what the pure modules
+  # decide (Synod.Hub.Placement for placement and redistribution,
+  # Synod.Hub.Results on the caller's side). Every message it accepts is a
+  # plain term listed in docs/protocol.md.
+  #
+  # It never waits on another node: requests are answered from local work
+  # only, and remote answers arrive as messages. It keeps no state about
+  # callers: a request is handled and forgotten in one step.
+  #
+  # Registry row (one per child, on every member):
+  #   {child_id, spec, metadata, [pid]}   — one pid per member running a copy
+  # A row with no pids is a child whose copies are gone (its node left, or it
+  # is being migrated or suspended); its owner restarts it on reconcile.
+
+  use GenServer
+  require Logger
+
+  alias Synod.Hub.{Placement, Spec}
+  alias Synod.Ring
+
+  @migration_timeout 30_000
+
+  # ── lifecycle ────────────────────────────────────────────────────────────
+
+  def start_link(cfg), do: GenServer.start_link(__MODULE__, cfg, name: cfg.name)
+
+  def child_spec(cfg),
+    do: %{id: __MODULE__, start: {__MODULE__, :start_link, [cfg]}, shutdown: 10_000}
+
+  @impl true
+  def init(cfg) do
+    Process.flag(:trap_exit, true)
+    hub = cfg.name
+    # :compressed keeps a row near 160 bytes (see docs/hub.md, "Memory").
+    registry = :ets.new(:synod_registry, [:set, :protected, :compressed, read_concurrency: true])
+    meta = :ets.new(:synod_meta, [:set, :protected, read_concurrency: true])
+    :persistent_term.put({Synod.Hub, hub}, {registry, meta})
+    :ok = :net_kernel.monitor_nodes(true)
+
+    state = %{
+      hub: hub,
+      cfg: cfg,
+      me: node(),
+      # What members must agree on, compared as a plain term in the handshake.
+      hash:
+        {cfg.replication_factor, cfg.replication_model,
+         Keyword.get(cfg.ring, :vnodes, :synod_ring.default_vnodes()),
+         Keyword.get(cfg.ring, :seed, :synod_ring.default_seed()), cfg.partition_strategy},
+      sup: Process.whereis(Synod.Hub.Supervisor.children_name(hub)),
+      registry: registry,
+      meta: meta,
+      peers: %{},
+      known: MapSet.new([node()]),
+      ring: nil,
+      partitioned: false,
+      local: %{},
+      subs: %{},
+      migrations: %{},
+      migrating: MapSet.new(),
+      queue: :queue.new()
+    }
+
+    state = apply_membership(state, nil)
+    :ets.insert(meta, {:config, cfg})
+    for node <- Node.list(), do: send({hub, node}, hello(state, :synod_hello))
+    {:ok, state}
+  end
+
+  @impl true
+  def terminate(_reason, state) do
+    for {node, _} <- state.peers, do: send({state.hub, node}, {:synod_bye, state.me})
+    :persistent_term.erase({Synod.Hub, state.hub})
+    :ok
+  end
+
+  # ── calls (also the plain-term protocol for external callers) ───────────
+
+  @impl true
+  def handle_call(:synod_barrier, _from, state), do: {:reply, :ok, state}
+
+  def handle_call({:synod_dispatch_event, id, data, discard}, _from, state) do
+    {answer, state} = enqueue_event(state, id, data, discard)
+    {:reply, {:ok, answer}, state}
+  end
+
+  def handle_call({:synod_subscribe, pid, ids}, _from, state) do
+    subs =
+      case state.subs do
+        %{^pid => {mref, _}} -> Map.put(state.subs, pid, {mref, ids})
+        subs -> Map.put(subs, pid, {Process.monitor(pid), ids})
+      end
+
+    {:reply, :ok, %{state | subs: subs}}
+  end
+
+  def handle_call({:synod_unsubscribe, pid}, _from, state) do
+    case Map.pop(state.subs, pid) do
+      {nil, _} ->
+        {:reply, :ok, state}
+
+      {{mref, _}, subs} ->
+        Process.demonitor(mref, [:flush])
+        {:reply, :ok, %{state | subs: subs}}
+    end
+  end
+
+  def handle_call({:start_children, entries}, _from, state) when is_list(entries) do
+    {state, results} = handle_start(state, make_ref(), [], entries, [])
+    {:reply, {:ok, results}, state}
+  end
+
+  def handle_call({:stop_children, ids}, _from, state) when is_list(ids) do
+    {state, results} = handle_stop(state, make_ref(), [], ids)
+    {:reply, {:ok, results}, state}
+  end
+
+  def handle_call(:members, _from, state), do: {:reply, {:ok, members(state)}, state}
+
+  def handle_call(:ring_info, _from, state) do
+    info = Ring.info(state.ring)
+    {:reply, {:ok, members(state), info.vnodes, info.seed, state.cfg.replication_factor}, state}
+  end
+
+  def handle_call({:whereis, id}, _from, state) do
+    pids =
+      case :ets.lookup(state.registry, id) do
+        [{_, _, _, pids}] -> pids
+        [] -> []
+      end
+
+    {:reply, {:ok, pids}, state}
+  end
+
+  # ── requests ─────────────────────────────────────────────────────────────
+
+  @impl true
+  def handle_info({:synod_start, ref, reply_to, entries, opts}, state) do
+    {state, _} = handle_start(state, ref, reply_to, entries, opts)
+    after_batch(entries)
+    {:noreply, state}
+  end
+
+  def handle_info({:synod_stop, ref, reply_to, ids, _opts}, state) do
+    {state, _} = handle_stop(state, ref, reply_to, ids)
+    after_batch(ids)
+    {:noreply, state}
+  end
+
+  # ── registry sync between members ────────────────────────────────────────
+
+  def handle_info({:synod_registered, from, entries, replies}, state) do
+    if Map.has_key?(state.peers, from) do
+      rows =
+        for {id, spec, meta, pid} <- entries, do: put_pid(state.registry, id, spec, meta, pid)
+
+      deliver_replies(replies, from)
+      state = emit_started(state, from, entries)
+      state = reconcile(state, rows, nil)
+      after_batch(entries)
+      {:noreply, state}
+    else
+      deliver_replies(replies, from)
+      {:noreply, state}
+    end
+  end
+
+  def handle_info({:synod_orphans, from, orphans}, state) do
+    if Map.has_key?(state.peers, from) do
+      rows =
+        for {id, spec, meta} <- orphans, :ets.insert_new(state.registry, {id, spec, meta, []}) do
+          {id, spec, meta, []}
+        end
+
+      {:noreply, reconcile(state, rows, nil)}
+    else
+      {:noreply, state}
+    end
+  end
+
+  def handle_info({:synod_unregistered, from, stopped, reason, replies}, state) do
+    state =
+      if Map.has_key?(state.peers, from) do
+        for {id, pid} <- stopped, do: remove_pid(state.registry, id, pid, reason)
+        if stopped != [], do: emit(state, :children_stopped, {from, stopped}), else: state
+      else
+        state
+      end
+
+    deliver_replies(replies, from)
+    {:noreply, state}
+  end
+
+  # ── membership ───────────────────────────────────────────────────────────
+
+  def handle_info({:synod_hello, node, pid, hash}, state) do
+    if hash == state.hash do
+      send(pid, hello(state, :synod_welcome))
+      {:noreply, add_peer(state, node, pid)}
+    else
+      Logger.error(
+        "Synod hub #{inspect(state.hub)}: #{node} runs it with a different configuration; ignored"
+      )
+
+      {:noreply, state}
+    end
+  end
+
+  def handle_info({:synod_welcome, node, pid, hash}, state) do
+    if hash == state.hash, do: {:noreply, add_peer(state, node, pid)}, else: {:noreply, state}
+  end
+
+  def handle_info({:synod_bye, node}, state) do
+    state = %{state | known: MapSet.delete(state.known, node)}
+    {:noreply, remove_peer(state, node, :hub_stopped)}
+  end
+
+  def handle_info({:nodeup, node}, state) do
+    send({state.hub, node}, hello(state, :synod_hello))
+    {:noreply, state}
+  end
+
+  def handle_info({:nodedown, node}, state), do: {:noreply, remove_peer(state, node, :nodedown)}
+
+  def handle_info({:DOWN, mref, :process, pid, reason}, state) do
+    cond do
+      Map.has_key?(state.local, pid) ->
+        {:noreply, child_down(state, pid, reason)}
+
+      match?(%{^pid => {^mref, _}}, state.subs) ->
+        {:noreply, %{state | subs: Map.delete(state.subs, pid)}}
+
+      true ->
+        case Enum.find(state.peers, fn {_, {p, m}} -> p == pid and m == mref end) do
+          {node, _} ->
+            why = if reason in [:noconnection, :noproc], do: :nodedown, else: {:hub_down, reason}
+            {:noreply, remove_peer(state, node, why)}
+
+          nil ->
+            {:noreply, state}
+        end
+    end
+  end
+
+  # ── children of this node ────────────────────────────────────────────────
+
+  def handle_info({:synod_child_up, id, pid}, state) do
+    me = state.me
+
+    with false <- Map.has_key?(state.local, pid),
+         [{^id, spec, meta, pids}] <- :ets.lookup(state.registry, id),
+         old when is_pid(old) <- Enum.find(pids, &(node(&1) == me)) do
+      # A restart by the DynamicSupervisor: the new pid replaces the old one
+      # (which stays in the row until then, see child_down/3).
+      Process.monitor(pid)
+      put_pid(state.registry, id, spec, meta, pid)
+      state = %{state | local: Map.put(state.local, pid, id)}
+      broadcast_registered(state, [{id, spec, meta, pid}], %{})
+      {:noreply, emit(state, :children_started, {me, [{id, pid}]})}
+    else
+      true ->
+        # The announcement of a start we already recorded.
+        {:noreply, state}
+
+      _ ->
+        # The late announcement of a start whose child this node has since
+        # stopped (started and moved away in one step): nothing to record.
+        {:noreply, state}
+    end
+  end
+
+  # ── migrations started by this node ──────────────────────────────────────
+
+  def handle_info({:synod_results, ref, target, results}, state) do
+    case Map.pop(state.migrations, ref) do
+      {nil, _} ->
+        {:noreply, state}
+
+      {%{kind: :cold, timer: timer}, migrations} ->
+        Process.cancel_timer(timer)
+        moved = for {id, {:ok, pid}} <- results, do: {id, pid}
+        log_failed_moves(state, target, results)
+        state = %{state | migrations: migrations}
+        state = if moved != [], do: announce_migrated(state, target, moved), else: state
+        {:noreply, maybe_resume(state)}
+
+      {%{kind: :hot, timer: timer, old: old} = m, migrations} ->
+        Process.cancel_timer(timer)
+        log_failed_moves(state, target, results)
+
+        moved =
+          for {id, {:ok, pid}} <- results,
+              Map.has_key?(old, id),
+              do: {id, Map.fetch!(old, id), pid}
+
+        coordinator = self()
+        timeout = state.cfg.handover_timeout
+
+        spawn(fn ->
+          send(coordinator, {:synod_handover_done, ref, target, handover(moved, timeout)})
+        end)
+
+        {:noreply, %{state | migrations: Map.put(migrations, ref, %{m | kind: :handover})}}
+    end
+  end
+
+  def handle_info({:synod_handover_done, ref, target, moved}, state) do
+    case Map.pop(state.migrations, ref) do
+      {nil, _} ->
+        {:noreply, state}
+
+      {%{ids: ids}, migrations} ->
+        state = %{state | migrations: migrations}
+        # The new copies run (and are registered) on `target`: stop the old.
+        old_ids = for {id, _old, _new} <- moved, do: id
+        {state, _results, stopped} = stop_local(state, old_ids, :migrating)
+        broadcast_unregistered(state, stopped, :migrating, %{})
+        # Children the target failed to start stay here; reconcile decides again.
+        state = %{state | migrating: Enum.reduce(ids, state.migrating, &MapSet.delete(&2, &1))}
+        state = announce_migrated(state, target, for({id, _old, new} <- moved, do: {id, new}))
+        {:noreply, maybe_resume(state)}
+    end
+  end
+
+  def handle_info({:synod_migration_timeout, ref}, state) do
+    case Map.pop(state.migrations, ref) do
+      {nil, _} ->
+        {:noreply, state}
+
+      {%{ids: ids}, migrations} ->
+        Logger.warning(
+          "Synod hub #{inspect(state.hub)}: a migration of #{length(ids)} children got no answer"
+        )
+
+        migrating = Enum.reduce(ids, state.migrating, &MapSet.delete(&2, &1))
+        {:noreply, maybe_resume(%{state | migrations: migrations, migrating: migrating})}
+    end
+  end
+
+  # ── events ───────────────────────────────────────────────────────────────
+
+  def handle_info({:synod_event, id, data, discard}, state) do
+    {_, state} = enqueue_event(state, id, data, discard)
+    {:noreply, state}
+  end
+
+  def handle_info({:EXIT, _pid, reason}, state) when reason in [:normal], do: {:noreply, state}
+  def handle_info({:EXIT, _pid, reason}, state), do: {:stop, reason, state}
+
+  def handle_info(message, state) do
+    Logger.debug("Synod hub #{inspect(state.hub)} ignored #{inspect(message)}")
+    {:noreply, state}
+  end
+
+  # ── starting and stopping ────────────────────────────────────────────────
+
+  # A big batch leaves a big heap of garbage behind (the batch, the answers);
+  # collect it now rather than carry it until the next natural collection.
+  @big_batch 5_000
+  defp after_batch(list) do
+    if length(list) >= @big_batch, do: :erlang.garbage_collect()
+    :ok
+  end
+
+  defp handle_start(state, ref, reply_to, entries, _opts) do
+    if state.partitioned do
+      results = for {id, _, _, _} <- entries, do: {id, {:error, :partitioned}}
+      route_replies(state, ref, reply_to, results, [], :registered)
+      {state, results}
+    else
+      {state, results, rows} = start_local(state, entries)
+      started = entries_of(rows, state.me)
+      route_replies(state, ref, reply_to, results, started, :registered)
+      state = emit_started(state, state.me, started)
+      # A requester with a stale ring may have sent us children we do not own.
+      {reconcile(state, rows, nil), results}
+    end
+  end
+
+  defp handle_stop(state, ref, reply_to, ids) do
+    {state, results, stopped} = stop_local(state, ids, :stopped)
+    route_replies(state, ref, reply_to, results, stopped, :unregistered)
+    state = if stopped != [], do: emit(state, :children_stopped, {state.me, stopped}), else: state
+    {state, results}
+  end
+
+  # Starts each entry on this node unless a copy already runs here, in which
+  # case its pid is the answer (a node never runs two copies of a child).
+  # Returns the rows of the children it started, as now stored.
+  defp start_local(state, entries) do
+    %{registry: registry, me: me} = state
+
+    {results, {local, started}} =
+      Enum.map_reduce(entries, {state.local, []}, fn {id, spec, meta, mode}, {local, started} ->
+        others =
+          case :ets.lookup(registry, id) do
+            [] -> []
+            [{_, _, _, pids}] -> pids
+          end
+
+        case Enum.find(others, &(node(&1) == me)) do
+          pid when is_pid(pid) ->
+            {{id, {:ok, pid}}, {local, started}}
+
+          nil ->
+            case start_supervised(state, id, spec) do
+              {:ok, pid} ->
+                Process.monitor(pid)
+                row = {id, spec, meta, [pid | others]}
+                :ets.insert(registry, row)
+                tell_mode(state, pid, mode)
+                {{id, {:ok, pid}}, {Map.put(local, pid, id), [row | started]}}
+
+              {:error, reason} ->
+                {{id, {:error, reason}}, {local, started}}
+            end
+        end
+      end)
+
+    {%{state | local: local}, results, Enum.reverse(started)}
+  end
+
+  # Registry entries `{id, spec, meta, pid}` for rows this node just started.
+  defp entries_of(rows, me) do
+    for {id, spec, meta, pids} <- rows, do: {id, spec, meta, Enum.find(pids, &(node(&1) == me))}
+  end
+
+  defp start_supervised(state, id, spec) do
+    case DynamicSupervisor.start_child(state.sup, Spec.supervised(state.hub, id, spec)) do
+      {:ok, pid} -> {:ok, pid}
+      {:ok, pid, _} -> {:ok, pid}
+      :ignore -> {:error, :ignore}
+      {:error, reason} -> {:error, reason}
+    end
+  catch
+    :exit, reason -> {:error, {:exit, reason}}
+  end
+
+  defp tell_mode(%{cfg: %{replication_factor: 1}}, _pid, _mode), do: :ok
+  defp tell_mode(state, pid, mode), do: send(pid, {:synod_mode, state.hub, mode})
+
+  # Stops local copies. `reason` says what the other members do with the
+  # row once no copy is left: :stopped deletes it, :migrating and
+  # :suspended keep it (the child must run again somewhere).
+  defp stop_local(state, ids, reason) do
+    %{registry: registry, me: me} = state
+
+    {results, {local, stopped}} =
+      Enum.map_reduce(ids, {state.local, []}, fn id, {local, stopped} ->
+        case :ets.lookup(registry, id) do
+          [{_, spec, meta, pids}] ->
+            case Enum.split_with(pids, &(node(&1) == me)) do
+              {[pid], rest} ->
+                terminate(state, id, pid)
+
+                cond do
+                  rest != [] or reason != :stopped ->
+                    :ets.insert(registry, {id, spec, meta, rest})
+
+                  true ->
+                    :ets.delete(registry, id)
+                end
+
+                {{id, {:ok, pid}}, {Map.delete(local, pid), [{id, pid} | stopped]}}
+
+              {[], _} ->
+                {{id, {:error, :not_found}}, {local, stopped}}
+            end
+
+          [] ->
+            {{id, {:error, :not_found}}, {local, stopped}}
+        end
+      end)
+
+    {%{state | local: local}, results, Enum.reverse(stopped)}
+  end
+
+  defp terminate(state, id, pid) do
+    case DynamicSupervisor.terminate_child(state.sup, pid) do
+      :ok ->
+        :ok
+
+      {:error, :not_found} ->
+        # It crashed and was restarted a moment ago: the restart's
+        # announcement is already in our mailbox.
+        receive do
+          {:synod_child_up, ^id, new_pid} -> DynamicSupervisor.terminate_child(state.sup, new_pid)
+        after
+          0 -> :ok
+        end
+    end
+  end
+
+  defp child_down(state, pid, reason) do
+    {id, local} = Map.pop(state.local, pid)
+    state = %{state | local: local}
+
+    restarted? =
+      case :ets.lookup(state.registry, id) do
+        [{_, spec, _, _}] ->
+          case Spec.restart(spec) do
+            :permanent ->
+              true
+
+            :transient ->
+              reason not in [:normal, :shutdown] and not match?({:shutdown, _}, reason)
+
+            :temporary ->
+              false
+          end
+
+        [] ->
+          false
+      end
+
+    if restarted? do
+      # The supervisor restarts it; :synod_child_up brings the new pid.
+      state
+    else
+      remove_pid(state.registry, id, pid, :stopped)
+      broadcast_unregistered(state, [{id, pid}], :stopped, %{})
+      emit(state, :children_stopped, {state.me, [{id, pid}]})
+    end
+  end
+
+  # ── replies and registry broadcasts ──────────────────────────────────────
+
+  # Respondents on a peer get their answer through that peer's coordinator,
+  # after it has applied the registry change (so a caller that has its
+  # answer sees the child in its own node's registry). Others — this node,
+  # or nodes that are not members — get it directly.
+  defp route_replies(state, ref, reply_to, results, changes, kind) do
+    {via_peer, direct} =
+      Enum.split_with(reply_to, &(node(&1) != state.me and Map.has_key?(state.peers, node(&1))))
+
+    for pid <- direct, do: send(pid, {:synod_results, ref, state.me, results})
+
+    replies =
+      via_peer
+      |> Enum.group_by(&node/1)
+      |> Map.new(fn {node, pids} -> {node, [{ref, pids, results}]} end)
+
+    case kind do
+      :registered -> broadcast_registered(state, changes, replies)
+      :unregistered -> broadcast_unregistered(state, changes, :stopped, replies)
+    end
+  end
+
+  defp broadcast_registered(state, entries, replies) do
+    for {node, _} <- state.peers do
+      node_replies = Map.get(replies, node, [])
+
+      if entries != [] or node_replies != [] do
+        send({state.hub, node}, {:synod_registered, state.me, entries, node_replies})
+      end
+    end
+
+    :ok
+  end
+
+  defp broadcast_unregistered(state, stopped, reason, replies) do
+    for {node, _} <- state.peers do
+      node_replies = Map.get(replies, node, [])
+
+      if stopped != [] or node_replies != [] do
+        send({state.hub, node}, {:synod_unregistered, state.me, stopped, reason, node_replies})
+      end
+    end
+
+    :ok
+  end
+
+  defp deliver_replies(replies, from) do
+    for {ref, pids, results} <- replies,
+        pid <- pids,
+        do: send(pid, {:synod_results, ref, from, results})
+
+    :ok
+  end
+
+  # Records `pid` as the copy of `id` on its node; returns the new row.
+  defp put_pid(registry, id, spec, meta, pid) do
+    row =
+      case :ets.lookup(registry, id) do
+        [] ->
+          {id, spec, meta, [pid]}
+
+        [{_, _, _, pids}] ->
+          node = node(pid)
+          {id, spec, meta, [pid | Enum.reject(pids, &(node(&1) == node))]}
+      end
+
+    :ets.insert(registry, row)
+    row
+  end
+
+  defp remove_pid(registry, id, pid, reason) do
+    case :ets.lookup(registry, id) do
+      [{_, spec, meta, pids}] ->
+        case List.delete(pids, pid) do
+          [] when reason == :stopped -> :ets.delete(registry, id)
+          ^pids -> :ok
+          rest -> :ets.insert(registry, {id, spec, meta, rest})
+        end
+
+      [] ->
+        :ok
+    end
+  end
+
+  defp local_pid(state, id) do
+    me = state.me
+
+    case :ets.lookup(state.registry, id) do
+      [{_, _, _, pids}] -> Enum.find(pids, &(node(&1) == me))
+      [] -> nil
+    end
+  end
+
+  defp local_entries(state) do
+    me = state.me
+
+    :ets.foldl(
+      fn {id, spec, meta, pids}, acc ->
+        case Enum.find(pids, &(node(&1) == me)) do
+          nil -> acc
+          pid -> [{id, spec, meta, pid} | acc]
+        end
+      end,
+      [],
+      state.registry
+    )
+  end
+
+  # ── membership ───────────────────────────────────────────────────────────
+
+  defp hello(state, tag), do: {tag, state.me, self(), state.hash}
+
+  defp members(state), do: Enum.sort([state.me | Map.keys(state.peers)])
+
+  defp add_peer(state, node, pid) do
+    case state.peers do
+      %{^node => {^pid, _}} ->
+        state
+
+      %{^node => _} ->
+        # A new incarnation of a hub we still knew: its old one has gone.
+        state |> remove_peer(node, :restarted) |> add_peer(node, pid)
+
+      _ ->
+        old_ring = state.ring
+
+        state = %{
+          state
+          | peers: Map.put(state.peers, node, {pid, Process.monitor(pid)}),
+            known: MapSet.put(state.known, node)
+        }
+
+        # Everything sent to the peer from now on follows this full picture:
+        # the children running here, and the children running nowhere (their
+        # copies are gone and the new member may be the owner to restart them).
+        send({state.hub, node}, {:synod_registered, state.me, local_entries(state), []})
+
+        orphans =
+          :ets.select(state.registry, [{{:"$1", :"$2", :"$3", []}, [], [{{:"$1", :"$2", :"$3"}}]}])
+
+        if orphans != [], do: send({state.hub, node}, {:synod_orphans, state.me, orphans})
+        state = emit(state, :member_joined, node)
+        apply_membership(state, old_ring)
+    end
+  end
+
+  defp remove_peer(state, node, reason) do
+    case Map.pop(state.peers, node) do
+      {nil, _} ->
+        state
+
+      {{_pid, mref}, peers} ->
+        Process.demonitor(mref, [:flush])
+        old_ring = state.ring
+        state = %{state | peers: peers}
+        drop_node_pids(state.registry, node)
+        state = emit(state, :member_left, {node, reason})
+        apply_membership(state, old_ring)
+    end
+  end
+
+  defp drop_node_pids(registry, node) do
+    changed =
+      :ets.foldl(
+        fn {id, spec, meta, pids}, acc ->
+          case Enum.reject(pids, &(node(&1) == node)) do
+            ^pids -> acc
+            rest -> [{id, spec, meta, rest} | acc]
+          end
+        end,
+        [],
+        registry
+      )
+
+    :ets.insert(registry, changed)
+  end
+
+  # Rebuilds the ring for the current members, decides whether this side is
+  # partitioned, and moves children to match the new ring.
+  defp apply_membership(state, old_ring) do
+    members = members(state)
+    ring = Ring.new(members, state.cfg.ring)
+    state = %{state | ring: ring}
+
+    minority? =
+      state.cfg.partition_strategy == :majority and
+        Placement.minority?(length(members), MapSet.size(state.known))
+
+    state =
+      cond do
+        minority? and not state.partitioned -> suspend(state)
+        not minority? and state.partitioned -> heal(state)
+        true -> state
+      end
+
+    :ets.insert(state.meta, [
+      {:members, members},
+      {:ring, ring},
+      {:partitioned, state.partitioned}
+    ])
+
+    if state.partitioned do
+      state
+    else
+      reconcile(state, :ets.tab2list(state.registry), old_ring)
+    end
+  end
+
+  defp suspend(state) do
+    ids = Map.values(state.local)
+    {state, _results, stopped} = stop_local(state, ids, :suspended)
+    broadcast_unregistered(state, stopped, :suspended, %{})
+    state = %{state | partitioned: true}
+    :ets.insert(state.meta, {:partitioned, true})
+    state = emit(state, :children_stopped, {state.me, stopped})
+    emit(state, :partitioned, members(state))
+  end
+
+  defp heal(state) do
+    state = %{state | partitioned: false}
+    :ets.insert(state.meta, {:partitioned, false})
+    emit(state, :healed, members(state))
+  end
+
+  # ── redistribution ───────────────────────────────────────────────────────
+
+  defp reconcile(%{partitioned: true} = state, _rows, _old_ring), do: state
+
+  defp reconcile(state, rows, old_ring) do
+    %{me: me, ring: ring, cfg: cfg} = state
+    rf = cfg.replication_factor
+
+    {starts, migrations, stops} =
+      Enum.reduce(rows, {[], %{}, []}, fn {id, _, _, _} = row,
+                                          {starts, migrations, stops} = acc ->
+        if MapSet.member?(state.migrating, id) do
+          acc
+        else
+          case Placement.reconcile(me, ring, rf, row) do
+            nil ->
+              acc
+
+            {:start, row} ->
+              {[row | starts], migrations, stops}
+
+            {:migrate, row, target} ->
+              {starts, Map.update(migrations, target, [row], &[row | &1]), stops}
+
+            {:stop, row} ->
+              {starts, migrations, [row | stops]}
+          end
+        end
+      end)
+
+    if old_ring, do: send_mode_changes(state, rows, old_ring)
+
+    state
+    |> stop_surplus(stops)
+    |> start_missing(starts)
+    |> migrate(migrations)
+  end
+
+  defp send_mode_changes(
+         %{cfg: %{replication_model: :active_passive, replication_factor: rf}} = state,
+         rows,
+         old_ring
+       )
+       when rf > 1 do
+    for {id, _, _, pids} <- rows do
+      with pid when is_pid(pid) <- Enum.find(pids, &(node(&1) == state.me)),
+           mode when mode != nil <-
+             Placement.mode_change(state.me, :active_passive, rf, old_ring, state.ring, id) do
+        send(pid, {:synod_mode, state.hub, mode})
+      end
+    end
+  end
+
+  defp send_mode_changes(_state, _rows, _old_ring), do: :ok
+
+  defp stop_surplus(state, []), do: state
+
+  defp stop_surplus(state, rows) do
+    {state, _results, stopped} = stop_local(state, Enum.map(rows, &elem(&1, 0)), :migrating)
+    broadcast_unregistered(state, stopped, :migrating, %{})
+    emit(state, :children_stopped, {state.me, stopped})
+  end
+
+  defp start_missing(state, []), do: state
+
+  defp start_missing(state, rows) do
+    %{cfg: cfg, ring: ring, me: me} = state
+
+    entries =
+      for {id, spec, meta, _} <- Enum.reverse(rows) do
+        {id, spec, meta,
+         Placement.mode(
+           cfg.replication_model,
+           Placement.owners(ring, cfg.replication_factor, id),
+           me
+         )}
+      end
+
+    {state, _results, rows} = start_local(state, entries)
+    started = entries_of(rows, me)
+    broadcast_registered(state, started, %{})
+    emit_started(state, me, started)
+  end
+
+  defp migrate(state, migrations) when migrations == %{}, do: state
+
+  defp migrate(state, migrations) do
+    Enum.reduce(migrations, state, fn {target, rows}, state ->
+      rows = Enum.reverse(rows)
+      ref = make_ref()
+      timer = Process.send_after(self(), {:synod_migration_timeout, ref}, @migration_timeout)
+      %{cfg: cfg, ring: ring} = state
+      owners = fn id -> Placement.owners(ring, cfg.replication_factor, id) end
+
+      entries =
+        for {id, spec, meta, _} <- rows,
+            do: {id, spec, meta, Placement.mode(cfg.replication_model, owners.(id), target)}
+
+      ids = Enum.map(rows, &elem(&1, 0))
+
+      case cfg.migration do
+        :cold ->
+          {state, _results, stopped} = stop_local(state, ids, :migrating)
+          broadcast_unregistered(state, stopped, :migrating, %{})
+          send({state.hub, target}, {:synod_start, ref, [self()], entries, [migration: true]})
+
+          %{
+            state
+            | migrations: Map.put(state.migrations, ref, %{kind: :cold, ids: ids, timer: timer})
+          }
+
+        :hot ->
+          old = Map.new(ids, &{&1, local_pid(state, &1)})
+          send({state.hub, target}, {:synod_start, ref, [self()], entries, [migration: true]})
+          migrating = Enum.reduce(ids, state.migrating, &MapSet.put(&2, &1))
+          m = %{kind: :hot, ids: ids, timer: timer, old: old}
+          %{state | migrations: Map.put(state.migrations, ref, m), migrating: migrating}
+      end
+    end)
+  end
+
+  # Runs outside the coordinator: copies each old process's state into its
+  # successor through the child module's optional handover/2 callback.
+  defp handover(moved, timeout) do
+    for {id, old_pid, new_pid} <- moved do
+      try do
+        old_state = :sys.get_state(old_pid, timeout)
+        :sys.replace_state(new_pid, &Synod.Handover.merge(old_state, &1), timeout)
+      catch
+        kind, reason ->
+          Logger.warning("Synod handover of #{inspect(id)} failed: #{inspect({kind, reason})}")
+      end
+
+      {id, old_pid, new_pid}
+    end
+  end
+
+  defp log_failed_moves(state, target, results) do
+    failed = for {id, {:error, reason}} <- results, do: {id, reason}
+
+    if failed != [] do
+      Logger.warning(
+        "Synod hub #{inspect(state.hub)}: #{length(failed)} children failed to move to #{target}: #{inspect(Enum.take(failed, 3))}"
+      )
+    end
+  end
+
+  defp announce_migrated(state, target, moved) do
+    data = {state.me, target, moved}
+
+    for {node, _} <- state.peers do
+      send({state.hub, node}, {:synod_event, :children_migrated, data, false})
+    end
+
+    emit(state, :children_migrated, data)
+  end
+
+  # ── the event queue ──────────────────────────────────────────────────────
+
+  defp paused?(state), do: state.migrations != %{}
+
+  defp enqueue_event(state, id, data, discard) do
+    cond do
+      not paused?(state) -> {:event_dispatched, deliver(state, id, data)}
+      discard -> {:event_discarded, state}
+      true -> {:event_queued, %{state | queue: :queue.in({id, data}, state.queue)}}
+    end
+  end
+
+  defp emit(state, id, data) do
+    {_, state} = enqueue_event(state, id, data, false)
+    state
+  end
+
+  # Builds the (possibly large) event only when someone listens.
+  defp emit_started(%{subs: subs} = state, _node, _entries) when subs == %{}, do: state
+  defp emit_started(state, _node, []), do: state
+
+  defp emit_started(state, node, entries),
+    do: emit(state, :children_started, {node, for({id, _, _, pid} <- entries, do: {id, pid})})
+
+  defp deliver(state, id, data) do
+    for {pid, {_, ids}} <- state.subs, ids == :all or id in ids do
+      send(pid, {:synod, state.hub, id, data})
+    end
+
+    state
+  end
+
+  defp maybe_resume(state) do
+    if paused?(state) do
+      state
+    else
+      for {id, data} <- :queue.to_list(state.queue), do: deliver(state, id, data)
+      %{state | queue: :queue.new()}
+    end
+  end
+end

@@ -1,0 +1,113 @@
+defmodule Synod.Hub.Results do
+  @moduledoc false
+  # Pure: collects per-node answers for one start or stop request and turns
+  # them into a StartResult or StopResult. Knows which (child, node) pairs are
+  # still pending, so a node that fails or a deadline that passes turns
+  # exactly those pairs into errors. No I/O, no clock.
+
+  alias Synod.{StartResult, StopResult}
+
+  defstruct kind: :start, pending: %{}, ok: [], errors: [], count: 0
+
+  @type t :: %__MODULE__{}
+
+  @doc "A collector expecting, for each node, answers for the listed ids."
+  @spec new(:start | :stop, %{node() => [term()]}) :: t()
+  def new(kind, expected) do
+    pending = Map.new(expected, fn {node, ids} -> {node, Map.new(ids, &{&1, true})} end)
+
+    %__MODULE__{
+      kind: kind,
+      pending: pending,
+      count: Enum.sum(Enum.map(expected, fn {_, ids} -> length(ids) end))
+    }
+  end
+
+  @doc "Records `[{id, result}]` answered by `node`; unexpected answers are ignored."
+  @spec record(t(), node(), [{term(), term()}]) :: t()
+  def record(%__MODULE__{pending: pending} = state, node, results) do
+    case Map.fetch(pending, node) do
+      :error ->
+        state
+
+      {:ok, ids} ->
+        {ids, ok, errors, count} =
+          Enum.reduce(results, {ids, state.ok, state.errors, state.count}, fn {id, result},
+                                                                              {ids, ok, errors,
+                                                                               count} = acc ->
+            case Map.pop(ids, id) do
+              {nil, _} ->
+                acc
+
+              {true, ids} ->
+                case result do
+                  {:ok, pid} -> {ids, [{id, node, pid} | ok], errors, count - 1}
+                  {:error, reason} -> {ids, ok, [{id, node, reason} | errors], count - 1}
+                  other -> {ids, ok, [{id, node, {:bad_result, other}} | errors], count - 1}
+                end
+            end
+          end)
+
+        pending = if ids == %{}, do: Map.delete(pending, node), else: Map.put(pending, node, ids)
+        %{state | pending: pending, ok: ok, errors: errors, count: count}
+    end
+  end
+
+  @doc "Every pair still pending on `node` fails with `reason`."
+  @spec fail_node(t(), node(), term()) :: t()
+  def fail_node(state, node, reason) do
+    case Map.pop(state.pending, node) do
+      {nil, _} ->
+        state
+
+      {ids, pending} ->
+        errors =
+          Enum.reduce(ids, state.errors, fn {id, true}, acc -> [{id, node, reason} | acc] end)
+
+        %{state | pending: pending, errors: errors, count: state.count - map_size(ids)}
+    end
+  end
+
+  @doc "Every pair still pending fails with `reason` (the deadline passed)."
+  @spec fail_all(t(), term()) :: t()
+  def fail_all(state, reason),
+    do: Enum.reduce(Map.keys(state.pending), state, &fail_node(&2, &1, reason))
+
+  @doc "Whether every expected answer is in."
+  @spec done?(t()) :: boolean()
+  def done?(%__MODULE__{count: count}), do: count <= 0
+
+  @doc """
+  The final result. For stops, a child counts as stopped if any node stopped
+  it; `:not_found` from the other nodes asked is then not an error (they were
+  asked only in case the local registry lagged), and a child no node knew is
+  reported once as `:not_found`.
+  """
+  @spec finish(t()) :: {:ok | :error, StartResult.t() | StopResult.t()}
+  def finish(%__MODULE__{kind: :start} = state) do
+    result = %StartResult{started: Enum.reverse(state.ok), errors: Enum.reverse(state.errors)}
+    {if(result.errors == [], do: :ok, else: :error), result}
+  end
+
+  def finish(%__MODULE__{kind: :stop} = state) do
+    stopped_ids = MapSet.new(state.ok, fn {id, _, _} -> id end)
+
+    {not_found, other} =
+      state.errors
+      |> Enum.reverse()
+      |> Enum.reject(fn {id, _, reason} ->
+        reason == :not_found and MapSet.member?(stopped_ids, id)
+      end)
+      |> Enum.split_with(fn {_, _, reason} -> reason == :not_found end)
+
+    errors_by_id = MapSet.new(other, fn {id, _, _} -> id end)
+
+    not_found =
+      not_found
+      |> Enum.reject(fn {id, _, _} -> MapSet.member?(errors_by_id, id) end)
+      |> Enum.uniq_by(fn {id, _, _} -> id end)
+
+    result = %StopResult{stopped: Enum.reverse(state.ok), errors: other ++ not_found}
+    {if(result.errors == [], do: :ok, else: :error), result}
+  end
+end

@@ -1,0 +1,289 @@
+defmodule Synod.HubUnitTest do
+  # The hub's pure parts (options, specs, placement, results) and a
+  # single-node hub in this VM (lifecycle, restarts, subscribers).
+  use ExUnit.Case, async: false
+
+  alias Synod.{Ring, StartResult, StopResult}
+  alias Synod.Hub.{Options, Placement, Results, Spec}
+  alias Synod.Test.{HubWorker, Wait}
+
+  describe "options" do
+    test "hub options are validated eagerly, naming the bad option" do
+      assert %{name: :h, replication_factor: 1, migration: :cold} = Options.hub!(name: :h)
+      assert_raise ArgumentError, "option :name is required", fn -> Synod.child_spec([]) end
+
+      assert_raise ArgumentError, ~r/option :replication_factor/, fn ->
+        Synod.child_spec(name: :h, replication_factor: 0)
+      end
+
+      assert_raise ArgumentError, ~r/option :replication_model/, fn ->
+        Synod.child_spec(name: :h, replication_model: :x)
+      end
+
+      assert_raise ArgumentError, ~r/option :partition_strategy/, fn ->
+        Synod.child_spec(name: :h, partition_strategy: :x)
+      end
+
+      assert_raise ArgumentError, ~r/option :migration/, fn ->
+        Synod.child_spec(name: :h, migration: :warm)
+      end
+
+      assert_raise ArgumentError, ~r/option :ring/, fn ->
+        Synod.child_spec(name: :h, ring: [vnodes: 0])
+      end
+
+      assert_raise ArgumentError, "unknown option :colour", fn ->
+        Synod.child_spec(name: :h, colour: :red)
+      end
+
+      assert_raise ArgumentError, ~r/option :name/, fn -> Synod.child_spec(name: "h") end
+    end
+
+    test "call options" do
+      assert %{await: true, timeout: 5_000, on_failure: :continue} = Options.start!([])
+
+      assert_raise ArgumentError, ~r/option :on_failure/, fn ->
+        Options.start!(on_failure: :retry)
+      end
+
+      assert_raise ArgumentError, ~r/option :metadata/, fn ->
+        Options.start!(metadata: [tag: 1])
+      end
+
+      assert_raise ArgumentError, "unknown option :on_failure", fn ->
+        Options.stop!(on_failure: :rollback)
+      end
+    end
+  end
+
+  describe "specs" do
+    test "normalise, compact, and reject with a reason" do
+      assert {:ok, "a", {HubWorker, :start_link, ["a"]}} =
+               Spec.normalize(%{id: "a", start: {HubWorker, :start_link, ["a"]}})
+
+      assert {:ok, "b", %{start: _, restart: :temporary}} =
+               Spec.normalize(%{
+                 id: "b",
+                 start: {HubWorker, :start_link, ["b"]},
+                 restart: :temporary,
+                 shutdown: 5_000
+               })
+
+      assert {:ok, HubWorker, {HubWorker, :start_link, [:x]}} = Spec.normalize({HubWorker, :x})
+      assert {:error, :missing_start} = Spec.normalize(%{id: 1})
+
+      assert {:error, {:invalid_restart, :sometimes}} =
+               Spec.normalize(%{id: 1, start: {M, :f, []}, restart: :sometimes})
+
+      assert {:error, {:unknown_keys, [:colour]}} =
+               Spec.normalize(%{id: 1, start: {M, :f, []}, colour: 1})
+
+      assert {:error, {:invalid_child_spec, _}} = Spec.normalize(:not_a_module_at_all)
+
+      assert {:error, [{2, :missing_start}]} =
+               Spec.normalize_all([%{id: 1, start: {M, :f, []}}, %{id: 2}])
+
+      assert Spec.duplicates([1, 2, 1, 3, 2, 1]) == [1, 2]
+    end
+
+    test "ring keys: binaries and atoms as they are, other terms by pinned external format" do
+      assert Spec.ring_key("x") == "x"
+      assert Spec.ring_key(:x) == :x
+      assert Spec.ring_key({:user, 42}) == <<131, 104, 2, 119, 4, "user", 97, 42>>
+    end
+  end
+
+  describe "placement" do
+    setup do
+      %{ring: Ring.new([:a, :b, :c]), ring2: Ring.new([:a, :b, :c, :d])}
+    end
+
+    test "groups one batch per owner, modes by preference order", %{ring: ring} do
+      children = for i <- 1..200, do: {"k#{i}", {M, :f, []}, nil}
+      groups = Placement.group(ring, 1, :active_active, children)
+      assert groups |> Map.values() |> Enum.map(&length/1) |> Enum.sum() == 200
+
+      assert Enum.all?(groups, fn {node, entries} ->
+               Enum.all?(entries, fn {id, _, _, :active} -> Ring.lookup(ring, id) == node end)
+             end)
+
+      groups = Placement.group(ring, 2, :active_passive, children)
+      assert groups |> Map.values() |> Enum.map(&length/1) |> Enum.sum() == 400
+
+      for {node, entries} <- groups, {id, _, _, mode} <- entries do
+        [first, second] = Ring.owners(ring, id, 2)
+        assert node in [first, second]
+        assert mode == if(node == first, do: :active, else: :passive)
+      end
+    end
+
+    test "reconcile pairs surplus copies with missing owners, the same on every member", %{
+      ring2: ring
+    } do
+      id =
+        Enum.find(
+          Enum.map(1..1000, &"m#{&1}"),
+          &(Ring.owners(ring, &1, 2) |> Enum.sort() == [:a, :d])
+        )
+
+      row = {id, {M, :f, []}, nil, [fake_pid(:b), fake_pid(:c)]}
+      actions = for me <- [:a, :b, :c, :d], do: {me, Placement.reconcile(me, ring, 2, row)}
+      # surplus [b, c] sorted, missing [a, d] sorted: b -> a, c -> d
+      assert actions == [a: nil, b: {:migrate, row, :a}, c: {:migrate, row, :d}, d: nil]
+
+      orphan = {id, {M, :f, []}, nil, []}
+
+      assert for(me <- [:a, :b, :c, :d], do: Placement.reconcile(me, ring, 2, orphan)) == [
+               {:start, orphan},
+               nil,
+               nil,
+               {:start, orphan}
+             ]
+
+      surplus = {id, {M, :f, []}, nil, [fake_pid(:a), fake_pid(:d), fake_pid(:b)]}
+      assert Placement.reconcile(:b, ring, 2, surplus) == {:stop, surplus}
+      assert Placement.reconcile(:a, ring, 2, surplus) == nil
+    end
+
+    test "mode changes only where the first owner changed", %{ring: ring, ring2: ring2} do
+      ids = for i <- 1..500, do: "x#{i}"
+
+      for id <- ids do
+        [o1 | _] = Ring.owners(ring, id, 2)
+        [n1, n2] = Ring.owners(ring2, id, 2)
+        change = Placement.mode_change(n1, :active_passive, 2, ring, ring2, id)
+        assert change == if(o1 == n1, do: nil, else: :active)
+        assert Placement.mode_change(n2, :active_active, 2, ring, ring2, id) == nil
+      end
+    end
+
+    test "minority" do
+      assert Placement.minority?(1, 3)
+      refute Placement.minority?(2, 3)
+      assert Placement.minority?(2, 4)
+      refute Placement.minority?(3, 5)
+      refute Placement.minority?(1, 1)
+    end
+  end
+
+  describe "results" do
+    test "per-node answers, failures and the deadline" do
+      r = Results.new(:start, %{a: [1, 2], b: [3], c: [4]})
+      r = Results.record(r, :a, [{1, {:ok, :p1}}, {2, {:error, :boom}}, {9, {:ok, :stray}}])
+      refute Results.done?(r)
+      r = Results.fail_node(r, :b, {:nodedown, :b})
+      r = Results.fail_all(r, :timeout)
+      assert Results.done?(r)
+
+      assert {:error, %StartResult{started: [{1, :a, :p1}], errors: errors}} = Results.finish(r)
+      assert Enum.sort(errors) == [{2, :a, :boom}, {3, :b, {:nodedown, :b}}, {4, :c, :timeout}]
+    end
+
+    test "stops: any copy stopped wins; unknown children are reported once" do
+      r = Results.new(:stop, %{a: [1, 2], b: [1, 2]})
+      r = Results.record(r, :a, [{1, {:ok, :p1}}, {2, {:error, :not_found}}])
+      r = Results.record(r, :b, [{1, {:error, :not_found}}, {2, {:error, :not_found}}])
+
+      assert {:error, %StopResult{stopped: [{1, :a, :p1}], errors: [{2, :a, :not_found}]}} =
+               Results.finish(r)
+    end
+  end
+
+  describe "a hub on this node" do
+    setup do
+      start_supervised!({Synod, name: :hub_local})
+      :ok
+    end
+
+    test "starts in a supervision tree; lookups; restarts update the registry" do
+      assert Synod.members(:hub_local) == [node()]
+      spec = %{id: {:user, 1}, start: {HubWorker, :start_link, [{:user, 1}]}}
+
+      assert {:ok, %StartResult{started: [{{:user, 1}, _, pid}]}} =
+               Synod.start_child(:hub_local, spec)
+
+      assert Synod.whereis(:hub_local, {:user, 1}) == pid
+      assert Synod.children(:hub_local, :local) == [{{:user, 1}, pid}]
+      assert_raise ArgumentError, ~r/scope/, fn -> Synod.children(:hub_local, :everywhere) end
+
+      :ok = Synod.subscribe(:hub_local, [:children_started])
+      Process.exit(pid, :kill)
+      assert_receive {:synod, :hub_local, :children_started, {_, [{{:user, 1}, new_pid}]}}
+      assert new_pid != pid
+      assert Synod.whereis(:hub_local, {:user, 1}) == new_pid
+    end
+
+    test "a temporary child that exits leaves the registry" do
+      spec = %{id: "tmp", start: {HubWorker, :start_link, ["tmp"]}, restart: :temporary}
+      {:ok, %StartResult{started: [{_, _, pid}]}} = Synod.start_child(:hub_local, spec)
+      :ok = Synod.subscribe(:hub_local, [:children_stopped])
+      GenServer.stop(pid)
+      assert_receive {:synod, :hub_local, :children_stopped, {_, [{"tmp", ^pid}]}}
+      assert Synod.whereis(:hub_local, "tmp") == nil
+    end
+
+    test "dead subscribers and dead callers leave nothing behind" do
+      coordinator = Process.whereis(:hub_local)
+      {pid, ref} = spawn_monitor(fn -> :ok = Synod.subscribe(:hub_local) end)
+      assert_receive {:DOWN, ^ref, _, _, _}
+      _ = pid
+      Wait.until(fn -> :sys.get_state(coordinator).subs == %{} end)
+
+      # a caller that dies before its answers arrive
+      {_, ref} =
+        spawn_monitor(fn ->
+          {:ok, _handle} =
+            Synod.start_children(
+              :hub_local,
+              [%{id: "orphan", start: {HubWorker, :start_link, ["orphan"]}}],
+              await: false
+            )
+        end)
+
+      assert_receive {:DOWN, ^ref, _, _, _}
+      state = :sys.get_state(coordinator)
+      assert state.migrations == %{} and state.subs == %{}
+      assert map_size(state.local) == 1
+      {:ok, _} = Synod.stop_child(:hub_local, "orphan")
+      assert :sys.get_state(coordinator).local == %{}
+    end
+
+    @tag :capture_log
+    test "dispatch_event queues while paused and discards on request" do
+      :ok = Synod.subscribe(:hub_local, [:note])
+      assert {:ok, :event_dispatched} = Synod.Dispatcher.dispatch_event(:hub_local, :note, 1)
+      assert_receive {:synod, :hub_local, :note, 1}
+      # pause the queue as a redistribution does
+      coordinator = Process.whereis(:hub_local)
+      :sys.replace_state(coordinator, &%{&1 | migrations: %{make_ref() => %{ids: []}}})
+      assert {:ok, :event_queued} = Synod.Dispatcher.dispatch_event(:hub_local, :note, 2)
+
+      assert {:ok, :event_discarded} =
+               Synod.Dispatcher.dispatch_event(:hub_local, :note, 3, discard: true)
+
+      refute_received {:synod, :hub_local, :note, _}
+      [ref] = Map.keys(:sys.get_state(coordinator).migrations)
+      send(coordinator, {:synod_migration_timeout, ref})
+      assert_receive {:synod, :hub_local, :note, 2}
+      refute_received {:synod, :hub_local, :note, 3}
+
+      assert_raise ArgumentError, "unknown option :drop", fn ->
+        Synod.Dispatcher.dispatch_event(:hub_local, :note, 4, drop: true)
+      end
+    end
+
+    test "stop leaves no trace; an unknown hub is an error" do
+      :ok = stop_supervised({Synod, :hub_local})
+      assert {:error, {:unknown_hub, :hub_local}} = Synod.start_children(:hub_local, [])
+      assert_raise ArgumentError, ~r/unknown hub :hub_local/, fn -> Synod.members(:hub_local) end
+    end
+  end
+
+  defp fake_pid(node) do
+    name = Atom.to_string(node)
+
+    :erlang.binary_to_term(
+      <<131, 88, 100, byte_size(name)::16, name::binary, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1>>
+    )
+  end
+end
