@@ -14,19 +14,15 @@
 #include <string.h>
 
 #include "etf.h"
+#include "support_hex.h"
 
 #define VECTORS "test/vectors/etf.txt"
 #define MAX_TERM 8192
 
 static size_t unhex(const char *hex, uint8_t *out, size_t cap)
 {
-    size_t n = strlen(hex) / 2;
-    assert_true(n <= cap);
-    for (size_t i = 0; i < n; i++) {
-        unsigned byte;
-        assert_int_equal(sscanf(hex + 2 * i, "%2x", &byte), 1);
-        out[i] = (uint8_t)byte;
-    }
+    size_t n = support_unhex(hex, out, cap);
+    assert_true(n != SIZE_MAX);
     return n;
 }
 

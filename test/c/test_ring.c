@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "ring.h"
+#include "support_hex.h"
 
 #define VECTORS "test/vectors/ring.txt"
 #define MAX_MEMBERS 16
@@ -28,15 +29,8 @@ static const uint8_t *default_seed(void)
 
 static size_t unhex(const char *hex, uint8_t *out, size_t cap)
 {
-    if (strcmp(hex, "-") == 0)
-        return 0;
-    size_t n = strlen(hex) / 2;
-    assert_true(n <= cap);
-    for (size_t i = 0; i < n; i++) {
-        unsigned byte;
-        assert_int_equal(sscanf(hex + 2 * i, "%2x", &byte), 1);
-        out[i] = (uint8_t)byte;
-    }
+    size_t n = support_unhex(hex, out, cap);
+    assert_true(n != SIZE_MAX);
     return n;
 }
 
