@@ -234,12 +234,6 @@ static ERL_NIF_TERM ring_new_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM ar
 
 /* ---- lookups ---- */
 
-static int key_bytes(ErlNifEnv *env, ERL_NIF_TERM key, uint8_t scratch[MAX_ATOM_UTF8],
-                     const uint8_t **bytes, size_t *len)
-{
-    return name_bytes(env, key, scratch, bytes, len);
-}
-
 static ERL_NIF_TERM ring_lookup_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     (void)argc;
@@ -249,7 +243,7 @@ static ERL_NIF_TERM ring_lookup_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM
     size_t len;
     if (!res)
         return raise_badarg(env, "not a ring");
-    if (!key_bytes(env, argv[1], scratch, &key, &len))
+    if (!name_bytes(env, argv[1], scratch, &key, &len))
         return raise_badarg(env, "a key must be a binary or an atom");
     return member_term(env, res, ring_lookup(res->ring, key, len));
 }
@@ -264,7 +258,7 @@ static ERL_NIF_TERM ring_owners_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM
     ErlNifUInt64 n;
     if (!res)
         return raise_badarg(env, "not a ring");
-    if (!key_bytes(env, argv[1], scratch, &key, &len))
+    if (!name_bytes(env, argv[1], scratch, &key, &len))
         return raise_badarg(env, "a key must be a binary or an atom");
     /* Any positive integer: one too big for 64 bits still means "all". */
     if (!enif_get_uint64(env, argv[2], &n)) {
@@ -334,7 +328,7 @@ static int lookup_step(ErlNifEnv *env, const ERL_NIF_TERM argv[], ERL_NIF_TERM k
     uint8_t scratch[MAX_ATOM_UTF8];
     const uint8_t *bytes;
     size_t len;
-    if (!key_bytes(env, key, scratch, &bytes, &len))
+    if (!name_bytes(env, key, scratch, &bytes, &len))
         return 0;
     *acc =
         enif_make_list_cell(env, member_term(env, res, ring_lookup(res->ring, bytes, len)), *acc);
@@ -362,7 +356,7 @@ static int diff_step(ErlNifEnv *env, const ERL_NIF_TERM argv[], ERL_NIF_TERM key
     uint8_t scratch[MAX_ATOM_UTF8];
     const uint8_t *bytes;
     size_t len;
-    if (!key_bytes(env, key, scratch, &bytes, &len))
+    if (!name_bytes(env, key, scratch, &bytes, &len))
         return 0;
     uint64_t h = ring_hash(old->ring, bytes, len);
     uint64_t h2 = memcmp(ring_seed(old->ring), ring_seed(new->ring), RING_SEED_BYTES) == 0

@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "raft.h"
+#include "raft_internal.h"
 
 static uint64_t rng_next(uint64_t *s)
 {
@@ -245,17 +246,6 @@ static void test_varints_must_be_canonical(void **state)
     assert_int_equal(raft_msg_decode(over64, sizeof(over64), &d), RAFT_ERR_INVALID);
 }
 
-static size_t put_varint(uint8_t *p, uint64_t v)
-{
-    size_t n = 0;
-    while (v >= 0x80) {
-        p[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    p[n++] = (uint8_t)v;
-    return n;
-}
-
 static void test_caps(void **state)
 {
     (void)state;
@@ -266,35 +256,35 @@ static void test_caps(void **state)
     buf[n++] = 1;
     buf[n++] = RAFT_MSG_APPEND;
     buf[n++] = 0;
-    n += put_varint(buf + n, 1);
-    n += put_varint(buf + n, 2);
-    n += put_varint(buf + n, 2);
-    n += put_varint(buf + n, 0);
-    n += put_varint(buf + n, 0);
-    n += put_varint(buf + n, 0);
+    n += raft_varint_put(buf + n, 1);
+    n += raft_varint_put(buf + n, 2);
+    n += raft_varint_put(buf + n, 2);
+    n += raft_varint_put(buf + n, 0);
+    n += raft_varint_put(buf + n, 0);
+    n += raft_varint_put(buf + n, 0);
     size_t count_at = n;
-    n += put_varint(buf + n, RAFT_MSG_MAX_ENTRIES + 1);
+    n += raft_varint_put(buf + n, RAFT_MSG_MAX_ENTRIES + 1);
     assert_int_equal(raft_msg_decode(buf, n, &d), RAFT_ERR_TOO_LARGE);
     /* A plausible count with no bytes behind it: refused before allocating. */
-    n = count_at + put_varint(buf + count_at, 4000);
+    n = count_at + raft_varint_put(buf + count_at, 4000);
     assert_int_equal(raft_msg_decode(buf, n, &d), RAFT_ERR_TRUNCATED);
     /* One entry whose length is over the cap. */
-    n = count_at + put_varint(buf + count_at, 1);
+    n = count_at + raft_varint_put(buf + count_at, 1);
     buf[n++] = RAFT_ENTRY_NORMAL;
-    n += put_varint(buf + n, 1);
-    n += put_varint(buf + n, RAFT_ENTRY_MAX_DATA + 1);
+    n += raft_varint_put(buf + n, 1);
+    n += raft_varint_put(buf + n, RAFT_ENTRY_MAX_DATA + 1);
     assert_int_equal(raft_msg_decode(buf, n, &d), RAFT_ERR_TOO_LARGE);
     /* SNAPSHOT with too many members. */
     n = 0;
     buf[n++] = 1;
     buf[n++] = RAFT_MSG_SNAPSHOT;
     buf[n++] = 0;
-    n += put_varint(buf + n, 1);
-    n += put_varint(buf + n, 2);
-    n += put_varint(buf + n, 2);
-    n += put_varint(buf + n, 10);
-    n += put_varint(buf + n, 1);
-    n += put_varint(buf + n, RAFT_MAX_MEMBERS + 1);
+    n += raft_varint_put(buf + n, 1);
+    n += raft_varint_put(buf + n, 2);
+    n += raft_varint_put(buf + n, 2);
+    n += raft_varint_put(buf + n, 10);
+    n += raft_varint_put(buf + n, 1);
+    n += raft_varint_put(buf + n, RAFT_MAX_MEMBERS + 1);
     assert_int_equal(raft_msg_decode(buf, n, &d), RAFT_ERR_TOO_LARGE);
     /* Buffer over the message cap. */
     assert_int_equal(raft_msg_decode(buf, (size_t)RAFT_MSG_MAX_BYTES + 1, &d), RAFT_ERR_TOO_LARGE);

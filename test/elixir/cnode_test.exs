@@ -22,12 +22,8 @@ defmodule Synod.CNodeTest do
     {start_supervised!(spec), name}
   end
 
-  defp wait_until(fun, timeout \\ 5_000) do
-    deadline = System.monotonic_time(:millisecond) + timeout
-
-    Stream.repeatedly(fn -> fun.() || (Process.sleep(20) && false) end)
-    |> Enum.find(fn ok -> ok or System.monotonic_time(:millisecond) > deadline end)
-  end
+  # Bounded polling (Synod.Test.Wait): raises if the condition is not met.
+  defp wait_until(fun, timeout \\ 5_000), do: Synod.Test.Wait.until(fun, timeout)
 
   test "joins the cluster and answers net_adm:ping and GenServer calls" do
     {_pid, name} = start_cnode()

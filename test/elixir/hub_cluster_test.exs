@@ -6,14 +6,14 @@ defmodule Synod.HubClusterTest do
   import Synod.Test.HubCase
   alias Synod.{StartResult, StopResult}
   alias Synod.Test.{RemoteHub, Wait}
-  alias Synod.TestCluster
+  alias Synod.LocalCluster
 
   @moduletag :distributed
   @moduletag timeout: 120_000
 
   setup_all do
-    peers = TestCluster.start_peers(3, prefix: "hub")
-    on_exit(fn -> TestCluster.stop_peers(peers) end)
+    peers = LocalCluster.start(3, prefix: "hub")
+    on_exit(fn -> LocalCluster.stop(peers) end)
     nodes = Enum.map(peers, &elem(&1, 1))
     start_hubs(nodes, name: :hub_main)
     %{nodes: nodes}

@@ -7,14 +7,14 @@ defmodule Synod.HubPartitionTest do
   import Synod.Test.HubCase
   alias Synod.StartResult
   alias Synod.Test.{RemoteHub, Wait}
-  alias Synod.TestCluster
+  alias Synod.LocalCluster
 
   @moduletag :distributed
   @moduletag timeout: 120_000
 
   setup do
-    peers = TestCluster.start_peers(3, prefix: "part")
-    on_exit(fn -> TestCluster.stop_peers(peers) end)
+    peers = LocalCluster.start(3, prefix: "part")
+    on_exit(fn -> LocalCluster.stop(peers) end)
     %{nodes: Enum.map(peers, &elem(&1, 1))}
   end
 

@@ -8,14 +8,14 @@ defmodule Synod.HubRedistributionTest do
   import Synod.Test.HubCase
   alias Synod.StartResult
   alias Synod.Test.{RemoteHub, Wait}
-  alias Synod.TestCluster
+  alias Synod.LocalCluster
 
   @moduletag :distributed
   @moduletag timeout: 180_000
 
   defp peers(count, prefix) do
-    peers = TestCluster.start_peers(count, prefix: prefix)
-    on_exit(fn -> TestCluster.stop_peers(peers) end)
+    peers = LocalCluster.start(count, prefix: prefix)
+    on_exit(fn -> LocalCluster.stop(peers) end)
     {peers, Enum.map(peers, &elem(&1, 1))}
   end
 

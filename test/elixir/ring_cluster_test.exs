@@ -4,13 +4,13 @@ defmodule Synod.RingClusterTest do
   use ExUnit.Case, async: false
 
   alias Synod.Ring
-  alias Synod.TestCluster
+  alias Synod.LocalCluster
 
   @moduletag :distributed
 
   setup_all do
-    peers = TestCluster.start_peers(3, prefix: "ring")
-    on_exit(fn -> TestCluster.stop_peers(peers) end)
+    peers = LocalCluster.start(3, prefix: "ring")
+    on_exit(fn -> LocalCluster.stop(peers) end)
     %{nodes: Enum.map(peers, &elem(&1, 1))}
   end
 
