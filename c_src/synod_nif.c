@@ -22,23 +22,15 @@
 #include <sodium.h>
 
 #include "ring.h"
+#include "synod_nif.h"
 
-#define SYNOD_NIF_VERSION 1
+#define SYNOD_NIF_VERSION 2
 /* Rings with more points than this are built on a dirty scheduler. */
 #define RING_DIRTY_POINTS 16384
 /* How many keys a bulk call handles between looks at the clock. */
 #define BULK_CHUNK 256
 /* An atom's name holds at most 255 Latin-1 characters, 510 bytes as UTF-8. */
 #define MAX_ATOM_UTF8 510
-
-typedef struct nif_atoms {
-    ERL_NIF_TERM badarg, members, vnodes, seed, points;
-} nif_atoms;
-
-typedef struct nif_priv {
-    ErlNifResourceType *ring_type;
-    nif_atoms atoms;
-} nif_priv;
 
 /* A ring plus the Erlang terms of its members, indexed like the core's
  * members. The terms live in a process-independent env owned by the ring. */
@@ -48,18 +40,24 @@ typedef struct nif_ring {
     ERL_NIF_TERM *member_terms;
 } nif_ring;
 
-static nif_priv *priv_of(ErlNifEnv *env)
+nif_priv *synod_priv(ErlNifEnv *env)
 {
     return enif_priv_data(env);
 }
 
-static ERL_NIF_TERM raise_badarg(ErlNifEnv *env, const char *message)
+ERL_NIF_TERM synod_binary(ErlNifEnv *env, const void *data, size_t len)
 {
-    ERL_NIF_TERM msg;
-    size_t len = strlen(message);
-    unsigned char *buf = enif_make_new_binary(env, len, &msg);
-    memcpy(buf, message, len);
-    return enif_raise_exception(env, enif_make_tuple2(env, priv_of(env)->atoms.badarg, msg));
+    ERL_NIF_TERM term;
+    unsigned char *buf = enif_make_new_binary(env, len, &term);
+    if (len)
+        memcpy(buf, data, len);
+    return term;
+}
+
+ERL_NIF_TERM synod_raise_badarg(ErlNifEnv *env, const char *message)
+{
+    ERL_NIF_TERM msg = synod_binary(env, message, strlen(message));
+    return enif_raise_exception(env, enif_make_tuple2(env, synod_priv(env)->atoms.badarg, msg));
 }
 
 static void ring_resource_dtor(ErlNifEnv *env, void *obj)
@@ -109,7 +107,7 @@ static int name_bytes(ErlNifEnv *env, ERL_NIF_TERM term, uint8_t scratch[MAX_ATO
 static nif_ring *get_ring(ErlNifEnv *env, ERL_NIF_TERM term)
 {
     nif_ring *res;
-    if (!enif_get_resource(env, term, priv_of(env)->ring_type, (void **)&res))
+    if (!enif_get_resource(env, term, synod_priv(env)->ring_type, (void **)&res))
         return NULL;
     return res;
 }
@@ -187,7 +185,7 @@ static ERL_NIF_TERM ring_new_build(ErlNifEnv *env, int argc, const ERL_NIF_TERM 
     const char *why = parse_members(env, argv[0], &ml);
     if (why) {
         member_list_free(&ml);
-        return raise_badarg(env, why);
+        return synod_raise_badarg(env, why);
     }
     ring_t *ring = NULL;
     size_t bad = 0;
@@ -201,9 +199,9 @@ static ERL_NIF_TERM ring_new_build(ErlNifEnv *env, int argc, const ERL_NIF_TERM 
         member_list_free(&ml);
         if (err == RING_ENOMEM)
             return enif_raise_exception(env, enif_make_atom(env, "enomem"));
-        return raise_badarg(env, message);
+        return synod_raise_badarg(env, message);
     }
-    nif_ring *res = enif_alloc_resource(priv_of(env)->ring_type, sizeof *res);
+    nif_ring *res = enif_alloc_resource(synod_priv(env)->ring_type, sizeof *res);
     res->ring = ring;
     res->env = enif_alloc_env();
     res->member_terms = enif_alloc(ml.count * sizeof *res->member_terms);
@@ -220,11 +218,11 @@ static ERL_NIF_TERM ring_new_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM ar
     unsigned vnodes, length;
     ErlNifBinary seed;
     if (!enif_get_list_length(env, argv[0], &length))
-        return raise_badarg(env, "members must be a proper list");
+        return synod_raise_badarg(env, "members must be a proper list");
     if (!enif_get_uint(env, argv[1], &vnodes) || vnodes == 0 || vnodes > RING_MAX_VNODES)
-        return raise_badarg(env, "vnodes must be an integer in 1..16384");
+        return synod_raise_badarg(env, "vnodes must be an integer in 1..16384");
     if (!enif_inspect_binary(env, argv[2], &seed) || seed.size != RING_SEED_BYTES)
-        return raise_badarg(env, "seed must be a 16-byte binary");
+        return synod_raise_badarg(env, "seed must be a 16-byte binary");
     /* A rough size: members without weights get one share each. */
     if ((uint64_t)length * vnodes > RING_DIRTY_POINTS)
         return enif_schedule_nif(env, "ring_new", ERL_NIF_DIRTY_JOB_CPU_BOUND, ring_new_build, argc,
@@ -242,9 +240,9 @@ static ERL_NIF_TERM ring_lookup_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM
     const uint8_t *key;
     size_t len;
     if (!res)
-        return raise_badarg(env, "not a ring");
+        return synod_raise_badarg(env, "not a ring");
     if (!name_bytes(env, argv[1], scratch, &key, &len))
-        return raise_badarg(env, "a key must be a binary or an atom");
+        return synod_raise_badarg(env, "a key must be a binary or an atom");
     return member_term(env, res, ring_lookup(res->ring, key, len));
 }
 
@@ -257,18 +255,18 @@ static ERL_NIF_TERM ring_owners_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM
     size_t len;
     ErlNifUInt64 n;
     if (!res)
-        return raise_badarg(env, "not a ring");
+        return synod_raise_badarg(env, "not a ring");
     if (!name_bytes(env, argv[1], scratch, &key, &len))
-        return raise_badarg(env, "a key must be a binary or an atom");
+        return synod_raise_badarg(env, "a key must be a binary or an atom");
     /* Any positive integer: one too big for 64 bits still means "all". */
     if (!enif_get_uint64(env, argv[2], &n)) {
         if (enif_term_type(env, argv[2]) != ERL_NIF_TERM_TYPE_INTEGER ||
             enif_compare(argv[2], enif_make_int(env, 0)) < 0)
-            return raise_badarg(env, "n must be a positive integer");
+            return synod_raise_badarg(env, "n must be a positive integer");
         n = UINT64_MAX; /* a positive bignum */
     }
     if (n == 0)
-        return raise_badarg(env, "n must be a positive integer");
+        return synod_raise_badarg(env, "n must be a positive integer");
     uint32_t count = ring_member_count(res->ring);
     size_t want = n < count ? (size_t)n : count;
     uint32_t stack[64];
@@ -301,11 +299,11 @@ static ERL_NIF_TERM bulk_run(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]
         for (int i = 0; i < BULK_CHUNK; i++) {
             if (!enif_get_list_cell(env, rest, &head, &rest)) {
                 if (!enif_is_empty_list(env, rest))
-                    return raise_badarg(env, "keys must be a proper list");
+                    return synod_raise_badarg(env, "keys must be a proper list");
                 return acc;
             }
             if (!step(env, argv, head, &acc))
-                return raise_badarg(env, "a key must be a binary or an atom");
+                return synod_raise_badarg(env, "a key must be a binary or an atom");
         }
         ErlNifTime elapsed = enif_monotonic_time(ERL_NIF_USEC) - start;
         /* 1 ms is a full timeslice; round up so the slice is never overrun */
@@ -344,9 +342,9 @@ static ERL_NIF_TERM ring_lookup_many_cont(ErlNifEnv *env, int argc, const ERL_NI
 static ERL_NIF_TERM ring_lookup_many_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     if (!get_ring(env, argv[0]))
-        return raise_badarg(env, "not a ring");
+        return synod_raise_badarg(env, "not a ring");
     if (!enif_is_list(env, argv[1]))
-        return raise_badarg(env, "keys must be a list");
+        return synod_raise_badarg(env, "keys must be a list");
     return ring_lookup_many_cont(env, argc, argv);
 }
 
@@ -382,9 +380,9 @@ static ERL_NIF_TERM ring_diff_cont(ErlNifEnv *env, int argc, const ERL_NIF_TERM 
 static ERL_NIF_TERM ring_diff_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     if (!get_ring(env, argv[0]) || !get_ring(env, argv[1]))
-        return raise_badarg(env, "not a ring");
+        return synod_raise_badarg(env, "not a ring");
     if (!enif_is_list(env, argv[2]))
-        return raise_badarg(env, "keys must be a list");
+        return synod_raise_badarg(env, "keys must be a list");
     return ring_diff_cont(env, argc, argv);
 }
 
@@ -395,8 +393,8 @@ static ERL_NIF_TERM ring_info_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM a
     (void)argc;
     nif_ring *res = get_ring(env, argv[0]);
     if (!res)
-        return raise_badarg(env, "not a ring");
-    const nif_atoms *a = &priv_of(env)->atoms;
+        return synod_raise_badarg(env, "not a ring");
+    const nif_atoms *a = &synod_priv(env)->atoms;
     ERL_NIF_TERM members = enif_make_list(env, 0), seed;
     for (uint32_t m = ring_member_count(res->ring); m > 0; m--) {
         ERL_NIF_TERM pair =
@@ -455,7 +453,7 @@ static ERL_NIF_TERM fsync_dir_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM a
     char buf[4096];
     if (!enif_inspect_iolist_as_binary(env, argv[0], &path) || path.size == 0 ||
         path.size >= sizeof buf || memchr(path.data, 0, path.size) != NULL)
-        return raise_badarg(env, "path must be a non-empty iodata of at most 4095 bytes, no NUL");
+        return synod_raise_badarg(env, "path must be a non-empty iodata of at most 4095 bytes, no NUL");
     memcpy(buf, path.data, path.size);
     buf[path.size] = '\0';
     int fd = open(buf, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -470,6 +468,11 @@ static ERL_NIF_TERM fsync_dir_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM a
 }
 
 /* ---- loading ---- */
+
+/* Each subsystem (synod_nif_<name>.c) opens its resource types and atoms here. */
+static int (*const synod_nif_loaders[])(ErlNifEnv *, nif_priv *) = {
+    synod_nif_raft_load,
+};
 
 static int load(ErlNifEnv *env, void **priv_data, ERL_NIF_TERM load_info)
 {
@@ -494,6 +497,12 @@ static int load(ErlNifEnv *env, void **priv_data, ERL_NIF_TERM load_info)
         .seed = enif_make_atom(env, "seed"),
         .points = enif_make_atom(env, "points"),
     };
+    for (size_t i = 0; i < sizeof synod_nif_loaders / sizeof *synod_nif_loaders; i++) {
+        if (synod_nif_loaders[i](env, priv) != 0) {
+            enif_free(priv);
+            return 5;
+        }
+    }
     *priv_data = priv;
     return 0;
 }
@@ -518,6 +527,7 @@ static ErlNifFunc nif_funcs[] = {
     {"ring_diff", 4, ring_diff_nif, 0},
     {"ring_info", 1, ring_info_nif, 0},
     {"fsync_dir", 1, fsync_dir_nif, ERL_NIF_DIRTY_JOB_IO_BOUND},
+    SYNOD_NIF_RAFT_FUNCS,
 };
 
 ERL_NIF_INIT(synod_nif, nif_funcs, load, NULL, upgrade, unload)

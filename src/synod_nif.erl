@@ -6,11 +6,13 @@
 
 -export([ring_new/3, ring_lookup/2, ring_owners/3, ring_lookup_many/3, ring_diff/4, ring_info/1,
          fsync_dir/1]).
+-export([raft_new/1, raft_tick/1, raft_step/2, raft_propose/2, raft_conf_change/3,
+         raft_read_index/2, raft_control/3, raft_compact/3, raft_ready/1, raft_status/1]).
 
 -on_load(init/0).
 
 %% Must equal SYNOD_NIF_VERSION in c_src/synod_nif.c: a stale .so refuses to load.
--define(NIF_VERSION, 1).
+-define(NIF_VERSION, 2).
 
 init() ->
     Path = filename:join(priv_dir(), "synod_nif"),
@@ -36,3 +38,15 @@ ring_lookup_many(_Ring, _Keys, _Acc) -> ?NOT_LOADED.
 ring_diff(_Old, _New, _Keys, _Acc) -> ?NOT_LOADED.
 ring_info(_Ring) -> ?NOT_LOADED.
 fsync_dir(_Path) -> ?NOT_LOADED.
+
+%% Raft (c_src/synod_nif_raft.c; the driver is lib/synod/raft/member.ex).
+raft_new(_Config) -> ?NOT_LOADED.
+raft_tick(_Raft) -> ?NOT_LOADED.
+raft_step(_Raft, _Msg) -> ?NOT_LOADED.
+raft_propose(_Raft, _Data) -> ?NOT_LOADED.
+raft_conf_change(_Raft, _Op, _Id) -> ?NOT_LOADED.
+raft_read_index(_Raft, _Ctx) -> ?NOT_LOADED.
+raft_control(_Raft, _Op, _Arg) -> ?NOT_LOADED.
+raft_compact(_Raft, _Index, _Data) -> ?NOT_LOADED.
+raft_ready(_Raft) -> ?NOT_LOADED.
+raft_status(_Raft) -> ?NOT_LOADED.
