@@ -44,7 +44,7 @@ defmodule Synod.MixProject do
   end
 
   def application do
-    [extra_applications: [:logger]]
+    [extra_applications: [:logger], mod: {Synod.Application, []}]
   end
 
   defp elixirc_paths(:test), do: ["lib", "test/support"]

@@ -36,6 +36,7 @@ ERL_NIF_TERM synod_raise_badarg(ErlNifEnv *env, const char *message);
 /* ---- Raft (synod_nif_raft.c) ---- */
 int synod_nif_raft_load(ErlNifEnv *env, nif_priv *priv);
 ERL_NIF_TERM synod_raft_new(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM synod_raft_seed(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM synod_raft_tick(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM synod_raft_step(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM synod_raft_propose(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
@@ -52,6 +53,7 @@ ERL_NIF_TERM synod_raft_status(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
         {"raft_conf_change", 3, synod_raft_conf_change, 0},                                        \
         {"raft_read_index", 2, synod_raft_read_index, 0},                                          \
         {"raft_control", 3, synod_raft_control, 0}, {"raft_compact", 3, synod_raft_compact, ERL_NIF_DIRTY_JOB_CPU_BOUND},    \
-        {"raft_ready", 1, synod_raft_ready, 0}, {"raft_status", 1, synod_raft_status, 0}
+        {"raft_ready", 1, synod_raft_ready, 0}, {"raft_status", 1, synod_raft_status, 0},                                             \
+        {"raft_seed", 0, synod_raft_seed, 0}
 
 #endif

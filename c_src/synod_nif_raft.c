@@ -31,6 +31,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "raft.h"
 #include "synod_nif.h"
 
@@ -365,6 +367,16 @@ ERL_NIF_TERM synod_raft_new(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     return enif_make_tuple2(env, atom(env, "ok"), term);
 }
 
+/* raft_seed() -> a random 64-bit seed for a new instance's election jitter. */
+ERL_NIF_TERM synod_raft_seed(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    (void)argv;
+    uint64_t seed;
+    randombytes_buf(&seed, sizeof seed);
+    return u64(env, seed);
+}
+
 /* ---- calls that drive the instance ---- */
 
 #define WITH_RAFT(env, term, res)                                                                  \
@@ -403,6 +415,18 @@ ERL_NIF_TERM synod_raft_step(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]
     return ok_or_error(env, err);
 }
 
+/* {ok, Index, Term} for an accepted proposal (Term is the leader's term, the
+ * term of the new entry) or {error, Why}. Called with the lock held; drops it. */
+static ERL_NIF_TERM index_reply(ErlNifEnv *env, nif_raft *res, int err, uint64_t index)
+{
+    raft_status st;
+    raft_status_get(res->r, &st);
+    enif_mutex_unlock(res->lock);
+    if (err != RAFT_OK)
+        return error_term(env, err);
+    return enif_make_tuple3(env, atom(env, "ok"), u64(env, index), u64(env, st.term));
+}
+
 ERL_NIF_TERM synod_raft_propose(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     (void)argc;
@@ -415,10 +439,7 @@ ERL_NIF_TERM synod_raft_propose(ErlNifEnv *env, int argc, const ERL_NIF_TERM arg
     uint64_t index = 0;
     enif_mutex_lock(res->lock);
     int err = raft_propose(res->r, data.data, data.size, &index);
-    enif_mutex_unlock(res->lock);
-    if (err != RAFT_OK)
-        return error_term(env, err);
-    return enif_make_tuple2(env, atom(env, "ok"), u64(env, index));
+    return index_reply(env, res, err, index);
 }
 
 /* raft_conf_change(R, add_learner | add_voter | remove, Id) */
@@ -440,10 +461,7 @@ ERL_NIF_TERM synod_raft_conf_change(ErlNifEnv *env, int argc, const ERL_NIF_TERM
         return synod_raise_badarg(env, "a member id must be an integer in 1..2^62-1");
     enif_mutex_lock(res->lock);
     int err = raft_propose_conf_change(res->r, op, id, &index);
-    enif_mutex_unlock(res->lock);
-    if (err != RAFT_OK)
-        return error_term(env, err);
-    return enif_make_tuple2(env, atom(env, "ok"), u64(env, index));
+    return index_reply(env, res, err, index);
 }
 
 ERL_NIF_TERM synod_raft_read_index(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])

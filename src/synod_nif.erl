@@ -7,7 +7,7 @@
 -export([ring_new/3, ring_lookup/2, ring_owners/3, ring_lookup_many/3, ring_diff/4, ring_info/1,
          fsync_dir/1]).
 -export([raft_new/1, raft_tick/1, raft_step/2, raft_propose/2, raft_conf_change/3,
-         raft_read_index/2, raft_control/3, raft_compact/3, raft_ready/1, raft_status/1]).
+         raft_read_index/2, raft_control/3, raft_compact/3, raft_ready/1, raft_status/1, raft_seed/0]).
 
 -on_load(init/0).
 
@@ -50,3 +50,4 @@ raft_control(_Raft, _Op, _Arg) -> ?NOT_LOADED.
 raft_compact(_Raft, _Index, _Data) -> ?NOT_LOADED.
 raft_ready(_Raft) -> ?NOT_LOADED.
 raft_status(_Raft) -> ?NOT_LOADED.
+raft_seed() -> ?NOT_LOADED.

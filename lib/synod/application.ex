@@ -1,0 +1,17 @@
+defmodule Synod.Application do
+  @moduledoc false
+  # Node-wide processes: the table behind Synod.leader/1 and friends, and the
+  # supervisor that Synod.Raft.start_member/1 starts group members under.
+
+  use Application
+
+  @impl true
+  def start(_type, _args) do
+    children = [
+      Synod.Raft.Info,
+      {DynamicSupervisor, name: Synod.Raft.Supervisor, strategy: :one_for_one}
+    ]
+
+    Supervisor.start_link(children, strategy: :one_for_one, name: Synod.Supervisor)
+  end
+end

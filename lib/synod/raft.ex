@@ -1,0 +1,405 @@
+defmodule Synod.Raft do
+  @moduledoc """
+  Raft groups on a BEAM cluster: a replicated state machine
+  (`Synod.Raft.Machine`) run by 3 or 5 voters among any number of nodes,
+  with durable logs, fast failover and leader watches.
+
+  A group is a name (an atom). Each member node runs one member of it,
+  started by `start_member/1` (under Synod's own supervisor) or by putting
+  `{Synod.Raft, opts}` in a supervision tree:
+
+      {Synod.Raft,
+       name: :config,
+       voters: [:"a@127.0.0.1", :"b@127.0.0.1", :"c@127.0.0.1"],
+       machine: {Synod.Raft.KV, []},
+       data_dir: "/var/lib/myapp/raft/config"}
+
+  Every bootstrap member must be given the same `voters`. A member restarted
+  with state in its `data_dir` recovers from it and ignores `voters`. A node
+  that joins a running group starts its member with `join: true` (no voters,
+  no state) and is then added by `add_member/3`, which brings it in as a
+  learner and promotes it once it has caught up.
+
+  Clients call `command/3` (a change, applied once committed; returns the
+  machine's result) and `query/3` (a read). Both go to the leader wherever it
+  is, following redirects until their timeout. Leader information
+  (`leader/1`, `leader?/1`, `term/1`) and leader watches
+  (`add_leader_watch/4`) are answered on the local node; they are also
+  available as `Synod.leader/1` and friends.
+
+  See docs/raft.md for the driver's design, its on-disk format and what was
+  measured.
+  """
+
+  alias Synod.Raft.{Info, Watches}
+
+  @type group :: atom()
+  @type watch_event :: :become_leader | :become_follower
+  @type member_view :: %{role: atom(), leader: node() | nil, term: non_neg_integer()}
+
+  @defaults [
+    join: false,
+    tick_ms: 25,
+    election_tick: 10,
+    heartbeat_tick: 1,
+    snapshot_every: 10_000,
+    failover_step_ms: 20,
+    batch: true
+  ]
+
+  @doc """
+  A child spec for one member of a group on this node.
+
+  Options:
+    * `:name` (required) — the group, an atom
+    * `:machine` (required) — `module` or `{module, arg}` implementing
+      `Synod.Raft.Machine`
+    * `:data_dir` (required) — directory for this member's log and snapshots
+    * `:voters` — the bootstrap voters (nodes), required unless `join: true`;
+      must include this node
+    * `:join` — start empty and wait to be added (default `false`)
+    * `:tick_ms` — one logical tick (default 25); heartbeats go out every
+      `heartbeat_tick` ticks (default 1) and an election timeout is drawn in
+      `[election_tick, 2 * election_tick)` ticks (default 10)
+    * `:failover_step_ms` — delay between the survivors' campaigns when the
+      leader's node goes down (default 20)
+    * `:snapshot_every` — applied entries between snapshots (default 10000)
+    * `:batch` — group commit: batch the requests waiting in the mailbox into
+      one fsync (default `true`)
+  """
+  @spec child_spec(keyword()) :: Supervisor.child_spec()
+  def child_spec(opts) do
+    opts = validate!(opts)
+
+    %{
+      id: {__MODULE__, opts[:name]},
+      start: {__MODULE__, :start_link, [opts]},
+      type: :supervisor
+    }
+  end
+
+  @doc false
+  def start_link(opts) do
+    opts = validate!(opts)
+
+    Supervisor.start_link(
+      [{Watches, name: opts[:name]}, {Synod.Raft.Member, opts}],
+      strategy: :rest_for_one,
+      name: :"Synod.Raft.Group.#{opts[:name]}"
+    )
+  end
+
+  @doc "Starts a member on this node under Synod's supervisor (options as `child_spec/1`)."
+  @spec start_member(keyword()) :: {:ok, pid()} | {:error, term()}
+  def start_member(opts) do
+    DynamicSupervisor.start_child(Synod.Raft.Supervisor, child_spec(opts))
+  end
+
+  @doc "Stops this node's member of `group` (its files stay)."
+  @spec stop_member(group()) :: :ok | {:error, :not_found}
+  def stop_member(group) do
+    case Process.whereis(:"Synod.Raft.Group.#{group}") do
+      nil -> {:error, :not_found}
+      pid -> DynamicSupervisor.terminate_child(Synod.Raft.Supervisor, pid)
+    end
+  end
+
+  @doc """
+  Starts a member of `group` on every node of `nodes` (the voters), each
+  with its data in `Path.join(data_root, "<node>")`.
+  """
+  @spec start_group(group(), [node()], Path.t(), keyword()) :: :ok | {:error, term()}
+  def start_group(group, nodes, data_root, opts \\ []) do
+    results =
+      :erpc.multicall(nodes, fn ->
+        start_member(
+          [name: group, voters: nodes, data_dir: Path.join(data_root, Atom.to_string(node()))] ++
+            opts
+        )
+      end)
+
+    case Enum.reject(results, &match?({:ok, {:ok, _}}, &1)) do
+      [] -> :ok
+      failures -> {:error, failures}
+    end
+  end
+
+  @doc """
+  Proposes `command`; once it is committed and applied, returns
+  `{:ok, result}` with the machine's result.
+
+  Errors: `{:error, :timeout}` (the outcome is unknown: the command may
+  still be applied), `{:error, :no_member}` (no member answered),
+  `{:error, reason}` from the core (for example `:too_large`).
+
+  Options: `:timeout` (ms, default 5000).
+  """
+  @spec command(group(), term(), keyword()) :: {:ok, term()} | {:error, term()}
+  def command(group, command, opts \\ []) do
+    to_leader(group, {:command, command}, opts)
+  end
+
+  @doc """
+  Runs `fun.(state)` on the machine's state and returns `{:ok, value}`.
+
+  With `consistency: :linearizable` (the default) it runs on the leader
+  after a read-index round: it sees every command committed before the call.
+  With `consistency: :stale` it runs at once on this node's member, which
+  may be behind.
+  """
+  @spec query(group(), (term() -> term()), keyword()) :: {:ok, term()} | {:error, term()}
+  def query(group, fun, opts \\ []) when is_function(fun, 1) do
+    case Keyword.get(opts, :consistency, :linearizable) do
+      :linearizable ->
+        to_leader(group, {:query, fun, :linearizable}, opts)
+
+      :stale ->
+        call(node(), group, {:query, fun, :stale}, Keyword.get(opts, :timeout, 5_000))
+
+      other ->
+        raise ArgumentError, "consistency must be :linearizable or :stale, got: #{inspect(other)}"
+    end
+  end
+
+  @doc """
+  Adds `node` to `group`: records its name, adds it as a learner, then
+  promotes it to voter once it has caught up. The node must already run a
+  member started with `join: true`.
+  """
+  @spec add_member(group(), node(), keyword()) :: :ok | {:error, term()}
+  def add_member(group, node, opts \\ []) do
+    id = member_id(node)
+    deadline = deadline(opts)
+
+    with {:ok, :ok} <- to_leader(group, {:peer, id, node}, opts),
+         {:ok, _} <- retry_conf(group, :add_learner, id, deadline),
+         {:ok, _} <- retry_conf(group, :add_voter, id, deadline) do
+      :ok
+    end
+  end
+
+  @doc "Removes `node` from `group`'s members."
+  @spec remove_member(group(), node(), keyword()) :: :ok | {:error, term()}
+  def remove_member(group, node, opts \\ []) do
+    case retry_conf(group, :remove, member_id(node), deadline(opts)) do
+      {:ok, _} -> :ok
+      error -> error
+    end
+  end
+
+  @doc "Asks the leader to hand leadership to `node` (a caught-up voter)."
+  @spec transfer_leader(group(), node()) :: :ok | {:error, term()}
+  def transfer_leader(group, node), do: to_leader(group, {:transfer_leader, node}, [])
+
+  @doc "This node's member's status (term, role, leader, indexes, members)."
+  @spec status(group(), node()) :: map()
+  def status(group, node \\ node()), do: GenServer.call({member_name(group), node}, :status)
+
+  @doc "The group's leader as this node's member knows it, or nil."
+  @spec leader(group()) :: node() | nil
+  def leader(group), do: (Info.view(group) || %{})[:leader]
+
+  @doc "Whether this node's member is the group's leader."
+  @spec leader?(group()) :: boolean()
+  def leader?(group), do: match?(%{role: :leader}, Info.view(group))
+
+  @doc "The latest term this node's member knows of (0 if it runs no member)."
+  @spec term(group()) :: non_neg_integer()
+  def term(group), do: (Info.view(group) || %{term: 0}).term
+
+  @doc """
+  Watches this node's member of `group` for leadership changes.
+
+  `target` is a function of 4 arguments, called as
+  `fun.(key, event, before, after)`, or a pid, which receives
+  `{:synod_leader_watch, group, key, event, before, after}`. `event` is
+  `:become_leader` or `:become_follower` (this member is now leader, or is
+  now a follower, possibly of a new leader); `before` and `after` are the
+  member's `%{role, leader, term}` before and after the change.
+  `event_type` filters: `:all` (default), `:become_leader` or
+  `:become_follower`. A watch under a key already in use replaces it.
+
+  Delivery is asynchronous and never delays the member: functions run in a
+  process of their own per watch, in order; a function that raises is
+  logged and its watch stays.
+  """
+  @spec add_leader_watch(
+          group(),
+          term(),
+          (term(), watch_event(), member_view(), member_view() -> any()) | pid(),
+          :all | watch_event()
+        ) ::
+          :ok | {:error, :no_member}
+  def add_leader_watch(group, key, target, event_type \\ :all)
+      when (is_pid(target) or is_function(target, 4)) and
+             event_type in [:all, :become_leader, :become_follower] do
+    watches_call(group, {:add, key, target, event_type})
+  end
+
+  @doc "Removes the watch under `key` (no error if there is none)."
+  @spec remove_leader_watch(group(), term()) :: :ok | {:error, :no_member}
+  def remove_leader_watch(group, key), do: watches_call(group, {:remove, key})
+
+  @doc "The id of the member a node runs: 62 bits of the MD5 of its name, never 0."
+  @spec member_id(node()) :: pos_integer()
+  def member_id(node) do
+    <<id::62, _::66>> = :erlang.md5(Atom.to_string(node))
+    if id == 0, do: 1, else: id
+  end
+
+  @doc false
+  def member_name(group), do: :"Synod.Raft.Member.#{group}"
+
+  # -- internals ----------------------------------------------------------------
+
+  defp watches_call(group, request) do
+    GenServer.call(Watches.name(group), request)
+  catch
+    :exit, {:noproc, _} -> {:error, :no_member}
+  end
+
+  defp deadline(opts),
+    do: System.monotonic_time(:millisecond) + Keyword.get(opts, :timeout, 5_000)
+
+  # Sends `request` to the leader: first where this node believes it is (or
+  # this node), then wherever a member redirects to, until the deadline.
+  defp to_leader(group, request, opts) do
+    target = leader(group) || node()
+    route(group, request, target, deadline(opts), [])
+  end
+
+  defp route(group, request, target, deadline, tried) do
+    left = deadline - System.monotonic_time(:millisecond)
+
+    if left <= 0 do
+      {:error, :timeout}
+    else
+      case call(target, group, request, left) do
+        {:error, {:not_leader, hint}} when hint != nil and hint != target ->
+          route(group, request, hint, deadline, [target | tried])
+
+        {:error, {:not_leader, _}} ->
+          # No leader known yet (an election is running): ask again shortly.
+          Process.sleep(min(10, left))
+          route(group, request, next_target(group, target, tried), deadline, [target | tried])
+
+        {:error, reason} when reason in [:no_member, :dropped] ->
+          # This member is gone, or lost the entry with its leadership: try
+          # again shortly, at another member if this one is gone.
+          Process.sleep(min(10, left))
+          route(group, request, next_target(group, target, tried), deadline, [target | tried])
+
+        other ->
+          other
+      end
+    end
+  end
+
+  defp next_target(group, target, tried) do
+    candidates = [leader(group), node() | Node.list()] |> Enum.reject(&is_nil/1) |> Enum.uniq()
+
+    Enum.find(candidates, target, fn n -> n != target and n not in Enum.take(tried, 3) end)
+  end
+
+  defp call(node, group, request, timeout) do
+    GenServer.call({member_name(group), node}, request, timeout)
+  catch
+    :exit, {:timeout, _} ->
+      {:error, :timeout}
+
+    :exit, {reason, _} when reason in [:noproc, :nodedown, :normal, :shutdown] ->
+      {:error, :no_member}
+
+    :exit, {{:nodedown, _}, _} ->
+      {:error, :no_member}
+
+    :exit, {_, _} ->
+      {:error, :no_member}
+  end
+
+  defp retry_conf(group, op, id, deadline) do
+    timeout = max(deadline - System.monotonic_time(:millisecond), 0)
+
+    case to_leader(group, {:conf_change, op, id}, timeout: timeout) do
+      {:error, why} when why in [:conf_pending, :not_caught_up, :transferring] ->
+        if System.monotonic_time(:millisecond) < deadline do
+          Process.sleep(20)
+          retry_conf(group, op, id, deadline)
+        else
+          {:error, why}
+        end
+
+      other ->
+        other
+    end
+  end
+
+  # -- options --------------------------------------------------------------------
+
+  defp validate!(opts) do
+    unless Keyword.keyword?(opts), do: raise(ArgumentError, "options must be a keyword list")
+    known = [:name, :machine, :data_dir, :voters | Keyword.keys(@defaults)]
+
+    case Keyword.keys(opts) -- known do
+      [] -> :ok
+      unknown -> raise ArgumentError, "unknown options: #{inspect(unknown)}"
+    end
+
+    opts = Keyword.merge(@defaults, opts)
+    check!(opts, :name, &is_atom/1, "an atom")
+    opts = Keyword.update!(opts, :machine, &machine!/1)
+    check!(opts, :data_dir, &(is_binary(&1) and &1 != ""), "a non-empty path string")
+    check!(opts, :join, &is_boolean/1, "a boolean")
+    check!(opts, :batch, &is_boolean/1, "a boolean")
+
+    for key <- [:tick_ms, :snapshot_every, :failover_step_ms] do
+      check!(opts, key, &(is_integer(&1) and &1 > 0), "a positive integer")
+    end
+
+    check!(opts, :election_tick, &(is_integer(&1) and &1 >= 2), "an integer >= 2")
+
+    check!(
+      opts,
+      :heartbeat_tick,
+      &(is_integer(&1) and &1 >= 1 and &1 < opts[:election_tick]),
+      "an integer in 1..election_tick-1"
+    )
+
+    unless opts[:join] do
+      check!(
+        opts,
+        :voters,
+        &(is_list(&1) and &1 != [] and Enum.all?(&1, fn n -> is_atom(n) end) and
+            length(Enum.uniq(&1)) == length(&1) and length(&1) <= 64),
+        "a list of distinct nodes (at most 64), required unless join: true"
+      )
+    end
+
+    opts
+  end
+
+  defp check!(opts, key, ok?, what) do
+    value = Keyword.get(opts, key)
+
+    unless value != nil and ok?.(value),
+      do: raise(ArgumentError, "#{key} must be #{what}, got: #{inspect(value)}")
+  end
+
+  defp machine!({mod, _arg} = m) when is_atom(mod), do: loaded_machine!(mod) && m
+  defp machine!(mod) when is_atom(mod) and mod != nil, do: loaded_machine!(mod) && {mod, []}
+
+  defp machine!(other),
+    do: raise(ArgumentError, "machine must be a module or {module, arg}, got: #{inspect(other)}")
+
+  defp loaded_machine!(mod) do
+    Code.ensure_loaded(mod)
+
+    for {f, a} <- [init: 1, apply: 3, snapshot: 1, restore: 2],
+        not function_exported?(mod, f, a) do
+      raise ArgumentError,
+            "machine #{inspect(mod)} does not implement Synod.Raft.Machine (#{f}/#{a} missing)"
+    end
+
+    true
+  end
+end

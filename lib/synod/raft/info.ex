@@ -1,0 +1,37 @@
+defmodule Synod.Raft.Info do
+  @moduledoc false
+  # Owns the ETS table through which `Synod.leader/1`, `leader?/1` and
+  # `term/1` are answered without a message to the member: each member writes
+  # its view (role, leader, term) on every change, readers look it up. A row
+  # names the member's pid, and a row whose member is gone answers "no
+  # leader", so a crashed member never looks like a leader.
+
+  use GenServer
+
+  @table __MODULE__
+
+  def start_link(_), do: GenServer.start_link(__MODULE__, [], name: __MODULE__)
+
+  @impl true
+  def init([]) do
+    :ets.new(@table, [:named_table, :public, :set, read_concurrency: true])
+    {:ok, nil}
+  end
+
+  @spec put(atom(), pid(), map()) :: true
+  def put(group, pid, view), do: :ets.insert(@table, {group, pid, view})
+
+  @spec delete(atom(), pid()) :: true
+  def delete(group, pid), do: :ets.match_delete(@table, {group, pid, :_})
+
+  @doc "The member's view, or nil when no live member of `group` runs here."
+  @spec view(atom()) :: map() | nil
+  def view(group) do
+    case :ets.lookup(@table, group) do
+      [{^group, pid, view}] -> if Process.alive?(pid), do: view
+      [] -> nil
+    end
+  rescue
+    ArgumentError -> nil
+  end
+end

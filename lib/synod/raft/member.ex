@@ -1,0 +1,575 @@
+defmodule Synod.Raft.Member do
+  @moduledoc false
+  # One member of one Raft group on this node: the shell around the C core
+  # (c_src/raft.c through c_src/synod_nif_raft.c). It owns the timer, the
+  # files (Synod.Raft.Storage), the distribution messages, the node monitors
+  # and the state machine, and carries out what the core decides, in the
+  # order c_src/raft.h requires:
+  #
+  #   input (tick, message from a member, client request)
+  #     -> raft_ready: persist + fsync, then send, then apply, then notify
+  #
+  # Group commit: with `batch: true` (the default) an input does not drain
+  # the core at once; the member sends itself `:flush`, so every request
+  # already in its mailbox is proposed first and one fsync covers them all.
+  #
+  # Fast failover: the member watches nodes (`:net_kernel.monitor_nodes`).
+  # When the leader's node goes down, each surviving voter forgets the leader
+  # at once (ending leader stickiness, so it will grant votes) and campaigns
+  # after `rank * failover_step_ms` plus a little jitter, where `rank` is its
+  # place among the surviving voters' ids: the survivors start their
+  # pre-votes one after another instead of all at once. Heartbeat timeouts
+  # remain the fallback for partitions that send no nodedown.
+  #
+  # Messages between members:
+  #
+  #   {:synod_raft, Group, FromId, FromNode, EncodedRaftMessage}
+  #
+  # to the member registered as `Synod.Raft.member_name(Group)` on the
+  # target node. Log entries of type normal hold `term_to_binary` of
+  #
+  #   {:c, Command}          a command for the state machine
+  #   {:peer, Id, Node}      the node of a member id (before adding it)
+  #
+  # Snapshot data is `term_to_binary({NodeOfId, MachineSnapshot})`.
+
+  use GenServer
+  require Logger
+
+  alias Synod.Raft.{Info, Storage, Watches}
+
+  @entry_normal 0
+  @entry_conf 2
+
+  defstruct [
+    :group,
+    :id,
+    :raft,
+    :storage,
+    :machine,
+    :machine_arg,
+    :machine_state,
+    :tick_ms,
+    :snapshot_every,
+    :failover_step_ms,
+    :watches,
+    batch: true,
+    flush_scheduled: false,
+    applied: 0,
+    since_snapshot: 0,
+    node_of: %{},
+    pending: %{},
+    reads: %{},
+    ready_reads: [],
+    next_ctx: 1,
+    view: %{role: :follower, leader: nil, term: 0}
+  ]
+
+  # -- start ------------------------------------------------------------------
+
+  def start_link(opts) do
+    GenServer.start_link(__MODULE__, opts, name: Synod.Raft.member_name(opts[:name]))
+  end
+
+  @impl true
+  def init(opts) do
+    group = opts[:name]
+    {machine, arg} = opts[:machine]
+    id = Synod.Raft.member_id(node())
+
+    with {:ok, storage, recovered} <- open_storage(opts[:data_dir]),
+         {:ok, machine_state, node_of, applied} <- recover_machine(recovered, machine, arg),
+         {:ok, raft} <- new_raft(id, opts, recovered, applied) do
+      :ok = :net_kernel.monitor_nodes(true)
+      voter_nodes = Map.new(opts[:voters] || [], &{Synod.Raft.member_id(&1), &1})
+
+      state = %__MODULE__{
+        group: group,
+        id: id,
+        raft: raft,
+        storage: storage,
+        machine: machine,
+        machine_arg: arg,
+        machine_state: machine_state,
+        tick_ms: opts[:tick_ms],
+        snapshot_every: opts[:snapshot_every],
+        failover_step_ms: opts[:failover_step_ms],
+        batch: opts[:batch],
+        watches: Watches.name(group),
+        applied: applied,
+        node_of: voter_nodes |> Map.merge(node_of) |> Map.put(id, node())
+      }
+
+      Info.put(group, self(), state.view)
+      schedule_tick(state)
+      if bootstrap?(recovered, opts), do: schedule_failover(state, nil)
+      {:ok, drain(state)}
+    else
+      {:error, reason} -> {:stop, reason}
+    end
+  end
+
+  defp open_storage(dir) do
+    case Storage.open(dir) do
+      {:ok, storage, recovered} -> {:ok, storage, recovered}
+      {:error, {:corrupt, _, _, _} = why} -> {:error, why}
+      {:error, why} -> {:error, {:storage, dir, why}}
+    end
+  end
+
+  defp recover_machine(%{snapshot: nil}, machine, arg), do: {:ok, machine.init(arg), %{}, 0}
+
+  defp recover_machine(%{snapshot: snap}, machine, arg) do
+    {node_of, machine_snapshot} = :erlang.binary_to_term(snap.data)
+    {:ok, machine.restore(machine_snapshot, arg), node_of, snap.index}
+  end
+
+  defp new_raft(id, opts, recovered, applied) do
+    %{hard_state: hs, snapshot: snap, entries: entries} = recovered
+    fresh? = snap == nil and entries == [] and hs.term == 0
+
+    voters =
+      if fresh? and not opts[:join],
+        do: Enum.map(opts[:voters], &Synod.Raft.member_id/1),
+        else: []
+
+    if voters != [] and node() not in opts[:voters] do
+      {:error, {:not_a_voter, node()}}
+    else
+      start_raft(id, opts, hs, snap, entries, voters, applied)
+    end
+  end
+
+  defp start_raft(id, opts, hs, snap, entries, voters, applied) do
+    config = %{
+      id: id,
+      seed: :synod_nif.raft_seed(),
+      election_tick: opts[:election_tick],
+      heartbeat_tick: opts[:heartbeat_tick],
+      voters: voters,
+      hard_state: {hs.term, hs.vote, hs.commit},
+      snapshot: snap && snapshot_tuple(snap),
+      entries: Enum.map(entries, &{&1.index, &1.term, &1.type, &1.data}),
+      applied: applied
+    }
+
+    case :synod_nif.raft_new(config) do
+      {:ok, raft} -> {:ok, raft}
+      {:error, why} -> {:error, {:raft_new, why}}
+    end
+  end
+
+  defp snapshot_tuple(%{index: i, term: t, meta: meta, data: data}) do
+    {voters, learners} = :erlang.binary_to_term(meta)
+    {i, t, voters, learners, data}
+  end
+
+  # -- inputs -----------------------------------------------------------------
+
+  @impl true
+  def handle_info({:synod_raft, _group, from_id, from_node, bin}, state) do
+    state = learn_node(state, from_id, from_node)
+
+    case :synod_nif.raft_step(state.raft, bin) do
+      :ok -> :ok
+      {:error, why} -> Logger.debug("raft #{state.group}: message from #{from_node}: #{why}")
+    end
+
+    {:noreply, after_input(state)}
+  end
+
+  def handle_info(:tick, state) do
+    :ok = :synod_nif.raft_tick(state.raft)
+    schedule_tick(state)
+    {:noreply, after_input(state)}
+  end
+
+  def handle_info(:flush, state) do
+    {:noreply, drain(%{state | flush_scheduled: false})}
+  end
+
+  def handle_info({:nodedown, node}, %{view: %{leader: node, role: :follower}} = state) do
+    _ = :synod_nif.raft_control(state.raft, :forget_leader, 0)
+    schedule_failover(state, node)
+    {:noreply, after_input(state)}
+  end
+
+  def handle_info({:failover, down, term}, state) do
+    # Still no leader (or still the one that went down) and nobody has
+    # started an election since: campaign. If someone has, let it finish;
+    # the election timeout remains the fallback.
+    if state.view.leader in [nil, down] and state.view.role != :leader and
+         :synod_nif.raft_status(state.raft).term == term do
+      _ = :synod_nif.raft_control(state.raft, :campaign, 0)
+    end
+
+    {:noreply, after_input(state)}
+  end
+
+  def handle_info({:nodedown, _}, state), do: {:noreply, state}
+  def handle_info({:nodeup, _}, state), do: {:noreply, state}
+
+  def handle_info(msg, state) do
+    Logger.debug("raft #{state.group}: unexpected message #{inspect(msg)}")
+    {:noreply, state}
+  end
+
+  @impl true
+  def handle_call({:command, cmd}, from, state) do
+    propose(state, :erlang.term_to_binary({:c, cmd}), from)
+  end
+
+  def handle_call({:peer, id, node}, from, state) do
+    propose(state, :erlang.term_to_binary({:peer, id, node}), from)
+  end
+
+  def handle_call({:conf_change, op, id}, from, state) do
+    case :synod_nif.raft_conf_change(state.raft, op, id) do
+      {:ok, index, term} -> {:noreply, state |> wait_for(index, term, from) |> after_input()}
+      {:error, :not_leader} -> {:reply, not_leader(state), state}
+      {:error, why} -> {:reply, {:error, why}, state}
+    end
+  end
+
+  def handle_call({:query, fun, :stale}, _from, state) do
+    {:reply, run_query(fun, state), state}
+  end
+
+  def handle_call({:query, fun, :linearizable}, from, state) do
+    ctx = state.next_ctx
+
+    case :synod_nif.raft_read_index(state.raft, ctx) do
+      :ok ->
+        state = %{state | next_ctx: ctx + 1, reads: Map.put(state.reads, ctx, {from, fun})}
+        {:noreply, after_input(state)}
+
+      {:error, :not_leader} ->
+        {:reply, not_leader(state), state}
+
+      {:error, why} ->
+        {:reply, {:error, why}, state}
+    end
+  end
+
+  def handle_call({:transfer_leader, node}, _from, state) do
+    case :synod_nif.raft_control(state.raft, :transfer_leader, Synod.Raft.member_id(node)) do
+      :ok -> {:reply, :ok, after_input(state)}
+      {:error, :not_leader} -> {:reply, not_leader(state), state}
+      {:error, why} -> {:reply, {:error, why}, state}
+    end
+  end
+
+  def handle_call(:campaign, _from, state) do
+    {:reply, :synod_nif.raft_control(state.raft, :campaign, 0), after_input(state)}
+  end
+
+  def handle_call(:status, _from, state) do
+    st = :synod_nif.raft_status(state.raft)
+
+    status =
+      Map.merge(st, %{
+        group: state.group,
+        node: node(),
+        leader_node: node_of(state, st.leader),
+        voter_nodes: Enum.map(st.voters, &node_of(state, &1)),
+        learner_nodes: Enum.map(st.learners, &node_of(state, &1)),
+        applied: state.applied
+      })
+
+    {:reply, status, state}
+  end
+
+  defp propose(state, data, from) do
+    case :synod_nif.raft_propose(state.raft, data) do
+      {:ok, index, term} -> {:noreply, state |> wait_for(index, term, from) |> after_input()}
+      {:error, :not_leader} -> {:reply, not_leader(state), state}
+      {:error, why} -> {:reply, {:error, why}, state}
+    end
+  end
+
+  # The caller is answered when the entry at `index` is applied: with the
+  # result if it is the entry proposed in this term, else {:error, :dropped}.
+  defp wait_for(state, index, term, from) do
+    %{state | pending: Map.put(state.pending, index, {term, from})}
+  end
+
+  defp not_leader(state), do: {:error, {:not_leader, state.view.leader}}
+
+  defp after_input(%{batch: true, flush_scheduled: true} = state), do: state
+
+  defp after_input(%{batch: true} = state) do
+    send(self(), :flush)
+    %{state | flush_scheduled: true}
+  end
+
+  defp after_input(state), do: drain(state)
+
+  defp schedule_tick(state), do: Process.send_after(self(), :tick, state.tick_ms)
+
+  # Campaigns in turn by rank among the voters left (all of them for a new
+  # group, whose first election then takes one step instead of a timeout).
+  defp schedule_failover(state, down) do
+    st = :synod_nif.raft_status(state.raft)
+    down_id = down && Synod.Raft.member_id(down)
+    survivors = st.voters |> List.delete(down_id) |> Enum.sort()
+    rank = Enum.find_index(survivors, &(&1 == state.id)) || length(survivors)
+    step = state.failover_step_ms
+    delay = rank * step + :rand.uniform(max(div(step, 2), 1))
+    Process.send_after(self(), {:failover, down, st.term}, delay)
+  end
+
+  defp bootstrap?(%{hard_state: hs, snapshot: nil, entries: []}, opts),
+    do: hs.term == 0 and not opts[:join]
+
+  defp bootstrap?(_recovered, _opts), do: false
+
+  # -- the Ready loop ---------------------------------------------------------
+
+  defp drain(state) do
+    case :synod_nif.raft_ready(state.raft) do
+      :none ->
+        maybe_snapshot(state)
+
+      {:error, why} ->
+        exit({:raft_ready, why})
+
+      {hard_state, snapshot, entries, msgs, committed, events, reads} ->
+        state
+        |> persist(hard_state, snapshot, entries)
+        |> send_all(msgs)
+        |> restore(snapshot)
+        |> apply_all(committed)
+        |> notify(events)
+        |> read_states(reads)
+        |> drain()
+    end
+  end
+
+  defp persist(state, hs, nil, entries) do
+    storage = Storage.write(state.storage, Enum.map(entries, &entry_map/1), hs && hs_map(hs))
+
+    case Storage.sync(storage) do
+      {:ok, storage} -> %{state | storage: storage}
+      {:error, why} -> exit({:raft_storage, why})
+    end
+  end
+
+  defp persist(state, hs, {index, term, voters, learners, data}, entries) do
+    hs = hs || current_hard_state(state)
+
+    snap = %{
+      index: index,
+      term: term,
+      meta: :erlang.term_to_binary({voters, learners}),
+      data: data
+    }
+
+    case Storage.install_snapshot(
+           state.storage,
+           snap,
+           hs_map(hs),
+           Enum.map(entries, &entry_map/1)
+         ) do
+      {:ok, storage} -> %{state | storage: storage}
+      {:error, why} -> exit({:raft_storage, why})
+    end
+  end
+
+  defp current_hard_state(state) do
+    st = :synod_nif.raft_status(state.raft)
+    {st.term, st.vote, st.commit}
+  end
+
+  defp entry_map({i, t, ty, d}), do: %{index: i, term: t, type: ty, data: d}
+  defp hs_map({t, v, c}), do: %{term: t, vote: v, commit: c}
+
+  defp send_all(state, msgs) do
+    for {to, bin} <- msgs do
+      case Map.fetch(state.node_of, to) do
+        {:ok, node} ->
+          send(
+            {Synod.Raft.member_name(state.group), node},
+            {:synod_raft, state.group, state.id, node(), bin}
+          )
+
+        :error ->
+          Logger.debug("raft #{state.group}: no node known for member #{to}")
+      end
+    end
+
+    state
+  end
+
+  defp restore(state, nil), do: state
+
+  defp restore(state, {index, _term, _voters, _learners, data}) do
+    {node_of, machine_snapshot} = :erlang.binary_to_term(data)
+
+    # Proposals the snapshot covers can no longer be matched to a result.
+    {covered, pending} = Enum.split_with(state.pending, fn {i, _} -> i <= index end)
+    for {_, {_, from}} <- covered, do: GenServer.reply(from, {:error, :unknown_outcome})
+
+    %{
+      state
+      | pending: Map.new(pending),
+        machine_state: state.machine.restore(machine_snapshot, state.machine_arg),
+        node_of: Map.merge(state.node_of, node_of),
+        applied: index,
+        since_snapshot: 0
+    }
+  end
+
+  defp apply_all(state, committed) do
+    state = Enum.reduce(committed, state, &apply_entry/2)
+    serve_ready_reads(state)
+  end
+
+  defp apply_entry({index, term, type, data}, state) do
+    {state, result} =
+      case type do
+        @entry_normal -> apply_normal(state, index, term, :erlang.binary_to_term(data))
+        @entry_conf -> {state, :ok}
+        _noop -> {state, :noop}
+      end
+
+    state = %{state | applied: index, since_snapshot: state.since_snapshot + 1}
+
+    case Map.pop(state.pending, index) do
+      {nil, _} ->
+        state
+
+      {{^term, from}, pending} ->
+        GenServer.reply(from, {:ok, result})
+        %{state | pending: pending}
+
+      {{_other_term, from}, pending} ->
+        GenServer.reply(from, {:error, :dropped})
+        %{state | pending: pending}
+    end
+  end
+
+  defp apply_normal(state, index, term, {:c, cmd}) do
+    try do
+      {ms, result} = state.machine.apply(%{index: index, term: term}, cmd, state.machine_state)
+      {%{state | machine_state: ms}, result}
+    catch
+      # Deterministic: every member fails the same way on the same command,
+      # so every member keeps the state it had. The command's caller is told.
+      kind, reason ->
+        Logger.error(
+          "raft #{state.group}: #{inspect(state.machine)}.apply crashed at #{index}: " <>
+            Exception.format(kind, reason, __STACKTRACE__)
+        )
+
+        {state, {:error, {:apply_failed, kind, reason}}}
+    end
+  end
+
+  defp apply_normal(state, _index, _term, {:peer, id, node}) do
+    {learn_node(state, id, node), :ok}
+  end
+
+  defp learn_node(%{node_of: node_of} = state, id, node) do
+    case node_of do
+      %{^id => ^node} -> state
+      _ -> %{state | node_of: Map.put(node_of, id, node)}
+    end
+  end
+
+  defp node_of(_state, 0), do: nil
+  defp node_of(state, id), do: Map.get(state.node_of, id)
+
+  defp notify(state, []), do: state
+
+  defp notify(state, events) do
+    {view, changes} =
+      Enum.reduce(events, {state.view, []}, fn
+        {type, cause, term, old_leader, new_leader, old_role, new_role}, {prev, acc} ->
+          before = %{role: old_role, leader: node_of(state, old_leader), term: prev.term}
+          after_ = %{role: new_role, leader: node_of(state, new_leader), term: term}
+          {after_, [{type, cause, before, after_} | acc]}
+      end)
+
+    Info.put(state.group, self(), view)
+    send(state.watches, {:raft_events, Enum.reverse(changes)})
+    state = %{state | view: view}
+    if view.role == :leader, do: state, else: drop_reads(state)
+  end
+
+  # Reads confirmed by a quorum wait until the machine has applied their index.
+  defp read_states(state, []), do: state
+
+  defp read_states(state, reads) do
+    ready =
+      Enum.flat_map(reads, fn {ctx, index} ->
+        case Map.fetch(state.reads, ctx) do
+          {:ok, {from, fun}} -> [{index, from, fun}]
+          :error -> []
+        end
+      end)
+
+    reads = Map.drop(state.reads, Enum.map(reads, &elem(&1, 0)))
+    serve_ready_reads(%{state | reads: reads, ready_reads: state.ready_reads ++ ready})
+  end
+
+  defp serve_ready_reads(%{ready_reads: []} = state), do: state
+
+  defp serve_ready_reads(state) do
+    {now, later} =
+      Enum.split_with(state.ready_reads, fn {index, _, _} -> index <= state.applied end)
+
+    for {_, from, fun} <- now, do: GenServer.reply(from, run_query(fun, state))
+    %{state | ready_reads: later}
+  end
+
+  # A member that stops being leader answers its unconfirmed reads at once;
+  # the caller retries at the new leader.
+  defp drop_reads(%{reads: reads} = state) when map_size(reads) == 0, do: state
+
+  defp drop_reads(state) do
+    for {_ctx, {from, _}} <- state.reads, do: GenServer.reply(from, not_leader(state))
+    %{state | reads: %{}}
+  end
+
+  defp run_query(fun, state) do
+    {:ok, fun.(state.machine_state)}
+  catch
+    kind, reason -> {:error, {:query_failed, kind, reason}}
+  end
+
+  # -- snapshots ----------------------------------------------------------------
+
+  defp maybe_snapshot(%{since_snapshot: n, snapshot_every: every} = state) when n < every,
+    do: state
+
+  defp maybe_snapshot(state) do
+    data = :erlang.term_to_binary({state.node_of, state.machine.snapshot(state.machine_state)})
+
+    case :synod_nif.raft_compact(state.raft, state.applied, data) do
+      {:ok, {index, term, voters, learners}, after_} ->
+        snap = %{
+          index: index,
+          term: term,
+          meta: :erlang.term_to_binary({voters, learners}),
+          data: data
+        }
+
+        hs = hs_map(current_hard_state(state))
+
+        case Storage.install_snapshot(state.storage, snap, hs, Enum.map(after_, &entry_map/1)) do
+          {:ok, storage} -> %{state | storage: storage, since_snapshot: 0}
+          {:error, why} -> exit({:raft_storage, why})
+        end
+
+      {:error, why} ->
+        Logger.warning("raft #{state.group}: snapshot at #{state.applied} refused: #{why}")
+        %{state | since_snapshot: 0}
+    end
+  end
+
+  @impl true
+  def terminate(_reason, state) do
+    Info.delete(state.group, self())
+    Storage.close(state.storage)
+  end
+end
