@@ -46,6 +46,9 @@ defmodule Synod.LocalCluster do
   Options:
     * `:prefix` — node name prefix (default `"peer"`); names get a random suffix
     * `:apps` — applications to start on every peer (default `[:synod]`)
+    * `:names` — exact node names (without host) instead of random ones,
+      e.g. to restart a node that was stopped or killed; `count` must equal
+      their number
 
   Peers are not linked to the caller; stop them with `stop/1`.
   """
@@ -56,10 +59,17 @@ defmodule Synod.LocalCluster do
     apps = Keyword.get(opts, :apps, [:synod])
     cookie = Atom.to_charlist(Node.get_cookie())
 
-    for _ <- 1..count do
+    names =
+      case Keyword.fetch(opts, :names) do
+        {:ok, names} when length(names) == count -> Enum.map(names, &to_charlist/1)
+        {:ok, _} -> raise ArgumentError, ":names must hold exactly count names"
+        :error -> for _ <- 1..count, do: :peer.random_name(prefix)
+      end
+
+    for name <- names do
       {:ok, pid, node} =
         :peer.start(%{
-          name: :peer.random_name(prefix),
+          name: name,
           host: ~c"127.0.0.1",
           longnames: true,
           args: [
@@ -75,6 +85,52 @@ defmodule Synod.LocalCluster do
       for app <- apps, do: {:ok, _} = :erpc.call(node, Application, :ensure_all_started, [app])
       {pid, node}
     end
+  end
+
+  @doc """
+  Kills a peer's VM at once (`kill -9` of its OS process), as a crash would:
+  nothing is flushed, no `terminate/2` runs.
+  """
+  @spec kill(node()) :: :ok
+  def kill(node) do
+    os_pid = :erpc.call(node, :os, :getpid, [])
+    {_, 0} = System.cmd("kill", ["-9", to_string(os_pid)])
+    :ok
+  end
+
+  @doc """
+  Cuts every node of `side_a` from every node of `side_b` (this VM stays
+  connected to all): each side sets a wrong cookie for the other — two
+  different wrong cookies, since one shared wrong cookie still handshakes —
+  and disconnects. Reconnection is refused until `heal/2`.
+  """
+  @spec partition([node()], [node()]) :: :ok
+  def partition(side_a, side_b) do
+    cut = fn from, others, cookie ->
+      :erpc.call(from, fn ->
+        for other <- others do
+          :erlang.set_cookie(other, cookie)
+          :erlang.disconnect_node(other)
+        end
+      end)
+    end
+
+    for a <- side_a, do: cut.(a, side_b, :synod_cut_a)
+    for b <- side_b, do: cut.(b, side_a, :synod_cut_b)
+    :ok
+  end
+
+  @doc "Undoes `partition/2`: real cookies back, and the sides reconnected."
+  @spec heal([node()], [node()]) :: :ok
+  def heal(side_a, side_b) do
+    cookie = Node.get_cookie()
+
+    for {from, others} <- Enum.map(side_a, &{&1, side_b}) ++ Enum.map(side_b, &{&1, side_a}) do
+      :erpc.call(from, fn -> for other <- others, do: :erlang.set_cookie(other, cookie) end)
+    end
+
+    for a <- side_a, b <- side_b, do: true = :erpc.call(a, Node, :connect, [b])
+    :ok
   end
 
   @doc "Stops peers started by `start/2`; peers that are already gone are skipped."

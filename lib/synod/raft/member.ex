@@ -58,6 +58,7 @@ defmodule Synod.Raft.Member do
     applied: 0,
     since_snapshot: 0,
     node_of: %{},
+    connecting: %{},
     pending: %{},
     reads: %{},
     ready_reads: [],
@@ -383,21 +384,43 @@ defmodule Synod.Raft.Member do
   defp entry_map({i, t, ty, d}), do: %{index: i, term: t, type: ty, data: d}
   defp hs_map({t, v, c}), do: %{term: t, vote: v, commit: c}
 
+  # Messages to a node we are not connected to are dropped (Raft resends)
+  # and a connection attempt is started in the background, at most once a
+  # second per node: a plain send would try to connect on every heartbeat.
   defp send_all(state, msgs) do
-    for {to, bin} <- msgs do
+    connected = MapSet.new(Node.list())
+
+    Enum.reduce(msgs, state, fn {to, bin}, state ->
       case Map.fetch(state.node_of, to) do
         {:ok, node} ->
-          send(
-            {Synod.Raft.member_name(state.group), node},
-            {:synod_raft, state.group, state.id, node(), bin}
-          )
+          dest = {Synod.Raft.member_name(state.group), node}
+          msg = {:synod_raft, state.group, state.id, node(), bin}
+
+          if MapSet.member?(connected, node) do
+            send(dest, msg)
+            state
+          else
+            reconnect(state, node)
+          end
 
         :error ->
           Logger.debug("raft #{state.group}: no node known for member #{to}")
+          state
       end
-    end
+    end)
+  end
 
-    state
+  defp reconnect(state, node) do
+    now = System.monotonic_time(:millisecond)
+
+    case state.connecting do
+      %{^node => at} when now - at < 1_000 ->
+        state
+
+      connecting ->
+        spawn(fn -> :net_kernel.connect_node(node) end)
+        %{state | connecting: Map.put(connecting, node, now)}
+    end
   end
 
   defp restore(state, nil), do: state

@@ -1,0 +1,101 @@
+defmodule Synod.Test.Raft do
+  @moduledoc false
+  # Helpers for Raft tests on real peers. Every function that runs on a peer
+  # is defined here, in a compiled module.
+
+  import ExUnit.Assertions
+  alias Synod.Test.Wait
+
+  @doc "Starts a group on `nodes` with data under `dir` and waits for its leader."
+  def start_group(group, nodes, dir, opts \\ []) do
+    :ok = Synod.Raft.start_group(group, nodes, dir, [machine: Synod.Raft.KV] ++ opts)
+    wait_leader(group, nodes)
+  end
+
+  @doc "Waits until every node of `nodes` names the same leader, one of `nodes`; returns it."
+  def wait_leader(group, nodes, timeout \\ 10_000) do
+    Wait.until(
+      fn ->
+        case Enum.uniq(Enum.map(nodes, &:erpc.call(&1, Synod.Raft, :leader, [group]))) do
+          [leader] when leader != nil -> if leader in nodes, do: leader
+          _ -> nil
+        end
+      end,
+      timeout
+    )
+  end
+
+  @doc "Runs a command from `node` (which routes it to the leader)."
+  def command(node, group, cmd, timeout \\ 5_000),
+    do: :erpc.call(node, Synod.Raft, :command, [group, cmd, [timeout: timeout]], timeout + 1_000)
+
+  @doc "The KV state as `node`'s member has applied it (no read-index)."
+  def local_state(node, group) do
+    {:ok, state} =
+      :erpc.call(node, Synod.Raft, :query, [group, &Function.identity/1, [consistency: :stale]])
+
+    state
+  end
+
+  def status(node, group), do: :erpc.call(node, Synod.Raft, :status, [group])
+
+  @doc "Waits until all `nodes` have applied the same index and hold the same state."
+  def wait_converged(group, nodes, timeout \\ 10_000) do
+    Wait.until(
+      fn ->
+        views = Enum.map(nodes, &{status(&1, group).applied, local_state(&1, group)})
+        length(Enum.uniq(views)) == 1
+      end,
+      timeout
+    )
+  end
+
+  @doc "Sends every leader-watch event of each node's member to `pid`, keyed by node."
+  def watch_all(group, nodes, pid \\ self()) do
+    for n <- nodes, do: :ok = :erpc.call(n, Synod.Raft, :add_leader_watch, [group, {:w, n}, pid])
+    :ok
+  end
+
+  @doc "Every leader-watch message now in the mailbox, oldest first, as {node, event, before, after}."
+  def drain_events(acc \\ []) do
+    receive do
+      {:synod_leader_watch, _group, {:w, n}, event, before, after_} ->
+        drain_events([{n, event, before, after_} | acc])
+    after
+      0 -> Enum.reverse(acc)
+    end
+  end
+
+  @doc """
+  Checks what every watch event must satisfy: never two leaders in one term
+  (across all nodes), a :become_leader names its own node as leader, terms
+  never go down on a node, and each event's states are well formed.
+  """
+  def check_events(events) do
+    leaders =
+      for {_n, _e, before, after_} <- events,
+          s <- [before, after_],
+          s.leader != nil,
+          do: {s.term, s.leader}
+
+    for {term, ls} <- Enum.group_by(leaders, &elem(&1, 0), &elem(&1, 1)) do
+      assert length(Enum.uniq(ls)) == 1, "two leaders in term #{term}: #{inspect(Enum.uniq(ls))}"
+    end
+
+    for {n, event, before, after_} <- events do
+      assert after_.term >= before.term
+
+      case event do
+        :become_leader -> assert after_.role == :leader and after_.leader == n
+        :become_follower -> assert after_.role == :follower
+      end
+    end
+
+    for {_n, evs} <- Enum.group_by(events, &elem(&1, 0)) do
+      terms = Enum.map(evs, fn {_, _, _, a} -> a.term end)
+      assert terms == Enum.sort(terms)
+    end
+
+    events
+  end
+end
