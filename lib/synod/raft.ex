@@ -44,6 +44,7 @@ defmodule Synod.Raft do
     heartbeat_tick: 1,
     snapshot_every: 10_000,
     failover_step_ms: 20,
+    fast_failover: true,
     batch: true
   ]
 
@@ -61,6 +62,9 @@ defmodule Synod.Raft do
     * `:tick_ms` — one logical tick (default 25); heartbeats go out every
       `heartbeat_tick` ticks (default 1) and an election timeout is drawn in
       `[election_tick, 2 * election_tick)` ticks (default 10)
+    * `:fast_failover` — campaign as soon as the leader's node goes down
+      (default `true`); with `false` only the election timeout starts an
+      election, as in plain Raft (the benchmark's baseline)
     * `:failover_step_ms` — delay between the survivors' campaigns when the
       leader's node goes down (default 20)
     * `:snapshot_every` — applied entries between snapshots (default 10000)
@@ -351,6 +355,7 @@ defmodule Synod.Raft do
     check!(opts, :data_dir, &(is_binary(&1) and &1 != ""), "a non-empty path string")
     check!(opts, :join, &is_boolean/1, "a boolean")
     check!(opts, :batch, &is_boolean/1, "a boolean")
+    check!(opts, :fast_failover, &is_boolean/1, "a boolean")
 
     for key <- [:tick_ms, :snapshot_every, :failover_step_ms] do
       check!(opts, key, &(is_integer(&1) and &1 > 0), "a positive integer")

@@ -98,4 +98,31 @@ defmodule Synod.Test.Raft do
 
     events
   end
+
+  # -- for bench/raft_bench.exs (run on a peer) --
+
+  @doc "Microseconds of each of `n` sequential commands from this node."
+  def latency(group, n) do
+    for i <- 1..n do
+      t0 = System.monotonic_time(:microsecond)
+      {:ok, _} = Synod.Raft.command(group, {:put, i, i})
+      System.monotonic_time(:microsecond) - t0
+    end
+  end
+
+  @doc "Commands per second with `clients` concurrent clients on this node."
+  def throughput(group, clients, per_client) do
+    t0 = System.monotonic_time(:microsecond)
+
+    1..clients
+    |> Enum.map(fn c ->
+      Task.async(fn ->
+        for i <- 1..per_client,
+            do: {:ok, _} = Synod.Raft.command(group, {:put, {c, i}, i}, timeout: 30_000)
+      end)
+    end)
+    |> Task.await_many(300_000)
+
+    round(clients * per_client / ((System.monotonic_time(:microsecond) - t0) / 1_000_000))
+  end
 end

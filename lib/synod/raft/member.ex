@@ -54,6 +54,7 @@ defmodule Synod.Raft.Member do
     :failover_step_ms,
     :watches,
     batch: true,
+    fast_failover: true,
     flush_scheduled: false,
     applied: 0,
     since_snapshot: 0,
@@ -96,6 +97,7 @@ defmodule Synod.Raft.Member do
         snapshot_every: opts[:snapshot_every],
         failover_step_ms: opts[:failover_step_ms],
         batch: opts[:batch],
+        fast_failover: opts[:fast_failover],
         watches: Watches.name(group),
         applied: applied,
         node_of: voter_nodes |> Map.merge(node_of) |> Map.put(id, node())
@@ -103,7 +105,7 @@ defmodule Synod.Raft.Member do
 
       Info.put(group, self(), state.view)
       schedule_tick(state)
-      if bootstrap?(recovered, opts), do: schedule_failover(state, nil)
+      if opts[:fast_failover] and bootstrap?(recovered, opts), do: schedule_failover(state, nil)
       {:ok, drain(state)}
     else
       {:error, reason} -> {:stop, reason}
@@ -189,7 +191,10 @@ defmodule Synod.Raft.Member do
     {:noreply, drain(%{state | flush_scheduled: false})}
   end
 
-  def handle_info({:nodedown, node}, %{view: %{leader: node, role: :follower}} = state) do
+  def handle_info(
+        {:nodedown, node},
+        %{fast_failover: true, view: %{leader: node, role: :follower}} = state
+      ) do
     _ = :synod_nif.raft_control(state.raft, :forget_leader, 0)
     schedule_failover(state, node)
     {:noreply, after_input(state)}
