@@ -553,4 +553,36 @@ defmodule Synod do
       {status, result}
     end
   end
+
+  # -- leader watches (Raft groups, see Synod.Raft) ---------------------------
+
+  @doc """
+  The leader of the Raft group `group` as this node's member knows it, or
+  `nil`. Answered locally, without a message. See `Synod.Raft`.
+  """
+  @spec leader(atom()) :: node() | nil
+  defdelegate leader(group), to: Synod.Raft
+
+  @doc "Whether this node's member of the Raft group `group` is its leader."
+  @spec leader?(atom()) :: boolean()
+  defdelegate leader?(group), to: Synod.Raft
+
+  @doc "The latest term this node's member of `group` knows of (0 without a member)."
+  @spec term(atom()) :: non_neg_integer()
+  defdelegate term(group), to: Synod.Raft
+
+  @doc """
+  Watches this node's member of the Raft group `group` for leadership
+  changes; see `Synod.Raft.add_leader_watch/4`. `target` is a function
+  called as `fun.(key, event, before, after)` or a pid that receives
+  `{:synod_leader_watch, group, key, event, before, after}`; `event_type` is
+  `:all`, `:become_leader` or `:become_follower`. A key in use is replaced.
+  """
+  @spec add_leader_watch(atom(), term(), function() | pid(), :all | Synod.Raft.watch_event()) ::
+          :ok | {:error, :no_member}
+  defdelegate add_leader_watch(group, key, target, event_type \\ :all), to: Synod.Raft
+
+  @doc "Removes the leader watch under `key`."
+  @spec remove_leader_watch(atom(), term()) :: :ok | {:error, :no_member}
+  defdelegate remove_leader_watch(group, key), to: Synod.Raft
 end

@@ -37,7 +37,10 @@ defmodule Synod.RaftNifTest do
 
       assert_raise ArgumentError, ~r/binary/, fn -> :synod_nif.raft_step(r, :msg) end
       assert_raise ArgumentError, ~r/iodata/, fn -> :synod_nif.raft_propose(r, :cmd) end
-      assert_raise ArgumentError, ~r/add_learner/, fn -> :synod_nif.raft_conf_change(r, :add, 2) end
+
+      assert_raise ArgumentError, ~r/add_learner/, fn ->
+        :synod_nif.raft_conf_change(r, :add, 2)
+      end
 
       assert_raise ArgumentError, ~r/member id/, fn ->
         :synod_nif.raft_conf_change(r, :remove, 0)
