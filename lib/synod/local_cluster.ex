@@ -26,7 +26,7 @@ defmodule Synod.LocalCluster do
   @spec ensure_distributed() :: node()
   def ensure_distributed do
     unless Node.alive?() do
-      name = :"synod_#{System.unique_integer([:positive])}@127.0.0.1"
+      name = :"synod_#{System.pid()}_#{System.unique_integer([:positive])}@127.0.0.1"
 
       case :net_kernel.start([name, :longnames]) do
         {:ok, _} ->
