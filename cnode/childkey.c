@@ -110,8 +110,8 @@ static int check_big(cur *c, unsigned width, size_t min_digits)
     if (n < 4)
         return fail(c, "non_canonical_integer");
     if (n == 4) {
-        uint32_t mag = (uint32_t)d[0] | (uint32_t)d[1] << 8 | (uint32_t)d[2] << 16 |
-                       (uint32_t)d[3] << 24;
+        uint32_t mag =
+            (uint32_t)d[0] | (uint32_t)d[1] << 8 | (uint32_t)d[2] << 16 | (uint32_t)d[3] << 24;
         if (mag < 0x80000000u || (sign == 1 && mag == 0x80000000u))
             return fail(c, "non_canonical_integer");
     }
@@ -237,7 +237,7 @@ static int check_term(cur *c, unsigned depth)
     case 112: /* NEW_FUN_EXT */
     case 113: /* EXPORT_EXT */
         return fail(c, "fun_in_child_id");
-    case 89: /* NEW_PORT_EXT */
+    case 89:  /* NEW_PORT_EXT */
     case 102: /* PORT_EXT */
     case 120: /* V4_PORT_EXT */
         return fail(c, "port_in_child_id");

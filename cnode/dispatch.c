@@ -289,9 +289,9 @@ static void send_batches(dispatcher *d, pending *p, const proto_request *pr)
         if (tg->count == 0)
             continue;
         ei_x_buff x;
-        int bad = new_message(&x) || proto_encode_batch_begin(&x, start, &p->ref, &d->tr.self,
-                                                              p->msg, pr->reply_to, pr->nreply_to,
-                                                              tg->count);
+        int bad =
+            new_message(&x) || proto_encode_batch_begin(&x, start, &p->ref, &d->tr.self, p->msg,
+                                                        pr->reply_to, pr->nreply_to, tg->count);
         for (uint32_t k = 0; !bad && k < tg->count; k++) {
             const pend_slot *s = &p->slots[tg->slots[k]];
             const proto_entry *e = &p->entries[s->entry];
@@ -316,8 +316,8 @@ static int hub_ready(const dispatcher *d)
     return d->view.ring && (d->view.rf == 1 || d->view.model != MODEL_UNKNOWN);
 }
 
-static void children(dispatcher *d, const char *buf, int len, const request *req,
-                     proto_request *pr, long long now)
+static void children(dispatcher *d, const char *buf, int len, const request *req, proto_request *pr,
+                     long long now)
 {
     if (!hub_ready(d)) {
         reply_with(d, buf, req, encode_error, "hub_unavailable");
@@ -329,8 +329,8 @@ static void children(dispatcher *d, const char *buf, int len, const request *req
     if (d->tr.make_ref(d->tr.ctx, &ref) != 0)
         return;
     pend_kind kind = pr->kind == PROTO_CHILDREN_START ? PEND_START : PEND_STOP;
-    pending *p = pending_new(kind, &ref, now + pr->timeout_ms, &req->from, buf, len,
-                             req->tag_start, req->tag_len, pr->entries, pr->count, d->view.count);
+    pending *p = pending_new(kind, &ref, now + pr->timeout_ms, &req->from, buf, len, req->tag_start,
+                             req->tag_len, pr->entries, pr->count, d->view.count);
     size_t count = pr->count;
     pr->entries = NULL; /* p owns them now */
     int bad = p == NULL;
@@ -546,8 +546,8 @@ static void ring_owners_call(dispatcher *d, const char *buf, const request *req,
                              const proto_request *pr)
 {
     ring_t *ring = NULL;
-    ring_error e = ring_build(&ring, pr->ring_members, pr->nring_members, pr->vnodes, pr->seed,
-                              NULL);
+    ring_error e =
+        ring_build(&ring, pr->ring_members, pr->nring_members, pr->vnodes, pr->seed, NULL);
     if (e != RING_OK) {
         reply_bad(d, buf, req, "bad_ring", (span){0, 0});
         return;
@@ -636,8 +636,8 @@ static void adopt_ring_info(dispatcher *d, const char *buf, span reply)
         LOG_W("ignored a malformed ring_info answer");
         return;
     }
-    int changed = hubview_set(&d->view, (const char(*)[MAXATOMLEN_UTF8])names, count, vnodes,
-                              seed, rf);
+    int changed =
+        hubview_set(&d->view, (const char(*)[MAXATOMLEN_UTF8])names, count, vnodes, seed, rf);
     if (changed == 1) {
         LOG_I("hub %s: %zu members, replication factor %u", d->hub, count, rf);
         d->view_changed = 1;

@@ -53,8 +53,8 @@ int hubview_set(hubview *v, const char (*names)[MAXATOMLEN_UTF8], size_t count, 
         return 0;
     }
     for (size_t i = 0; i < count; i++)
-        specs[i] = (ring_member_spec){(const uint8_t *)sorted[i], strlen(sorted[i]), 1,
-                                      (uint32_t)i};
+        specs[i] =
+            (ring_member_spec){(const uint8_t *)sorted[i], strlen(sorted[i]), 1, (uint32_t)i};
     ring_t *ring = NULL;
     ring_error e = ring_build(&ring, specs, count, vnodes, seed, NULL);
     free(specs);
@@ -77,8 +77,8 @@ int hubview_find(const hubview *v, const char *node)
 {
     if (!v->names)
         return -1;
-    const char(*hit)[MAXATOMLEN_UTF8] = bsearch(node, v->names, v->count, sizeof *v->names,
-                                                cmp_names);
+    const char(*hit)[MAXATOMLEN_UTF8] =
+        bsearch(node, v->names, v->count, sizeof *v->names, cmp_names);
     return hit ? (int)(hit - v->names) : -1;
 }
 

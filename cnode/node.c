@@ -243,8 +243,8 @@ static void handle_message(node_state *s, int fd, const erlang_msg *msg, const e
     const char *from = to_pid ? "a node" : msg->from.node;
     request req;
     const char *why;
-    if (request_validate(x->buff, x->index, to_pid ? ANSWER_MAX_BYTES : REQUEST_MAX_BYTES,
-                         &why) != 0) {
+    if (request_validate(x->buff, x->index, to_pid ? ANSWER_MAX_BYTES : REQUEST_MAX_BYTES, &why) !=
+        0) {
         LOG_W("dropped a message from %s (%d bytes): %s", from, x->index, why);
         return;
     }

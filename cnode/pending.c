@@ -211,8 +211,7 @@ static int encode_slot(const pending *p, const pend_slot *s, void *arg)
 int pending_encode_reply(const pending *p, ei_x_buff *x)
 {
     if (p->kind == PEND_EVENT)
-        return p->nslots == 1 ? ei_x_append_buf(x, p->slots[0].result, p->slots[0].result_len)
-                              : -1;
+        return p->nslots == 1 ? ei_x_append_buf(x, p->slots[0].result, p->slots[0].result_len) : -1;
     tally t = {0, 0};
     each_listed(p, count_slot, &t);
     if (ei_x_encode_tuple_header(x, 2) || ei_x_encode_atom(x, t.failed ? "error" : "ok"))

@@ -345,8 +345,9 @@ static int check_id(const char *buf, span id, proto_error *err)
     return 0;
 }
 
-static int check_sized(const char *buf, span s, int max, int (*check)(const char *, int, const char **),
-                       const char *too_large, proto_error *err)
+static int check_sized(const char *buf, span s, int max,
+                       int (*check)(const char *, int, const char **), const char *too_large,
+                       proto_error *err)
 {
     const char *why;
     if (s.len > max)
@@ -457,8 +458,8 @@ static int decode_data(const char *buf, int *at, proto_request *req, proto_error
     return 0;
 }
 
-static int decode_propagate(const char *buf, int at, int arity, const char *hub,
-                            proto_request *req, proto_error *err)
+static int decode_propagate(const char *buf, int at, int arity, const char *hub, proto_request *req,
+                            proto_error *err)
 {
     static const char *const allowed[] = {"members", NULL};
     int type, size;
@@ -470,19 +471,23 @@ static int decode_propagate(const char *buf, int at, int arity, const char *hub,
         tuple_of(buf, &at, 2) != 0)
         return refuse(err, "bad_event", NO_DETAIL);
     req->members = MEMBERS_GLOBAL;
-    return decode_event_id(buf, &at, req, err) || decode_data(buf, &at, req, err) ||
-           decode_opts(buf, &at, allowed, req, err);
+    if (decode_event_id(buf, &at, req, err) || decode_data(buf, &at, req, err) ||
+        decode_opts(buf, &at, allowed, req, err))
+        return -1;
+    return 0;
 }
 
-static int decode_dispatch(const char *buf, int at, int arity, const char *hub,
-                           proto_request *req, proto_error *err)
+static int decode_dispatch(const char *buf, int at, int arity, const char *hub, proto_request *req,
+                           proto_error *err)
 {
     static const char *const allowed[] = {"members", "discard", "timeout", NULL};
     if (arity != 5)
         return refuse(err, "bad_arity", NO_DETAIL);
     req->members = MEMBERS_LOCAL;
-    return decode_hub(buf, &at, hub, req, err) || decode_event_id(buf, &at, req, err) ||
-           decode_data(buf, &at, req, err) || decode_opts(buf, &at, allowed, req, err);
+    if (decode_hub(buf, &at, hub, req, err) || decode_event_id(buf, &at, req, err) ||
+        decode_data(buf, &at, req, err) || decode_opts(buf, &at, allowed, req, err))
+        return -1;
+    return 0;
 }
 
 static int decode_single_id(const char *buf, int at, proto_request *req, proto_error *err)
@@ -560,8 +565,7 @@ static int decode_ring_owners(const char *buf, int at, int arity, proto_request 
         goto fail;
     }
     req->vnodes = (uint32_t)vnodes;
-    if (type_at(buf, at, &type, &size) != 0 || type != ERL_BINARY_EXT ||
-        size != RING_SEED_BYTES) {
+    if (type_at(buf, at, &type, &size) != 0 || type != ERL_BINARY_EXT || size != RING_SEED_BYTES) {
         refuse(err, "bad_seed", NO_DETAIL);
         goto fail;
     }
@@ -611,8 +615,7 @@ int proto_decode_request(const char *buf, int at, const char *hub, proto_request
     if (type_at(buf, at, &type, &size) != 0 ||
         (type != ERL_SMALL_TUPLE_EXT && type != ERL_LARGE_TUPLE_EXT) ||
         ei_decode_tuple_header(buf, &at, &arity) != 0 || arity < 2 ||
-        type_at(buf, at, &type, &size) != 0 || !is_atom_type(type) ||
-        take_atom(buf, &at, tag) != 0)
+        type_at(buf, at, &type, &size) != 0 || !is_atom_type(type) || take_atom(buf, &at, tag) != 0)
         return refuse(err, "unknown_request", NO_DETAIL);
     size_t k = 0, nnames = sizeof request_names / sizeof *request_names;
     while (k < nnames && strcmp(request_names[k].name, tag) != 0)
@@ -631,7 +634,7 @@ int proto_decode_request(const char *buf, int at, const char *hub, proto_request
     case PROTO_OWNERS:
         if (arity != 3)
             return refuse(err, "bad_arity", NO_DETAIL);
-        return decode_hub(buf, &at, hub, req, err) || decode_single_id(buf, at, req, err);
+        return decode_hub(buf, &at, hub, req, err) || decode_single_id(buf, at, req, err) ? -1 : 0;
     case PROTO_RING_INFO:
         if (arity != 2)
             return refuse(err, "bad_arity", NO_DETAIL);
@@ -656,8 +659,7 @@ void proto_request_free(proto_request *req)
     req->ring_member_terms = NULL;
 }
 
-int proto_member_at(const char *buf, const proto_request *req, size_t i,
-                    char node[MAXATOMLEN_UTF8])
+int proto_member_at(const char *buf, const proto_request *req, size_t i, char node[MAXATOMLEN_UTF8])
 {
     int at = req->member_list.at, n;
     if (i >= req->nmember_list || list_header(buf, &at, &n) != 0)
@@ -791,9 +793,9 @@ static int decode_seed(const char *buf, int *at, uint8_t seed[RING_SEED_BYTES])
     return ei_skip_term(buf, at);
 }
 
-int proto_decode_ring_info(const char *buf, span reply, char (*names)[MAXATOMLEN_UTF8],
-                           size_t cap, size_t *count, uint32_t *vnodes,
-                           uint8_t seed[RING_SEED_BYTES], unsigned *rf)
+int proto_decode_ring_info(const char *buf, span reply, char (*names)[MAXATOMLEN_UTF8], size_t cap,
+                           size_t *count, uint32_t *vnodes, uint8_t seed[RING_SEED_BYTES],
+                           unsigned *rf)
 {
     int at, n;
     long v, r;
@@ -842,9 +844,8 @@ int proto_encode_call_begin(ei_x_buff *x, const erlang_pid *self, const erlang_r
            ei_x_encode_tuple_header(x, 2) || ei_x_encode_pid(x, self) || ei_x_encode_ref(x, ref);
 }
 
-int proto_encode_batch_begin(ei_x_buff *x, int start, const erlang_ref *ref,
-                             const erlang_pid *self, const char *buf, const span *reply_to,
-                             size_t nreply_to, size_t count)
+int proto_encode_batch_begin(ei_x_buff *x, int start, const erlang_ref *ref, const erlang_pid *self,
+                             const char *buf, const span *reply_to, size_t nreply_to, size_t count)
 {
     if (ei_x_encode_tuple_header(x, 5) ||
         ei_x_encode_atom(x, start ? "synod_start" : "synod_stop") || ei_x_encode_ref(x, ref) ||

@@ -144,9 +144,9 @@ int proto_result_not_found(const char *buf, span result);
 /* ring_info answered by a coordinator: {ok, [Node], Vnodes, Seed, RF}. Node
  * names are written to names (cap entries of MAXATOMLEN_UTF8). Returns 0 or
  * -1. */
-int proto_decode_ring_info(const char *buf, span reply, char (*names)[MAXATOMLEN_UTF8],
-                           size_t cap, size_t *count, uint32_t *vnodes,
-                           uint8_t seed[RING_SEED_BYTES], unsigned *rf);
+int proto_decode_ring_info(const char *buf, span reply, char (*names)[MAXATOMLEN_UTF8], size_t cap,
+                           size_t *count, uint32_t *vnodes, uint8_t seed[RING_SEED_BYTES],
+                           unsigned *rf);
 /* config answered by a coordinator: {ok, {RF, Model, Vnodes, Seed,
  * PartitionStrategy}}. *active_passive is set from Model. */
 int proto_decode_config(const char *buf, span reply, int *active_passive);
@@ -159,9 +159,8 @@ int proto_decode_config(const char *buf, span reply, int *active_passive);
 int proto_encode_call_begin(ei_x_buff *x, const erlang_pid *self, const erlang_ref *ref);
 /* {synod_start | synod_stop, Ref, [Self | ReplyTo], [...count entries — the
  * caller appends them, then proto_encode_batch_end. */
-int proto_encode_batch_begin(ei_x_buff *x, int start, const erlang_ref *ref,
-                             const erlang_pid *self, const char *buf, const span *reply_to,
-                             size_t nreply_to, size_t count);
+int proto_encode_batch_begin(ei_x_buff *x, int start, const erlang_ref *ref, const erlang_pid *self,
+                             const char *buf, const span *reply_to, size_t nreply_to, size_t count);
 /* One StartEntry {Id, Spec, Meta, Mode}, its terms copied from buf. */
 int proto_encode_start_entry(ei_x_buff *x, const char *buf, const proto_entry *e, int active);
 int proto_encode_batch_end(ei_x_buff *x);
