@@ -11,25 +11,10 @@
 
 #include <string.h>
 
-enum {
-    T_NEW_FLOAT = 70,
-    T_BIT_BINARY = 77,
-    T_NEW_PID = 88,
-    T_NEWER_REF = 90,
-    T_SMALL_INT = 97,
-    T_INT = 98,
-    T_SMALL_TUPLE = 104,
-    T_LARGE_TUPLE = 105,
-    T_NIL = 106,
-    T_STRING = 107,
-    T_LIST = 108,
-    T_BINARY = 109,
-    T_SMALL_BIG = 110,
-    T_LARGE_BIG = 111,
-    T_MAP = 116,
-    T_ATOM_UTF8 = 118,
-    T_SMALL_ATOM_UTF8 = 119,
-};
+#include <ei.h>
+
+/* Tags are ei.h's ERL_*_EXT constants (only the macros: nothing of ei is
+ * called here). */
 
 #define MAX_DEPTH 64
 #define MAX_STRING_EXT 65535
@@ -86,9 +71,9 @@ static int check_atom(cur *c)
         return -1;
     uint8_t tag = c->b[c->at++];
     size_t n;
-    if (tag == T_SMALL_ATOM_UTF8)
+    if (tag == ERL_SMALL_ATOM_UTF8_EXT)
         return len_field(c, 1, &n) || skip(c, n);
-    if (tag == T_ATOM_UTF8) {
+    if (tag == ERL_ATOM_UTF8_EXT) {
         if (len_field(c, 2, &n))
             return -1;
         return n <= 255 ? fail(c, "non_canonical_atom") : skip(c, n);
@@ -132,14 +117,15 @@ static int check_list(cur *c, unsigned depth)
     for (size_t i = 0; i < n; i++) {
         if (need(c, 1))
             return -1;
-        all_bytes &= c->b[c->at] == T_SMALL_INT;
+        all_bytes &= c->b[c->at] == ERL_SMALL_INTEGER_EXT;
         if (check_term(c, depth - 1))
             return -1;
     }
     if (need(c, 1))
         return -1;
     uint8_t tail = c->b[c->at];
-    if (tail == T_LIST || tail == T_STRING || (tail == T_NIL && all_bytes && n <= MAX_STRING_EXT))
+    if (tail == ERL_LIST_EXT || tail == ERL_STRING_EXT ||
+        (tail == ERL_NIL_EXT && all_bytes && n <= MAX_STRING_EXT))
         return fail(c, "non_canonical_list");
     return check_term(c, depth - 1);
 }
@@ -181,74 +167,74 @@ static int check_term(cur *c, unsigned depth)
     uint8_t tag = c->b[c->at];
     size_t n;
     switch (tag) {
-    case T_SMALL_INT:
+    case ERL_SMALL_INTEGER_EXT:
         return skip(c, 2);
-    case T_INT:
+    case ERL_INTEGER_EXT:
         if (need(c, 5))
             return -1;
         n = be(c->b + c->at + 1, 4);
         c->at += 5;
         return n <= 255 ? fail(c, "non_canonical_integer") : 0;
-    case T_SMALL_BIG:
+    case ERL_SMALL_BIG_EXT:
         c->at++;
         return check_big(c, 1, 1);
-    case T_LARGE_BIG:
+    case ERL_LARGE_BIG_EXT:
         c->at++;
         return check_big(c, 4, 256);
-    case T_NEW_FLOAT:
+    case NEW_FLOAT_EXT:
         return skip(c, 9);
-    case T_SMALL_ATOM_UTF8:
-    case T_ATOM_UTF8:
+    case ERL_SMALL_ATOM_UTF8_EXT:
+    case ERL_ATOM_UTF8_EXT:
         return check_atom(c);
-    case T_NIL:
+    case ERL_NIL_EXT:
         return skip(c, 1);
-    case T_STRING:
+    case ERL_STRING_EXT:
         c->at++;
         if (len_field(c, 2, &n))
             return -1;
         return n == 0 ? fail(c, "non_canonical_list") : skip(c, n);
-    case T_LIST:
+    case ERL_LIST_EXT:
         c->at++;
         return check_list(c, depth);
-    case T_SMALL_TUPLE:
+    case ERL_SMALL_TUPLE_EXT:
         c->at++;
         return check_tuple(c, 1, depth);
-    case T_LARGE_TUPLE:
+    case ERL_LARGE_TUPLE_EXT:
         c->at++;
         return check_tuple(c, 4, depth);
-    case T_BINARY:
+    case ERL_BINARY_EXT:
         c->at++;
         return len_field(c, 4, &n) || skip(c, n);
-    case T_BIT_BINARY:
+    case ERL_BIT_BINARY_EXT:
         c->at++;
         return check_bits(c);
-    case T_NEW_PID:
+    case ERL_NEW_PID_EXT:
         c->at++;
         return check_atom(c) || skip(c, 12);
-    case T_NEWER_REF:
+    case ERL_NEWER_REFERENCE_EXT:
         c->at++;
         if (len_field(c, 2, &n))
             return -1;
         if (n == 0 || n > MAX_REF_WORDS)
             return fail(c, "bad_reference");
         return check_atom(c) || skip(c, 4 + 4 * n);
-    case T_MAP:
+    case ERL_MAP_EXT:
         return fail(c, "map_in_child_id");
-    case 112: /* NEW_FUN_EXT */
-    case 113: /* EXPORT_EXT */
+    case ERL_NEW_FUN_EXT:
+    case ERL_EXPORT_EXT:
         return fail(c, "fun_in_child_id");
-    case 89:  /* NEW_PORT_EXT */
-    case 102: /* PORT_EXT */
-    case 120: /* V4_PORT_EXT */
+    case 89: /* NEW_PORT_EXT */
+    case ERL_PORT_EXT:
+    case ERL_V4_PORT_EXT:
         return fail(c, "port_in_child_id");
-    case 99: /* FLOAT_EXT */
+    case ERL_FLOAT_EXT:
         return fail(c, "non_canonical_float");
-    case 100: /* ATOM_EXT */
-    case 115: /* SMALL_ATOM_EXT */
+    case ERL_ATOM_EXT:
+    case ERL_SMALL_ATOM_EXT:
         return fail(c, "non_canonical_atom");
-    case 101: /* REFERENCE_EXT */
-    case 103: /* PID_EXT */
-    case 114: /* NEW_REFERENCE_EXT */
+    case ERL_REFERENCE_EXT:
+    case ERL_PID_EXT:
+    case ERL_NEW_REFERENCE_EXT:
         return fail(c, "old_pid_or_reference_format");
     default:
         return fail(c, "unsupported_term");
@@ -275,13 +261,13 @@ int childkey_of(const uint8_t *buf, size_t len, uint8_t out[CHILDKEY_MAX_KEY], s
     if (childkey_check(buf, len, why) != 0)
         return -1;
     size_t head = 0, n = 0;
-    if (buf[0] == T_BINARY) {
+    if (buf[0] == ERL_BINARY_EXT) {
         head = 5;
         n = be(buf + 1, 4);
-    } else if (buf[0] == T_SMALL_ATOM_UTF8) {
+    } else if (buf[0] == ERL_SMALL_ATOM_UTF8_EXT) {
         head = 2;
         n = buf[1];
-    } else if (buf[0] == T_ATOM_UTF8) {
+    } else if (buf[0] == ERL_ATOM_UTF8_EXT) {
         head = 3;
         n = be(buf + 1, 2);
     }

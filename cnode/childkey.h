@@ -22,7 +22,8 @@
  * Canonical ids also compare equal exactly when their bytes are equal, which
  * is how the C node matches answers to requests and finds duplicate ids.
  *
- * Pure: no I/O, no allocation. The input must have passed etf_check_term.
+ * Pure: no I/O, no allocation; it reads the bytes itself (ei.h only for the
+ * tag names). The input must have passed etf_check_term.
  */
 #ifndef SYNOD_CNODE_CHILDKEY_H
 #define SYNOD_CNODE_CHILDKEY_H

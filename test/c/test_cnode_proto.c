@@ -558,6 +558,16 @@ static void answer(pending *p, const char *node, const char *id, const char *res
     ei_x_free(&a);
 }
 
+typedef struct scripted {
+    const char *node, *id, *kind;
+} scripted;
+
+static void answer_all(pending *p, const scripted *script, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        answer(p, script[i].node, script[i].id, script[i].kind);
+}
+
 /* Decodes {Status, [{Id, Node, Result}]} into "status:id@node=kind,..." */
 static void describe_reply(const pending *p, char *out, size_t cap)
 {
@@ -604,9 +614,9 @@ static void test_pending_start_collects_and_fails_nodes(void **state)
     pending *p = three_children(PEND_START, &msg);
     char text[512];
 
-    answer(p, "n0@h", "a", "ok"); /* in order */
-    answer(p, "n1@h", "c", "ok"); /* out of order */
-    answer(p, "n1@h", "a", "ok");
+    /* n0 in order; n1 out of order */
+    const scripted first[] = {{"n0@h", "a", "ok"}, {"n1@h", "c", "ok"}, {"n1@h", "a", "ok"}};
+    answer_all(p, first, 3);
     assert_false(pending_done(p));
     /* a repeated or unknown answer fills nothing */
     ei_x_buff a;
@@ -642,12 +652,11 @@ static void test_pending_stop_reports_each_child_once(void **state)
     ei_x_buff msg;
     pending *p = three_children(PEND_STOP, &msg);
     char text[512];
-    answer(p, "n0@h", "a", "not_found"); /* a: stopped on n1 */
-    answer(p, "n1@h", "a", "ok");
-    answer(p, "n0@h", "b", "not_found"); /* b: nowhere */
-    answer(p, "n1@h", "b", "not_found");
-    answer(p, "n0@h", "c", "ok"); /* c: stopped on n0 */
-    answer(p, "n1@h", "c", "not_found");
+    /* a: stopped on n1; b: nowhere; c: stopped on n0 */
+    const scripted script[] = {{"n0@h", "a", "not_found"}, {"n1@h", "a", "ok"},
+                               {"n0@h", "b", "not_found"}, {"n1@h", "b", "not_found"},
+                               {"n0@h", "c", "ok"},        {"n1@h", "c", "not_found"}};
+    answer_all(p, script, 6);
     describe_reply(p, text, sizeof text);
     assert_string_equal(text, "error:a@n1@h=ok,b@n0@h=not_found,c@n0@h=ok");
     pending_free(p);

@@ -11,12 +11,21 @@ defmodule Synod.CNodeDispatchTest do
   @vectors Path.expand("../vectors/ring.txt", __DIR__)
 
   setup_all do
-    Synod.LocalCluster.ensure_distributed()
+    distribute()
     peers = Synod.LocalCluster.start(3, prefix: "cnd")
     nodes = Enum.map(peers, &elem(&1, 1))
     HubCase.start_hubs(nodes, name: @hub)
     on_exit(fn -> Synod.LocalCluster.stop(peers) end)
     %{nodes: nodes}
+  end
+
+  # Synod.LocalCluster.ensure_distributed/0 names this VM synod_<n> with a
+  # per-VM counter, which collides with other test VMs on the same epmd;
+  # the OS pid makes the name unique on the machine.
+  defp distribute do
+    unless Node.alive?() do
+      {:ok, _} = :net_kernel.start([:"cnode_test_#{System.pid()}@127.0.0.1", :longnames])
+    end
   end
 
   defp unique_name, do: :"synod_c#{System.unique_integer([:positive])}@127.0.0.1"
