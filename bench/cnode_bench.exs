@@ -2,7 +2,8 @@
 # node, against the same operations through the Elixir dispatcher, measured in
 # the same run on the same 3-peer cluster.
 #
-#   mix run bench/cnode_bench.exs [REQUESTS] [BATCH] [ROUNDS]
+#   ERL_AFLAGS="-kernel prevent_overlapping_partitions false" \
+#     elixir --name cbench_ctl@127.0.0.1 -S mix run bench/cnode_bench.exs [REQUESTS] [BATCH] [ROUNDS]
 #
 # REQUESTS (default 300) sequential requests per operation and round, BATCH
 # (default 10) trivial children per start request, ROUNDS (default 3);
