@@ -16,6 +16,8 @@
 #   fuzz/fuzz_*.c                  one libFuzzer harness each; inputs that once
 #                                  crashed live in fuzz/regressions/<name>/ and
 #                                  are replayed by every test run
+#   test/c/test_cnode_*.c,         also link the C node's modules (cnode/*.c
+#   fuzz/fuzz_cnode_*.c            but main.c) and erl_interface's libei
 
 SHELL   := /bin/bash
 CC      ?= cc
@@ -41,6 +43,10 @@ TEST_SUPPORT ?= $(wildcard test/c/support_*.c)
 BENCH_SRCS := $(wildcard bench/c/bench_*.c)
 FUZZ_SRCS  := $(wildcard fuzz/fuzz_*.c)
 CNODE_SRCS := $(wildcard cnode/*.c)
+CNODE_LIB  := $(filter-out cnode/main.c,$(CNODE_SRCS)) $(CORE_SRCS)
+CNODE_DEPS := $(CNODE_LIB) $(wildcard cnode/*.h) $(CORE_HDRS)
+EI_CFLAGS  := -pthread -I$(EI_ROOT)/include -Icnode
+EI_LIBS    := -L$(EI_ROOT)/lib -lei -lpthread
 
 TESTS      := $(patsubst test/c/%.c,$(BUILD)/test/%,$(TEST_SRCS))
 ASAN_TESTS := $(patsubst test/c/%.c,$(BUILD)/asan/%,$(TEST_SRCS))
@@ -65,6 +71,19 @@ priv/synod_cnode: $(CNODE_SRCS) $(wildcard cnode/*.h) $(CORE_SRCS) $(CORE_HDRS)
 	@mkdir -p priv
 	$(CC) $(CFLAGS_) -pthread -I$(EI_ROOT)/include -Ic_src -Icnode -o $@ $(CNODE_SRCS) $(CORE_SRCS) \
 	  -L$(EI_ROOT)/lib -lei $(LIBS) -lpthread
+
+# The C node's protocol layer: its modules and libei linked in.
+$(BUILD)/test/test_cnode_%: test/c/test_cnode_%.c $(TEST_SUPPORT) $(CNODE_DEPS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_) $(EI_CFLAGS) -Ic_src -Itest/c -o $@ $< $(TEST_SUPPORT) $(CNODE_LIB) $(EI_LIBS) $(LIBS) -lcmocka
+
+$(BUILD)/asan/test_cnode_%: test/c/test_cnode_%.c $(TEST_SUPPORT) $(CNODE_DEPS)
+	@mkdir -p $(@D)
+	$(CC) $(CSTD) $(WARN) -O1 -g $(SAN) -DSYNOD_SANITIZED $(EI_CFLAGS) -Ic_src -Itest/c -o $@ $< $(TEST_SUPPORT) $(CNODE_LIB) $(EI_LIBS) $(LIBS) -lcmocka
+
+$(BUILD)/fuzz/fuzz_cnode_%: fuzz/fuzz_cnode_%.c $(CNODE_DEPS)
+	@mkdir -p $(@D)
+	$(CLANG) $(CSTD) $(WARN) -O1 -g -fsanitize=fuzzer,address,undefined $(EI_CFLAGS) -Ic_src -Itest/c -o $@ $< $(CNODE_LIB) $(EI_LIBS) $(LIBS)
 
 $(BUILD)/test/%: test/c/%.c $(TEST_SUPPORT) $(CORE_SRCS) $(CORE_HDRS)
 	@mkdir -p $(@D)

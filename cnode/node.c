@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dispatch.h"
 #include "log.h"
 #include "request.h"
 
@@ -25,20 +26,26 @@ typedef struct conn {
     char node[MAXNODELEN + 1];
 } conn;
 
-/* A node named by --connect: kept connected, retried with backoff. */
+/* A node to keep connected, retried with backoff: one named by --connect,
+ * or a member of the hub (the C node must reach every coordinator). */
 typedef struct peer {
-    const char *node;
+    char node[MAXNODELEN + 1];
     int connected;
+    int from_options;
     long long next_attempt_ms;
     unsigned backoff_ms;
 } peer;
+
+#define MAX_PEERS (OPTIONS_MAX_CONNECT + MAX_CONNS)
 
 typedef struct node_state {
     ei_cnode *ec;
     const cnode_options *opts;
     conn conns[MAX_CONNS];
     size_t nconns;
-    peer peers[OPTIONS_MAX_CONNECT];
+    peer peers[MAX_PEERS];
+    size_t npeers;
+    dispatcher disp;
 } node_state;
 
 static int signal_pipe[2] = {-1, -1};
@@ -77,14 +84,53 @@ static long long now_ms(void)
 
 static peer *find_peer(node_state *s, const char *node)
 {
-    for (size_t i = 0; i < s->opts->nconnect; i++)
+    for (size_t i = 0; i < s->npeers; i++)
         if (strcmp(s->peers[i].node, node) == 0)
             return &s->peers[i];
     return NULL;
 }
 
+static conn *find_conn(node_state *s, const char *node)
+{
+    for (size_t i = 0; i < s->nconns; i++)
+        if (strcmp(s->conns[i].node, node) == 0)
+            return &s->conns[i];
+    return NULL;
+}
+
+static void add_peer(node_state *s, const char *node, int from_options)
+{
+    if (find_peer(s, node) || s->npeers == MAX_PEERS || strlen(node) > MAXNODELEN)
+        return;
+    peer *p = &s->peers[s->npeers++];
+    memset(p, 0, sizeof *p);
+    strcpy(p->node, node);
+    p->from_options = from_options;
+    p->backoff_ms = BACKOFF_MIN_MS;
+    p->connected = find_conn(s, node) != NULL;
+}
+
+/* Keeps a peer for every hub member (and every --connect node), and forgets
+ * members that left. */
+static void sync_member_peers(node_state *s)
+{
+    const hubview *v = &s->disp.view;
+    for (size_t i = s->npeers; i-- > 0;)
+        if (!s->peers[i].from_options && hubview_find(v, s->peers[i].node) < 0)
+            s->peers[i] = s->peers[--s->npeers];
+    for (size_t i = 0; i < v->count; i++)
+        if (strcmp(v->names[i], s->opts->name) != 0)
+            add_peer(s, v->names[i], 0);
+    s->disp.view_changed = 0;
+}
+
+static void drop_conn(node_state *s, size_t i, const char *why);
+
 static void add_conn(node_state *s, int fd, const char *node)
 {
+    conn *old = find_conn(s, node);
+    if (old)
+        drop_conn(s, (size_t)(old - s->conns), "replaced by a new connection");
     if (s->nconns == MAX_CONNS) {
         LOG_W("refusing %s: already %d connections", node, MAX_CONNS);
         ei_close_connection(fd);
@@ -100,19 +146,23 @@ static void add_conn(node_state *s, int fd, const char *node)
         p->backoff_ms = BACKOFF_MIN_MS;
     }
     LOG_I("connected to %s", node);
+    dispatcher_node_up(&s->disp, node);
 }
 
 static void drop_conn(node_state *s, size_t i, const char *why)
 {
+    char node[MAXNODELEN + 1];
     conn *c = &s->conns[i];
     LOG_I("lost %s: %s", c->node, why);
     ei_close_connection(c->fd);
-    peer *p = find_peer(s, c->node);
+    memcpy(node, c->node, sizeof node);
+    peer *p = find_peer(s, node);
     if (p) {
         p->connected = 0;
         p->next_attempt_ms = now_ms() + p->backoff_ms;
     }
     s->conns[i] = s->conns[--s->nconns];
+    dispatcher_node_down(&s->disp, node);
 }
 
 static void accept_one(node_state *s, int listen_fd)
@@ -130,11 +180,11 @@ static void accept_one(node_state *s, int listen_fd)
 static void connect_due_peers(node_state *s)
 {
     long long now = now_ms();
-    for (size_t i = 0; i < s->opts->nconnect; i++) {
+    for (size_t i = 0; i < s->npeers; i++) {
         peer *p = &s->peers[i];
         if (p->connected || now < p->next_attempt_ms)
             continue;
-        int fd = ei_connect_tmo(s->ec, (char *)p->node, CONNECT_TIMEOUT_MS);
+        int fd = ei_connect_tmo(s->ec, p->node, CONNECT_TIMEOUT_MS);
         if (fd >= 0) {
             add_conn(s, fd, p->node);
             continue;
@@ -148,18 +198,16 @@ static void connect_due_peers(node_state *s)
 static int next_timeout_ms(const node_state *s)
 {
     long long now = now_ms(), best = 1000;
-    for (size_t i = 0; i < s->opts->nconnect; i++) {
+    for (size_t i = 0; i < s->npeers; i++) {
         const peer *p = &s->peers[i];
         if (!p->connected && p->next_attempt_ms - now < best)
             best = p->next_attempt_ms - now;
     }
-    return best < 0 ? 0 : (int)best;
+    return dispatcher_timeout_ms(&s->disp, now, best < 0 ? 0 : (int)best);
 }
 
-static int encode_reply(node_state *s, ei_x_buff *x, request_kind kind, int to_net_kernel)
+static int encode_reply(node_state *s, ei_x_buff *x, request_kind kind)
 {
-    if (to_net_kernel && kind != REQ_IS_AUTH)
-        kind = REQ_UNKNOWN;
     switch (kind) {
     case REQ_IS_AUTH:
         return ei_x_encode_atom(x, "yes");
@@ -173,6 +221,7 @@ static int encode_reply(node_state *s, ei_x_buff *x, request_kind kind, int to_n
             if (ei_x_encode_list_header(x, 1) || ei_x_encode_atom(x, s->conns[i].node))
                 return -1;
         return ei_x_encode_empty_list(x);
+    case REQ_HUB:
     case REQ_UNKNOWN:
         break;
     }
@@ -181,26 +230,49 @@ static int encode_reply(node_state *s, ei_x_buff *x, request_kind kind, int to_n
            ei_x_encode_atom(x, "unknown_request");
 }
 
+/* Messages to a registered name are calls; messages to the node's pid are
+ * calls too, or answers and events for the dispatcher. Everything is
+ * validated whole before anything decodes it. */
 static void handle_message(node_state *s, int fd, const erlang_msg *msg, const ei_x_buff *x)
 {
     if (msg->msgtype != ERL_REG_SEND && msg->msgtype != ERL_SEND) {
         LOG_D("ignoring control message of type %ld", msg->msgtype);
         return;
     }
-    int to_net_kernel = msg->msgtype == ERL_REG_SEND && strcmp(msg->toname, "net_kernel") == 0;
-    int to_server = msg->msgtype == ERL_SEND || strcmp(msg->toname, s->opts->server) == 0;
+    int to_pid = msg->msgtype == ERL_SEND;
+    const char *from = to_pid ? "a node" : msg->from.node;
     request req;
     const char *why;
-    if (request_parse(x->buff, x->index, &req, &why) != 0) {
-        LOG_W("dropped a message from %s (%d bytes): %s", msg->from.node, x->index, why);
+    if (request_validate(x->buff, x->index, to_pid ? ANSWER_MAX_BYTES : REQUEST_MAX_BYTES, &why) !=
+        0) {
+        LOG_W("dropped a message from %s (%d bytes): %s", from, x->index, why);
         return;
     }
+    if (request_parse_valid(x->buff, &req, &why) != 0) {
+        if (to_pid)
+            dispatcher_answer(&s->disp, x->buff, x->index);
+        else
+            LOG_W("dropped a message from %s (%d bytes): %s", from, x->index, why);
+        return;
+    }
+    if (x->index > REQUEST_MAX_BYTES) {
+        LOG_W("dropped a call from %s (%d bytes): message too large", req.from.node, x->index);
+        return;
+    }
+    int to_net_kernel = !to_pid && strcmp(msg->toname, "net_kernel") == 0;
+    int to_server = to_pid || strcmp(msg->toname, s->opts->server) == 0;
     if (!to_net_kernel && !to_server)
         req.kind = REQ_UNKNOWN;
+    if (to_net_kernel && req.kind != REQ_IS_AUTH)
+        req.kind = REQ_UNKNOWN;
+    if (req.kind == REQ_HUB) {
+        dispatcher_call(&s->disp, x->buff, x->index, &req, now_ms());
+        return;
+    }
     ei_x_buff reply;
     if (request_reply_begin(&reply, x->buff, &req) != 0)
         return;
-    if (encode_reply(s, &reply, req.kind, to_net_kernel) != 0) {
+    if (encode_reply(s, &reply, req.kind) != 0) {
         LOG_E("cannot encode a reply");
     } else if (ei_send(fd, &req.from, reply.buff, reply.index) != 0) {
         LOG_W("cannot reply to %s", req.from.node);
@@ -228,18 +300,53 @@ static int receive_one(node_state *s, size_t i)
     return rc;
 }
 
+/* ── the transport the dispatcher sends through ── */
+
+static int send_reg(void *ctx, const char *node, const char *name, const ei_x_buff *x)
+{
+    node_state *s = ctx;
+    conn *c = find_conn(s, node);
+    return c && ei_reg_send(s->ec, c->fd, (char *)name, x->buff, x->index) == 0 ? 0 : -1;
+}
+
+static int send_pid(void *ctx, const erlang_pid *to, const ei_x_buff *x)
+{
+    node_state *s = ctx;
+    conn *c = find_conn(s, to->node);
+    return c && ei_send(c->fd, (erlang_pid *)to, x->buff, x->index) == 0 ? 0 : -1;
+}
+
+static int make_ref(void *ctx, erlang_ref *ref)
+{
+    node_state *s = ctx;
+    return ei_make_ref(s->ec, ref);
+}
+
+static void tick(node_state *s)
+{
+    const char *connected[MAX_CONNS];
+    for (size_t i = 0; i < s->nconns; i++)
+        connected[i] = s->conns[i].node;
+    dispatcher_tick(&s->disp, now_ms(), connected, s->nconns);
+    if (s->disp.view_changed)
+        sync_member_peers(s);
+}
+
 int node_run(ei_cnode *ec, int listen_fd, const cnode_options *opts)
 {
     static node_state s;
     memset(&s, 0, sizeof s);
     s.ec = ec;
     s.opts = opts;
+    transport tr = {&s, send_reg, send_pid, make_ref, *ei_self(ec)};
+    dispatcher_init(&s.disp, opts->hub, &tr);
     for (size_t i = 0; i < opts->nconnect; i++)
-        s.peers[i] = (peer){opts->connect[i], 0, 0, BACKOFF_MIN_MS};
+        add_peer(&s, opts->connect[i], 1);
 
     struct pollfd fds[3 + MAX_CONNS];
     for (;;) {
         connect_due_peers(&s);
+        tick(&s);
         nfds_t n = 0;
         fds[n++] = (struct pollfd){signal_pipe[0], POLLIN, 0};
         fds[n++] = (struct pollfd){listen_fd, POLLIN, 0};
@@ -271,8 +378,10 @@ int node_run(ei_cnode *ec, int listen_fd, const cnode_options *opts)
         }
         if (fds[1].revents & POLLIN)
             accept_one(&s, listen_fd);
+        tick(&s);
     }
     while (s.nconns > 0)
         drop_conn(&s, s.nconns - 1, "shutting down");
+    dispatcher_free(&s.disp);
     return EXIT_OK;
 }

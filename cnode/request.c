@@ -26,17 +26,17 @@ static request_kind classify(const char *buf, int index)
             return REQ_VERSION;
         if (strcmp(atom, "nodes") == 0)
             return REQ_NODES;
-        return REQ_UNKNOWN;
+        return REQ_HUB;
     }
     if (ei_decode_tuple_header(buf, &at, &arity) == 0 && arity == 2 &&
         decode_atom(buf, &at, atom) == 0 && strcmp(atom, "is_auth") == 0)
         return REQ_IS_AUTH;
-    return REQ_UNKNOWN;
+    return REQ_HUB;
 }
 
-int request_parse(const char *buf, int len, request *req, const char **why)
+int request_validate(const char *buf, int len, int max_bytes, const char **why)
 {
-    if (len < 0 || len > REQUEST_MAX_BYTES) {
+    if (len < 0 || len > max_bytes) {
         *why = "message too large";
         return -1;
     }
@@ -45,6 +45,18 @@ int request_parse(const char *buf, int len, request *req, const char **why)
         *why = etf_strerror(e);
         return -1;
     }
+    return 0;
+}
+
+int request_parse(const char *buf, int len, request *req, const char **why)
+{
+    if (request_validate(buf, len, REQUEST_MAX_BYTES, why) != 0)
+        return -1;
+    return request_parse_valid(buf, req, why);
+}
+
+int request_parse_valid(const char *buf, request *req, const char **why)
+{
     /* From here on ei reads only inside a well-formed term. */
     int index = 0, version, arity;
     char atom[MAXATOMLEN_UTF8];
@@ -65,6 +77,7 @@ int request_parse(const char *buf, int len, request *req, const char **why)
         return -1;
     }
     req->tag_len = index - req->tag_start;
+    req->body_at = index;
     req->kind = classify(buf, index);
     return 0;
 }

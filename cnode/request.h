@@ -11,27 +11,38 @@
 
 #include <ei.h>
 
-/* Messages larger than this are refused without being decoded. */
+/* Messages larger than this are refused without being decoded: calls, and
+ * messages to the node's own pid (coordinators' answers, which may carry a
+ * result for each of PROTO_MAX_CHILDREN children). */
 #define REQUEST_MAX_BYTES (1 << 20)
+#define ANSWER_MAX_BYTES (8 << 20)
 
 typedef enum request_kind {
     REQ_IS_AUTH, /* {is_auth, Node}: net_adm:ping's handshake */
     REQ_PING,    /* ping -> pong */
     REQ_VERSION, /* version -> {ok, <<"0.1.0">>} */
     REQ_NODES,   /* nodes -> [Node] connected now */
-    REQ_UNKNOWN, /* anything else: answered {error, {bad_request, unknown_request}} */
+    REQ_HUB,     /* anything else sent to the server: the dispatcher's (dispatch.h) */
+    REQ_UNKNOWN, /* a call to another name: answered {error, {bad_request, unknown_request}} */
 } request_kind;
 
 typedef struct request {
     request_kind kind;
     erlang_pid from;
     int tag_start, tag_len; /* the caller's Tag: bytes of the message buffer */
+    int body_at;            /* where the Request term starts */
 } request;
 
-/* Parses a GenServer call. Returns 0 when there is a reply address (kind may
- * still be REQ_UNKNOWN), or -1 with *why when the message is not a call we
- * can answer. */
+/* Checks a message before anything decodes it: at most max_bytes, and one
+ * well-formed term (etf_check_message). Returns 0, or -1 with *why. */
+int request_validate(const char *buf, int len, int max_bytes, const char **why);
+
+/* Parses a GenServer call: request_validate with REQUEST_MAX_BYTES, then
+ * request_parse_valid. */
 int request_parse(const char *buf, int len, request *req, const char **why);
+/* Parses a GenServer call in a validated message. Returns 0 when there is a
+ * reply address, or -1 with *why when the message is not a call. */
+int request_parse_valid(const char *buf, request *req, const char **why);
 
 /* Starts a reply in x: the version byte, a 2-tuple and the caller's Tag. The
  * caller then encodes the reply term. Returns 0 or -1. */

@@ -12,6 +12,18 @@ defmodule Synod.CNode do
       :pong = Node.ping(:"synod_c@127.0.0.1")
       :pong = GenServer.call({:synod_cnode, :"synod_c@127.0.0.1"}, :ping)
 
+  Joined to a hub's members (`hub:` and `connect:`), it does the
+  dispatcher's work: it learns the members, places children with the same C
+  ring the NIF uses, and answers `children_start`, `children_stop`,
+  `propagate_event` and `dispatch_event` calls:
+
+      {:ok, _} = Synod.CNode.start_link(name: :"synod_c@127.0.0.1", hub: :my_hub, connect: [:"a@127.0.0.1"])
+      GenServer.call({:synod_cnode, :"synod_c@127.0.0.1"},
+        {:children_start, :my_hub, [{"job-1", {MyWorker, :start_link, []}, nil}], []})
+      #=> {:ok, [{"job-1", :"a@127.0.0.1", {:ok, #PID<...>}}]}
+
+  The calls, their options, answers and limits are in `docs/cnode.md`.
+
   The calling VM must be a distributed node, and `epmd` must be running.
 
   ## Options

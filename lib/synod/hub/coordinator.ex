@@ -120,6 +120,10 @@ defmodule Synod.Hub.Coordinator do
 
   def handle_call(:members, _from, state), do: {:reply, {:ok, members(state)}, state}
 
+  # The handshake's Config tuple, for non-members that place children (the
+  # C node needs the replication model to tell each replica its mode).
+  def handle_call(:config, _from, state), do: {:reply, {:ok, state.hash}, state}
+
   def handle_call(:ring_info, _from, state) do
     info = Ring.info(state.ring)
     {:reply, {:ok, members(state), info.vnodes, info.seed, state.cfg.replication_factor}, state}
