@@ -4,6 +4,7 @@ defmodule Synod.RaftLocalTest do
   use ExUnit.Case, async: false
 
   import ExUnit.CaptureLog
+  require Logger
   alias Synod.Raft
   alias Synod.Test.Wait
 
@@ -76,6 +77,7 @@ defmodule Synod.RaftLocalTest do
         assert_receive {:synod_leader_watch, ^g, :all, :become_follower, %{term: 2}, %{term: 3}}
         # The crashing function was logged and still sees the next change.
         assert_receive {:crashy, :crashy, :become_follower, %{role: :leader}, %{role: :follower}}
+        Logger.flush()
       end)
 
     assert log =~ "boom"
