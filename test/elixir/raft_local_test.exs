@@ -40,6 +40,7 @@ defmodule Synod.RaftLocalTest do
     assert Synod.leader(g) == nil and not Synod.leader?(g)
   end
 
+  @tag :capture_log
   test "watches: filters, replacement, isolation of slow and crashing functions", %{group: g} do
     {:ok, w} = Raft.Watches.start_link(name: g)
     me = self()
