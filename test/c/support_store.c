@@ -53,10 +53,12 @@ int apply_cmd(store_t *s, const store_cmd *c, store_result *r)
     if (!buf)
         abort();
     int rc = store_cmd_encode(c, buf, need, &len);
-    if (rc == STORE_OK)
+    if (rc == STORE_OK) {
         rc = store_apply(s, buf, len, r);
-    else
+    } else { /* what store_apply answers to bytes it refuses */
         memset(r, 0, sizeof *r);
+        r->revision = store_revision(s);
+    }
     free(buf);
     return rc;
 }
