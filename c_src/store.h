@@ -64,15 +64,15 @@
 #include <stdint.h>
 
 /* Limits. The decoder and the snapshot reader reject anything above them. */
-#define STORE_MAX_KEY 4096u                      /* bytes of a key (and of a range end) */
-#define STORE_MAX_VALUE (1u << 20)               /* bytes of a value */
+#define STORE_MAX_KEY 4096u                          /* bytes of a key (and of a range end) */
+#define STORE_MAX_VALUE (1u << 20)                   /* bytes of a value */
 #define STORE_MAX_COMMAND ((1u << 20) + (64u << 10)) /* bytes of one encoded command */
-#define STORE_MAX_TXN_OPS 128u                   /* ops in one branch of a txn */
-#define STORE_MAX_COMPARES 128u                  /* compares in one txn */
-#define STORE_MAX_TTL_MS ((uint64_t)1 << 40)     /* a lease's TTL, ms */
-#define STORE_MAX_HISTORY_EVENTS (1u << 24)      /* config cap */
+#define STORE_MAX_TXN_OPS 128u                       /* ops in one branch of a txn */
+#define STORE_MAX_COMPARES 128u                      /* compares in one txn */
+#define STORE_MAX_TTL_MS ((uint64_t)1 << 40)         /* a lease's TTL, ms */
+#define STORE_MAX_HISTORY_EVENTS (1u << 24)          /* config cap */
 #define STORE_MAX_HISTORY_BYTES ((uint64_t)1 << 40)
-#define STORE_NUM_MAX ((uint64_t)1 << 62)        /* revisions, versions, lease ids, limits */
+#define STORE_NUM_MAX ((uint64_t)1 << 62) /* revisions, versions, lease ids, limits */
 #define STORE_CMD_VERSION 1
 #define STORE_SNAPSHOT_VERSION 1
 
@@ -214,7 +214,7 @@ typedef struct store_kv {
 } store_kv;
 
 typedef struct store_op_result {
-    uint8_t type;  /* the op's type */
+    uint8_t type;   /* the op's type */
     uint64_t count; /* RANGE: keys in the range; DELETE: keys deleted */
     bool more;      /* RANGE: the limit cut the returned keys */
     /* RANGE: the keys returned, in key order (values empty with KEYS_ONLY,
@@ -225,9 +225,9 @@ typedef struct store_op_result {
 } store_op_result;
 
 typedef struct store_result {
-    uint8_t type;       /* the command's type */
-    uint64_t revision;  /* the store's revision after the command */
-    bool succeeded;     /* TXN: the compares held (success branch ran) */
+    uint8_t type;               /* the command's type */
+    uint64_t revision;          /* the store's revision after the command */
+    bool succeeded;             /* TXN: the compares held (success branch ran) */
     const store_op_result *ops; /* PUT/DELETE/RANGE: one; TXN: one per op run */
     size_t n_ops;
     uint64_t lease_id;         /* LEASE_GRANT (the id granted), LEASE_REVOKE */
@@ -278,8 +278,8 @@ typedef int (*store_event_fn)(void *ctx, const store_event *ev);
  * *next is where to resume: the first revision not delivered.
  * STORE_ERR_COMPACTED if from <= the compaction revision (see
  * store_compact_revision); STORE_ERR_INVALID if from == 0. */
-int store_events_since(const store_t *s, uint64_t from, size_t limit, store_event_fn fn,
-                       void *ctx, uint64_t *next);
+int store_events_since(const store_t *s, uint64_t from, size_t limit, store_event_fn fn, void *ctx,
+                       uint64_t *next);
 
 /* Leases in id order, each with its attached keys in key order. Returns
  * STORE_ERR_NOMEM if the sort buffer cannot be allocated, else what fn

@@ -86,14 +86,13 @@ static ERL_NIF_TERM boolean(bool b)
 
 static ERL_NIF_TERM error_term(ErlNifEnv *env, int err, uint64_t compact_revision)
 {
-    static const char *names[] = {"ok",           "nomem",          "invalid",
-                                  "truncated",    "trailing",       "version",
-                                  "too_large",    "duplicate_key",  "lease_not_found",
-                                  "lease_exists", "compacted",      "future_revision",
-                                  "corrupt"};
+    static const char *names[] = {
+        "ok",        "nomem",           "invalid",       "truncated",       "trailing",
+        "version",   "too_large",       "duplicate_key", "lease_not_found", "lease_exists",
+        "compacted", "future_revision", "corrupt"};
     if (err == STORE_ERR_COMPACTED)
-        return enif_make_tuple2(
-            env, A.error, enif_make_tuple2(env, A.compacted, u64(env, compact_revision)));
+        return enif_make_tuple2(env, A.error,
+                                enif_make_tuple2(env, A.compacted, u64(env, compact_revision)));
     size_t i = (size_t)(-(long)err);
     const char *name = err < 0 && i < sizeof names / sizeof *names ? names[i] : "unknown";
     return enif_make_tuple2(env, A.error, enif_make_atom(env, name));
@@ -102,8 +101,7 @@ static ERL_NIF_TERM error_term(ErlNifEnv *env, int err, uint64_t compact_revisio
 /* #{key, value, create_revision, mod_revision, version, lease} */
 static ERL_NIF_TERM kv_term(ErlNifEnv *env, const store_kv *kv)
 {
-    ERL_NIF_TERM keys[] = {A.key,          A.value,   A.create_revision,
-                           A.mod_revision, A.version, A.lease};
+    ERL_NIF_TERM keys[] = {A.key, A.value, A.create_revision, A.mod_revision, A.version, A.lease};
     ERL_NIF_TERM values[] = {synod_binary(env, kv->key, kv->key_len),
                              synod_binary(env, kv->value, kv->value_len),
                              u64(env, kv->create_revision),
@@ -132,8 +130,8 @@ static ERL_NIF_TERM op_term(ErlNifEnv *env, const store_op_result *op)
         return enif_make_tuple3(env, A.delete, u64(env, op->count),
                                 kv_list(env, op->kvs, op->n_kvs));
     default:
-        return enif_make_tuple4(env, A.range, kv_list(env, op->kvs, op->n_kvs),
-                                u64(env, op->count), boolean(op->more));
+        return enif_make_tuple4(env, A.range, kv_list(env, op->kvs, op->n_kvs), u64(env, op->count),
+                                boolean(op->more));
     }
 }
 
@@ -150,7 +148,8 @@ static ERL_NIF_TERM result_term(ErlNifEnv *env, const store_result *r)
         break;
     }
     case STORE_CMD_LEASE_GRANT:
-        payload = enif_make_tuple3(env, A.lease_granted, u64(env, r->lease_id), u64(env, r->ttl_ms));
+        payload =
+            enif_make_tuple3(env, A.lease_granted, u64(env, r->lease_id), u64(env, r->ttl_ms));
         break;
     case STORE_CMD_LEASE_REVOKE:
         payload =
@@ -272,8 +271,8 @@ static ERL_NIF_TERM apply_decoded(ErlNifEnv *env, nif_store *res, const store_cm
     store_result r;
     enif_mutex_lock(res->lock);
     int err = store_apply_cmd(res->s, c, &r);
-    ERL_NIF_TERM reply = err == STORE_OK ? result_term(env, &r)
-                                         : error_term(env, err, r.compact_revision);
+    ERL_NIF_TERM reply =
+        err == STORE_OK ? result_term(env, &r) : error_term(env, err, r.compact_revision);
     store_result_release(&r);
     enif_mutex_unlock(res->lock);
     return reply;
@@ -317,8 +316,8 @@ ERL_NIF_TERM synod_store_apply(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
         return reply;
     if (!cmd_is_point(&c)) {
         store_cmd_release(&c);
-        return enif_schedule_nif(env, "store_apply", ERL_NIF_DIRTY_JOB_CPU_BOUND,
-                                 store_apply_dirty, argc, argv);
+        return enif_schedule_nif(env, "store_apply", ERL_NIF_DIRTY_JOB_CPU_BOUND, store_apply_dirty,
+                                 argc, argv);
     }
     reply = apply_decoded(env, res, &c);
     store_cmd_release(&c);
@@ -390,8 +389,8 @@ ERL_NIF_TERM synod_store_range(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     if (!range_arg(env, argv[1], &c, &reply))
         return reply;
     if (!op_is_point(&c.op))
-        return enif_schedule_nif(env, "store_range", ERL_NIF_DIRTY_JOB_CPU_BOUND,
-                                 store_range_dirty, argc, argv);
+        return enif_schedule_nif(env, "store_range", ERL_NIF_DIRTY_JOB_CPU_BOUND, store_range_dirty,
+                                 argc, argv);
     return range_now(env, res, &c);
 }
 
@@ -481,8 +480,8 @@ static int cons_lease(void *ctx, uint64_t id, uint64_t ttl, const store_kv *keys
     ERL_NIF_TERM list = enif_make_list(env, 0);
     for (size_t i = n; i-- > 0;)
         list = enif_make_list_cell(env, synod_binary(env, keys[i].key, keys[i].key_len), list);
-    a->list = enif_make_list_cell(env, enif_make_tuple3(env, u64(env, id), u64(env, ttl), list),
-                                  a->list);
+    a->list =
+        enif_make_list_cell(env, enif_make_tuple3(env, u64(env, id), u64(env, ttl), list), a->list);
     return 0;
 }
 
@@ -531,11 +530,16 @@ ERL_NIF_TERM synod_store_info(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
     store_stats_get(res->s, &st);
     enif_mutex_unlock(res->lock);
     ERL_NIF_TERM keys[] = {
-        enif_make_atom(env, "revision"),           enif_make_atom(env, "compact_revision"),
-        enif_make_atom(env, "next_lease_id"),      enif_make_atom(env, "keys"),
-        enif_make_atom(env, "leases"),             enif_make_atom(env, "events"),
-        enif_make_atom(env, "history_bytes"),      enif_make_atom(env, "history_max_events"),
-        enif_make_atom(env, "history_max_bytes"),  enif_make_atom(env, "history_prev_kv"),
+        enif_make_atom(env, "revision"),
+        enif_make_atom(env, "compact_revision"),
+        enif_make_atom(env, "next_lease_id"),
+        enif_make_atom(env, "keys"),
+        enif_make_atom(env, "leases"),
+        enif_make_atom(env, "events"),
+        enif_make_atom(env, "history_bytes"),
+        enif_make_atom(env, "history_max_events"),
+        enif_make_atom(env, "history_max_bytes"),
+        enif_make_atom(env, "history_prev_kv"),
     };
     ERL_NIF_TERM values[] = {
         u64(env, st.revision),

@@ -75,8 +75,8 @@ static void check_reads(const store_t *s)
     if (store_events_since(s, from, 0, count_event, &events, &next) != STORE_OK ||
         events != st.events || next != st.revision + 1)
         abort();
-    if (from > 1 && store_events_since(s, from - 1, 0, count_event, &events, &next) !=
-                        STORE_ERR_COMPACTED)
+    if (from > 1 &&
+        store_events_since(s, from - 1, 0, count_event, &events, &next) != STORE_ERR_COMPACTED)
         abort();
     if (store_leases(s, count_lease, &leased) != STORE_OK || leased > st.keys)
         abort();

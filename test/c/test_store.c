@@ -242,12 +242,17 @@ static void test_txn_compares(void **state)
     assert_int_equal(do_put(s, "k", "m", 7), STORE_OK); /* rev 1 */
     assert_int_equal(do_put(s, "x", "x", 0), STORE_OK); /* rev 2 */
     assert_int_equal(do_put(s, "k", "m", 7), STORE_OK); /* rev 3: version 2, create 1, mod 3 */
-    enum { EQ = STORE_CMP_EQUAL, GT = STORE_CMP_GREATER, LT = STORE_CMP_LESS, NE = STORE_CMP_NOT_EQUAL };
+    enum {
+        EQ = STORE_CMP_EQUAL,
+        GT = STORE_CMP_GREATER,
+        LT = STORE_CMP_LESS,
+        NE = STORE_CMP_NOT_EQUAL
+    };
     struct {
         uint8_t target;
         uint64_t actual;
-    } nums[] = {{STORE_CMP_VERSION, 2}, {STORE_CMP_CREATE, 1}, {STORE_CMP_MOD, 3},
-                {STORE_CMP_LEASE, 7}};
+    } nums[] = {
+        {STORE_CMP_VERSION, 2}, {STORE_CMP_CREATE, 1}, {STORE_CMP_MOD, 3}, {STORE_CMP_LEASE, 7}};
     for (size_t i = 0; i < 4; i++) {
         /* the txns themselves rewrite "out", never "k" */
         uint64_t v = nums[i].actual;
@@ -289,11 +294,8 @@ static void test_txn_is_one_revision_and_ops_see_earlier_writes(void **state)
                             cmp_num(STORE_CMP_EXISTS, "b", STORE_CMP_NOT_EQUAL, 0)};
     store_op ops[] = {put_op("a", "1", 0, STORE_FLAG_PREV_KV), put_op("b", "2", 0, 0),
                       del_op("gone", NULL, STORE_FLAG_PREV_KV), range_op("a", "c", 0, 0)};
-    store_cmd c = {.type = STORE_CMD_TXN,
-                   .compares = cmps,
-                   .n_compares = 2,
-                   .success = ops,
-                   .n_success = 4};
+    store_cmd c = {
+        .type = STORE_CMD_TXN, .compares = cmps, .n_compares = 2, .success = ops, .n_success = 4};
     store_result r;
     assert_int_equal(apply_cmd(s, &c, &r), STORE_OK);
     assert_true(r.succeeded);
@@ -494,10 +496,10 @@ static void test_history_resume_and_compaction(void **state)
     assert_int_equal(next, 1);
     assert_int_equal(store_events_since(s, 0, 0, log_event, &log, &next), STORE_ERR_INVALID);
 
-    assert_int_equal(do_put(s, "a", "1", 0), STORE_OK);          /* 1 */
-    assert_int_equal(do_put(s, "b", "1", 0), STORE_OK);          /* 2 */
-    assert_int_equal(do_delete(s, "a", "c", NULL), STORE_OK);    /* 3: two events */
-    assert_int_equal(do_put(s, "c", "1", 0), STORE_OK);          /* 4 */
+    assert_int_equal(do_put(s, "a", "1", 0), STORE_OK);       /* 1 */
+    assert_int_equal(do_put(s, "b", "1", 0), STORE_OK);       /* 2 */
+    assert_int_equal(do_delete(s, "a", "c", NULL), STORE_OK); /* 3: two events */
+    assert_int_equal(do_put(s, "c", "1", 0), STORE_OK);       /* 4 */
     /* limit 2 from 1: revisions 1 and 2; revision 3 would cut */
     assert_int_equal(store_events_since(s, 1, 2, log_event, &log, &next), STORE_OK);
     assert_int_equal(log.n, 2);
@@ -653,8 +655,8 @@ static void test_decoder_rejections(void **state)
     const uint8_t cmp0[] = {1, STORE_CMD_COMPACT, 0};
     assert_int_equal(store_cmd_decode(cmp0, sizeof cmp0, &d), STORE_ERR_INVALID);
     /* an EXISTS compare with GREATER */
-    const uint8_t exists_gt[] = {1, STORE_CMD_TXN, 1, STORE_CMP_EXISTS, STORE_CMP_GREATER, 1, 'k',
-                                 0, 0};
+    const uint8_t exists_gt[] = {
+        1, STORE_CMD_TXN, 1, STORE_CMP_EXISTS, STORE_CMP_GREATER, 1, 'k', 0, 0};
     assert_int_equal(store_cmd_decode(exists_gt, sizeof exists_gt, &d), STORE_ERR_INVALID);
     /* a count larger than the bytes behind it */
     const uint8_t many[] = {1, STORE_CMD_TXN, 100, 0};

@@ -145,7 +145,8 @@ static void model_pop_front(model *m)
 
 static void model_evict(model *m)
 {
-    while (m->n_ev && (m->n_ev > m->cfg.history_max_events || m->ev_bytes > m->cfg.history_max_bytes)) {
+    while (m->n_ev &&
+           (m->n_ev > m->cfg.history_max_events || m->ev_bytes > m->cfg.history_max_bytes)) {
         uint64_t rev = m->ev[0].rev;
         while (m->n_ev && m->ev[0].rev == rev)
             model_pop_front(m);
@@ -227,7 +228,7 @@ static bool model_compare(const model *m, const store_compare *c)
             return false;
         cmp = key_cmp(r->value, r->vlen, c->value.p, c->value.len);
     } else {
-        uint64_t v = !r                                 ? 0
+        uint64_t v = !r                               ? 0
                      : c->target == STORE_CMP_VERSION ? r->version
                      : c->target == STORE_CMP_CREATE  ? r->create
                      : c->target == STORE_CMP_MOD     ? r->mod
@@ -393,7 +394,7 @@ static store_op rand_op(void)
                         .key = rand_key(),
                         .range_end = rand_end(),
                         .limit = rnd(3) ? 0 : rnd(5),
-                        .flags = (uint8_t)(rnd(4) == 0 ? STORE_FLAG_COUNT_ONLY
+                        .flags = (uint8_t)(rnd(4) == 0   ? STORE_FLAG_COUNT_ONLY
                                            : rnd(3) == 0 ? STORE_FLAG_KEYS_ONLY
                                                          : 0)};
         break;
