@@ -305,15 +305,9 @@ static uint64_t event_bytes(const hist_event *e)
     return EVENT_OVERHEAD + rec_bytes(e->rec) + rec_bytes(e->prev);
 }
 
-static int hist_reserve(history *h, uint64_t extra)
+/* Moves the ring into a new array of `cap` slots, oldest event first. */
+static int hist_resize(history *h, size_t cap)
 {
-    if (extra > SIZE_MAX / sizeof(hist_event) - h->n)
-        return STORE_ERR_NOMEM;
-    if (h->n + extra <= h->cap)
-        return STORE_OK;
-    size_t cap = h->cap ? h->cap : 16;
-    while (cap < h->n + extra)
-        cap = cap > SIZE_MAX / 4 / sizeof(hist_event) ? h->n + (size_t)extra : cap * 2;
     hist_event *ev = malloc(cap * sizeof *ev);
     if (!ev)
         return STORE_ERR_NOMEM;
@@ -324,6 +318,18 @@ static int hist_reserve(history *h, uint64_t extra)
     h->cap = cap;
     h->start = 0;
     return STORE_OK;
+}
+
+static int hist_reserve(history *h, uint64_t extra)
+{
+    if (extra > SIZE_MAX / sizeof(hist_event) - h->n)
+        return STORE_ERR_NOMEM;
+    if (h->n + extra <= h->cap)
+        return STORE_OK;
+    size_t cap = h->cap ? h->cap : 16;
+    while (cap < h->n + extra)
+        cap = cap > SIZE_MAX / 4 / sizeof(hist_event) ? h->n + (size_t)extra : cap * 2;
+    return hist_resize(h, cap);
 }
 
 /* Takes over the references in e. The slot was reserved. */
@@ -348,18 +354,8 @@ static void hist_pop(history *h)
 /* Gives back memory after a burst (a big revoke); best effort, no state. */
 static void hist_shrink(history *h)
 {
-    if (h->cap <= 64 || h->n >= h->cap / 4)
-        return;
-    size_t cap = h->cap / 2;
-    hist_event *ev = malloc(cap * sizeof *ev);
-    if (!ev)
-        return;
-    for (size_t i = 0; i < h->n; i++)
-        ev[i] = *hist_at(h, i);
-    free(h->ev);
-    h->ev = ev;
-    h->cap = cap;
-    h->start = 0;
+    if (h->cap > 64 && h->n < h->cap / 4)
+        hist_resize(h, h->cap / 2);
 }
 
 /* Drops whole revisions from the oldest end while over a bound. */

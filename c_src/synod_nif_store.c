@@ -238,6 +238,12 @@ ERL_NIF_TERM synod_store_new(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]
 
 /* ---- store_apply(S, Command :: binary()) ---- */
 
+/* Long calls re-enter themselves on a dirty CPU scheduler. */
+static bool on_dirty(void)
+{
+    return enif_thread_type() == ERL_NIF_THR_DIRTY_CPU_SCHEDULER;
+}
+
 static bool op_is_point(const store_op *op)
 {
     return op->range_end.len == 0;
@@ -294,19 +300,6 @@ static bool decode_arg(ErlNifEnv *env, ERL_NIF_TERM t, store_cmd *c, ERL_NIF_TER
     return true;
 }
 
-static ERL_NIF_TERM store_apply_dirty(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
-{
-    (void)argc;
-    WITH_STORE(env, argv[0], res);
-    store_cmd c;
-    ERL_NIF_TERM reply;
-    if (!decode_arg(env, argv[1], &c, &reply))
-        return reply;
-    reply = apply_decoded(env, res, &c);
-    store_cmd_release(&c);
-    return reply;
-}
-
 ERL_NIF_TERM synod_store_apply(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     WITH_STORE(env, argv[0], res);
@@ -314,9 +307,9 @@ ERL_NIF_TERM synod_store_apply(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     ERL_NIF_TERM reply;
     if (!decode_arg(env, argv[1], &c, &reply))
         return reply;
-    if (!cmd_is_point(&c)) {
+    if (!cmd_is_point(&c) && !on_dirty()) {
         store_cmd_release(&c);
-        return enif_schedule_nif(env, "store_apply", ERL_NIF_DIRTY_JOB_CPU_BOUND, store_apply_dirty,
+        return enif_schedule_nif(env, "store_apply", ERL_NIF_DIRTY_JOB_CPU_BOUND, synod_store_apply,
                                  argc, argv);
     }
     reply = apply_decoded(env, res, &c);
@@ -370,17 +363,6 @@ static bool range_arg(ErlNifEnv *env, ERL_NIF_TERM t, store_cmd *c, ERL_NIF_TERM
     return true;
 }
 
-static ERL_NIF_TERM store_range_dirty(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
-{
-    (void)argc;
-    WITH_STORE(env, argv[0], res);
-    store_cmd c;
-    ERL_NIF_TERM reply;
-    if (!range_arg(env, argv[1], &c, &reply))
-        return reply;
-    return range_now(env, res, &c);
-}
-
 ERL_NIF_TERM synod_store_range(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     WITH_STORE(env, argv[0], res);
@@ -388,8 +370,8 @@ ERL_NIF_TERM synod_store_range(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     ERL_NIF_TERM reply;
     if (!range_arg(env, argv[1], &c, &reply))
         return reply;
-    if (!op_is_point(&c.op))
-        return enif_schedule_nif(env, "store_range", ERL_NIF_DIRTY_JOB_CPU_BOUND, store_range_dirty,
+    if (!op_is_point(&c.op) && !on_dirty())
+        return enif_schedule_nif(env, "store_range", ERL_NIF_DIRTY_JOB_CPU_BOUND, synod_store_range,
                                  argc, argv);
     return range_now(env, res, &c);
 }
@@ -445,18 +427,6 @@ static ERL_NIF_TERM events_now(ErlNifEnv *env, nif_store *res, uint64_t from, si
     return enif_make_tuple3(env, A.ok, events, u64(env, next));
 }
 
-static ERL_NIF_TERM store_events_dirty(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
-{
-    (void)argc;
-    WITH_STORE(env, argv[0], res);
-    uint64_t from;
-    size_t limit;
-    ERL_NIF_TERM reply;
-    if (!events_args(env, argv, &from, &limit, &reply))
-        return reply;
-    return events_now(env, res, from, limit);
-}
-
 ERL_NIF_TERM synod_store_events_since(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     WITH_STORE(env, argv[0], res);
@@ -465,9 +435,9 @@ ERL_NIF_TERM synod_store_events_since(ErlNifEnv *env, int argc, const ERL_NIF_TE
     ERL_NIF_TERM reply;
     if (!events_args(env, argv, &from, &limit, &reply))
         return reply;
-    if (limit == 0 || limit > EVENTS_INLINE)
+    if ((limit == 0 || limit > EVENTS_INLINE) && !on_dirty())
         return enif_schedule_nif(env, "store_events_since", ERL_NIF_DIRTY_JOB_CPU_BOUND,
-                                 store_events_dirty, argc, argv);
+                                 synod_store_events_since, argc, argv);
     return events_now(env, res, from, limit);
 }
 
