@@ -24,7 +24,7 @@
 #include "ring.h"
 #include "synod_nif.h"
 
-#define SYNOD_NIF_VERSION 2
+#define SYNOD_NIF_VERSION 3
 /* Rings with more points than this are built on a dirty scheduler. */
 #define RING_DIRTY_POINTS 16384
 /* How many keys a bulk call handles between looks at the clock. */
@@ -472,6 +472,7 @@ static ERL_NIF_TERM fsync_dir_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM a
 /* Each subsystem (synod_nif_<name>.c) opens its resource types and atoms here. */
 static int (*const synod_nif_loaders[])(ErlNifEnv *, nif_priv *) = {
     synod_nif_raft_load,
+    synod_nif_store_load,
 };
 
 static int load(ErlNifEnv *env, void **priv_data, ERL_NIF_TERM load_info)
@@ -528,6 +529,7 @@ static ErlNifFunc nif_funcs[] = {
     {"ring_info", 1, ring_info_nif, 0},
     {"fsync_dir", 1, fsync_dir_nif, ERL_NIF_DIRTY_JOB_IO_BOUND},
     SYNOD_NIF_RAFT_FUNCS,
+    SYNOD_NIF_STORE_FUNCS,
 };
 
 ERL_NIF_INIT(synod_nif, nif_funcs, load, NULL, upgrade, unload)

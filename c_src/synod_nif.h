@@ -24,6 +24,7 @@ typedef struct nif_atoms {
 typedef struct nif_priv {
     ErlNifResourceType *ring_type;
     ErlNifResourceType *raft_type;
+    ErlNifResourceType *store_type;
     nif_atoms atoms;
 } nif_priv;
 
@@ -55,5 +56,26 @@ ERL_NIF_TERM synod_raft_status(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
         {"raft_control", 3, synod_raft_control, 0}, {"raft_compact", 3, synod_raft_compact, ERL_NIF_DIRTY_JOB_CPU_BOUND},    \
         {"raft_ready", 1, synod_raft_ready, 0}, {"raft_status", 1, synod_raft_status, 0},                                             \
         {"raft_seed", 0, synod_raft_seed, 0}
+
+/* ---- Store (synod_nif_store.c) ---- */
+int synod_nif_store_load(ErlNifEnv *env, nif_priv *priv);
+ERL_NIF_TERM synod_store_new(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM synod_store_apply(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM synod_store_range(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM synod_store_events_since(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM synod_store_leases(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM synod_store_lease(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM synod_store_info(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM synod_store_snapshot(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM synod_store_restore(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+
+#define SYNOD_NIF_STORE_FUNCS                                                                      \
+    {"store_new", 1, synod_store_new, 0}, {"store_apply", 2, synod_store_apply, 0},                \
+        {"store_range", 2, synod_store_range, 0},                                                  \
+        {"store_events_since", 3, synod_store_events_since, 0},                                    \
+        {"store_leases", 1, synod_store_leases, ERL_NIF_DIRTY_JOB_CPU_BOUND},                      \
+        {"store_lease", 2, synod_store_lease, 0}, {"store_info", 1, synod_store_info, 0},          \
+        {"store_snapshot", 1, synod_store_snapshot, ERL_NIF_DIRTY_JOB_CPU_BOUND},                  \
+        {"store_restore", 1, synod_store_restore, ERL_NIF_DIRTY_JOB_CPU_BOUND}
 
 #endif

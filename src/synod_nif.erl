@@ -8,11 +8,13 @@
          fsync_dir/1]).
 -export([raft_new/1, raft_tick/1, raft_step/2, raft_propose/2, raft_conf_change/3,
          raft_read_index/2, raft_control/3, raft_compact/3, raft_ready/1, raft_status/1, raft_seed/0]).
+-export([store_new/1, store_apply/2, store_range/2, store_events_since/3, store_leases/1,
+         store_lease/2, store_info/1, store_snapshot/1, store_restore/1]).
 
 -on_load(init/0).
 
 %% Must equal SYNOD_NIF_VERSION in c_src/synod_nif.c: a stale .so refuses to load.
--define(NIF_VERSION, 2).
+-define(NIF_VERSION, 3).
 
 init() ->
     Path = filename:join(priv_dir(), "synod_nif"),
@@ -51,3 +53,14 @@ raft_compact(_Raft, _Index, _Data) -> ?NOT_LOADED.
 raft_ready(_Raft) -> ?NOT_LOADED.
 raft_status(_Raft) -> ?NOT_LOADED.
 raft_seed() -> ?NOT_LOADED.
+
+%% Store (c_src/synod_nif_store.c; the machine is lib/synod/store/machine.ex).
+store_new(_Opts) -> ?NOT_LOADED.
+store_apply(_Store, _Command) -> ?NOT_LOADED.
+store_range(_Store, _RangeCommand) -> ?NOT_LOADED.
+store_events_since(_Store, _FromRevision, _Limit) -> ?NOT_LOADED.
+store_leases(_Store) -> ?NOT_LOADED.
+store_lease(_Store, _Id) -> ?NOT_LOADED.
+store_info(_Store) -> ?NOT_LOADED.
+store_snapshot(_Store) -> ?NOT_LOADED.
+store_restore(_Snapshot) -> ?NOT_LOADED.

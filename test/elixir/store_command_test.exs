@@ -1,0 +1,94 @@
+defmodule Synod.Store.CommandTest do
+  use ExUnit.Case, async: true
+
+  alias Synod.Store.Command
+
+  doctest Synod.Store.Command
+
+  # Encodings fixed by docs/store.md (the C tests check the same bytes from C).
+  test "commands encode to the documented bytes" do
+    assert Command.put("k", "v", lease: 300, prev_kv: true) ==
+             <<1, 1, 1, 1, "k", 1, "v", 0xAC, 0x02>>
+
+    assert Command.delete("a", range_end: "b") == <<1, 2, 0, 1, "a", 1, "b">>
+    assert Command.delete("a", range_end: :end, prev_kv: true) == <<1, 2, 1, 1, "a", 1, 0>>
+
+    assert Command.range("p/", prefix: true, limit: 10, keys_only: true) ==
+             <<1, 3, 2, 2, "p/", 2, "p0", 10>>
+
+    assert Command.range("a", count_only: true) == <<1, 3, 4, 1, "a", 0, 0>>
+    assert Command.lease_grant(0, 5000) == <<1, 5, 0, 0x88, 0x27>>
+    assert Command.lease_revoke(7) == <<1, 6, 7>>
+    assert Command.compact(128) == <<1, 7, 0x80, 0x01>>
+
+    assert Command.txn(
+             [
+               {:exists, "a"},
+               {:absent, "b"},
+               {:mod_revision, "a", :<, 5},
+               {:value, "a", :!=, "x"}
+             ],
+             [{:put, "a", "1"}],
+             [{:delete, "a"}, {:range, "a", limit: 1}]
+           ) ==
+             IO.iodata_to_binary([
+               [1, 4, 4],
+               [0, 0, 1, "a"],
+               [0, 3, 1, "b"],
+               [3, 2, 1, "a", 5],
+               [4, 3, 1, "a", 1, "x"],
+               [1, 1, 0, 1, "a", 1, "1", 0],
+               [2, 2, 0, 1, "a", 0, 3, 0, 1, "a", 0, 1]
+             ])
+  end
+
+  test "bad arguments raise ArgumentError naming the problem" do
+    assert_raise ArgumentError, ~r/a key must be a binary of 1..4096 bytes/, fn ->
+      Command.put("", "v")
+    end
+
+    assert_raise ArgumentError, ~r/a key must be/, fn ->
+      Command.put(String.duplicate("k", 4097), "v")
+    end
+
+    assert_raise ArgumentError, ~r/a value must be a binary of at most 1 MiB/, fn ->
+      Command.put("k", :binary.copy("v", 1_048_577))
+    end
+
+    assert_raise ArgumentError, ~r/unknown option :ttl/, fn -> Command.put("k", "v", ttl: 1) end
+
+    assert_raise ArgumentError, ~r/lease must be an integer/, fn ->
+      Command.put("k", "v", lease: -1)
+    end
+
+    assert_raise ArgumentError, ~r/prev_kv must be a boolean/, fn ->
+      Command.put("k", "v", prev_kv: 1)
+    end
+
+    assert_raise ArgumentError, ~r/either range_end/, fn ->
+      Command.delete("a", prefix: true, range_end: "b")
+    end
+
+    assert_raise ArgumentError, ~r/ttl_ms must be/, fn -> Command.lease_grant(0, 0) end
+
+    assert_raise ArgumentError, ~r/lease id must be an integer in 1/, fn ->
+      Command.lease_revoke(0)
+    end
+
+    assert_raise ArgumentError, ~r/revision must be/, fn -> Command.compact(0) end
+
+    assert_raise ArgumentError, ~r/not a txn compare/, fn ->
+      Command.txn([{:version, "a", 1}], [])
+    end
+
+    assert_raise ArgumentError, ~r/compare operator/, fn ->
+      Command.txn([{:version, "a", :>=, 1}], [])
+    end
+
+    assert_raise ArgumentError, ~r/a txn op is/, fn -> Command.txn([], [{:get, "a"}]) end
+
+    assert_raise ArgumentError, ~r/success ops must be a list of at most 128/, fn ->
+      Command.txn([], for(i <- 1..129, do: {:put, "k#{i}", "v"}))
+    end
+  end
+end
