@@ -136,11 +136,16 @@ defmodule Synod.Raft do
   still be applied), `{:error, :no_member}` (no member answered),
   `{:error, reason}` from the core (for example `:too_large`).
 
-  Options: `:timeout` (ms, default 5000).
+  Options: `:timeout` (ms, default 5000); `local: true` proposes only
+  through this node's member, with no redirect (`{:error, {:not_leader,
+  hint}}` if it does not lead): for leader-side work that must not be
+  carried out by a member that lost its leadership.
   """
   @spec command(group(), term(), keyword()) :: {:ok, term()} | {:error, term()}
   def command(group, command, opts \\ []) do
-    to_leader(group, {:command, command}, opts)
+    if Keyword.get(opts, :local, false),
+      do: call(node(), group, {:command, command}, Keyword.get(opts, :timeout, 5_000)),
+      else: to_leader(group, {:command, command}, opts)
   end
 
   @doc """
@@ -188,6 +193,37 @@ defmodule Synod.Raft do
     case retry_conf(group, :remove, member_id(node), deadline(opts)) do
       {:ok, _} -> :ok
       error -> error
+    end
+  end
+
+  @doc """
+  Confirms that this node's member is the leader *now*: it answers `:ok`
+  only after a quorum acknowledged its leadership after the call arrived
+  (a read-index round, no disk write). A leader cut off from its majority
+  answers `{:error, {:not_leader, _}}` or times out. Used where an action
+  must not be taken on a stale belief in leadership (lease renewals).
+  """
+  @spec confirm_leader(group(), timeout()) :: :ok | {:error, term()}
+  def confirm_leader(group, timeout \\ 5_000) do
+    case call(node(), group, {:query, &confirmed/1, :linearizable}, timeout) do
+      {:ok, :ok} -> :ok
+      {:error, _} = error -> error
+    end
+  end
+
+  @doc false
+  def confirmed(_state), do: :ok
+
+  @doc """
+  Subscribes `pid` to this node's member of `group`: it receives
+  `{:synod_raft_applied, group, index}` now and whenever the member has
+  applied more entries (once per batch), until `pid` exits.
+  """
+  @spec subscribe_applied(group(), pid()) :: :ok | {:error, :no_member}
+  def subscribe_applied(group, pid \\ self()) do
+    case call(node(), group, {:subscribe_applied, pid}, 5_000) do
+      :ok -> :ok
+      {:error, _} -> {:error, :no_member}
     end
   end
 
@@ -267,31 +303,38 @@ defmodule Synod.Raft do
 
   # Sends `request` to the leader: first where this node believes it is (or
   # this node), then wherever a member redirects to, until the deadline.
-  defp to_leader(group, request, opts) do
+  defp to_leader(group, request, opts), do: call_leader(group, member_name(group), request, opts)
+
+  @doc false
+  # Calls the process registered as `name` on the group's leader node: first
+  # where this node believes the leader is (or this node), then wherever
+  # `{:error, {:not_leader, Hint}}` answers redirect to, until the timeout.
+  # Used for the member itself and for leader-side services (store leases).
+  def call_leader(group, name, request, opts) do
     target = leader(group) || node()
-    route(group, request, target, deadline(opts), [])
+    route({group, name}, request, target, deadline(opts), [])
   end
 
-  defp route(group, request, target, deadline, tried) do
+  defp route({group, name} = dest, request, target, deadline, tried) do
     left = deadline - System.monotonic_time(:millisecond)
 
     if left <= 0 do
       {:error, :timeout}
     else
-      case call(target, group, request, left) do
+      case call_name(target, name, request, left) do
         {:error, {:not_leader, hint}} when hint != nil and hint != target ->
-          route(group, request, hint, deadline, [target | tried])
+          route(dest, request, hint, deadline, [target | tried])
 
         {:error, {:not_leader, _}} ->
           # No leader known yet (an election is running): ask again shortly.
           Process.sleep(min(10, left))
-          route(group, request, next_target(group, target, tried), deadline, [target | tried])
+          route(dest, request, next_target(group, target, tried), deadline, [target | tried])
 
         {:error, reason} when reason in [:no_member, :dropped] ->
           # This member is gone, or lost the entry with its leadership: try
           # again shortly, at another member if this one is gone.
           Process.sleep(min(10, left))
-          route(group, request, next_target(group, target, tried), deadline, [target | tried])
+          route(dest, request, next_target(group, target, tried), deadline, [target | tried])
 
         other ->
           other
@@ -305,8 +348,11 @@ defmodule Synod.Raft do
     Enum.find(candidates, target, fn n -> n != target and n not in Enum.take(tried, 3) end)
   end
 
-  defp call(node, group, request, timeout) do
-    GenServer.call({member_name(group), node}, request, timeout)
+  defp call(node, group, request, timeout),
+    do: call_name(node, member_name(group), request, timeout)
+
+  defp call_name(node, name, request, timeout) do
+    GenServer.call({name, node}, request, timeout)
   catch
     :exit, {:timeout, _} ->
       {:error, :timeout}

@@ -60,6 +60,8 @@ defmodule Synod.Raft.Member do
     since_snapshot: 0,
     node_of: %{},
     connecting: %{},
+    subscribers: %{},
+    notified: 0,
     pending: %{},
     reads: %{},
     ready_reads: [],
@@ -212,6 +214,10 @@ defmodule Synod.Raft.Member do
     {:noreply, after_input(state)}
   end
 
+  def handle_info({:DOWN, ref, :process, _pid, _reason}, state) do
+    {:noreply, %{state | subscribers: Map.delete(state.subscribers, ref)}}
+  end
+
   def handle_info({:nodedown, _}, state), do: {:noreply, state}
   def handle_info({:nodeup, _}, state), do: {:noreply, state}
 
@@ -263,6 +269,12 @@ defmodule Synod.Raft.Member do
       {:error, :not_leader} -> {:reply, not_leader(state), state}
       {:error, why} -> {:reply, {:error, why}, state}
     end
+  end
+
+  def handle_call({:subscribe_applied, pid}, _from, state) do
+    send(pid, {:synod_raft_applied, state.group, state.applied})
+    ref = Process.monitor(pid)
+    {:reply, :ok, %{state | subscribers: Map.put(state.subscribers, ref, pid)}}
   end
 
   def handle_call(:campaign, _from, state) do
@@ -334,7 +346,7 @@ defmodule Synod.Raft.Member do
   defp drain(state) do
     case :synod_nif.raft_ready(state.raft) do
       :none ->
-        maybe_snapshot(state)
+        state |> notify_applied() |> maybe_snapshot()
 
       {:error, why} ->
         exit({:raft_ready, why})
@@ -563,6 +575,17 @@ defmodule Synod.Raft.Member do
     {:ok, fun.(state.machine_state)}
   catch
     kind, reason -> {:error, {:query_failed, kind, reason}}
+  end
+
+  # Subscribers (e.g. the store's watch process) hear that the machine moved
+  # on: one message per drained batch, never one per entry.
+  defp notify_applied(%{applied: a, notified: a} = state), do: state
+
+  defp notify_applied(state) do
+    for {_ref, pid} <- state.subscribers,
+        do: send(pid, {:synod_raft_applied, state.group, state.applied})
+
+    %{state | notified: state.applied}
   end
 
   # -- snapshots ----------------------------------------------------------------
