@@ -162,6 +162,24 @@ defmodule Synod.Election do
 
   def leader?(%__MODULE__{pid: pid} = c), do: :erpc.call(node(pid), __MODULE__, :leader?, [c])
 
+  @doc """
+  Until when this candidate leads, as a `System.monotonic_time(:millisecond)`
+  of its node (`leader?/1` is `now < leader_until`), or `nil` when it does
+  not lead. Work that must finish while leading can be bounded by it.
+  """
+  @spec leader_until(t()) :: integer() | nil
+  def leader_until(%__MODULE__{pid: pid, deadline: ref}) when node(pid) == node() do
+    case :atomics.get(ref, 1) do
+      @no_deadline -> nil
+      deadline -> if Process.alive?(pid), do: deadline
+    end
+  rescue
+    ArgumentError -> nil
+  end
+
+  def leader_until(%__MODULE__{pid: pid} = c),
+    do: :erpc.call(node(pid), __MODULE__, :leader_until, [c])
+
   @doc "The candidate id holding `election`'s seat, or `nil` (linearizable read)."
   @spec leader(Store.store(), election(), keyword()) :: {:ok, binary() | nil} | {:error, term()}
   def leader(store, election, opts \\ []) do

@@ -141,10 +141,6 @@ defmodule Synod.Lock do
     result =
       try do
         if is_function(fun, 1), do: fun.(token), else: fun.()
-      rescue
-        e ->
-          release(ctx, keeper, my_key, token)
-          reraise e, __STACKTRACE__
       catch
         kind, reason ->
           release(ctx, keeper, my_key, token)
@@ -164,22 +160,30 @@ defmodule Synod.Lock do
   defp join(ctx, keeper, lease, mode) do
     my_key = ctx.prefix <> Integer.to_string(lease, 16) <> "." <> unique()
     value = "#{node()} #{inspect(self())}"
+    contenders = {:range, ctx.prefix, prefix: true, keys_only: true}
 
     result =
       Store.txn(
         ctx.store,
         [{:absent, my_key}],
-        [
-          {:put, my_key, value, lease: lease},
-          {:range, ctx.prefix, prefix: true, keys_only: true}
-        ],
-        [],
+        [{:put, my_key, value, lease: lease}, contenders],
+        [contenders],
         timeout: ctx.call_timeout
       )
 
     case result do
       {:ok, rev, true, [_put, {:range, kvs, _, _}]} ->
         decide(ctx, keeper, my_key, rev, rev, kvs, mode)
+
+      {:ok, rev, false, [{:range, kvs, _, _}]} ->
+        # Our key already exists: only this call writes it, so this is the
+        # answer to a resent request whose first copy was applied
+        # (Synod.Raft resends after losing the leader). The token is the
+        # key's create_revision.
+        case Enum.find(kvs, &(&1.key == my_key)) do
+          %{create_revision: token} -> decide(ctx, keeper, my_key, token, rev, kvs, mode)
+          nil -> give_up(ctx, keeper, my_key, {:error, :lease_lost})
+        end
 
       {:error, :lease_not_found} ->
         # The keeper's lease expired (the keeper could not renew it): get a
@@ -303,13 +307,29 @@ defmodule Synod.Lock do
         :released
 
       {:ok, _rev, false, _} ->
-        :lost
+        # The key is gone. Only its lease's end or our own delete removes
+        # it, and the delete may have been applied already (Synod.Raft
+        # resends a request whose answer was lost with the leader): if the
+        # lease still lives, the key went by our delete.
+        case Store.keep_alive(ctx.store, lease_of(ctx, my_key), timeout: ctx.call_timeout) do
+          {:ok, _} -> :released
+          _ -> :lost
+        end
 
       {:error, _} ->
         # The first attempt may have deleted the key: a retry that finds it
         # gone cannot tell, so it counts as released.
         release_retry(ctx, keeper, txn)
     end
+  end
+
+  defp lease_of(ctx, my_key) do
+    [hex, _] =
+      my_key
+      |> binary_part(byte_size(ctx.prefix), byte_size(my_key) - byte_size(ctx.prefix))
+      |> String.split(".")
+
+    String.to_integer(hex, 16)
   end
 
   defp release_retry(ctx, keeper, txn) do

@@ -245,7 +245,12 @@ defmodule Synod.CoordPrimitivesTest do
       Process.sleep(ttl)
       assert Election.leader?(ca)
       suspender = on(a, Coord, :suspend, [ca.pid])
+      # Suspended, P renews nothing: its deadline is fixed from now on.
+      until = on(a, Coord, :leader_until_shared, [ca])
+      assert is_integer(until)
       assert_receive {:claimed, "Q", token_q, [false]}, 15_000
+      assert_receive {:claimed_at, "Q", ^token_q, granted_at}
+      assert granted_at >= until
       assert token_q > token_p
       send(suspender, :resume)
       # P learns it lost: deposed, and waits behind Q.

@@ -27,10 +27,7 @@ defmodule Synod.Test.Coord do
 
     owner =
       spawn(fn ->
-        handler = fn claim ->
-          checks = Enum.map(watch_handles, &Election.leader?/1)
-          send(subscriber, {:claimed, id, claim.token, checks})
-        end
+        handler = check_handler(id, watch_handles, subscriber)
 
         {:ok, c} =
           Election.candidate(store, election, id,
@@ -50,6 +47,36 @@ defmodule Synod.Test.Coord do
       {:candidate, ^owner, c} -> c
     after
       10_000 -> raise "candidate #{id} not created"
+    end
+  end
+
+  @doc """
+  A claim handler that sends `{:claimed, id, token, leader_checks}` to
+  `subscriber`, `leader_checks` being `leader?/1` of each of `others` read
+  as the handler runs.
+  """
+  def check_handler(id, others, subscriber) do
+    fn claim ->
+      now = :os.perf_counter(:microsecond)
+      checks = Enum.map(others, &Election.leader?/1)
+      send(subscriber, {:claimed, id, claim.token, checks})
+      send(subscriber, {:claimed_at, id, claim.token, now})
+    end
+  end
+
+  @doc """
+  A candidate's `leader_until/1` on the OS's performance counter (µs), a
+  clock shared by every VM of the machine, so that it can be compared with
+  `{:claimed_at, ...}` times taken on other nodes. Run it on the
+  candidate's node.
+  """
+  def leader_until_shared(cand) do
+    case Election.leader_until(cand) do
+      nil ->
+        nil
+
+      until_ms ->
+        until_ms * 1000 - System.monotonic_time(:microsecond) + :os.perf_counter(:microsecond)
     end
   end
 
