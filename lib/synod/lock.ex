@@ -199,26 +199,51 @@ defmodule Synod.Lock do
   end
 
   # `kvs` is every contender at revision `seen` or later; `token` is ours.
+  # The contenders before us can only leave (later ones have larger
+  # create revisions), so we wait for each, nearest first, by a watch from
+  # `seen + 1`, which delivers its delete even if it already happened.
   defp decide(ctx, keeper, my_key, token, seen, kvs, mode) do
-    case predecessor(kvs, my_key, token) do
-      :holder ->
+    earlier =
+      kvs
+      |> Enum.filter(&(&1.create_revision < token))
+      |> Enum.sort_by(& &1.create_revision, :desc)
+      |> Enum.map(& &1.key)
+
+    cond do
+      not Enum.any?(kvs, &(&1.key == my_key and &1.create_revision == token)) ->
+        give_up(ctx, keeper, my_key, {:error, :lease_lost})
+
+      earlier == [] ->
         {:ok, my_key, token}
 
-      :gone ->
-        {:error, :lease_lost}
+      mode == :try ->
+        give_up(ctx, keeper, my_key, {:error, :locked})
 
-      {:wait, _pred} when mode == :try ->
-        cleanup(ctx, keeper, my_key)
-        {:error, :locked}
-
-      {:wait, pred} ->
-        case wait_deleted(ctx, pred, seen + 1) do
-          :changed -> recheck(ctx, keeper, my_key, token, mode)
-          {:error, _} = error -> give_up(ctx, keeper, my_key, error)
-        end
+      true ->
+        wait_turn(ctx, keeper, my_key, token, earlier, seen + 1, mode)
     end
   end
 
+  # Every contender before us has left: one read confirms that our own key
+  # (our lease) is still there.
+  defp wait_turn(ctx, keeper, my_key, token, [], _from, _mode) do
+    case Store.get(ctx.store, my_key, timeout: ctx.call_timeout) do
+      {:ok, %{create_revision: ^token}} -> {:ok, my_key, token}
+      {:ok, _} -> give_up(ctx, keeper, my_key, {:error, :lease_lost})
+      {:error, _} = error -> give_up(ctx, keeper, my_key, error)
+    end
+  end
+
+  defp wait_turn(ctx, keeper, my_key, token, [pred | rest], from, mode) do
+    case wait_deleted(ctx, pred, from) do
+      :deleted -> wait_turn(ctx, keeper, my_key, token, rest, from, mode)
+      :recheck -> recheck(ctx, keeper, my_key, token, mode)
+      {:error, _} = error -> give_up(ctx, keeper, my_key, error)
+    end
+  end
+
+  # The watch ended (its server went away, or the history it needed was
+  # compacted): read the contenders again.
   defp recheck(ctx, keeper, my_key, token, mode) do
     opts = [timeout: ctx.call_timeout]
 
@@ -236,28 +261,14 @@ defmodule Synod.Lock do
     error
   end
 
-  # The contender just before us in create_revision order, if any.
-  defp predecessor(kvs, my_key, token) do
-    if Enum.any?(kvs, &(&1.key == my_key and &1.create_revision == token)) do
-      case Enum.filter(kvs, &(&1.create_revision < token)) do
-        [] -> :holder
-        earlier -> {:wait, Enum.max_by(earlier, & &1.create_revision).key}
-      end
-    else
-      :gone
-    end
-  end
-
-  # Waits until `key` changes at or after revision `from` (a delete: its
-  # contender left), or the watch ends (its server went away, history
-  # compacted): both mean "look again".
+  # Waits until `key` is deleted at or after revision `from`.
   defp wait_deleted(ctx, key, from) do
     case Store.watch(ctx.store, key, from: from, timeout: ctx.call_timeout) do
       {:ok, ref} ->
         result = await_delete(ref, ctx.deadline)
-        if result != :down, do: Store.unwatch(ctx.store, ref)
+        if result != :recheck, do: Store.unwatch(ctx.store, ref)
         flush(ref)
-        if result == :down, do: :changed, else: result
+        result
 
       {:error, _} = error ->
         error
@@ -268,14 +279,14 @@ defmodule Synod.Lock do
     receive do
       {:synod_watch, ^ref, events} when is_list(events) ->
         if Enum.any?(events, &(elem(&1, 0) == :delete)),
-          do: :changed,
+          do: :deleted,
           else: await_delete(ref, deadline)
 
       {:synod_watch, ^ref, {:error, _}} ->
-        :changed
+        :recheck
 
       {:DOWN, ^ref, :process, _, _} ->
-        :down
+        :recheck
     after
       remaining(deadline) -> {:error, :timeout}
     end
