@@ -1,0 +1,264 @@
+defmodule Synod.CoordPrimitivesTest do
+  # Election, locks and values on a store of 3 voters on real peers (one
+  # cluster for the module; each test uses its own keys).
+  use ExUnit.Case, async: false
+
+  alias Synod.{Election, LocalCluster, Lock, Store, Values}
+  alias Synod.Test.Coord
+  alias Synod.Test.Coord.Checker
+
+  @moduletag timeout: 120_000
+  @store :coord_primitives
+
+  setup_all do
+    dir = Path.join(System.tmp_dir!(), "synod-coord-#{System.unique_integer([:positive])}")
+    peers = LocalCluster.start(3, prefix: "cp")
+    nodes = Enum.map(peers, &elem(&1, 1))
+    Coord.start_store(@store, nodes, dir)
+
+    on_exit(fn ->
+      LocalCluster.stop(peers)
+      File.rm_rf(dir)
+    end)
+
+    {:ok, nodes: nodes}
+  end
+
+  defp on(node, mod, fun, args), do: :erpc.call(node, mod, fun, args, 30_000)
+
+  describe "values" do
+    test "20 processes x 20 transforms on 3 nodes end at exactly 400", %{nodes: nodes} do
+      results = Coord.concurrent_increments(nodes, 20, @store, "v/counter", 20)
+      assert Enum.all?(results, &(&1 == {20, 0, []})), inspect(results)
+
+      assert {:ok, %{"v/counter" => 400}} =
+               on(hd(nodes), Values, :get_values, [@store, "v/counter"])
+    end
+
+    test "try_transform runs once and reports the value that won", %{nodes: [_, b, _]} do
+      # (Functions defined here run on this node: peers cannot load this file.)
+      assert {:ok, 1} = Values.transform(@store, "v/once", fn nil -> 1 end)
+      {:ok, kv} = Store.get(@store, "v/once")
+      # A write between the read and the swap: the swap conflicts, once.
+      me = self()
+
+      slow = fn n ->
+        send(me, :ran)
+        Process.sleep(300)
+        n + 10
+      end
+
+      task = Task.async(fn -> Values.try_transform(@store, "v/once", slow) end)
+      Process.sleep(100)
+      assert {1, 0, []} = on(b, Coord, :increments, [@store, "v/once", 1])
+      assert {:conflict, 2} = Task.await(task)
+      assert_received :ran
+      refute_received :ran
+      assert {:ok, %{"v/once" => 2}} = Values.get_values(@store, "v/once")
+      # Same value and version again after a delete and re-create: still a
+      # conflict for a swap that read the old key (revisions, not versions).
+      {:ok, _, 1, _} = Store.delete(@store, "v/once")
+      {:ok, _, nil} = Store.put(@store, "v/once", :erlang.term_to_binary(1))
+      {:ok, kv2} = Store.get(@store, "v/once")
+      assert kv2.version == kv.version and kv2.value == kv.value
+      assert kv2.mod_revision > kv.mod_revision
+      assert {:ok, 3} = Values.try_transform(@store, "v/once", fn 1 -> 3 end)
+    end
+
+    test "get_values reads a key or a prefix's direct children; codecs" do
+      for {k, v} <- [{"v/dir/a", 1}, {"v/dir/b", %{x: [1, 2]}}, {"v/dir/sub/c", 3}, {"v/dirx", 4}],
+          do: {:ok, _} = Values.transform(@store, k, fn _ -> v end)
+
+      assert {:ok, %{"v/dir/a" => 1, "v/dir/b" => %{x: [1, 2]}}} ==
+               Values.get_values(@store, "v/dir/")
+
+      assert {:ok, %{"v/dirx" => 4}} == Values.get_values(@store, "v/dirx")
+      assert {:ok, %{}} == Values.get_values(@store, "v/none")
+
+      # Stored as term_to_binary; raw bytes are not terms unless read as :binary.
+      {:ok, kv} = Store.get(@store, "v/dir/a")
+      assert kv.value == :erlang.term_to_binary(1)
+      {:ok, _, nil} = Store.put(@store, "v/raw", "plain bytes")
+      assert {:error, {:not_a_term, "v/raw"}} = Values.get_values(@store, "v/raw")
+
+      assert {:ok, %{"v/raw" => "plain bytes"}} =
+               Values.get_values(@store, "v/raw", codec: :binary)
+
+      assert {:ok, "plain bytes!"} =
+               Values.transform(@store, "v/raw", &(&1 <> "!"), codec: :binary)
+
+      assert_raise ArgumentError, fn ->
+        Values.transform(@store, "v/raw", fn _ -> 1 end, codec: :binary)
+      end
+
+      assert_raise ArgumentError, fn -> Values.get_values(@store, "v/raw", codec: :json) end
+    end
+  end
+
+  describe "locks" do
+    test "many holders on 3 nodes never overlap; fencing tokens grow", %{nodes: nodes} do
+      {:ok, checker} = Checker.start()
+      results = Coord.lock_contenders(nodes, 3, @store, "l/mutex", 5_000, 5, checker, 2)
+      assert Enum.all?(results, &(&1 == {5, []})), inspect(results)
+      report = Checker.report(checker)
+      assert report.violations == []
+      assert report.grants == 45
+      tokens = Enum.map(report.tokens, &elem(&1, 0))
+      assert tokens == Enum.sort(tokens) and length(Enum.uniq(tokens)) == 45
+      # Every contender key is gone.
+      assert {:ok, [], 0, false} =
+               Store.range(@store, Lock.contenders_prefix("l/mutex"), prefix: true)
+    end
+
+    test "try_lock fails at once while the lock is held; fun raising releases", %{
+      nodes: [a, b, _]
+    } do
+      me = self()
+
+      holder =
+        spawn(fn ->
+          Lock.lock(@store, "l/try", 5_000, fn token ->
+            send(me, {:holding, token})
+
+            receive do
+              :release -> :ok
+            end
+          end)
+
+          send(me, :released)
+        end)
+
+      assert_receive {:holding, t1}, 10_000
+      assert {:error, :locked} = on(b, Coord, :try_lock_token, [@store, "l/try", 5_000])
+      send(holder, :release)
+      assert_receive :released, 10_000
+      assert {:ok, t2} = on(b, Coord, :try_lock_token, [@store, "l/try", 5_000])
+      assert t2 > t1
+
+      assert_raise RuntimeError, fn ->
+        Lock.lock(@store, "l/try", 5_000, fn -> raise "inside" end)
+      end
+
+      assert {:ok, t3} = on(a, Coord, :try_lock_token, [@store, "l/try", 5_000])
+      assert t3 > t2
+    end
+
+    test "a holder that dies releases at once (not after its TTL)", %{nodes: [a, b, _]} do
+      me = self()
+      ttl = 60_000
+
+      holder = Node.spawn(a, Coord, :hold_lock, [@store, "l/dead", ttl, me])
+      assert_receive {:holding, t1}, 10_000
+
+      waiter =
+        Task.async(fn -> on(b, Coord, :lock_token, [@store, "l/dead", ttl, [timeout: 50_000]]) end)
+
+      Process.sleep(300)
+      assert Task.yield(waiter, 0) == nil
+      Process.exit(holder, :kill)
+      # Granted well before the 60 s TTL could have run out.
+      assert {:ok, t2} = Task.await(waiter, 20_000)
+      assert t2 > t1
+    end
+
+    test "bad arguments raise" do
+      assert_raise ArgumentError, fn -> Lock.lock(@store, "", 1_000, fn -> :ok end) end
+      assert_raise ArgumentError, fn -> Lock.lock(@store, "k", 5, fn -> :ok end) end
+      assert_raise ArgumentError, fn -> Lock.lock(@store, "k", 1_000, fn _, _ -> :ok end) end
+      assert_raise ArgumentError, fn -> Lock.lock(@store, "k", 1_000, fn -> :ok end, nope: 1) end
+    end
+  end
+
+  describe "election" do
+    test "claim, wait by watch, stop hands over; handlers, subscribers, leader watch",
+         %{nodes: [a, b, _]} do
+      {:ok, _watcher} = Election.watch(@store, :e1)
+      assert_receive {:synod_election_leader, :e1, nil, %{leader: nil}}, 5_000
+
+      ca = on(a, Coord, :candidate, [@store, :e1, "A", 2_000, self()])
+      cb = on(b, Coord, :candidate, [@store, :e1, "B", 2_000, self()])
+      assert :ok = Election.start(ca)
+      assert :ok = Election.start(ca)
+      assert_receive {:claimed, "A", token_a, []}, 10_000
+      assert_receive {:synod_election, :e1, "A", {:elected, ^token_a}}
+      assert Election.leader?(ca)
+      assert {:ok, "A"} = Election.leader(@store, :e1)
+
+      assert_receive {:synod_election_leader, :e1, %{leader: nil},
+                      %{leader: "A", token: ^token_a}},
+                     5_000
+
+      :ok = Election.start(cb)
+      # B waits; A keeps renewing past several TTLs.
+      Process.sleep(2_500)
+      assert Election.leader?(ca) and not Election.leader?(cb)
+      refute_received {:claimed, "B", _, _}
+
+      :ok = Election.stop(ca)
+      :ok = Election.stop(ca)
+      refute Election.leader?(ca)
+      assert_receive {:synod_election, :e1, "A", {:deposed, ^token_a, :stopped}}
+      assert_receive {:claimed, "B", token_b, []}, 10_000
+      assert token_b > token_a
+      assert Election.leader?(cb)
+
+      # The seat is deleted, then B's claim creates it: two changes.
+      assert_receive {:synod_election_leader, :e1, %{leader: "A"}, %{leader: nil}}, 5_000
+
+      assert_receive {:synod_election_leader, :e1, %{leader: nil},
+                      %{leader: "B", token: ^token_b}},
+                     5_000
+
+      # Started again, A waits behind B.
+      :ok = Election.start(ca)
+      Process.sleep(300)
+      refute Election.leader?(ca)
+      :ok = Election.stop(cb)
+      assert_receive {:claimed, "A", token_a2, []}, 10_000
+      assert token_a2 > token_b
+      :ok = Election.stop(ca)
+      assert {:ok, nil} = Election.leader(@store, :e1)
+    end
+
+    test "a candidate restarted with the same id rediscovers its claim", %{nodes: [a, _, _]} do
+      c1 = on(a, Coord, :candidate, [@store, :e2, "R", 5_000, self()])
+      :ok = Election.start(c1)
+      assert_receive {:claimed, "R", token, []}, 10_000
+      # The candidate process dies without releasing; its lease lives on.
+      on(a, Process, :exit, [c1.pid, :kill])
+      refute Election.leader?(c1)
+      c2 = on(a, Coord, :candidate, [@store, :e2, "R", 5_000, self()])
+      :ok = Election.start(c2)
+      assert_receive {:claimed, "R", ^token, []}, 10_000
+      assert Election.leader?(c2)
+      :ok = Election.stop(c2)
+    end
+
+    test "a paused leader's leader? is false before anyone else is granted", %{nodes: [a, b, _]} do
+      ttl = 1_000
+      ca = on(a, Coord, :candidate, [@store, :e3, "P", ttl, self()])
+      :ok = Election.start(ca)
+      assert_receive {:claimed, "P", token_p, []}, 10_000
+      # Q's claim handler reads P's leader? the moment Q is granted.
+      cq = on(b, Coord, :candidate, [@store, :e3, "Q", ttl, self(), [ca]])
+      :ok = Election.start(cq)
+      Process.sleep(ttl)
+      assert Election.leader?(ca)
+      suspender = on(a, Coord, :suspend, [ca.pid])
+      # Suspended, P renews nothing: its deadline is fixed from now on.
+      until = on(a, Coord, :leader_until_shared, [ca])
+      assert is_integer(until)
+      assert_receive {:claimed, "Q", token_q, [false]}, 15_000
+      assert_receive {:claimed_at, "Q", ^token_q, granted_at}
+      assert granted_at >= until
+      assert token_q > token_p
+      send(suspender, :resume)
+      # P learns it lost: deposed, and waits behind Q.
+      assert_receive {:synod_election, :e3, "P", {:deposed, ^token_p, _}}, 10_000
+      refute Election.leader?(ca)
+      :ok = Election.stop(cq)
+      assert_receive {:claimed, "P", _, []}, 10_000
+      :ok = Election.stop(ca)
+    end
+  end
+end
