@@ -82,13 +82,9 @@ defmodule Synod.CoordFailoverTest do
     assert last > report.last
   end
 
-  # Synod.Raft.command resends a command after the leader's node went down
-  # (:no_member) or dropped it (:dropped), although the first copy may have
-  # been committed: a compare-and-swap whose first copy was applied then
-  # fails its compare, and transform/4 computes again from its own write
-  # (the counter ends one higher than the increments made). Needs
-  # exactly-once commands in the driver (see docs/coordination.md).
-  @tag :known_flaky
+  # Synod.Raft.command resends a command when the leader's node went down
+  # mid-call; its request id makes the group apply it once (docs/raft.md),
+  # so a compare-and-swap never fails against its own first copy.
   test "transforms while the store's leader is killed: acknowledged once, none lost",
        %{store: s, nodes: nodes, leader: leader} do
     [f1, f2] = nodes -- [leader]
