@@ -364,8 +364,7 @@ defmodule Synod.Raft.Member do
 
       {hard_state, snapshot, entries, msgs, committed, events, reads} ->
         state
-        |> persist(hard_state, snapshot, entries)
-        |> send_all(msgs)
+        |> persist_and_send(hard_state, snapshot, entries, msgs, events)
         |> restore(snapshot)
         |> apply_all(committed)
         |> notify(events)
@@ -373,6 +372,27 @@ defmodule Synod.Raft.Member do
         |> drain()
     end
   end
+
+  # raft.h: persist, then send. One exception, for the leader's own appends
+  # (Raft thesis §10.2.1): a Ready made entirely while leading (no role
+  # change in it, no snapshot, no new term or vote) holds only appends and
+  # heartbeats, which promise nothing about this member's disk, so they go
+  # out first and the followers write while we write. The leader counts its
+  # own copy towards a commit only when it handles a follower's answer, and
+  # this process handles nothing before persist/4 has returned: no entry is
+  # committed on the strength of a copy not yet on this disk.
+  defp persist_and_send(state, hs, snapshot, entries, msgs, events) do
+    if state.view.role == :leader and events == [] and snapshot == nil and
+         same_term_and_vote?(state, hs) do
+      state |> send_all(msgs) |> persist(hs, nil, entries)
+    else
+      state |> persist(hs, snapshot, entries) |> send_all(msgs)
+    end
+  end
+
+  defp same_term_and_vote?(_state, nil), do: true
+  defp same_term_and_vote?(%{view: %{term: term}}, {term, _vote, _commit}), do: true
+  defp same_term_and_vote?(_state, _hs), do: false
 
   defp persist(state, hs, nil, entries) do
     storage = Storage.write(state.storage, Enum.map(entries, &entry_map/1), hs && hs_map(hs))
