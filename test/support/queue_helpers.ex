@@ -1,0 +1,151 @@
+defmodule Synod.Test.Queue do
+  @moduledoc false
+  # Helpers for the queue and task-store tests and bench: a store on real
+  # peers, and the producer/consumer/worker loops that run on those peers
+  # (closures sent to peers must come from compiled modules).
+
+  alias Synod.{Queue, Tasks}
+
+  @doc "Starts `count` peers and a store on them; returns a map for the test (stop with `stop/1`)."
+  def start_store(prefix, opts \\ []) do
+    count = Keyword.get(opts, :count, 3)
+    dir = Path.join(System.tmp_dir!(), "synod-#{prefix}-#{System.unique_integer([:positive])}")
+    peers = Synod.LocalCluster.start(count, prefix: prefix)
+    nodes = Enum.map(peers, &elem(&1, 1))
+    store = :"#{prefix}#{System.unique_integer([:positive])}"
+    :ok = Synod.Store.start(store, nodes, dir, Keyword.get(opts, :store_opts, []))
+    leader = Synod.Test.Raft.wait_leader(store, nodes)
+    %{peers: peers, nodes: nodes, store: store, leader: leader, dir: dir}
+  end
+
+  @doc "Stops what `start_store/2` started."
+  def stop(%{peers: peers, dir: dir}) do
+    Synod.LocalCluster.stop(peers)
+    File.rm_rf(dir)
+  end
+
+  @doc "Runs `fun(args...)` of this module on `node`."
+  def on(node, fun, args, timeout \\ 60_000), do: :erpc.call(node, __MODULE__, fun, args, timeout)
+
+  # -- queue loops (run on peers) --
+
+  @doc """
+  Enqueues `"<tag>-<i>"` for i in 1..n; returns `{acknowledged, failed}`:
+  `[{value, revision}]` of the enqueues that returned ok, and the values whose
+  enqueue returned an error (their outcome is unknown).
+  """
+  def produce(queue, tag, n, pause_ms \\ 0) do
+    results =
+      for i <- 1..n do
+        value = "#{tag}-#{i}"
+        if pause_ms > 0, do: Process.sleep(pause_ms)
+
+        case Queue.enqueue(queue, value, nil, timeout: 3_000) do
+          {:ok, _key, rev} -> {:ok, value, rev}
+          {:error, _} -> {:error, value}
+        end
+      end
+
+    {for({:ok, v, r} <- results, do: {v, r}), for({:error, v} <- results, do: v)}
+  end
+
+  @doc """
+  Dequeues until no value came for `idle_ms`; returns the items in the order
+  received. With `vis`, acknowledged mode: each item is acked, and only the
+  items whose ack succeeded are returned (with a count of failed acks).
+  """
+  def consume(queue, idle_ms, vis \\ nil), do: consume(queue, idle_ms, vis, [], 0)
+
+  defp consume(queue, idle_ms, vis, acc, failed) do
+    opts = if vis, do: [visibility_timeout: vis, timeout: 3_000], else: [timeout: 3_000]
+
+    case Queue.dequeue(queue, idle_ms, opts) do
+      {:ok, item} when vis == nil ->
+        consume(queue, idle_ms, vis, [item | acc], failed)
+
+      {:ok, item} ->
+        case Queue.ack(queue, item.receipt, timeout: 3_000) do
+          :ok -> consume(queue, idle_ms, vis, [item | acc], failed)
+          {:error, _} -> consume(queue, idle_ms, vis, acc, failed + 1)
+        end
+
+      {:error, :empty} ->
+        %{items: Enum.reverse(acc), failed: failed}
+
+      {:error, _} ->
+        consume(queue, idle_ms, vis, acc, failed + 1)
+    end
+  end
+
+  # -- task loops (run on peers) --
+
+  @doc "Creates `n` tasks of `topic` in batches of 32; returns their ids."
+  def create_many(store, topic, n, prefix) do
+    1..n
+    |> Enum.chunk_every(32)
+    |> Enum.flat_map(fn chunk ->
+      attrs =
+        for i <- chunk, do: %{id: "#{prefix}-#{String.pad_leading("#{i}", 6, "0")}", topic: topic}
+
+      {:ok, tasks} = Tasks.create_tasks(store, attrs, timeout: 10_000)
+      Enum.map(tasks, & &1.id)
+    end)
+  end
+
+  @doc "Pages through every task matching `filters`; returns the ids in order and the page count."
+  def list_all(store, filters, limit) do
+    Stream.unfold(%{limit: limit}, fn
+      nil ->
+        nil
+
+      cursor ->
+        {:ok, tasks, next} = Tasks.list_tasks(store, filters, cursor, timeout: 10_000)
+        {Enum.map(tasks, & &1.id), next}
+    end)
+    |> Enum.to_list()
+    |> then(&{List.flatten(&1), length(&1)})
+  end
+
+  @doc """
+  A worker function for tests: sends `{:ran, node, task_id, self()}` to
+  `report`, then sleeps the task data's `:sleep` ms (default 0) and returns
+  its `:result` (default `:ok`).
+  """
+  def work(task, report) do
+    data = task.data || %{}
+    send(report, {:ran, node(), task.id, self()})
+    Process.sleep(Map.get(data, :sleep, 0))
+    Map.get(data, :result, :ok)
+  end
+
+  @doc """
+  Starts task workers on this node under a supervisor held by a process of
+  its own (so it outlives the :erpc call); returns `{holder, [worker_pid]}`.
+  Stop with `send(holder, :stop)`.
+  """
+  def start_workers(opts_list) do
+    parent = self()
+
+    holder =
+      spawn(fn ->
+        children =
+          opts_list
+          |> Enum.with_index()
+          |> Enum.map(fn {o, i} -> Supervisor.child_spec({Tasks.Worker, o}, id: i) end)
+
+        {:ok, sup} = Supervisor.start_link(children, strategy: :one_for_one)
+        pids = for {_, pid, _, _} <- Supervisor.which_children(sup), do: pid
+        send(parent, {:workers, self(), pids})
+
+        receive do
+          :stop -> Supervisor.stop(sup)
+        end
+      end)
+
+    receive do
+      {:workers, ^holder, pids} -> {holder, pids}
+    after
+      10_000 -> raise "workers did not start"
+    end
+  end
+end
