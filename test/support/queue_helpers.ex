@@ -108,14 +108,42 @@ defmodule Synod.Test.Queue do
 
   @doc """
   A worker function for tests: sends `{:ran, node, task_id, self()}` to
-  `report`, then sleeps the task data's `:sleep` ms (default 0) and returns
-  its `:result` (default `:ok`).
+  `report`, then sleeps `data[:sleep][node()]` ms (default 0) and returns
+  `data[:result]` (default `:ok`); `data[:snooze_once]` ms snoozes a task
+  that was never snoozed.
   """
   def work(task, report) do
-    data = task.data || %{}
+    data = if is_map(task.data), do: task.data, else: %{}
     send(report, {:ran, node(), task.id, self()})
-    Process.sleep(Map.get(data, :sleep, 0))
-    Map.get(data, :result, :ok)
+    Process.sleep(get_in(data, [:sleep, node()]) || 0)
+
+    cond do
+      data[:snooze_once] && task.snooze_ms == nil -> {:snooze, data[:snooze_once]}
+      true -> Map.get(data, :result, :ok)
+    end
+  end
+
+  @doc """
+  Suspends `pid` (on this node) from a process of its own, since a
+  suspension ends with the process that made it; returns that process.
+  `send(holder, :resume)` resumes.
+  """
+  def pause(pid) do
+    parent = self()
+
+    holder =
+      spawn(fn ->
+        true = :erlang.suspend_process(pid)
+        send(parent, {:paused, self()})
+
+        receive do
+          :resume -> :erlang.resume_process(pid)
+        end
+      end)
+
+    receive do
+      {:paused, ^holder} -> holder
+    end
   end
 
   @doc """
