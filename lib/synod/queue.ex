@@ -50,8 +50,8 @@ defmodule Synod.Queue do
 
   @typedoc "A store group name and a queue name."
   @type queue :: {atom(), binary()}
-  @typedoc "Proof of a claim in acknowledged mode: the value's sequence number and the lease."
-  @type receipt :: {:receipt, pos_integer(), pos_integer()}
+  @typedoc "Proof of a claim in acknowledged mode: the value's key suffix and the claim's lease."
+  @type receipt :: {:receipt, binary(), pos_integer()}
   @typedoc """
   A dequeued value: its key, value, `revision` (the enqueue's revision),
   `dequeue_revision` (the revision of the txn that took or claimed it) and
@@ -81,17 +81,22 @@ defmodule Synod.Queue do
 
     with {:ok, lease} <- value_lease(store, ttl, call) do
       put_opts = if lease, do: [lease: lease], else: []
-      items = items(name)
+      # The key is the sequence number and a token of this call: the token
+      # recognises this enqueue's own write if the store applied it unheard.
+      token = :rand.bytes(8)
+      key = fn seq -> items(name) <> Recipe.seq_suffix(seq) <> token end
+      build = fn seq -> {[], [{:put, key.(seq), value, put_opts}], 1, [{:range, key.(seq)}]} end
 
-      case Recipe.append(
-             store,
-             counter(name),
-             fn seq -> {[], [{:put, items <> Recipe.seq_suffix(seq), value, put_opts}], 1} end,
-             [],
-             call
-           ) do
-        {:ok, rev, seq, _} ->
-          {:ok, items <> Recipe.seq_suffix(seq), rev}
+      landed = fn [{:range, kvs, _, _}], _seq ->
+        case kvs do
+          [%{create_revision: rev}] -> {:ok, rev}
+          [] -> false
+        end
+      end
+
+      case Recipe.append(store, counter(name), build, landed, call) do
+        {:ok, rev, seq} ->
+          {:ok, key.(seq), rev}
 
         other ->
           Recipe.drop_lease(store, lease, call)
@@ -165,8 +170,8 @@ defmodule Synod.Queue do
   end
 
   defp take(%{vis: nil} = s, kv) do
-    seq = Recipe.seq_of(kv.key, items(s.name))
-    compares = [{:mod_revision, kv.key, :==, kv.mod_revision}, {:absent, claim_key(s.name, seq)}]
+    claim = claim_key(s.name, Recipe.suffix(kv.key, items(s.name)))
+    compares = [{:mod_revision, kv.key, :==, kv.mod_revision}, {:absent, claim}]
 
     case Store.txn(s.store, compares, [{:delete, kv.key}], [], s.call) do
       {:ok, rev, true, _} -> {:ok, item(kv, rev, nil)}
@@ -178,15 +183,27 @@ defmodule Synod.Queue do
   defp take(s, kv) do
     with {:ok, s} <- fresh_lease(s) do
       {lease, _} = s.lease
-      seq = Recipe.seq_of(kv.key, items(s.name))
-      claim = claim_key(s.name, seq)
+      suffix = Recipe.suffix(kv.key, items(s.name))
+      claim = claim_key(s.name, suffix)
       compares = [{:mod_revision, kv.key, :==, kv.mod_revision}, {:absent, claim}]
+      put = [{:put, claim, "", [lease: lease]}]
 
-      case Store.txn(s.store, compares, [{:put, claim, "", [lease: lease]}], [], s.call) do
-        {:ok, rev, true, _} -> {:ok, item(kv, rev, {:receipt, seq, lease})}
-        {:ok, _, false, _} -> take(s)
-        {:error, :lease_not_found} -> take(%{s | lease: nil}, kv)
-        error -> give_up(s, error)
+      case Store.txn(s.store, compares, put, [{:range, claim}], s.call) do
+        {:ok, rev, true, _} ->
+          {:ok, item(kv, rev, {:receipt, suffix, lease})}
+
+        # The claim is ours: the store applied this txn before, unheard.
+        {:ok, _, false, [{:range, [%{lease: ^lease, mod_revision: rev}], _, _}]} ->
+          {:ok, item(kv, rev, {:receipt, suffix, lease})}
+
+        {:ok, _, false, _} ->
+          take(s)
+
+        {:error, :lease_not_found} ->
+          take(%{s | lease: nil}, kv)
+
+        error ->
+          give_up(s, error)
       end
     end
   end
@@ -219,12 +236,12 @@ defmodule Synod.Queue do
   @spec ack(queue(), receipt(), keyword()) :: :ok | {:error, :expired | term()}
   def ack(queue, receipt, opts \\ [])
 
-  def ack(queue, {:receipt, seq, lease}, opts)
-      when is_integer(seq) and seq > 0 and is_integer(lease) and lease > 0 do
+  def ack(queue, {:receipt, suffix, lease}, opts)
+      when is_binary(suffix) and byte_size(suffix) == 16 and is_integer(lease) and lease > 0 do
     {store, name} = queue!(queue)
     call = Recipe.call_opts(Recipe.options!(opts, [:timeout]))
-    claim = claim_key(name, seq)
-    item = items(name) <> Recipe.seq_suffix(seq)
+    claim = claim_key(name, suffix)
+    item = items(name) <> suffix
 
     case Store.txn(
            store,
@@ -238,7 +255,14 @@ defmodule Synod.Queue do
         :ok
 
       {:ok, _, false, _} ->
-        {:error, :expired}
+        # Only an ack with this lease removes its claim, and only expiry
+        # ends the lease: if the lease still lives, this ack was applied
+        # before, unheard.
+        case Store.revoke(store, lease, call) do
+          {:ok, _} -> :ok
+          {:error, :lease_not_found} -> {:error, :expired}
+          error -> error
+        end
 
       error ->
         error
@@ -259,12 +283,13 @@ defmodule Synod.Queue do
          do: {:ok, count}
   end
 
-  # ---- layout: synod/q/<name segment> then i<seq> values, c<seq> claims, n counter ----
+  # ---- layout: synod/q/<name segment> then i<seq><token> values, c<seq><token> claims,
+  #      n the counter ----
 
   defp root(name), do: "synod/q/" <> Recipe.segment(name)
   defp items(name), do: root(name) <> "i"
   defp claims(name), do: root(name) <> "c"
-  defp claim_key(name, seq), do: claims(name) <> Recipe.seq_suffix(seq)
+  defp claim_key(name, suffix), do: claims(name) <> suffix
   defp counter(name), do: root(name) <> "n"
 
   defp queue!({store, name}) when is_atom(store) and store != nil,

@@ -114,7 +114,7 @@ defmodule Synod.Tasks do
       do: raise(ArgumentError, "create_tasks: two tasks have the same id")
 
     build = fn first ->
-      placed = Enum.with_index(tasks, fn t, i -> %{t | seq: first + i} end)
+      placed = place(tasks, first)
 
       ops =
         Enum.flat_map(placed, fn t ->
@@ -125,14 +125,26 @@ defmodule Synod.Tasks do
           ]
         end)
 
-      {Enum.map(tasks, &{:absent, rec_key(&1.id)}), ops, length(tasks)}
+      compares = Enum.map(tasks, &{:absent, rec_key(&1.id)})
+      {compares, ops, length(tasks), Enum.map(tasks, &{:range, rec_key(&1.id)})}
     end
 
-    reads = Enum.map(tasks, &{:range, rec_key(&1.id), keys_only: true})
+    # The records as this call wrote them: the store applied it unheard.
+    landed = fn results, first ->
+      case results do
+        [{:range, [kv], _, _} | _] ->
+          if decode(kv) == %{hd(place(tasks, first)) | record_ver: kv.mod_revision},
+            do: {:ok, kv.mod_revision},
+            else: false
 
-    case Recipe.append(store, counter(topic), build, reads, call) do
-      {:ok, rev, first, _} ->
-        {:ok, Enum.with_index(tasks, fn t, i -> %{t | seq: first + i, record_ver: rev} end)}
+        _ ->
+          false
+      end
+    end
+
+    case Recipe.append(store, counter(topic), build, landed, call) do
+      {:ok, rev, first} ->
+        {:ok, Enum.map(place(tasks, first), &%{&1 | record_ver: rev})}
 
       {:refused, results} ->
         taken = for {{:range, [_ | _], _, _}, t} <- Enum.zip(results, tasks), do: t.id
@@ -142,6 +154,8 @@ defmodule Synod.Tasks do
         error
     end
   end
+
+  defp place(tasks, first), do: Enum.with_index(tasks, fn t, i -> %{t | seq: first + i} end)
 
   defp new_task(attrs, now) when is_list(attrs), do: new_task(Map.new(attrs), now)
 

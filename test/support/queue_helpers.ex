@@ -52,9 +52,10 @@ defmodule Synod.Test.Queue do
   @doc """
   Dequeues until no value came for `idle_ms`; returns the items in the order
   received. With `vis`, acknowledged mode: each item is acked, and only the
-  items whose ack succeeded are returned (with a count of failed acks).
+  items whose ack succeeded are in `items`; `failed` has `{value, error}`
+  for the others (dequeue errors too, with value nil).
   """
-  def consume(queue, idle_ms, vis \\ nil), do: consume(queue, idle_ms, vis, [], 0)
+  def consume(queue, idle_ms, vis \\ nil), do: consume(queue, idle_ms, vis, [], [])
 
   defp consume(queue, idle_ms, vis, acc, failed) do
     opts = if vis, do: [visibility_timeout: vis, timeout: 3_000], else: [timeout: 3_000]
@@ -66,14 +67,14 @@ defmodule Synod.Test.Queue do
       {:ok, item} ->
         case Queue.ack(queue, item.receipt, timeout: 3_000) do
           :ok -> consume(queue, idle_ms, vis, [item | acc], failed)
-          {:error, _} -> consume(queue, idle_ms, vis, acc, failed + 1)
+          {:error, e} -> consume(queue, idle_ms, vis, acc, [{item.value, e} | failed])
         end
 
       {:error, :empty} ->
-        %{items: Enum.reverse(acc), failed: failed}
+        %{items: Enum.reverse(acc), failed: Enum.reverse(failed)}
 
-      {:error, _} ->
-        consume(queue, idle_ms, vis, acc, failed + 1)
+      {:error, e} ->
+        consume(queue, idle_ms, vis, acc, [{nil, e} | failed])
     end
   end
 

@@ -28,13 +28,18 @@ defmodule Synod.Queue.Recipe do
   @spec seq_suffix(pos_integer()) :: binary()
   def seq_suffix(seq), do: <<seq::64>>
 
-  @doc "The sequence number a key of `prefix` carries."
+  @doc "The sequence number a key of `prefix` carries (its first 8 bytes after the prefix)."
   @spec seq_of(binary(), binary()) :: pos_integer()
   def seq_of(key, prefix) do
     size = byte_size(prefix)
-    <<^prefix::binary-size(size), seq::64>> = key
+    <<^prefix::binary-size(size), seq::64, _::binary>> = key
     seq
   end
+
+  @doc "What follows `prefix` in `key`."
+  @spec suffix(binary(), binary()) :: binary()
+  def suffix(key, prefix),
+    do: binary_part(key, byte_size(prefix), byte_size(key) - byte_size(prefix))
 
   @doc "A name given to a public function: a binary of 1..`max` bytes."
   @spec name!(term(), String.t(), pos_integer()) :: binary()
@@ -70,34 +75,41 @@ defmodule Synod.Queue.Recipe do
 
   @doc """
   Appends one or more entries under the next sequence numbers of `counter`
-  in one txn. `build.(first_seq)` returns `{compares, ops, count}`: extra
-  compares that must hold, the writes, and how many sequence numbers they
-  used. The counter is compared on its mod_revision, so two appends never
-  get the same numbers and the numbers follow revision order.
+  in one txn. `build.(first_seq)` returns `{compares, ops, count, reads}`:
+  extra compares that must hold, the writes, how many sequence numbers they
+  use, and reads for the failure branch. The counter is compared on its
+  mod_revision, so two appends never get the same numbers and the numbers
+  follow revision order.
 
-  Returns `{:ok, revision, first_seq, op_results}`, `{:refused, op_results}`
-  when one of the extra compares failed (the failure branch's reads, after
-  the counter's), or `{:error, reason}`.
+  A txn can be applied although its caller never heard (the store then
+  answers a later, identical txn with a failed compare): `landed.(results,
+  first_seq)` looks at the failure branch's reads (after the counter's)
+  and returns `{:ok, revision}` when they show this append's own writes,
+  else false.
+
+  Returns `{:ok, revision, first_seq}`, `{:refused, results}` when one of
+  the extra compares failed, or `{:error, reason}`.
   """
   @spec append(
           atom(),
           binary(),
-          (pos_integer() -> {list(), list(), pos_integer()}),
-          [Command.op()],
+          (pos_integer() -> {list(), list(), pos_integer(), [Command.op()]}),
+          (list(), pos_integer() -> {:ok, pos_integer()} | false),
           keyword()
         ) ::
-          {:ok, pos_integer(), pos_integer(), list()} | {:refused, list()} | {:error, term()}
-  def append(store, counter, build, failure_reads, opts) do
+          {:ok, pos_integer(), pos_integer()} | {:refused, list()} | {:error, term()}
+  def append(store, counter, build, landed, opts) do
     cache = {__MODULE__, store, counter}
     {mod, last} = Process.get(cache, {0, 0})
-    do_append(store, counter, build, failure_reads, opts, cache, mod, last, 0)
+    do_append(store, counter, {build, landed}, opts, cache, mod, last, 0)
   end
 
-  defp do_append(_store, _counter, _build, _reads, _opts, _cache, _mod, _last, 1_000),
+  defp do_append(_store, _counter, _funs, _opts, _cache, _mod, _last, 1_000),
     do: {:error, :contention}
 
-  defp do_append(store, counter, build, reads, opts, cache, mod, last, tries) do
-    {compares, ops, count} = build.(last + 1)
+  defp do_append(store, counter, {build, landed} = funs, opts, cache, mod, last, tries) do
+    first = last + 1
+    {compares, ops, count, reads} = build.(first)
 
     result =
       Store.txn(
@@ -109,19 +121,18 @@ defmodule Synod.Queue.Recipe do
       )
 
     case result do
-      {:ok, rev, true, results} ->
+      {:ok, rev, true, _} ->
         Process.put(cache, {rev, last + count})
-        {:ok, rev, last + 1, tl(results)}
+        {:ok, rev, first}
 
       {:ok, _rev, false, [{:range, kvs, _, _} | rest]} ->
         {mod2, last2} = counter_state(kvs)
+        Process.put(cache, {mod2, last2})
 
-        if mod2 == mod do
-          # The counter held: an extra compare failed.
-          Process.put(cache, {mod2, last2})
-          {:refused, rest}
-        else
-          do_append(store, counter, build, reads, opts, cache, mod2, last2, tries + 1)
+        case landed.(rest, first) do
+          {:ok, rev} -> {:ok, rev, first}
+          false when mod2 == mod -> {:refused, rest}
+          false -> do_append(store, counter, funs, opts, cache, mod2, last2, tries + 1)
         end
 
       {:error, _} = error ->
@@ -152,16 +163,13 @@ defmodule Synod.Queue.Recipe do
 
     with {:ok, rev, true, [{:range, ikvs, _, imore}, {:range, ckvs, _, cmore}]} <-
            Store.txn(store, [], ops, [], opts) do
-      isz = byte_size(items)
-      csz = byte_size(claims)
-      suffix = fn kv, size -> binary_part(kv.key, size, byte_size(kv.key) - size) end
-      claimed = MapSet.new(ckvs, &suffix.(&1, csz))
+      claimed = MapSet.new(ckvs, &suffix(&1.key, claims))
       # Claims past the last one read are unknown: only items up to it count.
-      known = if cmore, do: suffix.(List.last(ckvs), csz), else: nil
+      known = if cmore, do: suffix(List.last(ckvs).key, claims), else: nil
 
       free =
         Enum.find(ikvs, fn kv ->
-          s = suffix.(kv, isz)
+          s = suffix(kv.key, items)
           (known == nil or s <= known) and not MapSet.member?(claimed, s)
         end)
 
@@ -173,7 +181,7 @@ defmodule Synod.Queue.Recipe do
           {:none, rev}
 
         true ->
-          last_item = if imore, do: suffix.(List.last(ikvs), isz)
+          last_item = if imore, do: suffix(List.last(ikvs).key, items)
           first_free(store, items, claims, min_suffix(last_item, known), opts)
       end
     end
