@@ -148,7 +148,7 @@ defmodule Synod.Queue do
 
   defp take(s) do
     case Recipe.first_free(s.store, items(s.name), claims(s.name), s.call) do
-      {:ok, kv, _rev} ->
+      {:ok, kv} ->
         take(s, kv)
 
       {:none, rev} ->

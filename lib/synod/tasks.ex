@@ -282,7 +282,7 @@ defmodule Synod.Tasks do
   defp candidate(store, topic, pid, ms, call) do
     prefix = active_prefix(topic)
 
-    with {:ok, akv, _rev} <- Recipe.first_free(store, prefix, lease_prefix(topic), call) do
+    with {:ok, akv} <- Recipe.first_free(store, prefix, lease_prefix(topic), call) do
       probe = %Task{id: akv.value, topic: topic, seq: Recipe.seq_of(akv.key, prefix)}
 
       case read_view(store, probe, call) do

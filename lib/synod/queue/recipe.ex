@@ -147,22 +147,37 @@ defmodule Synod.Queue.Recipe do
   # ---- first free entry ----
 
   @doc """
-  The lowest key under `items` whose suffix has no key under `claims`, read
-  in consistent txns: `{:ok, item_kv, revision}` or `{:none, revision}` (the
-  store's revision at the read, to watch from).
+  The lowest key under `items` whose suffix has no key under `claims`:
+  `{:ok, item_kv}`, or `{:none, revision}` with a revision to watch from
+  (every change after it is seen by a watch `from: revision + 1`).
+
+  Reads are linearizable range queries (read-index, no log write): items
+  first, then claims, so an item is taken as free only if it had no claim
+  when the claims were read. The txn that takes it compares both again.
+  When nothing is free, the store's revision is read first and the scan
+  repeated, so nothing that came before the revision is missed.
   """
   @spec first_free(atom(), binary(), binary(), keyword()) ::
-          {:ok, map(), non_neg_integer()} | {:none, non_neg_integer()} | {:error, term()}
-  def first_free(store, items, claims, opts), do: first_free(store, items, claims, nil, opts)
+          {:ok, map()} | {:none, non_neg_integer()} | {:error, term()}
+  def first_free(store, items, claims, opts) do
+    with :none <- scan(store, items, claims, nil, opts),
+         {:ok, rev} <- Store.revision(store, opts),
+         :none <- scan(store, items, claims, nil, opts) do
+      {:none, rev}
+    end
+  end
 
-  defp first_free(store, items, claims, after_suffix, opts) do
-    ops = [
-      {:range, from(items, after_suffix), range_end: Command.prefix_end(items), limit: @page},
-      {:range, from(claims, after_suffix), range_end: Command.prefix_end(claims), limit: @page}
-    ]
+  defp scan(store, items, claims, after_suffix, opts) do
+    page = fn prefix ->
+      Store.range(
+        store,
+        from(prefix, after_suffix),
+        [range_end: Command.prefix_end(prefix), limit: @page] ++ opts
+      )
+    end
 
-    with {:ok, rev, true, [{:range, ikvs, _, imore}, {:range, ckvs, _, cmore}]} <-
-           Store.txn(store, [], ops, [], opts) do
+    with {:ok, ikvs, _, imore} <- page.(items),
+         {:ok, ckvs, _, cmore} <- page.(claims) do
       claimed = MapSet.new(ckvs, &suffix(&1.key, claims))
       # Claims past the last one read are unknown: only items up to it count.
       known = if cmore, do: suffix(List.last(ckvs).key, claims), else: nil
@@ -175,14 +190,14 @@ defmodule Synod.Queue.Recipe do
 
       cond do
         free != nil ->
-          {:ok, free, rev}
+          {:ok, free}
 
         not imore and known == nil ->
-          {:none, rev}
+          :none
 
         true ->
           last_item = if imore, do: suffix(List.last(ikvs).key, items)
-          first_free(store, items, claims, min_suffix(last_item, known), opts)
+          scan(store, items, claims, min_suffix(last_item, known), opts)
       end
     end
   end
