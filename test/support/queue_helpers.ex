@@ -177,4 +177,88 @@ defmodule Synod.Test.Queue do
       10_000 -> raise "workers did not start"
     end
   end
+
+  # -- for bench/queue_bench.exs (run on a peer) --
+
+  @doc "Microseconds of each of `n` enqueue + dequeue pairs on `queue`."
+  def pairs(queue, n) do
+    for i <- 1..n do
+      timed(fn ->
+        {:ok, _, _} = Queue.enqueue(queue, "v#{i}")
+        {:ok, _} = Queue.dequeue(queue, 5_000)
+      end)
+    end
+  end
+
+  @doc "Microseconds of each of `n` raw store put + delete pairs (the baseline)."
+  def raw_pairs(store, n) do
+    for i <- 1..n do
+      key = "bench/raw/#{i}"
+
+      timed(fn ->
+        {:ok, _, _} = Synod.Store.put(store, key, "v#{i}")
+        {:ok, _, 1, _} = Synod.Store.delete(store, key)
+      end)
+    end
+  end
+
+  @doc "Microseconds of each of `n` reserve + terminate cycles on `topic` (tasks created first)."
+  def cycles(store, topic, n) do
+    create_many(store, topic, n, "bench-#{topic}")
+
+    for _ <- 1..n do
+      timed(fn ->
+        {:ok, %Tasks.Task{} = t} = Tasks.reserve_task(store, topic, self())
+        {:ok, _} = Tasks.terminate(store, t, self())
+      end)
+    end
+  end
+
+  @doc "Runs `fun.(client_index)` in `clients` processes at once; returns wall microseconds."
+  def concurrently(clients, fun) do
+    timed(fn ->
+      1..clients |> Enum.map(&Task.async(fn -> fun.(&1) end)) |> Task.await_many(600_000)
+    end)
+  end
+
+  @doc "`pairs/2` from `clients` processes at once on one queue: pairs per second."
+  def pair_rate(queue, clients, per_client),
+    do: rate(clients * per_client, concurrently(clients, fn _ -> pairs(queue, per_client) end))
+
+  @doc "`raw_pairs/2` from `clients` processes at once (distinct keys): pairs per second."
+  def raw_rate(store, clients, per_client) do
+    us =
+      concurrently(clients, fn c ->
+        for i <- 1..per_client do
+          key = "bench/raw/#{c}/#{i}"
+          {:ok, _, _} = Synod.Store.put(store, key, "v")
+          {:ok, _, 1, _} = Synod.Store.delete(store, key)
+        end
+      end)
+
+    rate(clients * per_client, us)
+  end
+
+  @doc "`cycles/3` from `clients` processes at once on one topic: cycles per second."
+  def cycle_rate(store, topic, clients, per_client) do
+    create_many(store, topic, clients * per_client, "bench-#{topic}")
+
+    us =
+      concurrently(clients, fn _ ->
+        for _ <- 1..per_client do
+          {:ok, %Tasks.Task{} = t} = Tasks.reserve_task(store, topic, self())
+          {:ok, _} = Tasks.terminate(store, t, self())
+        end
+      end)
+
+    rate(clients * per_client, us)
+  end
+
+  defp rate(count, us), do: round(count / (us / 1_000_000))
+
+  defp timed(fun) do
+    t0 = System.monotonic_time(:microsecond)
+    fun.()
+    System.monotonic_time(:microsecond) - t0
+  end
 end
