@@ -143,9 +143,13 @@ defmodule Synod.Raft do
   """
   @spec command(group(), term(), keyword()) :: {:ok, term()} | {:error, term()}
   def command(group, command, opts \\ []) do
+    # One id for every attempt: the group applies the command once however
+    # often a lost answer makes us send it again.
+    request = {:command, command, make_ref()}
+
     if Keyword.get(opts, :local, false),
-      do: call(node(), group, {:command, command}, Keyword.get(opts, :timeout, 5_000)),
-      else: to_leader(group, {:command, command}, opts)
+      do: call(node(), group, request, Keyword.get(opts, :timeout, 5_000)),
+      else: to_leader(group, request, opts)
   end
 
   @doc """
@@ -330,9 +334,11 @@ defmodule Synod.Raft do
           Process.sleep(min(10, left))
           route(dest, request, next_target(group, target, tried), deadline, [target | tried])
 
-        {:error, reason} when reason in [:no_member, :dropped] ->
-          # This member is gone, or lost the entry with its leadership: try
-          # again shortly, at another member if this one is gone.
+        {:error, reason} when reason in [:no_member, :dropped, :unknown_outcome] ->
+          # This member is gone (maybe mid-call), or lost the entry with its
+          # leadership: try again shortly, at another member if this one is
+          # gone. Safe for commands: their request id makes the group apply
+          # each at most once, and a retry gets the first result.
           Process.sleep(min(10, left))
           route(dest, request, next_target(group, target, tried), deadline, [target | tried])
 

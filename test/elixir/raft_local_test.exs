@@ -40,6 +40,25 @@ defmodule Synod.RaftLocalTest do
     assert Synod.leader(g) == nil and not Synod.leader?(g)
   end
 
+  test "a command retried under its request id is applied once, also after a snapshot and a restart",
+       %{group: g, dir: dir} do
+    {:ok, _} = start(g, dir, snapshot_every: 5)
+    Wait.until(fn -> Synod.leader?(g) end)
+    member = Raft.member_name(g)
+    id = make_ref()
+    assert {:ok, 1} = GenServer.call(member, {:command, {:incr, :n, 1}, id})
+    assert {:ok, 1} = GenServer.call(member, {:command, {:incr, :n, 1}, id})
+    # Past a snapshot (every 5 entries), and after a restart from disk.
+    for _ <- 1..10, do: {:ok, _} = Raft.command(g, {:incr, :other, 1})
+    assert {:ok, 1} = GenServer.call(member, {:command, {:incr, :n, 1}, id})
+    :ok = Raft.stop_member(g)
+    {:ok, _} = start(g, dir, snapshot_every: 5)
+    Wait.until(fn -> Synod.leader?(g) end)
+    assert {:ok, 1} = GenServer.call(member, {:command, {:incr, :n, 1}, id})
+    assert {:ok, 2} = Raft.command(g, {:incr, :n, 1})
+    assert Path.wildcard(Path.join(dir, "snapshot.*")) != []
+  end
+
   @tag :capture_log
   test "watches: filters, replacement, isolation of slow and crashing functions", %{group: g} do
     {:ok, w} = Raft.Watches.start_link(name: g)

@@ -28,10 +28,12 @@ defmodule Synod.Raft.Member do
   # to the member registered as `Synod.Raft.member_name(Group)` on the
   # target node. Log entries of type normal hold `term_to_binary` of
   #
-  #   {:c, Command}          a command for the state machine
+  #   {:c, Command, RequestId}  a command for the state machine; RequestId
+  #                             (a ref made once per Synod.Raft.command/3
+  #                             call) makes retries apply it only once
   #   {:peer, Id, Node}      the node of a member id (before adding it)
   #
-  # Snapshot data is `term_to_binary({NodeOfId, MachineSnapshot})`.
+  # Snapshot data is `term_to_binary({NodeOfId, Sessions, MachineSnapshot})`.
 
   use GenServer
   require Logger
@@ -39,6 +41,8 @@ defmodule Synod.Raft.Member do
   alias Synod.Raft.{Info, Storage, Watches}
 
   @entry_normal 0
+  # Request ids (and results) remembered for retries.
+  @sessions_max 20_000
   @entry_conf 2
 
   defstruct [
@@ -61,6 +65,7 @@ defmodule Synod.Raft.Member do
     node_of: %{},
     connecting: %{},
     subscribers: %{},
+    sessions: nil,
     notified: 0,
     pending: %{},
     reads: %{},
@@ -82,7 +87,8 @@ defmodule Synod.Raft.Member do
     id = Synod.Raft.member_id(node())
 
     with {:ok, storage, recovered} <- open_storage(opts[:data_dir]),
-         {:ok, machine_state, node_of, applied} <- recover_machine(recovered, machine, arg),
+         {:ok, machine_state, node_of, sessions, applied} <-
+           recover_machine(recovered, machine, arg),
          {:ok, raft} <- new_raft(id, opts, recovered, applied) do
       :ok = :net_kernel.monitor_nodes(true)
       voter_nodes = Map.new(opts[:voters] || [], &{Synod.Raft.member_id(&1), &1})
@@ -102,6 +108,7 @@ defmodule Synod.Raft.Member do
         fast_failover: opts[:fast_failover],
         watches: Watches.name(group),
         applied: applied,
+        sessions: sessions,
         node_of: voter_nodes |> Map.merge(node_of) |> Map.put(id, node())
       }
 
@@ -122,11 +129,12 @@ defmodule Synod.Raft.Member do
     end
   end
 
-  defp recover_machine(%{snapshot: nil}, machine, arg), do: {:ok, machine.init(arg), %{}, 0}
+  defp recover_machine(%{snapshot: nil}, machine, arg),
+    do: {:ok, machine.init(arg), %{}, {%{}, :queue.new()}, 0}
 
   defp recover_machine(%{snapshot: snap}, machine, arg) do
-    {node_of, machine_snapshot} = :erlang.binary_to_term(snap.data)
-    {:ok, machine.restore(machine_snapshot, arg), node_of, snap.index}
+    {node_of, sessions, machine_snapshot} = :erlang.binary_to_term(snap.data)
+    {:ok, machine.restore(machine_snapshot, arg), node_of, sessions, snap.index}
   end
 
   defp new_raft(id, opts, recovered, applied) do
@@ -227,8 +235,11 @@ defmodule Synod.Raft.Member do
   end
 
   @impl true
-  def handle_call({:command, cmd}, from, state) do
-    propose(state, :erlang.term_to_binary({:c, cmd}), from)
+  def handle_call({:command, cmd, request_id}, from, state) do
+    case state.sessions do
+      {%{^request_id => result}, _} -> {:reply, {:ok, result}, state}
+      _ -> propose(state, :erlang.term_to_binary({:c, cmd, request_id}), from)
+    end
   end
 
   def handle_call({:peer, id, node}, from, state) do
@@ -443,7 +454,7 @@ defmodule Synod.Raft.Member do
   defp restore(state, nil), do: state
 
   defp restore(state, {index, _term, _voters, _learners, data}) do
-    {node_of, machine_snapshot} = :erlang.binary_to_term(data)
+    {node_of, sessions, machine_snapshot} = :erlang.binary_to_term(data)
 
     # Proposals the snapshot covers can no longer be matched to a result.
     {covered, pending} = Enum.split_with(state.pending, fn {i, _} -> i <= index end)
@@ -454,6 +465,7 @@ defmodule Synod.Raft.Member do
       | pending: Map.new(pending),
         machine_state: state.machine.restore(machine_snapshot, state.machine_arg),
         node_of: Map.merge(state.node_of, node_of),
+        sessions: sessions,
         applied: index,
         since_snapshot: 0
     }
@@ -488,7 +500,38 @@ defmodule Synod.Raft.Member do
     end
   end
 
-  defp apply_normal(state, index, term, {:c, cmd}) do
+  # A command is applied once per request id: a client that retries (its
+  # leader died mid-call, its entry was dropped) gets the first result.
+  defp apply_normal(state, index, term, {:c, cmd, request_id}) do
+    case state.sessions do
+      {%{^request_id => result}, _} ->
+        {state, result}
+
+      _ ->
+        {state, result} = run_machine(state, index, term, cmd)
+        {remember(state, request_id, result), result}
+    end
+  end
+
+  defp apply_normal(state, _index, _term, {:peer, id, node}) do
+    {learn_node(state, id, node), :ok}
+  end
+
+  # The results of the last @sessions_max requests, part of every snapshot,
+  # so every member answers a retry the same way.
+  defp remember(%{sessions: {results, order}} = state, request_id, result) do
+    order = :queue.in(request_id, order)
+    results = Map.put(results, request_id, result)
+
+    if map_size(results) > @sessions_max do
+      {{:value, oldest}, order} = :queue.out(order)
+      %{state | sessions: {Map.delete(results, oldest), order}}
+    else
+      %{state | sessions: {results, order}}
+    end
+  end
+
+  defp run_machine(state, index, term, cmd) do
     try do
       {ms, result} = state.machine.apply(%{index: index, term: term}, cmd, state.machine_state)
       {%{state | machine_state: ms}, result}
@@ -503,10 +546,6 @@ defmodule Synod.Raft.Member do
 
         {state, {:error, {:apply_failed, kind, reason}}}
     end
-  end
-
-  defp apply_normal(state, _index, _term, {:peer, id, node}) do
-    {learn_node(state, id, node), :ok}
   end
 
   defp learn_node(%{node_of: node_of} = state, id, node) do
@@ -594,7 +633,10 @@ defmodule Synod.Raft.Member do
     do: state
 
   defp maybe_snapshot(state) do
-    data = :erlang.term_to_binary({state.node_of, state.machine.snapshot(state.machine_state)})
+    data =
+      :erlang.term_to_binary(
+        {state.node_of, state.sessions, state.machine.snapshot(state.machine_state)}
+      )
 
     case :synod_nif.raft_compact(state.raft, state.applied, data) do
       {:ok, {index, term, voters, learners}, after_} ->
