@@ -63,8 +63,8 @@ defmodule Synod.Demo.Tasks do
     dir = Path.join(System.tmp_dir!(), "synod-demo-tasks-#{System.unique_integer([:positive])}")
 
     try do
+      # Until the store has a leader, calls wait in the Raft router.
       :ok = Synod.Store.start(@store, nodes, dir)
-      wait_leader(nodes)
       [{mod, bin}] = Code.compile_quoted(@remote, "demo/sections/tasks.exs")
 
       for n <- nodes,
@@ -181,18 +181,6 @@ defmodule Synod.Demo.Tasks do
 
   defp snoozer_runs(runs),
     do: Enum.count(runs, fn {_, id} -> String.starts_with?(id, "snoozer") end)
-
-  defp wait_leader(nodes, deadline \\ System.monotonic_time(:millisecond) + 15_000) do
-    case Enum.uniq(Enum.map(nodes, &:erpc.call(&1, Synod.Raft, :leader, [@store]))) do
-      [leader] when leader != nil ->
-        leader
-
-      _ ->
-        if System.monotonic_time(:millisecond) > deadline, do: raise("demo: no leader in 15 s")
-        Process.sleep(5)
-        wait_leader(nodes, deadline)
-    end
-  end
 
   defp short(node), do: node |> Atom.to_string() |> String.split("@") |> hd()
   defp section(title), do: IO.puts("\n== #{title} ==")
