@@ -1,0 +1,303 @@
+defmodule Synod.Queue do
+  @moduledoc """
+  FIFO queues on a replicated store (`Synod.Store`): strictly in revision
+  order, each value to exactly one consumer.
+
+  A queue is `{store, name}`: the store's group name (an atom) and a name
+  (a binary of 1..255 bytes). Queues need no creation; one store holds any
+  number of them. Values are binaries (use `:erlang.term_to_binary/1` for
+  terms).
+
+      {:ok, _key, rev} = Synod.Queue.enqueue({:jobs, "mail"}, "hello")
+      {:ok, %{value: "hello", revision: ^rev}} = Synod.Queue.dequeue({:jobs, "mail"}, 5_000)
+
+  ## Two modes
+
+    * **Plain** (`dequeue(queue, timeout)`): the value is deleted by the
+      txn that hands it out, so it goes to exactly one consumer and never
+      comes back. If that txn's outcome is unknown (`{:error, :timeout}`
+      from the store, e.g. during a leader change) the value may be gone
+      without anyone having it: *at most once*.
+    * **Acknowledged** (`dequeue(queue, timeout, visibility_timeout: ms)`):
+      the value is claimed by a key on a fresh store lease of `ms` and stays
+      in the queue; `ack(queue, receipt)` deletes it, on the condition that
+      the claim is still held under that lease (the lease id is a fencing
+      token). If the consumer does not ack in time, the store's leader
+      expires the lease, the claim vanishes and the value is handed out
+      again, ahead of every newer value: *at least once*. A lease lives at
+      least `ms` (a new leader restarts every countdown).
+
+  ## Order
+
+  `enqueue` gives a value the next sequence number of its queue by a
+  compare-and-swap on the queue's counter in the same txn, so the keys of a
+  queue sort in the order the enqueues were committed (their revisions).
+  `dequeue` returns the oldest value that is not claimed. In plain mode the
+  values are therefore taken strictly in revision order across all
+  consumers: `dequeue_revision` order equals `revision` order. In
+  acknowledged mode a value whose claim expired comes back at its old place,
+  so it may be handed out after newer ones were.
+
+  `dequeue` blocks on a store watch of the queue (no polling) until a value
+  is there or `timeout` ms have passed. Concurrent producers of one queue
+  contend on its counter (losers retry at once with the counter's new
+  state, read in the same round trip); concurrent consumers contend on the
+  oldest value. docs/coordination.md has the key layout and the figures.
+  """
+
+  alias Synod.Queue.Recipe
+  alias Synod.Store
+
+  @typedoc "A store group name and a queue name."
+  @type queue :: {atom(), binary()}
+  @typedoc "Proof of a claim in acknowledged mode: the value's key suffix and the claim's lease."
+  @type receipt :: {:receipt, binary(), pos_integer()}
+  @typedoc """
+  A dequeued value: its key, value, `revision` (the enqueue's revision),
+  `dequeue_revision` (the revision of the txn that took or claimed it) and
+  `receipt` (nil in plain mode).
+  """
+  @type item :: %{
+          key: binary(),
+          value: binary(),
+          revision: pos_integer(),
+          dequeue_revision: pos_integer(),
+          receipt: receipt() | nil
+        }
+
+  @doc """
+  Appends `value` to `queue`. With `ttl` (ms) the value is deleted if still
+  queued when a store lease of that TTL expires. Options: `timeout:` per
+  store call (default 5000 ms). Returns the value's key and the revision
+  the enqueue was committed at.
+  """
+  @spec enqueue(queue(), binary(), pos_integer() | nil, keyword()) ::
+          {:ok, binary(), pos_integer()} | {:error, term()}
+  def enqueue(queue, value, ttl \\ nil, opts \\ []) do
+    {store, name} = queue!(queue)
+    unless is_binary(value), do: raise(ArgumentError, "a queue value must be a binary")
+    ttl = if ttl == nil, do: nil, else: Recipe.ms!(ttl, "ttl")
+    call = Recipe.call_opts(Recipe.options!(opts, [:timeout]))
+
+    with {:ok, lease} <- value_lease(store, ttl, call) do
+      put_opts = if lease, do: [lease: lease], else: []
+      # The key is the sequence number and a token of this call: the token
+      # recognises this enqueue's own write if the store applied it unheard.
+      token = :rand.bytes(8)
+      key = fn seq -> items(name) <> Recipe.seq_suffix(seq) <> token end
+      build = fn seq -> {[], [{:put, key.(seq), value, put_opts}], 1, [{:range, key.(seq)}]} end
+
+      landed = fn [{:range, kvs, _, _}], _seq ->
+        case kvs do
+          [%{create_revision: rev}] -> {:ok, rev}
+          [] -> false
+        end
+      end
+
+      case Recipe.append(store, counter(name), build, landed, call) do
+        {:ok, rev, seq} ->
+          {:ok, key.(seq), rev}
+
+        other ->
+          Recipe.drop_lease(store, lease, call)
+          error(other)
+      end
+    end
+  end
+
+  defp value_lease(_store, nil, _call), do: {:ok, nil}
+
+  defp value_lease(store, ttl, call) do
+    with {:ok, id, _} <- Store.grant(store, ttl, call), do: {:ok, id}
+  end
+
+  @doc """
+  Takes the oldest value of `queue`, waiting up to `timeout` ms (or
+  `:infinity`; 0 does not wait) for one to arrive. Returns
+  `{:error, :empty}` when none came in time.
+
+  Options: `visibility_timeout:` ms selects acknowledged mode (the item
+  carries a `receipt` for `ack/3`); `timeout:` per store call (default
+  5000 ms).
+  """
+  @spec dequeue(queue(), non_neg_integer() | :infinity, keyword()) ::
+          {:ok, item()} | {:error, :empty | term()}
+  def dequeue(queue, timeout, opts \\ []) do
+    {store, name} = queue!(queue)
+
+    unless timeout == :infinity or (is_integer(timeout) and timeout >= 0),
+      do: raise(ArgumentError, "timeout must be a non-negative integer or :infinity")
+
+    opts = Recipe.options!(opts, [:visibility_timeout, :timeout])
+
+    vis =
+      case Keyword.get(opts, :visibility_timeout) do
+        nil -> nil
+        ms -> Recipe.ms!(ms, "visibility_timeout")
+      end
+
+    take(%{
+      store: store,
+      name: name,
+      vis: vis,
+      lease: nil,
+      call: Recipe.call_opts(opts),
+      deadline: Recipe.deadline(timeout)
+    })
+  end
+
+  defp take(s) do
+    case Recipe.first_free(s.store, items(s.name), claims(s.name), s.call) do
+      {:ok, kv} ->
+        take(s, kv)
+
+      {:none, rev} ->
+        case Recipe.await_change(s.store, root(s.name), rev, s.deadline, s.call) do
+          :changed ->
+            take(s)
+
+          :timeout ->
+            Recipe.drop_lease(s.store, s.lease && elem(s.lease, 0), s.call)
+            {:error, :empty}
+
+          error ->
+            give_up(s, error)
+        end
+
+      error ->
+        give_up(s, error)
+    end
+  end
+
+  defp take(%{vis: nil} = s, kv) do
+    claim = claim_key(s.name, Recipe.suffix(kv.key, items(s.name)))
+    compares = [{:mod_revision, kv.key, :==, kv.mod_revision}, {:absent, claim}]
+
+    case Store.txn(s.store, compares, [{:delete, kv.key}], [], s.call) do
+      {:ok, rev, true, _} -> {:ok, item(kv, rev, nil)}
+      {:ok, _, false, _} -> take(s)
+      error -> error
+    end
+  end
+
+  defp take(s, kv) do
+    with {:ok, s} <- fresh_lease(s) do
+      {lease, _} = s.lease
+      suffix = Recipe.suffix(kv.key, items(s.name))
+      claim = claim_key(s.name, suffix)
+      compares = [{:mod_revision, kv.key, :==, kv.mod_revision}, {:absent, claim}]
+      put = [{:put, claim, "", [lease: lease]}]
+
+      case Store.txn(s.store, compares, put, [{:range, claim}], s.call) do
+        {:ok, rev, true, _} ->
+          {:ok, item(kv, rev, {:receipt, suffix, lease})}
+
+        # The claim is ours: the store applied this txn before, unheard.
+        {:ok, _, false, [{:range, [%{lease: ^lease, mod_revision: rev}], _, _}]} ->
+          {:ok, item(kv, rev, {:receipt, suffix, lease})}
+
+        {:ok, _, false, _} ->
+          take(s)
+
+        {:error, :lease_not_found} ->
+          take(%{s | lease: nil}, kv)
+
+        error ->
+          give_up(s, error)
+      end
+    end
+  end
+
+  defp fresh_lease(s) do
+    with {:ok, lease} <- Recipe.fresh_lease(s.store, s.lease, s.vis, s.call),
+         do: {:ok, %{s | lease: lease}}
+  end
+
+  defp give_up(s, error) do
+    Recipe.drop_lease(s.store, s.lease && elem(s.lease, 0), s.call)
+    error
+  end
+
+  defp item(kv, rev, receipt),
+    do: %{
+      key: kv.key,
+      value: kv.value,
+      revision: kv.create_revision,
+      dequeue_revision: rev,
+      receipt: receipt
+    }
+
+  @doc """
+  Acknowledges a value taken in acknowledged mode: deletes it if the claim
+  of `receipt` is still held. `{:error, :expired}` when the visibility
+  timeout ran out first (the value was or will be handed out again).
+  Options: `timeout:` per store call.
+  """
+  @spec ack(queue(), receipt(), keyword()) :: :ok | {:error, :expired | term()}
+  def ack(queue, receipt, opts \\ [])
+
+  def ack(queue, {:receipt, suffix, lease}, opts)
+      when is_binary(suffix) and byte_size(suffix) == 16 and is_integer(lease) and lease > 0 do
+    {store, name} = queue!(queue)
+    call = Recipe.call_opts(Recipe.options!(opts, [:timeout]))
+    claim = claim_key(name, suffix)
+    item = items(name) <> suffix
+
+    case Store.txn(
+           store,
+           [{:lease, claim, :==, lease}],
+           [{:delete, claim}, {:delete, item}],
+           [],
+           call
+         ) do
+      {:ok, _, true, _} ->
+        Recipe.drop_lease(store, lease, call)
+        :ok
+
+      {:ok, _, false, _} ->
+        # Only an ack with this lease removes its claim, and only expiry
+        # ends the lease: if the lease still lives, this ack was applied
+        # before, unheard.
+        case Store.revoke(store, lease, call) do
+          {:ok, _} -> :ok
+          {:error, :lease_not_found} -> {:error, :expired}
+          error -> error
+        end
+
+      error ->
+        error
+    end
+  end
+
+  def ack(_queue, receipt, _opts),
+    do: raise(ArgumentError, "not a queue receipt: #{inspect(receipt)}")
+
+  @doc "How many values `queue` holds, claimed ones included (a linearizable count)."
+  @spec count(queue(), keyword()) :: {:ok, non_neg_integer()} | {:error, term()}
+  def count(queue, opts \\ []) do
+    {store, name} = queue!(queue)
+    call = Recipe.call_opts(Recipe.options!(opts, [:timeout]))
+
+    with {:ok, _, count, _} <-
+           Store.range(store, items(name), [prefix: true, count_only: true] ++ call),
+         do: {:ok, count}
+  end
+
+  # ---- layout: synod/q/<name segment> then i<seq><token> values, c<seq><token> claims,
+  #      n the counter ----
+
+  defp root(name), do: "synod/q/" <> Recipe.segment(name)
+  defp items(name), do: root(name) <> "i"
+  defp claims(name), do: root(name) <> "c"
+  defp claim_key(name, suffix), do: claims(name) <> suffix
+  defp counter(name), do: root(name) <> "n"
+
+  defp queue!({store, name}) when is_atom(store) and store != nil,
+    do: {store, Recipe.name!(name, "a queue name", 255)}
+
+  defp queue!(other),
+    do: raise(ArgumentError, "a queue is {store_name_atom, name_binary}, got: #{inspect(other)}")
+
+  defp error({:refused, _}), do: {:error, :refused}
+  defp error(error), do: error
+end

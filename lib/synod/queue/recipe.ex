@@ -1,0 +1,297 @@
+defmodule Synod.Queue.Recipe do
+  @moduledoc false
+  # The key-layout recipes `Synod.Queue` and `Synod.Tasks` share, built on
+  # `Synod.Store` transactions, leases and watches only (docs/coordination.md
+  # explains the layouts). Nothing here keeps state between calls except a
+  # per-process cache of sequence counters, which is only a hint: every use
+  # of it is checked by a compare in the txn that uses it.
+  #
+  #   * sequenced append: entries of one sequence get keys
+  #     `<prefix><seq::64>`, seq = 1, 2, 3 ... assigned by a compare-and-swap
+  #     on a counter key inside the txn that writes the entry, so key order
+  #     is commit (revision) order;
+  #   * first free entry: the lowest entry key `<items><suffix>` that has no
+  #     twin `<claims><suffix>` (a claim is a key on a store lease, so it
+  #     vanishes when the lease expires);
+  #   * await change: block on a watch of a prefix, never poll.
+
+  alias Synod.Store
+  alias Synod.Store.Command
+
+  @page 64
+
+  @doc "A name as a self-delimiting key segment: 16-bit length, then the bytes."
+  @spec segment(binary()) :: binary()
+  def segment(name), do: <<byte_size(name)::16, name::binary>>
+
+  @doc "The 8-byte, bytewise-sortable suffix of sequence number `seq`."
+  @spec seq_suffix(pos_integer()) :: binary()
+  def seq_suffix(seq), do: <<seq::64>>
+
+  @doc "The sequence number a key of `prefix` carries (its first 8 bytes after the prefix)."
+  @spec seq_of(binary(), binary()) :: pos_integer()
+  def seq_of(key, prefix) do
+    size = byte_size(prefix)
+    <<^prefix::binary-size(size), seq::64, _::binary>> = key
+    seq
+  end
+
+  @doc "What follows `prefix` in `key`."
+  @spec suffix(binary(), binary()) :: binary()
+  def suffix(key, prefix),
+    do: binary_part(key, byte_size(prefix), byte_size(key) - byte_size(prefix))
+
+  @doc "A name given to a public function: a binary of 1..`max` bytes."
+  @spec name!(term(), String.t(), pos_integer()) :: binary()
+  def name!(name, _what, max) when is_binary(name) and byte_size(name) in 1..max, do: name
+
+  def name!(name, what, max),
+    do: raise(ArgumentError, "#{what} must be a binary of 1..#{max} bytes, got: #{inspect(name)}")
+
+  @doc "A positive integer of milliseconds (at most 2^40, the store's lease limit)."
+  @spec ms!(term(), String.t()) :: pos_integer()
+  def ms!(ms, _what) when is_integer(ms) and ms >= 1 and ms <= 1_099_511_627_776, do: ms
+
+  def ms!(ms, what),
+    do:
+      raise(ArgumentError, "#{what} must be an integer of milliseconds >= 1, got: #{inspect(ms)}")
+
+  @doc "`opts` if it is a keyword list of `known` options; else ArgumentError naming the bad one."
+  @spec options!(term(), [atom()]) :: keyword()
+  def options!(opts, known) do
+    unless Keyword.keyword?(opts), do: raise(ArgumentError, "options must be a keyword list")
+
+    case Enum.find(opts, fn {k, _} -> k not in known end) do
+      nil -> opts
+      {k, _} -> raise ArgumentError, "unknown option #{inspect(k)}; known: #{inspect(known)}"
+    end
+  end
+
+  @doc "The store call options out of a function's options (only `timeout:`)."
+  @spec call_opts(keyword()) :: keyword()
+  def call_opts(opts), do: [timeout: Keyword.get(opts, :timeout, 5_000)]
+
+  # ---- sequenced append ----
+
+  @doc """
+  Appends one or more entries under the next sequence numbers of `counter`
+  in one txn. `build.(first_seq)` returns `{compares, ops, count, reads}`:
+  extra compares that must hold, the writes, how many sequence numbers they
+  use, and reads for the failure branch. The counter is compared on its
+  mod_revision, so two appends never get the same numbers and the numbers
+  follow revision order.
+
+  A txn can be applied although its caller never heard (the store then
+  answers a later, identical txn with a failed compare): `landed.(results,
+  first_seq)` looks at the failure branch's reads (after the counter's)
+  and returns `{:ok, revision}` when they show this append's own writes,
+  else false.
+
+  Returns `{:ok, revision, first_seq}`, `{:refused, results}` when one of
+  the extra compares failed, or `{:error, reason}`.
+  """
+  @spec append(
+          atom(),
+          binary(),
+          (pos_integer() -> {list(), list(), pos_integer(), [Command.op()]}),
+          (list(), pos_integer() -> {:ok, pos_integer()} | false),
+          keyword()
+        ) ::
+          {:ok, pos_integer(), pos_integer()} | {:refused, list()} | {:error, term()}
+  def append(store, counter, build, landed, opts) do
+    cache = {__MODULE__, store, counter}
+    {mod, last} = Process.get(cache, {0, 0})
+    do_append(store, counter, {build, landed}, opts, cache, mod, last, 0)
+  end
+
+  defp do_append(_store, _counter, _funs, _opts, _cache, _mod, _last, 1_000),
+    do: {:error, :contention}
+
+  defp do_append(store, counter, {build, landed} = funs, opts, cache, mod, last, tries) do
+    first = last + 1
+    {compares, ops, count, reads} = build.(first)
+
+    result =
+      Store.txn(
+        store,
+        [{:mod_revision, counter, :==, mod} | compares],
+        [{:put, counter, <<last + count::64>>} | ops],
+        [{:range, counter} | reads],
+        opts
+      )
+
+    case result do
+      {:ok, rev, true, _} ->
+        Process.put(cache, {rev, last + count})
+        {:ok, rev, first}
+
+      {:ok, _rev, false, [{:range, kvs, _, _} | rest]} ->
+        {mod2, last2} = counter_state(kvs)
+        Process.put(cache, {mod2, last2})
+
+        case landed.(rest, first) do
+          {:ok, rev} -> {:ok, rev, first}
+          false when mod2 == mod -> {:refused, rest}
+          false -> do_append(store, counter, funs, opts, cache, mod2, last2, tries + 1)
+        end
+
+      {:error, _} = error ->
+        Process.delete(cache)
+        error
+    end
+  end
+
+  defp counter_state([]), do: {0, 0}
+  defp counter_state([%{mod_revision: mod, value: <<last::64>>}]), do: {mod, last}
+
+  # ---- first free entry ----
+
+  @doc """
+  The lowest key under `items` whose suffix has no key under `claims`:
+  `{:ok, item_kv}`, or `{:none, revision}` with a revision to watch from
+  (every change after it is seen by a watch `from: revision + 1`).
+
+  Reads are linearizable range queries (read-index, no log write): items
+  first, then claims, so an item is taken as free only if it had no claim
+  when the claims were read. The txn that takes it compares both again.
+  When nothing is free, the store's revision is read first and the scan
+  repeated, so nothing that came before the revision is missed.
+  """
+  @spec first_free(atom(), binary(), binary(), keyword()) ::
+          {:ok, map()} | {:none, non_neg_integer()} | {:error, term()}
+  def first_free(store, items, claims, opts) do
+    with :none <- scan(store, items, claims, nil, opts),
+         {:ok, rev} <- Store.revision(store, opts),
+         :none <- scan(store, items, claims, nil, opts) do
+      {:none, rev}
+    end
+  end
+
+  defp scan(store, items, claims, after_suffix, opts) do
+    page = fn prefix ->
+      Store.range(
+        store,
+        from(prefix, after_suffix),
+        [range_end: Command.prefix_end(prefix), limit: @page] ++ opts
+      )
+    end
+
+    with {:ok, ikvs, _, imore} <- page.(items),
+         {:ok, ckvs, _, cmore} <- page.(claims) do
+      claimed = MapSet.new(ckvs, &suffix(&1.key, claims))
+      # Claims past the last one read are unknown: only items up to it count.
+      known = if cmore, do: suffix(List.last(ckvs).key, claims), else: nil
+
+      free =
+        Enum.find(ikvs, fn kv ->
+          s = suffix(kv.key, items)
+          (known == nil or s <= known) and not MapSet.member?(claimed, s)
+        end)
+
+      cond do
+        free != nil ->
+          {:ok, free}
+
+        not imore and known == nil ->
+          :none
+
+        true ->
+          last_item = if imore, do: suffix(List.last(ikvs).key, items)
+          scan(store, items, claims, min_suffix(last_item, known), opts)
+      end
+    end
+  end
+
+  defp from(prefix, nil), do: prefix
+  defp from(prefix, suffix), do: prefix <> suffix <> <<0>>
+
+  defp min_suffix(nil, b), do: b
+  defp min_suffix(a, nil), do: a
+  defp min_suffix(a, b), do: min(a, b)
+
+  # ---- waiting ----
+
+  @doc """
+  Blocks until some key under `prefix` changes after `revision`, or until
+  `deadline` (a `System.monotonic_time(:millisecond)` value, or `:infinity`).
+  Returns `:changed` (also when the watch ended: the caller reads again) or
+  `:timeout`.
+  """
+  @spec await_change(atom(), binary(), non_neg_integer(), integer() | :infinity, keyword()) ::
+          :changed | :timeout | {:error, term()}
+  def await_change(store, prefix, revision, deadline, opts) do
+    case Store.watch(store, prefix, [prefix: true, from: revision + 1] ++ opts) do
+      {:ok, ref} ->
+        result =
+          receive do
+            {:synod_watch, ^ref, _} -> :changed
+            {:DOWN, ^ref, :process, _, _} -> :changed
+          after
+            remaining(deadline) -> :timeout
+          end
+
+        stop_watch(store, ref)
+        result
+
+      {:error, _} = error ->
+        error
+    end
+  end
+
+  @doc "Ends a watch and drops whatever it already delivered to this process."
+  @spec stop_watch(atom(), reference()) :: :ok
+  def stop_watch(store, ref) do
+    Store.unwatch(store, ref)
+    Process.demonitor(ref, [:flush])
+    flush_watch(ref)
+  end
+
+  defp flush_watch(ref) do
+    receive do
+      {:synod_watch, ^ref, _} -> flush_watch(ref)
+    after
+      0 -> :ok
+    end
+  end
+
+  @doc "Milliseconds left until `deadline` (0 when past), for `receive ... after`."
+  @spec remaining(integer() | :infinity) :: non_neg_integer() | :infinity
+  def remaining(:infinity), do: :infinity
+  def remaining(deadline), do: max(0, deadline - System.monotonic_time(:millisecond))
+
+  @doc "The deadline `ms` from now (`:infinity` stays)."
+  @spec deadline(non_neg_integer() | :infinity) :: integer() | :infinity
+  def deadline(:infinity), do: :infinity
+  def deadline(ms), do: System.monotonic_time(:millisecond) + ms
+
+  @doc """
+  A lease of `ttl` for a claim about to be made: `current` (`{id,
+  granted_at}` or nil) if it was granted less than a quarter of `ttl` ago,
+  else a new one (the old one revoked). A claim so gets nearly its whole
+  TTL even after lost races.
+  """
+  @spec fresh_lease(atom(), {pos_integer(), integer()} | nil, pos_integer(), keyword()) ::
+          {:ok, {pos_integer(), integer()}} | {:error, term()}
+  def fresh_lease(store, {id, granted} = current, ttl, opts) do
+    if System.monotonic_time(:millisecond) - granted < div(ttl, 4) do
+      {:ok, current}
+    else
+      drop_lease(store, id, opts)
+      fresh_lease(store, nil, ttl, opts)
+    end
+  end
+
+  def fresh_lease(store, nil, ttl, opts) do
+    with {:ok, id, _} <- Store.grant(store, ttl, opts),
+         do: {:ok, {id, System.monotonic_time(:millisecond)}}
+  end
+
+  @doc "Best-effort revoke of a lease nobody needs any more (it would expire anyway)."
+  @spec drop_lease(atom(), non_neg_integer() | nil, keyword()) :: :ok
+  def drop_lease(_store, id, _opts) when id in [nil, 0], do: :ok
+
+  def drop_lease(store, id, opts) do
+    _ = Store.revoke(store, id, opts)
+    :ok
+  end
+end

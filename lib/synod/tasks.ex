@@ -1,0 +1,732 @@
+defmodule Synod.Tasks do
+  @moduledoc """
+  A task store with leases on a replicated store (`Synod.Store`): tasks are
+  created under a topic, reserved by workers under a store lease, kept
+  alive, snoozed, failed or terminated, following one status machine
+  (`Synod.Tasks.Rules`):
+
+      :starting -> :running | :failed | :terminated
+      :running  -> :failed | :snoozed | :terminated | :starting
+      :snoozed  -> :starting | :failed | :terminated
+
+  Every function takes the store's group name first.
+
+      {:ok, task} = Synod.Tasks.create_task(:jobs, %{topic: "mail", data: %{to: "a@b"}})
+      {:ok, task} = Synod.Tasks.reserve_task(:jobs, "mail", self(), lease_ms: 10_000)
+      {:ok, _}    = Synod.Tasks.extend_lease(:jobs, task, self())
+      {:ok, done} = Synod.Tasks.terminate(:jobs, task, self())
+      :terminated = done.status
+
+  `Synod.Tasks.Worker` runs this loop for you under a supervisor.
+
+  ## Time
+
+  A running task's lease is a store lease: the store's leader counts it
+  down on its monotonic clock and, when it runs out, deletes the task's
+  lease key through the log. A snooze is a store lease too. A task whose
+  lease key vanished reads as `:starting` and can be reserved again; the
+  old owner's calls then fail with `:lease_expired` (nobody reserved it
+  since) or `:wrong_owner` (somebody did). No sweeper races the workers,
+  and no worker's clock decides anything. `extend_lease/4` restarts the
+  countdown and answers only once the leader confirmed it still leads.
+
+  ## Every change is one conditional txn
+
+  A change reads the record and its lease key in one txn, decides with
+  `Synod.Tasks.Rules.plan/3` (transition table, owner, record version),
+  and writes in one txn that compares the record's mod_revision
+  (`record_ver`) and the lease key's lease to what was read. A refused
+  change returns `{:error, reason}` and writes nothing; a txn that lost a
+  race writes nothing and is decided again on a fresh read. Reasons:
+  `:no_task_found`, `:already_done` (failed or terminated), `:wrong_owner`,
+  `:lease_expired`, `:record_changed` (`revoke_lease/4`) and
+  `{:invalid_transition, from, to}`.
+
+  The caller of `snooze/5`, `fail/5` and `terminate/4` must be the task's
+  owner: the pid holding a running task's lease, or `nil` for a task
+  nobody holds (`:starting` or `:snoozed`), so that `terminate(store, id,
+  nil)` cancels a task before it runs.
+
+  A task can be passed as its id or as a `Synod.Tasks.Task` read before: a
+  struct saves one read (its topic and place locate its lease key), and
+  nothing else in it is trusted.
+
+  docs/coordination.md has the key layout, the txn of each transition and
+  the figures.
+  """
+
+  alias Synod.Queue.Recipe
+  alias Synod.Store
+  alias Synod.Store.Command
+  alias Synod.Tasks.{Rules, Task}
+
+  @root "synod/t/"
+  @max_batch 32
+  @read_chunk 60
+  @default_lease_ms 30_000
+
+  @type store :: atom()
+  @type task_ref :: binary() | Task.t()
+  @type reason :: :no_task_found | Rules.reason() | term()
+
+  # ---- creating ----
+
+  @doc """
+  Creates a task in status `:starting`. `attrs` (map or keyword): `topic`
+  (required, binary), `id` (binary; default: a random one), `group_id`
+  (default: the id), `sub_topic` (default `"default"`), `data` (any term).
+  Options: `timeout:` per store call. `{:error, :already_exists}` if the
+  id is taken.
+  """
+  @spec create_task(store(), map() | keyword(), keyword()) ::
+          {:ok, Task.t()} | {:error, :already_exists | term()}
+  def create_task(store, attrs, opts \\ []) do
+    case create_tasks(store, [attrs], opts) do
+      {:ok, [task]} -> {:ok, task}
+      {:error, {:already_exists, _}} -> {:error, :already_exists}
+      error -> error
+    end
+  end
+
+  @doc """
+  Creates up to #{@max_batch} tasks of one topic atomically (all or none),
+  in list order. `{:error, {:already_exists, ids}}` names the ids taken.
+  """
+  @spec create_tasks(store(), [map() | keyword()], keyword()) ::
+          {:ok, [Task.t()]} | {:error, {:already_exists, [binary()]} | term()}
+  def create_tasks(store, attrs_list, opts \\ []) do
+    store!(store)
+    call = Recipe.call_opts(Recipe.options!(opts, [:timeout]))
+
+    unless is_list(attrs_list) and attrs_list != [] and length(attrs_list) <= @max_batch,
+      do: raise(ArgumentError, "create_tasks takes a list of 1..#{@max_batch} tasks")
+
+    now = System.system_time(:millisecond)
+    tasks = Enum.map(attrs_list, &new_task(&1, now))
+    topic = hd(tasks).topic
+
+    unless Enum.all?(tasks, &(&1.topic == topic)),
+      do: raise(ArgumentError, "create_tasks: every task must have the same topic")
+
+    ids = Enum.map(tasks, & &1.id)
+
+    unless length(Enum.uniq(ids)) == length(ids),
+      do: raise(ArgumentError, "create_tasks: two tasks have the same id")
+
+    build = fn first ->
+      placed = place(tasks, first)
+
+      ops =
+        Enum.flat_map(placed, fn t ->
+          [
+            {:put, rec_key(t.id), encode(t)},
+            {:put, active_key(t), t.id},
+            {:put, group_prefix(t.group_id) <> t.id, ""}
+          ]
+        end)
+
+      compares = Enum.map(tasks, &{:absent, rec_key(&1.id)})
+      {compares, ops, length(tasks), Enum.map(tasks, &{:range, rec_key(&1.id)})}
+    end
+
+    # The records as this call wrote them: the store applied it unheard.
+    landed = fn results, first ->
+      case results do
+        [{:range, [kv], _, _} | _] ->
+          if decode(kv) == %{hd(place(tasks, first)) | record_ver: kv.mod_revision},
+            do: {:ok, kv.mod_revision},
+            else: false
+
+        _ ->
+          false
+      end
+    end
+
+    case Recipe.append(store, counter(topic), build, landed, call) do
+      {:ok, rev, first} ->
+        {:ok, Enum.map(place(tasks, first), &%{&1 | record_ver: rev})}
+
+      {:refused, results} ->
+        taken = for {{:range, [_ | _], _, _}, t} <- Enum.zip(results, tasks), do: t.id
+        {:error, {:already_exists, taken}}
+
+      error ->
+        error
+    end
+  end
+
+  defp place(tasks, first), do: Enum.with_index(tasks, fn t, i -> %{t | seq: first + i} end)
+
+  defp new_task(attrs, now) when is_list(attrs), do: new_task(Map.new(attrs), now)
+
+  defp new_task(attrs, now) when is_map(attrs) do
+    known = [:id, :group_id, :topic, :sub_topic, :data]
+
+    case Map.keys(attrs) -- known do
+      [] -> :ok
+      bad -> raise ArgumentError, "unknown task fields #{inspect(bad)}; known: #{inspect(known)}"
+    end
+
+    id = Recipe.name!(Map.get_lazy(attrs, :id, &random_id/0), "a task id", 1024)
+
+    %Task{
+      id: id,
+      group_id: Recipe.name!(Map.get(attrs, :group_id, id), "a group_id", 1024),
+      topic: Recipe.name!(Map.get(attrs, :topic), "a topic", 255),
+      sub_topic: Recipe.name!(Map.get(attrs, :sub_topic, "default"), "a sub_topic", 255),
+      data: Map.get(attrs, :data),
+      created_at: now,
+      updated_at: now
+    }
+  end
+
+  defp new_task(other, _now),
+    do: raise(ArgumentError, "a task is a map or keyword list, got: #{inspect(other)}")
+
+  defp random_id, do: Base.encode32(:rand.bytes(10), case: :lower, padding: false)
+
+  # ---- reserving ----
+
+  @doc """
+  Leases the oldest reservable task of `topic` to `pid`: one that is
+  `:starting`, or whose lease expired, or whose snooze ended. Returns the
+  task (`:running`, owned by `pid`, with its `lease_id` and `record_ver`)
+  or `nil` when there is none.
+
+  Options: `lease_ms:` the lease's TTL (default #{@default_lease_ms});
+  `wait:` ms to wait for a reservable task, on a store watch (default 0);
+  `timeout:` per store call.
+  """
+  @spec reserve_task(store(), binary(), pid(), keyword()) ::
+          {:ok, Task.t() | nil} | {:error, term()}
+  def reserve_task(store, topic, pid, opts \\ []) do
+    opts = Recipe.options!(opts, [:lease_ms, :wait, :timeout])
+    wait = Keyword.get(opts, :wait, 0)
+
+    unless wait == :infinity or (is_integer(wait) and wait >= 0),
+      do: raise(ArgumentError, "wait must be a non-negative integer or :infinity")
+
+    deadline = Recipe.deadline(wait)
+    reserve_until(store, topic, pid, opts, deadline)
+  end
+
+  defp reserve_until(store, topic, pid, opts, deadline) do
+    case reserve(store, topic, pid, opts) do
+      {:ok, task} ->
+        {:ok, task}
+
+      {:none, rev} ->
+        case Recipe.await_change(store, topic_root(topic), rev, deadline, Recipe.call_opts(opts)) do
+          :changed -> reserve_until(store, topic, pid, opts, deadline)
+          :timeout -> {:ok, nil}
+          error -> error
+        end
+
+      error ->
+        error
+    end
+  end
+
+  @doc false
+  # One reservation attempt: {:ok, task}, or {:none, revision} (watch the
+  # topic from there: `watch_topic/3`), or an error.
+  @spec reserve(store(), binary(), pid(), keyword()) ::
+          {:ok, Task.t()} | {:none, non_neg_integer()} | {:error, term()}
+  def reserve(store, topic, pid, opts) do
+    store!(store)
+    topic = Recipe.name!(topic, "a topic", 255)
+    unless is_pid(pid), do: raise(ArgumentError, "the owner must be a pid")
+    opts = Recipe.options!(opts, [:lease_ms, :wait, :timeout])
+    ms = Recipe.ms!(Keyword.get(opts, :lease_ms, @default_lease_ms), "lease_ms")
+    call = Recipe.call_opts(opts)
+    try_reserve(store, topic, pid, ms, call, nil, 0)
+  end
+
+  defp try_reserve(store, _topic, _pid, _ms, call, lease, 100) do
+    Recipe.drop_lease(store, lease && elem(lease, 0), call)
+    {:error, :contention}
+  end
+
+  defp try_reserve(store, topic, pid, ms, call, lease, tries) do
+    again = fn lease -> try_reserve(store, topic, pid, ms, call, lease, tries + 1) end
+
+    case candidate(store, topic, pid, ms, call) do
+      {:ok, view} ->
+        case Recipe.fresh_lease(store, lease, ms, call) do
+          {:ok, {id, _} = lease} ->
+            case apply_plan(store, view, {:reserve, pid, id, ms}, call) do
+              {:ok, task} -> {:ok, task}
+              {:error, {:store, :lease_not_found}} -> again.(nil)
+              {:error, {:store, reason}} -> fail_reserve(store, lease, reason, call)
+              {:error, _lost_race} -> again.(lease)
+            end
+
+          error ->
+            error
+        end
+
+      :taken ->
+        again.(lease)
+
+      {:none, rev} ->
+        Recipe.drop_lease(store, lease && elem(lease, 0), call)
+        {:none, rev}
+
+      {:error, reason} ->
+        fail_reserve(store, lease, reason, call)
+    end
+  end
+
+  # The first task of the topic without a live lease key, read with its
+  # lease key; :taken when it changed between the scan and the read.
+  defp candidate(store, topic, pid, ms, call) do
+    prefix = active_prefix(topic)
+
+    with {:ok, akv} <- Recipe.first_free(store, prefix, lease_prefix(topic), call) do
+      probe = %Task{id: akv.value, topic: topic, seq: Recipe.seq_of(akv.key, prefix)}
+
+      case read_view(store, probe, call) do
+        {:ok, view} ->
+          if match?({:ok, _, _}, Rules.plan(view, {:reserve, pid, 0, ms}, 0)),
+            do: {:ok, view},
+            else: :taken
+
+        {:error, :no_task_found} ->
+          :taken
+
+        {:error, {:store, reason}} ->
+          {:error, reason}
+      end
+    end
+  end
+
+  defp fail_reserve(store, lease, reason, call) do
+    Recipe.drop_lease(store, lease && elem(lease, 0), call)
+    {:error, reason}
+  end
+
+  # ---- changes by the owner ----
+
+  @doc """
+  Restarts the countdown of the task's lease (to its full `lease_ms`) for
+  its owner `pid`. Errors: `:no_task_found`, `:already_done`,
+  `:wrong_owner`, `:lease_expired`.
+  """
+  @spec extend_lease(store(), task_ref(), pid(), keyword()) ::
+          {:ok, Task.t()} | {:error, reason()}
+  def extend_lease(store, task, pid, opts \\ []) do
+    unless is_pid(pid), do: raise(ArgumentError, "the owner must be a pid")
+    call = call!(store, opts)
+
+    result =
+      with {:ok, {t, _} = view} <- read_view(store, task, call),
+           {:ok, _, _} <- Rules.plan(view, {:extend, pid}, 0),
+           {:ok, _} <- keep_alive(store, t.lease_id, call) do
+        apply_plan(store, view, {:extend, pid}, call)
+      end
+
+    unwrap(result)
+  end
+
+  defp keep_alive(store, lease, call) do
+    case Store.keep_alive(store, lease, call) do
+      {:error, :lease_not_found} -> {:error, :lease_expired}
+      other -> other
+    end
+  end
+
+  @doc """
+  Snoozes a running task for `ms`: `:running -> :snoozed`, on a store lease
+  of `ms`; when it expires the task is reservable again. The task is no
+  longer `pid`'s.
+  """
+  @spec snooze(store(), task_ref(), pid() | nil, pos_integer(), keyword()) ::
+          {:ok, Task.t()} | {:error, reason()}
+  def snooze(store, task, pid, ms, opts \\ []) do
+    owner!(pid)
+    ms = Recipe.ms!(ms, "a snooze")
+    call = call!(store, opts)
+
+    result =
+      with {:ok, view} <- read_view(store, task, call),
+           {:ok, _, _} <- Rules.plan(view, {:snooze, pid, 0, ms}, 0),
+           {:ok, {lease, _}} <- Recipe.fresh_lease(store, nil, ms, call) do
+        case apply_plan(store, view, {:snooze, pid, lease, ms}, call) do
+          {:ok, task} ->
+            {:ok, task}
+
+          error ->
+            Recipe.drop_lease(store, lease, call)
+            error
+        end
+      end
+
+    unwrap(result)
+  end
+
+  @doc "Fails the task with `error` (any term): final."
+  @spec fail(store(), task_ref(), pid() | nil, term(), keyword()) ::
+          {:ok, Task.t()} | {:error, reason()}
+  def fail(store, task, pid, error, opts \\ []),
+    do: change(store, task, {:fail, owner!(pid), error}, opts)
+
+  @doc "Terminates (completes) the task: final."
+  @spec terminate(store(), task_ref(), pid() | nil, keyword()) ::
+          {:ok, Task.t()} | {:error, reason()}
+  def terminate(store, task, pid, opts \\ []),
+    do: change(store, task, {:terminate, owner!(pid)}, opts)
+
+  @doc """
+  Ends the lease (or snooze) of a running (or snoozed) task now, making it
+  `:starting` and reservable, if its record is still at `record_ver`
+  (else `:record_changed`). No owner check: this is the operator's lever.
+  """
+  @spec revoke_lease(store(), task_ref(), non_neg_integer(), keyword()) ::
+          {:ok, Task.t()} | {:error, reason()}
+  def revoke_lease(store, task, record_ver, opts \\ []) do
+    unless is_integer(record_ver) and record_ver >= 0,
+      do: raise(ArgumentError, "record_ver must be a non-negative integer")
+
+    change(store, task, {:revoke, record_ver}, opts)
+  end
+
+  defp change(store, task, request, opts) do
+    call = call!(store, opts)
+
+    result =
+      with {:ok, view} <- read_view(store, task, call),
+           do: apply_plan(store, view, request, call)
+
+    unwrap(result)
+  end
+
+  # Plans `request` on `view` and writes the plan in one txn that compares
+  # the record's mod_revision and the lease key's state to the view. A lost
+  # race (compare failed) writes nothing and plans again on the view the
+  # failure branch read.
+  defp apply_plan(store, view, request, call, tries \\ 0)
+
+  defp apply_plan(_store, _view, _request, _call, 20), do: {:error, :contention}
+
+  defp apply_plan(store, {t, live} = view, request, call, tries) do
+    with {:ok, new, effects} <- Rules.plan(view, request, System.system_time(:millisecond)) do
+      compares = [{:mod_revision, rec_key(t.id), :==, t.record_ver}, lease_compare(t, live)]
+      ops = [{:put, rec_key(t.id), encode(new)} | key_ops(new, effects)]
+
+      case Store.txn(store, compares, ops, view_reads(t), call) do
+        {:ok, rev, true, _} ->
+          Recipe.drop_lease(store, effects.drop_lease, call)
+          {:ok, Rules.effective(%{new | record_ver: rev}, true)}
+
+        {:ok, _, false, results} ->
+          with {:ok, view} <- view_of(results),
+               do: apply_plan(store, view, request, call, tries + 1)
+
+        {:error, reason} ->
+          {:error, {:store, reason}}
+      end
+    end
+  end
+
+  defp lease_compare(t, true), do: {:lease, lease_key(t), :==, t.lease_id}
+  defp lease_compare(t, false), do: {:absent, lease_key(t)}
+
+  defp key_ops(t, effects) do
+    lease =
+      case effects.lease_key do
+        {:put, id} -> [{:put, lease_key(t), t.id, [lease: id]}]
+        :delete -> [{:delete, lease_key(t)}]
+        :keep -> []
+      end
+
+    if effects.active == :delete, do: [{:delete, active_key(t)} | lease], else: lease
+  end
+
+  defp unwrap({:error, {:store, reason}}), do: {:error, reason}
+  defp unwrap(other), do: other
+
+  # ---- reading ----
+
+  @doc "The task as it is now (linearizable), or `{:error, :no_task_found}`."
+  @spec task(store(), binary(), keyword()) :: {:ok, Task.t()} | {:error, reason()}
+  def task(store, id, opts \\ []) do
+    call = call!(store, opts)
+
+    case read_view(store, Recipe.name!(id, "a task id", 1024), call) do
+      {:ok, view} -> {:ok, effective(view)}
+      error -> unwrap(error)
+    end
+  end
+
+  @doc "Every task of a group, in id order."
+  @spec tasks(store(), binary(), keyword()) :: {:ok, [Task.t()]} | {:error, term()}
+  def tasks(store, group_id, opts \\ []) do
+    call = call!(store, opts)
+    prefix = group_prefix(Recipe.name!(group_id, "a group_id", 1024))
+
+    with {:ok, kvs, _, _} <- Store.range(store, prefix, [prefix: true, keys_only: true] ++ call) do
+      ids =
+        Enum.map(
+          kvs,
+          &binary_part(&1.key, byte_size(prefix), byte_size(&1.key) - byte_size(prefix))
+        )
+
+      records(store, Enum.map(ids, &{:range, rec_key(&1)}), call)
+    end
+  end
+
+  @doc """
+  One page of the tasks that match `filters`, in id order, and the cursor
+  of the next page (nil after the last). Filters (map or keyword, all
+  optional): `from` / `to` (`created_at` >= from and < to, wall-clock ms),
+  `topic`, `sub_topic`, `status` (one status or a list; as read: an expired
+  lease reads `:starting`). Cursor: `%{limit: n}` to start (1..1000,
+  default 100), then the returned one. Pages follow the id order of the
+  records, so a listing never repeats or skips a task that exists
+  throughout it; each page is read at its own revision.
+  """
+  @spec list_tasks(store(), map() | keyword(), map() | keyword() | nil, keyword()) ::
+          {:ok, [Task.t()], map() | nil} | {:error, term()}
+  def list_tasks(store, filters \\ %{}, cursor \\ nil, opts \\ []) do
+    call = call!(store, opts)
+    filters = filters!(filters)
+    {limit, after_id} = cursor!(cursor)
+    list_page(store, filters, limit, after_id, [], call)
+  end
+
+  defp list_page(store, filters, limit, after_id, acc, call) do
+    start = if after_id, do: rec_key(after_id) <> <<0>>, else: @root <> "r/"
+    range = [range_end: Command.prefix_end(@root <> "r/"), limit: max(limit, 50)] ++ call
+
+    with {:ok, kvs, _, more} <- Store.range(store, start, range),
+         {:ok, tasks} <- with_live(store, Enum.map(kvs, &decode/1), call) do
+      matched = acc ++ Enum.filter(tasks, &match_filters?(&1, filters))
+      last_read = if kvs == [], do: after_id, else: List.last(tasks).id
+
+      cond do
+        length(matched) >= limit ->
+          page = Enum.take(matched, limit)
+          rest? = more or length(matched) > limit
+          {:ok, page, if(rest?, do: %{limit: limit, after: List.last(page).id})}
+
+        more ->
+          list_page(store, filters, limit, last_read, matched, call)
+
+        true ->
+          {:ok, matched, nil}
+      end
+    end
+  end
+
+  @doc """
+  One page of the running and snoozed tasks of `topic` (live leases only),
+  in reservation order, and the next cursor (nil after the last). Cursor
+  as in `list_tasks/4`.
+  """
+  @spec list_leased_tasks(store(), binary(), map() | keyword() | nil, keyword()) ::
+          {:ok, [Task.t()], map() | nil} | {:error, term()}
+  def list_leased_tasks(store, topic, cursor \\ nil, opts \\ []) do
+    call = call!(store, opts)
+    prefix = lease_prefix(Recipe.name!(topic, "a topic", 255))
+    {limit, after_seq} = cursor!(cursor)
+
+    unless after_seq == nil or is_integer(after_seq),
+      do: raise(ArgumentError, "a list_leased_tasks cursor's after: is a sequence number")
+
+    start = if after_seq, do: prefix <> Recipe.seq_suffix(after_seq) <> <<0>>, else: prefix
+    range = [range_end: Command.prefix_end(prefix), limit: limit] ++ call
+
+    with {:ok, kvs, _, more} <- Store.range(store, start, range),
+         {:ok, tasks} <- records(store, Enum.map(kvs, &{:range, rec_key(&1.value)}), call) do
+      leased = Enum.filter(tasks, &(&1.status in [:running, :snoozed]))
+      next = if more, do: %{limit: limit, after: Recipe.seq_of(List.last(kvs).key, prefix)}
+      {:ok, leased, next}
+    end
+  end
+
+  # Records by key (point ranges), read in chunks, with their lease state.
+  defp records(store, reads, call) do
+    reads
+    |> Enum.chunk_every(@read_chunk)
+    |> Enum.reduce_while({:ok, []}, fn chunk, {:ok, acc} ->
+      case Store.txn(store, [], chunk, [], call) do
+        {:ok, _, true, results} ->
+          {:cont, {:ok, acc ++ for({:range, [kv], _, _} <- results, do: decode(kv))}}
+
+        error ->
+          {:halt, error}
+      end
+    end)
+    |> case do
+      {:ok, tasks} -> with_live(store, tasks, call)
+      error -> error
+    end
+  end
+
+  # Effective status of stored tasks: running/snoozed ones need their lease
+  # keys (read in chunks, keys only).
+  defp with_live(store, tasks, call) do
+    leased = Enum.filter(tasks, &(&1.status in [:running, :snoozed]))
+
+    leased
+    |> Enum.chunk_every(2 * @read_chunk)
+    |> Enum.reduce_while({:ok, %{}}, fn chunk, {:ok, acc} ->
+      reads = Enum.map(chunk, &{:range, lease_key(&1), keys_only: true})
+
+      case Store.txn(store, [], reads, [], call) do
+        {:ok, _, true, results} ->
+          live =
+            for {t, {:range, kvs, _, _}} <- Enum.zip(chunk, results), into: acc do
+              {t.id, match?([%{lease: l}] when l == t.lease_id, kvs)}
+            end
+
+          {:cont, {:ok, live}}
+
+        error ->
+          {:halt, error}
+      end
+    end)
+    |> case do
+      {:ok, live} -> {:ok, Enum.map(tasks, &Rules.effective(&1, Map.get(live, &1.id, true)))}
+      error -> error
+    end
+  end
+
+  # {task, lease key alive?} from one consistent read. A task struct gives
+  # the lease key at once; an id costs a read of the record first (its
+  # topic and place never change).
+  defp read_view(store, %Task{} = t, call) do
+    case Store.txn(store, [], view_reads(t), [], call) do
+      {:ok, _, true, results} -> view_of(results)
+      {:error, reason} -> {:error, {:store, reason}}
+    end
+  end
+
+  defp read_view(store, id, call) when is_binary(id) do
+    case Store.get(store, rec_key(id), call) do
+      {:ok, nil} -> {:error, :no_task_found}
+      {:ok, kv} -> read_view(store, decode(kv), call)
+      {:error, reason} -> {:error, {:store, reason}}
+    end
+  end
+
+  defp read_view(_store, other, _call),
+    do:
+      raise(
+        ArgumentError,
+        "a task is an id (binary) or a Synod.Tasks.Task, got: #{inspect(other)}"
+      )
+
+  defp view_reads(t), do: [{:range, rec_key(t.id)}, {:range, lease_key(t)}]
+
+  defp view_of([{:range, [], _, _}, _]), do: {:error, :no_task_found}
+
+  defp view_of([{:range, [rkv], _, _}, {:range, lkvs, _, _}]) do
+    t = decode(rkv)
+    {:ok, {t, match?([%{lease: l}] when l == t.lease_id and l > 0, lkvs)}}
+  end
+
+  defp effective({t, live}), do: Rules.effective(t, live)
+
+  # ---- layout: synod/t/ r/<id> records, x/<topic> a<seq> active, l<seq> lease keys,
+  #      n/<topic> counters, g/<group><id> group index ----
+
+  defp rec_key(id), do: @root <> "r/" <> id
+  defp topic_root(topic), do: @root <> "x/" <> Recipe.segment(topic)
+  defp active_prefix(topic), do: topic_root(topic) <> "a"
+  defp lease_prefix(topic), do: topic_root(topic) <> "l"
+  defp active_key(t), do: active_prefix(t.topic) <> Recipe.seq_suffix(t.seq)
+  defp counter(topic), do: @root <> "n/" <> Recipe.segment(topic)
+  defp group_prefix(group), do: @root <> "g/" <> Recipe.segment(group)
+
+  @doc false
+  # The key whose deletion means the task's lease (or snooze) is over; the
+  # worker watches it.
+  @spec lease_key(Task.t()) :: binary()
+  def lease_key(t), do: lease_prefix(t.topic) <> Recipe.seq_suffix(t.seq)
+
+  @doc false
+  # The prefix whose changes may make a task of `topic` reservable.
+  @spec topic_prefix(binary()) :: binary()
+  def topic_prefix(topic), do: topic_root(topic)
+
+  defp encode(t), do: :erlang.term_to_binary(Map.from_struct(%{t | record_ver: 0}))
+
+  defp decode(kv),
+    do: %{struct(Task, :erlang.binary_to_term(kv.value)) | record_ver: kv.mod_revision}
+
+  # ---- arguments ----
+
+  defp store!(store) when is_atom(store) and store != nil, do: store
+
+  defp store!(store),
+    do: raise(ArgumentError, "a store is a group name (atom), got: #{inspect(store)}")
+
+  defp call!(store, opts) do
+    store!(store)
+    Recipe.call_opts(Recipe.options!(opts, [:timeout]))
+  end
+
+  defp owner!(pid) when is_pid(pid) or pid == nil, do: pid
+  defp owner!(other), do: raise(ArgumentError, "an owner is a pid or nil, got: #{inspect(other)}")
+
+  defp filters!(filters) when is_list(filters) or is_map(filters) do
+    known = [:from, :to, :topic, :sub_topic, :status]
+    filters = Map.new(filters)
+
+    case Map.keys(filters) -- known do
+      [] -> :ok
+      bad -> raise ArgumentError, "unknown filters #{inspect(bad)}; known: #{inspect(known)}"
+    end
+
+    case Map.get(filters, :status) do
+      nil ->
+        filters
+
+      s when is_atom(s) ->
+        filters!(Map.put(filters, :status, [s]))
+
+      list when is_list(list) ->
+        unless list -- Rules.statuses() == [],
+          do:
+            raise(
+              ArgumentError,
+              "unknown status in #{inspect(list)}; known: #{inspect(Rules.statuses())}"
+            )
+
+        filters
+    end
+  end
+
+  defp filters!(other),
+    do: raise(ArgumentError, "filters are a map or keyword list, got: #{inspect(other)}")
+
+  defp match_filters?(t, f) do
+    Enum.all?(f, fn
+      {:from, ms} -> t.created_at >= ms
+      {:to, ms} -> t.created_at < ms
+      {:topic, topic} -> t.topic == topic
+      {:sub_topic, sub} -> t.sub_topic == sub
+      {:status, list} -> t.status in list
+    end)
+  end
+
+  defp cursor!(nil), do: {100, nil}
+  defp cursor!(cursor) when is_list(cursor), do: cursor!(Map.new(cursor))
+
+  defp cursor!(%{} = cursor) do
+    case Map.keys(cursor) -- [:limit, :after] do
+      [] -> :ok
+      bad -> raise ArgumentError, "unknown cursor fields #{inspect(bad)}; known: [:limit, :after]"
+    end
+
+    limit = Map.get(cursor, :limit, 100)
+
+    unless is_integer(limit) and limit in 1..1000,
+      do: raise(ArgumentError, "a cursor's limit must be in 1..1000, got: #{inspect(limit)}")
+
+    {limit, Map.get(cursor, :after)}
+  end
+
+  defp cursor!(other), do: raise(ArgumentError, "not a cursor: #{inspect(other)}")
+end

@@ -1,0 +1,277 @@
+defmodule Synod.Tasks.Worker do
+  @moduledoc """
+  A supervised worker for `Synod.Tasks`: it reserves the tasks of one
+  topic, one at a time, runs a function on each, keeps the task's lease
+  alive while it runs, and ends the task from the function's result.
+
+      children = [
+        {Synod.Tasks.Worker, store: :jobs, topic: "mail", fun: &MyApp.Mail.send/1, lease_ms: 10_000}
+      ]
+
+  Options: `store:` and `topic:` (required); `fun:` (required) a 1-arity
+  function or `{module, function, args}` called as
+  `apply(module, function, [task | args])`; `lease_ms:` the lease TTL
+  (default 30,000); `timeout:` per store call (default 5,000); `name:`.
+
+  The function's result decides:
+
+    * `:ok` or `{:ok, _}` — `Synod.Tasks.terminate/4`;
+    * `{:snooze, ms}` — `Synod.Tasks.snooze/5`;
+    * `{:error, reason}` — `Synod.Tasks.fail/5` with `reason`;
+    * anything else, or a crash — `fail` with `{:bad_result, term}` or
+      `{:crashed, reason}`.
+
+  The function runs in a process of its own, linked to the worker, so the
+  worker stays free to renew the lease every 0.7 × `lease_ms`. The worker
+  watches the task's lease key: the moment the store deletes it (the lease
+  expired, e.g. because this worker was paused or cut off, or an operator
+  revoked it), or a renewal is refused, the function's process is killed
+  and the worker goes back to reserving. A task whose lease is lost is
+  never ended by this worker: the store refuses it (`:wrong_owner` /
+  `:lease_expired`), so at most one worker's result counts.
+
+  Idle workers wait on a store watch of the topic (new tasks, expired
+  leases, ended snoozes), not by polling. A worker that is stopped
+  revokes the lease of the task it was running, so another worker takes it
+  at once.
+  """
+
+  use GenServer
+  require Logger
+
+  alias Synod.Queue.Recipe
+  alias Synod.Store
+  alias Synod.Tasks
+
+  @doc "Starts a worker linked to the caller; see the module doc for the options."
+  @spec start_link(keyword()) :: GenServer.on_start()
+  def start_link(opts) do
+    opts = validate!(opts)
+    GenServer.start_link(__MODULE__, opts, Keyword.take(opts, [:name]))
+  end
+
+  @doc "The task the worker is running, or nil."
+  @spec current(GenServer.server()) :: Tasks.Task.t() | nil
+  def current(worker), do: GenServer.call(worker, :current)
+
+  defp validate!(opts) do
+    opts = Recipe.options!(opts, [:store, :topic, :fun, :lease_ms, :timeout, :name])
+
+    for k <- [:store, :topic, :fun] do
+      unless Keyword.has_key?(opts, k), do: raise(ArgumentError, "missing option #{inspect(k)}")
+    end
+
+    unless is_atom(opts[:store]), do: raise(ArgumentError, "store must be an atom")
+    Recipe.name!(opts[:topic], "topic", 255)
+
+    case opts[:fun] do
+      f when is_function(f, 1) ->
+        :ok
+
+      {m, f, a} when is_atom(m) and is_atom(f) and is_list(a) ->
+        :ok
+
+      other ->
+        raise ArgumentError,
+              "fun must be a 1-arity function or {m, f, args}, got: #{inspect(other)}"
+    end
+
+    Recipe.ms!(Keyword.get(opts, :lease_ms, 30_000), "lease_ms")
+    opts
+  end
+
+  @impl true
+  def init(opts) do
+    Process.flag(:trap_exit, true)
+
+    state = %{
+      store: opts[:store],
+      topic: opts[:topic],
+      fun: opts[:fun],
+      lease_ms: Keyword.get(opts, :lease_ms, 30_000),
+      call: Recipe.call_opts(opts),
+      idle_watch: nil,
+      job: nil
+    }
+
+    {:ok, state, {:continue, :reserve}}
+  end
+
+  # ---- idle: reserve, or wait on the topic ----
+
+  @impl true
+  def handle_continue(:reserve, %{job: nil} = s) do
+    case Tasks.reserve(s.store, s.topic, self(), [lease_ms: s.lease_ms] ++ s.call) do
+      {:ok, task} ->
+        {:noreply, start_job(s, task)}
+
+      {:none, rev} ->
+        case Store.watch(s.store, Tasks.topic_prefix(s.topic), prefix: true, from: rev + 1) do
+          {:ok, ref} -> {:noreply, %{s | idle_watch: ref}}
+          {:error, _} -> retry_later(s)
+        end
+
+      {:error, reason} ->
+        Logger.debug("Synod.Tasks.Worker #{s.topic}: reserve failed: #{inspect(reason)}")
+        retry_later(s)
+    end
+  end
+
+  defp retry_later(s) do
+    Process.send_after(self(), :retry, 200)
+    {:noreply, s}
+  end
+
+  @impl true
+  def handle_call(:current, _from, s), do: {:reply, s.job && s.job.task, s}
+
+  @impl true
+  def handle_info(:retry, %{job: nil, idle_watch: nil} = s),
+    do: {:noreply, s, {:continue, :reserve}}
+
+  def handle_info({:synod_watch, ref, _}, %{idle_watch: ref} = s), do: wake(s)
+  def handle_info({:DOWN, ref, :process, _, _}, %{idle_watch: ref} = s), do: wake(s)
+
+  # ---- busy: the function runs, the lease is renewed and watched ----
+
+  def handle_info({:renew, ref}, %{job: %{renew_ref: ref} = job} = s) do
+    case Tasks.extend_lease(s.store, job.task, self(), s.call) do
+      {:ok, task} ->
+        {:noreply, %{s | job: schedule_renewal(%{job | task: task}, s.lease_ms, 0.7)}}
+
+      {:error, reason}
+      when reason in [:lease_expired, :wrong_owner, :already_done, :no_task_found] ->
+        lost(s, reason)
+
+      {:error, _unknown} ->
+        # The store did not answer (e.g. a leader change): try again soon;
+        # the lease key watch still reports a loss at once.
+        {:noreply, %{s | job: schedule_renewal(job, s.lease_ms, 0.1)}}
+    end
+  end
+
+  def handle_info({:synod_watch, ref, events}, %{job: %{lease_watch: ref}} = s) do
+    cond do
+      is_list(events) and Enum.any?(events, &match?({:delete, _, _, _}, &1)) ->
+        lost(s, :lease_expired)
+
+      is_list(events) ->
+        {:noreply, s}
+
+      # The watch ended (compacted history): check the lease now and watch again.
+      true ->
+        {:noreply, rewatch_and_renew(s)}
+    end
+  end
+
+  def handle_info({:DOWN, ref, :process, _, _}, %{job: %{lease_watch: ref}} = s),
+    do: {:noreply, rewatch_and_renew(s)}
+
+  def handle_info({:DOWN, ref, :process, _, reason}, %{job: %{monitor: ref} = job} = s) do
+    stop_job_watch(s, job)
+
+    result =
+      case reason do
+        {:synod_task_done, :ok} ->
+          Tasks.terminate(s.store, job.task, self(), s.call)
+
+        {:synod_task_done, {:ok, _}} ->
+          Tasks.terminate(s.store, job.task, self(), s.call)
+
+        {:synod_task_done, {:snooze, ms}} ->
+          Tasks.snooze(s.store, job.task, self(), ms, s.call)
+
+        {:synod_task_done, {:error, e}} ->
+          Tasks.fail(s.store, job.task, self(), e, s.call)
+
+        {:synod_task_done, other} ->
+          Tasks.fail(s.store, job.task, self(), {:bad_result, other}, s.call)
+
+        crash ->
+          Tasks.fail(s.store, job.task, self(), {:crashed, crash}, s.call)
+      end
+
+    with {:error, why} <- result do
+      Logger.info("Synod.Tasks.Worker #{s.topic}: task #{job.task.id} not ended: #{inspect(why)}")
+    end
+
+    {:noreply, %{s | job: nil}, {:continue, :reserve}}
+  end
+
+  def handle_info(_stale, s), do: {:noreply, s}
+
+  @impl true
+  def terminate(_reason, %{job: %{} = job} = s) do
+    Process.exit(job.runner, :kill)
+    Tasks.revoke_lease(s.store, job.task, job.task.record_ver, s.call)
+  end
+
+  def terminate(_reason, _s), do: :ok
+
+  defp wake(s) do
+    Recipe.stop_watch(s.store, s.idle_watch)
+    {:noreply, %{s | idle_watch: nil}, {:continue, :reserve}}
+  end
+
+  defp start_job(s, task) do
+    fun = s.fun
+
+    runner =
+      spawn_link(fn ->
+        result =
+          case fun do
+            {m, f, a} -> apply(m, f, [task | a])
+            f -> f.(task)
+          end
+
+        exit({:synod_task_done, result})
+      end)
+
+    job = %{
+      task: task,
+      runner: runner,
+      monitor: Process.monitor(runner),
+      lease_watch: nil,
+      renew_ref: nil
+    }
+
+    %{s | job: schedule_renewal(watch_lease(s, job), s.lease_ms, 0.7)}
+  end
+
+  # Watches the task's lease key from just after the last write this
+  # worker saw succeed: a delete after that is the lease's end.
+  defp watch_lease(s, job) do
+    case Store.watch(s.store, Tasks.lease_key(job.task), from: job.task.record_ver + 1) do
+      {:ok, ref} -> %{job | lease_watch: ref}
+      {:error, _} -> %{job | lease_watch: nil}
+    end
+  end
+
+  defp rewatch_and_renew(s) do
+    job = s.job
+    if job.lease_watch, do: Recipe.stop_watch(s.store, job.lease_watch)
+    send(self(), {:renew, job.renew_ref})
+    %{s | job: watch_lease(s, %{job | lease_watch: nil})}
+  end
+
+  defp schedule_renewal(job, lease_ms, fraction) do
+    ref = make_ref()
+    Process.send_after(self(), {:renew, ref}, max(1, round(lease_ms * fraction)))
+    %{job | renew_ref: ref}
+  end
+
+  defp lost(s, reason) do
+    job = s.job
+    Process.unlink(job.runner)
+    Process.exit(job.runner, :kill)
+    Process.demonitor(job.monitor, [:flush])
+    stop_job_watch(s, job)
+    Logger.info("Synod.Tasks.Worker #{s.topic}: lost task #{job.task.id}: #{inspect(reason)}")
+    {:noreply, %{s | job: nil}, {:continue, :reserve}}
+  end
+
+  defp stop_job_watch(s, job) do
+    if job.lease_watch, do: Recipe.stop_watch(s.store, job.lease_watch)
+    :ok
+  end
+end

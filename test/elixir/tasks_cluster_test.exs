@@ -1,0 +1,198 @@
+defmodule Synod.TasksClusterTest do
+  # Synod.Tasks on a 3-voter store on real peers: the whole transition table
+  # through the store (a refused change writes nothing), leases expired on
+  # the leader's clock and re-reserved, snoozes that end, listing 10k tasks
+  # page by page, and worker helpers on every node, one of them paused.
+  use ExUnit.Case, async: false
+
+  alias Synod.Tasks
+  alias Synod.Tasks.Rules
+  alias Synod.Tasks.Task, as: Rec
+  alias Synod.Test.Queue, as: Q
+  alias Synod.Test.Wait
+
+  @moduletag timeout: 120_000
+
+  setup_all do
+    ctx = Q.start_store("tc")
+    on_exit(fn -> Q.stop(ctx) end)
+    ctx
+  end
+
+  defp topic, do: "t#{System.unique_integer([:positive])}"
+
+  defp idle_pid, do: spawn(fn -> Process.sleep(:infinity) end)
+
+  # A fresh task whose status is `status`, held by `self()` when running.
+  defp task_in(s, status) do
+    topic = topic()
+    {:ok, t} = Tasks.create_task(s, %{topic: topic, data: status})
+
+    case status do
+      :starting ->
+        t
+
+      _ ->
+        {:ok, %Rec{status: :running} = t} = Tasks.reserve_task(s, topic, self(), lease_ms: 60_000)
+
+        case status do
+          :running -> t
+          :snoozed -> ok!(Tasks.snooze(s, t, self(), 60_000))
+          :failed -> ok!(Tasks.fail(s, t, self(), :set_up))
+          :terminated -> ok!(Tasks.terminate(s, t, self()))
+        end
+    end
+  end
+
+  defp ok!({:ok, t}), do: t
+
+  # Asks for `to` as the task's rightful caller (its owner, or nil when
+  # nobody holds it).
+  defp attempt(s, t, :running) do
+    case Tasks.reserve_task(s, t.topic, idle_pid()) do
+      {:ok, nil} -> {:error, :nothing_reservable}
+      {:ok, %Rec{id: id} = r} when id == t.id -> {:ok, r}
+    end
+  end
+
+  defp attempt(s, t, :starting), do: Tasks.revoke_lease(s, t.id, t.record_ver)
+  defp attempt(s, t, :snoozed), do: Tasks.snooze(s, t.id, t.owner, 60_000)
+  defp attempt(s, t, :failed), do: Tasks.fail(s, t.id, t.owner, :boom)
+  defp attempt(s, t, :terminated), do: Tasks.terminate(s, t.id, t.owner)
+
+  test "every transition of the table through the store; a refused one writes nothing", %{
+    store: s
+  } do
+    pairs = for from <- Rules.statuses(), to <- Rules.statuses(), do: {from, to}
+
+    results =
+      pairs
+      |> Task.async_stream(
+        fn {from, to} ->
+          t = task_in(s, from)
+          assert t.status == from
+          {from, to, t, attempt(s, t, to), ok!(Tasks.task(s, t.id))}
+        end,
+        max_concurrency: 6,
+        timeout: 60_000
+      )
+      |> Enum.map(fn {:ok, r} -> r end)
+
+    for {from, to, before, result, now} <- results do
+      if Rules.allowed?(from, to) do
+        assert {:ok, %Rec{status: ^to}} = result, "#{from} -> #{to}: #{inspect(result)}"
+        assert now.status == to and now.record_ver > before.record_ver
+      else
+        expected =
+          cond do
+            to == :running -> :nothing_reservable
+            from in [:failed, :terminated] -> :already_done
+            true -> {:invalid_transition, from, to}
+          end
+
+        assert {:error, ^expected} = result, "#{from} -> #{to}"
+        assert now == before, "#{from} -> #{to} was refused but changed the task"
+      end
+    end
+
+    assert Enum.count(results, fn {from, to, _, _, _} -> Rules.allowed?(from, to) end) == 10
+  end
+
+  test "an expired lease is re-reserved by another worker; the old owner's calls are refused",
+       %{store: s} do
+    topic = topic()
+    {:ok, created} = Tasks.create_task(s, %{topic: topic, group_id: "g-exp", data: 1})
+    {:ok, t} = Tasks.reserve_task(s, topic, self(), lease_ms: 400)
+    assert t.id == created.id and t.owner == self() and t.lease_id > 0
+    # Nobody else can reserve it while the lease lives.
+    assert {:ok, nil} = Tasks.reserve_task(s, topic, idle_pid())
+    assert {:ok, [%Rec{id: id}], nil} = Tasks.list_leased_tasks(s, topic)
+    assert id == t.id
+
+    # The leader expires the lease through the log: the task reads :starting.
+    Wait.until(fn -> match?({:ok, %Rec{status: :starting}}, Tasks.task(s, t.id)) end)
+    assert {:error, :lease_expired} = Tasks.extend_lease(s, t.id, self())
+    assert {:error, :lease_expired} = Tasks.terminate(s, t.id, self())
+    assert {:ok, [], nil} = Tasks.list_leased_tasks(s, topic)
+
+    other = idle_pid()
+    {:ok, t2} = Tasks.reserve_task(s, topic, other, lease_ms: 30_000)
+    assert t2.id == t.id and t2.owner == other and t2.lease_id != t.lease_id
+
+    for refused <- [
+          Tasks.extend_lease(s, t, self()),
+          Tasks.terminate(s, t, self()),
+          Tasks.fail(s, t, self(), :late),
+          Tasks.snooze(s, t, self(), 100)
+        ],
+        do: assert({:error, :wrong_owner} = refused)
+
+    assert {:error, :record_changed} = Tasks.revoke_lease(s, t.id, t.record_ver)
+    assert {:ok, ^t2} = Tasks.task(s, t.id)
+
+    # The new owner renews; a snooze ends on the leader's clock too.
+    assert {:ok, t3} = Tasks.extend_lease(s, t.id, other)
+    assert t3.record_ver > t2.record_ver and t3.owner == other
+    assert {:ok, %Rec{status: :snoozed, owner: nil}} = Tasks.snooze(s, t.id, other, 300)
+    assert {:ok, nil} = Tasks.reserve_task(s, topic, self())
+
+    assert {:ok, %Rec{status: :running} = t4} = Tasks.reserve_task(s, topic, self(), wait: 10_000)
+
+    # An operator's revoke with the current record version frees it at once.
+    assert {:ok, %Rec{status: :starting}} = Tasks.revoke_lease(s, t4, t4.record_ver)
+    assert {:ok, t5} = Tasks.reserve_task(s, topic, self())
+    assert {:ok, %Rec{status: :terminated}} = Tasks.terminate(s, t5, self())
+    assert {:error, :already_done} = Tasks.extend_lease(s, t5, self())
+
+    assert {:ok, [%Rec{id: ^id, status: :terminated, group_id: "g-exp"}]} =
+             Tasks.tasks(s, "g-exp")
+
+    assert {:error, :no_task_found} = Tasks.terminate(s, "no such task", nil)
+    assert {:error, :already_exists} = Tasks.create_task(s, %{id: t.id, topic: topic})
+  end
+
+  test "list_tasks pages through 10k tasks without gaps or repeats", %{store: s, nodes: nodes} do
+    topics = for i <- 0..2, do: "list-#{i}-#{System.unique_integer([:positive])}"
+
+    created =
+      nodes
+      |> Enum.zip(topics)
+      |> Enum.with_index()
+      |> Enum.map(fn {{node, topic}, i} ->
+        n = if i == 0, do: 3_334, else: 3_333
+        Task.async(fn -> Q.on(node, :create_many, [s, topic, n, "L#{i}"]) end)
+      end)
+      |> Task.await_many(90_000)
+
+    all = created |> List.flatten() |> Enum.sort()
+    assert length(all) == 10_000
+
+    {ids, pages} = Q.list_all(s, %{}, 700)
+    listed = Enum.filter(ids, &String.starts_with?(&1, "L"))
+    assert length(listed) == 10_000 and listed == all
+    assert pages >= 15
+
+    # Filters: a topic, then a status after some tasks of it changed.
+    {ids1, _} = Q.list_all(s, %{topic: Enum.at(topics, 1)}, 1_000)
+    assert ids1 == Enum.sort(Enum.at(created, 1))
+
+    for _ <- 1..5 do
+      {:ok, t} = Tasks.reserve_task(s, Enum.at(topics, 2), self())
+      {:ok, _} = Tasks.terminate(s, t, self())
+    end
+
+    {done, _} = Q.list_all(s, %{topic: Enum.at(topics, 2), status: :terminated}, 2)
+    assert done == Enum.take(Enum.at(created, 2), 5)
+
+    {none, 1} =
+      Q.list_all(
+        s,
+        %{topic: Enum.at(topics, 0), from: System.system_time(:millisecond) + 60_000},
+        100
+      )
+
+    assert none == []
+    assert_raise ArgumentError, fn -> Tasks.list_tasks(s, %{colour: :red}, nil) end
+    assert_raise ArgumentError, fn -> Tasks.list_tasks(s, %{}, %{limit: 0}) end
+  end
+end
