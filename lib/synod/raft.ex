@@ -101,12 +101,7 @@ defmodule Synod.Raft do
 
   @doc "Stops this node's member of `group` (its files stay)."
   @spec stop_member(group()) :: :ok | {:error, :not_found}
-  def stop_member(group) do
-    case Process.whereis(:"Synod.Raft.Group.#{group}") do
-      nil -> {:error, :not_found}
-      pid -> DynamicSupervisor.terminate_child(Synod.Raft.Supervisor, pid)
-    end
-  end
+  def stop_member(group), do: stop_registered(:"Synod.Raft.Group.#{group}")
 
   @doc """
   Starts a member of `group` on every node of `nodes` (the voters), each
@@ -114,17 +109,28 @@ defmodule Synod.Raft do
   """
   @spec start_group(group(), [node()], Path.t(), keyword()) :: :ok | {:error, term()}
   def start_group(group, nodes, data_root, opts \\ []) do
+    start_on(nodes, data_root, &start_member([name: group, voters: nodes, data_dir: &1] ++ opts))
+  end
+
+  @doc false
+  # Runs `start.(data_dir)` on every node, with the node's own directory
+  # under `data_root`; :ok when every start returned {:ok, pid}.
+  def start_on(nodes, data_root, start) do
     results =
-      :erpc.multicall(nodes, fn ->
-        start_member(
-          [name: group, voters: nodes, data_dir: Path.join(data_root, Atom.to_string(node()))] ++
-            opts
-        )
-      end)
+      :erpc.multicall(nodes, fn -> start.(Path.join(data_root, Atom.to_string(node()))) end)
 
     case Enum.reject(results, &match?({:ok, {:ok, _}}, &1)) do
       [] -> :ok
       failures -> {:error, failures}
+    end
+  end
+
+  @doc false
+  # Stops a child of Synod.Raft.Supervisor registered as `name` on this node.
+  def stop_registered(name) do
+    case Process.whereis(name) do
+      nil -> {:error, :not_found}
+      pid -> DynamicSupervisor.terminate_child(Synod.Raft.Supervisor, pid)
     end
   end
 

@@ -76,12 +76,7 @@ defmodule Synod.Store do
 
   @doc "Stops this node's member of `store` (its files stay)."
   @spec stop_member(store()) :: :ok | {:error, :not_found}
-  def stop_member(store) do
-    case Process.whereis(:"Synod.Store.Sup.#{store}") do
-      nil -> {:error, :not_found}
-      pid -> DynamicSupervisor.terminate_child(Synod.Raft.Supervisor, pid)
-    end
-  end
+  def stop_member(store), do: Synod.Raft.stop_registered(:"Synod.Store.Sup.#{store}")
 
   @doc """
   Starts a member of `store` on every node of `nodes` (the voters), each
@@ -89,16 +84,11 @@ defmodule Synod.Store do
   """
   @spec start(store(), [node()], Path.t(), keyword()) :: :ok | {:error, term()}
   def start(store, nodes, data_root, opts \\ []) do
-    results =
-      :erpc.multicall(nodes, fn ->
-        dir = Path.join(data_root, Atom.to_string(node()))
-        start_member([name: store, voters: nodes, data_dir: dir] ++ opts)
-      end)
-
-    case Enum.reject(results, &match?({:ok, {:ok, _}}, &1)) do
-      [] -> :ok
-      failures -> {:error, failures}
-    end
+    Synod.Raft.start_on(
+      nodes,
+      data_root,
+      &start_member([name: store, voters: nodes, data_dir: &1] ++ opts)
+    )
   end
 
   # -- keys ---------------------------------------------------------------------
