@@ -24,7 +24,7 @@ alias Synod.Test.HubBench, as: B
 median = fn list -> list |> Enum.sort() |> Enum.at(div(length(list), 2)) end
 rate = fn us -> round(n / (us / 1_000_000)) end
 
-peers = Synod.TestCluster.start_peers(3, prefix: "bench")
+peers = Synod.LocalCluster.start(3, prefix: "bench")
 nodes = Enum.map(peers, &elem(&1, 1))
 [a | _] = nodes
 
@@ -150,10 +150,10 @@ IO.puts(
   "redistribution: #{moved} children of a killed node (30k in total) running again on their new owners after #{ms} ms"
 )
 
-Synod.TestCluster.stop_peers(peers)
+Synod.LocalCluster.stop(peers)
 
 # a second cluster for the larger case (the victim above is gone)
-peers = Synod.TestCluster.start_peers(3, prefix: "bench2")
+peers = Synod.LocalCluster.start(3, prefix: "bench2")
 nodes = Enum.map(peers, &elem(&1, 1))
 for node <- nodes, do: :ok = :erpc.call(node, B, :hub, [[name: :bench]])
 
@@ -167,4 +167,4 @@ IO.puts(
   "redistribution: #{moved} children of a killed node (90k in total) running again on their new owners after #{ms} ms"
 )
 
-Synod.TestCluster.stop_peers(peers)
+Synod.LocalCluster.stop(peers)

@@ -72,6 +72,16 @@ defmodule Synod.Test.RemoteHub do
     end
   end
 
+  @doc "This node's raw registry row for `id` (`nil` when it has none): tells a row with no copies from a missing row."
+  def raw_row(hub, id) do
+    {registry, _} = :persistent_term.get({Synod.Hub, hub})
+
+    case :ets.lookup(registry, id) do
+      [{^id, _spec, _meta, pids}] -> {:row, for(pid <- pids, do: {node(pid), pid})}
+      [] -> nil
+    end
+  end
+
   @doc "Owners of each id under this node's ring."
   def owners(hub, ids), do: Map.new(ids, &{&1, Synod.owners(hub, &1)})
 
@@ -146,5 +156,40 @@ defmodule Synod.Test.HubHandle do
   def start_then_await(hub, specs, opts) do
     {:ok, handle} = Synod.start_children(hub, specs, [await: false] ++ opts)
     {:ok, Synod.await(handle)}
+  end
+end
+
+defmodule Synod.Test.FakeMember do
+  @moduledoc false
+  # A hub member spoken by hand: a process registered under the hub's name
+  # on a peer node, which forwards every message it receives to a test as
+  # `{:fake, node, message}`. The test sends the member's side of
+  # docs/protocol.md itself, so it decides the exact order in which a real
+  # coordinator sees each message.
+
+  @doc "Registers a forwarder as `hub` on this node; returns its pid."
+  def start(hub, test) do
+    parent = self()
+
+    pid =
+      spawn(fn ->
+        Process.register(self(), hub)
+        send(parent, :registered)
+        forward(test)
+      end)
+
+    receive do
+      :registered -> pid
+    after
+      5_000 -> exit(:not_registered)
+    end
+  end
+
+  defp forward(test) do
+    receive do
+      msg ->
+        send(test, {:fake, node(), msg})
+        forward(test)
+    end
   end
 end

@@ -188,8 +188,15 @@ defmodule Synod.Hub.Coordinator do
   def handle_info({:synod_unregistered, from, stopped, reason, replies}, state) do
     state =
       if Map.has_key?(state.peers, from) do
-        for {id, pid} <- stopped, do: remove_pid(state.registry, id, pid, reason)
-        if stopped != [], do: emit(state, :children_stopped, {from, stopped}), else: state
+        rows =
+          for {id, pid} <- stopped, row = remove_pid(state.registry, id, pid, reason), do: row
+
+        state = if stopped != [], do: emit(state, :children_stopped, {from, stopped}), else: state
+        # A copy that moves or is suspended must run again somewhere: every
+        # member looks at the row again, as for any other change to it. (Not
+        # for `:stopped`: the other copies of a stopped child are being
+        # stopped too, and an owner must not restart it.)
+        if reason == :stopped, do: state, else: reconcile(state, rows, nil)
       else
         state
       end
@@ -254,7 +261,15 @@ defmodule Synod.Hub.Coordinator do
   def handle_info({:synod_child_up, id, pid}, state) do
     me = state.me
 
+    # Every start this coordinator makes itself is announced here too, and
+    # the notice may be handled long after the start: the child may have been
+    # stopped since (it is then dead: terminate_child is synchronous) and
+    # even started again under a new pid. Only a live pid this coordinator
+    # did not start itself is a restart by the supervisor. Taking a stale
+    # notice for a restart put the dead pid in the row in place of the live
+    # copy, which then ran unknown to every registry (docs/hub.md, "Churn").
     with false <- Map.has_key?(state.local, pid),
+         true <- Process.alive?(pid),
          [{^id, spec, meta, pids}] <- :ets.lookup(state.registry, id),
          old when is_pid(old) <- Enum.find(pids, &(node(&1) == me)) do
       # A restart by the DynamicSupervisor: the new pid replaces the old one
@@ -270,8 +285,8 @@ defmodule Synod.Hub.Coordinator do
         {:noreply, state}
 
       _ ->
-        # The late announcement of a start whose child this node has since
-        # stopped (started and moved away in one step): nothing to record.
+        # The late notice of a start whose child this node has since stopped
+        # (a dead pid), or of a child whose row is gone: nothing to record.
         {:noreply, state}
     end
   end
@@ -601,17 +616,27 @@ defmodule Synod.Hub.Coordinator do
     row
   end
 
+  # Removes `pid` from the row of `id`; returns the row as now stored (nil
+  # when there is none). `reason` :stopped deletes a row left without pids.
   defp remove_pid(registry, id, pid, reason) do
     case :ets.lookup(registry, id) do
-      [{_, spec, meta, pids}] ->
+      [{_, spec, meta, pids} = row] ->
         case List.delete(pids, pid) do
-          [] when reason == :stopped -> :ets.delete(registry, id)
-          ^pids -> :ok
-          rest -> :ets.insert(registry, {id, spec, meta, rest})
+          [] when reason == :stopped ->
+            :ets.delete(registry, id)
+            nil
+
+          ^pids ->
+            row
+
+          rest ->
+            row = {id, spec, meta, rest}
+            :ets.insert(registry, row)
+            row
         end
 
       [] ->
-        :ok
+        nil
     end
   end
 
@@ -668,8 +693,7 @@ defmodule Synod.Hub.Coordinator do
         # copies are gone and the new member may be the owner to restart them).
         send({state.hub, node}, {:synod_registered, state.me, local_entries(state), []})
 
-        orphans =
-          :ets.select(state.registry, [{{:"$1", :"$2", :"$3", []}, [], [{{:"$1", :"$2", :"$3"}}]}])
+        orphans = orphans(state)
 
         if orphans != [], do: send({state.hub, node}, {:synod_orphans, state.me, orphans})
         state = emit(state, :member_joined, node)
@@ -685,10 +709,12 @@ defmodule Synod.Hub.Coordinator do
       {{_pid, mref}, peers} ->
         Process.demonitor(mref, [:flush])
         old_ring = state.ring
-        state = %{state | peers: peers}
+        state = state |> Map.put(:peers, peers) |> cancel_migrations_to(node)
         drop_node_pids(state.registry, node)
         state = emit(state, :member_left, {node, reason})
-        apply_membership(state, old_ring)
+        state = apply_membership(state, old_ring)
+        send_orphans(state)
+        state
     end
   end
 
@@ -706,6 +732,52 @@ defmodule Synod.Hub.Coordinator do
       )
 
     :ets.insert(registry, changed)
+  end
+
+  # Rows with no copy anywhere, as `{id, spec, meta}`.
+  defp orphans(state),
+    do: :ets.select(state.registry, [{{:"$1", :"$2", :"$3", []}, [], [{{:"$1", :"$2", :"$3"}}]}])
+
+  # After a leave (and the reconcile that follows it, which started the
+  # rows this node owns), the rows still without a copy go to their owners
+  # as `synod_orphans`. An owner usually has them already (it then ignores
+  # them), but not always: a member that joined while the leaving node was
+  # still there may never have exchanged registries with it (nor with a
+  # node that was moving a child to it), and then no other message would
+  # ever tell it about those children; they would run nowhere
+  # (docs/hub.md, "Churn").
+  defp send_orphans(%{partitioned: true}), do: :ok
+
+  defp send_orphans(state) do
+    %{ring: ring, cfg: cfg, me: me} = state
+
+    state
+    |> orphans()
+    |> Enum.reduce(%{}, fn {id, _, _} = orphan, acc ->
+      for owner <- Placement.owners(ring, cfg.replication_factor, id),
+          owner != me,
+          reduce: acc,
+          do: (acc -> Map.update(acc, owner, [orphan], &[orphan | &1]))
+    end)
+    |> Enum.each(fn {owner, orphans} ->
+      send({state.hub, owner}, {:synod_orphans, me, orphans})
+    end)
+  end
+
+  # Migrations to a member that left will not be answered: forget them now
+  # (so the event queue resumes and hot-swapped children are reconciled
+  # again with the new ring) instead of waiting for their timeout.
+  defp cancel_migrations_to(state, node) do
+    {gone, kept} = Enum.split_with(state.migrations, fn {_, m} -> Map.get(m, :target) == node end)
+
+    if gone == [] do
+      state
+    else
+      for {_, m} <- gone, do: Process.cancel_timer(m.timer)
+      ids = Enum.flat_map(gone, fn {_, m} -> m.ids end)
+      migrating = Enum.reduce(ids, state.migrating, &MapSet.delete(&2, &1))
+      maybe_resume(%{state | migrations: Map.new(kept), migrating: migrating})
+    end
   end
 
   # Rebuilds the ring for the current members, decides whether this side is
@@ -863,14 +935,20 @@ defmodule Synod.Hub.Coordinator do
 
           %{
             state
-            | migrations: Map.put(state.migrations, ref, %{kind: :cold, ids: ids, timer: timer})
+            | migrations:
+                Map.put(state.migrations, ref, %{
+                  kind: :cold,
+                  ids: ids,
+                  target: target,
+                  timer: timer
+                })
           }
 
         :hot ->
           old = Map.new(ids, &{&1, local_pid(state, &1)})
           send({state.hub, target}, {:synod_start, ref, [self()], entries, [migration: true]})
           migrating = Enum.reduce(ids, state.migrating, &MapSet.put(&2, &1))
-          m = %{kind: :hot, ids: ids, timer: timer, old: old}
+          m = %{kind: :hot, ids: ids, target: target, timer: timer, old: old}
           %{state | migrations: Map.put(state.migrations, ref, m), migrating: migrating}
       end
     end)
