@@ -138,17 +138,31 @@ static etf_error check_reference(cursor *c, uint8_t tag)
     return skip(c, (tag == TAG_NEWER_REFERENCE ? 4 : 1) + 4 * words);
 }
 
-static etf_error check_fun(cursor *c, size_t tag_at)
+/* NEW_FUN_EXT: Size(4) Arity(1) Uniq(16) Index(4) NumFree(4) Module OldIndex
+ * OldUniq Pid FreeVars...; Size counts every byte after the tag, Size
+ * included. Every field is walked (ei_skip_term decodes them all, so a
+ * size that merely fits is not enough), and they must end exactly where
+ * Size says. */
+static etf_error check_fun(cursor *c, size_t tag_at, unsigned depth)
 {
-    /* Size counts every byte of the fun after the tag, Size included. */
-    size_t size;
+    size_t size, nfree;
     etf_error e = read_len(c, 4, &size);
     if (e != ETF_OK)
         return e;
-    if (size < 4)
+    if (size < 4 + 1 + 16 + 4 + 4)
         return ETF_EBADVALUE;
-    c->at = tag_at + 1;
-    return skip(c, size);
+    if (size > c->len - (tag_at + 1))
+        return ETF_ETRUNCATED;
+    if ((e = skip(c, 1 + 16 + 4)) != ETF_OK || (e = read_len(c, 4, &nfree)) != ETF_OK)
+        return e;
+    /* Module, OldIndex, OldUniq, Pid, then the free variables. */
+    for (size_t i = 0; i < 4 + nfree; i++) {
+        if (c->at >= tag_at + 1 + size)
+            return ETF_EBADVALUE;
+        if ((e = check(c, depth - 1)) != ETF_OK)
+            return e;
+    }
+    return c->at == tag_at + 1 + size ? ETF_OK : ETF_EBADVALUE;
 }
 
 static etf_error check(cursor *c, unsigned depth)
@@ -246,7 +260,7 @@ static etf_error check(cursor *c, unsigned depth)
             return ETF_EBADVALUE;
         return skip(c, 2);
     case TAG_NEW_FUN:
-        return check_fun(c, tag_at);
+        return check_fun(c, tag_at, depth);
     default:
         c->at = tag_at;
         return ETF_EBADTAG;

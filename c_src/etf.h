@@ -11,8 +11,8 @@
  *
  * What passes: every term kind OTP 25 puts on the wire except compressed
  * terms and atom cache references (ei resolves those before we see the
- * buffer). Funs (NEW_FUN_EXT) are checked only by their declared total size,
- * since the C node copies them as opaque bytes and never decodes them.
+ * buffer). Funs (NEW_FUN_EXT) are walked field by field and must end where
+ * their declared size says: ei_skip_term decodes every field of a fun.
  *
  * Cost: O(len) time, O(max_depth) stack; a term can never make the walk do
  * more work than its size, because every element needs at least one byte.

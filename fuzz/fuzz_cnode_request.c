@@ -83,7 +83,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     request req;
     if (request_parse_valid(buf, &req, &why) == 0) {
         proto_request pr;
-        proto_error err;
+        proto_error err = {0};
         if (proto_decode_request(buf, req.body_at, "hub", &pr, &err) == 0) {
             use_request(buf, size, &pr);
             proto_request_free(&pr);

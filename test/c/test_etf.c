@@ -89,6 +89,16 @@ static void test_specific_errors(void **state)
     /* a fun whose size is smaller than its own size field */
     const uint8_t bad_fun[] = {131, 112, 0, 0, 0, 2};
     assert_int_equal(etf_check_message(bad_fun, sizeof bad_fun, 8), ETF_EBADVALUE);
+    /* A fun whose size fits the buffer but whose module atom claims more
+     * bytes than the fun holds: ei_skip_term would read past the end (the
+     * C node's fuzzer found it), so the walk must refuse it. */
+    static const uint8_t fun_field_overrun[] = {131, 112, 0,  0, 0, 32, 0, /* size 32, arity 0 */
+                                                0,   0,   0,  0, 0, 0,  0, 0,
+                                                0,   0,   0,  0, 0, 0,  0, 0, /* uniq */
+                                                0,   0,   0,  0,              /* index */
+                                                0,   0,   0,  0,              /* no free vars */
+                                                100, 0,   200}; /* ATOM_EXT, 200 bytes */
+    assert_int_not_equal(etf_check_message(fun_field_overrun, sizeof fun_field_overrun, 8), ETF_OK);
     assert_int_equal(etf_check_message(NULL, 0, 8), ETF_ETRUNCATED);
     assert_string_equal(etf_strerror(ETF_ETRAILING), "bytes after the term");
 }
