@@ -109,7 +109,8 @@ defmodule Synod.Raft.Member do
         watches: Watches.name(group),
         applied: applied,
         sessions: sessions,
-        node_of: voter_nodes |> Map.merge(node_of) |> Map.put(id, node())
+        node_of: voter_nodes |> Map.merge(node_of) |> Map.put(id, node()),
+        view: %{role: :follower, leader: nil, term: recovered.hard_state.term}
       }
 
       Info.put(group, self(), state.view)
