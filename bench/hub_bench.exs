@@ -1,7 +1,7 @@
 # Hub benchmark: start/stop throughput, registry memory and redistribution
 # time on 3 real :peer nodes, against a baseline measured in the same run.
 #
-#   CORE_SRCS=c_src/ring.c MIX_ENV=test mix run bench/hub_bench.exs [N] [ROUNDS]
+#   MIX_ENV=test mix run bench/hub_bench.exs [N] [ROUNDS]
 #
 # N (default 100_000) trivial GenServer children; ROUNDS (default 3) rounds,
 # medians printed. Baseline: the same children started round-robin through a
@@ -105,7 +105,7 @@ IO.puts("""
 start (median)   baseline #{rate.(base_start)}/s (#{div(base_start, 1000)} ms)   Synod #{rate.(syn_start)}/s (#{div(syn_start, 1000)} ms)   ratio #{Float.round(base_start / syn_start, 3)}
 stop  (median)   baseline #{rate.(base_stop)}/s (#{div(base_stop, 1000)} ms)   Synod #{rate.(syn_stop)}/s (#{div(syn_stop, 1000)} ms)   ratio #{Float.round(base_stop / syn_stop, 3)}
 all rounds (start_ms, stop_ms): baseline #{inspect(Enum.map(baseline, fn {s, t} -> {div(s, 1000), div(t, 1000)} end))} Synod #{inspect(Enum.map(Enum.reverse(synod), fn {s, t} -> {div(s, 1000), div(t, 1000)} end))}
-registry bytes per child per node: #{inspect(Enum.map(memory, fn {b, _} -> Float.round(b, 1) end))} (coordinator heap, bytes per child on its node: #{inspect(Enum.map(memory, fn {_, c} -> div(c * 3, n) end))})
+registry bytes per child per node: #{inspect(Enum.map(memory, fn {b, _} -> Float.round(b, 1) end))} (process memory per child on its node, coordinator / children's supervisor: #{inspect(Enum.map(memory, fn {_, {c, s}} -> {div(c * 3, n), div(s * 3, n)} end))})
 """)
 
 # ── redistribution: kill the node holding a third of the children ──

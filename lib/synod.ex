@@ -65,8 +65,10 @@ defmodule Synod do
       and refuses starts with `{:error, :partitioned}` until healed).
     * `:ring` — `Synod.Ring` options (`:vnodes`, `:seed`); every member must
       use the same.
-    * `:max_restarts`, `:max_seconds` — for the node's `DynamicSupervisor`
-      of hub children (default 1000 restarts in 5 s).
+    * `:max_restarts`, `:max_seconds` — restart intensity of the node's
+      supervisor of hub children (default 1000 restarts in 5 s), with the
+      rules of `DynamicSupervisor`: more restarts than that restart the hub
+      on this node. See "Supervision" in `docs/hub.md`.
 
   Members with different `:replication_factor`, `:replication_model`,
   `:partition_strategy` or `:ring` refuse each other (and log why).
@@ -432,17 +434,20 @@ defmodule Synod do
 
     # Ask every node the registry says runs a copy, and the owners too in
     # case this node's registry has not heard of a start yet.
+    owners = Placement.owners_many(ring, cfg.replication_factor, ids)
+
     requests =
-      Enum.reduce(ids, %{}, fn id, acc ->
+      ids
+      |> Enum.zip(owners)
+      |> Enum.reduce(%{}, fn {id, owners}, acc ->
         running =
           case :ets.lookup(registry, id) do
             [{_, _, _, pids}] -> Enum.map(pids, &node/1)
             [] -> []
           end
 
-        (running ++ Placement.owners(ring, cfg.replication_factor, id))
-        |> Enum.uniq()
-        |> Enum.reduce(acc, fn node, acc -> Map.update(acc, node, [id], &[id | &1]) end)
+        nodes = if running == owners, do: owners, else: Enum.uniq(running ++ owners)
+        Enum.reduce(nodes, acc, fn node, acc -> Map.update(acc, node, [id], &[id | &1]) end)
       end)
       |> Map.new(fn {node, ids} -> {node, Enum.reverse(ids)} end)
 

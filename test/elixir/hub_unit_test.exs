@@ -145,6 +145,48 @@ defmodule Synod.HubUnitTest do
       assert Placement.reconcile(:a, ring, 2, surplus) == nil
     end
 
+    test "the batch forms decide as the row-by-row ones", %{ring: ring} do
+      ids = for i <- 1..300, do: "b#{i}"
+      assert Placement.owners_many(ring, 1, ids) == Enum.map(ids, &Placement.owners(ring, 1, &1))
+      assert Placement.owners_many(ring, 2, ids) == Enum.map(ids, &Placement.owners(ring, 2, &1))
+
+      # rows with one copy on :a (a batch :a just started), on :b, none, two
+      rows =
+        for {id, i} <- Enum.with_index(ids) do
+          pids =
+            case rem(i, 4) do
+              0 -> [fake_pid(:a)]
+              1 -> [fake_pid(:b)]
+              2 -> []
+              3 -> [fake_pid(:a), fake_pid(:c)]
+            end
+
+          {id, {M, :f, []}, nil, pids}
+        end
+
+      for rf <- [1, 2] do
+        {starts, migrations, stops} = Placement.reconcile_many(:a, ring, rf, rows)
+        one_by_one = for row <- rows, d = Placement.reconcile(:a, ring, rf, row), do: d
+        assert starts == for({:start, row} <- one_by_one, do: row)
+        assert stops == for({:stop, row} <- one_by_one, do: row)
+
+        sorted = fn groups ->
+          Map.new(groups, fn {target, rows} -> {target, Enum.sort(rows)} end)
+        end
+
+        assert sorted.(migrations) ==
+                 sorted.(
+                   Enum.group_by(
+                     for({:migrate, _, _} = m <- one_by_one, do: m),
+                     &elem(&1, 2),
+                     &elem(&1, 1)
+                   )
+                 )
+
+        assert starts != [] or migrations != %{}
+      end
+    end
+
     test "mode changes only where the first owner changed", %{ring: ring, ring2: ring2} do
       ids = for i <- 1..500, do: "x#{i}"
 
@@ -213,6 +255,58 @@ defmodule Synod.HubUnitTest do
       assert Synod.whereis(:hub_local, {:user, 1}) == new_pid
     end
 
+    test "the children's supervisor: transient children, shutdown timeouts, supervisor calls" do
+      # transient: a crash restarts it, a normal exit is final
+      spec = %{id: "tr", start: {HubWorker, :start_link, ["tr"]}, restart: :transient}
+      {:ok, %StartResult{started: [{_, _, pid}]}} = Synod.start_child(:hub_local, spec)
+      Process.exit(pid, :kill)
+      new = Wait.until(fn -> (p = Synod.whereis(:hub_local, "tr")) != pid && p end)
+      assert Process.alive?(new)
+      GenServer.stop(new)
+      Wait.until(fn -> Synod.whereis(:hub_local, "tr") == nil end)
+
+      # a child that ignores its shutdown is killed when its time is up
+      stub = %{id: "stub", start: {HubWorker, :start_link, ["stub", :stubborn]}, shutdown: 50}
+      {:ok, %StartResult{started: [{_, _, spid}]}} = Synod.start_child(:hub_local, stub)
+      ref = Process.monitor(spid)
+      sup = :"hub_local.children"
+      assert [{:undefined, ^spid, :worker, [HubWorker]}] = DynamicSupervisor.which_children(sup)
+      assert %{active: 1, workers: 1, supervisors: 0} = DynamicSupervisor.count_children(sup)
+
+      assert {:ok, %StopResult{stopped: [{"stub", _, ^spid}]}} =
+               Synod.stop_child(:hub_local, "stub")
+
+      assert_received {:DOWN, ^ref, :process, ^spid, :killed}
+      assert DynamicSupervisor.count_children(sup).active == 0
+    end
+
+    @tag :capture_log
+    test "more restarts than max_restarts in max_seconds restart the hub on this node" do
+      start_supervised!({Synod, name: :hub_fragile, max_restarts: 2, max_seconds: 60})
+      coordinator = Process.whereis(:hub_fragile)
+      spec = %{id: "f", start: {HubWorker, :start_link, ["f"]}}
+      {:ok, %StartResult{started: [{_, _, pid}]}} = Synod.start_child(:hub_fragile, spec)
+
+      # two restarts are allowed; the third exit shuts the node's hub down,
+      # and its supervisor starts it again, empty
+      Enum.reduce(1..2, pid, fn _, pid ->
+        Process.exit(pid, :kill)
+        Wait.until(fn -> (p = Synod.whereis(:hub_fragile, "f")) != pid && p end)
+      end)
+      |> Process.exit(:kill)
+
+      Wait.until(fn ->
+        new = Process.whereis(:hub_fragile)
+
+        try do
+          is_pid(new) and new != coordinator and Synod.children(:hub_fragile) == []
+        rescue
+          # between the old hub and the new one
+          ArgumentError -> false
+        end
+      end)
+    end
+
     test "a temporary child that exits leaves the registry" do
       spec = %{id: "tmp", start: {HubWorker, :start_link, ["tmp"]}, restart: :temporary}
       {:ok, %StartResult{started: [{_, _, pid}]}} = Synod.start_child(:hub_local, spec)
@@ -243,9 +337,9 @@ defmodule Synod.HubUnitTest do
       assert_receive {:DOWN, ^ref, _, _, _}
       state = :sys.get_state(coordinator)
       assert state.migrations == %{} and state.subs == %{}
-      assert map_size(state.local) == 1
+      assert [{"orphan", _}] = Synod.children(:hub_local, :local)
       {:ok, _} = Synod.stop_child(:hub_local, "orphan")
-      assert :sys.get_state(coordinator).local == %{}
+      assert Synod.children(:hub_local, :local) == []
     end
 
     @tag :capture_log

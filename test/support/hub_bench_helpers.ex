@@ -72,9 +72,11 @@ defmodule Synod.Test.HubBench do
     words * :erlang.system_info(:wordsize) / n
   end
 
+  @doc "Process memory of the hub's coordinator and of its children's supervisor."
   def coordinator_bytes(hub) do
-    {:memory, bytes} = Process.info(Process.whereis(hub), :memory)
-    bytes
+    {:memory, coordinator} = Process.info(Process.whereis(hub), :memory)
+    {:memory, children} = Process.info(Process.whereis(:"#{hub}.children"), :memory)
+    {coordinator, children}
   end
 
   @doc """

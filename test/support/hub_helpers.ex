@@ -10,8 +10,16 @@ defmodule Synod.Test.HubWorker do
   def start_link(id), do: GenServer.start_link(__MODULE__, id)
   def start_link(id, :fail), do: {:error, {:refused, id}}
   def start_link(id, :crash_once), do: GenServer.start_link(__MODULE__, {id, :crash_once})
+  # traps exits and never finishes terminating: only a kill stops it
+  def start_link(id, :stubborn), do: GenServer.start_link(__MODULE__, {id, :stubborn})
 
   @impl GenServer
+  def init({id, :stubborn}) do
+    Process.flag(:trap_exit, true)
+    Process.put(:synod_test_id, id)
+    {:ok, %{id: id, modes: [], count: 0, stubborn: true}}
+  end
+
   def init({id, :crash_once}) do
     Process.put(:synod_test_id, id)
     {:ok, %{id: id, modes: [], count: 0}}
@@ -33,6 +41,10 @@ defmodule Synod.Test.HubWorker do
     do: {:noreply, %{state | modes: [mode | state.modes]}}
 
   def handle_info(_other, state), do: {:noreply, state}
+
+  @impl GenServer
+  def terminate(_reason, %{stubborn: true}), do: Process.sleep(:infinity)
+  def terminate(_reason, _state), do: :ok
 
   @impl Synod.Handover
   def handover(old_state, new_state), do: %{new_state | count: old_state.count}

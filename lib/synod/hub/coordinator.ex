@@ -1,8 +1,8 @@
 defmodule Synod.Hub.Coordinator do
   @moduledoc false
   # The hub's process on one node, registered under the hub's name. A shell:
-  # it owns the registry tables, the monitors on peers, children and
-  # subscribers, and the event queue, and carries out what the pure modules
+  # it owns the registry tables, the monitors on peers and subscribers, and
+  # the event queue, and carries out what the pure modules
   # decide (Synod.Hub.Placement for placement and redistribution,
   # Synod.Hub.Results on the caller's side). Every message it accepts is a
   # plain term listed in docs/protocol.md.
@@ -19,7 +19,7 @@ defmodule Synod.Hub.Coordinator do
   use GenServer
   require Logger
 
-  alias Synod.Hub.{Placement, Spec}
+  alias Synod.Hub.{Children, Placement}
   alias Synod.Ring
 
   @migration_timeout 30_000
@@ -34,6 +34,7 @@ defmodule Synod.Hub.Coordinator do
   @impl true
   def init(cfg) do
     Process.flag(:trap_exit, true)
+    Process.flag(:message_queue_data, :off_heap)
     hub = cfg.name
     # :compressed keeps a row near 160 bytes (see docs/hub.md, "Memory").
     registry = :ets.new(:synod_registry, [:set, :protected, :compressed, read_concurrency: true])
@@ -57,7 +58,6 @@ defmodule Synod.Hub.Coordinator do
       known: MapSet.new([node()]),
       ring: nil,
       partitioned: false,
-      local: %{},
       subs: %{},
       migrations: %{},
       migrating: MapSet.new(),
@@ -158,9 +158,7 @@ defmodule Synod.Hub.Coordinator do
 
   def handle_info({:synod_registered, from, entries, replies}, state) do
     if Map.has_key?(state.peers, from) do
-      rows =
-        for {id, spec, meta, pid} <- entries, do: put_pid(state.registry, id, spec, meta, pid)
-
+      rows = put_pids(state.registry, entries)
       deliver_replies(replies, from)
       state = emit_started(state, from, entries)
       state = reconcile(state, rows, nil)
@@ -238,9 +236,6 @@ defmodule Synod.Hub.Coordinator do
 
   def handle_info({:DOWN, mref, :process, pid, reason}, state) do
     cond do
-      Map.has_key?(state.local, pid) ->
-        {:noreply, child_down(state, pid, reason)}
-
       match?(%{^pid => {^mref, _}}, state.subs) ->
         {:noreply, %{state | subs: Map.delete(state.subs, pid)}}
 
@@ -258,35 +253,18 @@ defmodule Synod.Hub.Coordinator do
 
   # ── children of this node ────────────────────────────────────────────────
 
-  def handle_info({:synod_child_up, id, pid}, state) do
-    me = state.me
+  # An exit this node's supervisor (Synod.Hub.Children) did not ask for:
+  # with a new pid when it restarted the child, nil when it did not. An exit
+  # of a pid the registry no longer names as this node's copy (the
+  # coordinator stopped or replaced it since) changes nothing.
+  def handle_info({:synod_child_exit, id, pid, _reason, new_pid}, state) do
+    case :ets.lookup(state.registry, id) do
+      [{_, _, _, pids} = row] ->
+        if local_pid(pids, state.me) == pid,
+          do: {:noreply, child_exited(state, row, pid, new_pid)},
+          else: {:noreply, state}
 
-    # Every start this coordinator makes itself is announced here too, and
-    # the notice may be handled long after the start: the child may have been
-    # stopped since (it is then dead: terminate_child is synchronous) and
-    # even started again under a new pid. Only a live pid this coordinator
-    # did not start itself is a restart by the supervisor. Taking a stale
-    # notice for a restart put the dead pid in the row in place of the live
-    # copy, which then ran unknown to every registry (docs/hub.md, "Churn").
-    with false <- Map.has_key?(state.local, pid),
-         true <- Process.alive?(pid),
-         [{^id, spec, meta, pids}] <- :ets.lookup(state.registry, id),
-         old when is_pid(old) <- Enum.find(pids, &(node(&1) == me)) do
-      # A restart by the DynamicSupervisor: the new pid replaces the old one
-      # (which stays in the row until then, see child_down/3).
-      Process.monitor(pid)
-      put_pid(state.registry, id, spec, meta, pid)
-      state = %{state | local: Map.put(state.local, pid, id)}
-      broadcast_registered(state, [{id, spec, meta, pid}], %{})
-      {:noreply, emit(state, :children_started, {me, [{id, pid}]})}
-    else
-      true ->
-        # The announcement of a start we already recorded.
-        {:noreply, state}
-
-      _ ->
-        # The late notice of a start whose child this node has since stopped
-        # (a dead pid), or of a child whose row is gone: nothing to record.
+      [] ->
         {:noreply, state}
     end
   end
@@ -390,8 +368,7 @@ defmodule Synod.Hub.Coordinator do
       route_replies(state, ref, reply_to, results, [], :registered)
       {state, results}
     else
-      {state, results, rows} = start_local(state, entries)
-      started = entries_of(rows, state.me)
+      {state, results, rows, started} = start_local(state, entries)
       route_replies(state, ref, reply_to, results, started, :registered)
       state = emit_started(state, state.me, started)
       # A requester with a stale ring may have sent us children we do not own.
@@ -408,141 +385,126 @@ defmodule Synod.Hub.Coordinator do
 
   # Starts each entry on this node unless a copy already runs here, in which
   # case its pid is the answer (a node never runs two copies of a child).
-  # Returns the rows of the children it started, as now stored.
+  # Returns the answers in order, and for the children it started their rows
+  # as now stored and their registry entries `{id, spec, meta, pid}`.
+  # The starts themselves are one call to this node's supervisor.
   defp start_local(state, entries) do
     %{registry: registry, me: me} = state
 
-    {results, {local, started}} =
-      Enum.map_reduce(entries, {state.local, []}, fn {id, spec, meta, mode}, {local, started} ->
+    # what runs already, and what to start (with the row's other copies)
+    plan =
+      for {id, spec, meta, mode} <- entries do
         others =
           case :ets.lookup(registry, id) do
             [] -> []
             [{_, _, _, pids}] -> pids
           end
 
-        case Enum.find(others, &(node(&1) == me)) do
-          pid when is_pid(pid) ->
-            {{id, {:ok, pid}}, {local, started}}
-
-          nil ->
-            case start_supervised(state, id, spec) do
-              {:ok, pid} ->
-                Process.monitor(pid)
-                row = {id, spec, meta, [pid | others]}
-                :ets.insert(registry, row)
-                tell_mode(state, pid, mode)
-                {{id, {:ok, pid}}, {Map.put(local, pid, id), [row | started]}}
-
-              {:error, reason} ->
-                {{id, {:error, reason}}, {local, started}}
-            end
+        case local_pid(others, me) do
+          nil -> {:start, id, spec, meta, mode, others}
+          pid -> {:running, id, pid}
         end
-      end)
+      end
 
-    {%{state | local: local}, results, Enum.reverse(started)}
+    answers =
+      Children.start_batch(state.sup, for({:start, id, spec, _, _, _} <- plan, do: {id, spec}))
+
+    {results, rows, started} = merge_starts(plan, answers, state, [], [], [])
+    :ets.insert(registry, rows)
+    {state, results, rows, started}
   end
 
-  # Registry entries `{id, spec, meta, pid}` for rows this node just started.
-  defp entries_of(rows, me) do
-    for {id, spec, meta, pids} <- rows, do: {id, spec, meta, Enum.find(pids, &(node(&1) == me))}
-  end
+  defp merge_starts([{:running, id, pid} | plan], answers, state, results, rows, started),
+    do: merge_starts(plan, answers, state, [{id, {:ok, pid}} | results], rows, started)
 
-  defp start_supervised(state, id, spec) do
-    case DynamicSupervisor.start_child(state.sup, Spec.supervised(state.hub, id, spec)) do
-      {:ok, pid} -> {:ok, pid}
-      {:ok, pid, _} -> {:ok, pid}
-      :ignore -> {:error, :ignore}
-      {:error, reason} -> {:error, reason}
+  defp merge_starts(
+         [{:start, id, spec, meta, mode, others} | plan],
+         [{id, answer} | answers],
+         state,
+         results,
+         rows,
+         started
+       ) do
+    case answer do
+      {:ok, pid} ->
+        row = {id, spec, meta, [pid | others]}
+        tell_mode(state, pid, mode)
+        results = [{id, answer} | results]
+
+        merge_starts(plan, answers, state, results, [row | rows], [
+          {id, spec, meta, pid} | started
+        ])
+
+      {:error, _} ->
+        merge_starts(plan, answers, state, [{id, answer} | results], rows, started)
     end
-  catch
-    :exit, reason -> {:error, {:exit, reason}}
   end
+
+  defp merge_starts([], [], _state, results, rows, started),
+    do: {Enum.reverse(results), Enum.reverse(rows), Enum.reverse(started)}
+
+  # This node's pid in a row's pid list, or nil.
+  defp local_pid([pid | _], me) when node(pid) == me, do: pid
+  defp local_pid([_ | pids], me), do: local_pid(pids, me)
+  defp local_pid([], _me), do: nil
 
   defp tell_mode(%{cfg: %{replication_factor: 1}}, _pid, _mode), do: :ok
   defp tell_mode(state, pid, mode), do: send(pid, {:synod_mode, state.hub, mode})
 
   # Stops local copies. `reason` says what the other members do with the
   # row once no copy is left: :stopped deletes it, :migrating and
-  # :suspended keep it (the child must run again somewhere).
+  # :suspended keep it (the child must run again somewhere). The stops are
+  # one call to this node's supervisor, which stops whichever incarnation
+  # of each child runs now (a restart it has not told us about yet included).
   defp stop_local(state, ids, reason) do
     %{registry: registry, me: me} = state
 
-    {results, {local, stopped}} =
-      Enum.map_reduce(ids, {state.local, []}, fn id, {local, stopped} ->
+    plan =
+      for id <- ids do
         case :ets.lookup(registry, id) do
           [{_, spec, meta, pids}] ->
-            case Enum.split_with(pids, &(node(&1) == me)) do
-              {[pid], rest} ->
-                terminate(state, id, pid)
-
-                cond do
-                  rest != [] or reason != :stopped ->
-                    :ets.insert(registry, {id, spec, meta, rest})
-
-                  true ->
-                    :ets.delete(registry, id)
-                end
-
-                {{id, {:ok, pid}}, {Map.delete(local, pid), [{id, pid} | stopped]}}
-
-              {[], _} ->
-                {{id, {:error, :not_found}}, {local, stopped}}
+            case local_pid(pids, me) do
+              nil -> {:absent, id}
+              pid -> {:stop, id, spec, meta, pid, List.delete(pids, pid)}
             end
 
           [] ->
-            {{id, {:error, :not_found}}, {local, stopped}}
+            {:absent, id}
         end
-      end)
-
-    {%{state | local: local}, results, Enum.reverse(stopped)}
-  end
-
-  defp terminate(state, id, pid) do
-    case DynamicSupervisor.terminate_child(state.sup, pid) do
-      :ok ->
-        :ok
-
-      {:error, :not_found} ->
-        # It crashed and was restarted a moment ago: the restart's
-        # announcement is already in our mailbox.
-        receive do
-          {:synod_child_up, ^id, new_pid} -> DynamicSupervisor.terminate_child(state.sup, new_pid)
-        after
-          0 -> :ok
-        end
-    end
-  end
-
-  defp child_down(state, pid, reason) do
-    {id, local} = Map.pop(state.local, pid)
-    state = %{state | local: local}
-
-    restarted? =
-      case :ets.lookup(state.registry, id) do
-        [{_, spec, _, _}] ->
-          case Spec.restart(spec) do
-            :permanent ->
-              true
-
-            :transient ->
-              reason not in [:normal, :shutdown] and not match?({:shutdown, _}, reason)
-
-            :temporary ->
-              false
-          end
-
-        [] ->
-          false
       end
 
-    if restarted? do
-      # The supervisor restarts it; :synod_child_up brings the new pid.
-      state
-    else
-      remove_pid(state.registry, id, pid, :stopped)
-      broadcast_unregistered(state, [{id, pid}], :stopped, %{})
-      emit(state, :children_stopped, {state.me, [{id, pid}]})
-    end
+    _ = Children.stop_batch(state.sup, for({:stop, id, _, _, _, _} <- plan, do: id))
+
+    {results, stopped} =
+      Enum.map_reduce(plan, [], fn
+        {:absent, id}, stopped ->
+          {{id, {:error, :not_found}}, stopped}
+
+        {:stop, id, spec, meta, pid, rest}, stopped ->
+          if rest != [] or reason != :stopped,
+            do: :ets.insert(registry, {id, spec, meta, rest}),
+            else: :ets.delete(registry, id)
+
+          {{id, {:ok, pid}}, [{id, pid} | stopped]}
+      end)
+
+    {state, results, Enum.reverse(stopped)}
+  end
+
+  # A local child exited by itself: restarted under `new_pid`, or gone.
+  defp child_exited(state, {id, spec, meta, pids}, old_pid, new_pid) when is_pid(new_pid) do
+    %{cfg: cfg, ring: ring, me: me} = state
+    :ets.insert(state.registry, {id, spec, meta, [new_pid | List.delete(pids, old_pid)]})
+    owners = Placement.owners(ring, cfg.replication_factor, id)
+    tell_mode(state, new_pid, Placement.mode(cfg.replication_model, owners, me))
+    broadcast_registered(state, [{id, spec, meta, new_pid}], %{})
+    emit(state, :children_started, {me, [{id, new_pid}]})
+  end
+
+  defp child_exited(state, {id, _, _, _}, old_pid, nil) do
+    remove_pid(state.registry, id, old_pid, :stopped)
+    broadcast_unregistered(state, [{id, old_pid}], :stopped, %{})
+    emit(state, :children_stopped, {state.me, [{id, old_pid}]})
   end
 
   # ── replies and registry broadcasts ──────────────────────────────────────
@@ -600,6 +562,17 @@ defmodule Synod.Hub.Coordinator do
     :ok
   end
 
+  # Records each `{id, spec, meta, pid}` as the copy of `id` on the pid's
+  # node; returns the rows as now stored. Usually every row is new (a batch
+  # another member just started): then one table call stores them all.
+  defp put_pids(registry, entries) do
+    rows = for {id, spec, meta, pid} <- entries, do: {id, spec, meta, [pid]}
+
+    if :ets.insert_new(registry, rows),
+      do: rows,
+      else: for({id, spec, meta, pid} <- entries, do: put_pid(registry, id, spec, meta, pid))
+  end
+
   # Records `pid` as the copy of `id` on its node; returns the new row.
   defp put_pid(registry, id, spec, meta, pid) do
     row =
@@ -640,11 +613,9 @@ defmodule Synod.Hub.Coordinator do
     end
   end
 
-  defp local_pid(state, id) do
-    me = state.me
-
+  defp local_copy(state, id) do
     case :ets.lookup(state.registry, id) do
-      [{_, _, _, pids}] -> Enum.find(pids, &(node(&1) == me))
+      [{_, _, _, pids}] -> local_pid(pids, state.me)
       [] -> nil
     end
   end
@@ -654,7 +625,7 @@ defmodule Synod.Hub.Coordinator do
 
     :ets.foldl(
       fn {id, spec, meta, pids}, acc ->
-        case Enum.find(pids, &(node(&1) == me)) do
+        case local_pid(pids, me) do
           nil -> acc
           pid -> [{id, spec, meta, pid} | acc]
         end
@@ -812,7 +783,7 @@ defmodule Synod.Hub.Coordinator do
   end
 
   defp suspend(state) do
-    ids = Map.values(state.local)
+    ids = for {id, _, _, _} <- local_entries(state), do: id
     {state, _results, stopped} = stop_local(state, ids, :suspended)
     broadcast_unregistered(state, stopped, :suspended, %{})
     state = %{state | partitioned: true}
@@ -832,30 +803,15 @@ defmodule Synod.Hub.Coordinator do
   defp reconcile(%{partitioned: true} = state, _rows, _old_ring), do: state
 
   defp reconcile(state, rows, old_ring) do
-    %{me: me, ring: ring, cfg: cfg} = state
-    rf = cfg.replication_factor
+    %{me: me, ring: ring, cfg: cfg, migrating: migrating} = state
 
-    {starts, migrations, stops} =
-      Enum.reduce(rows, {[], %{}, []}, fn {id, _, _, _} = row,
-                                          {starts, migrations, stops} = acc ->
-        if MapSet.member?(state.migrating, id) do
-          acc
-        else
-          case Placement.reconcile(me, ring, rf, row) do
-            nil ->
-              acc
+    # Children being hot-swapped are decided when their swap is done.
+    rows =
+      if MapSet.size(migrating) == 0,
+        do: rows,
+        else: Enum.reject(rows, &MapSet.member?(migrating, elem(&1, 0)))
 
-            {:start, row} ->
-              {[row | starts], migrations, stops}
-
-            {:migrate, row, target} ->
-              {starts, Map.update(migrations, target, [row], &[row | &1]), stops}
-
-            {:stop, row} ->
-              {starts, migrations, [row | stops]}
-          end
-        end
-      end)
+    {starts, migrations, stops} = Placement.reconcile_many(me, ring, cfg.replication_factor, rows)
 
     if old_ring, do: send_mode_changes(state, rows, old_ring)
 
@@ -872,7 +828,7 @@ defmodule Synod.Hub.Coordinator do
        )
        when rf > 1 do
     for {id, _, _, pids} <- rows do
-      with pid when is_pid(pid) <- Enum.find(pids, &(node(&1) == state.me)),
+      with pid when is_pid(pid) <- local_pid(pids, state.me),
            mode when mode != nil <-
              Placement.mode_change(state.me, :active_passive, rf, old_ring, state.ring, id) do
         send(pid, {:synod_mode, state.hub, mode})
@@ -896,7 +852,7 @@ defmodule Synod.Hub.Coordinator do
     %{cfg: cfg, ring: ring, me: me} = state
 
     entries =
-      for {id, spec, meta, _} <- Enum.reverse(rows) do
+      for {id, spec, meta, _} <- rows do
         {id, spec, meta,
          Placement.mode(
            cfg.replication_model,
@@ -905,8 +861,7 @@ defmodule Synod.Hub.Coordinator do
          )}
       end
 
-    {state, _results, rows} = start_local(state, entries)
-    started = entries_of(rows, me)
+    {state, _results, _rows, started} = start_local(state, entries)
     broadcast_registered(state, started, %{})
     emit_started(state, me, started)
   end
@@ -915,7 +870,6 @@ defmodule Synod.Hub.Coordinator do
 
   defp migrate(state, migrations) do
     Enum.reduce(migrations, state, fn {target, rows}, state ->
-      rows = Enum.reverse(rows)
       ref = make_ref()
       timer = Process.send_after(self(), {:synod_migration_timeout, ref}, @migration_timeout)
       %{cfg: cfg, ring: ring} = state
@@ -945,7 +899,7 @@ defmodule Synod.Hub.Coordinator do
           }
 
         :hot ->
-          old = Map.new(ids, &{&1, local_pid(state, &1)})
+          old = Map.new(ids, &{&1, local_copy(state, &1)})
           send({state.hub, target}, {:synod_start, ref, [self()], entries, [migration: true]})
           migrating = Enum.reduce(ids, state.migrating, &MapSet.put(&2, &1))
           m = %{kind: :hot, ids: ids, target: target, timer: timer, old: old}

@@ -14,6 +14,13 @@ defmodule Synod.Hub.Placement do
   def owners(ring, 1, id), do: [:synod_ring.lookup(ring, Spec.ring_key(id))]
   def owners(ring, rf, id), do: :synod_ring.owners(ring, Spec.ring_key(id), rf)
 
+  @doc "`owners/3` of each id, in order (one ring call for replication factor 1)."
+  @spec owners_many(Ring.t(), pos_integer(), [term()]) :: [[node()]]
+  def owners_many(ring, 1, ids),
+    do: ring |> Ring.lookup_many(Enum.map(ids, &Spec.ring_key/1)) |> Enum.map(&[&1])
+
+  def owners_many(ring, rf, ids), do: Enum.map(ids, &owners(ring, rf, &1))
+
   @doc "The mode a replica runs in, by its place in the preference list."
   @spec mode(:active_active | :active_passive, [node()], node()) :: :active | :passive
   def mode(:active_active, _owners, _node), do: :active
@@ -29,10 +36,7 @@ defmodule Synod.Hub.Placement do
     owners = Ring.lookup_many(ring, Enum.map(children, fn {id, _, _} -> Spec.ring_key(id) end))
 
     children
-    |> Enum.zip(owners)
-    |> Enum.reduce(%{}, fn {{id, spec, meta}, node}, acc ->
-      Map.update(acc, node, [{id, spec, meta, :active}], &[{id, spec, meta, :active} | &1])
-    end)
+    |> group_one(owners, %{})
     |> Map.new(fn {node, list} -> {node, Enum.reverse(list)} end)
   end
 
@@ -48,6 +52,21 @@ defmodule Synod.Hub.Placement do
     end)
     |> Map.new(fn {node, list} -> {node, Enum.reverse(list)} end)
   end
+
+  # One owner per child, from one ring call: a plain walk of both lists.
+  defp group_one([{id, spec, meta} | children], [node | owners], acc) do
+    entry = {id, spec, meta, :active}
+
+    acc =
+      case acc do
+        %{^node => list} -> %{acc | node => [entry | list]}
+        _ -> Map.put(acc, node, [entry])
+      end
+
+    group_one(children, owners, acc)
+  end
+
+  defp group_one([], [], acc), do: acc
 
   @doc """
   What `me` must do about one registry row `{id, spec, meta, pids}` so that
@@ -68,13 +87,11 @@ defmodule Synod.Hub.Placement do
   """
   @spec reconcile(node(), Ring.t(), pos_integer(), tuple()) :: nil | tuple()
   def reconcile(me, ring, 1, {id, _spec, _meta, [pid]} = row) do
-    # The common case, kept cheap: one copy, on its owner.
-    owner = :synod_ring.lookup(ring, Spec.ring_key(id))
-
-    cond do
-      node(pid) == owner -> nil
-      node(pid) == me -> {:migrate, row, owner}
-      true -> nil
+    # The common case, kept cheap: one copy. Only its holder can have
+    # anything to do (move it to the owner), so no ring lookup otherwise.
+    if node(pid) == me do
+      owner = :synod_ring.lookup(ring, Spec.ring_key(id))
+      if owner != me, do: {:migrate, row, owner}
     end
   end
 
@@ -100,6 +117,53 @@ defmodule Synod.Hub.Placement do
       true ->
         nil
     end
+  end
+
+  @doc """
+  `reconcile/4` for many rows at once, as `{starts, migrations, stops}`:
+  the rows to start here, `%{target => rows}` to move, the rows to stop
+  (starts and stops in the order given; the order of rows moving to one
+  target is not specified). The same decisions as `reconcile/4` row by
+  row; with replication factor 1, the rows whose only copy runs on `me`
+  (every row of a batch `me` just started) share one ring call.
+  """
+  @spec reconcile_many(node(), Ring.t(), pos_integer(), [tuple()]) ::
+          {[tuple()], %{node() => [tuple()]}, [tuple()]}
+  def reconcile_many(me, ring, 1, rows) do
+    {mine, others} =
+      Enum.split_with(rows, fn
+        {_, _, _, [pid]} -> node(pid) == me
+        _ -> false
+      end)
+
+    owners = Ring.lookup_many(ring, Enum.map(mine, fn row -> Spec.ring_key(elem(row, 0)) end))
+
+    moves = for {row, owner} <- Enum.zip(mine, owners), owner != me, do: {:migrate, row, owner}
+
+    collect(moves ++ Enum.map(others, &reconcile(me, ring, 1, &1)))
+  end
+
+  def reconcile_many(me, ring, rf, rows),
+    do: collect(Enum.map(rows, &reconcile(me, ring, rf, &1)))
+
+  defp collect(decisions) do
+    {starts, migrations, stops} =
+      Enum.reduce(decisions, {[], %{}, []}, fn
+        nil, acc ->
+          acc
+
+        {:start, row}, {starts, migrations, stops} ->
+          {[row | starts], migrations, stops}
+
+        {:stop, row}, {starts, migrations, stops} ->
+          {starts, migrations, [row | stops]}
+
+        {:migrate, row, target}, {starts, migrations, stops} ->
+          {starts, Map.update(migrations, target, [row], &[row | &1]), stops}
+      end)
+
+    {Enum.reverse(starts), Map.new(migrations, fn {t, rows} -> {t, Enum.reverse(rows)} end),
+     Enum.reverse(stops)}
   end
 
   @doc """

@@ -11,14 +11,17 @@ defmodule Synod.Hub.Results do
 
   @type t :: %__MODULE__{}
 
+  # `pending` maps each node to the ids it has yet to answer for: the list
+  # it was sent (nothing answered yet), or a map `id => true` once it has
+  # answered for some of them. A node usually answers all at once, and then
+  # the map is never built.
+
   @doc "A collector expecting, for each node, answers for the listed ids."
   @spec new(:start | :stop, %{node() => [term()]}) :: t()
   def new(kind, expected) do
-    pending = Map.new(expected, fn {node, ids} -> {node, Map.new(ids, &{&1, true})} end)
-
     %__MODULE__{
       kind: kind,
-      pending: pending,
+      pending: Map.new(expected),
       count: Enum.sum(Enum.map(expected, fn {_, ids} -> length(ids) end))
     }
   end
@@ -31,27 +34,73 @@ defmodule Synod.Hub.Results do
         state
 
       {:ok, ids} ->
-        {ids, ok, errors, count} =
-          Enum.reduce(results, {ids, state.ok, state.errors, state.count}, fn {id, result},
-                                                                              {ids, ok, errors,
-                                                                               count} = acc ->
-            case Map.pop(ids, id) do
-              {nil, _} ->
-                acc
-
-              {true, ids} ->
-                case result do
-                  {:ok, pid} -> {ids, [{id, node, pid} | ok], errors, count - 1}
-                  {:error, reason} -> {ids, ok, [{id, node, reason} | errors], count - 1}
-                  other -> {ids, ok, [{id, node, {:bad_result, other}} | errors], count - 1}
-                end
-            end
-          end)
-
-        pending = if ids == %{}, do: Map.delete(pending, node), else: Map.put(pending, node, ids)
-        %{state | pending: pending, ok: ok, errors: errors, count: count}
+        cond do
+          covers?(ids, results) -> record_all(state, node, results)
+          is_list(ids) -> record_some(state, node, Map.from_keys(ids, true), results)
+          true -> record_some(state, node, ids, results)
+        end
     end
   end
+
+  # Whether `results` answer exactly the pending `ids` (as sent), each once:
+  # the usual batch answer, which can then be taken as it is instead of one
+  # by one against a set of pending ids.
+  defp covers?(ids, results) when is_list(ids) and is_list(results) do
+    n = length(ids)
+    answered = :maps.from_list(results)
+    length(results) == n and map_size(answered) == n and Enum.all?(ids, &is_map_key(answered, &1))
+  rescue
+    # not a proper list of {id, result} pairs: record_some/4 skips the rest
+    ArgumentError -> false
+  end
+
+  defp covers?(_ids, _results), do: false
+
+  defp record_all(state, node, results) do
+    {ok, errors} =
+      Enum.reduce(results, {state.ok, state.errors}, fn
+        {id, {:ok, pid}}, {ok, errors} -> {[{id, node, pid} | ok], errors}
+        {id, {:error, reason}}, {ok, errors} -> {ok, [{id, node, reason} | errors]}
+        {id, other}, {ok, errors} -> {ok, [{id, node, {:bad_result, other}} | errors]}
+      end)
+
+    %{
+      state
+      | pending: Map.delete(state.pending, node),
+        ok: ok,
+        errors: errors,
+        count: state.count - length(results)
+    }
+  end
+
+  defp record_some(state, node, ids, results) do
+    %__MODULE__{pending: pending} = state
+
+    {ids, ok, errors, count} =
+      Enum.reduce(pairs(results), {ids, state.ok, state.errors, state.count}, fn {id, result},
+                                                                                 {ids, ok, errors,
+                                                                                  count} = acc ->
+        case Map.pop(ids, id) do
+          {nil, _} ->
+            acc
+
+          {true, ids} ->
+            case result do
+              {:ok, pid} -> {ids, [{id, node, pid} | ok], errors, count - 1}
+              {:error, reason} -> {ids, ok, [{id, node, reason} | errors], count - 1}
+              other -> {ids, ok, [{id, node, {:bad_result, other}} | errors], count - 1}
+            end
+        end
+      end)
+
+    pending = if ids == %{}, do: Map.delete(pending, node), else: Map.put(pending, node, ids)
+    %{state | pending: pending, ok: ok, errors: errors, count: count}
+  end
+
+  # The well-formed `{id, result}` answers of a list (a misbehaving node
+  # loses only its own bad answers, which then stay pending).
+  defp pairs(results) when is_list(results), do: for({_, _} = pair <- results, do: pair)
+  defp pairs(_results), do: []
 
   @doc "Every pair still pending on `node` fails with `reason`."
   @spec fail_node(t(), node(), term()) :: t()
@@ -61,10 +110,9 @@ defmodule Synod.Hub.Results do
         state
 
       {ids, pending} ->
-        errors =
-          Enum.reduce(ids, state.errors, fn {id, true}, acc -> [{id, node, reason} | acc] end)
-
-        %{state | pending: pending, errors: errors, count: state.count - map_size(ids)}
+        ids = if is_map(ids), do: Map.keys(ids), else: ids
+        errors = Enum.reduce(ids, state.errors, fn id, acc -> [{id, node, reason} | acc] end)
+        %{state | pending: pending, errors: errors, count: state.count - length(ids)}
     end
   end
 

@@ -43,6 +43,13 @@ defmodule Synod.Hub.Spec do
 
   @doc "Normalises one child spec (anything `Supervisor.child_spec/2` accepts)."
   @spec normalize(term()) :: {:ok, term(), tuple() | map()} | {:error, term()}
+  # The common case, answered without building the full child spec: a map
+  # with only :id and a valid start MFA, which every check passes and which
+  # compacts to the MFA itself.
+  def normalize(%{id: id, start: {m, f, a} = mfa} = spec)
+      when map_size(spec) == 2 and is_atom(m) and is_atom(f) and is_list(a),
+      do: {:ok, id, mfa}
+
   def normalize(spec) do
     map =
       try do
@@ -122,24 +129,27 @@ defmodule Synod.Hub.Spec do
   def restart(spec), do: Map.get(spec, :restart, :permanent)
 
   @doc """
-  The spec handed to the node's DynamicSupervisor: the start MFA wrapped by
-  `Synod.Hub.Starter`, which tells the coordinator the pid on every (re)start.
+  What a supervisor needs of a stored spec: `{start_mfa, restart, shutdown,
+  type, modules}`, with the defaults of `Supervisor.child_spec/2` filled in.
   """
-  @spec supervised(atom(), term(), tuple() | map()) :: map()
-  def supervised(hub, id, {m, _, _} = mfa) do
-    %{id: id, start: {Synod.Hub.Starter, :start_link, [hub, id, mfa]}, modules: [m]}
-  end
+  @spec child_info(tuple() | map()) ::
+          {mfa :: tuple(), atom(), timeout() | :brutal_kill, :worker | :supervisor, list()}
+  def child_info({m, _, _} = mfa), do: {mfa, :permanent, 5_000, :worker, [m]}
 
-  def supervised(hub, id, %{start: {m, _, _} = mfa} = spec) do
-    spec
-    |> Map.put(:id, id)
-    |> Map.put(:start, {Synod.Hub.Starter, :start_link, [hub, id, mfa]})
-    |> Map.put_new(:modules, [m])
+  def child_info(%{start: {m, _, _} = mfa} = spec) do
+    type = Map.get(spec, :type, :worker)
+    shutdown = Map.get(spec, :shutdown, if(type == :supervisor, do: :infinity, else: 5_000))
+    {mfa, Map.get(spec, :restart, :permanent), shutdown, type, Map.get(spec, :modules, [m])}
   end
 
   @doc "Duplicate ids in a list, each once, in first-seen order."
   @spec duplicates([term()]) :: [term()]
   def duplicates(ids) do
+    # Usually there are none: one map built in C says so.
+    if map_size(Map.from_keys(ids, true)) == length(ids), do: [], else: find_duplicates(ids)
+  end
+
+  defp find_duplicates(ids) do
     {_, dups} =
       Enum.reduce(ids, {MapSet.new(), []}, fn id, {seen, dups} ->
         if MapSet.member?(seen, id), do: {seen, [id | dups]}, else: {MapSet.put(seen, id), dups}

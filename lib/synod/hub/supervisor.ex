@@ -1,10 +1,11 @@
 defmodule Synod.Hub.Supervisor do
   @moduledoc false
-  # One per hub per node: the node's DynamicSupervisor for hub children, then
-  # the coordinator. :one_for_all, because the coordinator's registry and
-  # monitors describe exactly those children: if either dies, both restart,
-  # the other members see the coordinator go and come back, and the
-  # children are restarted on their owners by the usual leave/join rules.
+  # One per hub per node: the node's supervisor of hub children
+  # (Synod.Hub.Children), then the coordinator. :one_for_all, because the
+  # coordinator's registry describes exactly those children: if either dies,
+  # both restart, the other members see the coordinator go and come back,
+  # and the children are restarted on their owners by the usual leave/join
+  # rules.
 
   use Supervisor
 
@@ -19,11 +20,7 @@ defmodule Synod.Hub.Supervisor do
   @impl true
   def init(cfg) do
     children = [
-      {DynamicSupervisor,
-       name: children_name(cfg.name),
-       strategy: :one_for_one,
-       max_restarts: cfg.max_restarts,
-       max_seconds: cfg.max_seconds},
+      {Synod.Hub.Children, cfg},
       {Synod.Hub.Coordinator, cfg}
     ]
 

@@ -1,0 +1,338 @@
+defmodule Synod.Hub.Children do
+  @moduledoc false
+  # The node's supervisor of hub children: a one_for_one supervisor, like a
+  # DynamicSupervisor, that starts and stops children in *batches* and tells
+  # the coordinator about every exit it did not ask for.
+  #
+  # Why not DynamicSupervisor: the coordinator starts children in batches of
+  # tens of thousands. Through DynamicSupervisor that is one call per child,
+  # plus a monitor on each child (to see exits) and a notice from a start
+  # wrapper (to see restarts): three signals per child, each waking a
+  # process. Here a batch is one call; the supervisor's links (which every
+  # supervisor has) are how exits are seen; and exits and restarts reach the
+  # coordinator as one message each, in the order this process saw them.
+  # docs/hub.md, "Supervision", has the measurements.
+  #
+  # Semantics kept from DynamicSupervisor: children are linked to this
+  # process; :permanent children are restarted after any exit, :transient
+  # ones after an abnormal exit, :temporary ones never; more than
+  # `max_restarts` restarts within `max_seconds` shuts this supervisor down
+  # (and, :one_for_all, the hub on this node); on shutdown every child gets
+  # its `shutdown` (brutal_kill, a timeout then kill, or infinity), all at
+  # once. It answers `:which_children` and `:count_children` in the
+  # supervisor format, so DynamicSupervisor.which_children/1 and
+  # count_children/1 (and observer) work on it.
+  #
+  # Children are known by child id: one process per id on this node (a start
+  # for an id that runs answers the running pid), and a stop names the id,
+  # so it stops whichever incarnation runs now.
+  #
+  # Messages to the coordinator (registered as the hub's name):
+  #   {:synod_child_exit, id, old_pid, reason, new_pid | nil}
+  # new_pid is the restarted child, nil when it is not restarted.
+
+  use GenServer
+  require Logger
+
+  alias Synod.Hub.Spec
+
+  @doc false
+  def start_link(cfg),
+    do: GenServer.start_link(__MODULE__, cfg, name: Synod.Hub.Supervisor.children_name(cfg.name))
+
+  @doc false
+  def child_spec(cfg),
+    do: %{
+      id: __MODULE__,
+      start: {__MODULE__, :start_link, [cfg]},
+      type: :supervisor,
+      shutdown: :infinity
+    }
+
+  @doc "Starts `[{id, stored_spec}]`; answers `[{id, {:ok, pid} | {:error, reason}}]` in order."
+  @spec start_batch(GenServer.server(), [{term(), tuple() | map()}]) :: [{term(), term()}]
+  def start_batch(_sup, []), do: []
+  def start_batch(sup, children), do: GenServer.call(sup, {:start_batch, children}, :infinity)
+
+  @doc "Stops the children with these ids; answers `[{id, {:ok, pid} | {:error, :not_found}}]`."
+  @spec stop_batch(GenServer.server(), [term()]) :: [{term(), term()}]
+  def stop_batch(_sup, []), do: []
+  def stop_batch(sup, ids), do: GenServer.call(sup, {:stop_batch, ids}, :infinity)
+
+  # ── server ───────────────────────────────────────────────────────────────
+
+  @impl true
+  def init(cfg) do
+    Process.flag(:trap_exit, true)
+
+    {:ok,
+     %{
+       hub: cfg.name,
+       # id => {pid, stored spec}; pid => id
+       ids: %{},
+       pids: %{},
+       # ids whose restart failed and is being tried again
+       retrying: MapSet.new(),
+       restarts: [],
+       max_restarts: cfg.max_restarts,
+       max_seconds: cfg.max_seconds
+     }}
+  end
+
+  @impl true
+  def handle_call({:start_batch, children}, _from, state) do
+    {results, ids, pids} = start_all(children, state.ids, state.pids, [])
+    {:reply, results, %{state | ids: ids, pids: pids}}
+  end
+
+  def handle_call({:stop_batch, ids}, _from, state) do
+    results =
+      for id <- ids do
+        case state.ids do
+          %{^id => {pid, _spec}} -> {id, {:ok, pid}}
+          _ -> {id, {:error, :not_found}}
+        end
+      end
+
+    found = for {id, {:ok, _}} <- results, do: id
+    shutdown(for id <- found, do: Map.fetch!(state.ids, id))
+    stopped_pids = for {_, {:ok, pid}} <- results, do: pid
+    # (An exit a stopped child sent before it was unlinked arrives later and
+    # is ignored: its pid is no longer a child. A restart being tried again
+    # is called off: the child is stopped.)
+    state = %{
+      state
+      | ids: Map.drop(state.ids, found),
+        pids: Map.drop(state.pids, stopped_pids),
+        retrying: Enum.reduce(ids, state.retrying, &MapSet.delete(&2, &1))
+    }
+
+    {:reply, results, state}
+  end
+
+  def handle_call(:which_children, _from, state) do
+    children =
+      for {_id, {pid, spec}} <- state.ids do
+        {_mfa, _restart, _shutdown, type, modules} = Spec.child_info(spec)
+        {:undefined, pid, type, modules}
+      end
+
+    {:reply, children, state}
+  end
+
+  def handle_call(:count_children, _from, state) do
+    supervisors =
+      Enum.count(state.ids, fn {_, {_, spec}} -> elem(Spec.child_info(spec), 3) == :supervisor end)
+
+    n = map_size(state.ids)
+
+    {:reply, [specs: n, active: n, supervisors: supervisors, workers: n - supervisors], state}
+  end
+
+  @impl true
+  def handle_info({:EXIT, pid, reason}, state) do
+    case Map.pop(state.pids, pid) do
+      {nil, _} ->
+        # not a child (a linked process that is not ours): ignore, as
+        # supervisors do
+        {:noreply, state}
+
+      {id, pids} ->
+        {{^pid, spec}, ids} = Map.pop(state.ids, id)
+        child_exited(%{state | ids: ids, pids: pids}, id, pid, spec, reason)
+    end
+  end
+
+  def handle_info({:synod_restart, id, old_pid, spec, reason}, state) do
+    # a restart that failed before: try again (it counts again), unless the
+    # child was stopped or started anew meanwhile
+    if MapSet.member?(state.retrying, id) and not Map.has_key?(state.ids, id),
+      do:
+        restart(%{state | retrying: MapSet.delete(state.retrying, id)}, id, old_pid, spec, reason),
+      else: {:noreply, %{state | retrying: MapSet.delete(state.retrying, id)}}
+  end
+
+  def handle_info(message, state) do
+    Logger.debug("Synod hub children #{inspect(state.hub)} ignored #{inspect(message)}")
+    {:noreply, state}
+  end
+
+  @impl true
+  def terminate(_reason, state) do
+    shutdown(for {_id, {pid, spec}} <- state.ids, do: {pid, spec})
+    :ok
+  end
+
+  # ── starting ─────────────────────────────────────────────────────────────
+
+  defp start_all([{id, spec} | children], ids, pids, results) do
+    case ids do
+      %{^id => {pid, _}} ->
+        start_all(children, ids, pids, [{id, {:ok, pid}} | results])
+
+      _ ->
+        case start_one(spec) do
+          {:ok, pid} ->
+            start_all(children, Map.put(ids, id, {pid, spec}), Map.put(pids, pid, id), [
+              {id, {:ok, pid}} | results
+            ])
+
+          {:error, _} = error ->
+            start_all(children, ids, pids, [{id, error} | results])
+        end
+    end
+  end
+
+  defp start_all([], ids, pids, results), do: {Enum.reverse(results), ids, pids}
+
+  defp start_one(spec) do
+    {{m, f, a}, _restart, _shutdown, _type, _modules} = Spec.child_info(spec)
+
+    # (link/1 is a no-op for a child its start function linked, as it
+    # should; one that did not is linked now, so its exit is seen.)
+    case apply(m, f, a) do
+      {:ok, pid} when is_pid(pid) -> {:ok, link(pid)}
+      {:ok, pid, _info} when is_pid(pid) -> {:ok, link(pid)}
+      :ignore -> {:error, :ignore}
+      {:error, reason} -> {:error, reason}
+      other -> {:error, {:bad_return, other}}
+    end
+  catch
+    :exit, reason -> {:error, reason}
+    :error, reason -> {:error, {reason, __STACKTRACE__}}
+    :throw, value -> {:error, {:nocatch, value}}
+  end
+
+  defp link(pid) do
+    Process.link(pid)
+    pid
+  end
+
+  # ── exits and restarts ───────────────────────────────────────────────────
+
+  defp child_exited(state, id, pid, spec, reason) do
+    {_mfa, restart, _shutdown, _type, _modules} = Spec.child_info(spec)
+
+    if restart?(restart, reason) do
+      restart(state, id, pid, spec, reason)
+    else
+      notify(state, id, pid, reason, nil)
+      {:noreply, state}
+    end
+  end
+
+  defp restart?(:permanent, _reason), do: true
+  defp restart?(:temporary, _reason), do: false
+  defp restart?(:transient, :normal), do: false
+  defp restart?(:transient, :shutdown), do: false
+  defp restart?(:transient, {:shutdown, _}), do: false
+  defp restart?(:transient, _reason), do: true
+
+  defp restart(state, id, old_pid, spec, reason) do
+    now = System.monotonic_time(:millisecond)
+    window = now - state.max_seconds * 1_000
+    restarts = [now | Enum.filter(state.restarts, &(&1 > window))]
+    state = %{state | restarts: restarts}
+
+    if length(restarts) > state.max_restarts do
+      Logger.error(
+        "Synod hub #{inspect(state.hub)}: more than #{state.max_restarts} child restarts in #{state.max_seconds} s; shutting the hub down on this node"
+      )
+
+      notify(state, id, old_pid, reason, nil)
+      {:stop, :shutdown, state}
+    else
+      case start_one(spec) do
+        {:ok, pid} ->
+          notify(state, id, old_pid, reason, pid)
+
+          {:noreply,
+           %{state | ids: Map.put(state.ids, id, {pid, spec}), pids: Map.put(state.pids, pid, id)}}
+
+        {:error, error} ->
+          Logger.warning(
+            "Synod hub #{inspect(state.hub)}: restarting #{inspect(id)} failed (#{inspect(error)}); trying again"
+          )
+
+          send(self(), {:synod_restart, id, old_pid, spec, reason})
+          {:noreply, %{state | retrying: MapSet.put(state.retrying, id)}}
+      end
+    end
+  end
+
+  defp notify(state, id, old_pid, reason, new_pid),
+    do: send(state.hub, {:synod_child_exit, id, old_pid, reason, new_pid})
+
+  # ── stopping ─────────────────────────────────────────────────────────────
+
+  # Stops `[{pid, spec}]` all at once, each by its shutdown: unlinks it (its
+  # exit is not a crash), asks it to exit, kills it when its time is up.
+  # Returns when every one is gone. (No per-child flush of an earlier exit
+  # message: that selective receive would scan a mailbox filling with
+  # :DOWN messages, once per child.)
+  defp shutdown([]), do: :ok
+
+  defp shutdown(children) do
+    now = System.monotonic_time(:millisecond)
+
+    pending =
+      Map.new(children, fn {pid, spec} ->
+        {_mfa, _restart, shutdown, _type, _modules} = Spec.child_info(spec)
+        ref = Process.monitor(pid)
+        Process.unlink(pid)
+
+        deadline =
+          case shutdown do
+            :brutal_kill ->
+              Process.exit(pid, :kill)
+              :infinity
+
+            :infinity ->
+              Process.exit(pid, :shutdown)
+              :infinity
+
+            ms ->
+              Process.exit(pid, :shutdown)
+              now + ms
+          end
+
+        {ref, {pid, deadline}}
+      end)
+
+    # the distinct deadlines, soonest first (few: one per shutdown value)
+    deadlines = pending |> Enum.map(fn {_, {_, d}} -> d end) |> Enum.uniq() |> Enum.sort()
+
+    await_down(pending, deadlines)
+  end
+
+  defp await_down(pending, _deadlines) when pending == %{}, do: :ok
+
+  defp await_down(pending, deadlines) do
+    timeout =
+      case deadlines do
+        [next | _] when next != :infinity -> max(next - System.monotonic_time(:millisecond), 0)
+        _ -> :infinity
+      end
+
+    receive do
+      {:DOWN, ref, :process, _, _} when is_map_key(pending, ref) ->
+        await_down(Map.delete(pending, ref), deadlines)
+    after
+      timeout ->
+        # the soonest deadline passed: kill those still running
+        [due | later] = deadlines
+
+        pending =
+          Map.new(pending, fn
+            {ref, {pid, ^due}} ->
+              Process.exit(pid, :kill)
+              {ref, {pid, :infinity}}
+
+            other ->
+              other
+          end)
+
+        await_down(pending, later)
+    end
+  end
+end
