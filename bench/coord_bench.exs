@@ -28,13 +28,9 @@ alias Synod.Test.CoordBench
   end
 
 defmodule CoordBenchRun do
-  def pct(list, p) do
-    sorted = Enum.sort(list)
-    Enum.at(sorted, min(length(sorted) - 1, round(p / 100 * (length(sorted) - 1))))
-  end
-
-  def median(list), do: pct(list, 50)
-  def ms(us), do: :erlang.float_to_binary(us / 1000, decimals: 2)
+  defdelegate pct(list, p), to: Synod.Test.Stats
+  defdelegate median(list), to: Synod.Test.Stats
+  defdelegate ms(us), to: Synod.Test.Stats
 
   # One round: {ops/s, p50 us, p99 us} of a list of per-op microseconds.
   def stats(times),

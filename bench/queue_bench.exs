@@ -25,13 +25,9 @@ alias Synod.Test.Queue, as: Q
   end
 
 defmodule QueueBench do
-  def pct(list, p) do
-    sorted = Enum.sort(list)
-    Enum.at(sorted, min(length(sorted) - 1, round(p / 100 * (length(sorted) - 1))))
-  end
-
-  def median(list), do: pct(list, 50)
-  def ms(us), do: :erlang.float_to_binary(us / 1000, decimals: 2)
+  defdelegate pct(list, p), to: Synod.Test.Stats
+  defdelegate median(list), to: Synod.Test.Stats
+  defdelegate ms(us), to: Synod.Test.Stats
 
   # {p50, p99} medians over rounds of a latency list.
   def latency(rounds, fun) do

@@ -26,12 +26,8 @@ alias Synod.LocalCluster
   end
 
 defmodule RaftBench do
-  def pct(list, p) do
-    sorted = Enum.sort(list)
-    Enum.at(sorted, min(length(sorted) - 1, round(p / 100 * (length(sorted) - 1))))
-  end
-
-  def ms(us), do: :erlang.float_to_binary(us / 1000, decimals: 2)
+  defdelegate pct(list, p), to: Synod.Test.Stats
+  defdelegate ms(us), to: Synod.Test.Stats
 
   def start(names, dir, group, opts) do
     peers = LocalCluster.start(length(names), names: names)

@@ -58,14 +58,7 @@ defmodule Synod.Queue.Recipe do
 
   @doc "`opts` if it is a keyword list of `known` options; else ArgumentError naming the bad one."
   @spec options!(term(), [atom()]) :: keyword()
-  def options!(opts, known) do
-    unless Keyword.keyword?(opts), do: raise(ArgumentError, "options must be a keyword list")
-
-    case Enum.find(opts, fn {k, _} -> k not in known end) do
-      nil -> opts
-      {k, _} -> raise ArgumentError, "unknown option #{inspect(k)}; known: #{inspect(known)}"
-    end
-  end
+  defdelegate options!(opts, known), to: Synod.Store.Command, as: :opts!
 
   @doc "The store call options out of a function's options (only `timeout:`)."
   @spec call_opts(keyword()) :: keyword()
