@@ -134,7 +134,10 @@ defmodule Synod do
   """
   @spec stop(hub(), timeout()) :: :ok
   def stop(hub, timeout \\ :infinity) do
-    Supervisor.stop(Synod.Hub.Supervisor.supervisor_name(hub), :normal, timeout)
+    case Synod.Hub.Supervisor.whereis(hub) do
+      nil -> exit({:noproc, {Synod, :stop, [hub, timeout]}})
+      sup -> Supervisor.stop(sup, :normal, timeout)
+    end
   end
 
   @doc """

@@ -19,10 +19,15 @@ defmodule Synod.Hub.Coordinator do
   use GenServer
   require Logger
 
-  alias Synod.Hub.{Children, Placement}
+  alias Synod.Hub.{Children, Placement, Protocol, Stray}
   alias Synod.Ring
 
   @migration_timeout 30_000
+  # How long a member that lost a peer's coordinator while the peer's node
+  # stays connected waits for its successor (which adopts the children
+  # there) before it counts the peer as gone; and how long a coordinator
+  # that adopted waits for the members it knew to answer its hello.
+  @peer_restart_grace 5_000
 
   # ── lifecycle ────────────────────────────────────────────────────────────
 
@@ -36,10 +41,10 @@ defmodule Synod.Hub.Coordinator do
     Process.flag(:trap_exit, true)
     Process.flag(:message_queue_data, :off_heap)
     hub = cfg.name
-    # :compressed keeps a row near 160 bytes (see docs/hub.md, "Memory").
-    registry = :ets.new(:synod_registry, [:set, :protected, :compressed, read_concurrency: true])
-    meta = :ets.new(:synod_meta, [:set, :protected, read_concurrency: true])
-    :persistent_term.put({Synod.Hub, hub}, {registry, meta})
+    sup = Process.whereis(Synod.Hub.Supervisor.children_name(hub))
+    # The children's supervisor outlives this process: it holds the tables
+    # of a predecessor that crashed, and every child that runs here.
+    {token, tables, local} = Children.attach(sup)
     :ok = :net_kernel.monitor_nodes(true)
 
     state = %{
@@ -51,10 +56,14 @@ defmodule Synod.Hub.Coordinator do
         {cfg.replication_factor, cfg.replication_model,
          Keyword.get(cfg.ring, :vnodes, :synod_ring.default_vnodes()),
          Keyword.get(cfg.ring, :seed, :synod_ring.default_seed()), cfg.partition_strategy},
-      sup: Process.whereis(Synod.Hub.Supervisor.children_name(hub)),
-      registry: registry,
-      meta: meta,
+      sup: sup,
+      token: token,
+      registry: nil,
+      meta: nil,
+      # node => {coordinator pid, monitor}, or {nil, nil} while waiting for
+      # a restarted coordinator (`restarting` holds its timer)
       peers: %{},
+      restarting: %{},
       known: MapSet.new([node()]),
       ring: nil,
       partitioned: false,
@@ -64,72 +73,212 @@ defmodule Synod.Hub.Coordinator do
       queue: :queue.new()
     }
 
-    state = apply_membership(state, nil)
-    :ets.insert(meta, {:config, cfg})
+    state =
+      case tables do
+        nil -> fresh(state)
+        {registry, meta} -> adopt(state, registry, meta, local)
+      end
+
     for node <- Node.list(), do: send({hub, node}, hello(state, :synod_hello))
     {:ok, state}
   end
 
+  defp fresh(state) do
+    heir = fn kind -> {:heir, state.sup, {:synod_table, kind}} end
+
+    # :compressed keeps a row near 160 bytes (see docs/hub.md, "Memory").
+    registry =
+      :ets.new(:synod_registry, [
+        :set,
+        :protected,
+        :compressed,
+        heir.(:registry),
+        read_concurrency: true
+      ])
+
+    meta = :ets.new(:synod_meta, [:set, :protected, heir.(:meta), read_concurrency: true])
+    :ets.insert(meta, [{:config, state.cfg}, {:subs, %{}}])
+    :persistent_term.put({Synod.Hub, state.hub}, {registry, meta})
+    apply_membership(%{state | registry: registry, meta: meta}, nil)
+  end
+
+  # A predecessor crashed: its tables (which every reader kept using) and
+  # the children running here are still there. The rows of this node are
+  # rebuilt from the children; the other members' rows are kept until each
+  # member's sync replaces them (add_peer/3). The members it knew are
+  # awaited, not forgotten: the ring does not change, so nothing moves.
+  defp adopt(state, registry, meta, local) do
+    for {tab, kind} <- [{registry, :registry}, {meta, :meta}],
+        do: :ets.setopts(tab, {:heir, state.sup, {:synod_table, kind}})
+
+    adopt_local_rows(registry, state.me, local)
+    connected = Node.list()
+    awaited = for node <- meta_get(meta, :members), node in connected, do: node
+
+    subs =
+      Map.new(meta_get(meta, :subs), fn {pid, {_, ids}} -> {pid, {Process.monitor(pid), ids}} end)
+
+    state = %{
+      state
+      | registry: registry,
+        meta: meta,
+        known: meta_get(meta, :known),
+        partitioned: meta_get(meta, :partitioned),
+        ring: meta_get(meta, :ring),
+        subs: subs
+    }
+
+    Logger.warning(
+      "#{who(state)} restarted: adopted #{length(local)} children, waiting for #{length(awaited)} members"
+    )
+
+    state = Enum.reduce(awaited, state, &await_peer(&2, &1, :nodedown))
+
+    # Members whose node went away meanwhile are gone (their children move).
+    case meta_get(meta, :members) -- [state.me | awaited] do
+      [] ->
+        state
+
+      gone ->
+        Enum.each(gone, &drop_node_pids(registry, &1))
+        state = Enum.reduce(gone, state, &emit(&2, :member_left, {&1, :nodedown}))
+        apply_membership(state, state.ring)
+    end
+  end
+
+  defp adopt_local_rows(registry, me, local) do
+    running = Map.new(local, fn {id, pid, spec} -> {id, {pid, spec}} end)
+
+    {changed, seen} =
+      :ets.foldl(
+        fn {id, spec, meta, pids} = row, {changed, seen} ->
+          mine = local_pid(pids, me)
+
+          case running do
+            %{^id => {^mine, _}} ->
+              {changed, [id | seen]}
+
+            %{^id => {pid, _}} ->
+              {[{id, spec, meta, [pid | List.delete(pids, mine)]} | changed], [id | seen]}
+
+            _ when mine == nil ->
+              {changed, seen}
+
+            _ ->
+              {[put_elem(row, 3, List.delete(pids, mine)) | changed], seen}
+          end
+        end,
+        {[], []},
+        registry
+      )
+
+    new = for {id, {pid, spec}} <- Map.drop(running, seen), do: {id, spec, nil, [pid]}
+    :ets.insert(registry, changed ++ new)
+  end
+
+  defp meta_get(meta, key), do: :ets.lookup_element(meta, key, 2)
+
+  # Only a hub that stops says goodbye: a coordinator that crashed is
+  # restarted and adopts the children, and its peers wait for it.
   @impl true
-  def terminate(_reason, state) do
-    for {node, _} <- state.peers, do: send({state.hub, node}, {:synod_bye, state.me})
-    :persistent_term.erase({Synod.Hub, state.hub})
+  def terminate(reason, state) do
+    if reason in [:normal, :shutdown] or match?({:shutdown, _}, reason) do
+      for {node, _} <- state.peers, do: send({state.hub, node}, {:synod_bye, state.me})
+      :persistent_term.erase({Synod.Hub, state.hub})
+    end
+
     :ok
   end
 
   # ── calls (also the plain-term protocol for external callers) ───────────
 
+  # Every call and message is checked against docs/protocol.md first: what
+  # does not fit is stray input (answered or dropped, logged rate-limited),
+  # never a crash halfway through handling it.
   @impl true
-  def handle_call(:synod_barrier, _from, state), do: {:reply, :ok, state}
+  def handle_call(request, from, state) do
+    cond do
+      not Stray.from?(from) ->
+        Stray.ignored(who(state), :call, request)
+        {:noreply, state}
 
-  def handle_call({:synod_dispatch_event, id, data, discard}, _from, state) do
+      Protocol.call?(request) ->
+        call(request, from, state)
+
+      true ->
+        Stray.ignored(who(state), :call, request)
+        {:reply, Stray.bad_request(request), state}
+    end
+  end
+
+  @impl true
+  def handle_cast(request, state) do
+    Stray.ignored(who(state), :cast, request)
+    {:noreply, state}
+  end
+
+  @impl true
+  def handle_info(message, state) do
+    if Protocol.message?(message) do
+      info(message, state)
+    else
+      Stray.ignored(who(state), :message, message)
+      {:noreply, state}
+    end
+  end
+
+  defp who(state), do: "Synod hub #{inspect(state.hub)} on #{state.me}"
+
+  defp call(:synod_barrier, _from, state), do: {:reply, :ok, state}
+
+  defp call({:synod_dispatch_event, id, data, discard}, _from, state) do
     {answer, state} = enqueue_event(state, id, data, discard)
     {:reply, {:ok, answer}, state}
   end
 
-  def handle_call({:synod_subscribe, pid, ids}, _from, state) do
+  defp call({:synod_subscribe, pid, ids}, _from, state) do
     subs =
       case state.subs do
         %{^pid => {mref, _}} -> Map.put(state.subs, pid, {mref, ids})
         subs -> Map.put(subs, pid, {Process.monitor(pid), ids})
       end
 
-    {:reply, :ok, %{state | subs: subs}}
+    {:reply, :ok, put_subs(state, subs)}
   end
 
-  def handle_call({:synod_unsubscribe, pid}, _from, state) do
+  defp call({:synod_unsubscribe, pid}, _from, state) do
     case Map.pop(state.subs, pid) do
       {nil, _} ->
         {:reply, :ok, state}
 
       {{mref, _}, subs} ->
         Process.demonitor(mref, [:flush])
-        {:reply, :ok, %{state | subs: subs}}
+        {:reply, :ok, put_subs(state, subs)}
     end
   end
 
-  def handle_call({:start_children, entries}, _from, state) when is_list(entries) do
+  defp call({:start_children, entries}, _from, state) when is_list(entries) do
     {state, results} = handle_start(state, make_ref(), [], entries, [])
     {:reply, {:ok, results}, state}
   end
 
-  def handle_call({:stop_children, ids}, _from, state) when is_list(ids) do
+  defp call({:stop_children, ids}, _from, state) when is_list(ids) do
     {state, results} = handle_stop(state, make_ref(), [], ids)
     {:reply, {:ok, results}, state}
   end
 
-  def handle_call(:members, _from, state), do: {:reply, {:ok, members(state)}, state}
+  defp call(:members, _from, state), do: {:reply, {:ok, members(state)}, state}
 
   # The handshake's Config tuple, for non-members that place children (the
   # C node needs the replication model to tell each replica its mode).
-  def handle_call(:config, _from, state), do: {:reply, {:ok, state.hash}, state}
+  defp call(:config, _from, state), do: {:reply, {:ok, state.hash}, state}
 
-  def handle_call(:ring_info, _from, state) do
+  defp call(:ring_info, _from, state) do
     info = Ring.info(state.ring)
     {:reply, {:ok, members(state), info.vnodes, info.seed, state.cfg.replication_factor}, state}
   end
 
-  def handle_call({:whereis, id}, _from, state) do
+  defp call({:whereis, id}, _from, state) do
     pids =
       case :ets.lookup(state.registry, id) do
         [{_, _, _, pids}] -> pids
@@ -141,14 +290,13 @@ defmodule Synod.Hub.Coordinator do
 
   # ── requests ─────────────────────────────────────────────────────────────
 
-  @impl true
-  def handle_info({:synod_start, ref, reply_to, entries, opts}, state) do
+  defp info({:synod_start, ref, reply_to, entries, opts}, state) do
     {state, _} = handle_start(state, ref, reply_to, entries, opts)
     after_batch(entries)
     {:noreply, state}
   end
 
-  def handle_info({:synod_stop, ref, reply_to, ids, _opts}, state) do
+  defp info({:synod_stop, ref, reply_to, ids, _opts}, state) do
     {state, _} = handle_stop(state, ref, reply_to, ids)
     after_batch(ids)
     {:noreply, state}
@@ -156,7 +304,7 @@ defmodule Synod.Hub.Coordinator do
 
   # ── registry sync between members ────────────────────────────────────────
 
-  def handle_info({:synod_registered, from, entries, replies}, state) do
+  defp info({:synod_registered, from, entries, replies}, state) do
     if Map.has_key?(state.peers, from) do
       rows = put_pids(state.registry, entries)
       deliver_replies(replies, from)
@@ -170,20 +318,21 @@ defmodule Synod.Hub.Coordinator do
     end
   end
 
-  def handle_info({:synod_orphans, from, orphans}, state) do
-    if Map.has_key?(state.peers, from) do
-      rows =
-        for {id, spec, meta} <- orphans, :ets.insert_new(state.registry, {id, spec, meta, []}) do
-          {id, spec, meta, []}
-        end
+  defp info({:synod_sync, from, entries, orphans, _tombstones}, state) do
+    if Map.has_key?(state.peers, from),
+      do: {:noreply, apply_sync(state, from, entries, orphans)},
+      else: {:noreply, state}
+  end
 
-      {:noreply, reconcile(state, rows, nil)}
+  defp info({:synod_orphans, from, orphans}, state) do
+    if Map.has_key?(state.peers, from) do
+      {:noreply, reconcile(state, add_orphans(state.registry, orphans), nil)}
     else
       {:noreply, state}
     end
   end
 
-  def handle_info({:synod_unregistered, from, stopped, reason, replies}, state) do
+  defp info({:synod_unregistered, from, stopped, reason, replies}, state) do
     state =
       if Map.has_key?(state.peers, from) do
         rows =
@@ -205,51 +354,55 @@ defmodule Synod.Hub.Coordinator do
 
   # ── membership ───────────────────────────────────────────────────────────
 
-  def handle_info({:synod_hello, node, pid, hash}, state) do
+  defp info({:synod_hello, node, pid, hash}, state) do
     if hash == state.hash do
       send(pid, hello(state, :synod_welcome))
       {:noreply, add_peer(state, node, pid)}
     else
-      Logger.error(
-        "Synod hub #{inspect(state.hub)}: #{node} runs it with a different configuration; ignored"
-      )
+      Stray.warn("#{who(state)}: #{node} runs it with a different configuration; ignored")
 
       {:noreply, state}
     end
   end
 
-  def handle_info({:synod_welcome, node, pid, hash}, state) do
+  defp info({:synod_welcome, node, pid, hash}, state) do
     if hash == state.hash, do: {:noreply, add_peer(state, node, pid)}, else: {:noreply, state}
   end
 
-  def handle_info({:synod_bye, node}, state) do
+  defp info({:synod_bye, node}, state) do
     state = %{state | known: MapSet.delete(state.known, node)}
     {:noreply, remove_peer(state, node, :hub_stopped)}
   end
 
-  def handle_info({:nodeup, node}, state) do
+  defp info({:nodeup, node}, state) do
     send({state.hub, node}, hello(state, :synod_hello))
     {:noreply, state}
   end
 
-  def handle_info({:nodedown, node}, state), do: {:noreply, remove_peer(state, node, :nodedown)}
+  defp info({:nodedown, node}, state), do: {:noreply, remove_peer(state, node, :nodedown)}
 
-  def handle_info({:DOWN, mref, :process, pid, reason}, state) do
+  defp info({:DOWN, mref, :process, pid, reason}, state) do
     cond do
       match?(%{^pid => {^mref, _}}, state.subs) ->
-        {:noreply, %{state | subs: Map.delete(state.subs, pid)}}
+        {:noreply, put_subs(state, Map.delete(state.subs, pid))}
 
       true ->
         case Enum.find(state.peers, fn {_, {p, m}} -> p == pid and m == mref end) do
-          {node, _} ->
-            why = if reason in [:noconnection, :noproc], do: :nodedown, else: {:hub_down, reason}
-            {:noreply, remove_peer(state, node, why)}
-
-          nil ->
-            {:noreply, state}
+          {node, _} -> {:noreply, peer_down(state, node, reason)}
+          nil -> {:noreply, state}
         end
     end
   end
+
+  defp info({:synod_peer_timeout, ref}, state) do
+    case Enum.find(state.restarting, fn {_, {r, _}} -> r == ref end) do
+      {node, {_, why}} -> {:noreply, remove_peer(state, node, why)}
+      nil -> {:noreply, state}
+    end
+  end
+
+  # Tables handed over by the children's supervisor (adopt/4).
+  defp info({:"ETS-TRANSFER", _tab, _from, :synod_adopted}, state), do: {:noreply, state}
 
   # ── children of this node ────────────────────────────────────────────────
 
@@ -257,7 +410,7 @@ defmodule Synod.Hub.Coordinator do
   # with a new pid when it restarted the child, nil when it did not. An exit
   # of a pid the registry no longer names as this node's copy (the
   # coordinator stopped or replaced it since) changes nothing.
-  def handle_info({:synod_child_exit, id, pid, _reason, new_pid}, state) do
+  defp info({:synod_child_exit, token, id, pid, _reason, new_pid}, %{token: token} = state) do
     case :ets.lookup(state.registry, id) do
       [{_, _, _, pids} = row] ->
         if local_pid(pids, state.me) == pid,
@@ -271,7 +424,7 @@ defmodule Synod.Hub.Coordinator do
 
   # ── migrations started by this node ──────────────────────────────────────
 
-  def handle_info({:synod_results, ref, target, results}, state) do
+  defp info({:synod_results, ref, target, results}, state) do
     case Map.pop(state.migrations, ref) do
       {nil, _} ->
         {:noreply, state}
@@ -304,7 +457,7 @@ defmodule Synod.Hub.Coordinator do
     end
   end
 
-  def handle_info({:synod_handover_done, ref, target, moved}, state) do
+  defp info({:synod_handover_done, ref, target, moved}, state) do
     case Map.pop(state.migrations, ref) do
       {nil, _} ->
         {:noreply, state}
@@ -322,7 +475,7 @@ defmodule Synod.Hub.Coordinator do
     end
   end
 
-  def handle_info({:synod_migration_timeout, ref}, state) do
+  defp info({:synod_migration_timeout, ref}, state) do
     case Map.pop(state.migrations, ref) do
       {nil, _} ->
         {:noreply, state}
@@ -339,16 +492,14 @@ defmodule Synod.Hub.Coordinator do
 
   # ── events ───────────────────────────────────────────────────────────────
 
-  def handle_info({:synod_event, id, data, discard}, state) do
+  defp info({:synod_event, id, data, discard}, state) do
     {_, state} = enqueue_event(state, id, data, discard)
     {:noreply, state}
   end
 
-  def handle_info({:EXIT, _pid, reason}, state) when reason in [:normal], do: {:noreply, state}
-  def handle_info({:EXIT, _pid, reason}, state), do: {:stop, reason, state}
-
-  def handle_info(message, state) do
-    Logger.debug("Synod hub #{inspect(state.hub)} ignored #{inspect(message)}")
+  # Well-formed, but not for this process (a notice with another token).
+  defp info(message, state) do
+    Stray.ignored(who(state), :message, message)
     {:noreply, state}
   end
 
@@ -562,6 +713,44 @@ defmodule Synod.Hub.Coordinator do
     :ok
   end
 
+  # A peer's full picture (send_sync/2): what it runs replaces whatever this
+  # node believed runs there, and its rows without a copy are added when
+  # missing. Rows changed either way are reconciled; rows left with no copy
+  # (the peer's coordinator restarted without its children) also go to
+  # their owners as orphans.
+  defp apply_sync(state, from, entries, orphans) do
+    %{registry: registry} = state
+    announced = Map.new(entries, fn {id, _, _, pid} -> {id, pid} end)
+
+    stale =
+      :ets.foldl(
+        fn {id, spec, meta, pids}, acc ->
+          case Enum.find(pids, &(node(&1) == from)) do
+            nil -> acc
+            pid when :erlang.map_get(id, announced) == pid -> acc
+            pid -> [{id, spec, meta, List.delete(pids, pid)} | acc]
+          end
+        end,
+        [],
+        registry
+      )
+
+    :ets.insert(registry, stale)
+    rows = put_pids(registry, entries)
+    added = add_orphans(registry, orphans)
+    state = emit_started(state, from, entries)
+    state = reconcile(state, stale ++ rows ++ added, nil)
+    if Enum.any?(stale, &(elem(&1, 3) == [])), do: send_orphans(state)
+    after_batch(entries)
+    state
+  end
+
+  defp add_orphans(registry, orphans) do
+    for {id, spec, meta} <- orphans,
+        :ets.insert_new(registry, {id, spec, meta, []}),
+        do: {id, spec, meta, []}
+  end
+
   # Records each `{id, spec, meta, pid}` as the copy of `id` on the pid's
   # node; returns the rows as now stored. Usually every row is new (a batch
   # another member just started): then one table call stores them all.
@@ -646,9 +835,20 @@ defmodule Synod.Hub.Coordinator do
       %{^node => {^pid, _}} ->
         state
 
-      %{^node => _} ->
-        # A new incarnation of a hub we still knew: its old one has gone.
-        state |> remove_peer(node, :restarted) |> add_peer(node, pid)
+      %{^node => {_old, mref}} ->
+        # A new coordinator of a member we still count (its predecessor
+        # crashed, or this one did and awaits it): it runs the same children
+        # or has adopted them, so the ring stays; its sync says what runs there.
+        if mref, do: Process.demonitor(mref, [:flush])
+
+        state = %{
+          state
+          | peers: Map.put(state.peers, node, {pid, Process.monitor(pid)}),
+            restarting: Map.delete(state.restarting, node)
+        }
+
+        send_sync(state, node)
+        state
 
       _ ->
         old_ring = state.ring
@@ -659,17 +859,44 @@ defmodule Synod.Hub.Coordinator do
             known: MapSet.put(state.known, node)
         }
 
-        # Everything sent to the peer from now on follows this full picture:
-        # the children running here, and the children running nowhere (their
-        # copies are gone and the new member may be the owner to restart them).
-        send({state.hub, node}, {:synod_registered, state.me, local_entries(state), []})
-
-        orphans = orphans(state)
-
-        if orphans != [], do: send({state.hub, node}, {:synod_orphans, state.me, orphans})
+        send_sync(state, node)
         state = emit(state, :member_joined, node)
         apply_membership(state, old_ring)
     end
+  end
+
+  # Everything sent to a peer after it follows this full picture: the
+  # children running here (the receiver replaces whatever it believed runs
+  # here), and the children running nowhere (their copies are gone and the
+  # peer may be the owner that must restart them).
+  defp send_sync(state, node),
+    do: send({state.hub, node}, {:synod_sync, state.me, local_entries(state), orphans(state), []})
+
+  # The monitor on a peer's coordinator fired. A node that is gone is gone;
+  # a coordinator that died on a node still connected is being restarted by
+  # its supervisor and adopts its children: wait for it a while.
+  defp peer_down(state, node, reason) do
+    why = if reason in [:noconnection, :noproc], do: :nodedown, else: {:hub_down, reason}
+
+    if reason != :noconnection and node in Node.list(),
+      do: await_peer(state, node, why),
+      else: remove_peer(state, node, why)
+  end
+
+  defp await_peer(state, node, why) do
+    ref = make_ref()
+    Process.send_after(self(), {:synod_peer_timeout, ref}, @peer_restart_grace)
+
+    %{
+      state
+      | peers: Map.put(state.peers, node, {nil, nil}),
+        restarting: Map.put(state.restarting, node, {ref, why})
+    }
+  end
+
+  defp put_subs(state, subs) do
+    :ets.insert(state.meta, {:subs, subs})
+    %{state | subs: subs}
   end
 
   defp remove_peer(state, node, reason) do
@@ -678,9 +905,13 @@ defmodule Synod.Hub.Coordinator do
         state
 
       {{_pid, mref}, peers} ->
-        Process.demonitor(mref, [:flush])
+        if mref, do: Process.demonitor(mref, [:flush])
         old_ring = state.ring
-        state = state |> Map.put(:peers, peers) |> cancel_migrations_to(node)
+
+        state =
+          %{state | peers: peers, restarting: Map.delete(state.restarting, node)}
+          |> cancel_migrations_to(node)
+
         drop_node_pids(state.registry, node)
         state = emit(state, :member_left, {node, reason})
         state = apply_membership(state, old_ring)
@@ -772,7 +1003,8 @@ defmodule Synod.Hub.Coordinator do
     :ets.insert(state.meta, [
       {:members, members},
       {:ring, ring},
-      {:partitioned, state.partitioned}
+      {:partitioned, state.partitioned},
+      {:known, state.known}
     ])
 
     if state.partitioned do
