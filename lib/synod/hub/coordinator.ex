@@ -722,23 +722,26 @@ defmodule Synod.Hub.Coordinator do
     %{registry: registry} = state
     announced = Map.new(entries, fn {id, _, _, pid} -> {id, pid} end)
 
-    stale =
+    # rows naming a copy on `from` that it no longer runs; copies it runs
+    # that this node knew already (after a restart: most of them)
+    {stale, known} =
       :ets.foldl(
-        fn {id, spec, meta, pids}, acc ->
+        fn {id, spec, meta, pids}, {stale, known} ->
           case Enum.find(pids, &(node(&1) == from)) do
-            nil -> acc
-            pid when :erlang.map_get(id, announced) == pid -> acc
-            pid -> [{id, spec, meta, List.delete(pids, pid)} | acc]
+            nil -> {stale, known}
+            pid when :erlang.map_get(id, announced) == pid -> {stale, [id | known]}
+            pid -> {[{id, spec, meta, List.delete(pids, pid)} | stale], known}
           end
         end,
-        [],
+        {[], []},
         registry
       )
 
     :ets.insert(registry, stale)
     rows = put_pids(registry, entries)
     added = add_orphans(registry, orphans)
-    state = emit_started(state, from, entries)
+    known = Map.from_keys(known, true)
+    state = emit_started(state, from, Enum.reject(entries, &is_map_key(known, elem(&1, 0))))
     state = reconcile(state, stale ++ rows ++ added, nil)
     if Enum.any?(stale, &(elem(&1, 3) == [])), do: send_orphans(state)
     after_batch(entries)
