@@ -96,7 +96,7 @@ defmodule Synod do
   """
 
   alias Synod.{Dispatcher, Handle, StartResult, StopResult}
-  alias Synod.Hub.{Options, Placement, Results, Spec}
+  alias Synod.Hub.{Options, Placement, Registry, Results, Spec}
 
   @type hub :: atom()
   @type child_id :: term()
@@ -184,7 +184,9 @@ defmodule Synod do
          :ok <- check_duplicates(ids),
          :ok <- check_existing(opts.check_existing, registry, ids) do
       cfg = meta_get(meta, :config)
-      children = for {id, spec} <- children, do: {id, spec, opts.metadata}
+      # One incarnation for the request: every replica carries the same.
+      slot = Registry.slot(opts.metadata, System.os_time(:microsecond))
+      children = for {id, spec} <- children, do: {id, spec, slot}
 
       groups =
         Placement.group(
@@ -219,8 +221,15 @@ defmodule Synod do
   (or, by the ring, should run) one of them. Options: `:await` and
   `:timeout` as in `start_children/3`.
 
+  A stop that was answered ok holds: no heal, late announcement, migration
+  in flight or restarted member brings the child back (a later
+  `start_children/3` of the same id starts a new one). See "Stops" in
+  `docs/hub.md`.
+
   Returns `{:ok, %Synod.StopResult{}}`, or `{:error, %Synod.StopResult{}}`
-  listing `:not_found` children and nodes that did not answer, or
+  listing `:not_found` children (no member runs them) and nodes that did
+  not answer, or, before anything is sent, `{:error, :partitioned}` (this
+  node is in a minority under `partition_strategy: :majority`) or
   `{:error, {:unknown_hub, hub}}`.
   """
   @spec stop_children(hub(), [child_id()], keyword()) ::
@@ -228,7 +237,8 @@ defmodule Synod do
   def stop_children(hub, child_ids, opts \\ []) when is_atom(hub) and is_list(child_ids) do
     opts = Options.stop!(opts)
 
-    with {:ok, {registry, meta}} <- tables(hub) do
+    with {:ok, {registry, meta}} <- tables(hub),
+         :ok <- check_partition(meta) do
       handle = dispatch_stop(hub, registry, meta, Enum.uniq(child_ids), opts)
       if opts.await, do: await(handle), else: {:ok, handle}
     end
@@ -329,9 +339,8 @@ defmodule Synod do
   @spec tagged(hub(), term()) :: [{child_id(), [{node(), pid()}]}]
   def tagged(hub, tag) do
     {registry, _} = tables!(hub)
-    spec = [{{:"$1", :_, %{tag: tag}, :"$2"}, [], [{{:"$1", :"$2"}}]}]
 
-    for {id, [_ | _] = pids} <- :ets.select(registry, spec),
+    for {id, [_ | _] = pids} <- :ets.select(registry, Registry.tagged(tag)),
         do: {id, for(pid <- pids, do: {node(pid), pid})}
   end
 

@@ -19,7 +19,7 @@ defmodule Synod.Hub.Coordinator do
   use GenServer
   require Logger
 
-  alias Synod.Hub.{Children, Placement, Protocol, Stray}
+  alias Synod.Hub.{Children, Placement, Protocol, Registry, Stray}
   alias Synod.Ring
 
   @migration_timeout 30_000
@@ -28,6 +28,10 @@ defmodule Synod.Hub.Coordinator do
   # there) before it counts the peer as gone; and how long a coordinator
   # that adopted waits for the members it knew to answer its hello.
   @peer_restart_grace 5_000
+  # Tombstones (docs/hub.md, "Stops") are swept this often, and dropped once
+  # this old while every member ever known is connected.
+  @sweep_every 10_000
+  @tomb_keep 60_000
 
   # ── lifecycle ────────────────────────────────────────────────────────────
 
@@ -70,8 +74,16 @@ defmodule Synod.Hub.Coordinator do
       subs: %{},
       migrations: %{},
       migrating: MapSet.new(),
-      queue: :queue.new()
+      queue: :queue.new(),
+      # hybrid clock (µs): incarnations of starts, stamps of stops
+      clock: 0,
+      # whether any tombstone may exist (skips the lookups when not)
+      tombs: false,
+      # healed, waiting for a sync before reconciling (apply_membership/2)
+      healing: false
     }
+
+    Process.send_after(self(), {:synod_sweep, token}, @sweep_every)
 
     state =
       case tables do
@@ -125,7 +137,8 @@ defmodule Synod.Hub.Coordinator do
         known: meta_get(meta, :known),
         partitioned: meta_get(meta, :partitioned),
         ring: meta_get(meta, :ring),
-        subs: subs
+        subs: subs,
+        tombs: tombstones(meta) != []
     }
 
     Logger.warning(
@@ -257,12 +270,12 @@ defmodule Synod.Hub.Coordinator do
     end
   end
 
-  defp call({:start_children, entries}, _from, state) when is_list(entries) do
+  defp call({:start_children, entries}, _from, state) do
     {state, results} = handle_start(state, make_ref(), [], entries, [])
     {:reply, {:ok, results}, state}
   end
 
-  defp call({:stop_children, ids}, _from, state) when is_list(ids) do
+  defp call({:stop_children, ids}, _from, state) do
     {state, results} = handle_stop(state, make_ref(), [], ids)
     {:reply, {:ok, results}, state}
   end
@@ -306,6 +319,7 @@ defmodule Synod.Hub.Coordinator do
 
   defp info({:synod_registered, from, entries, replies}, state) do
     if Map.has_key?(state.peers, from) do
+      entries = live(state, entries)
       rows = put_pids(state.registry, entries)
       deliver_replies(replies, from)
       state = emit_started(state, from, entries)
@@ -318,15 +332,29 @@ defmodule Synod.Hub.Coordinator do
     end
   end
 
-  defp info({:synod_sync, from, entries, orphans, _tombstones}, state) do
+  defp info({:synod_sync, from, entries, orphans, tombstones}, state) do
+    if Map.has_key?(state.peers, from) do
+      state = apply_tombstones(state, tombstones)
+      {:noreply, apply_sync(state, from, live(state, entries), live(state, orphans))}
+    else
+      {:noreply, state}
+    end
+  end
+
+  defp info({:synod_tombstones, from, tombstones}, state) do
     if Map.has_key?(state.peers, from),
-      do: {:noreply, apply_sync(state, from, entries, orphans)},
+      do: {:noreply, apply_tombstones(state, tombstones)},
       else: {:noreply, state}
+  end
+
+  defp info({:synod_sweep, token}, %{token: token} = state) do
+    Process.send_after(self(), {:synod_sweep, token}, @sweep_every)
+    {:noreply, sweep_tombstones(state)}
   end
 
   defp info({:synod_orphans, from, orphans}, state) do
     if Map.has_key?(state.peers, from) do
-      {:noreply, reconcile(state, add_orphans(state.registry, orphans), nil)}
+      {:noreply, reconcile(state, add_orphans(state.registry, live(state, orphans)), nil)}
     else
       {:noreply, state}
     end
@@ -339,11 +367,17 @@ defmodule Synod.Hub.Coordinator do
           for {id, pid} <- stopped, row = remove_pid(state.registry, id, pid, reason), do: row
 
         state = if stopped != [], do: emit(state, :children_stopped, {from, stopped}), else: state
-        # A copy that moves or is suspended must run again somewhere: every
-        # member looks at the row again, as for any other change to it. (Not
-        # for `:stopped`: the other copies of a stopped child are being
-        # stopped too, and an owner must not restart it.)
-        if reason == :stopped, do: state, else: reconcile(state, rows, nil)
+
+        case reason do
+          # A stop request: the child is stopped everywhere, for good.
+          {:stopped, t} -> apply_tombstones(state, for({id, _} <- stopped, do: {id, t}))
+          # The other copies of a child that exited are going too: an owner
+          # must not restart it.
+          :stopped -> state
+          # A copy that moves or is suspended must run again somewhere: every
+          # member looks at the row again, as for any other change to it.
+          _ -> reconcile(state, rows, nil)
+        end
       else
         state
       end
@@ -513,13 +547,17 @@ defmodule Synod.Hub.Coordinator do
     :ok
   end
 
-  defp handle_start(state, ref, reply_to, entries, _opts) do
+  # A start from a client is a new incarnation of each child; one from a
+  # member (`migration: true`) moves an existing one, refused as `:stopped`
+  # when a stop came first.
+  defp handle_start(state, ref, reply_to, entries, opts) do
     if state.partitioned do
       results = for {id, _, _, _} <- entries, do: {id, {:error, :partitioned}}
       route_replies(state, ref, reply_to, results, [], :registered)
       {state, results}
     else
-      {state, results, rows, started} = start_local(state, entries)
+      kind = if :proplists.get_bool(:migration, opts), do: :member, else: :client
+      {state, results, rows, started} = start_local(state, entries, kind)
       route_replies(state, ref, reply_to, results, started, :registered)
       state = emit_started(state, state.me, started)
       # A requester with a stale ring may have sent us children we do not own.
@@ -527,9 +565,34 @@ defmodule Synod.Hub.Coordinator do
     end
   end
 
+  # A stop is recorded before anything else: a tombstone per id, stamped
+  # now, which every member keeps and compares before it re-creates a row
+  # or starts a copy (docs/hub.md, "Stops"). Ids with no copy here are
+  # recorded too, and sent to every member, in case a copy is on its way.
+  # A minority under :majority refuses, as it refuses starts.
+  defp handle_stop(%{partitioned: true} = state, ref, reply_to, ids) do
+    results = for id <- ids, do: {id, {:error, :partitioned}}
+    route_replies(state, ref, reply_to, results, [], :unregistered)
+    {state, results}
+  end
+
   defp handle_stop(state, ref, reply_to, ids) do
-    {state, results, stopped} = stop_local(state, ids, :stopped)
-    route_replies(state, ref, reply_to, results, stopped, :unregistered)
+    {t, state} = tick(state)
+    {state, results, stopped} = stop_local(state, ids, {:stopped, t})
+    # A copy another member's tombstone stopped a moment ago counts as
+    # stopped by this request (the other copies' stops travel faster).
+    results = Enum.map(results, &stopped_by_tombstone(state, &1))
+    state = put_tombstones(state, for(id <- ids, do: {id, t}))
+    absent = for {id, {:error, :not_found}} <- results, do: {id, t}
+
+    if absent != [] do
+      for {id, _} <- absent, do: :ets.delete(state.registry, id)
+
+      for {node, _} <- state.peers,
+          do: send({state.hub, node}, {:synod_tombstones, state.me, absent})
+    end
+
+    route_replies(state, ref, reply_to, results, stopped, {:unregistered, {:stopped, t}})
     state = if stopped != [], do: emit(state, :children_stopped, {state.me, stopped}), else: state
     {state, results}
   end
@@ -539,34 +602,58 @@ defmodule Synod.Hub.Coordinator do
   # Returns the answers in order, and for the children it started their rows
   # as now stored and their registry entries `{id, spec, meta, pid}`.
   # The starts themselves are one call to this node's supervisor.
-  defp start_local(state, entries) do
+  #
+  # `kind` :client stamps each child with the request's incarnation (the
+  # caller's, unless it is missing or not above a tombstone of the id: a
+  # start after a stop is a new incarnation); :member keeps the
+  # incarnation the entry carries and refuses a stopped one.
+  defp start_local(state, entries, kind) do
     %{registry: registry, me: me} = state
+    {now, state} = tick(state)
 
     # what runs already, and what to start (with the row's other copies)
-    plan =
-      for {id, spec, meta, mode} <- entries do
+    {plan, newest} =
+      Enum.map_reduce(entries, 0, fn {id, spec, slot, mode}, newest ->
+        inc = Registry.inc(slot)
+        stopped = tombstone(state, id)
+
         others =
           case :ets.lookup(registry, id) do
             [] -> []
             [{_, _, _, pids}] -> pids
           end
 
-        case local_pid(others, me) do
-          nil -> {:start, id, spec, meta, mode, others}
-          pid -> {:running, id, pid}
-        end
-      end
+        step =
+          cond do
+            kind == :member and stopped != nil and inc <= stopped ->
+              {:stopped, id}
+
+            local_pid(others, me) != nil ->
+              {:running, id, local_pid(others, me)}
+
+            kind == :client and (inc == 0 or (stopped != nil and inc <= stopped)) ->
+              {:start, id, spec, Registry.with_inc(slot, now), mode, others}
+
+            true ->
+              {:start, id, spec, slot, mode, others}
+          end
+
+        {step, max(newest, inc)}
+      end)
 
     answers =
       Children.start_batch(state.sup, for({:start, id, spec, _, _, _} <- plan, do: {id, spec}))
 
     {results, rows, started} = merge_starts(plan, answers, state, [], [], [])
     :ets.insert(registry, rows)
-    {state, results, rows, started}
+    {observe(state, newest), results, rows, started}
   end
 
   defp merge_starts([{:running, id, pid} | plan], answers, state, results, rows, started),
     do: merge_starts(plan, answers, state, [{id, {:ok, pid}} | results], rows, started)
+
+  defp merge_starts([{:stopped, id} | plan], answers, state, results, rows, started),
+    do: merge_starts(plan, answers, state, [{id, {:error, :stopped}} | results], rows, started)
 
   defp merge_starts(
          [{:start, id, spec, meta, mode, others} | plan],
@@ -602,9 +689,10 @@ defmodule Synod.Hub.Coordinator do
   defp tell_mode(%{cfg: %{replication_factor: 1}}, _pid, _mode), do: :ok
   defp tell_mode(state, pid, mode), do: send(pid, {:synod_mode, state.hub, mode})
 
-  # Stops local copies. `reason` says what the other members do with the
-  # row once no copy is left: :stopped deletes it, :migrating and
-  # :suspended keep it (the child must run again somewhere). The stops are
+  # Stops local copies. `reason` says what becomes of the row: a stop
+  # request ({:stopped, t}) deletes it, :stopped deletes it once no copy is
+  # left, :migrating and :suspended keep it (the child must run again
+  # somewhere). The stops are
   # one call to this node's supervisor, which stops whichever incarnation
   # of each child runs now (a restart it has not told us about yet included).
   defp stop_local(state, ids, reason) do
@@ -632,7 +720,7 @@ defmodule Synod.Hub.Coordinator do
           {{id, {:error, :not_found}}, stopped}
 
         {:stop, id, spec, meta, pid, rest}, stopped ->
-          if rest != [] or reason != :stopped,
+          if keep_row?(reason, rest),
             do: :ets.insert(registry, {id, spec, meta, rest}),
             else: :ets.delete(registry, id)
 
@@ -640,6 +728,122 @@ defmodule Synod.Hub.Coordinator do
       end)
 
     {state, results, Enum.reverse(stopped)}
+  end
+
+  defp keep_row?({:stopped, _t}, _rest), do: false
+  defp keep_row?(:stopped, rest), do: rest != []
+  defp keep_row?(_moving, _rest), do: true
+
+  # ── stops that hold: the clock and the tombstones ───────────────────────
+
+  # A hybrid clock: microseconds, never backwards, and past every stamp
+  # this node has seen, so a stop here is later than every start it knew.
+  defp tick(state) do
+    t = max(System.os_time(:microsecond), state.clock + 1)
+    {t, %{state | clock: t}}
+  end
+
+  defp observe(state, t), do: if(t > state.clock, do: %{state | clock: t}, else: state)
+
+  # Tombstones live in the meta table (so a restarted coordinator keeps
+  # them) as {{:tomb, id}, t, recorded_at_ms, pid | nil}: the stamp of the
+  # latest stop of `id`, and the local copy a tombstone stopped, if any.
+  defp tombstone(state, id) do
+    case tombstone_row(state, id) do
+      {_, t, _, _} -> t
+      nil -> nil
+    end
+  end
+
+  defp tombstone_row(%{tombs: false}, _id), do: nil
+
+  defp tombstone_row(state, id) do
+    case :ets.lookup(state.meta, {:tomb, id}) do
+      [row] -> row
+      [] -> nil
+    end
+  end
+
+  defp stopped_by_tombstone(state, {id, {:error, :not_found}} = result) do
+    case tombstone_row(state, id) do
+      {_, _, _, pid} when is_pid(pid) -> {id, {:ok, pid}}
+      _ -> result
+    end
+  end
+
+  defp stopped_by_tombstone(_state, result), do: result
+
+  defp tombstones(meta),
+    do: :ets.select(meta, [{{{:tomb, :"$1"}, :"$2", :_, :_}, [], [{{:"$1", :"$2"}}]}])
+
+  # Records `[{id, t}]`, keeping the later stamp of each id, and the pids of
+  # `stopped` (`%{id => pid}`, copies stopped here by these tombstones).
+  defp put_tombstones(state, tombstones, stopped \\ %{})
+  defp put_tombstones(state, [], _stopped), do: state
+
+  defp put_tombstones(state, tombstones, stopped) do
+    now = System.monotonic_time(:millisecond)
+
+    rows =
+      for {id, t} <- tombstones,
+          row <- [tombstone_row(state, id)],
+          row == nil or elem(row, 1) < t or is_map_key(stopped, id) do
+        pid = Map.get(stopped, id, row && elem(row, 3))
+        {{:tomb, id}, max(t, (row && elem(row, 1)) || t), now, pid}
+      end
+
+    :ets.insert(state.meta, rows)
+    newest = Enum.reduce(tombstones, 0, fn {_, t}, acc -> max(t, acc) end)
+    observe(%{state | tombs: true}, newest)
+  end
+
+  # Entries, orphans or rows whose incarnation a tombstone covers are
+  # stopped children: dropped.
+  defp live(%{tombs: false}, list), do: list
+
+  defp live(state, list) do
+    Enum.reject(list, fn item ->
+      stopped = tombstone(state, elem(item, 0))
+      stopped != nil and Registry.inc(elem(item, 2)) <= stopped
+    end)
+  end
+
+  # Tombstones from another member: recorded, and every copy here and row
+  # they cover goes (a copy whose stop request never came here included).
+  defp apply_tombstones(state, []), do: state
+
+  defp apply_tombstones(state, tombstones) do
+    covered =
+      for {id, t} <- tombstones,
+          [{_, _, slot, pids}] <- [:ets.lookup(state.registry, id)],
+          Registry.inc(slot) <= t,
+          do: {id, local_pid(pids, state.me)}
+
+    doomed = for {id, pid} <- covered, pid != nil, do: id
+    {state, _results, stopped} = stop_local(state, doomed, :stopped)
+    state = put_tombstones(state, tombstones, Map.new(stopped))
+    for {id, _} <- covered, do: :ets.delete(state.registry, id)
+    broadcast_unregistered(state, stopped, :stopped, %{})
+    if stopped != [], do: emit(state, :children_stopped, {state.me, stopped}), else: state
+  end
+
+  # Tombstones are dropped once old, and only while every member this node
+  # has known is connected: a member cut off may still hold a copy or a row
+  # that its tombstone must meet when it comes back.
+  defp sweep_tombstones(%{tombs: false} = state), do: state
+
+  defp sweep_tombstones(state) do
+    if state.restarting == %{} and MapSet.size(state.known) == map_size(state.peers) + 1 do
+      cutoff = System.monotonic_time(:millisecond) - @tomb_keep
+
+      :ets.select_delete(state.meta, [
+        {{{:tomb, :_}, :_, :"$1", :_}, [{:<, :"$1", cutoff}], [true]}
+      ])
+
+      %{state | tombs: tombstones(state.meta) != []}
+    else
+      state
+    end
   end
 
   # A local child exited by itself: restarted under `new_pid`, or gone.
@@ -678,6 +882,7 @@ defmodule Synod.Hub.Coordinator do
     case kind do
       :registered -> broadcast_registered(state, changes, replies)
       :unregistered -> broadcast_unregistered(state, changes, :stopped, replies)
+      {:unregistered, why} -> broadcast_unregistered(state, changes, why, replies)
     end
   end
 
@@ -745,7 +950,7 @@ defmodule Synod.Hub.Coordinator do
     state = reconcile(state, stale ++ rows ++ added, nil)
     if Enum.any?(stale, &(elem(&1, 3) == [])), do: send_orphans(state)
     after_batch(entries)
-    state
+    finish_heal(state)
   end
 
   defp add_orphans(registry, orphans) do
@@ -873,7 +1078,11 @@ defmodule Synod.Hub.Coordinator do
   # here), and the children running nowhere (their copies are gone and the
   # peer may be the owner that must restart them).
   defp send_sync(state, node),
-    do: send({state.hub, node}, {:synod_sync, state.me, local_entries(state), orphans(state), []})
+    do:
+      send(
+        {state.hub, node},
+        {:synod_sync, state.me, local_entries(state), orphans(state), tombstones(state.meta)}
+      )
 
   # The monitor on a peer's coordinator fired. A node that is gone is gone;
   # a coordinator that died on a node still connected is being restarted by
@@ -917,7 +1126,7 @@ defmodule Synod.Hub.Coordinator do
 
         drop_node_pids(state.registry, node)
         state = emit(state, :member_left, {node, reason})
-        state = apply_membership(state, old_ring)
+        state = state |> apply_membership(old_ring) |> finish_heal()
         send_orphans(state)
         state
     end
@@ -1010,12 +1219,20 @@ defmodule Synod.Hub.Coordinator do
       {:known, state.known}
     ])
 
-    if state.partitioned do
+    # A side that heals by meeting the majority again waits for that
+    # member's sync before it looks at its suspended rows: the sync brings
+    # the stops made meanwhile (finish_heal/1).
+    if state.partitioned or state.healing do
       state
     else
       reconcile(state, :ets.tab2list(state.registry), old_ring)
     end
   end
+
+  defp finish_heal(%{healing: true} = state),
+    do: reconcile(%{state | healing: false}, :ets.tab2list(state.registry), nil)
+
+  defp finish_heal(state), do: state
 
   defp suspend(state) do
     ids = for {id, _, _, _} <- local_entries(state), do: id
@@ -1028,7 +1245,7 @@ defmodule Synod.Hub.Coordinator do
   end
 
   defp heal(state) do
-    state = %{state | partitioned: false}
+    state = %{state | partitioned: false, healing: true}
     :ets.insert(state.meta, {:partitioned, false})
     emit(state, :healed, members(state))
   end
@@ -1096,7 +1313,7 @@ defmodule Synod.Hub.Coordinator do
          )}
       end
 
-    {state, _results, _rows, started} = start_local(state, entries)
+    {state, _results, _rows, started} = start_local(state, entries, :member)
     broadcast_registered(state, started, %{})
     emit_started(state, me, started)
   end

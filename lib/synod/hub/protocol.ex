@@ -7,23 +7,21 @@ defmodule Synod.Hub.Protocol do
   # The checks are shapes and types only; whether a sender is a member, or
   # a reference names a request, is for the coordinator to decide.
 
-  alias Synod.Hub.Spec
+  alias Synod.Hub.{Registry, Spec}
 
   @doc "Whether `message` is one the coordinator accepts (handle_info)."
   @spec message?(term()) :: boolean()
   def message?({:synod_start, _ref, reply_to, entries, opts}),
-    do: pids?(reply_to) and start_entries?(entries) and is_list(opts)
+    do: pids?(reply_to) and start_entries?(entries) and proper?(opts)
 
   def message?({:synod_stop, _ref, reply_to, ids, opts}),
-    do: pids?(reply_to) and proper?(ids) and is_list(opts)
+    do: pids?(reply_to) and proper?(ids) and proper?(opts)
 
   def message?({:synod_registered, from, entries, replies}),
     do: is_atom(from) and all?(entries, &registered_entry?/1) and replies?(replies)
 
   def message?({:synod_unregistered, from, stopped, why, replies}),
-    do:
-      is_atom(from) and why in [:stopped, :migrating, :suspended] and
-        all?(stopped, &id_pid?/1) and replies?(replies)
+    do: is_atom(from) and why?(why) and all?(stopped, &id_pid?/1) and replies?(replies)
 
   def message?({:synod_orphans, from, orphans}),
     do: is_atom(from) and all?(orphans, &orphan?/1)
@@ -49,6 +47,7 @@ defmodule Synod.Hub.Protocol do
 
   def message?({:synod_migration_timeout, ref}), do: is_reference(ref)
   def message?({:synod_peer_timeout, ref}), do: is_reference(ref)
+  def message?({:synod_sweep, ref}), do: is_reference(ref)
   def message?({:"ETS-TRANSFER", _tab, _from, :synod_adopted}), do: true
   def message?({:synod_event, id, _data, discard}), do: is_atom(id) and is_boolean(discard)
 
@@ -75,23 +74,21 @@ defmodule Synod.Hub.Protocol do
 
   defp start_entries?(entries), do: all?(entries, &start_entry?/1)
 
-  defp start_entry?({_id, spec, meta, mode}),
-    do: mode in [:active, :passive] and meta?(meta) and Spec.stored?(spec)
+  defp start_entry?({_id, spec, slot, mode}),
+    do: mode in [:active, :passive] and Registry.slot?(slot) and Spec.stored?(spec)
 
   defp start_entry?(_), do: false
 
-  # From a member: `{id, spec, meta, pid}`, or with the copy's incarnation.
-  defp registered_entry?({_id, spec, meta, pid}),
-    do: is_pid(pid) and meta?(meta) and Spec.stored?(spec)
-
-  defp registered_entry?({_id, spec, meta, pid, inc}),
-    do: is_pid(pid) and is_integer(inc) and meta?(meta) and Spec.stored?(spec)
+  defp registered_entry?({_id, spec, slot, pid}),
+    do: is_pid(pid) and Registry.slot?(slot) and Spec.stored?(spec)
 
   defp registered_entry?(_), do: false
 
-  defp orphan?({_id, spec, meta}), do: meta?(meta) and Spec.stored?(spec)
-  defp orphan?({_id, spec, meta, inc}), do: is_integer(inc) and meta?(meta) and Spec.stored?(spec)
+  defp orphan?({_id, spec, slot}), do: Registry.slot?(slot) and Spec.stored?(spec)
   defp orphan?(_), do: false
+
+  defp why?({:stopped, t}), do: is_integer(t)
+  defp why?(why), do: why in [:stopped, :migrating, :suspended]
 
   defp tombstones?(tombstones), do: all?(tombstones, &match?({_id, t} when is_integer(t), &1))
 
@@ -103,7 +100,6 @@ defmodule Synod.Hub.Protocol do
   defp reply?({_ref, pids, results}), do: pids?(pids) and proper?(results)
   defp reply?(_), do: false
 
-  defp meta?(meta), do: meta == nil or is_map(meta)
   defp pids?(list), do: all?(list, &is_pid/1)
   defp atoms?(list), do: all?(list, &is_atom/1)
   defp proper?(list), do: all?(list, fn _ -> true end)
