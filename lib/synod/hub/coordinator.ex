@@ -210,6 +210,8 @@ defmodule Synod.Hub.Coordinator do
   # never a crash halfway through handling it.
   @impl true
   def handle_call(request, from, state) do
+    state = follow_node_name(state)
+
     cond do
       not Stray.from?(from) ->
         Stray.ignored(who(state), :call, request)
@@ -232,6 +234,8 @@ defmodule Synod.Hub.Coordinator do
 
   @impl true
   def handle_info(message, state) do
+    state = follow_node_name(state)
+
     if Protocol.message?(message) do
       info(message, state)
     else
@@ -241,6 +245,23 @@ defmodule Synod.Hub.Coordinator do
   end
 
   defp who(state), do: "Synod hub #{inspect(state.hub)} on #{state.me}"
+
+  # A hub may start before its node is distributed (or see distribution
+  # stop and start again): this node's name changes under it. Its own pids
+  # already carry the new name; the ring, the members it has known and the
+  # peers follow, and it says hello to the nodes now connected.
+  defp follow_node_name(%{me: me} = state) do
+    case node() do
+      ^me ->
+        state
+
+      name ->
+        known = state.known |> MapSet.delete(me) |> MapSet.put(name)
+        state = apply_membership(%{state | me: name, known: known}, state.ring)
+        for node <- Node.list(), do: send({state.hub, node}, hello(state, :synod_hello))
+        state
+    end
+  end
 
   defp call(:synod_barrier, _from, state), do: {:reply, :ok, state}
 
@@ -276,7 +297,7 @@ defmodule Synod.Hub.Coordinator do
   end
 
   defp call({:stop_children, ids}, _from, state) do
-    {state, results} = handle_stop(state, make_ref(), [], ids)
+    {state, results} = handle_stop(state, make_ref(), [], ids, [])
     {:reply, {:ok, results}, state}
   end
 
@@ -289,6 +310,13 @@ defmodule Synod.Hub.Coordinator do
   defp call(:ring_info, _from, state) do
     info = Ring.info(state.ring)
     {:reply, {:ok, members(state), info.vnodes, info.seed, state.cfg.replication_factor}, state}
+  end
+
+  # `[{id, [pid]}]` for the ids this node's registry holds (for callers on
+  # client nodes, Synod.Hub.Caller).
+  defp call({:synod_locate, ids}, _from, state) do
+    found = for id <- ids, [{_, _, _, pids}] <- [:ets.lookup(state.registry, id)], do: {id, pids}
+    {:reply, {:ok, found}, state}
   end
 
   defp call({:whereis, id}, _from, state) do
@@ -309,8 +337,8 @@ defmodule Synod.Hub.Coordinator do
     {:noreply, state}
   end
 
-  defp info({:synod_stop, ref, reply_to, ids, _opts}, state) do
-    {state, _} = handle_stop(state, ref, reply_to, ids)
+  defp info({:synod_stop, ref, reply_to, ids, opts}, state) do
+    {state, _} = handle_stop(state, ref, reply_to, ids, opts)
     after_batch(ids)
     {:noreply, state}
   end
@@ -387,6 +415,12 @@ defmodule Synod.Hub.Coordinator do
   end
 
   # ── membership ───────────────────────────────────────────────────────────
+
+  # (A coordinator never counts itself: a hello it sent to its own node's
+  # name before distribution came up may come back to it.)
+  defp info({tag, node, _pid, _hash}, %{me: node} = state)
+       when tag in [:synod_hello, :synod_welcome],
+       do: {:noreply, state}
 
   defp info({:synod_hello, node, pid, hash}, state) do
     if hash == state.hash do
@@ -553,12 +587,12 @@ defmodule Synod.Hub.Coordinator do
   defp handle_start(state, ref, reply_to, entries, opts) do
     if state.partitioned do
       results = for {id, _, _, _} <- entries, do: {id, {:error, :partitioned}}
-      route_replies(state, ref, reply_to, results, [], :registered)
+      route_replies(state, {ref, reply_to, opts}, results, [], :registered)
       {state, results}
     else
       kind = if :proplists.get_bool(:migration, opts), do: :member, else: :client
       {state, results, rows, started} = start_local(state, entries, kind)
-      route_replies(state, ref, reply_to, results, started, :registered)
+      route_replies(state, {ref, reply_to, opts}, results, started, :registered)
       state = emit_started(state, state.me, started)
       # A requester with a stale ring may have sent us children we do not own.
       {reconcile(state, rows, nil), results}
@@ -570,13 +604,13 @@ defmodule Synod.Hub.Coordinator do
   # or starts a copy (docs/hub.md, "Stops"). Ids with no copy here are
   # recorded too, and sent to every member, in case a copy is on its way.
   # A minority under :majority refuses, as it refuses starts.
-  defp handle_stop(%{partitioned: true} = state, ref, reply_to, ids) do
+  defp handle_stop(%{partitioned: true} = state, ref, reply_to, ids, opts) do
     results = for id <- ids, do: {id, {:error, :partitioned}}
-    route_replies(state, ref, reply_to, results, [], :unregistered)
+    route_replies(state, {ref, reply_to, opts}, results, [], :unregistered)
     {state, results}
   end
 
-  defp handle_stop(state, ref, reply_to, ids) do
+  defp handle_stop(state, ref, reply_to, ids, opts) do
     {t, state} = tick(state)
     {state, results, stopped} = stop_local(state, ids, {:stopped, t})
     # A copy another member's tombstone stopped a moment ago counts as
@@ -592,7 +626,7 @@ defmodule Synod.Hub.Coordinator do
           do: send({state.hub, node}, {:synod_tombstones, state.me, absent})
     end
 
-    route_replies(state, ref, reply_to, results, stopped, {:unregistered, {:stopped, t}})
+    route_replies(state, {ref, reply_to, opts}, results, stopped, {:unregistered, {:stopped, t}})
     state = if stopped != [], do: emit(state, :children_stopped, {state.me, stopped}), else: state
     {state, results}
   end
@@ -866,18 +900,26 @@ defmodule Synod.Hub.Coordinator do
 
   # Respondents on a peer get their answer through that peer's coordinator,
   # after it has applied the registry change (so a caller that has its
-  # answer sees the child in its own node's registry). Others — this node,
-  # or nodes that are not members — get it directly.
-  defp route_replies(state, ref, reply_to, results, changes, kind) do
-    {via_peer, direct} =
-      Enum.split_with(reply_to, &(node(&1) != state.me and Map.has_key?(state.peers, node(&1))))
+  # answer sees the child in its own node's registry). Respondents on other
+  # nodes get it through the request's relay (`relay: node` in its options,
+  # a client node's member) when that is a peer, else directly, as do those
+  # on this node.
+  defp route_replies(state, {ref, reply_to, opts}, results, changes, kind) do
+    relay = :proplists.get_value(:relay, opts)
 
+    via =
+      Enum.group_by(reply_to, fn pid ->
+        cond do
+          node(pid) == state.me -> nil
+          Map.has_key?(state.peers, node(pid)) -> node(pid)
+          relay != state.me and is_map_key(state.peers, relay) -> relay
+          true -> nil
+        end
+      end)
+
+    {direct, via_peer} = Map.pop(via, nil, [])
     for pid <- direct, do: send(pid, {:synod_results, ref, state.me, results})
-
-    replies =
-      via_peer
-      |> Enum.group_by(&node/1)
-      |> Map.new(fn {node, pids} -> {node, [{ref, pids, results}]} end)
+    replies = Map.new(via_peer, fn {node, pids} -> {node, [{ref, pids, results}]} end)
 
     case kind do
       :registered -> broadcast_registered(state, changes, replies)

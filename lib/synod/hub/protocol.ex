@@ -60,6 +60,7 @@ defmodule Synod.Hub.Protocol do
   @spec call?(term()) :: boolean()
   def call?(request) when request in [:synod_barrier, :members, :config, :ring_info], do: true
   def call?({:whereis, _id}), do: true
+  def call?({:synod_locate, ids}), do: proper?(ids)
 
   def call?({:synod_dispatch_event, id, _data, discard}),
     do: is_atom(id) and is_boolean(discard)
