@@ -19,7 +19,7 @@ defmodule Synod.Hub.Coordinator do
   use GenServer
   require Logger
 
-  alias Synod.Hub.{Children, Placement, Protocol, Registry, Stray}
+  alias Synod.Hub.{Children, EventQueue, Placement, Protocol, Registry, Stray}
   alias Synod.Ring
 
   @migration_timeout 30_000
@@ -74,7 +74,7 @@ defmodule Synod.Hub.Coordinator do
       subs: %{},
       migrations: %{},
       migrating: MapSet.new(),
-      queue: :queue.new(),
+      queue: EventQueue.new(),
       # hybrid clock (µs): incarnations of starts, stamps of stops
       clock: 0,
       # whether any tombstone may exist (skips the lookups when not)
@@ -1438,16 +1438,12 @@ defmodule Synod.Hub.Coordinator do
     emit(state, :children_migrated, data)
   end
 
-  # ── the event queue ──────────────────────────────────────────────────────
-
-  defp paused?(state), do: state.migrations != %{}
+  # ── the event queue (Synod.Hub.EventQueue decides) ─────────────────────
 
   defp enqueue_event(state, id, data, discard) do
-    cond do
-      not paused?(state) -> {:event_dispatched, deliver(state, id, data)}
-      discard -> {:event_discarded, state}
-      true -> {:event_queued, %{state | queue: :queue.in({id, data}, state.queue)}}
-    end
+    paused = state.migrations != %{}
+    {queue, answer, effects} = EventQueue.dispatch(state.queue, paused, id, data, discard)
+    {answer, deliver_all(%{state | queue: queue}, effects)}
   end
 
   defp emit(state, id, data) do
@@ -1462,20 +1458,21 @@ defmodule Synod.Hub.Coordinator do
   defp emit_started(state, node, entries),
     do: emit(state, :children_started, {node, for({id, _, _, pid} <- entries, do: {id, pid})})
 
-  defp deliver(state, id, data) do
-    for {pid, {_, ids}} <- state.subs, ids == :all or id in ids do
-      send(pid, {:synod, state.hub, id, data})
-    end
+  defp deliver_all(state, effects) do
+    for {:deliver, id, data} <- effects,
+        {pid, {_, ids}} <- state.subs,
+        ids == :all or id in ids,
+        do: send(pid, {:synod, state.hub, id, data})
 
     state
   end
 
+  # The queue is paused exactly while migrations this node started are in
+  # flight; resuming it delivers what was queued.
+  defp maybe_resume(%{migrations: migrations} = state) when migrations != %{}, do: state
+
   defp maybe_resume(state) do
-    if paused?(state) do
-      state
-    else
-      for {id, data} <- :queue.to_list(state.queue), do: deliver(state, id, data)
-      %{state | queue: :queue.new()}
-    end
+    {queue, effects} = EventQueue.resume(state.queue)
+    deliver_all(%{state | queue: queue}, effects)
   end
 end
