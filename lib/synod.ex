@@ -60,9 +60,10 @@ defmodule Synod do
       `Synod.Handover`, then stop the old).
     * `:handover_timeout` — per-child limit for a hot handover (5000 ms).
     * `:partition_strategy` — `:divergence` (default: every side of a
-      partition keeps running its children) or `:majority` (a side that sees
+      partition keeps running its children), `:majority` (a side that sees
       fewer than a majority of the members it has known stops its children
-      and refuses starts with `{:error, :partitioned}` until healed).
+      and refuses starts and stops with `{:error, :partitioned}` until
+      healed), or a module implementing `Synod.Hub.PartitionStrategy`.
     * `:ring` — `Synod.Ring` options (`:vnodes`, `:seed`); every member must
       use the same.
     * `:max_restarts`, `:max_seconds` — restart intensity of the node's

@@ -165,6 +165,38 @@ defmodule Synod.HubCoreTest do
     end
   end
 
+  describe "PartitionStrategy" do
+    defmodule NeedsTwo do
+      @moduledoc false
+      # an application's own strategy: partitioned while it sees fewer than two members
+      @behaviour Synod.Hub.PartitionStrategy
+      @impl true
+      def partitioned?(seen, _known), do: length(seen) < 2
+    end
+
+    test "the built-ins decide as documented" do
+      alias Synod.Hub.PartitionStrategy, as: P
+      majority = P.module(:majority)
+      refute P.module(:divergence).partitioned?([:a], [:a, :b, :c])
+      assert majority.partitioned?([:a], [:a, :b, :c])
+      refute majority.partitioned?([:a, :b], [:a, :b, :c])
+      assert majority.partitioned?([:a, :b], [:a, :b, :c, :d])
+      refute majority.partitioned?([:a], [:a])
+      assert P.valid?(NeedsTwo) and P.valid?(:majority)
+      refute P.valid?(String) or P.valid?(:no_such_module) or P.valid?("majority")
+    end
+
+    test "a hub with an application's strategy follows it" do
+      start_supervised!({Synod, name: :hub_needs_two, partition_strategy: NeedsTwo})
+      assert Synod.partitioned?(:hub_needs_two)
+
+      assert {:error, :partitioned} =
+               Synod.start_children(:hub_needs_two, [%{id: "x", start: @spec_ok}])
+
+      assert {:error, :partitioned} = Synod.stop_children(:hub_needs_two, ["x"])
+    end
+  end
+
   describe "Stray" do
     test "bad requests are named, bad callers recognised, warnings rate-limited" do
       assert Stray.bad_request({:what}) == {:error, {:bad_request, {:what}}}

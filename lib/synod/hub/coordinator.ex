@@ -19,7 +19,7 @@ defmodule Synod.Hub.Coordinator do
   use GenServer
   require Logger
 
-  alias Synod.Hub.{Children, EventQueue, Placement, Protocol, Registry, Stray}
+  alias Synod.Hub.{Children, EventQueue, PartitionStrategy, Placement, Protocol, Registry, Stray}
   alias Synod.Ring
 
   @migration_timeout 30_000
@@ -1244,8 +1244,10 @@ defmodule Synod.Hub.Coordinator do
     state = %{state | ring: ring}
 
     minority? =
-      state.cfg.partition_strategy == :majority and
-        Placement.minority?(length(members), MapSet.size(state.known))
+      PartitionStrategy.module(state.cfg.partition_strategy).partitioned?(
+        members,
+        Enum.sort(state.known)
+      )
 
     state =
       cond do

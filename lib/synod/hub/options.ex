@@ -53,10 +53,15 @@ defmodule Synod.Hub.Options do
   defp hub_option!(:handover_timeout, t),
     do: bad(:handover_timeout, "must be a positive integer, got: #{inspect(t)}")
 
-  defp hub_option!(:partition_strategy, s) when s in [:divergence, :majority], do: s
-
-  defp hub_option!(:partition_strategy, s),
-    do: bad(:partition_strategy, "must be :divergence or :majority, got: #{inspect(s)}")
+  defp hub_option!(:partition_strategy, s) do
+    if Synod.Hub.PartitionStrategy.valid?(s),
+      do: s,
+      else:
+        bad(
+          :partition_strategy,
+          "must be :divergence, :majority or a module implementing Synod.Hub.PartitionStrategy, got: #{inspect(s)}"
+        )
+  end
 
   defp hub_option!(:ring, ring) when is_list(ring) do
     # Build a throwaway ring now so a bad :vnodes or :seed fails at start.
