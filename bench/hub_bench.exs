@@ -23,6 +23,17 @@ alias Synod.Test.HubBench, as: B
   end
 
 median = fn list -> list |> Enum.sort() |> Enum.at(div(length(list), 2)) end
+
+# every node's registry holds `count` children
+await_registries = fn nodes, count ->
+  Synod.Test.Wait.until(
+    fn ->
+      Enum.all?(nodes, &(length(:erpc.call(&1, Synod, :children, [:bench, :global])) == count))
+    end,
+    60_000
+  )
+end
+
 rate = fn us -> round(n / (us / 1_000_000)) end
 
 peers = Synod.LocalCluster.start(3, prefix: "bench")
@@ -74,12 +85,7 @@ end)
     {acc, memory} ->
       {start_us, :ok, ^n, 0} = :erpc.call(a, B, :synod_start, [:bench, n], :infinity)
       # every registry complete before measuring memory or stopping
-      Synod.Test.Wait.until(
-        fn ->
-          Enum.all?(nodes, &(length(:erpc.call(&1, Synod, :children, [:bench, :global])) == n))
-        end,
-        60_000
-      )
+      await_registries.(nodes, n)
 
       memory =
         if round == 1,
@@ -104,12 +110,7 @@ from_client =
   for _ <- 1..rounds do
     {start_us, :ok, ^n, 0} = :erpc.call(client, B, :synod_start, [:bench, n], :infinity)
 
-    Synod.Test.Wait.until(
-      fn ->
-        Enum.all?(nodes, &(length(:erpc.call(&1, Synod, :children, [:bench, :global])) == n))
-      end,
-      60_000
-    )
+    await_registries.(nodes, n)
 
     {stop_us, :ok, ^n, 0} = :erpc.call(client, B, :synod_stop, [:bench, n], :infinity)
     {start_us, stop_us}
@@ -138,12 +139,7 @@ redistribute = fn nodes, total ->
   [a | _] = nodes
   {_, :ok, ^total, 0} = :erpc.call(a, B, :synod_start, [:bench, total], :infinity)
 
-  Synod.Test.Wait.until(
-    fn ->
-      Enum.all?(nodes, &(length(:erpc.call(&1, Synod, :children, [:bench, :global])) == total))
-    end,
-    60_000
-  )
+  await_registries.(nodes, total)
 
   [_, _, victim] = nodes
   survivors = nodes -- [victim]

@@ -102,32 +102,20 @@ defmodule Synod.Hub.Children do
 
   @impl true
   def handle_call(request, from, state) do
-    cond do
-      not Stray.from?(from) ->
-        Stray.ignored(who(state), :call, request)
-        {:noreply, state}
+    accepted? =
+      request in [:which_children, :count_children] or
+        (coordinator?(from, state) and coordinator_call?(request))
 
-      request in [:which_children, :count_children] ->
-        call(request, from, state)
-
-      coordinator?(from, state) and coordinator_call?(request) ->
-        call(request, from, state)
-
-      true ->
-        Stray.ignored(who(state), :call, request)
-        {:reply, Stray.bad_request(request), state}
-    end
+    Stray.call(request, from, state, who(state), accepted?, &call/3)
   end
 
   @impl true
-  def handle_cast(request, state) do
-    Stray.ignored(who(state), :cast, request)
-    {:noreply, state}
-  end
+  def handle_cast(request, state), do: Stray.cast(request, state, who(state))
 
   defp who(state), do: "Synod hub children #{inspect(state.hub)} on #{node()}"
 
   defp coordinator?({pid, _}, state), do: Process.whereis(state.hub) == pid
+  defp coordinator?(_from, _state), do: false
 
   defp coordinator_call?({:start_batch, children}), do: is_list(children)
   defp coordinator_call?({:stop_batch, ids}), do: is_list(ids)

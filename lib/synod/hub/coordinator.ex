@@ -211,26 +211,11 @@ defmodule Synod.Hub.Coordinator do
   @impl true
   def handle_call(request, from, state) do
     state = follow_node_name(state)
-
-    cond do
-      not Stray.from?(from) ->
-        Stray.ignored(who(state), :call, request)
-        {:noreply, state}
-
-      Protocol.call?(request) ->
-        call(request, from, state)
-
-      true ->
-        Stray.ignored(who(state), :call, request)
-        {:reply, Stray.bad_request(request), state}
-    end
+    Stray.call(request, from, state, who(state), Protocol.call?(request), &call/3)
   end
 
   @impl true
-  def handle_cast(request, state) do
-    Stray.ignored(who(state), :cast, request)
-    {:noreply, state}
-  end
+  def handle_cast(request, state), do: Stray.cast(request, state, who(state))
 
   @impl true
   def handle_info(message, state) do

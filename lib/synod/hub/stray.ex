@@ -15,6 +15,36 @@ defmodule Synod.Hub.Stray do
   @spec bad_request(term()) :: {:error, {:bad_request, term()}}
   def bad_request(request), do: {:error, {:bad_request, request}}
 
+  @doc """
+  A gen_server's `handle_call/3` for a process that takes calls from other
+  nodes: `fun.(request, from, state)` when `accepted?`, else the bad-request
+  answer; nothing (and no crash in gen_server's reply) for a bad `from`.
+  """
+  @spec call(term(), term(), state, String.t(), boolean(), (term(), term(), state -> result)) ::
+          result | {:reply, term(), state} | {:noreply, state}
+        when state: term(), result: term()
+  def call(request, from, state, who, accepted?, fun) do
+    cond do
+      not from?(from) ->
+        ignored(who, :call, request)
+        {:noreply, state}
+
+      accepted? ->
+        fun.(request, from, state)
+
+      true ->
+        ignored(who, :call, request)
+        {:reply, bad_request(request), state}
+    end
+  end
+
+  @doc "A gen_server's `handle_cast/2` for a process that takes no casts."
+  @spec cast(term(), state, String.t()) :: {:noreply, state} when state: term()
+  def cast(request, state, who) do
+    ignored(who, :cast, request)
+    {:noreply, state}
+  end
+
   @doc "Whether `from` is a gen_server caller that a reply can go to."
   @spec from?(term()) :: boolean()
   def from?({pid, _tag}) when is_pid(pid), do: true
