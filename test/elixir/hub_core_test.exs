@@ -165,6 +165,41 @@ defmodule Synod.HubCoreTest do
     end
   end
 
+  describe "Membership" do
+    alias Synod.Hub.Membership
+
+    test "a peer's coordinator that died: gone with its node, awaited while the node stays" do
+      assert Membership.on_down(:noconnection, true) == {:remove, :nodedown}
+      assert Membership.on_down(:noconnection, false) == {:remove, :nodedown}
+      assert Membership.on_down(:killed, true) == {:await, {:hub_down, :killed}}
+      assert Membership.on_down(:noproc, true) == {:await, :nodedown}
+      assert Membership.on_down(:killed, false) == {:remove, {:hub_down, :killed}}
+    end
+
+    test "after a restart, members still connected are awaited and the others are gone" do
+      assert Membership.after_restart([:a, :b, :c], :a, [:c, :x]) == {[:c], [:b]}
+      assert Membership.after_restart([:a], :a, [:b]) == {[], []}
+    end
+
+    test "renaming, completeness and partition transitions" do
+      known = MapSet.new([:nonode@nohost, :b])
+      assert Membership.rename(known, :nonode@nohost, :a) == MapSet.new([:a, :b])
+
+      known = MapSet.new([:a, :b, :c])
+      assert Membership.complete?(known, %{b: {1, 2}, c: {3, 4}}, %{})
+      refute Membership.complete?(known, %{b: {1, 2}}, %{})
+
+      refute Membership.complete?(known, %{b: {1, 2}, c: {nil, nil}}, %{
+               c: {make_ref(), :nodedown}
+             })
+
+      assert Membership.transition(:majority, [:a], known, false) == :suspend
+      assert Membership.transition(:majority, [:a], known, true) == :none
+      assert Membership.transition(:majority, [:a, :b], known, true) == :heal
+      assert Membership.transition(:divergence, [:a], known, false) == :none
+    end
+  end
+
   describe "PartitionStrategy" do
     defmodule NeedsTwo do
       @moduledoc false

@@ -19,7 +19,7 @@ defmodule Synod.Hub.Coordinator do
   use GenServer
   require Logger
 
-  alias Synod.Hub.{Children, EventQueue, PartitionStrategy, Placement, Protocol, Registry, Stray}
+  alias Synod.Hub.{Children, EventQueue, Membership, Placement, Protocol, Registry, Stray}
   alias Synod.Ring
 
   @migration_timeout 30_000
@@ -124,8 +124,7 @@ defmodule Synod.Hub.Coordinator do
         do: :ets.setopts(tab, {:heir, state.sup, {:synod_table, kind}})
 
     adopt_local_rows(registry, state.me, local)
-    connected = Node.list()
-    awaited = for node <- meta_get(meta, :members), node in connected, do: node
+    {awaited, gone} = Membership.after_restart(meta_get(meta, :members), state.me, Node.list())
 
     subs =
       Map.new(meta_get(meta, :subs), fn {pid, {_, ids}} -> {pid, {Process.monitor(pid), ids}} end)
@@ -138,7 +137,7 @@ defmodule Synod.Hub.Coordinator do
         partitioned: meta_get(meta, :partitioned),
         ring: meta_get(meta, :ring),
         subs: subs,
-        tombs: tombstones(meta) != []
+        tombs: any_tombstones?(meta)
     }
 
     Logger.warning(
@@ -148,7 +147,7 @@ defmodule Synod.Hub.Coordinator do
     state = Enum.reduce(awaited, state, &await_peer(&2, &1, :nodedown))
 
     # Members whose node went away meanwhile are gone (their children move).
-    case meta_get(meta, :members) -- [state.me | awaited] do
+    case gone do
       [] ->
         state
 
@@ -241,7 +240,7 @@ defmodule Synod.Hub.Coordinator do
         state
 
       name ->
-        known = state.known |> MapSet.delete(me) |> MapSet.put(name)
+        known = Membership.rename(state.known, me, name)
         state = apply_membership(%{state | me: name, known: known}, state.ring)
         for node <- Node.list(), do: send({state.hub, node}, hello(state, :synod_hello))
         state
@@ -792,6 +791,9 @@ defmodule Synod.Hub.Coordinator do
 
   defp stopped_by_tombstone(_state, result), do: result
 
+  defp any_tombstones?(meta),
+    do: :ets.select(meta, [{{{:tomb, :_}, :_, :_, :_}, [], [true]}], 1) != :"$end_of_table"
+
   defp tombstones(meta),
     do: :ets.select(meta, [{{{:tomb, :"$1"}, :"$2", :_, :_}, [], [{{:"$1", :"$2"}}]}])
 
@@ -852,14 +854,14 @@ defmodule Synod.Hub.Coordinator do
   defp sweep_tombstones(%{tombs: false} = state), do: state
 
   defp sweep_tombstones(state) do
-    if state.restarting == %{} and MapSet.size(state.known) == map_size(state.peers) + 1 do
+    if Membership.complete?(state.known, state.peers, state.restarting) do
       cutoff = System.monotonic_time(:millisecond) - @tomb_keep
 
       :ets.select_delete(state.meta, [
         {{{:tomb, :_}, :_, :"$1", :_}, [{:<, :"$1", cutoff}], [true]}
       ])
 
-      %{state | tombs: tombstones(state.meta) != []}
+      %{state | tombs: any_tombstones?(state.meta)}
     else
       state
     end
@@ -1115,11 +1117,10 @@ defmodule Synod.Hub.Coordinator do
   # a coordinator that died on a node still connected is being restarted by
   # its supervisor and adopts its children: wait for it a while.
   defp peer_down(state, node, reason) do
-    why = if reason in [:noconnection, :noproc], do: :nodedown, else: {:hub_down, reason}
-
-    if reason != :noconnection and node in Node.list(),
-      do: await_peer(state, node, why),
-      else: remove_peer(state, node, why)
+    case Membership.on_down(reason, node in Node.list()) do
+      {:await, why} -> await_peer(state, node, why)
+      {:remove, why} -> remove_peer(state, node, why)
+    end
   end
 
   defp await_peer(state, node, why) do
@@ -1228,17 +1229,16 @@ defmodule Synod.Hub.Coordinator do
     ring = Ring.new(members, state.cfg.ring)
     state = %{state | ring: ring}
 
-    minority? =
-      PartitionStrategy.module(state.cfg.partition_strategy).partitioned?(
-        members,
-        Enum.sort(state.known)
-      )
-
     state =
-      cond do
-        minority? and not state.partitioned -> suspend(state)
-        not minority? and state.partitioned -> heal(state)
-        true -> state
+      case Membership.transition(
+             state.cfg.partition_strategy,
+             members,
+             state.known,
+             state.partitioned
+           ) do
+        :suspend -> suspend(state)
+        :heal -> heal(state)
+        :none -> state
       end
 
     :ets.insert(state.meta, [
