@@ -1,9 +1,10 @@
 defmodule Synod.HubStopTest do
-  # Stops hold across a partition (docs/hub.md, "Stops"): 300 children
+  # Stops hold (docs/hub.md, "Stops"). Across a partition: 300 children
   # start, one node is cut off, every child is stopped through the other
   # side, the partition heals — and none runs again. Under both partition
   # strategies, with replication 1 and 2. Under :majority the cut-off
-  # minority refuses stops as it refuses starts.
+  # minority refuses stops as it refuses starts. And with replication 2, a
+  # stop right after a start while one owner's coordinator lags.
   use ExUnit.Case, async: false
 
   import Synod.Test.HubCase
@@ -84,5 +85,43 @@ defmodule Synod.HubStopTest do
         replication_factor: unquote(rf)
       )
     end
+  end
+
+  test "replication 2, a stop right after the start while one owner lags: no copy comes back",
+       %{nodes: [a, b, c] = nodes} do
+    hub = :hub_stop_lag
+    start_hubs(nodes, name: hub, replication_factor: 2)
+
+    # a child whose owners are a and b; the caller is on c
+    id =
+      Enum.find(RemoteHub.ids("lag", 1_000), fn id ->
+        Enum.sort(:erpc.call(c, Synod, :owners, [hub, id])) == Enum.sort([a, b])
+      end)
+
+    # b's coordinator lags: everything reaches it late, after a has handled
+    # both the start and the stop (before: a's registry then learned of b's
+    # copy after the stop, a — an owner without a copy — started the child
+    # again, and it ran for good)
+    lagging = :erpc.call(b, Process, :whereis, [hub])
+    :ok = :sys.suspend(lagging)
+
+    try do
+      {:ok, _} =
+        :erpc.call(c, Synod, :start_children, [hub, [RemoteHub.spec(id)], [await: false]])
+
+      Wait.until(fn -> id in :erpc.call(a, RemoteHub, :running_ids, [hub]) end)
+      {:ok, _} = :erpc.call(c, Synod, :stop_children, [hub, [id], [await: false]])
+      Wait.until(fn -> id not in :erpc.call(a, RemoteHub, :running_ids, [hub]) end)
+    after
+      :ok = :sys.resume(lagging)
+    end
+
+    # once every coordinator has handled all of it (twice: what one handles
+    # may send more to another), nothing runs and no registry knows the id
+    for _ <- 1..2, n <- nodes, do: :ok = :erpc.call(n, GenServer, :call, [hub, :synod_barrier])
+    Process.sleep(200)
+    for _ <- 1..2, n <- nodes, do: :ok = :erpc.call(n, GenServer, :call, [hub, :synod_barrier])
+    assert running(nodes, hub) == %{}
+    assert Enum.all?(nodes, &(:erpc.call(&1, Synod, :lookup, [hub, id]) == []))
   end
 end
