@@ -32,6 +32,9 @@ defmodule Synod.Hub.Coordinator do
   # this old while every member ever known is connected.
   @sweep_every 10_000
   @tomb_keep 60_000
+  # A stop request finding a copy that a tombstone stopped this recently
+  # answers with that copy (the request and the tombstone raced).
+  @tomb_answer_window 5_000
 
   # ── lifecycle ────────────────────────────────────────────────────────────
 
@@ -600,7 +603,7 @@ defmodule Synod.Hub.Coordinator do
     # A copy another member's tombstone stopped a moment ago counts as
     # stopped by this request (the other copies' stops travel faster).
     results = Enum.map(results, &stopped_by_tombstone(state, &1))
-    state = put_tombstones(state, for(id <- ids, do: {id, t}))
+    state = put_tombstones(state, for(id <- ids, do: {id, t}), Map.new(ids, &{&1, nil}))
     absent = for {id, {:error, :not_found}} <- results, do: {id, t}
 
     if absent != [] do
@@ -783,8 +786,10 @@ defmodule Synod.Hub.Coordinator do
   end
 
   defp stopped_by_tombstone(state, {id, {:error, :not_found}} = result) do
+    now = System.monotonic_time(:millisecond)
+
     case tombstone_row(state, id) do
-      {_, _, _, pid} when is_pid(pid) -> {id, {:ok, pid}}
+      {_, _, at, pid} when is_pid(pid) and now - at < @tomb_answer_window -> {id, {:ok, pid}}
       _ -> result
     end
   end
@@ -797,9 +802,9 @@ defmodule Synod.Hub.Coordinator do
   defp tombstones(meta),
     do: :ets.select(meta, [{{{:tomb, :"$1"}, :"$2", :_, :_}, [], [{{:"$1", :"$2"}}]}])
 
-  # Records `[{id, t}]`, keeping the later stamp of each id, and the pids of
-  # `stopped` (`%{id => pid}`, copies stopped here by these tombstones).
-  defp put_tombstones(state, tombstones, stopped \\ %{})
+  # Records `[{id, t}]`, keeping the later stamp of each id, and for the ids
+  # in `stopped` (`%{id => pid | nil}`) the local copy these tombstones
+  # stopped (nil: none); other ids keep what was recorded.
   defp put_tombstones(state, [], _stopped), do: state
 
   defp put_tombstones(state, tombstones, stopped) do
