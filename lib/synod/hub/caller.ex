@@ -242,8 +242,10 @@ defmodule Synod.Hub.Caller do
   defp dispatch(view, kind, expected, opts, ids, send_fun) do
     hub = view.hub
     ref = make_ref()
-    # Monitors first, so a node that is already gone answers with :DOWN.
-    monitors = Map.new(expected, fn {node, _} -> {Process.monitor({hub, node}), node} end)
+    # Monitors first, so a node that is already gone answers with :DOWN. A
+    # client's relay too: every answer comes through it.
+    watched = Enum.uniq([view.relay | Map.keys(expected)])
+    monitors = Map.new(watched, &{Process.monitor({hub, &1}), &1})
     send_fun.(ref)
 
     deadline = if opts.timeout == :infinity, do: :infinity, else: now() + opts.timeout
@@ -280,8 +282,13 @@ defmodule Synod.Hub.Caller do
 
         {:DOWN, mref, :process, _, _reason} when is_map_key(h.monitors, mref) ->
           node = Map.fetch!(h.monitors, mref)
-
           results = h |> settle_with_relay(node) |> Results.fail_node(node, {:nodedown, node})
+
+          # A client's relay gone: the answers still due would come through it.
+          results =
+            if node == h.relay and node != node(),
+              do: Results.fail_all(results, {:nodedown, node}),
+              else: results
 
           collect(%{h | results: results, monitors: Map.delete(h.monitors, mref)})
       after
