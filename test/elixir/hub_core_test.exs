@@ -165,6 +165,44 @@ defmodule Synod.HubCoreTest do
     end
   end
 
+  describe "Migrations" do
+    alias Synod.Hub.Migrations
+
+    test "a cold move ends when answered; a hot one after its handover; both when their target leaves" do
+      {cold, hot} = {make_ref(), make_ref()}
+
+      {moves, migrating} =
+        Migrations.begin(%{}, MapSet.new(), cold, %{kind: :cold, ids: [1, 2], target: :b})
+
+      assert migrating == MapSet.new()
+
+      {moves, migrating} =
+        Migrations.begin(moves, migrating, hot, %{kind: :hot, ids: [3], target: :c})
+
+      assert migrating == MapSet.new([3])
+
+      assert {%{kind: :cold}, moves} = Migrations.answered(moves, cold)
+      refute Map.has_key?(moves, cold)
+      assert {%{kind: :hot}, moves} = Migrations.answered(moves, hot)
+      # answered once: a second answer (or a forged one) finds nothing
+      assert {nil, ^moves} = Migrations.answered(moves, hot)
+      assert {%{kind: :handover}, moves, migrating} = Migrations.finish(moves, migrating, hot)
+      assert moves == %{} and migrating == MapSet.new()
+      assert {nil, %{}, _} = Migrations.finish(moves, migrating, make_ref())
+
+      {moves, migrating} =
+        Migrations.begin(%{}, MapSet.new(), hot, %{kind: :hot, ids: [3], target: :c})
+
+      {moves, migrating} =
+        Migrations.begin(moves, migrating, cold, %{kind: :cold, ids: [1], target: :b})
+
+      assert {[%{ids: [3]}], %{^cold => _}, migrating} =
+               Migrations.cancel_to(moves, migrating, :c)
+
+      assert migrating == MapSet.new()
+    end
+  end
+
   describe "Membership" do
     alias Synod.Hub.Membership
 

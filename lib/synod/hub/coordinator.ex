@@ -19,7 +19,17 @@ defmodule Synod.Hub.Coordinator do
   use GenServer
   require Logger
 
-  alias Synod.Hub.{Children, EventQueue, Membership, Placement, Protocol, Registry, Stray}
+  alias Synod.Hub.{
+    Children,
+    EventQueue,
+    Membership,
+    Migrations,
+    Placement,
+    Protocol,
+    Registry,
+    Stray
+  }
+
   alias Synod.Ring
 
   @migration_timeout 30_000
@@ -480,7 +490,7 @@ defmodule Synod.Hub.Coordinator do
   # ── migrations started by this node ──────────────────────────────────────
 
   defp info({:synod_results, ref, target, results}, state) do
-    case Map.pop(state.migrations, ref) do
+    case Migrations.answered(state.migrations, ref) do
       {nil, _} ->
         {:noreply, state}
 
@@ -492,7 +502,7 @@ defmodule Synod.Hub.Coordinator do
         state = if moved != [], do: announce_migrated(state, target, moved), else: state
         {:noreply, maybe_resume(state)}
 
-      {%{kind: :hot, timer: timer, old: old} = m, migrations} ->
+      {%{kind: :hot, timer: timer, old: old}, migrations} ->
         Process.cancel_timer(timer)
         log_failed_moves(state, target, results)
 
@@ -508,39 +518,38 @@ defmodule Synod.Hub.Coordinator do
           send(coordinator, {:synod_handover_done, ref, target, handover(moved, timeout)})
         end)
 
-        {:noreply, %{state | migrations: Map.put(migrations, ref, %{m | kind: :handover})}}
+        {:noreply, %{state | migrations: migrations}}
     end
   end
 
   defp info({:synod_handover_done, ref, target, moved}, state) do
-    case Map.pop(state.migrations, ref) do
-      {nil, _} ->
+    case Migrations.finish(state.migrations, state.migrating, ref) do
+      {nil, _, _} ->
         {:noreply, state}
 
-      {%{ids: ids}, migrations} ->
+      {_move, migrations, migrating} ->
         state = %{state | migrations: migrations}
         # The new copies run (and are registered) on `target`: stop the old.
         old_ids = for {id, _old, _new} <- moved, do: id
         {state, _results, stopped} = stop_local(state, old_ids, :migrating)
         broadcast_unregistered(state, stopped, :migrating, %{})
         # Children the target failed to start stay here; reconcile decides again.
-        state = %{state | migrating: Enum.reduce(ids, state.migrating, &MapSet.delete(&2, &1))}
+        state = %{state | migrating: migrating}
         state = announce_migrated(state, target, for({id, _old, new} <- moved, do: {id, new}))
         {:noreply, maybe_resume(state)}
     end
   end
 
   defp info({:synod_migration_timeout, ref}, state) do
-    case Map.pop(state.migrations, ref) do
-      {nil, _} ->
+    case Migrations.finish(state.migrations, state.migrating, ref) do
+      {nil, _, _} ->
         {:noreply, state}
 
-      {%{ids: ids}, migrations} ->
+      {move, migrations, migrating} ->
         Logger.warning(
-          "Synod hub #{inspect(state.hub)}: a migration of #{length(ids)} children got no answer"
+          "Synod hub #{inspect(state.hub)}: a migration of #{length(move.ids)} children got no answer"
         )
 
-        migrating = Enum.reduce(ids, state.migrating, &MapSet.delete(&2, &1))
         {:noreply, maybe_resume(%{state | migrations: migrations, migrating: migrating})}
     end
   end
@@ -1215,15 +1224,13 @@ defmodule Synod.Hub.Coordinator do
   # (so the event queue resumes and hot-swapped children are reconciled
   # again with the new ring) instead of waiting for their timeout.
   defp cancel_migrations_to(state, node) do
-    {gone, kept} = Enum.split_with(state.migrations, fn {_, m} -> Map.get(m, :target) == node end)
+    case Migrations.cancel_to(state.migrations, state.migrating, node) do
+      {[], _, _} ->
+        state
 
-    if gone == [] do
-      state
-    else
-      for {_, m} <- gone, do: Process.cancel_timer(m.timer)
-      ids = Enum.flat_map(gone, fn {_, m} -> m.ids end)
-      migrating = Enum.reduce(ids, state.migrating, &MapSet.delete(&2, &1))
-      maybe_resume(%{state | migrations: Map.new(kept), migrating: migrating})
+      {gone, migrations, migrating} ->
+        for move <- gone, do: Process.cancel_timer(move.timer)
+        maybe_resume(%{state | migrations: migrations, migrating: migrating})
     end
   end
 
@@ -1372,24 +1379,16 @@ defmodule Synod.Hub.Coordinator do
           {state, _results, stopped} = stop_local(state, ids, :migrating)
           broadcast_unregistered(state, stopped, :migrating, %{})
           send({state.hub, target}, {:synod_start, ref, [self()], entries, [migration: true]})
-
-          %{
-            state
-            | migrations:
-                Map.put(state.migrations, ref, %{
-                  kind: :cold,
-                  ids: ids,
-                  target: target,
-                  timer: timer
-                })
-          }
+          move = %{kind: :cold, ids: ids, target: target, timer: timer}
+          {migrations, migrating} = Migrations.begin(state.migrations, state.migrating, ref, move)
+          %{state | migrations: migrations, migrating: migrating}
 
         :hot ->
           old = Map.new(ids, &{&1, local_copy(state, &1)})
           send({state.hub, target}, {:synod_start, ref, [self()], entries, [migration: true]})
-          migrating = Enum.reduce(ids, state.migrating, &MapSet.put(&2, &1))
-          m = %{kind: :hot, ids: ids, target: target, timer: timer, old: old}
-          %{state | migrations: Map.put(state.migrations, ref, m), migrating: migrating}
+          move = %{kind: :hot, ids: ids, target: target, timer: timer, old: old}
+          {migrations, migrating} = Migrations.begin(state.migrations, state.migrating, ref, move)
+          %{state | migrations: migrations, migrating: migrating}
       end
     end)
   end
@@ -1411,7 +1410,8 @@ defmodule Synod.Hub.Coordinator do
   end
 
   defp log_failed_moves(state, target, results) do
-    failed = for {id, {:error, reason}} <- results, do: {id, reason}
+    # (a child stopped while it moved is refused as :stopped, as it should be)
+    failed = for {id, {:error, reason}} <- results, reason != :stopped, do: {id, reason}
 
     if failed != [] do
       Logger.warning(
