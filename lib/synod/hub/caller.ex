@@ -74,7 +74,8 @@ defmodule Synod.Hub.Caller do
   defp unknown(hub),
     do: "unknown hub #{inspect(hub)}: no hub of that name runs on #{node()} or a connected node"
 
-  @doc false
+  @doc "A value of the hub's meta table (`:config`, `:ring`, `:members`, `:partitioned`)."
+  @spec meta_get(:ets.tid(), atom()) :: term()
   def meta_get(meta, key), do: :ets.lookup_element(meta, key, 2)
 
   # A client node: the first connected node whose coordinator answers (the
@@ -125,6 +126,7 @@ defmodule Synod.Hub.Caller do
   # ── start and stop ───────────────────────────────────────────────────────
 
   @doc "See `Synod.start_children/3`."
+  @spec start_children(atom(), [term()], keyword()) :: {:ok | :error, term()}
   def start_children(hub, specs, opts) do
     opts = Options.start!(opts)
 
@@ -156,6 +158,7 @@ defmodule Synod.Hub.Caller do
   end
 
   @doc "See `Synod.stop_children/3`."
+  @spec stop_children(atom(), [term()], keyword()) :: {:ok | :error, term()}
   def stop_children(hub, child_ids, opts) do
     opts = Options.stop!(opts)
 
@@ -167,6 +170,7 @@ defmodule Synod.Hub.Caller do
   end
 
   @doc "See `Synod.await/1`."
+  @spec await(Handle.t()) :: {:ok | :error, Synod.StartResult.t() | Synod.StopResult.t()}
   def await(%Handle{owner: owner} = handle) do
     if owner != self(),
       do: raise(ArgumentError, "a Synod.Handle can only be awaited by the process that made it")
@@ -349,12 +353,14 @@ defmodule Synod.Hub.Caller do
   # ── lookups that a client node may make ──────────────────────────────────
 
   @doc "See `Synod.lookup/2`."
+  @spec lookup(atom(), term()) :: [{node(), pid()}]
   def lookup(hub, child_id) do
     view = view!(hub)
     for pid <- pids(view, child_id), do: {node(pid), pid}
   end
 
   @doc "See `Synod.whereis/2`."
+  @spec whereis(atom(), term()) :: pid() | nil
   def whereis(hub, child_id) do
     view = view!(hub)
 

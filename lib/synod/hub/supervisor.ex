@@ -22,6 +22,7 @@ defmodule Synod.Hub.Supervisor do
 
   @doc false
   # The hub supervisor on this node, or nil.
+  @spec whereis(atom()) :: pid() | nil
   def whereis(hub) do
     case Process.whereis(children_name(hub)) do
       nil -> nil
