@@ -165,6 +165,48 @@ defmodule Synod.HubCoreTest do
     end
   end
 
+  describe "Tombstones" do
+    alias Synod.Hub.Tombstones
+
+    test "the clock never goes back and passes every stamp it saw" do
+      assert Tombstones.tick(0, 1_000) == {1_000, 1_000}
+      assert Tombstones.tick(1_000, 1_000) == {1_001, 1_001}
+      assert Tombstones.tick(5_000, 1_000) == {5_001, 5_001}
+      assert Tombstones.observe(5_000, 9_000) == 9_000
+      assert Tombstones.observe(9_000, 5_000) == 9_000
+    end
+
+    test "a stop covers the incarnations up to its stamp, and only those" do
+      refute Tombstones.covers?(nil, 0)
+      assert Tombstones.covers?(10, 0)
+      assert Tombstones.covers?(10, 10)
+      refute Tombstones.covers?(10, 11)
+    end
+
+    test "the table keeps the later stamp and the copy a tombstone stopped" do
+      meta = :ets.new(:meta, [:set])
+      pid = self()
+      assert :ok = Tombstones.record(meta, [{"a", 10}, {"b", 20}], %{"a" => pid}, 1)
+      assert Tombstones.lookup(meta, "a") == {10, 1, pid}
+      assert Tombstones.lookup(meta, "b") == {20, 1, nil}
+      # an older stamp changes nothing; a newer one keeps the recorded copy
+      :ok = Tombstones.record(meta, [{"a", 5}], %{}, 2)
+      assert Tombstones.lookup(meta, "a") == {10, 1, pid}
+      :ok = Tombstones.record(meta, [{"a", 30}], %{}, 3)
+      assert Tombstones.lookup(meta, "a") == {30, 3, pid}
+      # a stop request here clears it
+      :ok = Tombstones.record(meta, [{"a", 40}], %{"a" => nil}, 4)
+      assert Tombstones.lookup(meta, "a") == {40, 4, nil}
+      assert Enum.sort(Tombstones.all(meta)) == [{"a", 40}, {"b", 20}]
+      assert Tombstones.any?(meta)
+      assert Tombstones.sweep(meta, 2) == 1
+      assert Tombstones.all(meta) == [{"a", 40}]
+      assert Tombstones.sweep(meta, 5) == 1
+      refute Tombstones.any?(meta)
+      assert Tombstones.lookup(meta, "a") == nil
+    end
+  end
+
   describe "Migrations" do
     alias Synod.Hub.Migrations
 

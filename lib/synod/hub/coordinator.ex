@@ -27,7 +27,8 @@ defmodule Synod.Hub.Coordinator do
     Placement,
     Protocol,
     Registry,
-    Stray
+    Stray,
+    Tombstones
   }
 
   alias Synod.Ring
@@ -150,7 +151,7 @@ defmodule Synod.Hub.Coordinator do
         partitioned: meta_get(meta, :partitioned),
         ring: meta_get(meta, :ring),
         subs: subs,
-        tombs: any_tombstones?(meta)
+        tombs: Tombstones.any?(meta)
     }
 
     Logger.warning(
@@ -655,13 +656,13 @@ defmodule Synod.Hub.Coordinator do
 
         step =
           cond do
-            kind == :member and stopped != nil and inc <= stopped ->
+            kind == :member and Tombstones.covers?(stopped, inc) ->
               {:stopped, id}
 
             local_pid(others, me) != nil ->
               {:running, id, local_pid(others, me)}
 
-            kind == :client and (inc == 0 or (stopped != nil and inc <= stopped)) ->
+            kind == :client and (inc == 0 or Tombstones.covers?(stopped, inc)) ->
               {:start, id, spec, Registry.with_inc(slot, now), mode, others}
 
             true ->
@@ -764,70 +765,41 @@ defmodule Synod.Hub.Coordinator do
   defp keep_row?(:stopped, rest), do: rest != []
   defp keep_row?(_moving, _rest), do: true
 
-  # ── stops that hold: the clock and the tombstones ───────────────────────
+  # ── stops that hold: the clock and the tombstones (Synod.Hub.Tombstones) ─
 
-  # A hybrid clock: microseconds, never backwards, and past every stamp
-  # this node has seen, so a stop here is later than every start it knew.
   defp tick(state) do
-    t = max(System.os_time(:microsecond), state.clock + 1)
-    {t, %{state | clock: t}}
+    {t, clock} = Tombstones.tick(state.clock, System.os_time(:microsecond))
+    {t, %{state | clock: clock}}
   end
 
-  defp observe(state, t), do: if(t > state.clock, do: %{state | clock: t}, else: state)
+  defp observe(state, t), do: %{state | clock: Tombstones.observe(state.clock, t)}
 
-  # Tombstones live in the meta table (so a restarted coordinator keeps
-  # them) as {{:tomb, id}, t, recorded_at_ms, pid | nil}: the stamp of the
-  # latest stop of `id`, and the local copy a tombstone stopped, if any.
+  # The stamp of the latest stop of `id` this node knows, or nil.
+  defp tombstone(%{tombs: false}, _id), do: nil
+
   defp tombstone(state, id) do
-    case tombstone_row(state, id) do
-      {_, t, _, _} -> t
+    case Tombstones.lookup(state.meta, id) do
+      {t, _at, _pid} -> t
       nil -> nil
     end
   end
 
-  defp tombstone_row(%{tombs: false}, _id), do: nil
-
-  defp tombstone_row(state, id) do
-    case :ets.lookup(state.meta, {:tomb, id}) do
-      [row] -> row
-      [] -> nil
-    end
-  end
-
-  defp stopped_by_tombstone(state, {id, {:error, :not_found}} = result) do
+  defp stopped_by_tombstone(%{tombs: true} = state, {id, {:error, :not_found}} = result) do
     now = System.monotonic_time(:millisecond)
 
-    case tombstone_row(state, id) do
-      {_, _, at, pid} when is_pid(pid) and now - at < @tomb_answer_window -> {id, {:ok, pid}}
+    case Tombstones.lookup(state.meta, id) do
+      {_, at, pid} when is_pid(pid) and now - at < @tomb_answer_window -> {id, {:ok, pid}}
       _ -> result
     end
   end
 
   defp stopped_by_tombstone(_state, result), do: result
 
-  defp any_tombstones?(meta),
-    do: :ets.select(meta, [{{{:tomb, :_}, :_, :_, :_}, [], [true]}], 1) != :"$end_of_table"
-
-  defp tombstones(meta),
-    do: :ets.select(meta, [{{{:tomb, :"$1"}, :"$2", :_, :_}, [], [{{:"$1", :"$2"}}]}])
-
-  # Records `[{id, t}]`, keeping the later stamp of each id, and for the ids
-  # in `stopped` (`%{id => pid | nil}`) the local copy these tombstones
-  # stopped (nil: none); other ids keep what was recorded.
+  # Records `[{id, t}]`; `stopped` as in Tombstones.record/4.
   defp put_tombstones(state, [], _stopped), do: state
 
   defp put_tombstones(state, tombstones, stopped) do
-    now = System.monotonic_time(:millisecond)
-
-    rows =
-      for {id, t} <- tombstones,
-          row <- [tombstone_row(state, id)],
-          row == nil or elem(row, 1) < t or is_map_key(stopped, id) do
-        pid = Map.get(stopped, id, row && elem(row, 3))
-        {{:tomb, id}, max(t, (row && elem(row, 1)) || t), now, pid}
-      end
-
-    :ets.insert(state.meta, rows)
+    :ok = Tombstones.record(state.meta, tombstones, stopped, System.monotonic_time(:millisecond))
     newest = Enum.reduce(tombstones, 0, fn {_, t}, acc -> max(t, acc) end)
     observe(%{state | tombs: true}, newest)
   end
@@ -838,8 +810,7 @@ defmodule Synod.Hub.Coordinator do
 
   defp live(state, list) do
     Enum.reject(list, fn item ->
-      stopped = tombstone(state, elem(item, 0))
-      stopped != nil and Registry.inc(elem(item, 2)) <= stopped
+      Tombstones.covers?(tombstone(state, elem(item, 0)), Registry.inc(elem(item, 2)))
     end)
   end
 
@@ -851,7 +822,7 @@ defmodule Synod.Hub.Coordinator do
     covered =
       for {id, t} <- tombstones,
           [{_, _, slot, pids}] <- [:ets.lookup(state.registry, id)],
-          Registry.inc(slot) <= t,
+          Tombstones.covers?(t, Registry.inc(slot)),
           do: {id, local_pid(pids, state.me)}
 
     doomed = for {id, pid} <- covered, pid != nil, do: id
@@ -869,13 +840,8 @@ defmodule Synod.Hub.Coordinator do
 
   defp sweep_tombstones(state) do
     if Membership.complete?(state.known, state.peers, state.restarting) do
-      cutoff = System.monotonic_time(:millisecond) - @tomb_keep
-
-      :ets.select_delete(state.meta, [
-        {{{:tomb, :_}, :_, :"$1", :_}, [{:<, :"$1", cutoff}], [true]}
-      ])
-
-      %{state | tombs: any_tombstones?(state.meta)}
+      Tombstones.sweep(state.meta, System.monotonic_time(:millisecond) - @tomb_keep)
+      %{state | tombs: Tombstones.any?(state.meta)}
     else
       state
     end
@@ -1124,7 +1090,7 @@ defmodule Synod.Hub.Coordinator do
     do:
       send(
         {state.hub, node},
-        {:synod_sync, state.me, local_entries(state), orphans(state), tombstones(state.meta)}
+        {:synod_sync, state.me, local_entries(state), orphans(state), Tombstones.all(state.meta)}
       )
 
   # The monitor on a peer's coordinator fired. A node that is gone is gone;
