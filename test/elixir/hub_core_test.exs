@@ -116,6 +116,28 @@ defmodule Synod.HubCoreTest do
       refute Registry.slot?("meta")
     end
 
+    test "a restarted coordinator's rows follow the children that run" do
+      me = node()
+      [p1, p2, p3, far] = for _ <- 1..4, do: spawn(fn -> :ok end)
+
+      rows = [
+        {"same", @spec_ok, 1, [p1]},
+        {"restarted", @spec_ok, 2, [p2]},
+        {"gone", @spec_ok, 3, [p3]},
+        {"remote", @spec_ok, 4, []}
+      ]
+
+      running = [{"same", p1, @spec_ok}, {"restarted", far, @spec_ok}, {"new", p3, @spec_ok}]
+      adopted = Registry.adopt(rows, me, running)
+
+      assert {"restarted", @spec_ok, 2, [far]} in adopted
+      assert {"gone", @spec_ok, 3, []} in adopted
+      assert {"new", @spec_ok, nil, [p3]} in adopted
+      refute Enum.any?(adopted, &(elem(&1, 0) in ["same", "remote"]))
+      assert Registry.local_pid([p1], me) == p1
+      assert Registry.local_pid([], me) == nil
+    end
+
     test "the tagged match specs find tagged rows with or without an incarnation" do
       table = :ets.new(:rows, [:set])
       pid = self()

@@ -137,7 +137,7 @@ defmodule Synod.Hub.Coordinator do
     for {tab, kind} <- [{registry, :registry}, {meta, :meta}],
         do: :ets.setopts(tab, {:heir, state.sup, {:synod_table, kind}})
 
-    adopt_local_rows(registry, state.me, local)
+    :ets.insert(registry, Registry.adopt(:ets.tab2list(registry), state.me, local))
     {awaited, gone} = Membership.after_restart(meta_get(meta, :members), state.me, Node.list())
 
     subs =
@@ -170,36 +170,6 @@ defmodule Synod.Hub.Coordinator do
         state = Enum.reduce(gone, state, &emit(&2, :member_left, {&1, :nodedown}))
         apply_membership(state, state.ring)
     end
-  end
-
-  defp adopt_local_rows(registry, me, local) do
-    running = Map.new(local, fn {id, pid, spec} -> {id, {pid, spec}} end)
-
-    {changed, seen} =
-      :ets.foldl(
-        fn {id, spec, meta, pids} = row, {changed, seen} ->
-          mine = local_pid(pids, me)
-
-          case running do
-            %{^id => {^mine, _}} ->
-              {changed, [id | seen]}
-
-            %{^id => {pid, _}} ->
-              {[{id, spec, meta, [pid | List.delete(pids, mine)]} | changed], [id | seen]}
-
-            _ when mine == nil ->
-              {changed, seen}
-
-            _ ->
-              {[put_elem(row, 3, List.delete(pids, mine)) | changed], seen}
-          end
-        end,
-        {[], []},
-        registry
-      )
-
-    new = for {id, {pid, spec}} <- Map.drop(running, seen), do: {id, spec, nil, [pid]}
-    :ets.insert(registry, changed ++ new)
   end
 
   defp meta_get(meta, key), do: :ets.lookup_element(meta, key, 2)
@@ -479,7 +449,7 @@ defmodule Synod.Hub.Coordinator do
   defp info({:synod_child_exit, token, id, pid, _reason, new_pid}, %{token: token} = state) do
     case :ets.lookup(state.registry, id) do
       [{_, _, _, pids} = row] ->
-        if local_pid(pids, state.me) == pid,
+        if Registry.local_pid(pids, state.me) == pid,
           do: {:noreply, child_exited(state, row, pid, new_pid)},
           else: {:noreply, state}
 
@@ -659,8 +629,8 @@ defmodule Synod.Hub.Coordinator do
             kind == :member and Tombstones.covers?(stopped, inc) ->
               {:stopped, id}
 
-            local_pid(others, me) != nil ->
-              {:running, id, local_pid(others, me)}
+            Registry.local_pid(others, me) != nil ->
+              {:running, id, Registry.local_pid(others, me)}
 
             kind == :client and (inc == 0 or Tombstones.covers?(stopped, inc)) ->
               {:start, id, spec, Registry.with_inc(slot, now), mode, others}
@@ -712,11 +682,6 @@ defmodule Synod.Hub.Coordinator do
   defp merge_starts([], [], _state, results, rows, started),
     do: {Enum.reverse(results), Enum.reverse(rows), Enum.reverse(started)}
 
-  # This node's pid in a row's pid list, or nil.
-  defp local_pid([pid | _], me) when node(pid) == me, do: pid
-  defp local_pid([_ | pids], me), do: local_pid(pids, me)
-  defp local_pid([], _me), do: nil
-
   defp tell_mode(%{cfg: %{replication_factor: 1}}, _pid, _mode), do: :ok
   defp tell_mode(state, pid, mode), do: send(pid, {:synod_mode, state.hub, mode})
 
@@ -733,7 +698,7 @@ defmodule Synod.Hub.Coordinator do
       for id <- ids do
         case :ets.lookup(registry, id) do
           [{_, spec, meta, pids}] ->
-            case local_pid(pids, me) do
+            case Registry.local_pid(pids, me) do
               nil -> {:absent, id}
               pid -> {:stop, id, spec, meta, pid, List.delete(pids, pid)}
             end
@@ -823,7 +788,7 @@ defmodule Synod.Hub.Coordinator do
       for {id, t} <- tombstones,
           [{_, _, slot, pids}] <- [:ets.lookup(state.registry, id)],
           Tombstones.covers?(t, Registry.inc(slot)),
-          do: {id, local_pid(pids, state.me)}
+          do: {id, Registry.local_pid(pids, state.me)}
 
     doomed = for {id, pid} <- covered, pid != nil, do: id
     {state, _results, stopped} = stop_local(state, doomed, :stopped)
@@ -1021,7 +986,7 @@ defmodule Synod.Hub.Coordinator do
 
   defp local_copy(state, id) do
     case :ets.lookup(state.registry, id) do
-      [{_, _, _, pids}] -> local_pid(pids, state.me)
+      [{_, _, _, pids}] -> Registry.local_pid(pids, state.me)
       [] -> nil
     end
   end
@@ -1031,7 +996,7 @@ defmodule Synod.Hub.Coordinator do
 
     :ets.foldl(
       fn {id, spec, meta, pids}, acc ->
-        case local_pid(pids, me) do
+        case Registry.local_pid(pids, me) do
           nil -> acc
           pid -> [{id, spec, meta, pid} | acc]
         end
@@ -1287,7 +1252,7 @@ defmodule Synod.Hub.Coordinator do
        )
        when rf > 1 do
     for {id, _, _, pids} <- rows do
-      with pid when is_pid(pid) <- local_pid(pids, state.me),
+      with pid when is_pid(pid) <- Registry.local_pid(pids, state.me),
            mode when mode != nil <-
              Placement.mode_change(state.me, :active_passive, rf, old_ring, state.ring, id) do
         send(pid, {:synod_mode, state.hub, mode})

@@ -1,6 +1,7 @@
 defmodule Synod.Hub.Registry do
   @moduledoc false
-  # Pure: the registry row's format, the one place that knows it. A row, on
+  # Pure: the registry row's format, the one place that knows it, and the
+  # functions over rows that are not placement (Synod.Hub.Placement). A row, on
   # every member:
   #
   #   {child_id, spec, slot, [pid]}   — one pid per member running a copy
@@ -47,6 +48,45 @@ defmodule Synod.Hub.Registry do
   def slot?({inc, meta}), do: is_integer(inc) and inc >= 0 and is_map(meta)
   def slot?(inc) when is_integer(inc), do: inc >= 0
   def slot?(meta), do: meta == nil or is_map(meta)
+
+  @doc "This node's pid in a row's pid list, or nil."
+  @spec local_pid([pid()], node()) :: pid() | nil
+  def local_pid([pid | _], me) when node(pid) == me, do: pid
+  def local_pid([_ | pids], me), do: local_pid(pids, me)
+  def local_pid([], _me), do: nil
+
+  @doc """
+  What a restarted coordinator writes back (docs/hub.md, "A coordinator
+  crash keeps the children"): given the rows it inherited and the children
+  `[{id, pid, spec}]` that run on `me` now, the rows to store — those whose
+  copy on `me` changed (another pid, or gone), and a new row for each child
+  with none (its metadata unknown).
+  """
+  @spec adopt([tuple()], node(), [{term(), pid(), term()}]) :: [tuple()]
+  def adopt(rows, me, running) do
+    running = Map.new(running, fn {id, pid, spec} -> {id, {pid, spec}} end)
+
+    {changed, seen} =
+      Enum.reduce(rows, {[], []}, fn {id, spec, slot, pids}, {changed, seen} ->
+        mine = local_pid(pids, me)
+
+        case running do
+          %{^id => {^mine, _}} ->
+            {changed, [id | seen]}
+
+          %{^id => {pid, _}} ->
+            {[{id, spec, slot, [pid | List.delete(pids, mine)]} | changed], [id | seen]}
+
+          _ when mine == nil ->
+            {changed, seen}
+
+          _ ->
+            {[{id, spec, slot, List.delete(pids, mine)} | changed], seen}
+        end
+      end)
+
+    changed ++ for({id, {pid, spec}} <- Map.drop(running, seen), do: {id, spec, nil, [pid]})
+  end
 
   @doc "Match specs selecting `{child_id, [pid]}` of the rows tagged `tag`."
   @spec tagged(term()) :: :ets.match_spec()
