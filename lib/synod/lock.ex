@@ -48,7 +48,10 @@ defmodule Synod.Lock do
   lease is lost while `fun` runs (the holder was paused or cut off for longer
   than `ttl`), a later contender may be granted the lock with a larger token,
   and `lock/5` returns `{:error, {:lock_lost, result}}` after `fun` returns.
-  Resources guarded by the lock must check the token for that reason.
+  It returns the same when the release cannot confirm that the lock was
+  still held (the store stayed unreachable through its retries): `{:ok,
+  result}` always means that no other contender held the lock while `fun`
+  ran. Resources guarded by the lock must check the token all the same.
 
   A store call whose outcome is unknown (timeout while the store elects a
   leader) while joining the queue is cleaned up: the contender key is
@@ -306,6 +309,11 @@ defmodule Synod.Lock do
   # -- leaving ----------------------------------------------------------------------
 
   # Deletes our key only if it is still the one that joined with `token`.
+  # The lock was held through `fun` only if that delete finds the key, or if
+  # the key's lease still lives: while it lives only our own delete removes
+  # the key (an earlier attempt, or a request Synod.Raft resent after
+  # losing the leader). A key gone with its lease, or an outcome that cannot
+  # be confirmed, means another contender may have held the lock meanwhile.
   defp release(ctx, keeper, my_key, token) do
     compare = [{:create_revision, my_key, :==, token}]
 
@@ -313,24 +321,24 @@ defmodule Synod.Lock do
       Store.txn(ctx.store, compare, [{:delete, my_key}], [], timeout: ctx.call_timeout)
     end
 
-    case txn.() do
+    case retry(ctx, txn) do
       {:ok, _rev, true, _} ->
         :released
 
       {:ok, _rev, false, _} ->
-        # The key is gone. Only its lease's end or our own delete removes
-        # it, and the delete may have been applied already (Synod.Raft
-        # resends a request whose answer was lost with the leader): if the
-        # lease still lives, the key went by our delete.
-        case Store.keep_alive(ctx.store, lease_of(ctx, my_key), timeout: ctx.call_timeout) do
+        keep_alive = fn ->
+          Store.keep_alive(ctx.store, lease_of(ctx, my_key), timeout: ctx.call_timeout)
+        end
+
+        case retry(ctx, keep_alive) do
           {:ok, _} -> :released
-          _ -> :lost
+          {:error, _} -> :lost
         end
 
       {:error, _} ->
-        # The first attempt may have deleted the key: a retry that finds it
-        # gone cannot tell, so it counts as released.
-        release_retry(ctx, keeper, txn)
+        # Let the key expire with the lease rather than keep it in the queue.
+        discard_lease(keeper)
+        :lost
     end
   end
 
@@ -341,19 +349,6 @@ defmodule Synod.Lock do
       |> String.split(".")
 
     String.to_integer(hex, 16)
-  end
-
-  defp release_retry(ctx, keeper, txn) do
-    case retry(ctx, txn) do
-      {:ok, _rev, _, _} ->
-        :released
-
-      {:error, _} ->
-        # Could not confirm: let the key expire with the lease rather than
-        # keep it alive in the queue.
-        discard_lease(keeper)
-        :released
-    end
   end
 
   # Removes a contender key whose fate is unknown (a join that timed out, a
@@ -367,7 +362,7 @@ defmodule Synod.Lock do
 
   defp retry(ctx, call, attempts \\ 3) do
     case call.() do
-      {:error, _} when attempts > 1 ->
+      {:error, reason} when attempts > 1 and reason != :lease_not_found ->
         Process.sleep(min(div(ctx.ttl, 10) + 10, 200))
         retry(ctx, call, attempts - 1)
 

@@ -157,6 +157,33 @@ defmodule Synod.Test.Coord do
     end)
   end
 
+  @doc """
+  Spawns, on this node, a process that takes the lock `key` (`Synod.Lock.lock/5`
+  with `opts`), sends `{:holding, pid, token}` to `notify`, keeps the lock until
+  it gets `:return`, and then sends `{:lock_result, pid, result}` with what
+  `lock/5` returned (`fun` returns `:done`). Returns the process.
+  """
+  def spawn_holder(store, key, ttl, notify, opts \\ []) do
+    spawn(fn ->
+      result =
+        Lock.lock(
+          store,
+          key,
+          ttl,
+          fn token ->
+            send(notify, {:holding, self(), token})
+
+            receive do
+              :return -> :done
+            end
+          end,
+          opts
+        )
+
+      send(notify, {:lock_result, self(), result})
+    end)
+  end
+
   # -- values ------------------------------------------------------------------------
 
   @doc "`n` increments of `key` by transform; returns {acknowledged, unknown outcome, errors}."
