@@ -82,11 +82,16 @@ defmodule Synod.Demo.Coordination do
         Task.async(fn ->
           for _ <- 1..2 do
             {:ok, token} =
-              Lock.lock(@store, "demo/report", 5_000, fn token ->
-                send(me, {:granted, p, token})
-                Process.sleep(20)
-                token
-              end)
+              Lock.lock(
+                @store,
+                "demo/report",
+                fn token ->
+                  send(me, {:granted, p, token})
+                  Process.sleep(20)
+                  token
+                end,
+                ttl: 5_000
+              )
 
             token
           end
@@ -109,15 +114,20 @@ defmodule Synod.Demo.Coordination do
 
     holder =
       Task.async(fn ->
-        Lock.lock(@store, "demo/report", 5_000, fn t ->
-          send(me, {:holding, t})
-          Process.sleep(300)
-        end)
+        Lock.lock(
+          @store,
+          "demo/report",
+          fn t ->
+            send(me, {:holding, t})
+            Process.sleep(300)
+          end,
+          ttl: 5_000
+        )
       end)
 
     receive do
       {:holding, t} ->
-        result = Lock.try_lock(@store, "demo/report", 5_000, fn -> :got_it end)
+        result = Lock.try_lock(@store, "demo/report", fn -> :got_it end, ttl: 5_000)
         say("  while token #{t} holds it, try_lock answers #{inspect(result)}")
     end
 

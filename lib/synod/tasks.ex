@@ -55,7 +55,7 @@ defmodule Synod.Tasks do
   the figures.
   """
 
-  alias Synod.Queue.Recipe
+  alias Synod.Coord.{Deadline, Options, Recipe, Stores, Watch}
   alias Synod.Store
   alias Synod.Store.Command
   alias Synod.Tasks.{Rules, Task}
@@ -63,11 +63,30 @@ defmodule Synod.Tasks do
   @root "synod/t/"
   @max_batch 32
   @read_chunk 60
-  @default_lease_ms 30_000
+  @default_ttl 30_000
+
+  @call [
+    timeout: [type: :timeout, default: 5_000],
+    call_timeout: [type: :pos_integer, default: 5_000]
+  ]
+  @reserve [
+    ttl: [type: {:ms, 1}, default: @default_ttl],
+    timeout: [type: :timeout, default: 0],
+    call_timeout: [type: :pos_integer, default: 5_000]
+  ]
 
   @type store :: atom()
   @type task_ref :: binary() | Task.t()
   @type reason :: :no_task_found | Rules.reason() | term()
+
+  @doc """
+  The allowed status transitions, as data: each status and the statuses
+  it may go to (`:failed` and `:terminated` are final).
+
+      %{starting: [:running, :failed, :terminated], ...} = Synod.Tasks.transitions()
+  """
+  @spec transitions() :: %{Task.status() => [Task.status()]}
+  defdelegate transitions(), to: Rules
 
   # ---- creating ----
 
@@ -95,63 +114,62 @@ defmodule Synod.Tasks do
   @spec create_tasks(store(), [map() | keyword()], keyword()) ::
           {:ok, [Task.t()]} | {:error, {:already_exists, [binary()]} | term()}
   def create_tasks(store, attrs_list, opts \\ []) do
-    store!(store)
-    call = Recipe.call_opts(Recipe.options!(opts, [:timeout]))
+    with {:ok, call} <- call(store, opts) do
+      unless is_list(attrs_list) and attrs_list != [] and length(attrs_list) <= @max_batch,
+        do: raise(ArgumentError, "create_tasks takes a list of 1..#{@max_batch} tasks")
 
-    unless is_list(attrs_list) and attrs_list != [] and length(attrs_list) <= @max_batch,
-      do: raise(ArgumentError, "create_tasks takes a list of 1..#{@max_batch} tasks")
+      now = System.system_time(:millisecond)
+      tasks = Enum.map(attrs_list, &new_task(&1, now))
+      topic = hd(tasks).topic
 
-    now = System.system_time(:millisecond)
-    tasks = Enum.map(attrs_list, &new_task(&1, now))
-    topic = hd(tasks).topic
+      unless Enum.all?(tasks, &(&1.topic == topic)),
+        do: raise(ArgumentError, "create_tasks: every task must have the same topic")
 
-    unless Enum.all?(tasks, &(&1.topic == topic)),
-      do: raise(ArgumentError, "create_tasks: every task must have the same topic")
+      ids = Enum.map(tasks, & &1.id)
 
-    ids = Enum.map(tasks, & &1.id)
+      unless length(Enum.uniq(ids)) == length(ids),
+        do: raise(ArgumentError, "create_tasks: two tasks have the same id")
 
-    unless length(Enum.uniq(ids)) == length(ids),
-      do: raise(ArgumentError, "create_tasks: two tasks have the same id")
+      build = fn first ->
+        placed = place(tasks, first)
 
-    build = fn first ->
-      placed = place(tasks, first)
+        ops =
+          Enum.flat_map(placed, fn t ->
+            [
+              {:put, rec_key(t.id), encode(t)},
+              {:put, active_key(t), t.id},
+              {:put, group_prefix(t.group_id) <> t.id, ""}
+            ]
+          end)
 
-      ops =
-        Enum.flat_map(placed, fn t ->
-          [
-            {:put, rec_key(t.id), encode(t)},
-            {:put, active_key(t), t.id},
-            {:put, group_prefix(t.group_id) <> t.id, ""}
-          ]
-        end)
-
-      compares = Enum.map(tasks, &{:absent, rec_key(&1.id)})
-      {compares, ops, length(tasks), Enum.map(tasks, &{:range, rec_key(&1.id)})}
-    end
-
-    # The records as this call wrote them: the store applied it unheard.
-    landed = fn results, first ->
-      case results do
-        [{:range, [kv], _, _} | _] ->
-          if decode(kv) == %{hd(place(tasks, first)) | record_ver: kv.mod_revision},
-            do: {:ok, kv.mod_revision},
-            else: false
-
-        _ ->
-          false
+        compares = Enum.map(tasks, &{:absent, rec_key(&1.id)})
+        {compares, ops, length(tasks), Enum.map(tasks, &{:range, rec_key(&1.id)})}
       end
-    end
 
-    case Recipe.append(store, counter(topic), build, landed, call) do
-      {:ok, rev, first} ->
-        {:ok, Enum.map(place(tasks, first), &%{&1 | record_ver: rev})}
+      # The records as this call wrote them: the store applied it unheard.
+      landed = fn results, first ->
+        case results do
+          [{:range, [kv], _, _} | _] ->
+            if decode(kv) == %{hd(place(tasks, first)) | record_ver: kv.mod_revision},
+              do: {:ok, kv.mod_revision},
+              else: false
 
-      {:refused, results} ->
-        taken = for {{:range, [_ | _], _, _}, t} <- Enum.zip(results, tasks), do: t.id
-        {:error, {:already_exists, taken}}
+          _ ->
+            false
+        end
+      end
 
-      error ->
-        error
+      case Recipe.append(store, counter(topic), build, landed, call) do
+        {:ok, rev, first} ->
+          {:ok, Enum.map(place(tasks, first), &%{&1 | record_ver: rev})}
+
+        {:refused, results} ->
+          taken = for {{:range, [_ | _], _, _}, t} <- Enum.zip(results, tasks), do: t.id
+          {:error, {:already_exists, taken}}
+
+        error ->
+          error
+      end
     end
   end
 
@@ -167,13 +185,14 @@ defmodule Synod.Tasks do
       bad -> raise ArgumentError, "unknown task fields #{inspect(bad)}; known: #{inspect(known)}"
     end
 
-    id = Recipe.name!(Map.get_lazy(attrs, :id, &random_id/0), "a task id", 1024)
+    id = Options.check!(Map.get_lazy(attrs, :id, &random_id/0), :id, {:binary, 1024})
 
     %Task{
       id: id,
-      group_id: Recipe.name!(Map.get(attrs, :group_id, id), "a group_id", 1024),
-      topic: Recipe.name!(Map.get(attrs, :topic), "a topic", 255),
-      sub_topic: Recipe.name!(Map.get(attrs, :sub_topic, "default"), "a sub_topic", 255),
+      group_id: Options.check!(Map.get(attrs, :group_id, id), :group_id, {:binary, 1024}),
+      topic: Options.check!(Map.get(attrs, :topic), :topic, {:binary, 255}),
+      sub_topic:
+        Options.check!(Map.get(attrs, :sub_topic, "default"), :sub_topic, {:binary, 255}),
       data: Map.get(attrs, :data),
       created_at: now,
       updated_at: now
@@ -193,31 +212,30 @@ defmodule Synod.Tasks do
   task (`:running`, owned by `pid`, with its `lease_id` and `record_ver`)
   or `nil` when there is none.
 
-  Options: `lease_ms:` the lease's TTL (default #{@default_lease_ms});
-  `wait:` ms to wait for a reservable task, on a store watch (default 0);
-  `timeout:` per store call.
+  Options: `ttl:` the lease's TTL in ms (default #{@default_ttl});
+  `timeout:` how long to wait in total for a reservable task, on a store
+  watch (ms or `:infinity`; default 0: answer at once); `call_timeout:`
+  each store round trip (ms, default 5000).
   """
   @spec reserve_task(store(), binary(), pid(), keyword()) ::
           {:ok, Task.t() | nil} | {:error, term()}
   def reserve_task(store, topic, pid, opts \\ []) do
-    opts = Recipe.options!(opts, [:lease_ms, :wait, :timeout])
-    wait = Keyword.get(opts, :wait, 0)
+    args!(store, topic, pid)
+    opts = Options.validate!(opts, @reserve)
+    call = [timeout: opts.call_timeout]
 
-    unless wait == :infinity or (is_integer(wait) and wait >= 0),
-      do: raise(ArgumentError, "wait must be a non-negative integer or :infinity")
-
-    deadline = Recipe.deadline(wait)
-    reserve_until(store, topic, pid, opts, deadline)
+    with :ok <- Stores.check(store),
+         do: reserve_until(store, topic, pid, opts.ttl, call, Deadline.new(opts.timeout))
   end
 
-  defp reserve_until(store, topic, pid, opts, deadline) do
-    case reserve(store, topic, pid, opts) do
+  defp reserve_until(store, topic, pid, ttl, call, deadline) do
+    case reserve(store, topic, pid, ttl, call) do
       {:ok, task} ->
         {:ok, task}
 
       {:none, rev} ->
-        case Recipe.await_change(store, topic_root(topic), rev, deadline, Recipe.call_opts(opts)) do
-          :changed -> reserve_until(store, topic, pid, opts, deadline)
+        case Watch.await_change(store, topic_root(topic), rev, deadline, call) do
+          :changed -> reserve_until(store, topic, pid, ttl, call, deadline)
           :timeout -> {:ok, nil}
           error -> error
         end
@@ -228,18 +246,17 @@ defmodule Synod.Tasks do
   end
 
   @doc false
-  # One reservation attempt: {:ok, task}, or {:none, revision} (watch the
-  # topic from there: `watch_topic/3`), or an error.
-  @spec reserve(store(), binary(), pid(), keyword()) ::
+  # One reservation attempt, for `Synod.Tasks.Worker` (arguments checked
+  # by its caller): {:ok, task}, or {:none, revision} (watch the topic
+  # from there: `topic_prefix/1`), or an error.
+  @spec reserve(store(), binary(), pid(), pos_integer(), keyword()) ::
           {:ok, Task.t()} | {:none, non_neg_integer()} | {:error, term()}
-  def reserve(store, topic, pid, opts) do
-    store!(store)
-    topic = Recipe.name!(topic, "a topic", 255)
-    unless is_pid(pid), do: raise(ArgumentError, "the owner must be a pid")
-    opts = Recipe.options!(opts, [:lease_ms, :wait, :timeout])
-    ms = Recipe.ms!(Keyword.get(opts, :lease_ms, @default_lease_ms), "lease_ms")
-    call = Recipe.call_opts(opts)
-    try_reserve(store, topic, pid, ms, call, nil, 0)
+  def reserve(store, topic, pid, ttl, call), do: try_reserve(store, topic, pid, ttl, call, nil, 0)
+
+  defp args!(store, topic, pid) do
+    Options.check!(store, :store, :atom)
+    Options.check!(topic, :topic, {:binary, 255})
+    Options.check!(pid, :pid, :pid)
   end
 
   defp try_reserve(store, _topic, _pid, _ms, call, lease, 100) do
@@ -316,16 +333,17 @@ defmodule Synod.Tasks do
           {:ok, Task.t()} | {:error, reason()}
   def extend_lease(store, task, pid, opts \\ []) do
     unless is_pid(pid), do: raise(ArgumentError, "the owner must be a pid")
-    call = call!(store, opts)
 
-    result =
-      with {:ok, {t, _} = view} <- read_view(store, task, call),
-           {:ok, _, _} <- Rules.plan(view, {:extend, pid}, 0),
-           {:ok, _} <- keep_alive(store, t.lease_id, call) do
-        apply_plan(store, view, {:extend, pid}, call)
-      end
+    with {:ok, call} <- call(store, opts) do
+      result =
+        with {:ok, {t, _} = view} <- read_view(store, task, call),
+             {:ok, _, _} <- Rules.plan(view, {:extend, pid}, 0),
+             {:ok, _} <- keep_alive(store, t.lease_id, call) do
+          apply_plan(store, view, {:extend, pid}, call)
+        end
 
-    unwrap(result)
+      unwrap(result)
+    end
   end
 
   defp keep_alive(store, lease, call) do
@@ -344,24 +362,25 @@ defmodule Synod.Tasks do
           {:ok, Task.t()} | {:error, reason()}
   def snooze(store, task, pid, ms, opts \\ []) do
     owner!(pid)
-    ms = Recipe.ms!(ms, "a snooze")
-    call = call!(store, opts)
+    Options.check!(ms, :ms, {:ms, 1})
 
-    result =
-      with {:ok, view} <- read_view(store, task, call),
-           {:ok, _, _} <- Rules.plan(view, {:snooze, pid, 0, ms}, 0),
-           {:ok, {lease, _}} <- Recipe.fresh_lease(store, nil, ms, call) do
-        case apply_plan(store, view, {:snooze, pid, lease, ms}, call) do
-          {:ok, task} ->
-            {:ok, task}
+    with {:ok, call} <- call(store, opts) do
+      result =
+        with {:ok, view} <- read_view(store, task, call),
+             {:ok, _, _} <- Rules.plan(view, {:snooze, pid, 0, ms}, 0),
+             {:ok, {lease, _}} <- Recipe.fresh_lease(store, nil, ms, call) do
+          case apply_plan(store, view, {:snooze, pid, lease, ms}, call) do
+            {:ok, task} ->
+              {:ok, task}
 
-          error ->
-            Recipe.drop_lease(store, lease, call)
-            error
+            error ->
+              Recipe.drop_lease(store, lease, call)
+              error
+          end
         end
-      end
 
-    unwrap(result)
+      unwrap(result)
+    end
   end
 
   @doc "Fails the task with `error` (any term): final."
@@ -391,13 +410,13 @@ defmodule Synod.Tasks do
   end
 
   defp change(store, task, request, opts) do
-    call = call!(store, opts)
+    with {:ok, call} <- call(store, opts) do
+      result =
+        with {:ok, view} <- read_view(store, task, call),
+             do: apply_plan(store, view, request, call)
 
-    result =
-      with {:ok, view} <- read_view(store, task, call),
-           do: apply_plan(store, view, request, call)
-
-    unwrap(result)
+      unwrap(result)
+    end
   end
 
   # Plans `request` on `view` and writes the plan in one txn that compares
@@ -450,28 +469,29 @@ defmodule Synod.Tasks do
   @doc "The task as it is now (linearizable), or `{:error, :no_task_found}`."
   @spec task(store(), binary(), keyword()) :: {:ok, Task.t()} | {:error, reason()}
   def task(store, id, opts \\ []) do
-    call = call!(store, opts)
-
-    case read_view(store, Recipe.name!(id, "a task id", 1024), call) do
-      {:ok, view} -> {:ok, effective(view)}
-      error -> unwrap(error)
+    with {:ok, call} <- call(store, opts) do
+      case read_view(store, Options.check!(id, :id, {:binary, 1024}), call) do
+        {:ok, view} -> {:ok, effective(view)}
+        error -> unwrap(error)
+      end
     end
   end
 
   @doc "Every task of a group, in id order."
   @spec tasks(store(), binary(), keyword()) :: {:ok, [Task.t()]} | {:error, term()}
   def tasks(store, group_id, opts \\ []) do
-    call = call!(store, opts)
-    prefix = group_prefix(Recipe.name!(group_id, "a group_id", 1024))
+    with {:ok, call} <- call(store, opts) do
+      prefix = group_prefix(Options.check!(group_id, :group_id, {:binary, 1024}))
 
-    with {:ok, kvs, _, _} <- Store.range(store, prefix, [prefix: true, keys_only: true] ++ call) do
-      ids =
-        Enum.map(
-          kvs,
-          &binary_part(&1.key, byte_size(prefix), byte_size(&1.key) - byte_size(prefix))
-        )
+      with {:ok, kvs, _, _} <- Store.range(store, prefix, [prefix: true, keys_only: true] ++ call) do
+        ids =
+          Enum.map(
+            kvs,
+            &binary_part(&1.key, byte_size(prefix), byte_size(&1.key) - byte_size(prefix))
+          )
 
-      records(store, Enum.map(ids, &{:range, rec_key(&1)}), call)
+        records(store, Enum.map(ids, &{:range, rec_key(&1)}), call)
+      end
     end
   end
 
@@ -488,10 +508,11 @@ defmodule Synod.Tasks do
   @spec list_tasks(store(), map() | keyword(), map() | keyword() | nil, keyword()) ::
           {:ok, [Task.t()], map() | nil} | {:error, term()}
   def list_tasks(store, filters \\ %{}, cursor \\ nil, opts \\ []) do
-    call = call!(store, opts)
-    filters = filters!(filters)
-    {limit, after_id} = cursor!(cursor)
-    list_page(store, filters, limit, after_id, [], call)
+    with {:ok, call} <- call(store, opts) do
+      filters = filters!(filters)
+      {limit, after_id} = cursor!(cursor)
+      list_page(store, filters, limit, after_id, [], call)
+    end
   end
 
   defp list_page(store, filters, limit, after_id, acc, call) do
@@ -526,21 +547,22 @@ defmodule Synod.Tasks do
   @spec list_leased_tasks(store(), binary(), map() | keyword() | nil, keyword()) ::
           {:ok, [Task.t()], map() | nil} | {:error, term()}
   def list_leased_tasks(store, topic, cursor \\ nil, opts \\ []) do
-    call = call!(store, opts)
-    prefix = lease_prefix(Recipe.name!(topic, "a topic", 255))
-    {limit, after_seq} = cursor!(cursor)
+    with {:ok, call} <- call(store, opts) do
+      prefix = lease_prefix(Options.check!(topic, :topic, {:binary, 255}))
+      {limit, after_seq} = cursor!(cursor)
 
-    unless after_seq == nil or is_integer(after_seq),
-      do: raise(ArgumentError, "a list_leased_tasks cursor's after: is a sequence number")
+      unless after_seq == nil or is_integer(after_seq),
+        do: raise(ArgumentError, "a list_leased_tasks cursor's after: is a sequence number")
 
-    start = if after_seq, do: prefix <> Recipe.seq_suffix(after_seq) <> <<0>>, else: prefix
-    range = [range_end: Command.prefix_end(prefix), limit: limit] ++ call
+      start = if after_seq, do: prefix <> Recipe.seq_suffix(after_seq) <> <<0>>, else: prefix
+      range = [range_end: Command.prefix_end(prefix), limit: limit] ++ call
 
-    with {:ok, kvs, _, more} <- Store.range(store, start, range),
-         {:ok, tasks} <- records(store, Enum.map(kvs, &{:range, rec_key(&1.value)}), call) do
-      leased = Enum.filter(tasks, &(&1.status in [:running, :snoozed]))
-      next = if more, do: %{limit: limit, after: Recipe.seq_of(List.last(kvs).key, prefix)}
-      {:ok, leased, next}
+      with {:ok, kvs, _, more} <- Store.range(store, start, range),
+           {:ok, tasks} <- records(store, Enum.map(kvs, &{:range, rec_key(&1.value)}), call) do
+        leased = Enum.filter(tasks, &(&1.status in [:running, :snoozed]))
+        next = if more, do: %{limit: limit, after: Recipe.seq_of(List.last(kvs).key, prefix)}
+        {:ok, leased, next}
+      end
     end
   end
 
@@ -657,14 +679,16 @@ defmodule Synod.Tasks do
 
   # ---- arguments ----
 
-  defp store!(store) when is_atom(store) and store != nil, do: store
+  # Validates the options (raising on a bad one), then checks the store:
+  # the options of each store round trip, bounded by call_timeout and by
+  # what is left of the total timeout.
+  defp call(store, opts, schema \\ @call) do
+    Options.check!(store, :store, :atom)
+    opts = Options.validate!(opts, schema)
 
-  defp store!(store),
-    do: raise(ArgumentError, "a store is a group name (atom), got: #{inspect(store)}")
-
-  defp call!(store, opts) do
-    store!(store)
-    Recipe.call_opts(Recipe.options!(opts, [:timeout]))
+    with :ok <- Stores.check(store) do
+      {:ok, Deadline.call(Deadline.new(opts.timeout), opts.call_timeout)}
+    end
   end
 
   defp owner!(pid) when is_pid(pid) or pid == nil, do: pid

@@ -117,13 +117,18 @@ defmodule Synod.CoordPrimitivesTest do
 
       holder =
         spawn(fn ->
-          Lock.lock(@store, "l/try", 5_000, fn token ->
-            send(me, {:holding, token})
+          Lock.lock(
+            @store,
+            "l/try",
+            fn token ->
+              send(me, {:holding, token})
 
-            receive do
-              :release -> :ok
-            end
-          end)
+              receive do
+                :release -> :ok
+              end
+            end,
+            ttl: 5_000
+          )
 
           send(me, :released)
         end)
@@ -132,14 +137,15 @@ defmodule Synod.CoordPrimitivesTest do
       assert {:error, :locked} = on(b, Coord, :try_lock_token, [@store, "l/try", 5_000])
       send(holder, :release)
       assert_receive :released, 10_000
-      assert {:ok, t2} = on(b, Coord, :try_lock_token, [@store, "l/try", 5_000])
+      # try_lock returns the fencing token of its grant with fun's result.
+      assert {:ok, t2, t2} = on(b, Coord, :try_lock_token, [@store, "l/try", 5_000])
       assert t2 > t1
 
       assert_raise RuntimeError, fn ->
-        Lock.lock(@store, "l/try", 5_000, fn -> raise "inside" end)
+        Lock.lock(@store, "l/try", fn -> raise "inside" end, ttl: 5_000)
       end
 
-      assert {:ok, t3} = on(a, Coord, :try_lock_token, [@store, "l/try", 5_000])
+      assert {:ok, t3, t3} = on(a, Coord, :try_lock_token, [@store, "l/try", 5_000])
       assert t3 > t2
     end
 
@@ -161,11 +167,29 @@ defmodule Synod.CoordPrimitivesTest do
       assert t2 > t1
     end
 
-    test "bad arguments raise" do
-      assert_raise ArgumentError, fn -> Lock.lock(@store, "", 1_000, fn -> :ok end) end
-      assert_raise ArgumentError, fn -> Lock.lock(@store, "k", 5, fn -> :ok end) end
-      assert_raise ArgumentError, fn -> Lock.lock(@store, "k", 1_000, fn _, _ -> :ok end) end
-      assert_raise ArgumentError, fn -> Lock.lock(@store, "k", 1_000, fn -> :ok end, nope: 1) end
+    test "bad arguments raise, naming the argument; ttl is optional" do
+      assert_raise ArgumentError, ~r/argument key/, fn -> Lock.lock(@store, "", fn -> :ok end) end
+
+      assert_raise ArgumentError, ~r/option ttl/, fn ->
+        Lock.lock(@store, "k", fn -> :ok end, ttl: 5)
+      end
+
+      assert_raise ArgumentError, ~r/argument fun/, fn ->
+        Lock.lock(@store, "k", fn _, _ -> :ok end)
+      end
+
+      assert_raise ArgumentError, ~r/unknown option :nope/, fn ->
+        Lock.lock(@store, "k", fn -> :ok end, nope: 1)
+      end
+
+      assert {:ok, :default_ttl} = Lock.lock(@store, "l/default", fn -> :default_ttl end)
+    end
+
+    test "an unknown store is a named error at once" do
+      assert {:error, {:unknown_store, :nope}} = Lock.lock(:nope, "k", fn -> :ok end)
+      assert {:error, {:unknown_store, :nope}} = Lock.try_lock(:nope, "k", fn -> :ok end)
+      assert {:error, {:unknown_store, :nope}} = Values.get_values(:nope, "k")
+      assert {:error, {:unknown_store, :nope}} = Values.transform(:nope, "k", fn _ -> 1 end)
     end
   end
 
