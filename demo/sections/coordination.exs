@@ -43,12 +43,18 @@ defmodule Synod.Demo.Coordination do
       end
 
     say(
-      "three candidates (TTL 2 s) start at once; each claim is one txn: 'seat absent -> put it with my lease'"
+      "three candidates (TTL 2 s) start; each claim is one txn: 'seat absent -> put it with my record and lease'"
     )
 
-    Enum.each(candidates, &Election.start/1)
+    for c <- candidates do
+      {:ok, role} = Election.start(c)
+      say("  Synod.Election.start(#{c.id}) answers after its first claim: #{inspect(role)}")
+    end
+
     %{candidate_id: first, token: t1} = wait_claim()
     say("  #{first} won; its claim handler ran with fencing token #{t1}")
+    {:ok, record} = Election.get(@store, :demo)
+    say("  the stored election record (Synod.Election.get/3): #{inspect(record)}")
     Process.sleep(2_500)
     say("  2.5 s later (renewals every TTL/3):")
     show(candidates)

@@ -201,8 +201,10 @@ defmodule Synod.CoordPrimitivesTest do
 
       ca = on(a, Coord, :candidate, [@store, :e1, "A", 2_000, self()])
       cb = on(b, Coord, :candidate, [@store, :e1, "B", 2_000, self()])
-      assert :ok = Election.start(ca)
-      assert :ok = Election.start(ca)
+      # start answers after the first claim attempt, and is idempotent.
+      assert {:ok, :leader} = Election.start(ca)
+      assert Election.leader?(ca)
+      assert {:ok, :leader} = Election.start(ca)
       assert_receive {:claimed, "A", token_a, []}, 10_000
       assert_receive {:synod_election, :e1, "A", {:elected, ^token_a}}
       assert Election.leader?(ca)
@@ -212,7 +214,7 @@ defmodule Synod.CoordPrimitivesTest do
                       %{leader: "A", token: ^token_a}},
                      5_000
 
-      :ok = Election.start(cb)
+      assert {:ok, :follower} = Election.start(cb)
       # B waits; A keeps renewing past several TTLs.
       Process.sleep(2_500)
       assert Election.leader?(ca) and not Election.leader?(cb)
@@ -234,7 +236,7 @@ defmodule Synod.CoordPrimitivesTest do
                      5_000
 
       # Started again, A waits behind B.
-      :ok = Election.start(ca)
+      assert {:ok, :follower} = Election.start(ca)
       Process.sleep(300)
       refute Election.leader?(ca)
       :ok = Election.stop(cb)
@@ -246,13 +248,13 @@ defmodule Synod.CoordPrimitivesTest do
 
     test "a candidate restarted with the same id rediscovers its claim", %{nodes: [a, _, _]} do
       c1 = on(a, Coord, :candidate, [@store, :e2, "R", 5_000, self()])
-      :ok = Election.start(c1)
+      {:ok, :leader} = Election.start(c1)
       assert_receive {:claimed, "R", token, []}, 10_000
       # The candidate process dies without releasing; its lease lives on.
       on(a, Process, :exit, [c1.pid, :kill])
       refute Election.leader?(c1)
       c2 = on(a, Coord, :candidate, [@store, :e2, "R", 5_000, self()])
-      :ok = Election.start(c2)
+      assert {:ok, :leader} = Election.start(c2)
       assert_receive {:claimed, "R", ^token, []}, 10_000
       assert Election.leader?(c2)
       :ok = Election.stop(c2)
@@ -261,11 +263,11 @@ defmodule Synod.CoordPrimitivesTest do
     test "a paused leader's leader? is false before anyone else is granted", %{nodes: [a, b, _]} do
       ttl = 1_000
       ca = on(a, Coord, :candidate, [@store, :e3, "P", ttl, self()])
-      :ok = Election.start(ca)
+      {:ok, :leader} = Election.start(ca)
       assert_receive {:claimed, "P", token_p, []}, 10_000
       # Q's claim handler reads P's leader? the moment Q is granted.
       cq = on(b, Coord, :candidate, [@store, :e3, "Q", ttl, self(), [ca]])
-      :ok = Election.start(cq)
+      {:ok, :follower} = Election.start(cq)
       Process.sleep(ttl)
       assert Election.leader?(ca)
       suspender = on(a, Coord, :suspend, [ca.pid])
@@ -283,6 +285,83 @@ defmodule Synod.CoordPrimitivesTest do
       :ok = Election.stop(cq)
       assert_receive {:claimed, "P", _, []}, 10_000
       :ok = Election.stop(ca)
+    end
+
+    test "the stored record, by name and in watches, under a custom root; handlers ended" do
+      me = self()
+      root = "apps/x/"
+
+      trapping = fn claim ->
+        Process.flag(:trap_exit, true)
+        send(me, {:handler, :trapping, self(), claim.token})
+
+        receive do
+          {:EXIT, _from, reason} -> send(me, {:ended, reason})
+        end
+      end
+
+      plain = fn claim ->
+        send(me, {:handler, :plain, self(), claim.token})
+        Process.sleep(:infinity)
+      end
+
+      {:ok, _watcher} = Election.watch(@store, :rec, self(), root: root)
+      assert_receive {:synod_election_leader, :rec, nil, %{leader: nil, record: nil}}, 5_000
+
+      {:ok, c} =
+        Election.candidate(@store, :rec, "R1", ttl: 2_000, root: root, handlers: [trapping, plain])
+
+      assert {:ok, :leader} = Election.start(c)
+      assert_receive {:handler, :trapping, _, token}, 5_000
+      assert_receive {:handler, :plain, plain_pid, ^token}, 5_000
+      monitor = Process.monitor(plain_pid)
+
+      assert {:ok, %{name: :rec, leader_id: "R1", revision: ^token, created_at: at}} =
+               Election.get(@store, :rec, root: root)
+
+      assert is_integer(at)
+      assert {:ok, "R1"} = Election.leader(@store, :rec, root: root)
+      assert {:ok, %{create_revision: ^token}} = Store.get(@store, root <> "rec")
+      # The default root is another seat.
+      assert {:ok, nil} = Election.get(@store, :rec)
+
+      assert_receive {:synod_election_leader, :rec, %{leader: nil},
+                      %{
+                        leader: "R1",
+                        token: ^token,
+                        record: %{name: :rec, leader_id: "R1", revision: ^token, created_at: ^at}
+                      }},
+                     5_000
+
+      # The leadership ends: a handler that traps exits is told, one that
+      # does not is stopped.
+      :ok = Election.stop(c)
+      ended = {:shutdown, {:leadership_ended, token, :stopped}}
+      assert_receive {:ended, ^ended}, 5_000
+      assert_receive {:DOWN, ^monitor, :process, _, ^ended}, 5_000
+      :ok = Election.close(c)
+    end
+
+    test "an unknown store is a named error at once; bad arguments name themselves" do
+      assert {:error, {:unknown_store, :nope}} = Election.candidate(:nope, :e, "x")
+      assert {:error, {:unknown_store, :nope}} = Election.leader(:nope, :e)
+      assert {:error, {:unknown_store, :nope}} = Election.get(:nope, :e)
+
+      assert_raise ArgumentError, ~r/option ttl/, fn ->
+        Election.candidate(@store, :e, "x", ttl: 1)
+      end
+
+      assert_raise ArgumentError, ~r/argument candidate_id/, fn ->
+        Election.candidate(@store, :e, "")
+      end
+
+      assert_raise ArgumentError, ~r/argument election/, fn ->
+        Election.candidate(@store, 42, "x")
+      end
+
+      assert_raise ArgumentError, ~r/option handlers/, fn ->
+        Election.candidate(@store, :e, "x", handlers: [:nope])
+      end
     end
   end
 end

@@ -56,7 +56,7 @@ defmodule Synod.Test.CoordBench do
     for i <- 1..n do
       {:ok, c} = Election.candidate(store, :bench, "c#{i}", ttl: 5_000, subscriber: self())
       t0 = System.monotonic_time(:microsecond)
-      :ok = Election.start(c)
+      {:ok, :leader} = Election.start(c)
 
       receive do
         {:synod_election, :bench, _, {:elected, _}} -> :ok
