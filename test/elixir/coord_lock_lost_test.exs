@@ -14,19 +14,10 @@ defmodule Synod.CoordLockLostTest do
   @ttl 1_000
 
   setup do
-    dir = Path.join(System.tmp_dir!(), "synod-lockl-#{System.unique_integer([:positive])}")
-    peers = LocalCluster.start(3, prefix: "ll")
-    nodes = Enum.map(peers, &elem(&1, 1))
-    store = :"ll#{System.unique_integer([:positive])}"
-    leader = Coord.start_store(store, nodes, dir)
-
-    on_exit(fn ->
-      LocalCluster.stop(peers)
-      File.rm_rf(dir)
-    end)
-
-    [f1, f2] = nodes -- [leader]
-    {:ok, store: store, leader: leader, f1: f1, f2: f2}
+    ctx = Synod.Test.Queue.start_store("ll")
+    on_exit(fn -> Synod.Test.Queue.stop(ctx) end)
+    [f1, f2] = ctx.nodes -- [ctx.leader]
+    {:ok, store: ctx.store, leader: ctx.leader, f1: f1, f2: f2}
   end
 
   # The holder, on f1, is cut off from both other nodes while it holds the

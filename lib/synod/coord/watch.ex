@@ -18,22 +18,14 @@ defmodule Synod.Coord.Watch do
   @spec await_change(atom(), binary(), non_neg_integer(), Deadline.t(), keyword()) ::
           :changed | :timeout | {:error, term()}
   def await_change(store, prefix, revision, deadline, call) do
-    case Store.watch(store, prefix, [prefix: true, from: revision + 1] ++ call) do
-      {:ok, ref} ->
-        result =
-          receive do
-            {:synod_watch, ^ref, _} -> :changed
-            {:DOWN, ^ref, :process, _, _} -> :changed
-          after
-            Deadline.remaining(deadline) -> :timeout
-          end
-
-        stop(store, ref)
-        result
-
-      {:error, _} = error ->
-        error
-    end
+    watching(store, prefix, [prefix: true, from: revision + 1] ++ call, fn ref ->
+      receive do
+        {:synod_watch, ^ref, _} -> :changed
+        {:DOWN, ^ref, :process, _, _} -> :changed
+      after
+        Deadline.remaining(deadline) -> :timeout
+      end
+    end)
   end
 
   @doc """
@@ -45,15 +37,15 @@ defmodule Synod.Coord.Watch do
   """
   @spec await_delete(atom(), binary(), pos_integer(), Deadline.t(), keyword()) ::
           :deleted | :recheck | :timeout | {:error, term()}
-  def await_delete(store, key, from, deadline, call) do
-    case Store.watch(store, key, [from: from] ++ call) do
-      {:ok, ref} ->
-        result = deleted(ref, deadline)
-        stop(store, ref)
-        result
+  def await_delete(store, key, from, deadline, call),
+    do: watching(store, key, [from: from] ++ call, &deleted(&1, deadline))
 
-      {:error, _} = error ->
-        error
+  # Runs `wait.(ref)` on a new watch, then ends the watch.
+  defp watching(store, key, opts, wait) do
+    with {:ok, ref} <- Store.watch(store, key, opts) do
+      result = wait.(ref)
+      stop(store, ref)
+      result
     end
   end
 
