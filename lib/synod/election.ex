@@ -191,12 +191,15 @@ defmodule Synod.Election do
   reason}` (the store did not answer; the candidate keeps campaigning and
   retries). Idempotent: on a started candidate it answers its role now.
 
-  Options: `timeout:` how long to wait for the answer (ms, default 30000).
+  Options: `timeout:` how long to wait for the answer (ms, default 30000;
+  past it `{:error, :timeout}`, and the candidate goes on campaigning).
   """
   @spec start(t(), keyword()) :: {:ok, :leader | :follower} | {:error, term()}
   def start(%__MODULE__{pid: pid}, opts \\ []) do
     opts = Options.validate!(opts, timeout: [type: :pos_integer, default: 30_000])
     GenServer.call(pid, :start, opts.timeout)
+  catch
+    :exit, {:timeout, _} -> {:error, :timeout}
   end
 
   @doc """

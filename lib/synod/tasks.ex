@@ -682,9 +682,9 @@ defmodule Synod.Tasks do
   # Validates the options (raising on a bad one), then checks the store:
   # the options of each store round trip, bounded by call_timeout and by
   # what is left of the total timeout.
-  defp call(store, opts, schema \\ @call) do
+  defp call(store, opts) do
     Options.check!(store, :store, :atom)
-    opts = Options.validate!(opts, schema)
+    opts = Options.validate!(opts, @call)
 
     with :ok <- Stores.check(store) do
       {:ok, Deadline.call(Deadline.new(opts.timeout), opts.call_timeout)}

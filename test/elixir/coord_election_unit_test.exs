@@ -161,4 +161,17 @@ defmodule Synod.CoordElectionUnitTest do
     {s, []} = step(s, {:seat_events, [{:put, 13, %{create_revision: 10}, nil}]})
     assert {_, [{:watch, 14}]} = step(s, {:seat_watch_ended, :down})
   end
+
+  test "a child spec is checked eagerly and names its child by election and id" do
+    assert %{id: {Synod.Election, :e, "a"}} =
+             Synod.Election.child_spec(store: :s, election: :e, id: "a", ttl: 1_000)
+
+    assert_raise ArgumentError, ~r/option ttl/, fn ->
+      Synod.Election.child_spec(store: :s, election: :e, id: "a", ttl: 1)
+    end
+
+    assert_raise ArgumentError, ~r/unknown option :nope/, fn ->
+      Synod.Election.child_spec(store: :s, election: :e, id: "a", nope: 1)
+    end
+  end
 end
