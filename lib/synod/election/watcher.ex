@@ -70,6 +70,9 @@ defmodule Synod.Election.Watcher do
   @impl true
   def handle_call(_unknown, _from, state), do: {:reply, {:error, :unknown_call}, state}
 
+  @impl true
+  def handle_cast(_unknown, state), do: {:noreply, state}
+
   # The revision first, then the seat: every change after the revision is
   # delivered by the watch; one already seen by the read is not reported
   # twice (report/2 drops non-changes).

@@ -131,6 +131,10 @@ defmodule Synod.Tasks.Worker do
 
   @impl true
   def handle_call(:current, _from, s), do: {:reply, s.job && s.job.task, s}
+  def handle_call(_unknown, _from, s), do: {:reply, {:error, :unknown_call}, s}
+
+  @impl true
+  def handle_cast(_unknown, s), do: {:noreply, s}
 
   @impl true
   def handle_info(:retry, %{job: nil, idle_watch: nil} = s),
