@@ -14,8 +14,16 @@ defmodule Synod.CoordLeaderWatchTest do
   test "a watch gets the member's whole view: role, leader, term, indexes, voters", ctx do
     %{group: g, dir: dir} = ctx
 
+    # Without fast failover the first election waits a whole election
+    # timeout: the watch is in place long before.
     {:ok, _} =
-      Synod.Raft.start_member(name: g, voters: [node()], data_dir: dir, machine: Synod.Raft.KV)
+      Synod.Raft.start_member(
+        name: g,
+        voters: [node()],
+        data_dir: dir,
+        machine: Synod.Raft.KV,
+        fast_failover: false
+      )
 
     :ok = Synod.add_leader_watch(g, :view, self(), :become_leader)
     assert_receive {:synod_leader_watch, ^g, :view, :become_leader, before, after_}, 10_000
