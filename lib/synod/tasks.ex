@@ -69,6 +69,21 @@ defmodule Synod.Tasks do
     timeout: [type: :timeout, default: 5_000],
     call_timeout: [type: :pos_integer, default: 5_000]
   ]
+  @task_fields [
+    id: [type: {:binary, 1024}],
+    group_id: [type: {:binary, 1024}],
+    topic: [type: {:binary, 255}, required: true],
+    sub_topic: [type: {:binary, 255}, default: "default"],
+    data: [type: :any, default: nil]
+  ]
+  @filters [
+    from: [type: :integer],
+    to: [type: :integer],
+    topic: [type: {:binary, 255}],
+    sub_topic: [type: {:binary, 255}],
+    status: [type: {:or, [{:in, Rules.statuses()}, {:list, {:in, Rules.statuses()}}]}]
+  ]
+  @cursor [limit: [type: {:integer, 1, 1000}, default: 100], after: [type: :any, default: nil]]
   @reserve [
     ttl: [type: {:ms, 1}, default: @default_ttl],
     timeout: [type: :timeout, default: 0],
@@ -175,32 +190,20 @@ defmodule Synod.Tasks do
 
   defp place(tasks, first), do: Enum.with_index(tasks, fn t, i -> %{t | seq: first + i} end)
 
-  defp new_task(attrs, now) when is_list(attrs), do: new_task(Map.new(attrs), now)
-
-  defp new_task(attrs, now) when is_map(attrs) do
-    known = [:id, :group_id, :topic, :sub_topic, :data]
-
-    case Map.keys(attrs) -- known do
-      [] -> :ok
-      bad -> raise ArgumentError, "unknown task fields #{inspect(bad)}; known: #{inspect(known)}"
-    end
-
-    id = Options.check!(Map.get_lazy(attrs, :id, &random_id/0), :id, {:binary, 1024})
+  defp new_task(attrs, now) do
+    attrs = Options.validate!(attrs, @task_fields, "task field")
+    id = Map.get_lazy(attrs, :id, &random_id/0)
 
     %Task{
       id: id,
-      group_id: Options.check!(Map.get(attrs, :group_id, id), :group_id, {:binary, 1024}),
-      topic: Options.check!(Map.get(attrs, :topic), :topic, {:binary, 255}),
-      sub_topic:
-        Options.check!(Map.get(attrs, :sub_topic, "default"), :sub_topic, {:binary, 255}),
-      data: Map.get(attrs, :data),
+      group_id: Map.get(attrs, :group_id, id),
+      topic: attrs.topic,
+      sub_topic: attrs.sub_topic,
+      data: attrs.data,
       created_at: now,
       updated_at: now
     }
   end
-
-  defp new_task(other, _now),
-    do: raise(ArgumentError, "a task is a map or keyword list, got: #{inspect(other)}")
 
   defp random_id, do: Base.encode32(:rand.bytes(10), case: :lower, padding: false)
 
@@ -694,36 +697,14 @@ defmodule Synod.Tasks do
   defp owner!(pid) when is_pid(pid) or pid == nil, do: pid
   defp owner!(other), do: raise(ArgumentError, "an owner is a pid or nil, got: #{inspect(other)}")
 
-  defp filters!(filters) when is_list(filters) or is_map(filters) do
-    known = [:from, :to, :topic, :sub_topic, :status]
-    filters = Map.new(filters)
+  defp filters!(filters) do
+    filters = Options.validate!(filters, @filters, "filter")
 
-    case Map.keys(filters) -- known do
-      [] -> :ok
-      bad -> raise ArgumentError, "unknown filters #{inspect(bad)}; known: #{inspect(known)}"
-    end
-
-    case Map.get(filters, :status) do
-      nil ->
-        filters
-
-      s when is_atom(s) ->
-        filters!(Map.put(filters, :status, [s]))
-
-      list when is_list(list) ->
-        unless list -- Rules.statuses() == [],
-          do:
-            raise(
-              ArgumentError,
-              "unknown status in #{inspect(list)}; known: #{inspect(Rules.statuses())}"
-            )
-
-        filters
+    case filters do
+      %{status: status} when is_atom(status) -> %{filters | status: [status]}
+      _ -> filters
     end
   end
-
-  defp filters!(other),
-    do: raise(ArgumentError, "filters are a map or keyword list, got: #{inspect(other)}")
 
   defp match_filters?(t, f) do
     Enum.all?(f, fn
@@ -736,21 +717,9 @@ defmodule Synod.Tasks do
   end
 
   defp cursor!(nil), do: {100, nil}
-  defp cursor!(cursor) when is_list(cursor), do: cursor!(Map.new(cursor))
 
-  defp cursor!(%{} = cursor) do
-    case Map.keys(cursor) -- [:limit, :after] do
-      [] -> :ok
-      bad -> raise ArgumentError, "unknown cursor fields #{inspect(bad)}; known: [:limit, :after]"
-    end
-
-    limit = Map.get(cursor, :limit, 100)
-
-    unless is_integer(limit) and limit in 1..1000,
-      do: raise(ArgumentError, "a cursor's limit must be in 1..1000, got: #{inspect(limit)}")
-
-    {limit, Map.get(cursor, :after)}
+  defp cursor!(cursor) do
+    cursor = Options.validate!(cursor, @cursor, "cursor field")
+    {cursor.limit, cursor.after}
   end
-
-  defp cursor!(other), do: raise(ArgumentError, "not a cursor: #{inspect(other)}")
 end

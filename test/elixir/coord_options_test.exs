@@ -32,11 +32,20 @@ defmodule Synod.CoordOptionsTest do
            "unknown option :nope (known: ttl, timeout, call_timeout, store, fun)"},
           {[], "missing option store"},
           {[store: :s, store: :t], "option store given twice"},
-          {:bad, "options must be a keyword list, got: :bad"}
+          {:bad, "options must be a keyword list or a map, got: :bad"}
         ] do
       error = assert_raise ArgumentError, fn -> Options.validate!(opts, @schema) end
       assert String.starts_with?(error.message, message), error.message
     end
+  end
+
+  test "keys that are not options are named as what they are" do
+    error =
+      assert_raise ArgumentError, fn ->
+        Options.validate!(%{colour: :red}, [topic: [type: :any]], "filter")
+      end
+
+    assert error.message == "unknown filter :colour (known: topic)"
   end
 
   test "positional arguments" do

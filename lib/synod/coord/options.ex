@@ -20,10 +20,11 @@ defmodule Synod.Coord.Options do
   VALUE`, `unknown option NAME (known: ...)`, `missing option NAME`, and
   `invalid argument NAME: expected WHAT, got: VALUE` for positional
   arguments (`check!/3`). Options are a keyword list (a map is accepted
-  too); an option given twice is refused.
+  too); an option given twice is refused. `validate!/3` names what the
+  keys are when they are not options (`"filter"`, `"task field"`).
 
   Types: `:timeout` (ms >= 0 or `:infinity`), `:pos_integer`,
-  `:non_neg_integer`, `{:ms, min}` (an integer of ms from `min` to 2^40, the
+  `:non_neg_integer`, `:integer`, `{:integer, min, max}`, `{:ms, min}` (an integer of ms from `min` to 2^40, the
   store's lease limit), `:boolean`, `:atom`, `:pid`, `{:binary, max}` (1 to
   `max` bytes), `{:fun, arity}`, `{:in, values}`, `{:list, type}`, `{:or,
   types}`, `{:nil_or, type}`, `:any`, and `{:custom, check, description}`
@@ -36,6 +37,8 @@ defmodule Synod.Coord.Options do
           :timeout
           | :pos_integer
           | :non_neg_integer
+          | :integer
+          | {:integer, integer(), integer()}
           | {:ms, non_neg_integer()}
           | :boolean
           | :atom
@@ -53,20 +56,28 @@ defmodule Synod.Coord.Options do
 
   @doc """
   Validates `opts` against `schema`; returns a map of every given option
-  and every default. Raises `ArgumentError` naming the first bad option.
+  and every default. Raises `ArgumentError` naming the first bad option;
+  `what` is the word for the keys in the messages (default `"option"`).
   """
-  @spec validate!(term(), schema()) :: %{atom() => term()}
-  def validate!(opts, schema) when is_map(opts), do: validate!(Map.to_list(opts), schema)
+  @spec validate!(term(), schema(), String.t()) :: %{atom() => term()}
+  def validate!(opts, schema, what \\ "option")
 
-  def validate!(opts, schema) do
+  def validate!(opts, schema, what) when is_map(opts),
+    do: validate!(Map.to_list(opts), schema, what)
+
+  def validate!(opts, schema, what) do
     unless Keyword.keyword?(opts),
-      do: raise(ArgumentError, "options must be a keyword list, got: #{inspect(opts, limit: 5)}")
+      do:
+        raise(
+          ArgumentError,
+          "#{what}s must be a keyword list or a map, got: #{inspect(opts, limit: 5)}"
+        )
 
     given =
       Enum.reduce(opts, %{}, fn {name, value}, acc ->
-        spec = spec!(schema, name)
-        if Map.has_key?(acc, name), do: raise(ArgumentError, "option #{name} given twice")
-        check_value!("option", name, value, spec[:type])
+        spec = spec!(schema, name, what)
+        if Map.has_key?(acc, name), do: raise(ArgumentError, "#{what} #{name} given twice")
+        check_value!(what, name, value, spec[:type])
         Map.put(acc, name, value)
       end)
 
@@ -74,7 +85,7 @@ defmodule Synod.Coord.Options do
       cond do
         Map.has_key?(acc, name) -> acc
         Keyword.has_key?(spec, :default) -> Map.put(acc, name, spec[:default])
-        spec[:required] -> raise ArgumentError, "missing option #{name}"
+        spec[:required] -> raise ArgumentError, "missing #{what} #{name}"
         true -> acc
       end
     end)
@@ -95,6 +106,8 @@ defmodule Synod.Coord.Options do
   def valid?(value, :timeout), do: value == :infinity or (is_integer(value) and value >= 0)
   def valid?(value, :pos_integer), do: is_integer(value) and value > 0
   def valid?(value, :non_neg_integer), do: is_integer(value) and value >= 0
+  def valid?(value, :integer), do: is_integer(value)
+  def valid?(value, {:integer, min, max}), do: is_integer(value) and value >= min and value <= max
   def valid?(value, {:ms, min}), do: is_integer(value) and value >= min and value <= @max_ms
   def valid?(value, :boolean), do: is_boolean(value)
   def valid?(value, :atom), do: is_atom(value) and value not in [nil, true, false]
@@ -113,6 +126,8 @@ defmodule Synod.Coord.Options do
   def describe(:timeout), do: "an integer of ms >= 0 or :infinity"
   def describe(:pos_integer), do: "a positive integer"
   def describe(:non_neg_integer), do: "a non-negative integer"
+  def describe(:integer), do: "an integer"
+  def describe({:integer, min, max}), do: "an integer in #{min}..#{max}"
   def describe({:ms, min}), do: "an integer of ms >= #{min}"
   def describe(:boolean), do: "a boolean"
   def describe(:atom), do: "an atom"
@@ -126,14 +141,14 @@ defmodule Synod.Coord.Options do
   def describe(:any), do: "any term"
   def describe({:custom, _check, description}), do: description
 
-  defp spec!(schema, name) do
+  defp spec!(schema, name, what) do
     case Keyword.fetch(schema, name) do
       {:ok, spec} ->
         spec
 
       :error ->
         known = Enum.map_join(Keyword.keys(schema), ", ", &Atom.to_string/1)
-        raise ArgumentError, "unknown option #{inspect(name)} (known: #{known})"
+        raise ArgumentError, "unknown #{what} #{inspect(name)} (known: #{known})"
     end
   end
 
