@@ -130,20 +130,16 @@ defmodule Synod.Tasks do
           {:ok, [Task.t()]} | {:error, {:already_exists, [binary()]} | term()}
   def create_tasks(store, attrs_list, opts \\ []) do
     with {:ok, call} <- call(store, opts) do
-      unless is_list(attrs_list) and attrs_list != [] and length(attrs_list) <= @max_batch,
-        do: raise(ArgumentError, "create_tasks takes a list of 1..#{@max_batch} tasks")
+      Options.check!(attrs_list, :tasks, {:custom, &batch?/1, "a list of 1..#{@max_batch} tasks"})
 
       now = System.system_time(:millisecond)
       tasks = Enum.map(attrs_list, &new_task(&1, now))
       topic = hd(tasks).topic
 
-      unless Enum.all?(tasks, &(&1.topic == topic)),
-        do: raise(ArgumentError, "create_tasks: every task must have the same topic")
-
       ids = Enum.map(tasks, & &1.id)
-
-      unless length(Enum.uniq(ids)) == length(ids),
-        do: raise(ArgumentError, "create_tasks: two tasks have the same id")
+      same = {:custom, &(&1 == topic), "the first task's topic #{inspect(topic)}"}
+      Enum.each(tasks, &Options.check!(&1.topic, :topic, same))
+      Options.check!(ids, :tasks, {:custom, &(&1 == Enum.uniq(&1)), "tasks with distinct ids"})
 
       build = fn first ->
         placed = place(tasks, first)
@@ -335,7 +331,7 @@ defmodule Synod.Tasks do
   @spec extend_lease(store(), task_ref(), pid(), keyword()) ::
           {:ok, Task.t()} | {:error, reason()}
   def extend_lease(store, task, pid, opts \\ []) do
-    unless is_pid(pid), do: raise(ArgumentError, "the owner must be a pid")
+    Options.check!(pid, :pid, :pid)
 
     with {:ok, call} <- call(store, opts) do
       result =
@@ -406,8 +402,7 @@ defmodule Synod.Tasks do
   @spec revoke_lease(store(), task_ref(), non_neg_integer(), keyword()) ::
           {:ok, Task.t()} | {:error, reason()}
   def revoke_lease(store, task, record_ver, opts \\ []) do
-    unless is_integer(record_ver) and record_ver >= 0,
-      do: raise(ArgumentError, "record_ver must be a non-negative integer")
+    Options.check!(record_ver, :record_ver, :non_neg_integer)
 
     change(store, task, {:revoke, record_ver}, opts)
   end
@@ -554,8 +549,7 @@ defmodule Synod.Tasks do
       prefix = lease_prefix(Options.check!(topic, :topic, {:binary, 255}))
       {limit, after_seq} = cursor!(cursor)
 
-      unless after_seq == nil or is_integer(after_seq),
-        do: raise(ArgumentError, "a list_leased_tasks cursor's after: is a sequence number")
+      Options.check!(after_seq, :after, {:nil_or, :pos_integer})
 
       start = if after_seq, do: prefix <> Recipe.seq_suffix(after_seq) <> <<0>>, else: prefix
       range = [range_end: Command.prefix_end(prefix), limit: limit] ++ call
@@ -637,10 +631,7 @@ defmodule Synod.Tasks do
 
   defp read_view(_store, other, _call),
     do:
-      raise(
-        ArgumentError,
-        "a task is an id (binary) or a Synod.Tasks.Task, got: #{inspect(other)}"
-      )
+      Options.check!(other, :task, {:custom, &is_struct(&1, Task), "an id or a Synod.Tasks.Task"})
 
   defp view_reads(t), do: [{:range, rec_key(t.id)}, {:range, lease_key(t)}]
 
@@ -694,8 +685,9 @@ defmodule Synod.Tasks do
     end
   end
 
-  defp owner!(pid) when is_pid(pid) or pid == nil, do: pid
-  defp owner!(other), do: raise(ArgumentError, "an owner is a pid or nil, got: #{inspect(other)}")
+  defp owner!(pid), do: Options.check!(pid, :owner, {:nil_or, :pid})
+
+  defp batch?(list), do: is_list(list) and list != [] and length(list) <= @max_batch
 
   defp filters!(filters) do
     filters = Options.validate!(filters, @filters, "filter")
