@@ -173,7 +173,11 @@ defmodule Synod.Coord.LeaseKeeper do
 
   # An unreachable store lets the lease expire on its own within ttl.
   defp revoke(%{lease: nil}), do: :ok
-  defp revoke(state), do: _ = Store.revoke(state.store, state.lease, timeout: state.ttl)
+
+  defp revoke(state) do
+    _ = Store.revoke(state.store, state.lease, timeout: state.ttl)
+    :ok
+  end
 
   defp tick(state) do
     Process.send_after(self(), :tick, max(div(state.ttl, 3), 10))
