@@ -312,6 +312,11 @@ defmodule Synod.CoordPrimitivesTest do
         Election.candidate(@store, :rec, "R1", ttl: 2_000, root: root, handlers: [trapping, plain])
 
       assert {:ok, :leader} = Election.start(c)
+      # Nothing from outside crashes the candidate.
+      assert {:error, :unknown_call} = GenServer.call(c.pid, :bogus)
+      GenServer.cast(c.pid, :bogus)
+      send(c.pid, {:bogus, make_ref()})
+      assert Election.leader?(c)
       assert_receive {:handler, :trapping, _, token}, 5_000
       assert_receive {:handler, :plain, plain_pid, ^token}, 5_000
       monitor = Process.monitor(plain_pid)
