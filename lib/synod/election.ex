@@ -92,7 +92,7 @@ defmodule Synod.Election do
 
   use GenServer
   require Logger
-  alias Synod.Coord.{Options, Stores}
+  alias Synod.Coord.{LeaseKeeper, Options, Stores}
   alias Synod.Election.Candidate
   alias Synod.Store
 
@@ -488,12 +488,8 @@ defmodule Synod.Election do
   end
 
   defp effect({:renew, lease}, state) do
-    %{store: store, call_timeout: timeout} = state
-
-    run(state, :renew, fn ->
-      sent = now()
-      {lease, sent, Store.keep_alive(store, lease, timeout: timeout)}
-    end)
+    task = LeaseKeeper.renew_async(state.store, lease, state.call_timeout)
+    %{state | tasks: Map.put(state.tasks, task.ref, :renew)}
   end
 
   defp effect({:watch, from}, state) do

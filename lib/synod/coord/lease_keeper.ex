@@ -68,6 +68,21 @@ defmodule Synod.Coord.LeaseKeeper do
   @spec discard(pid()) :: :ok
   def discard(keeper), do: GenServer.cast(keeper, :discard)
 
+  @doc """
+  Starts one renewal (`Synod.Store.keep_alive/3`) of `lease` in a task
+  linked to the caller; the task replies `{lease, sent_at, result}`, where
+  `sent_at` is the `System.monotonic_time(:millisecond)` the renewal was
+  sent at (a lease confirmed alive lives at least `ttl` from then). The
+  keeper's renewals and an election candidate's use it.
+  """
+  @spec renew_async(atom(), pos_integer(), pos_integer()) :: Task.t()
+  def renew_async(store, lease, timeout) do
+    Task.async(fn ->
+      sent = System.monotonic_time(:millisecond)
+      {lease, sent, Store.keep_alive(store, lease, timeout: timeout)}
+    end)
+  end
+
   defp call(keeper, request, timeout) do
     GenServer.call(keeper, request, timeout + 1_000)
   catch
@@ -127,9 +142,7 @@ defmodule Synod.Coord.LeaseKeeper do
 
     case state do
       %{lease: lease, renewing: nil} when lease != nil ->
-        store = state.store
-        timeout = max(div(state.ttl, 2), 50)
-        task = Task.async(fn -> {lease, Store.keep_alive(store, lease, timeout: timeout)} end)
+        task = renew_async(state.store, lease, max(div(state.ttl, 2), 50))
         {:noreply, %{state | renewing: task.ref}}
 
       _ ->
@@ -137,7 +150,7 @@ defmodule Synod.Coord.LeaseKeeper do
     end
   end
 
-  def handle_info({ref, {lease, result}}, %{renewing: ref} = state) do
+  def handle_info({ref, {lease, _sent, result}}, %{renewing: ref} = state) do
     Process.demonitor(ref, [:flush])
     state = %{state | renewing: nil}
 
