@@ -120,7 +120,7 @@ defmodule Synod.Lock do
   defp with_contender(store, key, fun, opts, mode) do
     Options.check!(store, :store, :atom)
     Options.check!(key, :key, {:binary, 3_000})
-    Options.check!(fun, :fun, {:or, [fun: 0, fun: 1]})
+    Options.check!(fun, :fun, {:or, [{:fun, 0}, {:fun, 1}]})
     opts = Options.validate!(opts, @schema)
 
     ctx = %{
