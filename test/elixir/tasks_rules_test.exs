@@ -147,5 +147,7 @@ defmodule Synod.TasksRulesTest do
     assert_raise ArgumentError, ~r/unknown option :lease_ms/, fn ->
       Synod.Tasks.Worker.child_spec([lease_ms: 5] ++ opts)
     end
+
+    assert {:error, {:unknown_store, :jobs}} = Synod.Tasks.Worker.start_link(opts)
   end
 end

@@ -42,7 +42,7 @@ defmodule Synod.Tasks.Worker do
   use GenServer
   require Logger
 
-  alias Synod.Coord.{Options, Watch}
+  alias Synod.Coord.{Options, Stores, Watch}
   alias Synod.Store
   alias Synod.Tasks
 
@@ -64,12 +64,17 @@ defmodule Synod.Tasks.Worker do
     id: [type: :any]
   ]
 
-  @doc "Starts a worker linked to the caller; see the module doc for the options."
+  @doc """
+  Starts a worker linked to the caller; see the module doc for the options.
+  `{:error, {:unknown_store, store}}` when the store does not run.
+  """
   @spec start_link(keyword()) :: GenServer.on_start()
   def start_link(opts) do
     opts = Options.validate!(opts, @schema)
     start_opts = if Map.has_key?(opts, :name), do: [name: opts.name], else: []
-    GenServer.start_link(__MODULE__, opts, start_opts)
+
+    with :ok <- Stores.check(opts.store),
+         do: GenServer.start_link(__MODULE__, opts, start_opts)
   end
 
   @doc "A child spec; `id:` (default `Synod.Tasks.Worker`) lets one supervisor run several."
