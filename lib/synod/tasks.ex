@@ -9,10 +9,14 @@ defmodule Synod.Tasks do
       :running  -> :failed | :snoozed | :terminated | :starting
       :snoozed  -> :starting | :failed | :terminated
 
-  Every function takes the store's group name first.
+  Every function takes the store's group name first, and the options
+  `timeout:` (ms for the whole call, default 5000) and `call_timeout:`
+  (each store round trip, default 5000); `reserve_task/4` also `ttl:` and
+  its `timeout:` is how long it waits for a task (default 0). A store that
+  does not run is `{:error, {:unknown_store, store}}` at once.
 
       {:ok, task} = Synod.Tasks.create_task(:jobs, %{topic: "mail", data: %{to: "a@b"}})
-      {:ok, task} = Synod.Tasks.reserve_task(:jobs, "mail", self(), lease_ms: 10_000)
+      {:ok, task} = Synod.Tasks.reserve_task(:jobs, "mail", self(), ttl: 10_000)
       {:ok, _}    = Synod.Tasks.extend_lease(:jobs, task, self())
       {:ok, done} = Synod.Tasks.terminate(:jobs, task, self())
       :terminated = done.status
@@ -109,7 +113,7 @@ defmodule Synod.Tasks do
   Creates a task in status `:starting`. `attrs` (map or keyword): `topic`
   (required, binary), `id` (binary; default: a random one), `group_id`
   (default: the id), `sub_topic` (default `"default"`), `data` (any term).
-  Options: `timeout:` per store call. `{:error, :already_exists}` if the
+  Options: `timeout:`, `call_timeout:`. `{:error, :already_exists}` if the
   id is taken.
   """
   @spec create_task(store(), map() | keyword(), keyword()) ::
@@ -324,7 +328,7 @@ defmodule Synod.Tasks do
   # ---- changes by the owner ----
 
   @doc """
-  Restarts the countdown of the task's lease (to its full `lease_ms`) for
+  Restarts the countdown of the task's lease (to its full TTL) for
   its owner `pid`. Errors: `:no_task_found`, `:already_done`,
   `:wrong_owner`, `:lease_expired`.
   """
