@@ -49,7 +49,7 @@ defmodule Synod.Lock do
   `fun` runs in the caller. The lock is held while the lease lives; if the
   lease is lost while `fun` runs (the holder was paused or cut off for longer
   than `ttl`), a later contender may be granted the lock with a larger token,
-  and `lock/5` returns `{:error, {:lock_lost, result}}` after `fun` returns.
+  and `lock/4` returns `{:error, {:lock_lost, result}}` after `fun` returns.
   It returns the same when the release cannot confirm that the lock was
   still held (the store stayed unreachable through its retries): `{:ok,
   result}` always means that no other contender held the lock while `fun`
