@@ -124,7 +124,7 @@ defmodule Synod.Queue do
   defp value_lease(_store, nil, _call), do: {:ok, nil}
 
   defp value_lease(store, ttl, call) do
-    with {:ok, id, _} <- Store.grant(store, ttl, call), do: {:ok, id}
+    with {:ok, id, _} <- Store.grant(store, ttl, Deadline.opts(call)), do: {:ok, id}
   end
 
   @doc """
@@ -152,7 +152,7 @@ defmodule Synod.Queue do
         name: name,
         vis: opts.visibility_timeout,
         lease: nil,
-        call: [timeout: opts.call_timeout],
+        call: Deadline.budget(:infinity, opts.call_timeout),
         deadline: Deadline.new(opts.timeout)
       })
     end
@@ -164,7 +164,7 @@ defmodule Synod.Queue do
         take(s, kv)
 
       {:none, rev} ->
-        case Watch.await_change(s.store, root(s.name), rev, s.deadline, s.call) do
+        case Watch.await_change(s.store, root(s.name), rev, s.deadline, Deadline.opts(s.call)) do
           :changed ->
             take(s)
 
@@ -185,7 +185,7 @@ defmodule Synod.Queue do
     claim = claim_key(s.name, Recipe.suffix(kv.key, items(s.name)))
     compares = [{:mod_revision, kv.key, :==, kv.mod_revision}, {:absent, claim}]
 
-    case Store.txn(s.store, compares, [{:delete, kv.key}], [], s.call) do
+    case Store.txn(s.store, compares, [{:delete, kv.key}], [], Deadline.opts(s.call)) do
       {:ok, rev, true, _} -> {:ok, item(kv, rev, nil)}
       {:ok, _, false, _} -> take(s)
       error -> error
@@ -200,7 +200,7 @@ defmodule Synod.Queue do
       compares = [{:mod_revision, kv.key, :==, kv.mod_revision}, {:absent, claim}]
       put = [{:put, claim, "", [lease: lease]}]
 
-      case Store.txn(s.store, compares, put, [{:range, claim}], s.call) do
+      case Store.txn(s.store, compares, put, [{:range, claim}], Deadline.opts(s.call)) do
         {:ok, rev, true, _} ->
           {:ok, item(kv, rev, {:receipt, suffix, lease})}
 
@@ -261,7 +261,7 @@ defmodule Synod.Queue do
              [{:lease, claim, :==, lease}],
              [{:delete, claim}, {:delete, item}],
              [],
-             call
+             Deadline.opts(call)
            ) do
         {:ok, _, true, _} ->
           Recipe.drop_lease(store, lease, call)
@@ -271,7 +271,7 @@ defmodule Synod.Queue do
           # Only an ack with this lease removes its claim, and only expiry
           # ends the lease: if the lease still lives, this ack was applied
           # before, unheard.
-          case Store.revoke(store, lease, call) do
+          case Store.revoke(store, lease, Deadline.opts(call)) do
             {:ok, _} -> :ok
             {:error, :lease_not_found} -> {:error, :lease_expired}
             error -> error
@@ -299,13 +299,17 @@ defmodule Synod.Queue do
 
     with :ok <- Stores.check(store),
          {:ok, _, count, _} <-
-           Store.range(store, items(name), [prefix: true, count_only: true] ++ call),
+           Store.range(
+             store,
+             items(name),
+             [prefix: true, count_only: true] ++ Deadline.opts(call)
+           ),
          do: {:ok, count}
   end
 
-  # One store round trip for the functions that make at most a few: each
-  # is bounded by call_timeout and by the total timeout.
-  defp call(opts), do: Deadline.call(Deadline.new(opts.timeout), opts.call_timeout)
+  # The budget of a function that does not wait: every round trip bounded
+  # by call_timeout and by what is left of the total timeout.
+  defp call(opts), do: Deadline.budget(opts.timeout, opts.call_timeout)
 
   # ---- layout: synod/q/<name segment> then i<seq><token> values, c<seq><token> claims,
   #      n the counter ----

@@ -225,7 +225,7 @@ defmodule Synod.Tasks do
   def reserve_task(store, topic, pid, opts \\ []) do
     args!(store, topic, pid)
     opts = Options.validate!(opts, @reserve)
-    call = [timeout: opts.call_timeout]
+    call = Deadline.budget(:infinity, opts.call_timeout)
 
     with :ok <- Stores.check(store),
          do: reserve_until(store, topic, pid, opts.ttl, call, Deadline.new(opts.timeout))
@@ -237,7 +237,7 @@ defmodule Synod.Tasks do
         {:ok, task}
 
       {:none, rev} ->
-        case Watch.await_change(store, topic_root(topic), rev, deadline, call) do
+        case Watch.await_change(store, topic_root(topic), rev, deadline, Deadline.opts(call)) do
           :changed -> reserve_until(store, topic, pid, ttl, call, deadline)
           :timeout -> {:ok, nil}
           error -> error
@@ -252,7 +252,7 @@ defmodule Synod.Tasks do
   # One reservation attempt, for `Synod.Tasks.Worker` (arguments checked
   # by its caller): {:ok, task}, or {:none, revision} (watch the topic
   # from there: `topic_prefix/1`), or an error.
-  @spec reserve(store(), binary(), pid(), pos_integer(), keyword()) ::
+  @spec reserve(store(), binary(), pid(), pos_integer(), Deadline.budget()) ::
           {:ok, Task.t()} | {:none, non_neg_integer()} | {:error, term()}
   def reserve(store, topic, pid, ttl, call), do: try_reserve(store, topic, pid, ttl, call, nil, 0)
 
@@ -350,7 +350,7 @@ defmodule Synod.Tasks do
   end
 
   defp keep_alive(store, lease, call) do
-    case Store.keep_alive(store, lease, call) do
+    case Store.keep_alive(store, lease, Deadline.opts(call)) do
       {:error, :lease_not_found} -> {:error, :lease_expired}
       other -> other
     end
@@ -434,7 +434,7 @@ defmodule Synod.Tasks do
       compares = [{:mod_revision, rec_key(t.id), :==, t.record_ver}, lease_compare(t, live)]
       ops = [{:put, rec_key(t.id), encode(new)} | key_ops(new, effects)]
 
-      case Store.txn(store, compares, ops, view_reads(t), call) do
+      case Store.txn(store, compares, ops, view_reads(t), Deadline.opts(call)) do
         {:ok, rev, true, _} ->
           Recipe.drop_lease(store, effects.drop_lease, call)
           {:ok, Rules.effective(%{new | record_ver: rev}, true)}
@@ -485,7 +485,8 @@ defmodule Synod.Tasks do
     with {:ok, call} <- call(store, opts) do
       prefix = group_prefix(Options.check!(group_id, :group_id, {:binary, 1024}))
 
-      with {:ok, kvs, _, _} <- Store.range(store, prefix, [prefix: true, keys_only: true] ++ call) do
+      with {:ok, kvs, _, _} <-
+             Store.range(store, prefix, [prefix: true, keys_only: true] ++ Deadline.opts(call)) do
         ids =
           Enum.map(
             kvs,
@@ -519,9 +520,9 @@ defmodule Synod.Tasks do
 
   defp list_page(store, filters, limit, after_id, acc, call) do
     start = if after_id, do: rec_key(after_id) <> <<0>>, else: @root <> "r/"
-    range = [range_end: Command.prefix_end(@root <> "r/"), limit: max(limit, 50)] ++ call
+    range = [range_end: Command.prefix_end(@root <> "r/"), limit: max(limit, 50)]
 
-    with {:ok, kvs, _, more} <- Store.range(store, start, range),
+    with {:ok, kvs, _, more} <- Store.range(store, start, range ++ Deadline.opts(call)),
          {:ok, tasks} <- with_live(store, Enum.map(kvs, &decode/1), call) do
       matched = acc ++ Enum.filter(tasks, &match_filters?(&1, filters))
       last_read = if kvs == [], do: after_id, else: List.last(tasks).id
@@ -556,9 +557,9 @@ defmodule Synod.Tasks do
       Options.check!(after_seq, :after, {:nil_or, :pos_integer})
 
       start = if after_seq, do: prefix <> Recipe.seq_suffix(after_seq) <> <<0>>, else: prefix
-      range = [range_end: Command.prefix_end(prefix), limit: limit] ++ call
+      range = [range_end: Command.prefix_end(prefix), limit: limit]
 
-      with {:ok, kvs, _, more} <- Store.range(store, start, range),
+      with {:ok, kvs, _, more} <- Store.range(store, start, range ++ Deadline.opts(call)),
            {:ok, tasks} <- records(store, Enum.map(kvs, &{:range, rec_key(&1.value)}), call) do
         leased = Enum.filter(tasks, &(&1.status in [:running, :snoozed]))
         next = if more, do: %{limit: limit, after: Recipe.seq_of(List.last(kvs).key, prefix)}
@@ -572,7 +573,7 @@ defmodule Synod.Tasks do
     reads
     |> Enum.chunk_every(@read_chunk)
     |> Enum.reduce_while({:ok, []}, fn chunk, {:ok, acc} ->
-      case Store.txn(store, [], chunk, [], call) do
+      case Store.txn(store, [], chunk, [], Deadline.opts(call)) do
         {:ok, _, true, results} ->
           {:cont, {:ok, acc ++ for({:range, [kv], _, _} <- results, do: decode(kv))}}
 
@@ -596,7 +597,7 @@ defmodule Synod.Tasks do
     |> Enum.reduce_while({:ok, %{}}, fn chunk, {:ok, acc} ->
       reads = Enum.map(chunk, &{:range, lease_key(&1), keys_only: true})
 
-      case Store.txn(store, [], reads, [], call) do
+      case Store.txn(store, [], reads, [], Deadline.opts(call)) do
         {:ok, _, true, results} ->
           live =
             for {t, {:range, kvs, _, _}} <- Enum.zip(chunk, results), into: acc do
@@ -619,14 +620,14 @@ defmodule Synod.Tasks do
   # the lease key at once; an id costs a read of the record first (its
   # topic and place never change).
   defp read_view(store, %Task{} = t, call) do
-    case Store.txn(store, [], view_reads(t), [], call) do
+    case Store.txn(store, [], view_reads(t), [], Deadline.opts(call)) do
       {:ok, _, true, results} -> view_of(results)
       {:error, reason} -> {:error, {:store, reason}}
     end
   end
 
   defp read_view(store, id, call) when is_binary(id) do
-    case Store.get(store, rec_key(id), call) do
+    case Store.get(store, rec_key(id), Deadline.opts(call)) do
       {:ok, nil} -> {:error, :no_task_found}
       {:ok, kv} -> read_view(store, decode(kv), call)
       {:error, reason} -> {:error, {:store, reason}}
@@ -685,7 +686,7 @@ defmodule Synod.Tasks do
     opts = Options.validate!(opts, @call)
 
     with :ok <- Stores.check(store) do
-      {:ok, Deadline.call(Deadline.new(opts.timeout), opts.call_timeout)}
+      {:ok, Deadline.budget(opts.timeout, opts.call_timeout)}
     end
   end
 

@@ -206,8 +206,8 @@ defmodule Synod.Values do
     Options.check!(store, :store, :atom)
     Options.check!(key, :key, {:binary, 4096})
     opts = Options.validate!(opts, @schema)
-    {opts, %{deadline: Deadline.new(opts.timeout), call_timeout: opts.call_timeout}}
+    {opts, Deadline.budget(opts.timeout, opts.call_timeout)}
   end
 
-  defp call(ctx), do: Deadline.call(ctx.deadline, ctx.call_timeout)
+  defp call(budget), do: Deadline.opts(budget)
 end

@@ -58,13 +58,13 @@ defmodule Synod.CoordOptionsTest do
                  end
   end
 
-  test "deadlines bound each round trip by what is left" do
-    assert Deadline.call(Deadline.new(:infinity), 5_000) == [timeout: 5_000]
-    assert [timeout: t] = Deadline.call(Deadline.new(60_000), 5_000)
+  test "a budget bounds each round trip by what is left" do
+    assert Deadline.opts(Deadline.budget(:infinity, 5_000)) == [timeout: 5_000]
+    assert [timeout: t] = Deadline.opts(Deadline.budget(60_000, 5_000))
     assert t == 5_000
-    assert [timeout: t] = Deadline.call(Deadline.new(100), 5_000)
+    assert [timeout: t] = Deadline.opts(Deadline.budget(100, 5_000))
     assert t in 1..100
-    assert Deadline.call(Deadline.new(0), 5_000) == [timeout: 1]
+    assert Deadline.opts(Deadline.budget(0, 5_000)) == [timeout: 1]
     assert Deadline.passed?(Deadline.new(0))
     refute Deadline.passed?(Deadline.new(:infinity))
     assert Deadline.remaining(:infinity) == :infinity

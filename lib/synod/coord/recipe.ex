@@ -14,9 +14,12 @@ defmodule Synod.Coord.Recipe do
       `<items><suffix>` that has no twin `<claims><suffix>` (a claim is a
       key on a store lease, so it vanishes when the lease expires).
 
-  Waiting for a change is `Synod.Coord.Watch.await_change/5`.
+  Waiting for a change is `Synod.Coord.Watch.await_change/5`. The last
+  argument of each function is the call's `t:Synod.Coord.Deadline.budget/0`:
+  every round trip is bounded by its `call_timeout` and what is left of it.
   """
 
+  alias Synod.Coord.Deadline
   alias Synod.Store
   alias Synod.Store.Command
 
@@ -67,7 +70,7 @@ defmodule Synod.Coord.Recipe do
           binary(),
           (pos_integer() -> {list(), list(), pos_integer(), [Command.op()]}),
           (list(), pos_integer() -> {:ok, pos_integer()} | false),
-          keyword()
+          Deadline.budget()
         ) ::
           {:ok, pos_integer(), pos_integer()} | {:refused, list()} | {:error, term()}
   def append(store, counter, build, landed, opts) do
@@ -89,7 +92,7 @@ defmodule Synod.Coord.Recipe do
         [{:mod_revision, counter, :==, mod} | compares],
         [{:put, counter, <<last + count::64>>} | ops],
         [{:range, counter} | reads],
-        opts
+        Deadline.opts(opts)
       )
 
     case result do
@@ -129,11 +132,11 @@ defmodule Synod.Coord.Recipe do
   When nothing is free, the store's revision is read first and the scan
   repeated, so nothing that came before the revision is missed.
   """
-  @spec first_free(atom(), binary(), binary(), keyword()) ::
+  @spec first_free(atom(), binary(), binary(), Deadline.budget()) ::
           {:ok, map()} | {:none, non_neg_integer()} | {:error, term()}
   def first_free(store, items, claims, opts) do
     with :none <- scan(store, items, claims, nil, opts),
-         {:ok, rev} <- Store.revision(store, opts),
+         {:ok, rev} <- Store.revision(store, Deadline.opts(opts)),
          :none <- scan(store, items, claims, nil, opts) do
       {:none, rev}
     end
@@ -144,7 +147,7 @@ defmodule Synod.Coord.Recipe do
       Store.range(
         store,
         from(prefix, after_suffix),
-        [range_end: Command.prefix_end(prefix), limit: @page] ++ opts
+        [range_end: Command.prefix_end(prefix), limit: @page] ++ Deadline.opts(opts)
       )
     end
 
@@ -187,7 +190,7 @@ defmodule Synod.Coord.Recipe do
   else a new one (the old one revoked). A claim so gets nearly its whole
   TTL even after lost races.
   """
-  @spec fresh_lease(atom(), {pos_integer(), integer()} | nil, pos_integer(), keyword()) ::
+  @spec fresh_lease(atom(), {pos_integer(), integer()} | nil, pos_integer(), Deadline.budget()) ::
           {:ok, {pos_integer(), integer()}} | {:error, term()}
   def fresh_lease(store, {id, granted} = current, ttl, opts) do
     if System.monotonic_time(:millisecond) - granted < div(ttl, 4) do
@@ -199,16 +202,16 @@ defmodule Synod.Coord.Recipe do
   end
 
   def fresh_lease(store, nil, ttl, opts) do
-    with {:ok, id, _} <- Store.grant(store, ttl, opts),
+    with {:ok, id, _} <- Store.grant(store, ttl, Deadline.opts(opts)),
          do: {:ok, {id, System.monotonic_time(:millisecond)}}
   end
 
   @doc "Best-effort revoke of a lease nobody needs any more (it would expire anyway)."
-  @spec drop_lease(atom(), non_neg_integer() | nil, keyword()) :: :ok
+  @spec drop_lease(atom(), non_neg_integer() | nil, Deadline.budget()) :: :ok
   def drop_lease(_store, id, _opts) when id in [nil, 0], do: :ok
 
   def drop_lease(store, id, opts) do
-    _ = Store.revoke(store, id, opts)
+    _ = Store.revoke(store, id, Deadline.opts(opts))
     :ok
   end
 end

@@ -42,7 +42,7 @@ defmodule Synod.Tasks.Worker do
   use GenServer
   require Logger
 
-  alias Synod.Coord.{Options, Stores, Watch}
+  alias Synod.Coord.{Deadline, Options, Stores, Watch}
   alias Synod.Store
   alias Synod.Tasks
 
@@ -101,7 +101,9 @@ defmodule Synod.Tasks.Worker do
       topic: opts.topic,
       fun: opts.fun,
       ttl: opts.ttl,
-      call: [timeout: opts.call_timeout],
+      # options of the public Synod.Tasks calls; the budget of reserve/5
+      call: [call_timeout: opts.call_timeout],
+      budget: Deadline.budget(:infinity, opts.call_timeout),
       idle_watch: nil,
       job: nil
     }
@@ -113,7 +115,7 @@ defmodule Synod.Tasks.Worker do
 
   @impl true
   def handle_continue(:reserve, %{job: nil} = s) do
-    case Tasks.reserve(s.store, s.topic, self(), s.ttl, s.call) do
+    case Tasks.reserve(s.store, s.topic, self(), s.ttl, s.budget) do
       {:ok, task} ->
         {:noreply, start_job(s, task)}
 
