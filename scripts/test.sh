@@ -6,7 +6,7 @@
 # Stops at the first failing stage and exits non-zero.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh test
 epmd -daemon
 export ERL_AFLAGS="-kernel prevent_overlapping_partitions false"
 
