@@ -1,0 +1,35 @@
+%% @private
+%% synod_opts: what every Erlang face module of Synod shares. It converts
+%% arguments and results between Erlang's and Elixir's conventions and decides
+%% nothing: options (a map or a proplist) become the keyword list the Elixir
+%% module validates, Elixir's ArgumentError becomes error({badarg, Message}) as
+%% synod_ring raises it, and Elixir's nil for "nothing" becomes undefined.
+-module(synod_opts).
+
+-export([keyword/1, call/3, undefined/1]).
+
+%% @doc A map or a proplist as a keyword list; a bare atom `A' in a proplist
+%% stands for `{A, true}'. Anything else raises `{badarg, Message}'.
+-spec keyword(map() | proplists:proplist()) -> [{atom(), term()}].
+keyword(Opts) when is_map(Opts) ->
+    lists:sort(maps:to_list(Opts));
+keyword(Opts) when is_list(Opts) ->
+    proplists:unfold(Opts);
+keyword(Opts) ->
+    error({badarg, iolist_to_binary(io_lib:format("options must be a map or a proplist, got: ~0tp", [Opts]))}).
+
+%% @doc Calls the Elixir function `Module:Function(Args...)', raising
+%% `{badarg, Message}' where it raises `ArgumentError'.
+-spec call(module(), atom(), [term()]) -> term().
+call(Module, Function, Args) ->
+    try
+        apply(Module, Function, Args)
+    catch
+        error:#{'__struct__' := 'Elixir.ArgumentError', message := Message}:Stacktrace ->
+            erlang:raise(error, {badarg, Message}, Stacktrace)
+    end.
+
+%% @doc Elixir's `nil' (no value) as Erlang's `undefined'.
+-spec undefined(term()) -> term().
+undefined(nil) -> undefined;
+undefined(Value) -> Value.
