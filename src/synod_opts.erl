@@ -6,7 +6,7 @@
 %% synod_ring raises it, and Elixir's nil for "nothing" becomes undefined.
 -module(synod_opts).
 
--export([keyword/1, call/3, undefined/1]).
+-export([keyword/1, member_keyword/1, call/3, undefined/1]).
 
 %% @doc A map or a proplist as a keyword list; a bare atom `A' in a proplist
 %% stands for `{A, true}'. Anything else raises `{badarg, Message}'.
@@ -17,6 +17,15 @@ keyword(Opts) when is_list(Opts) ->
     proplists:unfold(Opts);
 keyword(Opts) ->
     error({badarg, iolist_to_binary(io_lib:format("options must be a map or a proplist, got: ~0tp", [Opts]))}).
+
+%% @doc The options of a Raft or store member as a keyword list, with
+%% `data_dir' as the binary Elixir takes where Erlang gives a string.
+-spec member_keyword(map() | proplists:proplist()) -> [{atom(), term()}].
+member_keyword(Opts) ->
+    [case Opt of
+         {data_dir, Dir} when is_list(Dir) -> {data_dir, unicode:characters_to_binary(Dir)};
+         Opt -> Opt
+     end || Opt <- keyword(Opts)].
 
 %% @doc Calls the Elixir function `Module:Function(Args...)', raising
 %% `{badarg, Message}' where it raises `ArgumentError'.

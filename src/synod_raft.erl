@@ -53,13 +53,13 @@
 %% `failover_step_ms', `snapshot_every', `batch'.
 -spec child_spec(synod:options()) -> supervisor:child_spec().
 child_spec(Opts) ->
-    synod_opts:call(?RAFT, child_spec, [synod_opts:keyword(Opts)]).
+    synod_opts:call(?RAFT, child_spec, [synod_opts:member_keyword(Opts)]).
 
 %% @doc Starts this node's member under Synod's own supervisor (options of
 %% `child_spec/1').
 -spec start_member(synod:options()) -> {ok, pid()} | {error, term()}.
 start_member(Opts) ->
-    synod_opts:call(?RAFT, start_member, [synod_opts:keyword(Opts)]).
+    synod_opts:call(?RAFT, start_member, [synod_opts:member_keyword(Opts)]).
 
 %% @doc Stops this node's member of `Group'; its files stay.
 -spec stop_member(group()) -> ok | {error, not_found}.

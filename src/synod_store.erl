@@ -43,12 +43,12 @@
 %% the same on every member).
 -spec child_spec(synod:options()) -> supervisor:child_spec().
 child_spec(Opts) ->
-    synod_opts:call(?STORE, child_spec, [synod_opts:keyword(Opts)]).
+    synod_opts:call(?STORE, child_spec, [synod_opts:member_keyword(Opts)]).
 
 %% @doc Starts this node's member under Synod's own supervisor.
 -spec start_member(synod:options()) -> {ok, pid()} | {error, term()}.
 start_member(Opts) ->
-    synod_opts:call(?STORE, start_member, [synod_opts:keyword(Opts)]).
+    synod_opts:call(?STORE, start_member, [synod_opts:member_keyword(Opts)]).
 
 %% @doc Stops this node's member of `Store'; its files stay.
 -spec stop_member(store()) -> ok | {error, not_found}.
