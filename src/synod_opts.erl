@@ -6,7 +6,7 @@
 %% synod_ring raises it, and Elixir's nil for "nothing" becomes undefined.
 -module(synod_opts).
 
--export([keyword/1, member_keyword/1, call/3, undefined/1]).
+-export([keyword/1, member_keyword/1, call/3, undefined/1, nil/1]).
 
 %% @doc A map or a proplist as a keyword list; a bare atom `A' in a proplist
 %% stands for `{A, true}'. Anything else raises `{badarg, Message}'.
@@ -42,3 +42,8 @@ call(Module, Function, Args) ->
 -spec undefined(term()) -> term().
 undefined(nil) -> undefined;
 undefined(Value) -> Value.
+
+%% @doc Erlang's `undefined' (no value) as Elixir's `nil'.
+-spec nil(term()) -> term().
+nil(undefined) -> nil;
+nil(Value) -> Value.
