@@ -55,22 +55,22 @@
 %% hub (same name, same options) on every node that should host its
 %% children. Options: `name' (required), `replication_factor',
 %% `replication_model', `migration', `handover_timeout', `partition_strategy',
-%% `ring', `max_restarts', `max_seconds' (see `Synod''s module doc).
-%% Options are checked now.
+%% `ring' (itself options: `vnodes', `seed'), `max_restarts', `max_seconds'
+%% (see `Synod''s module doc). Options are checked now.
 -spec child_spec(options()) -> supervisor:child_spec().
 child_spec(Opts) ->
-    synod_opts:call(?HUB, child_spec, [synod_opts:keyword(Opts)]).
+    synod_opts:call(?HUB, child_spec, [synod_opts:keyword(Opts, [ring])]).
 
 %% @doc Starts the hub on this node, linked to the caller.
 -spec start_link(options()) -> {ok, pid()} | {error, term()}.
 start_link(Opts) ->
-    synod_opts:call(?HUB, start_link, [synod_opts:keyword(Opts)]).
+    synod_opts:call(?HUB, start_link, [synod_opts:keyword(Opts, [ring])]).
 
 %% @doc Starts the hub on this node without a link: for the shell, scripts
 %% and `erpc'. Applications use `child_spec/1'.
 -spec start(options()) -> {ok, pid()} | {error, term()}.
 start(Opts) ->
-    synod_opts:call(?HUB, start, [synod_opts:keyword(Opts)]).
+    synod_opts:call(?HUB, start, [synod_opts:keyword(Opts, [ring])]).
 
 %% @equiv stop(Hub, infinity)
 -spec stop(hub()) -> ok.

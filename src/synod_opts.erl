@@ -6,7 +6,7 @@
 %% synod_ring raises it, and Elixir's nil for "nothing" becomes undefined.
 -module(synod_opts).
 
--export([keyword/1, member_keyword/1, call/3, undefined/1, nil/1]).
+-export([keyword/1, keyword/2, member_keyword/1, call/3, undefined/1, nil/1]).
 
 %% @doc A map or a proplist as a keyword list; a bare atom `A' in a proplist
 %% stands for `{A, true}'. Anything else raises `{badarg, Message}'.
@@ -18,14 +18,24 @@ keyword(Opts) when is_list(Opts) ->
 keyword(Opts) ->
     error({badarg, iolist_to_binary(io_lib:format("options must be a map or a proplist, got: ~0tp", [Opts]))}).
 
-%% @doc The options of a Raft or store member as a keyword list, with
-%% `data_dir' as the binary Elixir takes where Erlang gives a string.
+%% @doc As `keyword/1', and the values of the options named in `Nested',
+%% which are options too, likewise.
+-spec keyword(map() | proplists:proplist(), [atom()]) -> [{atom(), term()}].
+keyword(Opts, Nested) ->
+    [case lists:member(Key, Nested) of
+         true -> {Key, keyword(Value)};
+         false -> {Key, Value}
+     end || {Key, Value} <- keyword(Opts)].
+
+%% @doc The options of a Raft or store member as a keyword list (with the
+%% store's own options nested under `store'), and `data_dir' as the binary
+%% Elixir takes where Erlang gives a string.
 -spec member_keyword(map() | proplists:proplist()) -> [{atom(), term()}].
 member_keyword(Opts) ->
     [case Opt of
          {data_dir, Dir} when is_list(Dir) -> {data_dir, unicode:characters_to_binary(Dir)};
          Opt -> Opt
-     end || Opt <- keyword(Opts)].
+     end || Opt <- keyword(Opts, [store])].
 
 %% @doc Calls the Elixir function `Module:Function(Args...)', raising
 %% `{badarg, Message}' where it raises `ArgumentError'.

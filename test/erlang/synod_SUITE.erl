@@ -7,6 +7,7 @@
 
 -export([all/0, groups/0, init_per_suite/1, end_per_suite/1]).
 -export([children_started_and_awaited/1, events_reach_subscribers/1, bad_arguments/1,
+         the_c_node_dispatches_for_the_hub/1,
          commands_and_queries/1, leader_watch_with_a_fun/1]).
 -import(synod_ct, [wait_until/1, erpc_error/4]).
 
@@ -17,7 +18,8 @@ all() ->
     [{group, synod}, {group, synod_raft}].
 
 groups() ->
-    [{synod, [sequence], [children_started_and_awaited, events_reach_subscribers, bad_arguments]},
+    [{synod, [sequence], [children_started_and_awaited, events_reach_subscribers, bad_arguments,
+                          the_c_node_dispatches_for_the_hub]},
      {synod_raft, [sequence], [commands_and_queries, leader_watch_with_a_fun]}].
 
 init_per_suite(Config) ->
@@ -31,7 +33,7 @@ end_per_suite(Config) ->
 
 children_started_and_awaited(Config) ->
     Nodes = [A | _] = ?config(nodes, Config),
-    [{ok, {ok, _}} = R || R <- erpc:multicall(Nodes, synod, start, [#{name => ?HUB}])],
+    [{ok, {ok, _}} = R || R <- erpc:multicall(Nodes, synod, start, [#{name => ?HUB, ring => #{vnodes => 256}}])],
     Sorted = lists:sort(Nodes),
     wait_until(fun() -> [{ok, Sorted}] =:= lists:usort(erpc:multicall(Nodes, synod, members, [?HUB])) end),
 
@@ -85,6 +87,25 @@ bad_arguments(Config) ->
     {badarg, _} = erpc_error(A, synod, start_children, [?HUB, [], not_options]),
     {badarg, _} = erpc_error(A, synod, start, [[{replication_factor, 2}]]),
     {badarg, _} = erpc_error(A, synod, whereis, [no_such_hub, <<"x">>]).
+
+%% The C node rebar3 built (priv/synod_cnode), called with gen_server:call.
+the_c_node_dispatches_for_the_hub(Config) ->
+    Nodes = [A | _] = ?config(nodes, Config),
+    Name = list_to_atom("ct_cnode_" ++ integer_to_list(erlang:unique_integer([positive]))
+                        ++ "@127.0.0.1"),
+    {ok, CNode} = 'Elixir.Synod.CNode':start_link([{name, Name}, {hub, ?HUB}, {connect, [A]}]),
+    Request = {children_start, ?HUB, [{<<"from-c">>, {synod_ct, start_worker, [c]}, nil}], []},
+    wait_until(fun() ->
+                   case gen_server:call({synod_cnode, Name}, Request) of
+                       {ok, [{<<"from-c">>, Node, {ok, Pid}}]} ->
+                           lists:member(Node, Nodes) andalso node(Pid) =:= Node;
+                       {error, _} ->
+                           false
+                   end
+               end),
+    wait_until(fun() -> is_pid(erpc:call(A, synod, whereis, [?HUB, <<"from-c">>])) end),
+    {ok, _} = erpc:call(A, synod, stop_child, [?HUB, <<"from-c">>]),
+    ok = 'Elixir.Synod.CNode':stop(CNode).
 
 %% -- synod_raft ---------------------------------------------------------------
 

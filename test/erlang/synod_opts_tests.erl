@@ -13,6 +13,12 @@ bare_atoms_in_a_proplist_mean_true_test() ->
 other_options_are_refused_by_name_test() ->
     ?assertError({badarg, <<"options must be a map or a proplist, got: 42">>}, synod_opts:keyword(42)).
 
+nested_options_are_converted_where_named_test() ->
+    ?assertEqual([{metadata, #{tag => t}}, {ring, [{vnodes, 64}]}],
+                 synod_opts:keyword(#{ring => #{vnodes => 64}, metadata => #{tag => t}}, [ring])),
+    ?assertEqual([{name, s}, {store, [{history, 10}]}],
+                 synod_opts:member_keyword([{name, s}, {store, #{history => 10}}])).
+
 a_data_dir_string_becomes_a_binary_test() ->
     ?assertEqual([{data_dir, <<"/var/lib/x">>}, {name, g}],
                  synod_opts:member_keyword(#{data_dir => "/var/lib/x", name => g})),
