@@ -5,7 +5,8 @@
 # then the examples, built from scratch as a user would build them:
 #   1. examples/rebar3_app, an Erlang application that depends on Synod through
 #      _checkouts: rebar3 builds Synod (NIF, C node, Elixir) and the app, then
-#      runs the app's Common Test suites on real peers;
+#      runs the app's Common Test suites on real peers; then `rebar3 release`
+#      builds it as a release, which is booted and asked to run a session;
 #   2. examples/mix_release, a mix release: built, booted as 3 nodes on
 #      127.0.0.1 from the release artifacts, checked (a hub and a store across
 #      them), stopped.
@@ -23,8 +24,11 @@ rebar3 do eunit, ct --dir test/erlang
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/synod-examples.XXXXXX")
 release=$work/synod/examples/mix_release/_build/prod/rel/release_example
+relx=$work/synod/examples/rebar3_app/_build/default/rel/synod_example/bin/synod_example
 names=()
+relx_node=""
 cleanup() {
+  if [ -n "$relx_node" ]; then NODE_NAME=$relx_node "$relx" stop >/dev/null 2>&1 || true; fi
   for name in "${names[@]}"; do
     RELEASE_NODE=$name RELEASE_TMP=$work/run/$name "$release/bin/release_example" stop \
       >/dev/null 2>&1 || true
@@ -38,10 +42,23 @@ git ls-files -z --cached --others --exclude-standard |
   while IFS= read -r -d '' f; do if [ -e "$f" ] || [ -L "$f" ]; then printf '%s\0' "$f"; fi; done |
   tar --null -T - -cf - | tar -xf - -C "$work/synod"
 
-echo "== examples/rebar3_app: rebar3 ct (Synod through _checkouts, from scratch)"
+echo "== examples/rebar3_app: rebar3 ct, rebar3 release (Synod through _checkouts, from scratch)"
 started=$SECONDS
-(cd "$work/synod/examples/rebar3_app" && rebar3 ct)
-echo "== examples/rebar3_app: built and tested in $((SECONDS - started)) s"
+(cd "$work/synod/examples/rebar3_app" && rebar3 ct && rebar3 release)
+export COOKIE="synod-example-$RANDOM$RANDOM"
+relx_node="synod_example_$$@127.0.0.1"
+NODE_NAME=$relx_node "$relx" daemon
+for _ in $(seq 1 300); do
+  if NODE_NAME=$relx_node "$relx" ping >/dev/null 2>&1; then break; fi
+  sleep 0.2
+done
+answer=$(NODE_NAME=$relx_node "$relx" eval \
+  '{ok, _} = synod_example:start_session(<<"u1">>), synod_example:visit(<<"u1">>).')
+echo "release synod_example answered: $answer"
+[ "$answer" = "{ok, 1}" ]
+NODE_NAME=$relx_node "$relx" stop
+relx_node=""
+echo "== examples/rebar3_app: built, tested, released and booted in $((SECONDS - started)) s"
 
 echo "== examples/mix_release: MIX_ENV=prod mix release"
 started=$SECONDS
