@@ -25,6 +25,14 @@ if [ -z "$out" ]; then
   exit 1
 fi
 
+for tool in make mix; do
+  if ! command -v "$tool" >/dev/null; then
+    echo "synod: building Synod needs $tool (Debian: build-essential, elixir;" \
+      "bash scripts/setup.sh demo installs them)" >&2
+    exit 1
+  fi
+done
+
 # rebar3 exports ERL (the erl binary); elixir's launcher appends its flags to
 # an exported ERL, and the Makefile would then run that as erl.
 unset ERL MIX_BUILD_PATH MIX_BUILD_ROOT
