@@ -16,16 +16,20 @@ keyword(Opts) when is_map(Opts) ->
 keyword(Opts) when is_list(Opts) ->
     proplists:unfold(Opts);
 keyword(Opts) ->
-    error({badarg, iolist_to_binary(io_lib:format("options must be a map or a proplist, got: ~0tp", [Opts]))}).
+    Message = io_lib:format("options must be a map or a proplist, got: ~0tp", [Opts]),
+    error({badarg, iolist_to_binary(Message)}).
 
 %% @doc As `keyword/1', and the values of the options named in `Nested',
 %% which are options too, likewise.
 -spec keyword(map() | proplists:proplist(), [atom()]) -> [{atom(), term()}].
 keyword(Opts, Nested) ->
-    [case lists:member(Key, Nested) of
-         true -> {Key, keyword(Value)};
-         false -> {Key, Value}
-     end || {Key, Value} <- keyword(Opts)].
+    [case Opt of
+         {Key, Value} -> {Key, nested(lists:member(Key, Nested), Value)};
+         Other -> Other
+     end || Opt <- keyword(Opts)].
+
+nested(true, Value) -> keyword(Value);
+nested(false, Value) -> Value.
 
 %% @doc The options of a Raft or store member as a keyword list (with the
 %% store's own options nested under `store'), and `data_dir' as the binary

@@ -19,6 +19,10 @@ nested_options_are_converted_where_named_test() ->
     ?assertEqual([{name, s}, {store, [{history, 10}]}],
                  synod_opts:member_keyword([{name, s}, {store, #{history => 10}}])).
 
+malformed_entries_reach_the_elixir_check_test() ->
+    ?assertEqual([{ring, [{vnodes, 64}]}, {a, b, c}], synod_opts:keyword([{ring, [{vnodes, 64}]}, {a, b, c}], [ring])),
+    ?assertError({badarg, _}, synod:child_spec([{name, h}, {a, b, c}])).
+
 a_data_dir_string_becomes_a_binary_test() ->
     ?assertEqual([{data_dir, <<"/var/lib/x">>}, {name, g}],
                  synod_opts:member_keyword(#{data_dir => "/var/lib/x", name => g})),
