@@ -113,10 +113,9 @@ commands_and_queries(Config) ->
     Nodes = [A | _] = ?config(nodes, Config),
     DataRoot = filename:join(?config(priv_dir, Config), "raft"),
     ok = synod_raft:start_group(?GROUP, Nodes, DataRoot, [{machine, synod_ct_counter}]),
-    wait_until(fun() -> erpc:call(A, synod_raft, leader, [?GROUP]) =/= undefined end),
-    Leader = erpc:call(A, synod, leader, [?GROUP]),
+    Leader = settled_leader(A),
     ?assert(lists:member(Leader, Nodes)),
-    ?assert(erpc:call(Leader, synod_raft, is_leader, [?GROUP])),
+    ?assertEqual(Leader, erpc:call(A, synod, leader, [?GROUP])),
     ?assert(erpc:call(A, synod_raft, term, [?GROUP]) > 0),
 
     {ok, 5} = erpc:call(A, synod_raft, command, [?GROUP, {incr, apples, 5}]),
@@ -137,7 +136,7 @@ leader_watch_with_a_fun(Config) ->
     Self = self(),
     Watch = fun(Key, Event, Before, After) -> Self ! {watched, node(), Key, Event, Before, After} end,
     [ok = erpc:call(N, synod, add_leader_watch, [?GROUP, ct_watch, Watch, become_leader]) || N <- Nodes],
-    OldLeader = erpc:call(A, synod_raft, leader, [?GROUP]),
+    OldLeader = settled_leader(A),
     OldTerm = erpc:call(OldLeader, synod_raft, term, [?GROUP]),
 
     ok = erpc:call(OldLeader, synod_raft, stop_member, [?GROUP]),
@@ -153,3 +152,11 @@ leader_watch_with_a_fun(Config) ->
     Survivor = hd(Nodes -- [OldLeader]),
     ok = erpc:call(Survivor, synod_raft, remove_leader_watch, [?GROUP, ct_watch]),
     {ok, 8} = erpc:call(Survivor, synod_raft, command, [?GROUP, {incr, apples, 1}]).
+
+%% The leader `Node' knows of, once that node confirms it leads.
+settled_leader(Node) ->
+    wait_until(fun() ->
+                   Leader = erpc:call(Node, synod_raft, leader, [?GROUP]),
+                   Leader =/= undefined andalso erpc:call(Leader, synod_raft, is_leader, [?GROUP])
+               end),
+    erpc:call(Node, synod_raft, leader, [?GROUP]).
