@@ -14,6 +14,8 @@
 # ignored ones), so nothing from an earlier build is reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+epmd -daemon
+export ERL_AFLAGS="${ERL_AFLAGS:--kernel prevent_overlapping_partitions false}"
 
 # Elixir's own applications (elixir, logger) on the code path of Erlang VMs.
 ERL_LIBS=$(elixir -e 'IO.write(Path.dirname(to_string(:code.lib_dir(:elixir))))')
