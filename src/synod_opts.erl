@@ -9,8 +9,9 @@
 -export([keyword/1, keyword/2, member_keyword/1, call/3, undefined/1, nil/1]).
 
 %% @doc A map or a proplist as a keyword list; a bare atom `A' in a proplist
-%% stands for `{A, true}'. Anything else raises `{badarg, Message}'.
--spec keyword(map() | proplists:proplist()) -> [{atom(), term()}].
+%% stands for `{A, true}'. Anything else raises `{badarg, Message}'. A
+%% malformed entry of a list stays, for the Elixir side to name.
+-spec keyword(map() | proplists:proplist()) -> list().
 keyword(Opts) when is_map(Opts) ->
     lists:sort(maps:to_list(Opts));
 keyword(Opts) when is_list(Opts) ->
@@ -21,7 +22,7 @@ keyword(Opts) ->
 
 %% @doc As `keyword/1', and the values of the options named in `Nested',
 %% which are options too, likewise.
--spec keyword(map() | proplists:proplist(), [atom()]) -> [{atom(), term()}].
+-spec keyword(map() | proplists:proplist(), [atom()]) -> list().
 keyword(Opts, Nested) ->
     [case Opt of
          {Key, Value} -> {Key, nested(lists:member(Key, Nested), Value)};
@@ -34,7 +35,7 @@ nested(false, Value) -> Value.
 %% @doc The options of a Raft or store member as a keyword list (with the
 %% store's own options nested under `store'), and `data_dir' as the binary
 %% Elixir takes where Erlang gives a string.
--spec member_keyword(map() | proplists:proplist()) -> [{atom(), term()}].
+-spec member_keyword(map() | proplists:proplist()) -> list().
 member_keyword(Opts) ->
     [case Opt of
          {data_dir, Dir} when is_list(Dir) -> {data_dir, unicode:characters_to_binary(Dir)};
