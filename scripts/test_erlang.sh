@@ -10,8 +10,8 @@
 #   2. examples/mix_release, a mix release: built, booted as 3 nodes on
 #      127.0.0.1 from the release artifacts, checked (a hub and a store across
 #      them), stopped.
-# The examples work on a copy of this working tree (tracked and untracked files, not
-# ignored ones), so nothing from an earlier build is reused.
+# The examples work on a copy of this working tree (tracked and untracked
+# files, not ignored ones), so nothing from an earlier build is reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 epmd -daemon
@@ -39,6 +39,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Runs "$@" every 0.2 s until it succeeds, for at most 60 s.
+retry() {
+  for _ in $(seq 1 300); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.2
+  done
+  echo "gave up after 60 s: $*" >&2
+  return 1
+}
+
 mkdir -p "$work/synod"
 git ls-files -z --cached --others --exclude-standard |
   while IFS= read -r -d '' f; do if [ -e "$f" ] || [ -L "$f" ]; then printf '%s\0' "$f"; fi; done |
@@ -50,10 +60,7 @@ started=$SECONDS
 export COOKIE="synod-example-$RANDOM$RANDOM"
 relx_node="synod_example_$$@127.0.0.1"
 NODE_NAME=$relx_node "$relx" daemon
-for _ in $(seq 1 300); do
-  if NODE_NAME=$relx_node "$relx" ping >/dev/null 2>&1; then break; fi
-  sleep 0.2
-done
+NODE_NAME=$relx_node retry "$relx" ping
 answer=$(NODE_NAME=$relx_node "$relx" eval \
   '{ok, _} = synod_example:start_session(<<"u1">>), synod_example:visit(<<"u1">>).')
 echo "release synod_example answered: $answer"
@@ -77,17 +84,14 @@ for name in "${names[@]}"; do
 done
 
 # A daemon answers once its VM is up; the check then waits for the cluster.
-for _ in $(seq 1 300); do
-  if RELEASE_NODE=${names[0]} "$release/bin/release_example" pid >/dev/null 2>&1; then break; fi
-  sleep 0.2
-done
+RELEASE_NODE=${names[0]} retry "$release/bin/release_example" pid
 RELEASE_NODE=${names[0]} "$release/bin/release_example" rpc "ReleaseExample.check()"
 
 for name in "${names[@]}"; do
   RELEASE_NODE=$name RELEASE_TMP=$work/run/$name "$release/bin/release_example" stop
 done
 for name in "${names[@]}"; do
-  while RELEASE_NODE=$name "$release/bin/release_example" pid >/dev/null 2>&1; do sleep 0.2; done
+  RELEASE_NODE=$name retry bash -c '! "$0" pid' "$release/bin/release_example"
 done
 names=()
 echo "== examples/mix_release: built, booted on 3 nodes, checked and stopped in $((SECONDS - started)) s"
