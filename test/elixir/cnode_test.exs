@@ -239,9 +239,15 @@ defmodule Synod.CNodeTest do
     assert {:error, {:bad_request, _}} = GenServer.call({:synod_cnode, name}, {:junk}, 20_000)
     send({:synod_cnode, name}, :not_a_call)
     deep = Enum.reduce(1..100, [], fn _, acc -> [acc] end)
-    assert {:error, {:bad_request, :too_deep}} = GenServer.call({:synod_cnode, name}, deep, 20_000)
+
+    assert {:error, {:bad_request, :too_deep}} =
+             GenServer.call({:synod_cnode, name}, deep, 20_000)
+
     big = :binary.copy("x", 1_100_000)
-    assert {:error, {:bad_request, :too_large}} = GenServer.call({:synod_cnode, name}, big, 20_000)
+
+    assert {:error, {:bad_request, :too_large}} =
+             GenServer.call({:synod_cnode, name}, big, 20_000)
+
     assert GenServer.call({:synod_cnode, name}, :nodes, 20_000) |> is_list()
 
     # SIGTERM: the C node stops cleanly and valgrind reports with its exit code
