@@ -56,7 +56,9 @@ defmodule Synod.Fault.Collector do
   end
 
   @impl true
-  def init(nil), do: {:ok, %{next: 0, ops: %{}, events: [], last: 0}}
+  def init(nil),
+    do:
+      {:ok, %{next: 0, ops: %{}, events: [], base: System.monotonic_time(:microsecond), last: 0}}
 
   @impl true
   def handle_call({:invoke, process, f, arg}, _from, s) do
@@ -94,10 +96,10 @@ defmodule Synod.Fault.Collector do
     {:noreply, %{s | ops: ops}}
   end
 
-  # Strictly increasing microseconds: no two stamps are equal, so the order
-  # of stamps is the order in which this process saw the messages.
+  # Microseconds since the collector started, strictly increasing: no two
+  # stamps are equal, so their order is the order this process saw them in.
   defp stamp(s) do
-    t = max(System.monotonic_time(:microsecond), s.last + 1)
+    t = max(System.monotonic_time(:microsecond) - s.base, s.last + 1)
     {t, %{s | last: t}}
   end
 end

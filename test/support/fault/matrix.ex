@@ -1,0 +1,31 @@
+defmodule Synod.Fault.Matrix do
+  @moduledoc false
+  # The fault suite's matrices (docs/reliability.md has their results).
+  #
+  #   :smoke  the cases the test command runs: each passes on main, all of
+  #           them within the test budget (about 150 s on an idle 2-core machine)
+  #   :long   every workload under every nemesis, 3 and 5 nodes, longer runs
+
+  alias Synod.Fault.{Nemesis, Runner}
+
+  @smoke [
+    {:register, :none, 3, 8_000},
+    {:register, :kill, 3, 12_000},
+    {:register, :partition_leader, 3, 12_000},
+    {:register, :pause, 3, 12_000}
+  ]
+
+  def cases(:smoke, seed),
+    do:
+      for(
+        {w, n, count, time} <- @smoke,
+        do: [workload: w, nemesis: n, nodes: count, time: time, seed: seed]
+      )
+
+  def cases(:long, seed) do
+    for w <- Runner.workloads(),
+        n <- Nemesis.all(),
+        count <- [3, 5],
+        do: [workload: w, nemesis: n, nodes: count, time: 30_000, seed: seed]
+  end
+end
