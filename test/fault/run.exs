@@ -8,7 +8,13 @@
 # every case passed, 1 when a checker found a violation, 2 when a verdict is
 # unknown.
 
-alias Synod.Fault.{Matrix, Runner}
+alias Synod.Fault.{Matrix, Nemesis, Runner}
+
+# A name from the command line, as one of `known` (never a new atom).
+pick = fn given, known, what ->
+  Enum.find(known, &(Atom.to_string(&1) == given)) ||
+    raise ArgumentError, "unknown #{what} #{inspect(given)}; one of: #{Enum.join(known, ", ")}"
+end
 
 {opts, _, bad} =
   OptionParser.parse(System.argv(),
@@ -31,8 +37,8 @@ cases =
     nil ->
       [
         [
-          workload: String.to_existing_atom(opts[:workload] || "register"),
-          nemesis: String.to_existing_atom(opts[:nemesis] || "none"),
+          workload: pick.(opts[:workload] || "register", Runner.workloads(), "workload"),
+          nemesis: pick.(opts[:nemesis] || "none", Nemesis.all(), "nemesis"),
           seed: opts[:seed] || 1,
           nodes: opts[:nodes] || 3,
           time: opts[:time] || 12_000
@@ -40,7 +46,7 @@ cases =
       ]
 
     matrix ->
-      Matrix.cases(String.to_existing_atom(matrix), opts[:seed] || 1)
+      Matrix.cases(pick.(matrix, [:smoke, :long], "matrix"), opts[:seed] || 1)
   end
 
 statuses =
