@@ -204,7 +204,7 @@ defmodule Synod.Fault.Runner do
       |> Enum.sort_by(&elem(&1, 0))
       |> Enum.map(fn
         {t, :op, op} ->
-          "#{t} #{inspect(op.process)} #{op.f} #{inspect(op.arg)} -> #{op.type} #{inspect(op.value)} (done #{inspect(op.complete)})\n"
+          "#{t} #{inspect(op.process)} #{inspect(op.f)} #{inspect(op.arg)} -> #{op.type} #{inspect(op.value)} (done #{inspect(op.complete)})\n"
 
         {t, :event, {p, e}} ->
           "#{t} #{inspect(p)} #{inspect(e)}\n"
