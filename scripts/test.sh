@@ -5,6 +5,7 @@
 #   2. Elixir: ExUnit, including real :peer clusters on 127.0.0.1, compiled
 #      with warnings as errors (test files too)
 #   3. Erlang: EUnit through rebar3, calling Synod from Erlang
+#   4. the fault-injection smoke matrix (docs/reliability.md)
 # Stops at the first failing stage and exits non-zero.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,5 +27,8 @@ MIX_ENV=test mix test --warnings-as-errors
 
 stage "Erlang: EUnit via rebar3"
 rebar3 eunit
+
+stage "Fault injection: smoke matrix (histories under _build/fault)"
+bash test/fault/run.sh --matrix smoke
 
 stage "all test stages passed"

@@ -7,8 +7,9 @@ defmodule Synod.Fault.Elections do
   #
   # A poll is a collector op: the candidate's node read "leads for r more
   # ms" at some instant in [invoke, complete] of the controller's clock, so
-  # the candidate certainly led during [complete, invoke + r]. Two different
-  # candidates whose certain intervals meet are two leaders at once.
+  # the candidate certainly led during [complete, invoke + r], or until it
+  # resigned (close/1 at the end of the run). Two different candidates whose
+  # certain intervals meet are two leaders at once.
   #
   # What it cannot see: clock skew between the nodes' monotonic clocks (one
   # machine here, so their rates agree), and leadership between polls.
@@ -22,8 +23,12 @@ defmodule Synod.Fault.Elections do
 
   def init_client(_ctx, _process), do: nil
 
-  def stop_client(_ctx, _store, nil), do: :ok
-  def stop_client(_ctx, _store, c), do: Election.close(c)
+  def stop_client(_ctx, _store, _collector, _process, nil), do: :ok
+
+  # Closing resigns: the candidate's leadership ends by the time close/1
+  # returns, so its intervals are cut there (see check/3).
+  def stop_client(_ctx, _store, collector, process, c),
+    do: Collector.run(collector, process, :close, nil, fn -> {:ok, Election.close(c)} end)
 
   def op(ctx, store, _collector, process, nil) do
     case Election.candidate(store, ctx.election, inspect(process), ttl: @ttl, start: true) do
@@ -51,11 +56,13 @@ defmodule Synod.Fault.Elections do
   def final(_cluster, _ctx, _collector), do: :ok
 
   def check(ops, _events, _ctx) do
+    closed = Map.new(for %{f: :close} = op <- ops, do: {op.process, op.complete || op.invoke})
+
     terms =
       for %{f: :leads_for, type: :ok, value: ms} = op <- ops,
           ms > 0,
           from = op.complete,
-          to = op.invoke + ms * 1_000,
+          to = min(op.invoke + ms * 1_000, Map.get(closed, op.process, :infinity)),
           from < to,
           do: {op.process, from, to}
 

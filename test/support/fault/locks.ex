@@ -25,7 +25,7 @@ defmodule Synod.Fault.Locks do
 
   def init_client(_ctx, _process), do: nil
 
-  def stop_client(_ctx, _store, _st), do: :ok
+  def stop_client(_ctx, _store, _collector, _process, _st), do: :ok
 
   def op(ctx, store, collector, process, st) do
     Collector.run(collector, process, :lock, ctx.key, fn ->

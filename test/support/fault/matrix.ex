@@ -9,10 +9,12 @@ defmodule Synod.Fault.Matrix do
   alias Synod.Fault.{Nemesis, Runner}
 
   @smoke [
-    {:register, :none, 3, 8_000},
-    {:register, :kill, 3, 12_000},
-    {:register, :partition_leader, 3, 12_000},
-    {:register, :pause, 3, 12_000}
+    {:register, :kill, 3, 10_000},
+    {:register, :partition_leader, 3, 10_000},
+    {:register, :disk_full, 3, 10_000},
+    {:lock, :pause, 3, 10_000},
+    {:queue, :kill, 3, 10_000},
+    {:election, :partition_minority, 3, 8_000}
   ]
 
   def cases(:smoke, seed),

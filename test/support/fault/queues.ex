@@ -31,7 +31,7 @@ defmodule Synod.Fault.Queues do
 
   def init_client(_ctx, _process), do: 0
 
-  def stop_client(_ctx, _store, _n), do: :ok
+  def stop_client(_ctx, _store, _collector, _process, _n), do: :ok
 
   def op(ctx, _store, collector, process, n) do
     mode = Enum.random([:plain, :acked])

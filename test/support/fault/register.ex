@@ -75,7 +75,7 @@ defmodule Synod.Fault.Register do
     end
   end
 
-  def stop_client(_ctx, _store, _st), do: :ok
+  def stop_client(_ctx, _store, _collector, _process, _st), do: :ok
 
   def final(_cluster, _ctx, _collector), do: :ok
 

@@ -250,7 +250,7 @@ defmodule Synod.Fault.Client do
       st = workload.op(ctx, store, collector, process, st)
       loop(workload, ctx, store, collector, process, until, st)
     else
-      workload.stop_client(ctx, store, st)
+      workload.stop_client(ctx, store, collector, process, st)
     end
   end
 end
