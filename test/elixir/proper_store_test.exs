@@ -23,7 +23,7 @@ defmodule Synod.ProperStoreTest do
   end
 
   defp quickcheck(prop, n),
-    do: :proper.quickcheck(prop, [{:numtests, n}, {:to_file, :user}, :quiet])
+    do: :proper.quickcheck(prop, [{:numtests, n}, :quiet])
 
   test "sequential commands answer what the model says", %{cluster: c} do
     assert quickcheck(StoreModel.prop_sequential(c.store, c.nodes), 60) == true
