@@ -22,12 +22,16 @@ defmodule Synod.Test.Cluster do
   Starts `count` peers and a store on all of them. Options: `:store` (its
   name, default `:fault`), `:data_root` (required), `:prefix`, `:store_opts`
   (extra options of `Synod.Store.start/4`), `:before_store` (a function of
-  the node list run before the store starts, e.g. to mount a small disk).
+  the node list run before the store starts, e.g. to mount a small disk),
+  `:env` (a function of the peer's index, 1..count, giving its OS
+  environment, e.g. a test-only trigger for one peer).
   """
   def start(count, opts) do
     root = Keyword.fetch!(opts, :data_root)
     File.mkdir_p!(root)
-    peers = LocalCluster.start(count, prefix: Keyword.get(opts, :prefix, "fault"))
+    prefix = Keyword.get(opts, :prefix, "fault")
+    env = Keyword.get(opts, :env, fn _ -> [] end)
+    peers = Enum.flat_map(1..count, &LocalCluster.start(1, prefix: prefix, env: env.(&1)))
     nodes = Enum.map(peers, &elem(&1, 1))
 
     c = %__MODULE__{
