@@ -177,11 +177,12 @@ static ERL_NIF_TERM guarded(int slot, ErlNifEnv *env, int argc, const ERL_NIF_TE
         return guarded(8 * h + l, env, argc, argv);                                                \
     }
 #define T8(h) T(h, 0) T(h, 1) T(h, 2) T(h, 3) T(h, 4) T(h, 5) T(h, 6) T(h, 7)
-T8(0)
-T8(1) T8(2) T8(3) T8(4) T8(5) T8(6) T8(7)
+/* clang-format off */
+T8(0) T8(1) T8(2) T8(3) T8(4) T8(5) T8(6) T8(7)
 #undef T
 #define T(h, l) tramp_##h##_##l,
-    static const nif_fn tramps[SLOTS] = {T8(0) T8(1) T8(2) T8(3) T8(4) T8(5) T8(6) T8(7)};
+static const nif_fn tramps[SLOTS] = {T8(0) T8(1) T8(2) T8(3) T8(4) T8(5) T8(6) T8(7)};
+/* clang-format on */
 
 /* The slot running fp, given one if it has none; -1 when all are taken. */
 static int slot_of(nif_fn fp)

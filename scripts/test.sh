@@ -16,7 +16,7 @@ export ERL_AFLAGS="-kernel prevent_overlapping_partitions false"
 stage() { printf '\n\033[1m### %s\033[0m\n' "$*"; }
 
 stage "Formatting: clang-format --dry-run --Werror, mix format --check-formatted"
-clang-format --dry-run --Werror c_src/*.[ch] cnode/*.[ch] test/c/*.[ch] bench/c/*.c fuzz/*.c
+clang-format --dry-run --Werror c_src/*.[ch] c_src/nif_assert/*.h cnode/*.[ch] test/c/*.[ch] bench/c/*.c fuzz/*.c
 mix format --check-formatted
 
 stage "C cores: cmocka, ASan+UBSan, fuzz smoke"

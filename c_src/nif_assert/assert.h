@@ -16,8 +16,7 @@
 #ifdef NDEBUG
 #define assert(e) ((void)0)
 #else
-void synod_invariant_failed(const char *expr, const char *file, int line)
-    __attribute__((noreturn));
+void synod_invariant_failed(const char *expr, const char *file, int line) __attribute__((noreturn));
 #define assert(e) ((e) ? (void)0 : synod_invariant_failed(#e, __FILE__, __LINE__))
 #endif
 #ifndef static_assert
