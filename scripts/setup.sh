@@ -25,6 +25,7 @@ packages=(
   libsodium-dev
   libcmocka-dev
   valgrind          # the C node's leak and memory-error test
+  erlang-proper     # PropEr, for the model tests (test/support/proper)
 )
 
 missing=()
