@@ -7,8 +7,10 @@ defmodule Synod.Fault.Runner do
   # Clients run the workload's operations through the collector until the
   # time is up; a client whose node was killed is started again (as a new
   # process) once its node is back. Then every fault is healed, the workload
-  # gets a final phase (e.g. draining a queue), the members are given time to
-  # converge, and the history is checked and written to disk:
+  # gets a final phase (e.g. draining a queue), the members are given 20 s
+  # to converge (every member running, at one applied index: a member that
+  # did not come back or catch up is a violation), and the history is
+  # checked and written to disk:
   #
   #   <out>/history.txt   one line per operation and event, in time order
   #   <out>/history.etf   {ops, events} as term_to_binary
@@ -216,6 +218,7 @@ defmodule Synod.Fault.Runner do
   defp summary(workload, nemesis, seed, count, verdict, converged, out) do
     {status, counts, detail} =
       case verdict do
+        {:ok, counts} when not converged -> {:violation, counts, :members_did_not_converge}
         {:ok, counts} -> {:ok, counts, nil}
         {:error, counts, evidence} -> {:violation, counts, evidence}
         {:unknown, counts, why} -> {:unknown, counts, why}
