@@ -13,7 +13,7 @@ cd "$(dirname "$0")/../.."
 epmd -daemon
 export ERL_AFLAGS="-kernel prevent_overlapping_partitions false"
 mkdir -p _build/fault
-MIX_ENV=test mix run --no-start test/fault/run.exs "$@" 2>&1 | tee _build/fault/run.log | grep --line-buffered '^fault '
+MIX_ENV=test mix run test/fault/run.exs "$@" 2>&1 | tee _build/fault/run.log | grep --line-buffered '^fault '
 status=${PIPESTATUS[0]}
 [ "$status" -eq 0 ] || echo "fault suite failed (status $status); see _build/fault/run.log"
 exit "$status"

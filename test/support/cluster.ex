@@ -12,7 +12,6 @@ defmodule Synod.Test.Cluster do
   # peer never hangs the controller.
 
   alias Synod.{LocalCluster, Store}
-  alias Synod.Test.Wait
 
   defstruct store: nil, nodes: [], peers: %{}, os_pids: %{}, data_root: nil, store_opts: []
 
@@ -110,15 +109,6 @@ defmodule Synod.Test.Cluster do
   end
 
   @doc "Waits until every node of `nodes` names the same leader among them; returns it."
-  def wait_leader(c, nodes, timeout \\ 30_000) do
-    Wait.until(
-      fn ->
-        case Enum.uniq(Enum.map(nodes, &leader_seen_by(c, &1))) do
-          [leader] when leader != nil -> if leader in nodes, do: leader
-          _ -> nil
-        end
-      end,
-      timeout
-    )
-  end
+  def wait_leader(c, nodes, timeout \\ 30_000),
+    do: Synod.Test.Raft.wait_leader(c.store, nodes, timeout)
 end

@@ -6,7 +6,9 @@ defmodule Synod.Fault.Matrix do
   #           them within the test budget (about 150 s on an idle 2-core
   #           machine). Not :disk_full: a member on a full disk can take
   #           its node's whole Raft supervisor down (docs/reliability.md)
-  #   :long   every workload under every nemesis, 3 and 5 nodes, longer runs
+  #   :long   every workload under every nemesis on 3 nodes, and the register
+  #           and lock workloads under a minority cut, a majority kill and
+  #           pauses on 5 nodes; 15 s of operations each
 
   alias Synod.Fault.{Nemesis, Runner}
 
@@ -26,9 +28,14 @@ defmodule Synod.Fault.Matrix do
       )
 
   def cases(:long, seed) do
-    for w <- Runner.workloads(),
-        n <- Nemesis.all(),
-        count <- [3, 5],
-        do: [workload: w, nemesis: n, nodes: count, time: 30_000, seed: seed]
+    three = for w <- Runner.workloads(), n <- Nemesis.all(), do: {w, n, 3}
+
+    five =
+      for w <- [:register, :lock],
+          n <- [:partition_minority, :kill_majority, :pause],
+          do: {w, n, 5}
+
+    for {w, n, count} <- three ++ five,
+        do: [workload: w, nemesis: n, nodes: count, time: 15_000, seed: seed]
   end
 end

@@ -26,6 +26,7 @@ defmodule Synod.Fault.Runner do
     register: Synod.Fault.Register,
     lock: Synod.Fault.Locks,
     queue: Synod.Fault.Queues,
+    watch: Synod.Fault.Watches,
     election: Synod.Fault.Elections
   }
   @clients_per_node 2
