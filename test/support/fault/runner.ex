@@ -27,6 +27,7 @@ defmodule Synod.Fault.Runner do
     lock: Synod.Fault.Locks,
     queue: Synod.Fault.Queues,
     watch: Synod.Fault.Watches,
+    tasks: Synod.Fault.TaskStore,
     election: Synod.Fault.Elections
   }
   @clients_per_node 2

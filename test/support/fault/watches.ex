@@ -4,7 +4,9 @@ defmodule Synod.Fault.Watches do
   # controller (never killed, so they run to the end) watch the prefix from
   # the revision before the first put, and watch again from the revision
   # after the last event they got whenever the process serving their watch
-  # goes away (its node was killed or cut off). Checked, for each watcher:
+  # goes away (its node was killed or cut off); a third starts from that same
+  # revision halfway through the run, thousands of events behind. Checked,
+  # for each watcher:
   # every put acknowledged with {:ok, revision} arrived, with its key and
   # value, exactly once, in revision order, and nothing arrived that no put
   # could have written.
@@ -20,12 +22,21 @@ defmodule Synod.Fault.Watches do
   @call_timeout 2_000
   @watchers 2
 
-  def setup(cluster, _opts) do
+  def setup(cluster, opts) do
     {:ok, rev} = :erpc.call(hd(cluster.nodes), Store, :revision, [cluster.store])
 
     watchers = for _ <- 1..@watchers, do: spawn(fn -> watch(cluster.store, rev + 1, [], 0) end)
 
-    %{watchers: watchers, from: rev + 1}
+    # one more starts halfway through, from the same revision: far behind
+    late_ms = div(Keyword.get(opts, :time, 12_000), 2)
+
+    late =
+      spawn(fn ->
+        Process.sleep(late_ms)
+        watch(cluster.store, rev + 1, [], 0)
+      end)
+
+    %{watchers: watchers ++ [late], from: rev + 1}
   end
 
   def init_client(_ctx, _process), do: 0
