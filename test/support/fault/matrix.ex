@@ -8,7 +8,7 @@ defmodule Synod.Fault.Matrix do
   #           its node's whole Raft supervisor down (docs/reliability.md)
   #   :long   every workload under every nemesis on 3 nodes, and the register
   #           and lock workloads under a minority cut, a majority kill and
-  #           pauses on 5 nodes; 15 s of operations each
+  #           pauses on 5 nodes; 12 s of operations each
 
   alias Synod.Fault.{Nemesis, Runner}
 
@@ -36,6 +36,6 @@ defmodule Synod.Fault.Matrix do
           do: {w, n, 5}
 
     for {w, n, count} <- three ++ five,
-        do: [workload: w, nemesis: n, nodes: count, time: 15_000, seed: seed]
+        do: [workload: w, nemesis: n, nodes: count, time: 12_000, seed: seed]
   end
 end
