@@ -61,9 +61,11 @@ all: nif $(if $(CNODE_SRCS),cnode)
 
 nif: priv/synod_nif.so
 
-priv/synod_nif.so: $(NIF_SRCS) $(CORE_SRCS) $(CORE_HDRS)
+# c_src/nif_assert/assert.h replaces the system's for the NIF build only: a
+# failed assert in a core stops one instance, not the VM (synod_nif_guard.c).
+priv/synod_nif.so: $(NIF_SRCS) $(CORE_SRCS) $(CORE_HDRS) $(wildcard c_src/nif_assert/*.h)
 	@mkdir -p priv
-	$(CC) $(CFLAGS_) -I$(ERTS_INCLUDE) -Ic_src -shared -o $@ $(NIF_SRCS) $(CORE_SRCS) $(LIBS)
+	$(CC) $(CFLAGS_) -Ic_src/nif_assert -I$(ERTS_INCLUDE) -Ic_src -shared -o $@ $(NIF_SRCS) $(CORE_SRCS) $(LIBS)
 
 cnode: priv/synod_cnode
 

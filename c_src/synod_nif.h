@@ -17,6 +17,8 @@
 
 #include <erl_nif.h>
 
+#include "synod_nif_guard.h"
+
 typedef struct nif_atoms {
     ERL_NIF_TERM badarg, members, vnodes, seed, points;
 } nif_atoms;

@@ -32,6 +32,7 @@ test_packages=(
   rebar3
   libcmocka-dev
   valgrind          # the C node's leak and memory-error test
+  erlang-proper     # PropEr, for the model tests (test/support/proper)
 )
 
 case "${1:-test}" in

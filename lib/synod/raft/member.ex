@@ -557,6 +557,12 @@ defmodule Synod.Raft.Member do
       {ms, result} = state.machine.apply(%{index: index, term: term}, cmd, state.machine_state)
       {%{state | machine_state: ms}, result}
     catch
+      # An invariant failed inside the NIF (c_src/synod_nif_guard.c): the
+      # machine's instance is poisoned, so this member stops and its
+      # supervisor starts it again from its files.
+      :error, {:invariant, _} = why ->
+        :erlang.raise(:error, why, __STACKTRACE__)
+
       # Deterministic: every member fails the same way on the same command,
       # so every member keeps the state it had. The command's caller is told.
       kind, reason ->
