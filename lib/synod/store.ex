@@ -42,6 +42,9 @@ defmodule Synod.Store do
   @type kv :: Machine.kv()
   @type event :: Machine.event()
 
+  # The options of every call that go to Synod.Raft.
+  @call_opts [:timeout, :call_timeout]
+
   @doc """
   A child spec for this node's member of a store. Options: `:name`,
   `:voters`, `:data_dir`, `:join` and the other options of
@@ -197,7 +200,9 @@ defmodule Synod.Store do
   def leases(store, opts \\ []) when is_list(opts), do: query(store, &Machine.leases/1, opts)
 
   defp leases(store, request, opts) do
-    Synod.Raft.call_leader(store, Leases.name(store), request, opts)
+    store
+    |> Synod.Raft.call_leader(Leases.name(store), request, Keyword.take(opts, @call_opts))
+    |> named(store)
   end
 
   # -- watches ------------------------------------------------------------------
@@ -256,25 +261,9 @@ defmodule Synod.Store do
 
   defp watcher(store) do
     case Process.whereis(Watcher.name(store)) do
-      pid when is_pid(pid) ->
-        {:ok, pid}
-
-      nil ->
-        with node when node != nil <- Synod.Raft.leader(store) || any_member(store),
-             pid when is_pid(pid) <- :erpc.call(node, Process, :whereis, [Watcher.name(store)]) do
-          {:ok, pid}
-        else
-          _ -> {:error, :no_member}
-        end
+      pid when is_pid(pid) -> {:ok, pid}
+      nil -> Synod.Raft.call_leader(store, Watcher.name(store), :pid, []) |> named(store)
     end
-  end
-
-  defp any_member(store) do
-    Enum.find(Node.list(), fn n ->
-      :erpc.call(n, Process, :whereis, [Watcher.name(store)], 1_000) != nil
-    end)
-  catch
-    _, _ -> nil
   end
 
   # -- internals ------------------------------------------------------------------
@@ -287,18 +276,22 @@ defmodule Synod.Store do
   end
 
   defp command(store, cmd, opts) do
-    case Synod.Raft.command(store, cmd, Keyword.take(opts, [:timeout])) do
+    case Synod.Raft.command(store, cmd, Keyword.take(opts, @call_opts)) do
       {:ok, {:ok, _rev, _payload} = result} -> result
       {:ok, {:error, _} = error} -> error
-      {:error, _} = error -> error
+      {:error, _} = error -> named(error, store)
     end
   end
 
   defp query(store, fun, opts) do
-    case Synod.Raft.query(store, fun, Keyword.take(opts, [:consistency, :timeout])) do
+    case Synod.Raft.query(store, fun, Keyword.take(opts, [:consistency | @call_opts])) do
       {:ok, {:error, _} = error} -> error
       {:ok, value} -> {:ok, value}
-      {:error, _} = error -> error
+      {:error, _} = error -> named(error, store)
     end
   end
+
+  # The store's name for a group that no connected node runs.
+  defp named({:error, {:unknown_group, store}}, store), do: {:error, {:unknown_store, store}}
+  defp named(other, _store), do: other
 end

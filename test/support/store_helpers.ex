@@ -106,6 +106,19 @@ defmodule Synod.Test.Store do
     end)
   end
 
+  @doc """
+  Puts "<prefix><i>" => "<i>" for i in 1..n, one after another from this
+  node, sending `{:put_done, i}` to `report` after each; returns every
+  result.
+  """
+  def put_loop(store, prefix, n, report) do
+    for i <- 1..n do
+      result = Store.put(store, "#{prefix}#{i}", "#{i}", timeout: 30_000)
+      send(report, {:put_done, i})
+      result
+    end
+  end
+
   # Runs `setup` in a new process that then runs the function it returns;
   # returns after `setup`, so the caller knows the watch exists.
   defp start_owner(setup) do

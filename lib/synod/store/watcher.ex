@@ -77,6 +77,9 @@ defmodule Synod.Store.Watcher do
 
   def handle_call({:unwatch, ref}, _from, state), do: {:reply, :ok, drop(state, [ref])}
 
+  # Store.watch/3 from a node with no member of its own finds us here.
+  def handle_call(:pid, _from, state), do: {:reply, {:ok, self()}, state}
+
   def handle_call(request, _from, state) do
     Logger.debug("store #{state.store} watcher: unknown call #{inspect(request)}")
     {:reply, {:error, :unknown_call}, state}
