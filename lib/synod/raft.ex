@@ -181,7 +181,8 @@ defmodule Synod.Raft do
   With `consistency: :linearizable` (the default) it runs on the leader
   after a read-index round (no log entry, no disk write): it sees every
   command committed before the call. With `consistency: :stale` it runs at
-  once on this node's member, which may be behind.
+  once on this node's member, which may be behind (on a node with no member,
+  on the member this node believes leads, without a read-index round).
 
   Errors: those of `command/3`, and on the node that runs it
   `{:error, {:undefined_module, module}}` (a closure's or an MFA's module is
@@ -199,7 +200,9 @@ defmodule Synod.Raft do
         to_leader(group, {:query, query, :linearizable}, opts)
 
       :stale ->
-        call(node(), group, {:query, query, :stale}, Keyword.get(opts, :timeout, 5_000))
+        if Info.view(group),
+          do: call(node(), group, {:query, query, :stale}, Keyword.get(opts, :timeout, 5_000)),
+          else: to_leader(group, {:query, query, :stale}, opts)
 
       other ->
         raise ArgumentError, "consistency must be :linearizable or :stale, got: #{inspect(other)}"

@@ -133,7 +133,7 @@ defmodule Synod.Store do
     {request, opts} =
       build(opts, [:prefix, :range_end, :limit, :keys_only, :count_only], &Command.range(key, &1))
 
-    with {:ok, {kvs, count, more}} <- query(store, &Machine.range(&1, request), opts),
+    with {:ok, {kvs, count, more}} <- query(store, {Machine, :range, [request]}, opts),
          do: {:ok, kvs, count, more}
   end
 
@@ -154,20 +154,35 @@ defmodule Synod.Store do
   `failure` ops; atomically, as one revision. Compares and ops are those of
   `Synod.Store.Command.txn/3`. Returns `{:ok, revision, succeeded?, results}`
   with one result per op run.
+
+  A read-only transaction (compares and `{:range, ...}` ops, no put or
+  delete in either branch) does not go through the log: it runs on the
+  leader after a read-index round (no log entry, no disk write), and
+  `revision` is the revision it read at. It takes `consistency: :stale`
+  like `range/3`. Transactions that write are Raft commands.
   """
   @spec txn(store(), list(), list(), list(), keyword()) ::
           {:ok, pos_integer(), boolean(), list()} | {:error, term()}
   def txn(store, compares, success, failure \\ [], opts \\ []) do
     cmd = Command.txn(compares, success, failure)
 
-    with {:ok, rev, {:txn, ok?, results}} <- command(store, cmd, opts),
-         do: {:ok, rev, ok?, results}
+    result =
+      if Machine.read_only?(success) and Machine.read_only?(failure),
+        do: read_txn(store, compares, success, failure, opts),
+        else: command(store, cmd, opts)
+
+    with {:ok, rev, {:txn, ok?, results}} <- result, do: {:ok, rev, ok?, results}
+  end
+
+  defp read_txn(store, compares, success, failure, opts) do
+    with {:ok, read} <- query(store, {Machine, :read_txn, [compares, success, failure]}, opts),
+         do: read
   end
 
   @doc "The store's current revision (linearizable)."
   @spec revision(store(), keyword()) :: {:ok, non_neg_integer()} | {:error, term()}
   def revision(store, opts \\ []) do
-    query(store, fn state -> Machine.info(state).revision end, opts)
+    query(store, {Machine, :revision, []}, opts)
   end
 
   # -- leases -------------------------------------------------------------------
@@ -197,7 +212,7 @@ defmodule Synod.Store do
   @doc "Every lease, `{id, ttl_ms, keys}` in id order (linearizable)."
   @spec leases(store(), keyword()) ::
           {:ok, [{pos_integer(), pos_integer(), [binary()]}]} | {:error, term()}
-  def leases(store, opts \\ []) when is_list(opts), do: query(store, &Machine.leases/1, opts)
+  def leases(store, opts \\ []) when is_list(opts), do: query(store, {Machine, :leases, []}, opts)
 
   defp leases(store, request, opts) do
     store

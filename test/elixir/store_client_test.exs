@@ -56,6 +56,26 @@ defmodule Synod.StoreClientTest do
     assert is_integer(token)
   end
 
+  test "read-only transactions and ranges are served off the log, at the revision read",
+       %{store: s, leader: leader, client: c} do
+    {:ok, rev, nil} = on(c, :put, [s, "r/1", "one"])
+    last = Synod.Raft.status(s, leader).last_index
+
+    for _ <- 1..20 do
+      assert {:ok, ^rev, true, [{:range, [%{value: "one"}], 1, false}, {:range, [], 0, false}]} =
+               on(c, :txn, [s, [{:exists, "r/1"}], [{:range, "r/1"}, {:range, "r/2"}], [], []])
+
+      assert {:ok, ^rev, false, []} = on(c, :txn, [s, [{:absent, "r/1"}], [], [], []])
+      assert {:ok, [_], 1, false} = on(c, :range, [s, "r/", [prefix: true]])
+    end
+
+    # No entry was appended for any of them.
+    assert Synod.Raft.status(s, leader).last_index == last
+
+    assert {:ok, ^rev, true, [_]} =
+             on(c, :txn, [s, [], [{:range, "r/1"}], [], [consistency: :stale]])
+  end
+
   test "the leader killed mid-call: every call of a client on another node completes",
        %{store: s, nodes: nodes, leader: leader, client: c} do
     me = self()
