@@ -21,8 +21,10 @@ defmodule Synod.Raft do
   learner and promotes it once it has caught up.
 
   Clients call `command/3` (a change, applied once committed; returns the
-  machine's result) and `query/3` (a read). Both go to the leader wherever it
-  is, following redirects until their timeout. Leader information
+  machine's result) and `query/3` (a read) from any node, member or not.
+  Both go straight to the leader through the node's leader cache and follow
+  redirects at once until their timeout. `Synod.Raft.Pipeline` sends
+  commands asynchronously, many in flight, with a bounded window. Leader information
   (`leader/1`, `leader?/1`, `term/1`) and leader watches
   (`add_leader_watch/4`) are answered on the local node; they are also
   available as `Synod.leader/1` and friends.

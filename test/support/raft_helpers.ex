@@ -125,4 +125,40 @@ defmodule Synod.Test.Raft do
 
     round(clients * per_client / ((System.monotonic_time(:microsecond) - t0) / 1_000_000))
   end
+
+  @doc """
+  Runs `n` commands `make.(i)` through one `Synod.Raft.Pipeline` with
+  `window` in flight and returns `{results in send order, microseconds}`.
+  `on_sent.(i)` runs after the i-th send.
+  """
+  def pipelined(group, n, window, make, on_sent \\ fn _ -> :ok end) do
+    t0 = System.monotonic_time(:microsecond)
+    pipe = Synod.Raft.Pipeline.new(group, window: window, timeout: 30_000)
+    {pipe, order, results} = pipe_loop(pipe, 1, n, make, on_sent, [], %{})
+    {_, results} = drain_pipe(pipe, results)
+    us = System.monotonic_time(:microsecond) - t0
+    {Enum.map(Enum.reverse(order), &Map.fetch!(results, &1)), us}
+  end
+
+  defp pipe_loop(pipe, i, n, _make, _on_sent, order, results) when i > n,
+    do: {pipe, order, results}
+
+  defp pipe_loop(pipe, i, n, make, on_sent, order, results) do
+    case Synod.Raft.Pipeline.send(pipe, make.(i)) do
+      {:ok, ref, pipe} ->
+        on_sent.(i)
+        pipe_loop(pipe, i + 1, n, make, on_sent, [ref | order], results)
+
+      {:error, :busy} ->
+        {:ok, ref, result, pipe} = Synod.Raft.Pipeline.next(pipe, 60_000)
+        pipe_loop(pipe, i, n, make, on_sent, order, Map.put(results, ref, result))
+    end
+  end
+
+  defp drain_pipe(pipe, results) do
+    case Synod.Raft.Pipeline.next(pipe, 60_000) do
+      {:ok, ref, result, pipe} -> drain_pipe(pipe, Map.put(results, ref, result))
+      {:timeout, pipe} -> {pipe, results}
+    end
+  end
 end

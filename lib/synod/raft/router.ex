@@ -86,8 +86,9 @@ defmodule Synod.Raft.Router do
     ArgumentError -> true
   end
 
-  # Forgets `node` as `group`'s leader, unless another was learnt since.
-  defp forget(group, node) do
+  @doc "Forgets `node` as `group`'s leader, unless another was learnt since."
+  @spec forget(atom(), node()) :: true
+  def forget(group, node) do
     :ets.delete_object(@table, {group, node})
   rescue
     ArgumentError -> true
@@ -116,21 +117,54 @@ defmodule Synod.Raft.Router do
         {:error, :timeout}
 
       target == nil ->
-        case locate(group, failed) do
-          {:ok, node} ->
+        case find_leader(group, deadline, failed, backoff) do
+          {:ok, node, backoff} ->
             route(group, name, request, deadline, call_timeout, node, backoff, failed)
 
-          :unknown ->
-            {:error, {:unknown_group, group}}
-
-          :no_leader ->
-            Process.sleep(min(backoff, left))
-            next = min(backoff * 2, @backoff_max)
-            route(group, name, request, deadline, call_timeout, nil, next, failed)
+          {:error, _} = error ->
+            error
         end
 
       true ->
         attempt(group, name, request, deadline, call_timeout, target, backoff, left)
+    end
+  end
+
+  @doc """
+  The node believed to lead `group`: the cached one, else located (see the
+  module doc; `failed` is a node just found not to lead, not to be taken
+  from a stale view). Waits, backing off, only while members know no
+  leader. `{:ok, node}`, `{:error, :timeout}` past `deadline`, or
+  `{:error, {:unknown_group, group}}`.
+  """
+  @spec leader_node(atom(), integer(), node() | nil) :: {:ok, node()} | {:error, term()}
+  def leader_node(group, deadline, failed \\ nil) do
+    case leader(group) do
+      nil ->
+        with {:ok, node, _backoff} <- find_leader(group, deadline, failed, @backoff_min),
+             do: {:ok, node}
+
+      node ->
+        {:ok, node}
+    end
+  end
+
+  defp find_leader(group, deadline, failed, backoff) do
+    left = deadline - now()
+
+    case locate(group, failed) do
+      {:ok, node} ->
+        {:ok, node, backoff}
+
+      :unknown ->
+        {:error, {:unknown_group, group}}
+
+      :no_leader when left <= 0 ->
+        {:error, :timeout}
+
+      :no_leader ->
+        Process.sleep(min(backoff, left))
+        find_leader(group, deadline, failed, min(backoff * 2, @backoff_max))
     end
   end
 
