@@ -126,6 +126,13 @@ defmodule Synod.Test.Raft do
     round(clients * per_client / ((System.monotonic_time(:microsecond) - t0) / 1_000_000))
   end
 
+  @doc "Commands per second of `n` puts through one pipeline with `window` in flight, on this node."
+  def pipelined_rate(group, n, window) do
+    {results, us} = pipelined(group, n, window, &{:put, {:pipe, &1}, &1})
+    true = Enum.all?(results, &match?({:ok, _}, &1))
+    round(n / (us / 1_000_000))
+  end
+
   @doc """
   Runs `n` commands `make.(i)` through one `Synod.Raft.Pipeline` with
   `window` in flight and returns `{results in send order, microseconds}`.

@@ -119,6 +119,22 @@ defmodule Synod.Test.Store do
     end
   end
 
+  @doc "Puts per second with `clients` concurrent clients on this node, `per` puts each."
+  def put_rate(store, clients, per) do
+    t0 = System.monotonic_time(:microsecond)
+
+    1..clients
+    |> Enum.map(fn c ->
+      Task.async(fn ->
+        for i <- 1..per,
+            do: {:ok, _, _} = Store.put(store, "bench/rate/#{c}", "#{i}", timeout: 30_000)
+      end)
+    end)
+    |> Task.await_many(600_000)
+
+    round(clients * per / ((System.monotonic_time(:microsecond) - t0) / 1_000_000))
+  end
+
   # Runs `setup` in a new process that then runs the function it returns;
   # returns after `setup`, so the caller knows the watch exists.
   defp start_owner(setup) do
