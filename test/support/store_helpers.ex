@@ -135,6 +135,40 @@ defmodule Synod.Test.Store do
     round(clients * per / ((System.monotonic_time(:microsecond) - t0) / 1_000_000))
   end
 
+  @doc "Microseconds of each of `n` sequential linearizable gets."
+  def gets(store, n) do
+    for _ <- 1..n do
+      t0 = System.monotonic_time(:microsecond)
+      {:ok, _} = Store.get(store, "bench/put")
+      System.monotonic_time(:microsecond) - t0
+    end
+  end
+
+  @doc "Compare-and-swaps per second with `clients` clients on this node, each on its own key."
+  def cas_rate(store, clients, per) do
+    t0 = System.monotonic_time(:microsecond)
+
+    1..clients
+    |> Enum.map(fn c ->
+      Task.async(fn ->
+        key = "bench/cas/#{c}"
+        {:ok, rev, _} = Store.put(store, key, "0")
+
+        Enum.reduce(1..per, rev, fn i, mod ->
+          {:ok, rev, true, _} =
+            Store.txn(store, [{:mod_revision, key, :==, mod}], [{:put, key, "#{i}"}], [],
+              timeout: 30_000
+            )
+
+          rev
+        end)
+      end)
+    end)
+    |> Task.await_many(600_000)
+
+    round(clients * per / ((System.monotonic_time(:microsecond) - t0) / 1_000_000))
+  end
+
   # Runs `setup` in a new process that then runs the function it returns;
   # returns after `setup`, so the caller knows the watch exists.
   defp start_owner(setup) do
