@@ -73,7 +73,11 @@ defmodule Synod.Raft.Router do
   @doc "Records `node` as `group`'s leader."
   @spec learn(atom(), node()) :: true
   def learn(group, node) when is_atom(node) and node != nil do
-    :ets.insert(@table, {group, node})
+    # Most answers confirm what is cached: a lookup is cheaper than a write.
+    case :ets.lookup(@table, group) do
+      [{_, ^node}] -> true
+      _ -> :ets.insert(@table, {group, node})
+    end
   rescue
     ArgumentError -> true
   end

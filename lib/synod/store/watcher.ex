@@ -203,8 +203,17 @@ defmodule Synod.Store.Watcher do
   # Sends every live watch its events of the batch; returns the watches that
   # got them and those whose send would have blocked (they go behind).
   defp send_all(live, events, next) do
+    # A watch on one key takes its events from here, not from the whole batch.
+    by_key = Enum.group_by(events, fn {_type, _rev, kv, _prev} -> kv.key end)
+
     Enum.reduce(live, {%{}, []}, fn {ref, w}, {ok, lagging} ->
-      case send_events(ref, w, events, next) do
+      mine =
+        case w.range do
+          {:key, key} -> Map.get(by_key, key, [])
+          _ -> events
+        end
+
+      case send_events(ref, w, mine, next) do
         {:ok, w} -> {Map.put(ok, ref, w), lagging}
         {:busy, w} -> {ok, [{ref, w} | lagging]}
       end
