@@ -167,8 +167,9 @@ defmodule Synod.Raft.Router do
         {:error, :timeout}
 
       :no_leader ->
+        # After a pause `failed` may lead again (its member restarted).
         Process.sleep(min(backoff, left))
-        find_leader(group, deadline, failed, min(backoff * 2, @backoff_max))
+        find_leader(group, deadline, nil, min(backoff * 2, @backoff_max))
     end
   end
 
