@@ -54,6 +54,12 @@ defmodule Synod.StoreClientTest do
              :erpc.call(c, Synod.Lock, :lock, [s, "lock", 5_000, &Function.identity/1], 30_000)
 
     assert is_integer(token)
+
+    # A watch from the client's node is served on a member's node.
+    :erpc.call(c, Helpers, :collect, [s, "w/", [prefix: true], 2, self(), :client_watch])
+    {:ok, _, nil} = on(c, :put, [s, "w/1", "a"])
+    {:ok, _, nil} = on(leader, :put, [s, "w/2", "b"])
+    assert_receive {:watched, :client_watch, [{r3, "w/1"}, {r4, "w/2"}]} when r4 > r3, 30_000
   end
 
   test "read-only transactions and ranges are served off the log, at the revision read",
