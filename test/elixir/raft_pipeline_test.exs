@@ -11,7 +11,7 @@ defmodule Synod.RaftPipelineTest do
 
   @moduletag timeout: 120_000
 
-  setup do
+  setup_all do
     dir = Path.join(System.tmp_dir!(), "synod-pipe-#{System.unique_integer([:positive])}")
     peers = LocalCluster.start(3, prefix: "rp")
     nodes = Enum.map(peers, &elem(&1, 1))
@@ -47,6 +47,36 @@ defmodule Synod.RaftPipelineTest do
     assert_raise ArgumentError, fn -> Pipeline.new(g, window: 0) end
   end
 
+  test "an unknown group is named at once" do
+    assert {:error, {:unknown_group, :no_such_group}} =
+             Pipeline.send(Pipeline.new(:no_such_group, timeout: 60_000), :x)
+  end
+end
+
+defmodule Synod.RaftPipelineFailoverTest do
+  # The pipeline while the group's leader is killed.
+  use ExUnit.Case, async: false
+
+  alias Synod.LocalCluster
+  alias Synod.Test.Raft
+
+  @moduletag timeout: 120_000
+
+  setup do
+    dir = Path.join(System.tmp_dir!(), "synod-pipe-#{System.unique_integer([:positive])}")
+    peers = LocalCluster.start(3, prefix: "rp")
+    nodes = Enum.map(peers, &elem(&1, 1))
+    group = :"rp#{System.unique_integer([:positive])}"
+    leader = Raft.start_group(group, nodes, dir)
+
+    on_exit(fn ->
+      LocalCluster.stop(peers)
+      File.rm_rf(dir)
+    end)
+
+    {:ok, group: group, nodes: nodes, leader: leader}
+  end
+
   test "the leader killed with commands in flight: each still applied once",
        %{group: g, nodes: nodes, leader: leader} do
     me = self()
@@ -64,10 +94,5 @@ defmodule Synod.RaftPipelineTest do
     assert Enum.sort(ok) == Enum.to_list(1..3_000)
     [survivor | _] = nodes -- [leader]
     assert {:ok, 3_000} = :erpc.call(survivor, Synod.Raft, :query, [g, {Map, :get, [:k]}])
-  end
-
-  test "an unknown group is named at once" do
-    assert {:error, {:unknown_group, :no_such_group}} =
-             Pipeline.send(Pipeline.new(:no_such_group, timeout: 60_000), :x)
   end
 end

@@ -13,7 +13,7 @@ defmodule Synod.StoreClientTest do
 
   @moduletag timeout: 120_000
 
-  setup do
+  setup_all do
     dir = Path.join(System.tmp_dir!(), "synod-client-#{System.unique_integer([:positive])}")
     voters = LocalCluster.start(3, prefix: "scv")
     [{_, client}] = clients = LocalCluster.start(1, prefix: "scc")
@@ -82,26 +82,6 @@ defmodule Synod.StoreClientTest do
              on(c, :txn, [s, [], [{:range, "r/1"}], [], [consistency: :stale]])
   end
 
-  test "the leader killed mid-call: every call of a client on another node completes",
-       %{store: s, nodes: nodes, leader: leader, client: c} do
-    me = self()
-    task = Task.async(fn -> :erpc.call(c, Helpers, :put_loop, [s, "p/", 200, me], 120_000) end)
-    assert_receive {:put_done, 20}, 30_000
-    LocalCluster.kill(leader)
-    results = Task.await(task, 120_000)
-
-    assert Enum.all?(results, &match?({:ok, _, nil}, &1)),
-           inspect(Enum.reject(results, &match?({:ok, _, nil}, &1)))
-
-    [survivor | _] = nodes -- [leader]
-
-    assert {:ok, _, 200, false} =
-             on(survivor, :range, [s, "p/", [prefix: true, count_only: true]])
-
-    revs = Enum.map(results, &elem(&1, 1))
-    assert revs == Enum.sort(revs)
-  end
-
   test "a node that was never a member joins late and is served at once",
        %{store: s, nodes: nodes} do
     {:ok, _, nil} = on(hd(nodes), :put, [s, "early", "1"])
@@ -154,5 +134,56 @@ defmodule Synod.StoreClientTest do
       for n <- nodes, do: :erpc.call(n, Synod.Raft, :stop_member, [g])
       File.rm_rf(dir)
     end
+  end
+end
+
+defmodule Synod.StoreClientFailoverTest do
+  # A client on a node with no member while the store's leader is killed.
+  use ExUnit.Case, async: false
+
+  alias Synod.LocalCluster
+  alias Synod.Store
+  alias Synod.Test.Raft
+  alias Synod.Test.Store, as: Helpers
+
+  @moduletag timeout: 120_000
+
+  setup do
+    dir = Path.join(System.tmp_dir!(), "synod-client-#{System.unique_integer([:positive])}")
+    voters = LocalCluster.start(3, prefix: "scv")
+    [{_, client}] = clients = LocalCluster.start(1, prefix: "scc")
+    nodes = Enum.map(voters, &elem(&1, 1))
+    store = :"sc#{System.unique_integer([:positive])}"
+    :ok = Store.start(store, nodes, dir)
+    leader = Raft.wait_leader(store, nodes)
+
+    on_exit(fn ->
+      LocalCluster.stop(voters ++ clients)
+      File.rm_rf(dir)
+    end)
+
+    {:ok, store: store, nodes: nodes, leader: leader, client: client}
+  end
+
+  defp on(node, fun, args), do: :erpc.call(node, Store, fun, args, 60_000)
+
+  test "the leader killed mid-call: every call of a client on another node completes",
+       %{store: s, nodes: nodes, leader: leader, client: c} do
+    me = self()
+    task = Task.async(fn -> :erpc.call(c, Helpers, :put_loop, [s, "p/", 200, me], 120_000) end)
+    assert_receive {:put_done, 20}, 30_000
+    LocalCluster.kill(leader)
+    results = Task.await(task, 120_000)
+
+    assert Enum.all?(results, &match?({:ok, _, nil}, &1)),
+           inspect(Enum.reject(results, &match?({:ok, _, nil}, &1)))
+
+    [survivor | _] = nodes -- [leader]
+
+    assert {:ok, _, 200, false} =
+             on(survivor, :range, [s, "p/", [prefix: true, count_only: true]])
+
+    revs = Enum.map(results, &elem(&1, 1))
+    assert revs == Enum.sort(revs)
   end
 end
