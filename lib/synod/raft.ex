@@ -374,7 +374,23 @@ defmodule Synod.Raft do
   end
 
   @doc false
-  def member_name(group), do: :"Synod.Raft.Member.#{group}"
+  # The registered name of a group's member. Every message between members
+  # is addressed with it, so it is made once per group and then read from
+  # :persistent_term (making the atom each time was a tenth of a busy
+  # leader's time).
+  def member_name(group) do
+    key = {__MODULE__, :member_name, group}
+
+    case :persistent_term.get(key, nil) do
+      nil ->
+        name = :"Synod.Raft.Member.#{group}"
+        :persistent_term.put(key, name)
+        name
+
+      name ->
+        name
+    end
+  end
 
   # -- internals ----------------------------------------------------------------
 
