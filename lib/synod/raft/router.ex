@@ -50,6 +50,12 @@ defmodule Synod.Raft.Router do
   end
 
   @impl true
+  def handle_cast(request, state) do
+    Logger.debug("raft router: unknown cast #{inspect(request)}")
+    {:noreply, state}
+  end
+
+  @impl true
   def handle_info({:nodedown, node}, state) do
     :ets.match_delete(@table, {:_, node})
     {:noreply, state}

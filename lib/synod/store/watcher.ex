@@ -56,7 +56,9 @@ defmodule Synod.Store.Watcher do
   end
 
   @impl true
-  def handle_call({:watch, ref, pid, range, from}, _from, state) do
+  def handle_call({:watch, ref, pid, range, from}, _from, state)
+      when is_reference(ref) and is_pid(pid) and is_integer(from) and from > 0 and
+             is_tuple(range) do
     owners =
       if Map.has_key?(state.owners, pid),
         do: state.owners,
@@ -83,6 +85,12 @@ defmodule Synod.Store.Watcher do
   def handle_call(request, _from, state) do
     Logger.debug("store #{state.store} watcher: unknown call #{inspect(request)}")
     {:reply, {:error, :unknown_call}, state}
+  end
+
+  @impl true
+  def handle_cast(request, state) do
+    Logger.debug("store #{state.store} watcher: unknown cast #{inspect(request)}")
+    {:noreply, state}
   end
 
   @impl true
