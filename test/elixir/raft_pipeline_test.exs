@@ -39,6 +39,7 @@ defmodule Synod.RaftPipelineTest do
     {:ok, r2, pipe} = Pipeline.send(pipe, {:incr, :w, 1})
     assert {:error, :busy} = Pipeline.send(pipe, {:incr, :w, 1})
     assert Pipeline.in_flight(pipe) == 2
+    assert Pipeline.check(pipe, {make_ref(), :not_an_answer}) == :not_mine
     {:ok, a, {:ok, _}, pipe} = Pipeline.next(pipe, 10_000)
     {:ok, b, {:ok, _}, pipe} = Pipeline.next(pipe, 10_000)
     assert Enum.sort([a, b]) == Enum.sort([r1, r2])

@@ -185,5 +185,7 @@ defmodule Synod.StoreClientFailoverTest do
 
     revs = Enum.map(results, &elem(&1, 1))
     assert revs == Enum.sort(revs)
+    # The client's node dropped the dead leader from its cache.
+    assert :erpc.call(c, Synod.Raft.Router, :leader, [s]) in (nodes -- [leader])
   end
 end
