@@ -24,8 +24,8 @@ defmodule Synod.Raft do
   machine's result) and `query/3` (a read) from any node, member or not.
   Both go straight to the leader through the node's leader cache and follow
   redirects at once until their timeout. `Synod.Raft.Pipeline` sends
-  commands asynchronously, many in flight, with a bounded window. Leader information
-  (`leader/1`, `leader?/1`, `term/1`) and leader watches
+  commands asynchronously, many in flight, with a bounded window. Leader
+  information (`leader/1`, `leader?/1`, `term/1`) and leader watches
   (`add_leader_watch/4`) are answered on the local node; they are also
   available as `Synod.leader/1` and friends.
 
@@ -158,7 +158,7 @@ defmodule Synod.Raft do
   """
   @spec command(group(), term(), keyword()) :: {:ok, term()} | {:error, term()}
   def command(group, command, opts \\ []) do
-    opts = opts!(opts, [:timeout, :call_timeout, :local])
+    opts = call_opts!(opts, [:timeout, :call_timeout, :local])
     # One id for every attempt: the group applies the command once however
     # often a lost answer makes us send it again.
     request = {:command, command, make_ref()}
@@ -195,7 +195,7 @@ defmodule Synod.Raft do
   @spec query(group(), query_fun(), keyword()) :: {:ok, term()} | {:error, term()}
   def query(group, query, opts \\ []) do
     query!(query)
-    opts = opts!(opts, [:consistency, :timeout, :call_timeout])
+    opts = call_opts!(opts, [:consistency, :timeout, :call_timeout])
 
     case Keyword.get(opts, :consistency, :linearizable) do
       :linearizable ->
@@ -433,6 +433,17 @@ defmodule Synod.Raft do
       nil -> opts
       {k, _} -> raise ArgumentError, "unknown option #{inspect(k)}; known: #{inspect(known)}"
     end
+  end
+
+  # The call options' values: positive integers (ms).
+  defp call_opts!(opts, known) do
+    opts = opts!(opts, known)
+
+    for key <- [:timeout, :call_timeout], Keyword.has_key?(opts, key) do
+      check!(opts, key, &(is_integer(&1) and &1 > 0), "a positive integer (ms)")
+    end
+
+    opts
   end
 
   defp retry_conf(group, op, id, deadline) do

@@ -130,6 +130,14 @@ defmodule Synod.StoreClientTest do
       # A closure made in this test module, which only this VM has.
       assert {:error, {:undefined_module, __MODULE__}} = Synod.Raft.query(g, fn st -> st end)
       assert_raise ArgumentError, fn -> Synod.Raft.query(g, :not_a_query) end
+
+      assert_raise ArgumentError, ~r/timeout/, fn ->
+        Synod.Raft.command(g, :x, timeout: :infinity)
+      end
+
+      assert_raise ArgumentError, ~r/:bogus/, fn ->
+        Synod.Raft.query(g, {Map, :get, [:k]}, bogus: 1)
+      end
     after
       for n <- nodes, do: :erpc.call(n, Synod.Raft, :stop_member, [g])
       File.rm_rf(dir)
