@@ -136,7 +136,7 @@ defmodule Synod.Raft.Router do
         end
 
       true ->
-        attempt(group, name, request, deadline, call_timeout, target, backoff, left)
+        attempt(group, name, request, deadline, call_timeout, {target, failed}, backoff, left)
     end
   end
 
@@ -179,13 +179,16 @@ defmodule Synod.Raft.Router do
     end
   end
 
-  defp attempt(group, name, request, deadline, call_timeout, target, backoff, left) do
+  # `previous` is the node that redirected here: a hint back to it (two
+  # stale views naming each other) counts as no hint.
+  defp attempt(group, name, request, deadline, call_timeout, {target, previous}, backoff, left) do
     retry = &route(group, name, request, deadline, call_timeout, &1, backoff, &2)
 
     case call_name(target, name, request, min(left, call_timeout)) do
-      {:error, {:not_leader, hint}} when is_atom(hint) and hint != nil and hint != target ->
+      {:error, {:not_leader, hint}}
+      when is_atom(hint) and hint not in [nil, target, previous] ->
         learn(group, hint)
-        retry.(hint, nil)
+        retry.(hint, target)
 
       {:error, {:not_leader, _}} ->
         forget(group, target)
