@@ -164,7 +164,9 @@ defmodule Synod.Raft.Pipeline do
   for a result, `{:pending, pipe}` for a message of the pipeline that ends
   nothing yet (a redirect, a re-send), `:not_mine` for any other message.
   A process that uses `check/2` should call `expire/1` now and then (every
-  50 ms is plenty) to time out commands that got no answer.
+  50 ms is plenty) to time out commands that got no answer. A re-send
+  while the group has no leader at all waits for one (backing off, at most
+  until the command's timeout), as `Synod.Raft.command/3` does.
   """
   @spec check(t(), term()) :: {:ok, reference(), result(), t()} | {:pending, t()} | :not_mine
   def check(%__MODULE__{alias: a} = p, {[[:alias | a] | tag], answer}) do
