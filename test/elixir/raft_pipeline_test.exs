@@ -5,26 +5,19 @@ defmodule Synod.RaftPipelineTest do
   # commands in flight; an unknown group named at once.
   use ExUnit.Case, async: false
 
-  alias Synod.LocalCluster
   alias Synod.Raft.Pipeline
   alias Synod.Test.Raft
 
   @moduletag timeout: 120_000
 
   setup_all do
-    dir = Path.join(System.tmp_dir!(), "synod-pipe-#{System.unique_integer([:positive])}")
-    peers = LocalCluster.start(3, prefix: "rp")
-    nodes = Enum.map(peers, &elem(&1, 1))
-    group = :"rp#{System.unique_integer([:positive])}"
-    leader = Raft.start_group(group, nodes, dir)
-
-    on_exit(fn ->
-      LocalCluster.stop(peers)
-      File.rm_rf(dir)
-    end)
-
-    {:ok, group: group, nodes: nodes, leader: leader}
+    ctx = Raft.start_cluster("rp", 0, &start_kv/3)
+    on_exit(fn -> Raft.stop_cluster(ctx) end)
+    {:ok, group: ctx.name, nodes: ctx.nodes, leader: ctx.leader}
   end
+
+  def start_kv(group, nodes, dir),
+    do: Synod.Raft.start_group(group, nodes, dir, machine: Synod.Raft.KV)
 
   test "5,000 commands with 1,000 in flight: each applied once, answered once", %{group: g} do
     {results, _us} = Raft.pipelined(g, 5_000, 1_000, fn _ -> {:incr, :n, 1} end)
@@ -64,18 +57,9 @@ defmodule Synod.RaftPipelineFailoverTest do
   @moduletag timeout: 120_000
 
   setup do
-    dir = Path.join(System.tmp_dir!(), "synod-pipe-#{System.unique_integer([:positive])}")
-    peers = LocalCluster.start(3, prefix: "rp")
-    nodes = Enum.map(peers, &elem(&1, 1))
-    group = :"rp#{System.unique_integer([:positive])}"
-    leader = Raft.start_group(group, nodes, dir)
-
-    on_exit(fn ->
-      LocalCluster.stop(peers)
-      File.rm_rf(dir)
-    end)
-
-    {:ok, group: group, nodes: nodes, leader: leader}
+    ctx = Raft.start_cluster("rpf", 0, &Synod.RaftPipelineTest.start_kv/3)
+    on_exit(fn -> Raft.stop_cluster(ctx) end)
+    {:ok, group: ctx.name, nodes: ctx.nodes, leader: ctx.leader}
   end
 
   test "the leader killed with commands in flight: each still applied once",

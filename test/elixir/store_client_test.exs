@@ -14,20 +14,9 @@ defmodule Synod.StoreClientTest do
   @moduletag timeout: 120_000
 
   setup_all do
-    dir = Path.join(System.tmp_dir!(), "synod-client-#{System.unique_integer([:positive])}")
-    voters = LocalCluster.start(3, prefix: "scv")
-    [{_, client}] = clients = LocalCluster.start(1, prefix: "scc")
-    nodes = Enum.map(voters, &elem(&1, 1))
-    store = :"sc#{System.unique_integer([:positive])}"
-    :ok = Store.start(store, nodes, dir)
-    leader = Raft.wait_leader(store, nodes)
-
-    on_exit(fn ->
-      LocalCluster.stop(voters ++ clients)
-      File.rm_rf(dir)
-    end)
-
-    {:ok, store: store, nodes: nodes, leader: leader, client: client}
+    ctx = Raft.start_cluster("sc", 1, &Store.start/3)
+    on_exit(fn -> Raft.stop_cluster(ctx) end)
+    {:ok, store: ctx.name, nodes: ctx.nodes, leader: ctx.leader, client: hd(ctx.clients)}
   end
 
   defp on(node, fun, args), do: :erpc.call(node, Store, fun, args, 60_000)
@@ -157,20 +146,9 @@ defmodule Synod.StoreClientFailoverTest do
   @moduletag timeout: 120_000
 
   setup do
-    dir = Path.join(System.tmp_dir!(), "synod-client-#{System.unique_integer([:positive])}")
-    voters = LocalCluster.start(3, prefix: "scv")
-    [{_, client}] = clients = LocalCluster.start(1, prefix: "scc")
-    nodes = Enum.map(voters, &elem(&1, 1))
-    store = :"sc#{System.unique_integer([:positive])}"
-    :ok = Store.start(store, nodes, dir)
-    leader = Raft.wait_leader(store, nodes)
-
-    on_exit(fn ->
-      LocalCluster.stop(voters ++ clients)
-      File.rm_rf(dir)
-    end)
-
-    {:ok, store: store, nodes: nodes, leader: leader, client: client}
+    ctx = Raft.start_cluster("sc", 1, &Store.start/3)
+    on_exit(fn -> Raft.stop_cluster(ctx) end)
+    {:ok, store: ctx.name, nodes: ctx.nodes, leader: ctx.leader, client: hd(ctx.clients)}
   end
 
   defp on(node, fun, args), do: :erpc.call(node, Store, fun, args, 60_000)

@@ -8,6 +8,8 @@ defmodule Synod.Test.Etcd do
   # gateway wants), the answer is read with the socket in :http_bin mode and
   # the few fields a loop needs are taken out with a regex.
 
+  alias Synod.Test.Stats
+
   @doc """
   Starts 3 etcd members on 127.0.0.1 (client ports base+1..3, peer ports
   base+11..13) with data under `dir`, installing Debian's `etcd-server`
@@ -166,14 +168,6 @@ defmodule Synod.Test.Etcd do
 
   # -- measuring loops ------------------------------------------------------------------
 
-  defp timed(n, fun) do
-    for i <- 1..n do
-      t0 = System.monotonic_time(:microsecond)
-      fun.(i)
-      System.monotonic_time(:microsecond) - t0
-    end
-  end
-
   defp with_conn(port, fun) do
     {:ok, c} = connect(port)
 
@@ -186,37 +180,35 @@ defmodule Synod.Test.Etcd do
 
   @doc "Microseconds of `n` sequential puts."
   def puts(port, n),
-    do: with_conn(port, fn c -> timed(n, fn i -> {:ok, _} = put(c, "bench/put", "#{i}") end) end)
+    do:
+      with_conn(port, fn c ->
+        Stats.timed(n, fn i -> {:ok, _} = put(c, "bench/put", "#{i}") end)
+      end)
 
   @doc "Microseconds of `n` sequential gets (linearizable, or serializable: the gateway's floor)."
   def gets(port, n, serializable) do
-    with_conn(port, fn c -> timed(n, fn _ -> {:ok, _} = get(c, "bench/put", serializable) end) end)
+    with_conn(port, fn c ->
+      Stats.timed(n, fn _ -> {:ok, _} = get(c, "bench/put", serializable) end)
+    end)
   end
 
   @doc "Microseconds of `n` sequential lock + unlock cycles under one lease."
   def locks(port, name, n) do
     with_conn(port, fn c ->
       {:ok, lease} = grant(c, 10)
-      timed(n, fn _ -> :ok = lock_unlock(c, name, lease) end)
+      Stats.timed(n, fn _ -> :ok = lock_unlock(c, name, lease) end)
     end)
   end
 
-  @doc "Operations per second of `clients` processes doing `per` ops each (`op.(conn, client, i)`)."
-  def rate(ports, clients, per, op) do
-    t0 = System.monotonic_time(:microsecond)
-
-    1..clients
-    |> Enum.map(fn k ->
-      Task.async(fn ->
-        with_conn(Enum.at(ports, rem(k, length(ports))), fn c ->
-          state = op.(c, k, 0, nil)
-          Enum.reduce(1..per, state, fn i, st -> op.(c, k, i, st) end)
-        end)
+  # Operations per second of `clients` clients, each on its own connection
+  # (spread over `ports`) doing `per` ops: `op.(conn, client, 0, nil)` first,
+  # then `op.(conn, client, i, previous result)` for i in 1..per.
+  defp rate(ports, clients, per, op) do
+    Stats.rate(clients, per, fn k ->
+      with_conn(Enum.at(ports, rem(k, length(ports))), fn c ->
+        Enum.reduce(1..per, op.(c, k, 0, nil), fn i, st -> op.(c, k, i, st) end)
       end)
     end)
-    |> Task.await_many(600_000)
-
-    round(clients * per / ((System.monotonic_time(:microsecond) - t0) / 1_000_000))
   end
 
   @doc "Puts/s with `clients` clients."

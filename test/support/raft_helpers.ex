@@ -12,6 +12,36 @@ defmodule Synod.Test.Raft do
     wait_leader(group, nodes)
   end
 
+  @doc """
+  Starts 3 voter peers, `start.(name, voters, dir)` on them (a group or a
+  store under a fresh name; it must answer :ok) and `clients` more peers
+  that run no member. Returns `%{name, nodes, leader, clients, peers, dir}`;
+  `stop_cluster/1` undoes it.
+  """
+  def start_cluster(prefix, clients, start) do
+    dir = Path.join(System.tmp_dir!(), "synod-#{prefix}-#{System.unique_integer([:positive])}")
+    voters = Synod.LocalCluster.start(3, prefix: "#{prefix}v")
+    others = if clients > 0, do: Synod.LocalCluster.start(clients, prefix: "#{prefix}c"), else: []
+    nodes = Enum.map(voters, &elem(&1, 1))
+    name = :"#{prefix}#{System.unique_integer([:positive])}"
+    :ok = start.(name, nodes, dir)
+
+    %{
+      name: name,
+      nodes: nodes,
+      leader: wait_leader(name, nodes),
+      clients: Enum.map(others, &elem(&1, 1)),
+      peers: voters ++ others,
+      dir: dir
+    }
+  end
+
+  @doc "Stops what `start_cluster/3` started."
+  def stop_cluster(%{peers: peers, dir: dir}) do
+    Synod.LocalCluster.stop(peers)
+    File.rm_rf(dir)
+  end
+
   @doc "Waits until every node of `nodes` names the same leader, one of `nodes`; returns it."
   def wait_leader(group, nodes, timeout \\ 10_000) do
     Wait.until(
@@ -112,18 +142,10 @@ defmodule Synod.Test.Raft do
 
   @doc "Commands per second with `clients` concurrent clients on this node."
   def throughput(group, clients, per_client) do
-    t0 = System.monotonic_time(:microsecond)
-
-    1..clients
-    |> Enum.map(fn c ->
-      Task.async(fn ->
-        for i <- 1..per_client,
-            do: {:ok, _} = Synod.Raft.command(group, {:put, {c, i}, i}, timeout: 30_000)
-      end)
+    Synod.Test.Stats.rate(clients, per_client, fn c ->
+      for i <- 1..per_client,
+          do: {:ok, _} = Synod.Raft.command(group, {:put, {c, i}, i}, timeout: 30_000)
     end)
-    |> Task.await_many(300_000)
-
-    round(clients * per_client / ((System.monotonic_time(:microsecond) - t0) / 1_000_000))
   end
 
   @doc "Commands per second of `n` puts through one pipeline with `window` in flight, on this node."

@@ -4,6 +4,7 @@ defmodule Synod.Test.Store do
   # runs on a peer is defined here, in a compiled module.
 
   alias Synod.Store
+  alias Synod.Test.Stats
 
   @doc """
   Writes `events` change events with transactions of `per_txn` puts each
@@ -121,52 +122,30 @@ defmodule Synod.Test.Store do
 
   @doc "Puts per second with `clients` concurrent clients on this node, `per` puts each."
   def put_rate(store, clients, per) do
-    t0 = System.monotonic_time(:microsecond)
-
-    1..clients
-    |> Enum.map(fn c ->
-      Task.async(fn ->
-        for i <- 1..per,
-            do: {:ok, _, _} = Store.put(store, "bench/rate/#{c}", "#{i}", timeout: 30_000)
-      end)
+    Stats.rate(clients, per, fn c ->
+      for i <- 1..per,
+          do: {:ok, _, _} = Store.put(store, "bench/rate/#{c}", "#{i}", timeout: 30_000)
     end)
-    |> Task.await_many(600_000)
-
-    round(clients * per / ((System.monotonic_time(:microsecond) - t0) / 1_000_000))
   end
 
   @doc "Microseconds of each of `n` sequential linearizable gets."
-  def gets(store, n) do
-    for _ <- 1..n do
-      t0 = System.monotonic_time(:microsecond)
-      {:ok, _} = Store.get(store, "bench/put")
-      System.monotonic_time(:microsecond) - t0
-    end
-  end
+  def gets(store, n), do: Stats.timed(n, fn _ -> {:ok, _} = Store.get(store, "bench/put") end)
 
   @doc "Compare-and-swaps per second with `clients` clients on this node, each on its own key."
   def cas_rate(store, clients, per) do
-    t0 = System.monotonic_time(:microsecond)
+    Stats.rate(clients, per, fn c ->
+      key = "bench/cas/#{c}"
+      {:ok, rev, _} = Store.put(store, key, "0")
 
-    1..clients
-    |> Enum.map(fn c ->
-      Task.async(fn ->
-        key = "bench/cas/#{c}"
-        {:ok, rev, _} = Store.put(store, key, "0")
+      Enum.reduce(1..per, rev, fn i, mod ->
+        {:ok, rev, true, _} =
+          Store.txn(store, [{:mod_revision, key, :==, mod}], [{:put, key, "#{i}"}], [],
+            timeout: 30_000
+          )
 
-        Enum.reduce(1..per, rev, fn i, mod ->
-          {:ok, rev, true, _} =
-            Store.txn(store, [{:mod_revision, key, :==, mod}], [{:put, key, "#{i}"}], [],
-              timeout: 30_000
-            )
-
-          rev
-        end)
+        rev
       end)
     end)
-    |> Task.await_many(600_000)
-
-    round(clients * per / ((System.monotonic_time(:microsecond) - t0) / 1_000_000))
   end
 
   # Runs `setup` in a new process that then runs the function it returns;
