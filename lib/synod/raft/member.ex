@@ -637,11 +637,7 @@ defmodule Synod.Raft.Member do
     %{state | reads: %{}}
   end
 
-  defp run_query(fun, state) do
-    {:ok, fun.(state.machine_state)}
-  catch
-    kind, reason -> {:error, {:query_failed, kind, reason}}
-  end
+  defp run_query(query, state), do: Synod.Raft.run_query(query, state.machine_state)
 
   # Subscribers (e.g. the store's watch process) hear that the machine moved
   # on: one message per drained batch, never one per entry.
