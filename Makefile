@@ -4,6 +4,7 @@
 #   make            priv/synod_nif.so (and later priv/synod_cnode)
 #   make test       cmocka tests, optimised and under ASan+UBSan, plus short
 #                   fuzz runs when clang's libFuzzer is available
+#   make sim-long   the Raft simulator over 20,000 seeds (SIM_RUNS=n)
 #   make bench      C benchmarks (bench/c/bench_*.c)
 #   make format     clang-format on C, mix format on Elixir
 #   make clean
@@ -55,7 +56,7 @@ FUZZERS    := $(patsubst fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
 
 FUZZ_SECONDS ?= 20
 
-.PHONY: all nif cnode test test-c test-asan fuzz-smoke bench format clean
+.PHONY: all nif cnode test test-c test-asan fuzz-smoke sim-long bench format clean
 
 all: nif $(if $(CNODE_SRCS),cnode)
 
@@ -120,6 +121,11 @@ fuzz-smoke: $(FUZZERS)
 	  echo "== $$n: fuzzing $(FUZZ_SECONDS)s"; \
 	  ./$$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 $(BUILD)/fuzz/corpus-$$n fuzz/corpus/$$n 2>&1 | tail -n 3; \
 	  test $${PIPESTATUS[0]} -eq 0; done
+
+# The Raft simulator's long run: 20,000 seeds (SIM_RUNS=n for another count).
+SIM_RUNS ?= 20000
+sim-long: $(BUILD)/test/test_raft_sim
+	SYNOD_SIM_RUNS=$(SIM_RUNS) ./$(BUILD)/test/test_raft_sim
 
 bench: $(BENCHES)
 	@set -e; for b in $(BENCHES); do echo "== $$b"; ./$$b; done

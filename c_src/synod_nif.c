@@ -24,7 +24,7 @@
 #include "ring.h"
 #include "synod_nif.h"
 
-#define SYNOD_NIF_VERSION 3
+#define SYNOD_NIF_VERSION 4
 /* Rings with more points than this are built on a dirty scheduler. */
 #define RING_DIRTY_POINTS 16384
 /* How many keys a bulk call handles between looks at the clock. */

@@ -14,9 +14,13 @@
  * (no call comes between ready and advance), and no pointer into the core
  * outlives the call. A Ready is the tuple
  *
- *   {HardState | nil, Snapshot | nil, Entries, Msgs, Committed, Events, Reads}
+ *   {HardState | nil, Sync, Snapshot | nil, Entries, Early, Msgs, Committed,
+ *    Events, Reads}
  *
  *   HardState = {Term, Vote, Commit}
+ *   Sync      = boolean(): rd.must_sync, fsync what was written before Msgs
+ *               leave (false: the hard state may be written without fsync)
+ *   Early     = [Msg]: rd.msgs[0 .. n_early), may leave before the persist
  *   Snapshot  = {Index, Term, Voters, Learners, Data}
  *   Entry     = {Index, Term, Type :: 0 | 1 | 2, Data}  (normal, noop, conf)
  *   Msg       = {To, EncodedMessage :: binary()}      (raft wire format)
@@ -604,14 +608,16 @@ static ERL_NIF_TERM ready_term(ErlNifEnv *env, const raft_ready_t *rd, int *err)
                                     synod_binary(env, rd->snapshot->data, rd->snapshot->len));
     ERL_NIF_TERM items[] = {
         rd->hard_state_changed ? hard_state_term(env, &rd->hard_state) : nil,
+        atom(env, rd->must_sync ? "true" : "false"),
         snapshot,
         entry_list(env, rd->entries, rd->n_entries),
-        msg_list(env, rd->msgs, rd->n_msgs, err),
+        msg_list(env, rd->msgs, rd->n_early, err),
+        msg_list(env, rd->msgs + rd->n_early, rd->n_msgs - rd->n_early, err),
         entry_list(env, rd->committed, rd->n_committed),
         event_list(env, rd->events, rd->n_events),
         read_list(env, rd->reads, rd->n_reads),
     };
-    return enif_make_tuple_from_array(env, items, 7);
+    return enif_make_tuple_from_array(env, items, sizeof items / sizeof *items);
 }
 
 ERL_NIF_TERM synod_raft_ready(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])

@@ -7,7 +7,8 @@ defmodule Synod.Raft.Member do
   # order c_src/raft.h requires:
   #
   #   input (tick, message from a member, client request)
-  #     -> raft_ready: persist + fsync, then send, then apply, then notify
+  #     -> raft_ready: send the early messages, persist (+ fsync when the
+  #        core says must_sync), send the rest, apply, notify
   #
   # Group commit: with `batch: true` (the default) an input does not drain
   # the core at once; the member sends itself `:flush`, so every request
@@ -134,7 +135,7 @@ defmodule Synod.Raft.Member do
     do: {:ok, machine.init(arg), %{}, {%{}, :queue.new()}, 0}
 
   defp recover_machine(%{snapshot: snap}, machine, arg) do
-    {node_of, sessions, machine_snapshot} = :erlang.binary_to_term(snap.data)
+    {node_of, sessions, machine_snapshot} = decode_trusted(snap.data)
     {:ok, machine.restore(machine_snapshot, arg), node_of, sessions, snap.index}
   end
 
@@ -174,7 +175,7 @@ defmodule Synod.Raft.Member do
   end
 
   defp snapshot_tuple(%{index: i, term: t, meta: meta, data: data}) do
-    {voters, learners} = :erlang.binary_to_term(meta)
+    {voters, learners} = :erlang.binary_to_term(meta, [:safe])
     {i, t, voters, learners, data}
   end
 
@@ -363,9 +364,11 @@ defmodule Synod.Raft.Member do
       {:error, why} ->
         exit({:raft_ready, why})
 
-      {hard_state, snapshot, entries, msgs, committed, events, reads} ->
+      {hard_state, sync?, snapshot, entries, early, msgs, committed, events, reads} ->
         state
-        |> persist_and_send(hard_state, snapshot, entries, msgs, events)
+        |> send_all(early)
+        |> persist(hard_state, sync?, snapshot, entries)
+        |> send_all(msgs)
         |> restore(snapshot)
         |> apply_all(committed)
         |> notify(events)
@@ -374,37 +377,23 @@ defmodule Synod.Raft.Member do
     end
   end
 
-  # raft.h: persist, then send. One exception, for the leader's own appends
-  # (Raft thesis §10.2.1): a Ready made entirely while leading (no role
-  # change in it, no snapshot, no new term or vote) holds only appends and
-  # heartbeats, which promise nothing about this member's disk, so they go
-  # out first and the followers write while we write. The leader counts its
-  # own copy towards a commit only when it handles a follower's answer, and
-  # this process handles nothing before persist/4 has returned: no entry is
-  # committed on the strength of a copy not yet on this disk.
-  defp persist_and_send(state, hs, snapshot, entries, msgs, events) do
-    if state.view.role == :leader and events == [] and snapshot == nil and
-         same_term_and_vote?(state, hs) do
-      state |> send_all(msgs) |> persist(hs, nil, entries)
-    else
-      state |> persist(hs, snapshot, entries) |> send_all(msgs)
-    end
-  end
-
-  defp same_term_and_vote?(_state, nil), do: true
-  defp same_term_and_vote?(%{view: %{term: term}}, {term, _vote, _commit}), do: true
-  defp same_term_and_vote?(_state, _hs), do: false
-
-  defp persist(state, hs, nil, entries) do
+  # raft.h, exactly: the early messages (the leader's appends and
+  # heartbeats, which promise nothing about this disk) go first, so the
+  # followers write while we write; then the Ready's records, fsynced only
+  # when the core says they are promises (`sync?`: entries, a new term or
+  # vote); then the messages that depend on them. A Ready that only moves
+  # the commit index is buffered and costs no fsync.
+  defp persist(state, hs, sync?, nil, entries) do
     storage = Storage.write(state.storage, Enum.map(entries, &entry_map/1), hs && hs_map(hs))
 
-    case Storage.sync(storage) do
+    case sync? && Storage.sync(storage) do
+      false -> %{state | storage: storage}
       {:ok, storage} -> %{state | storage: storage}
       {:error, why} -> exit({:raft_storage, why})
     end
   end
 
-  defp persist(state, hs, {index, term, voters, learners, data}, entries) do
+  defp persist(state, hs, _sync?, {index, term, voters, learners, data}, entries) do
     hs = hs || current_hard_state(state)
 
     snap = %{
@@ -475,7 +464,7 @@ defmodule Synod.Raft.Member do
   defp restore(state, nil), do: state
 
   defp restore(state, {index, _term, _voters, _learners, data}) do
-    {node_of, sessions, machine_snapshot} = :erlang.binary_to_term(data)
+    {node_of, sessions, machine_snapshot} = decode_trusted(data)
 
     # Proposals the snapshot covers can no longer be matched to a result.
     {covered, pending} = Enum.split_with(state.pending, fn {i, _} -> i <= index end)
@@ -500,7 +489,7 @@ defmodule Synod.Raft.Member do
   defp apply_entry({index, term, type, data}, state) do
     {state, result} =
       case type do
-        @entry_normal -> apply_normal(state, index, term, :erlang.binary_to_term(data))
+        @entry_normal -> apply_normal(state, index, term, decode_trusted(data))
         @entry_conf -> {state, :ok}
         _noop -> {state, :noop}
       end
@@ -520,6 +509,18 @@ defmodule Synod.Raft.Member do
         %{state | pending: pending}
     end
   end
+
+  # Entries and snapshot data are decoded without [:safe], on purpose: they
+  # hold the commands and machine states of users, built by term_to_binary
+  # on a member of the group, and name atoms that exist on the node that
+  # made them but, as often as not, on no other (a follower, or this node
+  # after a restart, has never seen the atoms of a command it must apply).
+  # [:safe] refuses them, and a member must not skip a committed entry, so
+  # safe decoding would stop every follower. Their bytes come only from
+  # members of the group (over the distribution, which already creates the
+  # atoms its peers send) and from this member's own files (CRC-checked).
+  # What needs no user atoms (the snapshot's membership) is decoded [:safe].
+  defp decode_trusted(bin), do: :erlang.binary_to_term(bin)
 
   # A command is applied once per request id: a client that retries (its
   # leader died mid-call, its entry was dropped) gets the first result.
