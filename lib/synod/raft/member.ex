@@ -161,6 +161,7 @@ defmodule Synod.Raft.Member do
       seed: :synod_nif.raft_seed(),
       election_tick: opts[:election_tick],
       heartbeat_tick: opts[:heartbeat_tick],
+      max_inflight: opts[:max_inflight],
       voters: voters,
       hard_state: {hs.term, hs.vote, hs.commit},
       snapshot: snap && snapshot_tuple(snap),
