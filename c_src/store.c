@@ -14,16 +14,16 @@
  *     shape of the list is never visible (results and snapshots depend only
  *     on the keys), so members whose lists differ (one restored from a
  *     snapshot, one not) still agree bit for bit.
- *   - Varints are raft_codec.c's canonical LEB128 (raft_internal.h), so both
- *     formats share one decoder. */
+ *   - Varints are the canonical LEB128 of varint.h, the Raft wire format's
+ *     too, so both formats share one decoder. */
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <sodium.h>
 
-#include "raft_internal.h"
 #include "store.h"
+#include "varint.h"
 
 #define LEVELS 24
 /* Deterministic cap on the keys one command may return (TOO_LARGE above). */
@@ -446,7 +446,7 @@ static uint64_t cur_varint(cursor *c)
 {
     uint64_t v = 0;
     size_t avail = (size_t)(c->end - c->p);
-    size_t n = raft_varint_get(c->p, avail, &v);
+    size_t n = varint_get(c->p, avail, &v);
     if (!n) {
         /* a varint that runs off the end is truncated; one that ends is bad */
         bool ended = false;
@@ -752,7 +752,7 @@ static void put_u8(writer *w, uint8_t v)
 
 static void put_varint(writer *w, uint64_t v)
 {
-    w->n += w->buf ? raft_varint_put(w->buf + w->n, v) : raft_varint_len(v);
+    w->n += w->buf ? varint_put(w->buf + w->n, v) : varint_len(v);
 }
 
 static void put_bytes(writer *w, const uint8_t *p, size_t len)
