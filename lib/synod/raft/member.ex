@@ -365,11 +365,14 @@ defmodule Synod.Raft.Member do
       {:error, why} ->
         exit({:raft_ready, why})
 
-      {hard_state, sync?, snapshot, entries, early, msgs, committed, events, reads} ->
+      {hard_state, sync?, snapshot, entries, early, msgs, committed, events, reads} = ready ->
         state
         |> send_all(early)
+        |> crash_point(:before_sync, ready)
         |> persist(hard_state, sync?, snapshot, entries)
+        |> crash_point(:after_sync, ready)
         |> send_all(msgs)
+        |> crash_point(:after_send, ready)
         |> restore(snapshot)
         |> apply_all(committed)
         |> notify(events)
@@ -384,6 +387,33 @@ defmodule Synod.Raft.Member do
   # when the core says they are promises (`sync?`: entries, a new term or
   # vote); then the messages that depend on them. A Ready that only moves
   # the commit index is buffered and costs no fsync.
+  # Test builds only (MIX_ENV=test): test/elixir/raft_crash_test.exs kills
+  # this VM with kill -9 at one of the steps above, in the next Ready of a
+  # kind it names, by setting the persistent term {Synod.Raft.Member,
+  # :crash_at} to {Group, Step, Kind}; Kind :entries is a Ready that
+  # persists entries, :vote one that persists a new term or vote and no
+  # entries. Other builds compile this to nothing.
+  if Mix.env() == :test do
+    defp crash_point(state, step, ready) do
+      case :persistent_term.get({__MODULE__, :crash_at}, nil) do
+        {group, ^step, kind} when group == state.group ->
+          if ready_kind?(kind, ready), do: :os.cmd(~c"kill -9 #{System.pid()}")
+          state
+
+        _ ->
+          state
+      end
+    end
+
+    defp ready_kind?(:entries, {_, _, _, entries, _, _, _, _, _}), do: entries != []
+
+    defp ready_kind?(:vote, {hs, true, nil, [], _, _, _, _, _}), do: hs != nil
+
+    defp ready_kind?(_kind, _ready), do: false
+  else
+    defp crash_point(state, _step, _ready), do: state
+  end
+
   defp persist(state, hs, sync?, nil, entries) do
     storage = Storage.write(state.storage, Enum.map(entries, &entry_map/1), hs && hs_map(hs))
 
