@@ -151,6 +151,56 @@ const char *raft_strerror(int err)
     return "unknown error";
 }
 
+const char *raft_err_name(int err)
+{
+    switch (err) {
+    case RAFT_OK:
+        return "ok";
+    case RAFT_ERR_NOMEM:
+        return "nomem";
+    case RAFT_ERR_INVALID:
+        return "invalid";
+    case RAFT_ERR_NOT_LEADER:
+        return "not_leader";
+    case RAFT_ERR_BUSY:
+        return "busy";
+    case RAFT_ERR_TRANSFERRING:
+        return "transferring";
+    case RAFT_ERR_CONF_PENDING:
+        return "conf_pending";
+    case RAFT_ERR_NOT_CAUGHT_UP:
+        return "not_caught_up";
+    case RAFT_ERR_NOT_MEMBER:
+        return "not_member";
+    case RAFT_ERR_COMPACTED:
+        return "compacted";
+    case RAFT_ERR_UNAVAILABLE:
+        return "unavailable";
+    case RAFT_ERR_TOO_LARGE:
+        return "too_large";
+    case RAFT_ERR_TRUNCATED:
+        return "truncated";
+    case RAFT_ERR_VERSION:
+        return "version";
+    case RAFT_ERR_TRAILING:
+        return "trailing";
+    }
+    return "unknown";
+}
+
+const char *raft_event_name(int type)
+{
+    switch (type) {
+    case RAFT_EVENT_BECOME_FOLLOWER:
+        return "become_follower";
+    case RAFT_EVENT_BECOME_CANDIDATE:
+        return "become_candidate";
+    case RAFT_EVENT_BECOME_LEADER:
+        return "become_leader";
+    }
+    return "?";
+}
+
 const char *raft_role_name(raft_role role)
 {
     static const char *names[] = {"follower", "pre_candidate", "candidate", "leader"};

@@ -156,6 +156,9 @@ enum raft_err {
 };
 
 const char *raft_strerror(int err);
+/* The error's name for drivers to hand out (an Erlang atom in the NIF):
+ * "not_leader", "compacted", ...; "unknown" for a code not above. */
+const char *raft_err_name(int err);
 
 typedef enum raft_role {
     RAFT_FOLLOWER = 0,
@@ -295,6 +298,8 @@ typedef enum raft_event_type {
     RAFT_EVENT_BECOME_CANDIDATE = 2, /* new role is pre-candidate or candidate */
     RAFT_EVENT_BECOME_LEADER = 3,    /* this member won an election */
 } raft_event_type;
+
+const char *raft_event_name(int type); /* "become_leader", ...; "?" if unknown */
 
 /* Leader watch event: one for every change of role or of known leader, in the
  * order the changes happened. `old_*` is the state before the change and

@@ -619,6 +619,39 @@ void store_free(store_t *s)
     free(s);
 }
 
+const char *store_err_name(int err)
+{
+    switch (err) {
+    case STORE_OK:
+        return "ok";
+    case STORE_ERR_NOMEM:
+        return "nomem";
+    case STORE_ERR_INVALID:
+        return "invalid";
+    case STORE_ERR_TRUNCATED:
+        return "truncated";
+    case STORE_ERR_TRAILING:
+        return "trailing";
+    case STORE_ERR_VERSION:
+        return "version";
+    case STORE_ERR_TOO_LARGE:
+        return "too_large";
+    case STORE_ERR_DUPLICATE_KEY:
+        return "duplicate_key";
+    case STORE_ERR_LEASE_NOT_FOUND:
+        return "lease_not_found";
+    case STORE_ERR_LEASE_EXISTS:
+        return "lease_exists";
+    case STORE_ERR_COMPACTED:
+        return "compacted";
+    case STORE_ERR_FUTURE_REV:
+        return "future_revision";
+    case STORE_ERR_CORRUPT:
+        return "corrupt";
+    }
+    return "unknown";
+}
+
 const char *store_strerror(int err)
 {
     static const char *names[] = {"ok",

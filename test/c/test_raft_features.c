@@ -180,8 +180,8 @@ static void test_persistence_rule(void **state)
     /* A follower: the append's answer waits for the fsync; the commit index
      * brought by a heartbeat needs none. */
     raft_t *f = rsim_solo_new(2, 3, 6, false, false);
-    raft_entry e = {.index = 2, .term = 2, .type = RAFT_ENTRY_NORMAL, .data = (const uint8_t *)"a",
-                    .len = 1};
+    raft_entry e = {
+        .index = 2, .term = 2, .type = RAFT_ENTRY_NORMAL, .data = (const uint8_t *)"a", .len = 1};
     step(f, (raft_msg){.type = RAFT_MSG_APPEND,
                        .from = 1,
                        .to = 2,
@@ -768,6 +768,14 @@ static void test_restart_keeps_vote(void **state)
 static void test_api_contract(void **state)
 {
     (void)state;
+    /* every code has its own name for the NIF to hand out */
+    assert_string_equal(raft_err_name(RAFT_ERR_NOT_LEADER), "not_leader");
+    assert_string_equal(raft_err_name(-1000), "unknown");
+    for (int a = RAFT_OK; a >= RAFT_ERR_TRAILING; a--) {
+        assert_string_not_equal(raft_err_name(a), "unknown");
+        for (int b = a - 1; b >= RAFT_ERR_TRAILING; b--)
+            assert_string_not_equal(raft_err_name(a), raft_err_name(b));
+    }
     raft_t *r = rsim_solo_new(1, 3, 1, true, true);
     raft_tick(r);
     raft_campaign(r);
