@@ -673,8 +673,9 @@ defmodule Synod.Tasks do
 
   defp encode(t), do: :erlang.term_to_binary(Map.from_struct(%{t | record_ver: 0}))
 
+  # [:safe]: a record read from the store never creates atoms on this node.
   defp decode(kv),
-    do: %{struct(Task, :erlang.binary_to_term(kv.value)) | record_ver: kv.mod_revision}
+    do: %{struct(Task, :erlang.binary_to_term(kv.value, [:safe])) | record_ver: kv.mod_revision}
 
   # ---- arguments ----
 
