@@ -47,7 +47,8 @@ defmodule Synod.Raft do
     snapshot_every: 10_000,
     failover_step_ms: 20,
     fast_failover: true,
-    batch: true
+    batch: true,
+    max_inflight: 1024
   ]
 
   @doc """
@@ -72,6 +73,9 @@ defmodule Synod.Raft do
     * `:snapshot_every` — applied entries between snapshots (default 10000)
     * `:batch` — group commit: batch the requests waiting in the mailbox into
       one fsync (default `true`)
+    * `:max_inflight` — pipelining window: entries the leader sends to a
+      follower beyond what it has acknowledged, in as many appends as that
+      takes, before it waits for answers (default 1024, at most 1048576)
   """
   @spec child_spec(keyword()) :: Supervisor.child_spec()
   def child_spec(opts) do
@@ -487,6 +491,13 @@ defmodule Synod.Raft do
     end
 
     check!(opts, :election_tick, &(is_integer(&1) and &1 >= 2), "an integer >= 2")
+
+    check!(
+      opts,
+      :max_inflight,
+      &(is_integer(&1) and &1 in 1..1_048_576),
+      "an integer in 1..1048576"
+    )
 
     check!(
       opts,

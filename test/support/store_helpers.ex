@@ -83,7 +83,9 @@ defmodule Synod.Test.Store do
   """
   def lock_waiter(store, key, report, tag) do
     spawn(fn ->
-      {:ok, token} = Synod.Lock.lock(store, key, 30_000, fn token -> token end, timeout: 60_000)
+      {:ok, token} =
+        Synod.Lock.lock(store, key, fn token -> token end, ttl: 30_000, timeout: 60_000)
+
       send(report, {:granted, tag, token})
     end)
 
