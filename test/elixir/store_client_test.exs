@@ -130,7 +130,7 @@ defmodule Synod.StoreClientTest do
         Synod.Raft.command(g, :x, timeout: :infinity)
       end
 
-      assert_raise ArgumentError, ~r/:bogus/, fn ->
+      assert_raise ArgumentError, ~r/bogus/, fn ->
         Synod.Raft.query(g, {Map, :get, [:k]}, bogus: 1)
       end
     after
