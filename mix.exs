@@ -36,6 +36,11 @@ defmodule Synod.MixProject do
       elixir: "~> 1.14",
       compilers: [:synod_make | Mix.compilers()],
       elixirc_paths: elixirc_paths(Mix.env()),
+      # the test command compiles with warnings as errors (scripts/test.sh)
+      elixirc_options: [warnings_as_errors: Mix.env() == :test],
+      # PropEr (Debian's erlang-proper, in OTP's lib dir, so on the code path)
+      # is used by the test support modules only
+      xref: [exclude: [:proper, :proper_types, :proper_statem]],
       start_permanent: Mix.env() == :prod,
       deps: [],
       test_paths: ["test/elixir"],

@@ -69,7 +69,7 @@ static void reply_bad(dispatcher *d, const char *buf, const request *req, const 
 {
     proto_error err = {why, detail};
     bad_arg arg = {buf, &err};
-    LOG_I("refused a request from %s: %s", req->from.node, why);
+    log_limited(LOGK_BAD_REQUEST, LOG_INFO, "refused a request from %s: %s", req->from.node, why);
     reply_with(d, buf, req, encode_bad, &arg);
 }
 
@@ -696,7 +696,8 @@ void dispatcher_answer(dispatcher *d, const char *buf, int len)
     proto_answer a;
     const char *why;
     if (proto_decode_answer(buf, &a, &why) != 0) {
-        LOG_W("dropped a message to the node's pid (%d bytes): %s", len, why);
+        log_limited(LOGK_NOT_AN_ANSWER, LOG_WARN,
+                    "dropped a message to the node's pid (%d bytes): %s", len, why);
         return;
     }
     pending *p;

@@ -6,11 +6,11 @@
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "dispatch.h"
 #include "log.h"
+#include "proto.h"
 #include "request.h"
 
 #define MAX_CONNS 64
@@ -73,13 +73,6 @@ int node_install_signals(void)
         return -1;
     signal(SIGPIPE, SIG_IGN);
     return 0;
-}
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static peer *find_peer(node_state *s, const char *node)
@@ -159,7 +152,7 @@ static void drop_conn(node_state *s, size_t i, const char *why)
     peer *p = find_peer(s, node);
     if (p) {
         p->connected = 0;
-        p->next_attempt_ms = now_ms() + p->backoff_ms;
+        p->next_attempt_ms = monotonic_ms() + p->backoff_ms;
     }
     s->conns[i] = s->conns[--s->nconns];
     dispatcher_node_down(&s->disp, node);
@@ -179,7 +172,7 @@ static void accept_one(node_state *s, int listen_fd)
 
 static void connect_due_peers(node_state *s)
 {
-    long long now = now_ms();
+    long long now = monotonic_ms();
     for (size_t i = 0; i < s->npeers; i++) {
         peer *p = &s->peers[i];
         if (p->connected || now < p->next_attempt_ms)
@@ -197,7 +190,7 @@ static void connect_due_peers(node_state *s)
 
 static int next_timeout_ms(const node_state *s)
 {
-    long long now = now_ms(), best = 1000;
+    long long now = monotonic_ms(), best = 1000;
     for (size_t i = 0; i < s->npeers; i++) {
         const peer *p = &s->peers[i];
         if (!p->connected && p->next_attempt_ms - now < best)
@@ -230,6 +223,49 @@ static int encode_reply(node_state *s, ei_x_buff *x, request_kind kind)
            ei_x_encode_atom(x, "unknown_request");
 }
 
+/* Sends {Tag, Reply} to the caller: the refusal when there is one, else the
+ * answer to req->kind. Returns 0 once sent. */
+static int send_reply(node_state *s, int fd, const char *buf, request *req,
+                      const proto_error *refusal)
+{
+    ei_x_buff reply;
+    int rc = -1;
+    if (request_reply_begin(&reply, buf, req) != 0)
+        return -1;
+    if ((refusal ? proto_encode_bad_request(&reply, buf, refusal)
+                 : encode_reply(s, &reply, req->kind)) != 0)
+        LOG_E("cannot encode a reply");
+    else if (ei_send(fd, &req->from, reply.buff, reply.index) != 0)
+        LOG_W("cannot reply to %s", req->from.node);
+    else
+        rc = 0;
+    ei_x_free(&reply);
+    return rc;
+}
+
+/* A message refused before decoding: a call whose head can be read is
+ * answered {error, {bad_request, too_large | too_deep | bad_term}}; anything
+ * else is dropped. Either way one rate-limited log line. */
+static void refuse(node_state *s, int fd, const char *from, const ei_x_buff *x, request_refusal r,
+                   const char *why)
+{
+    static const log_kind kinds[] = {
+        [REFUSED_TOO_LARGE] = LOGK_TOO_LARGE,
+        [REFUSED_TOO_DEEP] = LOGK_TOO_DEEP,
+        [REFUSED_MALFORMED] = LOGK_MALFORMED,
+    };
+    request req;
+    if (request_parse_head(x->buff, x->index, &req) != 0) {
+        log_limited(kinds[r], LOG_WARN, "dropped a message from %s (%d bytes): %s", from, x->index,
+                    why);
+        return;
+    }
+    proto_error err = {request_refusal_atom(r), {0, 0}};
+    send_reply(s, fd, x->buff, &req, &err);
+    log_limited(kinds[r], LOG_WARN, "refused a call from %s (%d bytes) as %s: %s", req.from.node,
+                x->index, err.why, why);
+}
+
 /* Messages to a registered name are calls; messages to the node's pid are
  * calls too, or answers and events for the dispatcher. Everything is
  * validated whole before anything decodes it. */
@@ -243,20 +279,22 @@ static void handle_message(node_state *s, int fd, const erlang_msg *msg, const e
     const char *from = to_pid ? "a node" : msg->from.node;
     request req;
     const char *why;
-    if (request_validate(x->buff, x->index, to_pid ? ANSWER_MAX_BYTES : REQUEST_MAX_BYTES, &why) !=
-        0) {
-        LOG_W("dropped a message from %s (%d bytes): %s", from, x->index, why);
+    request_refusal r =
+        request_validate(x->buff, x->index, to_pid ? ANSWER_MAX_BYTES : REQUEST_MAX_BYTES, &why);
+    if (r != REFUSED_NONE) {
+        refuse(s, fd, from, x, r, why);
         return;
     }
     if (request_parse_valid(x->buff, &req, &why) != 0) {
         if (to_pid)
             dispatcher_answer(&s->disp, x->buff, x->index);
         else
-            LOG_W("dropped a message from %s (%d bytes): %s", from, x->index, why);
+            log_limited(LOGK_NOT_A_CALL, LOG_WARN, "dropped a message from %s (%d bytes): %s", from,
+                        x->index, why);
         return;
     }
     if (x->index > REQUEST_MAX_BYTES) {
-        LOG_W("dropped a call from %s (%d bytes): message too large", req.from.node, x->index);
+        refuse(s, fd, from, x, REFUSED_TOO_LARGE, "message too large");
         return;
     }
     int to_net_kernel = !to_pid && strcmp(msg->toname, "net_kernel") == 0;
@@ -266,20 +304,12 @@ static void handle_message(node_state *s, int fd, const erlang_msg *msg, const e
     if (to_net_kernel && req.kind != REQ_IS_AUTH)
         req.kind = REQ_UNKNOWN;
     if (req.kind == REQ_HUB) {
-        dispatcher_call(&s->disp, x->buff, x->index, &req, now_ms());
+        dispatcher_call(&s->disp, x->buff, x->index, &req, monotonic_ms());
         return;
     }
-    ei_x_buff reply;
-    if (request_reply_begin(&reply, x->buff, &req) != 0)
-        return;
-    if (encode_reply(s, &reply, req.kind) != 0) {
-        LOG_E("cannot encode a reply");
-    } else if (ei_send(fd, &req.from, reply.buff, reply.index) != 0) {
-        LOG_W("cannot reply to %s", req.from.node);
-    } else if (req.kind == REQ_UNKNOWN) {
-        LOG_I("answered an unknown request from %s with bad_request", req.from.node);
-    }
-    ei_x_free(&reply);
+    if (send_reply(s, fd, x->buff, &req, NULL) == 0 && req.kind == REQ_UNKNOWN)
+        log_limited(LOGK_BAD_REQUEST, LOG_INFO,
+                    "answered an unknown request from %s with bad_request", req.from.node);
 }
 
 /* Reads one message from conns[i]; returns 0, or -1 if the connection died. */
@@ -327,7 +357,8 @@ static void tick(node_state *s)
     const char *connected[MAX_CONNS];
     for (size_t i = 0; i < s->nconns; i++)
         connected[i] = s->conns[i].node;
-    dispatcher_tick(&s->disp, now_ms(), connected, s->nconns);
+    dispatcher_tick(&s->disp, monotonic_ms(), connected, s->nconns);
+    log_flush_suppressed();
     if (s->disp.view_changed)
         sync_member_peers(s);
 }

@@ -34,17 +34,72 @@ static request_kind classify(const char *buf, int index)
     return REQ_HUB;
 }
 
-int request_validate(const char *buf, int len, int max_bytes, const char **why)
+request_refusal request_validate(const char *buf, int len, int max_bytes, const char **why)
 {
     if (len < 0 || len > max_bytes) {
         *why = "message too large";
-        return -1;
+        return REFUSED_TOO_LARGE;
     }
     etf_error e = etf_check_message((const uint8_t *)buf, (size_t)len, ETF_DEFAULT_MAX_DEPTH);
     if (e != ETF_OK) {
         *why = etf_strerror(e);
-        return -1;
+        return e == ETF_EDEPTH ? REFUSED_TOO_DEEP : REFUSED_MALFORMED;
     }
+    return REFUSED_NONE;
+}
+
+const char *request_refusal_atom(request_refusal r)
+{
+    switch (r) {
+    case REFUSED_TOO_LARGE:
+        return "too_large";
+    case REFUSED_TOO_DEEP:
+        return "too_deep";
+    case REFUSED_MALFORMED:
+    case REFUSED_NONE:
+        break;
+    }
+    return "bad_term";
+}
+
+/* A small tuple header of `arity` at buf[*at]. */
+static int head_tuple(const unsigned char *buf, int len, int *at, int arity)
+{
+    if (*at + 2 > len || buf[*at] != ERL_SMALL_TUPLE_EXT || buf[*at + 1] != arity)
+        return -1;
+    *at += 2;
+    return 0;
+}
+
+/* Steps over one shallow term at buf[*at] (an atom, a pid, a tag), checked
+ * by etf_check_term within len so that ei may decode it from *start. */
+static int head_field(const char *buf, int len, int *at, int *start)
+{
+    size_t index = (size_t)*at;
+    if (etf_check_term((const uint8_t *)buf, (size_t)len, &index, 4) != ETF_OK)
+        return -1;
+    *start = *at;
+    *at = (int)index;
+    return 0;
+}
+
+int request_parse_head(const char *buf, int len, request *req)
+{
+    const unsigned char *u = (const unsigned char *)buf;
+    char atom[MAXATOMLEN_UTF8];
+    int at = 1, start;
+    if (len < 1 || u[0] != ETF_VERSION || head_tuple(u, len, &at, 3) != 0 ||
+        head_field(buf, len, &at, &start) != 0 || decode_atom(buf, &start, atom) != 0 ||
+        strcmp(atom, "$gen_call") != 0)
+        return -1;
+    if (head_tuple(u, len, &at, 2) != 0 || head_field(buf, len, &at, &start) != 0 ||
+        ei_decode_pid(buf, &start, &req->from) != 0)
+        return -1;
+    if (head_field(buf, len, &at, &req->tag_start) != 0)
+        return -1;
+    req->tag_len = at - req->tag_start;
+    req->body_at = at;
+    req->kind = REQ_UNKNOWN;
     return 0;
 }
 

@@ -33,9 +33,30 @@ typedef struct request {
     int body_at;            /* where the Request term starts */
 } request;
 
+/* Why a message was refused before anything decoded it. A call refused this
+ * way is still answered {error, {bad_request, request_refusal_atom(R)}} when
+ * request_parse_head can read its reply address. */
+typedef enum request_refusal {
+    REFUSED_NONE = 0,
+    REFUSED_TOO_LARGE, /* over the size limit: too_large */
+    REFUSED_TOO_DEEP,  /* nested deeper than ETF_DEFAULT_MAX_DEPTH: too_deep */
+    REFUSED_MALFORMED, /* not one well-formed term: bad_term */
+} request_refusal;
+
 /* Checks a message before anything decodes it: at most max_bytes, and one
- * well-formed term (etf_check_message). Returns 0, or -1 with *why. */
-int request_validate(const char *buf, int len, int max_bytes, const char **why);
+ * well-formed term (etf_check_message). Returns REFUSED_NONE (0), or the
+ * refusal with *why for the log. */
+request_refusal request_validate(const char *buf, int len, int max_bytes, const char **why);
+
+/* The reason atom a refused call is answered with. */
+const char *request_refusal_atom(request_refusal r);
+
+/* Reads the reply address of a message that request_validate refused: the
+ * head {'$gen_call', {Pid, Tag}, is checked part by part (bounded by len,
+ * like everything else), the body is never looked at. Returns 0 with
+ * req->from, the tag and body_at set (kind REQ_UNKNOWN), or -1 when the head
+ * is not a call's. */
+int request_parse_head(const char *buf, int len, request *req);
 
 /* Parses a GenServer call: request_validate with REQUEST_MAX_BYTES, then
  * request_parse_valid. */

@@ -2,10 +2,11 @@
  * fuzz_cnode_request.c — libFuzzer harness over the C node's request
  * decoder: the path every message takes before the dispatcher acts on it
  * (request_validate, request_parse_valid, proto_decode_request or
- * proto_decode_answer), then every accessor the dispatcher uses on what was
- * decoded. Any input must be accepted or refused without reading out of
- * bounds (ASan), undefined behaviour (UBSan) or a leak; what is accepted must
- * hold the invariants checked below.
+ * proto_decode_answer, and request_parse_head for what was refused), then
+ * every accessor the dispatcher uses on what was decoded. Any input must be
+ * accepted or refused without reading out of bounds (ASan), undefined
+ * behaviour (UBSan) or a leak; what is accepted must hold the invariants
+ * checked below.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -78,9 +79,16 @@ static void use_answer(const char *buf, const proto_answer *a)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *buf = (const char *)data, *why;
-    if (size > REQUEST_MAX_BYTES || request_validate(buf, (int)size, REQUEST_MAX_BYTES, &why) != 0)
-        return 0;
     request req;
+    if (size > REQUEST_MAX_BYTES)
+        return 0;
+    if (request_validate(buf, (int)size, REQUEST_MAX_BYTES, &why) != REFUSED_NONE) {
+        /* a refused message: only its head is read, for the reply address */
+        if (request_parse_head(buf, (int)size, &req) == 0 &&
+            (req.tag_start + req.tag_len != req.body_at || req.body_at > (int)size))
+            abort();
+        return 0;
+    }
     if (request_parse_valid(buf, &req, &why) == 0) {
         proto_request pr;
         proto_error err = {0};

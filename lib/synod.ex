@@ -357,10 +357,28 @@ defmodule Synod do
   called as `fun.(key, event, before, after)` or a pid that receives
   `{:synod_leader_watch, group, key, event, before, after}`; `event_type` is
   `:all`, `:become_leader` or `:become_follower`. A key in use is replaced.
+
+  `before` and `after` are the member's whole view: `%{role, leader, term,
+  commit, applied, voters}` (`voters` as nodes). Role, leader and term are
+  the change's own; the indexes and voters are what the member reports
+  when the change is delivered (`nil` if it cannot say), so those of
+  `after` are at least the change's. A bad argument raises
+  `ArgumentError` naming it.
   """
   @spec add_leader_watch(atom(), term(), function() | pid(), :all | Synod.Raft.watch_event()) ::
           :ok | {:error, :no_member}
-  defdelegate add_leader_watch(group, key, target, event_type \\ :all), to: Synod.Raft
+  def add_leader_watch(group, key, target, event_type \\ :all) do
+    Synod.Coord.Options.check!(group, :group, :atom)
+    Synod.Coord.Options.check!(target, :target, {:or, [:pid, {:fun, 4}]})
+
+    Synod.Coord.Options.check!(
+      event_type,
+      :event_type,
+      {:in, [:all, :become_leader, :become_follower]}
+    )
+
+    Synod.Raft.add_leader_watch(group, key, target, event_type)
+  end
 
   @doc "Removes the leader watch under `key`."
   @spec remove_leader_watch(atom(), term()) :: :ok | {:error, :no_member}

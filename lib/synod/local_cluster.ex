@@ -49,6 +49,8 @@ defmodule Synod.LocalCluster do
     * `:names` — exact node names (without host) instead of random ones,
       e.g. to restart a node that was stopped or killed; `count` must equal
       their number
+    * `:env` — environment variables for the peers' OS processes, as
+      `[{"NAME", "value"}]` (default none)
 
   Peers are not linked to the caller; stop them with `stop/1`.
   """
@@ -58,6 +60,7 @@ defmodule Synod.LocalCluster do
     prefix = opts |> Keyword.get(:prefix, "peer") |> to_charlist()
     apps = Keyword.get(opts, :apps, [:synod])
     cookie = Atom.to_charlist(Node.get_cookie())
+    env = for {k, v} <- Keyword.get(opts, :env, []), do: {to_charlist(k), to_charlist(v)}
 
     names =
       case Keyword.fetch(opts, :names) do
@@ -72,6 +75,7 @@ defmodule Synod.LocalCluster do
           name: name,
           host: ~c"127.0.0.1",
           longnames: true,
+          env: env,
           args: [
             ~c"-setcookie",
             cookie,

@@ -51,6 +51,47 @@ defmodule Synod.CNodeTest do
     assert wait_until(fn -> Enum.any?(CNode.output(pid), &(&1 =~ "message too large")) end)
   end
 
+  test "calls over its limits are answered with the reason, not dropped" do
+    {_pid, name} = start_cnode()
+    server = {:synod_cnode, name}
+
+    big = {:children_start, :synod, [{"id", {M, :f, [:binary.copy("x", 1_100_000)]}, nil}], []}
+    assert GenServer.call(server, big) == {:error, {:bad_request, :too_large}}
+
+    deep = Enum.reduce(1..100, [], fn _, acc -> [acc] end)
+    assert GenServer.call(server, {:ring_key, deep}) == {:error, {:bad_request, :too_deep}}
+
+    # a call to its pid (where answers arrive, with a larger limit) is still a call
+    assert GenServer.call(server, :ping) == :pong
+  end
+
+  test "a flood of junk leaves a bounded number of log lines and counts the rest" do
+    {pid, name} = start_cnode()
+    junk = 10_000
+    for i <- 1..junk, do: send({:synod_cnode, name}, {:junk, i})
+    assert GenServer.call({:synod_cnode, name}, :ping, 30_000) == :pong
+
+    # every junk message is either logged or counted in a "suppressed" line
+    accounted = fn ->
+      lines = CNode.output(pid)
+      logged = Enum.count(lines, &(&1 =~ "not a GenServer call"))
+
+      held =
+        for line <- lines,
+            [_, n] <- [Regex.run(~r/suppressed (\d+) similar lines \(not_a_call\)/, line)],
+            reduce: 0,
+            do: (acc -> acc + String.to_integer(n))
+
+      {logged, held, length(lines)}
+    end
+
+    assert wait_until(fn -> match?({l, h, _} when l + h == junk, accounted.()) end, 15_000)
+    {logged, _held, total} = accounted.()
+    # 5 lines per second per kind: a few seconds of flooding, not 10,000 lines
+    assert logged < 100
+    assert total < 200
+  end
+
   test "stopping it ends the OS process and unregisters it from epmd" do
     {pid, name} = start_cnode()
     os_pid = CNode.os_pid(pid)
@@ -197,6 +238,16 @@ defmodule Synod.CNodeTest do
     assert GenServer.call({:synod_cnode, name}, :ping, 20_000) == :pong
     assert {:error, {:bad_request, _}} = GenServer.call({:synod_cnode, name}, {:junk}, 20_000)
     send({:synod_cnode, name}, :not_a_call)
+    deep = Enum.reduce(1..100, [], fn _, acc -> [acc] end)
+
+    assert {:error, {:bad_request, :too_deep}} =
+             GenServer.call({:synod_cnode, name}, deep, 20_000)
+
+    big = :binary.copy("x", 1_100_000)
+
+    assert {:error, {:bad_request, :too_large}} =
+             GenServer.call({:synod_cnode, name}, big, 20_000)
+
     assert GenServer.call({:synod_cnode, name}, :nodes, 20_000) |> is_list()
 
     # SIGTERM: the C node stops cleanly and valgrind reports with its exit code
