@@ -24,19 +24,24 @@
  * at load (one table for every subsystem). Names that come from a core at
  * run time (error, role, cause and event names: raft_err_name,
  * store_err_name, ...) are made with enif_make_atom from the core's string. */
-#define SYNOD_NIF_ATOMS(X)                                                                         \
-    X(ok)                                                                                          \
-    X(error) X(nil) X(none) X(badarg) X(enomem) /* ring */                                         \
-        X(members) X(vnodes) X(seed) X(points)  /* raft */                                         \
-        X(add_learner) X(add_voter) X(remove) X(campaign) X(forget_leader) X(transfer_leader)      \
-            X(id) X(term) X(vote) X(leader) X(role) X(voter) X(commit) X(applied) X(first_index)   \
-                X(last_index) X(last_term) X(transferee) X(voters) X(learners) X(election_tick)    \
-                    X(heartbeat_tick) X(pre_vote) X(check_quorum) X(max_inflight)                  \
-                        X(max_msg_entries) X(hard_state) X(snapshot) X(entries) /* store */        \
-        X(put) X(delete) X(range) X(txn) X(lease_granted) X(lease_revoked) X(compacted) X(key)     \
-            X(value) X(create_revision) X(mod_revision) X(version) X(lease) X(revision)            \
-                X(compact_revision) X(next_lease_id) X(keys) X(leases) X(events) X(history_bytes)  \
-                    X(history_max_events) X(history_max_bytes) X(history_prev_kv)
+/* clang-format off */
+#define SYNOD_NIF_ATOMS(X)                                                                   \
+    /* common */                                                                             \
+    X(ok) X(error) X(nil) X(none) X(badarg) X(enomem)                                        \
+    /* ring */                                                                               \
+    X(members) X(vnodes) X(seed) X(points)                                                   \
+    /* raft */                                                                               \
+    X(add_learner) X(add_voter) X(remove) X(campaign) X(forget_leader) X(transfer_leader)    \
+    X(id) X(term) X(vote) X(leader) X(role) X(voter)                                         \
+    X(commit) X(applied) X(first_index) X(last_index) X(last_term) X(transferee)             \
+    X(voters) X(learners) X(election_tick) X(heartbeat_tick) X(pre_vote) X(check_quorum)     \
+    X(max_inflight) X(max_msg_entries) X(hard_state) X(snapshot) X(entries)                  \
+    /* store */                                                                              \
+    X(put) X(delete) X(range) X(txn) X(lease_granted) X(lease_revoked)                       \
+    X(compacted) X(key) X(value) X(create_revision) X(mod_revision) X(version)               \
+    X(lease) X(revision) X(compact_revision) X(next_lease_id) X(keys) X(leases)              \
+    X(events) X(history_bytes) X(history_max_events) X(history_max_bytes) X(history_prev_kv)
+/* clang-format on */
 
 typedef struct nif_atoms {
 #define SYNOD_NIF_ATOM_FIELD(name) ERL_NIF_TERM name;

@@ -359,12 +359,13 @@ static void rsim_check_rule(rsim *s, const rsim_node *n, const raft_ready_t *rd)
         uint8_t t = rd->msgs[i].type;
         if (t != RAFT_MSG_APPEND && t != RAFT_MSG_HEARTBEAT && t != RAFT_MSG_SNAPSHOT &&
             t != RAFT_MSG_TIMEOUT_NOW)
-            rsim_fail(s, "ready of %llu lets a %s leave before its fsync", (unsigned long long)n->id,
-                      raft_msg_type_name(t));
+            rsim_fail(s, "ready of %llu lets a %s leave before its fsync",
+                      (unsigned long long)n->id, raft_msg_type_name(t));
     }
     if (rd->n_early && rd->hard_state_changed &&
         (rd->hard_state.term != d->term || rd->hard_state.vote != d->vote))
-        rsim_fail(s, "ready of %llu sends early with a new term or vote", (unsigned long long)n->id);
+        rsim_fail(s, "ready of %llu sends early with a new term or vote",
+                  (unsigned long long)n->id);
 }
 
 /* Step 1 of raft.h: write, then fsync if the Ready says so. Only synced

@@ -137,7 +137,7 @@ typedef struct rsim_cap {
     uint64_t committed_last; /* index of the last of them */
     bool hs_changed;
     raft_hard_state hs;
-    bool must_sync; /* some Ready asked for an fsync */
+    bool must_sync;          /* some Ready asked for an fsync */
     uint64_t snapshot_index; /* 0: no snapshot to install */
     size_t n_readies;
 } rsim_cap;
