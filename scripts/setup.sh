@@ -27,12 +27,11 @@ test_packages=(
   clang-format
   erlang-eunit
   erlang-common-test
-  erlang-proper     # PropEr, for the stateful model tests
+  erlang-proper     # PropEr, for the model tests (test/support/proper)
   erlang-syntax-tools
   rebar3
   libcmocka-dev
   valgrind          # the C node's leak and memory-error test
-  erlang-proper     # PropEr, for the model tests (test/support/proper)
 )
 
 case "${1:-test}" in

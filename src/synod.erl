@@ -273,7 +273,8 @@ add_leader_watch(Group, Key, Target) ->
 %% `Target' is a fun called as `Fun(Key, Event, Before, After)' or a pid
 %% that receives `{synod_leader_watch, Group, Key, Event, Before, After}';
 %% `Event' is `become_leader' or `become_follower', `Before' and `After' are
-%% `#{role := Role, leader := Node | nil, term := Term}' maps. `EventType' (`all', `become_leader',
+%% the member's view: `#{role, leader, term, commit, applied, voters}' maps
+%% (`leader' is `nil' when none is known). `EventType' (`all', `become_leader',
 %% `become_follower') filters. A watch under a key in use replaces it.
 -spec add_leader_watch(atom(), term(), synod_raft:watch_target(),
                        all | synod_raft:watch_event()) -> ok | {error, no_member}.

@@ -28,8 +28,6 @@
          status/1, status/2, member_id/1]).
 -export([leader/1, is_leader/1, term/1, add_leader_watch/3, add_leader_watch/4,
          remove_leader_watch/2]).
-%% The fun query/3 builds from an MFA calls this on the leader's node.
--export([apply_query/2]).
 
 -export_type([group/0, watch_event/0, watch_target/0, query/0]).
 
@@ -41,7 +39,7 @@
 %% A fun of the state, or `{Module, Function, Args}' called as
 %% `Module:Function(State, Args...)'. Prefer the MFA: a fun defined in a
 %% shell or script exists only on the node that made it, and a query runs on
-%% the leader's node.
+%% the leader's node (a module missing there is named in the error).
 -type query() :: fun((term()) -> term()) | {module(), atom(), [term()]}.
 
 %% -- members ------------------------------------------------------------------
@@ -87,7 +85,8 @@ command(Group, Command) ->
 
 %% @doc Proposes `Command'; once it is committed and applied, returns
 %% `{ok, Result}' with the machine's result. `{error, timeout}' means the
-%% outcome is unknown. Options: `timeout' (ms, default 5000), `local'.
+%% outcome is unknown. Options: `timeout' (in total, ms, default 5000),
+%% `call_timeout' (each round trip), `local'.
 -spec command(group(), term(), synod:options()) -> {ok, term()} | {error, term()}.
 command(Group, Command, Opts) ->
     synod_opts:call(?RAFT, command, [Group, Command, synod_opts:keyword(Opts)]).
@@ -99,19 +98,11 @@ query(Group, Query) ->
 
 %% @doc Runs `Query' on the machine's state: on the leader after a read-index
 %% round (`{consistency, linearizable}', the default), or at once on this
-%% node's member (`{consistency, stale}'). Options: `consistency', `timeout'.
+%% node's member (`{consistency, stale}'). Options: `consistency', `timeout'
+%% (in total), `call_timeout' (each round trip).
 -spec query(group(), query(), synod:options()) -> {ok, term()} | {error, term()}.
-query(Group, {M, F, []}, Opts) when is_atom(M), is_atom(F) ->
-    query(Group, fun M:F/1, Opts);
-query(Group, {M, F, A}, Opts) when is_atom(M), is_atom(F), is_list(A) ->
-    query(Group, fun(State) -> ?MODULE:apply_query(State, {M, F, A}) end, Opts);
 query(Group, Query, Opts) ->
     synod_opts:call(?RAFT, query, [Group, Query, synod_opts:keyword(Opts)]).
-
-%% @private
--spec apply_query(term(), {module(), atom(), [term()]}) -> term().
-apply_query(State, {M, F, A}) ->
-    apply(M, F, [State | A]).
 
 %% -- membership and leadership ------------------------------------------------
 
@@ -207,7 +198,8 @@ add_leader_watch(Group, Key, Target) ->
 -spec add_leader_watch(group(), term(), watch_target(), all | watch_event()) ->
     ok | {error, no_member}.
 add_leader_watch(Group, Key, Target, EventType) ->
-    ?RAFT:add_leader_watch(Group, Key, Target, EventType).
+    %% Synod's own add_leader_watch/4 names a bad argument; Synod.Raft's does not.
+    synod_opts:call('Elixir.Synod', add_leader_watch, [Group, Key, Target, EventType]).
 
 %% @doc Removes the watch under `Key' (no error if there is none).
 -spec remove_leader_watch(group(), term()) -> ok | {error, no_member}.

@@ -114,7 +114,7 @@ defmodule Synod.Demo.Tasks do
     attrs =
       for(i <- 1..26, do: %{id: "task-#{i}", topic: topic, data: %{}}) ++
         for(i <- 1..2, do: %{id: "snoozer-#{i}", topic: topic, data: %{snooze: 300}}) ++
-        for i <- 1..2, do: %{id: "failer-#{i}", topic: topic, data: %{fail: :no_such_user}}
+        for i <- 1..2, do: %{id: "failer-#{i}", topic: topic, data: %{fail: "no such user"}}
 
     {:ok, _} = Synod.Tasks.create_tasks(@store, Enum.take(attrs, 15))
     {:ok, _} = Synod.Tasks.create_tasks(@store, Enum.drop(attrs, 15))

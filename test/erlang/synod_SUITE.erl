@@ -86,7 +86,9 @@ bad_arguments(Config) ->
     ?assertMatch({_, _}, binary:match(Why, <<"await">>)),
     {badarg, _} = erpc_error(A, synod, start_children, [?HUB, [], not_options]),
     {badarg, _} = erpc_error(A, synod, start, [[{replication_factor, 2}]]),
-    {badarg, _} = erpc_error(A, synod, whereis, [no_such_hub, <<"x">>]).
+    {badarg, _} = erpc_error(A, synod, whereis, [no_such_hub, <<"x">>]),
+    {badarg, Target} = erpc_error(A, synod, add_leader_watch, [?GROUP, key, not_a_fun]),
+    ?assertMatch({_, _}, binary:match(Target, <<"target">>)).
 
 %% The C node rebar3 built (priv/synod_cnode), called with gen_server:call.
 the_c_node_dispatches_for_the_hub(Config) ->

@@ -6,7 +6,7 @@
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
 
--export([all/0, init_per_suite/1, end_per_suite/1, init_per_testcase/2, end_per_testcase/2]).
+-export([all/0, init_per_suite/1, end_per_suite/1]).
 -export([ttl_election_with_a_claim_handler/1, lock_with_its_fencing_token/1,
          values_transform/1, queue_in_order_and_acknowledged/1,
          task_run_through_the_worker/1]).
@@ -25,22 +25,6 @@ init_per_suite(Config) ->
     ok = synod_store:start(?STORE, Nodes, filename:join(?config(priv_dir, Config), "store")),
     wait_until(fun() -> erpc:call(A, synod_raft, leader, [?STORE]) =/= undefined end),
     [{peers, Peers}, {nodes, Nodes} | Config].
-
-%% The wrappers follow the coordination vocabulary of issue 12 (store first,
-%% ttl/timeout/call_timeout options), whose toolkit is Synod.Coord: until it
-%% is merged, Election, Lock and Queue have their older signatures.
-init_per_testcase(Case, Config) when Case =:= ttl_election_with_a_claim_handler;
-                                     Case =:= lock_with_its_fencing_token;
-                                     Case =:= queue_in_order_and_acknowledged ->
-    case code:ensure_loaded('Elixir.Synod.Coord.Options') of
-        {module, _} -> Config;
-        {error, _} -> {skip, "needs the coordination vocabulary of issue 12 (Synod.Coord)"}
-    end;
-init_per_testcase(_Case, Config) ->
-    Config.
-
-end_per_testcase(_Case, _Config) ->
-    ok.
 
 end_per_suite(Config) ->
     synod_ct:stop_cluster(?config(peers, Config)).
