@@ -17,7 +17,9 @@ defmodule Synod.Fault.Matrix do
     {:register, :partition_leader, 3, 10_000},
     {:lock, :pause, 3, 10_000},
     {:queue, :kill, 3, 10_000},
-    {:election, :partition_minority, 3, 8_000}
+    {:election, :partition_minority, 3, 8_000},
+    {:watch, :kill_majority, 3, 8_000},
+    {:tasks, :pause, 3, 8_000}
   ]
 
   def cases(:smoke, seed),
