@@ -128,7 +128,7 @@ static void poison(void *obj, const char *where)
     snprintf(p->where, sizeof p->where, "%s", where);
     pthread_mutex_lock(&poison_lock);
     p->next = poison_list;
-    poison_list = p;
+    __atomic_store_n(&poison_list, p, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&poison_lock);
 }
 
@@ -142,29 +142,32 @@ static ERL_NIF_TERM raise_invariant(ErlNifEnv *env, const char *where)
 
 static int trips_now(int slot)
 {
-    return slot == trip_slot && __atomic_add_fetch(&trip_calls, 1, __ATOMIC_SEQ_CST) == trip_at;
+    return slot == trip_slot && __atomic_add_fetch(&trip_calls, 1, __ATOMIC_RELAXED) == trip_at;
 }
 
 static ERL_NIF_TERM guarded(int slot, ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
-    void *obj = argc > 0 ? instance_of(env, argv[0]) : NULL;
-    char where[WHERE_MAX];
-    if (obj && poisoned_where(obj, where, sizeof where))
-        return raise_invariant(env, where);
+    /* the fast path: nothing poisoned yet, no lookup, no lock */
+    if (__atomic_load_n(&poison_list, __ATOMIC_ACQUIRE) != NULL && argc > 0) {
+        void *obj = instance_of(env, argv[0]);
+        char where[WHERE_MAX];
+        if (obj && poisoned_where(obj, where, sizeof where))
+            return raise_invariant(env, where);
+    }
 
     guard_frame f;
     f.prev = current;
     current = &f;
-    ERL_NIF_TERM result;
     if (setjmp(f.jump) == 0) {
         if (trips_now(slot))
             synod_invariant_failed("SYNOD_TEST_INVARIANT trigger", __FILE__, __LINE__);
-        result = real[slot](env, argc, argv);
+        ERL_NIF_TERM result = real[slot](env, argc, argv);
         current = f.prev;
         return result;
     }
     current = f.prev;
     fprintf(stderr, "synod_nif: invariant failed: %s (instance stopped)\n", failed_where);
+    void *obj = argc > 0 ? instance_of(env, argv[0]) : NULL;
     if (obj)
         poison(obj, failed_where);
     return raise_invariant(env, failed_where);
