@@ -453,7 +453,8 @@ static ERL_NIF_TERM fsync_dir_nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM a
     char buf[4096];
     if (!enif_inspect_iolist_as_binary(env, argv[0], &path) || path.size == 0 ||
         path.size >= sizeof buf || memchr(path.data, 0, path.size) != NULL)
-        return synod_raise_badarg(env, "path must be a non-empty iodata of at most 4095 bytes, no NUL");
+        return synod_raise_badarg(env,
+                                  "path must be a non-empty iodata of at most 4095 bytes, no NUL");
     memcpy(buf, path.data, path.size);
     buf[path.size] = '\0';
     int fd = open(buf, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

@@ -55,9 +55,12 @@ ERL_NIF_TERM synod_raft_status(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
         {"raft_step", 2, synod_raft_step, 0}, {"raft_propose", 2, synod_raft_propose, 0},          \
         {"raft_conf_change", 3, synod_raft_conf_change, 0},                                        \
         {"raft_read_index", 2, synod_raft_read_index, 0},                                          \
-        {"raft_control", 3, synod_raft_control, 0}, {"raft_compact", 3, synod_raft_compact, ERL_NIF_DIRTY_JOB_CPU_BOUND},    \
-        {"raft_ready", 1, synod_raft_ready, 0}, {"raft_status", 1, synod_raft_status, 0},                                             \
-        {"raft_seed", 0, synod_raft_seed, 0}
+        {"raft_control", 3, synod_raft_control, 0},                                                \
+        {"raft_compact", 3, synod_raft_compact, ERL_NIF_DIRTY_JOB_CPU_BOUND},                      \
+        {"raft_ready", 1, synod_raft_ready, 0}, {"raft_status", 1, synod_raft_status, 0},          \
+    {                                                                                              \
+        "raft_seed", 0, synod_raft_seed, 0                                                         \
+    }
 
 /* ---- Store (synod_nif_store.c) ---- */
 int synod_nif_store_load(ErlNifEnv *env, nif_priv *priv);
@@ -78,6 +81,8 @@ ERL_NIF_TERM synod_store_restore(ErlNifEnv *env, int argc, const ERL_NIF_TERM ar
         {"store_leases", 1, synod_store_leases, ERL_NIF_DIRTY_JOB_CPU_BOUND},                      \
         {"store_lease", 2, synod_store_lease, 0}, {"store_info", 1, synod_store_info, 0},          \
         {"store_snapshot", 1, synod_store_snapshot, ERL_NIF_DIRTY_JOB_CPU_BOUND},                  \
-        {"store_restore", 1, synod_store_restore, ERL_NIF_DIRTY_JOB_CPU_BOUND}
+    {                                                                                              \
+        "store_restore", 1, synod_store_restore, ERL_NIF_DIRTY_JOB_CPU_BOUND                       \
+    }
 
 #endif

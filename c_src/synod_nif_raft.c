@@ -75,10 +75,10 @@ static ERL_NIF_TERM u64(ErlNifEnv *env, uint64_t v)
 
 static ERL_NIF_TERM error_term(ErlNifEnv *env, int err)
 {
-    static const char *names[] = {"ok",          "nomem",        "invalid",      "not_leader",
-                                  "busy",        "transferring", "conf_pending", "not_caught_up",
-                                  "not_member",  "compacted",    "unavailable",  "too_large",
-                                  "truncated",   "version",      "trailing"};
+    static const char *names[] = {"ok",         "nomem",        "invalid",      "not_leader",
+                                  "busy",       "transferring", "conf_pending", "not_caught_up",
+                                  "not_member", "compacted",    "unavailable",  "too_large",
+                                  "truncated",  "version",      "trailing"};
     unsigned i = (unsigned)-err;
     const char *name = i < sizeof names / sizeof *names ? names[i] : "unknown";
     return enif_make_tuple2(env, atom(env, "error"), atom(env, name));
@@ -533,8 +533,8 @@ ERL_NIF_TERM synod_raft_compact(ErlNifEnv *env, int argc, const ERL_NIF_TERM arg
             if (e)
                 after = enif_make_list_cell(env, entry_term(env, e), after);
         }
-        reply = enif_make_tuple3(env, atom(env, "ok"), snapshot_meta(env, raft_snapshot_get(res->r)),
-                                 after);
+        reply = enif_make_tuple3(env, atom(env, "ok"),
+                                 snapshot_meta(env, raft_snapshot_get(res->r)), after);
     }
     enif_mutex_unlock(res->lock);
     return reply;
@@ -597,11 +597,11 @@ static ERL_NIF_TERM ready_term(ErlNifEnv *env, const raft_ready_t *rd, int *err)
     ERL_NIF_TERM nil = atom(env, "nil");
     ERL_NIF_TERM snapshot = nil;
     if (rd->snapshot)
-        snapshot = enif_make_tuple5(env, u64(env, rd->snapshot->index),
-                                    u64(env, rd->snapshot->term),
-                                    id_list(env, rd->snapshot->voters, rd->snapshot->n_voters),
-                                    id_list(env, rd->snapshot->learners, rd->snapshot->n_learners),
-                                    synod_binary(env, rd->snapshot->data, rd->snapshot->len));
+        snapshot =
+            enif_make_tuple5(env, u64(env, rd->snapshot->index), u64(env, rd->snapshot->term),
+                             id_list(env, rd->snapshot->voters, rd->snapshot->n_voters),
+                             id_list(env, rd->snapshot->learners, rd->snapshot->n_learners),
+                             synod_binary(env, rd->snapshot->data, rd->snapshot->len));
     ERL_NIF_TERM items[] = {
         rd->hard_state_changed ? hard_state_term(env, &rd->hard_state) : nil,
         snapshot,
@@ -653,11 +653,11 @@ ERL_NIF_TERM synod_raft_status(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     if (nl > RAFT_MAX_MEMBERS)
         nl = RAFT_MAX_MEMBERS;
     ERL_NIF_TERM keys[] = {
-        atom(env, "id"),          atom(env, "term"),       atom(env, "vote"),
-        atom(env, "leader"),      atom(env, "role"),       atom(env, "voter"),
-        atom(env, "commit"),      atom(env, "applied"),    atom(env, "first_index"),
-        atom(env, "last_index"),  atom(env, "last_term"),  atom(env, "transferee"),
-        atom(env, "voters"),      atom(env, "learners"),
+        atom(env, "id"),         atom(env, "term"),      atom(env, "vote"),
+        atom(env, "leader"),     atom(env, "role"),      atom(env, "voter"),
+        atom(env, "commit"),     atom(env, "applied"),   atom(env, "first_index"),
+        atom(env, "last_index"), atom(env, "last_term"), atom(env, "transferee"),
+        atom(env, "voters"),     atom(env, "learners"),
     };
     ERL_NIF_TERM values[] = {
         u64(env, st.id),
