@@ -56,7 +56,8 @@ typedef struct guard_frame {
 } guard_frame;
 
 #define WHERE_MAX 256
-static _Thread_local guard_frame *current;
+/* initial-exec: no __tls_get_addr call on every NIF call */
+static _Thread_local guard_frame *current __attribute__((tls_model("initial-exec")));
 static _Thread_local char failed_where[WHERE_MAX]; /* set just before the longjmp */
 
 #define SLOTS 64
@@ -211,6 +212,14 @@ ERL_NIF_TERM synod_guard_schedule(ErlNifEnv *env, const char *name, int flags, n
     return enif_schedule_nif(env, name, flags, slot < 0 ? fp : tramps[slot], argc, argv);
 }
 
+/* NIFs left unguarded: ring_lookup, the hottest call (the guard costs about
+ * 15% of it), reaches no assert (ring_lookup_hash checks nothing at run
+ * time; the ring it reads was built and checked under the guard). */
+static int unguarded(const char *name)
+{
+    return strcmp(name, "ring_lookup") == 0;
+}
+
 ErlNifEntry *nif_init(void);
 
 /* Before the VM reads the function table (nif_init), route every entry
@@ -223,7 +232,8 @@ __attribute__((constructor)) static void install_guard(void)
     table_slots = entry->num_of_funcs < SLOTS ? entry->num_of_funcs : SLOTS;
     for (int i = 0; i < table_slots; i++) {
         real[i] = entry->funcs[i].fptr;
-        entry->funcs[i].fptr = tramps[i];
+        if (!unguarded(entry->funcs[i].name))
+            entry->funcs[i].fptr = tramps[i];
         if (colon && strlen(entry->funcs[i].name) == (size_t)(colon - trip) &&
             strncmp(entry->funcs[i].name, trip, (size_t)(colon - trip)) == 0) {
             trip_slot = i;
