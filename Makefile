@@ -4,6 +4,7 @@
 #   make            priv/synod_nif.so (and later priv/synod_cnode)
 #   make test       cmocka tests, optimised and under ASan+UBSan, plus short
 #                   fuzz runs when clang's libFuzzer is available
+#   make sim-long   the Raft simulator over 20,000 seeds (SIM_RUNS=n)
 #   make bench      C benchmarks (bench/c/bench_*.c)
 #   make format     clang-format on C, mix format on Elixir
 #   make clean
@@ -34,6 +35,9 @@ OPT      ?= -O2 -g
 CFLAGS_  := $(CSTD) $(WARN) $(OPT) -fPIC $(CFLAGS)
 SAN      := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 LIBS     := -lsodium
+# Test builds (cmocka, ASan, fuzzers) walk the store's invariants after
+# every apply (store_check); the NIF, the C node and benchmarks do not.
+CHECKS   := -DSYNOD_STORE_CHECK
 
 CORE_SRCS  ?= $(filter-out c_src/synod_nif%.c,$(wildcard c_src/*.c))
 CORE_HDRS  := $(wildcard c_src/*.h)
@@ -55,7 +59,7 @@ FUZZERS    := $(patsubst fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
 
 FUZZ_SECONDS ?= 20
 
-.PHONY: all nif cnode test test-c test-asan fuzz-smoke bench format clean
+.PHONY: all nif cnode test test-c test-asan fuzz-smoke sim-long bench format clean
 
 all: nif $(if $(CNODE_SRCS),cnode)
 
@@ -77,23 +81,23 @@ priv/synod_cnode: $(CNODE_SRCS) $(wildcard cnode/*.h) $(CORE_SRCS) $(CORE_HDRS)
 # The C node's protocol layer: its modules and libei linked in.
 $(BUILD)/test/test_cnode_%: test/c/test_cnode_%.c $(TEST_SUPPORT) $(CNODE_DEPS)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_) $(EI_CFLAGS) -Ic_src -Itest/c -o $@ $< $(TEST_SUPPORT) $(CNODE_LIB) $(EI_LIBS) $(LIBS) -lcmocka
+	$(CC) $(CFLAGS_) $(CHECKS) $(EI_CFLAGS) -Ic_src -Itest/c -o $@ $< $(TEST_SUPPORT) $(CNODE_LIB) $(EI_LIBS) $(LIBS) -lcmocka
 
 $(BUILD)/asan/test_cnode_%: test/c/test_cnode_%.c $(TEST_SUPPORT) $(CNODE_DEPS)
 	@mkdir -p $(@D)
-	$(CC) $(CSTD) $(WARN) -O1 -g $(SAN) -DSYNOD_SANITIZED $(EI_CFLAGS) -Ic_src -Itest/c -o $@ $< $(TEST_SUPPORT) $(CNODE_LIB) $(EI_LIBS) $(LIBS) -lcmocka
+	$(CC) $(CSTD) $(WARN) -O1 -g $(SAN) -DSYNOD_SANITIZED $(CHECKS) $(EI_CFLAGS) -Ic_src -Itest/c -o $@ $< $(TEST_SUPPORT) $(CNODE_LIB) $(EI_LIBS) $(LIBS) -lcmocka
 
 $(BUILD)/fuzz/fuzz_cnode_%: fuzz/fuzz_cnode_%.c $(CNODE_DEPS)
 	@mkdir -p $(@D)
-	$(CLANG) $(CSTD) $(WARN) -O1 -g -fsanitize=fuzzer,address,undefined $(EI_CFLAGS) -Ic_src -Itest/c -o $@ $< $(CNODE_LIB) $(EI_LIBS) $(LIBS)
+	$(CLANG) $(CSTD) $(WARN) -O1 -g -fsanitize=fuzzer,address,undefined $(CHECKS) $(EI_CFLAGS) -Ic_src -Itest/c -o $@ $< $(CNODE_LIB) $(EI_LIBS) $(LIBS)
 
 $(BUILD)/test/%: test/c/%.c $(TEST_SUPPORT) $(CORE_SRCS) $(CORE_HDRS)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_) -Ic_src -Itest/c -o $@ $< $(TEST_SUPPORT) $(CORE_SRCS) $(LIBS) -lcmocka
+	$(CC) $(CFLAGS_) $(CHECKS) -Ic_src -Itest/c -o $@ $< $(TEST_SUPPORT) $(CORE_SRCS) $(LIBS) -lcmocka
 
 $(BUILD)/asan/%: test/c/%.c $(TEST_SUPPORT) $(CORE_SRCS) $(CORE_HDRS)
 	@mkdir -p $(@D)
-	$(CC) $(CSTD) $(WARN) -O1 -g $(SAN) -DSYNOD_SANITIZED -Ic_src -Itest/c -o $@ $< $(TEST_SUPPORT) $(CORE_SRCS) $(LIBS) -lcmocka
+	$(CC) $(CSTD) $(WARN) -O1 -g $(SAN) -DSYNOD_SANITIZED $(CHECKS) -Ic_src -Itest/c -o $@ $< $(TEST_SUPPORT) $(CORE_SRCS) $(LIBS) -lcmocka
 
 $(BUILD)/bench/%: bench/c/%.c $(TEST_SUPPORT) $(CORE_SRCS) $(CORE_HDRS)
 	@mkdir -p $(@D)
@@ -101,7 +105,7 @@ $(BUILD)/bench/%: bench/c/%.c $(TEST_SUPPORT) $(CORE_SRCS) $(CORE_HDRS)
 
 $(BUILD)/fuzz/%: fuzz/%.c $(CORE_SRCS) $(CORE_HDRS)
 	@mkdir -p $(@D)
-	$(CLANG) $(CSTD) $(WARN) -O1 -g -fsanitize=fuzzer,address,undefined -Ic_src -Itest/c -o $@ $< $(CORE_SRCS) $(LIBS)
+	$(CLANG) $(CSTD) $(WARN) -O1 -g -fsanitize=fuzzer,address,undefined $(CHECKS) -Ic_src -Itest/c -o $@ $< $(CORE_SRCS) $(LIBS)
 
 test: test-c test-asan fuzz-smoke
 
@@ -122,6 +126,11 @@ fuzz-smoke: $(FUZZERS)
 	  echo "== $$n: fuzzing $(FUZZ_SECONDS)s"; \
 	  ./$$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 $(BUILD)/fuzz/corpus-$$n fuzz/corpus/$$n 2>&1 | tail -n 3; \
 	  test $${PIPESTATUS[0]} -eq 0; done
+
+# The Raft simulator's long run: 20,000 seeds (SIM_RUNS=n for another count).
+SIM_RUNS ?= 20000
+sim-long: $(BUILD)/test/test_raft_sim
+	SYNOD_SIM_RUNS=$(SIM_RUNS) ./$(BUILD)/test/test_raft_sim
 
 bench: $(BENCHES)
 	@set -e; for b in $(BENCHES); do echo "== $$b"; ./$$b; done

@@ -9,7 +9,7 @@
 # clients' would):
 #   put                 Synod.Store.put/4
 #   compare-and-swap    Synod.Store.txn/5 comparing mod_revision, then put
-#   lock + unlock       Synod.Lock.lock/5 with an empty fun
+#   lock + unlock       Synod.Lock.lock/4 with an empty fun
 #   election claim      Synod.Election: start -> :elected (then close)
 # Contention: 8 clients (spread over the 3 nodes) take one lock in a loop
 # for 3 s; total cycles/s and the max/min cycles per client (fairness).

@@ -7,8 +7,9 @@
 # medians printed. Baseline: the same children started round-robin through a
 # DynamicSupervisor on each peer via :erpc (one call per peer, in parallel),
 # with no registry. Synod: one awaited `Synod.start_children/3` call made on
-# peer 1, placement by the ring. (MIX_ENV=test: the worker and peer helpers
-# live in test/support.)
+# peer 1, placement by the ring; then the same from a fourth peer that runs
+# no member (a client node, through a relay member). (MIX_ENV=test: the
+# worker and peer helpers live in test/support.)
 
 {_, 0} = System.cmd("epmd", ["-daemon"])
 
@@ -22,6 +23,17 @@ alias Synod.Test.HubBench, as: B
   end
 
 median = fn list -> list |> Enum.sort() |> Enum.at(div(length(list), 2)) end
+
+# every node's registry holds `count` children
+await_registries = fn nodes, count ->
+  Synod.Test.Wait.until(
+    fn ->
+      Enum.all?(nodes, &(length(:erpc.call(&1, Synod, :children, [:bench, :global])) == count))
+    end,
+    60_000
+  )
+end
+
 rate = fn us -> round(n / (us / 1_000_000)) end
 
 peers = Synod.LocalCluster.start(3, prefix: "bench")
@@ -73,12 +85,7 @@ end)
     {acc, memory} ->
       {start_us, :ok, ^n, 0} = :erpc.call(a, B, :synod_start, [:bench, n], :infinity)
       # every registry complete before measuring memory or stopping
-      Synod.Test.Wait.until(
-        fn ->
-          Enum.all?(nodes, &(length(:erpc.call(&1, Synod, :children, [:bench, :global])) == n))
-        end,
-        60_000
-      )
+      await_registries.(nodes, n)
 
       memory =
         if round == 1,
@@ -95,16 +102,35 @@ end)
       {[{start_us, stop_us} | acc], memory}
   end
 
+# ── Synod from a client node (runs no member) ──
+[{_, client}] = client_peers = Synod.LocalCluster.start(1, prefix: "benchc")
+for node <- nodes, do: true = :erpc.call(client, Node, :connect, [node])
+
+from_client =
+  for _ <- 1..rounds do
+    {start_us, :ok, ^n, 0} = :erpc.call(client, B, :synod_start, [:bench, n], :infinity)
+
+    await_registries.(nodes, n)
+
+    {stop_us, :ok, ^n, 0} = :erpc.call(client, B, :synod_stop, [:bench, n], :infinity)
+    {start_us, stop_us}
+  end
+
+Synod.LocalCluster.stop(client_peers)
+
 base_start = median.(Enum.map(baseline, &elem(&1, 0)))
 base_stop = median.(Enum.map(baseline, &elem(&1, 1)))
 syn_start = median.(Enum.map(synod, &elem(&1, 0)))
 syn_stop = median.(Enum.map(synod, &elem(&1, 1)))
+cl_start = median.(Enum.map(from_client, &elem(&1, 0)))
+cl_stop = median.(Enum.map(from_client, &elem(&1, 1)))
 
 IO.puts("""
 
 start (median)   baseline #{rate.(base_start)}/s (#{div(base_start, 1000)} ms)   Synod #{rate.(syn_start)}/s (#{div(syn_start, 1000)} ms)   ratio #{Float.round(base_start / syn_start, 3)}
 stop  (median)   baseline #{rate.(base_stop)}/s (#{div(base_stop, 1000)} ms)   Synod #{rate.(syn_stop)}/s (#{div(syn_stop, 1000)} ms)   ratio #{Float.round(base_stop / syn_stop, 3)}
-all rounds (start_ms, stop_ms): baseline #{inspect(Enum.map(baseline, fn {s, t} -> {div(s, 1000), div(t, 1000)} end))} Synod #{inspect(Enum.map(Enum.reverse(synod), fn {s, t} -> {div(s, 1000), div(t, 1000)} end))}
+from a client node (no member there): start #{rate.(cl_start)}/s (#{div(cl_start, 1000)} ms, ratio #{Float.round(base_start / cl_start, 3)})   stop #{rate.(cl_stop)}/s (#{div(cl_stop, 1000)} ms, ratio #{Float.round(base_stop / cl_stop, 3)})
+all rounds (start_ms, stop_ms): baseline #{inspect(Enum.map(baseline, fn {s, t} -> {div(s, 1000), div(t, 1000)} end))} Synod #{inspect(Enum.map(Enum.reverse(synod), fn {s, t} -> {div(s, 1000), div(t, 1000)} end))} client #{inspect(Enum.map(from_client, fn {s, t} -> {div(s, 1000), div(t, 1000)} end))}
 registry bytes per child per node: #{inspect(Enum.map(memory, fn {b, _} -> Float.round(b, 1) end))} (process memory per child on its node, coordinator / children's supervisor: #{inspect(Enum.map(memory, fn {_, {c, s}} -> {div(c * 3, n), div(s * 3, n)} end))})
 """)
 
@@ -113,12 +139,7 @@ redistribute = fn nodes, total ->
   [a | _] = nodes
   {_, :ok, ^total, 0} = :erpc.call(a, B, :synod_start, [:bench, total], :infinity)
 
-  Synod.Test.Wait.until(
-    fn ->
-      Enum.all?(nodes, &(length(:erpc.call(&1, Synod, :children, [:bench, :global])) == total))
-    end,
-    60_000
-  )
+  await_registries.(nodes, total)
 
   [_, _, victim] = nodes
   survivors = nodes -- [victim]

@@ -13,7 +13,11 @@
 #    leader's node, p50 and p99. Baseline: write + fdatasync of the same
 #    bytes on this machine (the floor under one durable commit).
 # 3. Throughput: 16 concurrent clients, with group commit (`batch: true`)
-#    and without.
+#    and without; with group commit also 64 clients and the pipelined API
+#    (`Synod.Raft.Pipeline`, one client, 1,000 commands in flight), as a
+#    ratio to the 16 synchronous clients of the same run.
+#
+# FAILOVER_TRIALS=0 skips part 1 (e.g. `mix run bench/raft_bench.exs 0 2000`).
 
 {_, 0} = System.cmd("epmd", ["-daemon"])
 alias Synod.LocalCluster
@@ -146,14 +150,16 @@ end
 IO.puts("Synod Raft benchmark: 3 voters on loopback, #{System.schedulers_online()} schedulers")
 
 # ── failover ──
-fast = RaftBench.run_failovers("failover, nodedown-triggered (Synod)", trials, [])
+if trials > 0 do
+  fast = RaftBench.run_failovers("failover, nodedown-triggered (Synod)", trials, [])
 
-slow =
-  RaftBench.run_failovers("failover, election timeout only (baseline)", max(div(trials, 3), 5),
-    fast_failover: false
-  )
+  slow =
+    RaftBench.run_failovers("failover, election timeout only (baseline)", max(div(trials, 3), 5),
+      fast_failover: false
+    )
 
-IO.puts("failover ratio (baseline / Synod, medians): #{Float.round(slow / fast, 1)}x")
+  IO.puts("failover ratio (baseline / Synod, medians): #{Float.round(slow / fast, 1)}x")
+end
 
 # ── commit latency and throughput ──
 for batch <- [true, false] do
@@ -188,6 +194,29 @@ for batch <- [true, false] do
   rate = RaftBench.throughput(leader, :bench_commit, 16, div(commands, 2))
   IO.puts("16 clients, batch: #{batch}: #{rate} commands/s")
   Process.put({:rate, batch}, rate)
+
+  if batch do
+    rate64 = RaftBench.throughput(follower, :bench_commit, 64, div(commands, 4))
+
+    IO.puts(
+      "64 clients from a follower's node: #{rate64} commands/s (#{Float.round(rate64 / rate, 2)}x 16 clients)"
+    )
+
+    piped =
+      :erpc.call(
+        follower,
+        Synod.Test.Raft,
+        :pipelined_rate,
+        [:bench_commit, 10 * commands, 1_000],
+        600_000
+      )
+
+    IO.puts(
+      "pipelined, 1 client on a follower's node, 1,000 in flight: #{piped} commands/s " <>
+        "(#{Float.round(piped / rate, 2)}x 16 synchronous clients)"
+    )
+  end
+
   LocalCluster.stop(peers)
   File.rm_rf(dir)
 end

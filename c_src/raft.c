@@ -151,6 +151,56 @@ const char *raft_strerror(int err)
     return "unknown error";
 }
 
+const char *raft_err_name(int err)
+{
+    switch (err) {
+    case RAFT_OK:
+        return "ok";
+    case RAFT_ERR_NOMEM:
+        return "nomem";
+    case RAFT_ERR_INVALID:
+        return "invalid";
+    case RAFT_ERR_NOT_LEADER:
+        return "not_leader";
+    case RAFT_ERR_BUSY:
+        return "busy";
+    case RAFT_ERR_TRANSFERRING:
+        return "transferring";
+    case RAFT_ERR_CONF_PENDING:
+        return "conf_pending";
+    case RAFT_ERR_NOT_CAUGHT_UP:
+        return "not_caught_up";
+    case RAFT_ERR_NOT_MEMBER:
+        return "not_member";
+    case RAFT_ERR_COMPACTED:
+        return "compacted";
+    case RAFT_ERR_UNAVAILABLE:
+        return "unavailable";
+    case RAFT_ERR_TOO_LARGE:
+        return "too_large";
+    case RAFT_ERR_TRUNCATED:
+        return "truncated";
+    case RAFT_ERR_VERSION:
+        return "version";
+    case RAFT_ERR_TRAILING:
+        return "trailing";
+    }
+    return "unknown";
+}
+
+const char *raft_event_name(int type)
+{
+    switch (type) {
+    case RAFT_EVENT_BECOME_FOLLOWER:
+        return "become_follower";
+    case RAFT_EVENT_BECOME_CANDIDATE:
+        return "become_candidate";
+    case RAFT_EVENT_BECOME_LEADER:
+        return "become_leader";
+    }
+    return "?";
+}
+
 const char *raft_role_name(raft_role role)
 {
     static const char *names[] = {"follower", "pre_candidate", "candidate", "leader"};
@@ -1350,6 +1400,36 @@ const raft_snapshot *raft_snapshot_get(const raft_t *r)
 
 /* ---- ready / advance ----------------------------------------------------------- */
 
+/* The leader's messages (appends, heartbeats, snapshots, timeout-now) promise
+ * nothing about the sender's disk: a follower acts on the entries it writes
+ * itself, and the leader counts its own copy towards a commit only when it
+ * steps a follower's answer, which cannot happen before raft_advance, which
+ * the driver calls after its fsync (Raft thesis §10.2.1). Every answer and
+ * every vote request promises the sender's term, vote or entries are durable. */
+static bool raft_msg_is_early(const raft_msg *m)
+{
+    return m->type == RAFT_MSG_APPEND || m->type == RAFT_MSG_HEARTBEAT ||
+           m->type == RAFT_MSG_SNAPSHOT || m->type == RAFT_MSG_TIMEOUT_NOW;
+}
+
+/* Moves the early messages to the front, keeping the order within each part
+ * (appends to one follower stay in index order). Returns how many. */
+static size_t raft_partition_early(raft_msg *msgs, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!raft_msg_is_early(&msgs[i]))
+            continue;
+        if (i != k) {
+            raft_msg m = msgs[i];
+            memmove(&msgs[k + 1], &msgs[k], (i - k) * sizeof(*msgs));
+            msgs[k] = m;
+        }
+        k++;
+    }
+    return k;
+}
+
 static uint64_t raft_apply_from(const raft_t *r)
 {
     return (r->snap_pending ? r->snap.index : r->applied) + 1;
@@ -1383,8 +1463,13 @@ int raft_ready(raft_t *r, raft_ready_t *rd)
     rd->hard_state.vote = r->vote;
     rd->hard_state.commit = r->commit;
     rd->hard_state_changed = memcmp(&rd->hard_state, &r->hs_given, sizeof(rd->hard_state)) != 0;
+    /* The persistence rule (raft.h): term, vote, entries and snapshots are
+     * promises; the commit index alone is not (a restart relearns it). */
+    bool term_vote_durable = r->term == r->hs_given.term && r->vote == r->hs_given.vote;
+    rd->must_sync = rd->snapshot || rd->n_entries || !term_vote_durable;
     rd->msgs = r->msgs;
     rd->n_msgs = r->n_msgs;
+    rd->n_early = term_vote_durable ? raft_partition_early(r->msgs, r->n_msgs) : 0;
     uint64_t from = raft_apply_from(r);
     if (r->commit >= from) {
         rd->committed = raft_log_get(&r->log, from);
@@ -1467,13 +1552,16 @@ static int raft_restore(raft_t *r, const raft_config *cfg)
     if (hs->term < raft_last_term(r) || hs->term >= RAFT_INDEX_MAX ||
         hs->commit > raft_last_index(r) || hs->vote >= RAFT_INDEX_MAX)
         return RAFT_ERR_INVALID;
+    /* The commit index is written without an fsync (raft.h), so a durable
+     * state machine may have applied beyond it: what it applied was
+     * committed, so the commit index is at least that. */
+    r->applied = raft_max_u64(cfg->applied, r->log.snap_index);
+    if (r->applied > raft_last_index(r))
+        return RAFT_ERR_INVALID;
     r->term = hs->term;
     r->vote = hs->vote;
-    r->commit = raft_max_u64(hs->commit, r->log.snap_index);
+    r->commit = raft_max_u64(raft_max_u64(hs->commit, r->log.snap_index), r->applied);
     r->hs_given = *hs;
-    r->applied = raft_max_u64(cfg->applied, r->log.snap_index);
-    if (r->applied > r->commit)
-        return RAFT_ERR_INVALID;
     r->unstable = raft_last_index(r) + 1;
     return RAFT_OK;
 }

@@ -31,38 +31,64 @@
  *         call raft_tick / raft_step / raft_propose ...
  *         while (raft_has_ready(r)) {
  *             raft_ready(r, &rd);
- *             1. PERSIST, then fsync, in this order:
+ *             0. SEND EARLY rd.msgs[0 .. rd.n_early) (may also go out during
+ *                or after step 1; they never wait for the disk).
+ *             1. PERSIST, in this order:
  *                  a. rd.snapshot (if not NULL): write it, then delete the
  *                     whole persisted log (the entries after it follow in b);
  *                  b. rd.entries: delete every persisted entry whose index is
  *                     >= rd.entries[0].index, then append rd.entries;
- *                  c. rd.hard_state if rd.hard_state_changed.
- *                Nothing in rd.msgs may leave the process before this fsync
- *                returned: a vote response promises the vote is on disk, an
- *                append response promises the entries are on disk, and the
- *                leader counts itself towards a commit quorum only because its
- *                own entries are written before any follower can see them.
- *             2. SEND rd.msgs (encode with raft_msg_encode). Messages may be
- *                sent in any order, dropped, duplicated or delayed; Raft
- *                tolerates all of that, but not sending before step 1.
+ *                  c. rd.hard_state if rd.hard_state_changed;
+ *                then, if rd.must_sync, fsync everything written so far
+ *                (including hard states of earlier Readies not yet synced).
+ *             2. SEND the rest, rd.msgs[rd.n_early .. rd.n_msgs), only after
+ *                step 1 returned. Messages may be sent in any order, dropped,
+ *                duplicated or delayed; Raft tolerates all of that, but not a
+ *                late message sent before the fsync.
  *             3. APPLY: if rd.snapshot, restore the state machine from it;
  *                then apply rd.committed in order.
  *             4. NOTIFY: deliver rd.events (leader watches) and rd.reads.
  *                Deliver asynchronously: a watcher must never block the loop.
- *             raft_advance(r, &rd);
+ *             raft_advance(r, &rd);   (only after step 1's fsync)
  *         }
  *
  *   Between raft_ready and raft_advance no other raft_* call that changes the
  *   instance may be made (they return RAFT_ERR_BUSY). This keeps every pointer
  *   in raft_ready valid until raft_advance.
  *
+ * THE PERSISTENCE RULE (decided here, carried in the Ready)
+ *
+ *   rd.must_sync is true when the Ready holds a snapshot, entries, or a term
+ *   or vote that differs from the last Ready's: those are promises. A vote
+ *   response promises the vote is durable (two leaders in one term
+ *   otherwise); an append response promises the entries are durable (a
+ *   committed entry could vanish otherwise); a vote request promises the
+ *   candidate's own vote. A Ready whose only change to the hard state is the
+ *   commit index has must_sync false: the driver writes the hard state but
+ *   need not fsync it (it becomes durable with the next fsync, or never).
+ *   That is safe because the commit index is not a promise: the log it
+ *   points into is durable (entries are synced before they are acknowledged
+ *   or applied), a restart from an older commit index re-applies nothing
+ *   twice (the state machine is rebuilt from the snapshot), and the member
+ *   relearns the commit index from the leader's next append or heartbeat,
+ *   or, as the new leader, by committing an entry of its own term. So in
+ *   steady state a member fsyncs once per batch of entries, not twice.
+ *
+ *   rd.n_early counts the leader's own appends, heartbeats, snapshots and
+ *   timeout-now messages when the term and vote are already durable (Raft
+ *   thesis §10.2.1): they promise nothing about the leader's disk, so the
+ *   followers write while the leader writes. The leader counts its own copy
+ *   towards a commit quorum only when it steps a follower's answer, which
+ *   can only happen after raft_advance, which comes after the fsync: no
+ *   entry commits on the strength of a copy not on the leader's disk.
+ *
  * WHAT MUST BE PERSISTED
  *
  *   The hard state (term, vote, commit), the log (entries after the snapshot)
  *   and the latest snapshot (raft_snapshot: index, term, membership, data).
- *   Term and vote must be durable before any message of the same Ready is
- *   sent; losing them can elect two leaders in one term. On restart the driver
- *   hands exactly that back in raft_config (hard_state, snapshot, entries).
+ *   On restart the driver hands exactly that back in raft_config (hard_state,
+ *   snapshot, entries); the commit index may be older than the one before
+ *   the crash (see above), never newer than the durable log.
  *   A fresh member of a new group gives the bootstrap voters instead; every
  *   bootstrap member must be given the same list. A member that joins an
  *   existing group is started with no voters and no state: the leader brings
@@ -130,6 +156,9 @@ enum raft_err {
 };
 
 const char *raft_strerror(int err);
+/* The error's name for drivers to hand out (an Erlang atom in the NIF):
+ * "not_leader", "compacted", ...; "unknown" for a code not above. */
+const char *raft_err_name(int err);
 
 typedef enum raft_role {
     RAFT_FOLLOWER = 0,
@@ -270,6 +299,8 @@ typedef enum raft_event_type {
     RAFT_EVENT_BECOME_LEADER = 3,    /* this member won an election */
 } raft_event_type;
 
+const char *raft_event_name(int type); /* "become_leader", ...; "?" if unknown */
+
 /* Leader watch event: one for every change of role or of known leader, in the
  * order the changes happened. `old_*` is the state before the change and
  * `new_*` the state after it, always. `term` is the term after the change.
@@ -292,15 +323,19 @@ typedef struct raft_read_state {
 } raft_read_state;
 
 typedef struct raft_ready {
-    /* 1. persist, then fsync */
+    /* 1. persist (write), then fsync if must_sync */
     const raft_snapshot *snapshot;
     const raft_entry *entries;
     size_t n_entries;
-    bool hard_state_changed;
+    bool hard_state_changed; /* term, vote or commit differ from the last Ready */
     raft_hard_state hard_state;
-    /* 2. send */
+    bool must_sync; /* snapshot, entries, or a new term or vote: fsync before
+                       msgs[n_early..n_msgs) leave and before raft_advance */
+    /* 2. send: msgs[0..n_early) at any time (even before step 1), the rest
+     * only after step 1 */
     const raft_msg *msgs;
     size_t n_msgs;
+    size_t n_early;
     /* 3. apply (after restoring rd.snapshot, if any) */
     const raft_entry *committed;
     size_t n_committed;
@@ -329,7 +364,8 @@ typedef struct raft_config {
     const raft_snapshot *snapshot;
     const raft_entry *entries; /* entries after the snapshot, contiguous */
     size_t n_entries;
-    uint64_t applied; /* last index the state machine still has applied, or 0 */
+    uint64_t applied; /* last index the state machine still has applied, or 0;
+                         <= the last index (it implies the commit index) */
 } raft_config;
 
 /* Defaults: election_tick 10, heartbeat_tick 1, pre_vote and check_quorum on,

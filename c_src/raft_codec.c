@@ -23,45 +23,6 @@
 
 #include "raft_internal.h"
 
-size_t raft_varint_len(uint64_t v)
-{
-    size_t n = 1;
-    while (v >= 0x80) {
-        v >>= 7;
-        n++;
-    }
-    return n;
-}
-
-size_t raft_varint_put(uint8_t *p, uint64_t v)
-{
-    size_t n = 0;
-    while (v >= 0x80) {
-        p[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    p[n++] = (uint8_t)v;
-    return n;
-}
-
-size_t raft_varint_get(const uint8_t *p, size_t avail, uint64_t *v)
-{
-    uint64_t x = 0;
-    for (size_t i = 0; i < 10 && i < avail; i++) {
-        uint64_t b = p[i];
-        if (i == 9 && b > 1)
-            return 0; /* more than 64 bits */
-        x |= (b & 0x7f) << (7 * i);
-        if (!(b & 0x80)) {
-            if (i > 0 && b == 0)
-                return 0; /* overlong: not canonical */
-            *v = x;
-            return i + 1;
-        }
-    }
-    return 0;
-}
-
 /* ---- semantic checks --------------------------------------------------- */
 
 static int raft_check_members(const raft_snapshot *s)
@@ -148,38 +109,38 @@ int raft_msg_check(const raft_msg *m)
 
 size_t raft_msg_encoded_size(const raft_msg *m)
 {
-    size_t n = 3 + raft_varint_len(m->from) + raft_varint_len(m->term) + raft_varint_len(m->to);
+    size_t n = 3 + varint_len(m->from) + varint_len(m->term) + varint_len(m->to);
     switch (m->type) {
     case RAFT_MSG_PREVOTE:
     case RAFT_MSG_VOTE:
-        n += raft_varint_len(m->index) + raft_varint_len(m->log_term);
+        n += varint_len(m->index) + varint_len(m->log_term);
         break;
     case RAFT_MSG_APPEND:
-        n += raft_varint_len(m->index) + raft_varint_len(m->log_term) + raft_varint_len(m->commit) +
-             raft_varint_len(m->n_entries);
+        n += varint_len(m->index) + varint_len(m->log_term) + varint_len(m->commit) +
+             varint_len(m->n_entries);
         for (size_t i = 0; i < m->n_entries; i++) {
             const raft_entry *e = &m->entries[i];
-            n += 1 + raft_varint_len(e->term) + raft_varint_len(e->len) + e->len;
+            n += 1 + varint_len(e->term) + varint_len(e->len) + e->len;
         }
         break;
     case RAFT_MSG_APPEND_RESP:
-        n += raft_varint_len(m->index) + raft_varint_len(m->hint) + raft_varint_len(m->log_term);
+        n += varint_len(m->index) + varint_len(m->hint) + varint_len(m->log_term);
         break;
     case RAFT_MSG_HEARTBEAT:
-        n += raft_varint_len(m->commit) + raft_varint_len(m->ctx);
+        n += varint_len(m->commit) + varint_len(m->ctx);
         break;
     case RAFT_MSG_HEARTBEAT_RESP:
-        n += raft_varint_len(m->ctx);
+        n += varint_len(m->ctx);
         break;
     case RAFT_MSG_SNAPSHOT: {
         const raft_snapshot *s = &m->snapshot;
-        n += raft_varint_len(s->index) + raft_varint_len(s->term);
-        n += raft_varint_len(s->n_voters) + raft_varint_len(s->n_learners);
+        n += varint_len(s->index) + varint_len(s->term);
+        n += varint_len(s->n_voters) + varint_len(s->n_learners);
         for (size_t i = 0; i < s->n_voters; i++)
-            n += raft_varint_len(s->voters[i]);
+            n += varint_len(s->voters[i]);
         for (size_t i = 0; i < s->n_learners; i++)
-            n += raft_varint_len(s->learners[i]);
-        n += raft_varint_len(s->len) + s->len;
+            n += varint_len(s->learners[i]);
+        n += varint_len(s->len) + s->len;
         break;
     }
     default:
@@ -202,53 +163,53 @@ int raft_msg_encode(const raft_msg *m, uint8_t *buf, size_t cap, size_t *len)
     *p++ = RAFT_WIRE_VERSION;
     *p++ = m->type;
     *p++ = m->flags;
-    p += raft_varint_put(p, m->from);
-    p += raft_varint_put(p, m->term);
-    p += raft_varint_put(p, m->to);
+    p += varint_put(p, m->from);
+    p += varint_put(p, m->term);
+    p += varint_put(p, m->to);
     switch (m->type) {
     case RAFT_MSG_PREVOTE:
     case RAFT_MSG_VOTE:
-        p += raft_varint_put(p, m->index);
-        p += raft_varint_put(p, m->log_term);
+        p += varint_put(p, m->index);
+        p += varint_put(p, m->log_term);
         break;
     case RAFT_MSG_APPEND:
-        p += raft_varint_put(p, m->index);
-        p += raft_varint_put(p, m->log_term);
-        p += raft_varint_put(p, m->commit);
-        p += raft_varint_put(p, m->n_entries);
+        p += varint_put(p, m->index);
+        p += varint_put(p, m->log_term);
+        p += varint_put(p, m->commit);
+        p += varint_put(p, m->n_entries);
         for (size_t i = 0; i < m->n_entries; i++) {
             const raft_entry *e = &m->entries[i];
             *p++ = e->type;
-            p += raft_varint_put(p, e->term);
-            p += raft_varint_put(p, e->len);
+            p += varint_put(p, e->term);
+            p += varint_put(p, e->len);
             if (e->len)
                 memcpy(p, e->data, e->len);
             p += e->len;
         }
         break;
     case RAFT_MSG_APPEND_RESP:
-        p += raft_varint_put(p, m->index);
-        p += raft_varint_put(p, m->hint);
-        p += raft_varint_put(p, m->log_term);
+        p += varint_put(p, m->index);
+        p += varint_put(p, m->hint);
+        p += varint_put(p, m->log_term);
         break;
     case RAFT_MSG_HEARTBEAT:
-        p += raft_varint_put(p, m->commit);
-        p += raft_varint_put(p, m->ctx);
+        p += varint_put(p, m->commit);
+        p += varint_put(p, m->ctx);
         break;
     case RAFT_MSG_HEARTBEAT_RESP:
-        p += raft_varint_put(p, m->ctx);
+        p += varint_put(p, m->ctx);
         break;
     case RAFT_MSG_SNAPSHOT: {
         const raft_snapshot *s = &m->snapshot;
-        p += raft_varint_put(p, s->index);
-        p += raft_varint_put(p, s->term);
-        p += raft_varint_put(p, s->n_voters);
+        p += varint_put(p, s->index);
+        p += varint_put(p, s->term);
+        p += varint_put(p, s->n_voters);
         for (size_t i = 0; i < s->n_voters; i++)
-            p += raft_varint_put(p, s->voters[i]);
-        p += raft_varint_put(p, s->n_learners);
+            p += varint_put(p, s->voters[i]);
+        p += varint_put(p, s->n_learners);
         for (size_t i = 0; i < s->n_learners; i++)
-            p += raft_varint_put(p, s->learners[i]);
-        p += raft_varint_put(p, s->len);
+            p += varint_put(p, s->learners[i]);
+        p += varint_put(p, s->len);
         if (s->len)
             memcpy(p, s->data, s->len);
         p += s->len;
@@ -277,7 +238,7 @@ static uint64_t raft_cur_varint(raft_cursor *c)
     uint64_t v = 0;
     if (c->err)
         return 0;
-    size_t k = raft_varint_get(c->p, c->left, &v);
+    size_t k = varint_get(c->p, c->left, &v);
     if (!k) {
         /* Out of bytes mid-varint (no terminating byte before the end), or a
          * malformed one (overlong or over 64 bits). */

@@ -5,6 +5,7 @@
 #define SYNOD_RAFT_INTERNAL_H
 
 #include "raft.h"
+#include "varint.h"
 
 /* ---- the in-memory log ------------------------------------------------
  *
@@ -57,12 +58,6 @@ int raft_members_apply(raft_members *c, const uint8_t *data, size_t len);
 size_t raft_conf_encode_op(uint8_t *buf, uint8_t op, uint64_t id);
 size_t raft_conf_encode_bootstrap(uint8_t *buf, const raft_members *c);
 #define RAFT_CONF_MAX_LEN (1 + 2 * 10 + 2 * RAFT_MAX_MEMBERS * 10)
-
-/* ---- varints ----------------------------------------------------------- */
-size_t raft_varint_len(uint64_t v);
-size_t raft_varint_put(uint8_t *p, uint64_t v);
-/* Canonical LEB128 only; returns bytes used, 0 on truncated/overlong. */
-size_t raft_varint_get(const uint8_t *p, size_t avail, uint64_t *v);
 
 /* ---- helpers ----------------------------------------------------------- */
 static inline uint64_t raft_min_u64(uint64_t a, uint64_t b)

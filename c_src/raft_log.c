@@ -206,19 +206,19 @@ int raft_members_set(raft_members *c, const uint64_t *voters, size_t nv, const u
 size_t raft_conf_encode_op(uint8_t *buf, uint8_t op, uint64_t id)
 {
     buf[0] = op;
-    return 1 + raft_varint_put(buf + 1, id);
+    return 1 + varint_put(buf + 1, id);
 }
 
 size_t raft_conf_encode_bootstrap(uint8_t *buf, const raft_members *c)
 {
     size_t n = 0;
     buf[n++] = RAFT_CONF_BOOTSTRAP;
-    n += raft_varint_put(buf + n, c->n_voters);
+    n += varint_put(buf + n, c->n_voters);
     for (uint32_t i = 0; i < c->n_voters; i++)
-        n += raft_varint_put(buf + n, c->voters[i]);
-    n += raft_varint_put(buf + n, c->n_learners);
+        n += varint_put(buf + n, c->voters[i]);
+    n += varint_put(buf + n, c->n_learners);
     for (uint32_t i = 0; i < c->n_learners; i++)
-        n += raft_varint_put(buf + n, c->learners[i]);
+        n += varint_put(buf + n, c->learners[i]);
     return n;
 }
 
@@ -226,14 +226,14 @@ static int raft_conf_read_ids(const uint8_t *data, size_t len, size_t *pos, uint
                               size_t *n)
 {
     uint64_t count;
-    size_t k = raft_varint_get(data + *pos, len - *pos, &count);
+    size_t k = varint_get(data + *pos, len - *pos, &count);
     if (!k)
         return RAFT_ERR_TRUNCATED;
     *pos += k;
     if (count > RAFT_MAX_MEMBERS)
         return RAFT_ERR_TOO_LARGE;
     for (uint64_t i = 0; i < count; i++) {
-        k = raft_varint_get(data + *pos, len - *pos, &ids[i]);
+        k = varint_get(data + *pos, len - *pos, &ids[i]);
         if (!k)
             return RAFT_ERR_TRUNCATED;
         *pos += k;
@@ -260,7 +260,7 @@ int raft_conf_change_decode(const uint8_t *data, size_t len, raft_conf_change *o
     if (op < RAFT_CONF_ADD_LEARNER || op > RAFT_CONF_REMOVE)
         return RAFT_ERR_INVALID;
     uint64_t id;
-    size_t k = raft_varint_get(data + 1, len - 1, &id);
+    size_t k = varint_get(data + 1, len - 1, &id);
     if (!k)
         return RAFT_ERR_TRUNCATED;
     if (1 + k != len)

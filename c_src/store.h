@@ -93,6 +93,9 @@ enum store_err {
 };
 
 const char *store_strerror(int err);
+/* The error's name for drivers to hand out (an Erlang atom in the NIF):
+ * "lease_not_found", "compacted", ...; "unknown" for a code not above. */
+const char *store_err_name(int err);
 
 /* ---- configuration (identical on every member; kept in snapshots) ---- */
 typedef struct store_config {

@@ -1,8 +1,8 @@
 /*
  * synod_nif.h — what the parts of the one NIF library share.
  *
- * The library is synod_nif.c (ring, fsync_dir, loading) plus one
- * synod_nif_<name>.c per subsystem. A subsystem exports:
+ * The library is synod_nif.c (loading, the atom table, fsync_dir) plus one
+ * synod_nif_<name>.c per subsystem (ring, raft, store). A subsystem exports:
  *   - int synod_nif_<name>_load(ErlNifEnv *, nif_priv *): opens its resource
  *     types (stored in nif_priv) and returns 0, or non-zero to fail the load;
  *   - SYNOD_NIF_<NAME>_FUNCS: its entries for the ErlNifFunc table;
@@ -13,14 +13,41 @@
 #ifndef SYNOD_NIF_H
 #define SYNOD_NIF_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <erl_nif.h>
 
 #include "synod_nif_guard.h"
 
+/* Every atom the library matches or hands out under a fixed name, made once
+ * at load (one table for every subsystem). Names that come from a core at
+ * run time (error, role, cause and event names: raft_err_name,
+ * store_err_name, ...) are made with enif_make_atom from the core's string. */
+/* clang-format off */
+#define SYNOD_NIF_ATOMS(X)                                                                   \
+    /* common */                                                                             \
+    X(ok) X(error) X(nil) X(none) X(badarg) X(enomem)                                        \
+    /* ring */                                                                               \
+    X(members) X(vnodes) X(seed) X(points)                                                   \
+    /* raft */                                                                               \
+    X(add_learner) X(add_voter) X(remove) X(campaign) X(forget_leader) X(transfer_leader)    \
+    X(id) X(term) X(vote) X(leader) X(role) X(voter)                                         \
+    X(commit) X(applied) X(first_index) X(last_index) X(last_term) X(transferee)             \
+    X(voters) X(learners) X(election_tick) X(heartbeat_tick) X(pre_vote) X(check_quorum)     \
+    X(max_inflight) X(max_msg_entries) X(hard_state) X(snapshot) X(entries)                  \
+    /* store */                                                                              \
+    X(put) X(delete) X(range) X(txn) X(lease_granted) X(lease_revoked)                       \
+    X(compacted) X(key) X(value) X(create_revision) X(mod_revision) X(version)               \
+    X(lease) X(revision) X(compact_revision) X(next_lease_id) X(keys) X(leases)              \
+    X(events) X(history_bytes) X(history_max_events) X(history_max_bytes) X(history_prev_kv)
+/* clang-format on */
+
 typedef struct nif_atoms {
-    ERL_NIF_TERM badarg, members, vnodes, seed, points;
+#define SYNOD_NIF_ATOM_FIELD(name) ERL_NIF_TERM name;
+    SYNOD_NIF_ATOMS(SYNOD_NIF_ATOM_FIELD)
+#undef SYNOD_NIF_ATOM_FIELD
+    ERL_NIF_TERM true_, false_; /* not field names C allows */
 } nif_atoms;
 
 typedef struct nif_priv {
@@ -31,10 +58,31 @@ typedef struct nif_priv {
 } nif_priv;
 
 nif_priv *synod_priv(ErlNifEnv *env);
+/* The load-time atom `name` (a field of nif_atoms). */
+#define ATOM(env, name) (synod_priv(env)->atoms.name)
+/* true / false as atoms. */
+ERL_NIF_TERM synod_boolean(ErlNifEnv *env, bool b);
 /* A new binary holding a copy of data[0..len). */
 ERL_NIF_TERM synod_binary(ErlNifEnv *env, const void *data, size_t len);
 /* Raises error({badarg, <<Message>>}). */
 ERL_NIF_TERM synod_raise_badarg(ErlNifEnv *env, const char *message);
+
+/* ---- Ring (synod_nif_ring.c) ---- */
+int synod_nif_ring_load(ErlNifEnv *env, nif_priv *priv);
+ERL_NIF_TERM synod_ring_new(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM synod_ring_lookup(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM synod_ring_owners(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM synod_ring_lookup_many(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM synod_ring_diff(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM synod_ring_info(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+
+#define SYNOD_NIF_RING_FUNCS                                                                       \
+    {"ring_new", 3, synod_ring_new, 0}, {"ring_lookup", 2, synod_ring_lookup, 0},                  \
+        {"ring_owners", 3, synod_ring_owners, 0},                                                  \
+        {"ring_lookup_many", 3, synod_ring_lookup_many, 0}, {"ring_diff", 4, synod_ring_diff, 0},  \
+    {                                                                                              \
+        "ring_info", 1, synod_ring_info, 0                                                         \
+    }
 
 /* ---- Raft (synod_nif_raft.c) ---- */
 int synod_nif_raft_load(ErlNifEnv *env, nif_priv *priv);

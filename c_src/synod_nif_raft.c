@@ -14,9 +14,13 @@
  * (no call comes between ready and advance), and no pointer into the core
  * outlives the call. A Ready is the tuple
  *
- *   {HardState | nil, Snapshot | nil, Entries, Msgs, Committed, Events, Reads}
+ *   {HardState | nil, Sync, Snapshot | nil, Entries, Early, Msgs, Committed,
+ *    Events, Reads}
  *
  *   HardState = {Term, Vote, Commit}
+ *   Sync      = boolean(): rd.must_sync, fsync what was written before Msgs
+ *               leave (false: the hard state may be written without fsync)
+ *   Early     = [Msg]: rd.msgs[0 .. n_early), may leave before the persist
  *   Snapshot  = {Index, Term, Voters, Learners, Data}
  *   Entry     = {Index, Term, Type :: 0 | 1 | 2, Data}  (normal, noop, conf)
  *   Msg       = {To, EncodedMessage :: binary()}      (raft wire format)
@@ -63,7 +67,8 @@ int synod_nif_raft_load(ErlNifEnv *env, nif_priv *priv)
 
 /* ---- small conversions ---- */
 
-static ERL_NIF_TERM atom(ErlNifEnv *env, const char *name)
+/* An atom named by a core (error, role, cause, event names). */
+static ERL_NIF_TERM core_name(ErlNifEnv *env, const char *name)
 {
     return enif_make_atom(env, name);
 }
@@ -75,18 +80,12 @@ static ERL_NIF_TERM u64(ErlNifEnv *env, uint64_t v)
 
 static ERL_NIF_TERM error_term(ErlNifEnv *env, int err)
 {
-    static const char *names[] = {"ok",         "nomem",        "invalid",      "not_leader",
-                                  "busy",       "transferring", "conf_pending", "not_caught_up",
-                                  "not_member", "compacted",    "unavailable",  "too_large",
-                                  "truncated",  "version",      "trailing"};
-    unsigned i = (unsigned)-err;
-    const char *name = i < sizeof names / sizeof *names ? names[i] : "unknown";
-    return enif_make_tuple2(env, atom(env, "error"), atom(env, name));
+    return enif_make_tuple2(env, ATOM(env, error), core_name(env, raft_err_name(err)));
 }
 
 static ERL_NIF_TERM ok_or_error(ErlNifEnv *env, int err)
 {
-    return err == RAFT_OK ? atom(env, "ok") : error_term(env, err);
+    return err == RAFT_OK ? ATOM(env, ok) : error_term(env, err);
 }
 
 /* An integer in [0, RAFT_INDEX_MAX): terms, indexes, ids and contexts. */
@@ -272,13 +271,13 @@ static const char *get_snapshot(ErlNifEnv *env, ERL_NIF_TERM t, new_args *a)
 
 static bool is_nil(ErlNifEnv *env, ERL_NIF_TERM t)
 {
-    return enif_is_identical(t, atom(env, "nil"));
+    return enif_is_identical(t, ATOM(env, nil));
 }
 
-/* Reads the optional key `name` of the config map into *value. */
-static bool opt(ErlNifEnv *env, ERL_NIF_TERM map, const char *name, ERL_NIF_TERM *value)
+/* Reads the optional key of the config map into *value. */
+static bool opt(ErlNifEnv *env, ERL_NIF_TERM map, ERL_NIF_TERM key, ERL_NIF_TERM *value)
 {
-    return enif_get_map_value(env, map, atom(env, name), value);
+    return enif_get_map_value(env, map, key, value);
 }
 
 static const char *parse_config(ErlNifEnv *env, ERL_NIF_TERM map, raft_config *cfg, new_args *a)
@@ -287,32 +286,34 @@ static const char *parse_config(ErlNifEnv *env, ERL_NIF_TERM map, raft_config *c
     uint64_t id, seed = 0;
     if (!enif_is_map(env, map))
         return "config must be a map";
-    if (!opt(env, map, "id", &v) || !get_id(env, v, &id))
+    if (!opt(env, map, ATOM(env, id), &v) || !get_id(env, v, &id))
         return "id must be an integer in 1..2^62-1";
-    if (opt(env, map, "seed", &v) && !enif_get_uint64(env, v, (ErlNifUInt64 *)&seed))
+    if (opt(env, map, ATOM(env, seed), &v) && !enif_get_uint64(env, v, (ErlNifUInt64 *)&seed))
         return "seed must be a non-negative 64-bit integer";
     raft_config_init(cfg, id, seed);
-    if (opt(env, map, "election_tick", &v) && !get_u32(env, v, 2, 1000000, &cfg->election_tick))
+    if (opt(env, map, ATOM(env, election_tick), &v) &&
+        !get_u32(env, v, 2, 1000000, &cfg->election_tick))
         return "election_tick must be an integer in 2..1000000";
-    if (opt(env, map, "heartbeat_tick", &v) &&
+    if (opt(env, map, ATOM(env, heartbeat_tick), &v) &&
         !get_u32(env, v, 1, cfg->election_tick - 1, &cfg->heartbeat_tick))
         return "heartbeat_tick must be an integer in 1..election_tick-1";
-    if (opt(env, map, "pre_vote", &v) && !get_bool(env, v, &cfg->pre_vote))
+    if (opt(env, map, ATOM(env, pre_vote), &v) && !get_bool(env, v, &cfg->pre_vote))
         return "pre_vote must be a boolean";
-    if (opt(env, map, "check_quorum", &v) && !get_bool(env, v, &cfg->check_quorum))
+    if (opt(env, map, ATOM(env, check_quorum), &v) && !get_bool(env, v, &cfg->check_quorum))
         return "check_quorum must be a boolean";
-    if (opt(env, map, "max_msg_entries", &v) &&
+    if (opt(env, map, ATOM(env, max_msg_entries), &v) &&
         !get_u32(env, v, 1, RAFT_MSG_MAX_ENTRIES, &cfg->max_msg_entries))
         return "max_msg_entries must be an integer in 1..4096";
-    if (opt(env, map, "max_inflight", &v) && !get_u32(env, v, 1, 1u << 20, &cfg->max_inflight))
+    if (opt(env, map, ATOM(env, max_inflight), &v) &&
+        !get_u32(env, v, 1, 1u << 20, &cfg->max_inflight))
         return "max_inflight must be an integer in 1..1048576";
-    if (opt(env, map, "voters", &v)) {
+    if (opt(env, map, ATOM(env, voters), &v)) {
         const char *why = get_ids(env, v, &a->voters, &cfg->n_voters);
         if (why)
             return why;
         cfg->voters = a->voters;
     }
-    if (opt(env, map, "hard_state", &v)) {
+    if (opt(env, map, ATOM(env, hard_state), &v)) {
         const ERL_NIF_TERM *el;
         int arity;
         if (!enif_get_tuple(env, v, &arity, &el) || arity != 3 ||
@@ -321,19 +322,19 @@ static const char *parse_config(ErlNifEnv *env, ERL_NIF_TERM map, raft_config *c
             !get_index(env, el[2], &cfg->hard_state.commit))
             return "hard_state must be {Term, Vote, Commit}";
     }
-    if (opt(env, map, "snapshot", &v) && !is_nil(env, v)) {
+    if (opt(env, map, ATOM(env, snapshot), &v) && !is_nil(env, v)) {
         const char *why = get_snapshot(env, v, a);
         if (why)
             return why;
         cfg->snapshot = &a->snapshot;
     }
-    if (opt(env, map, "entries", &v)) {
+    if (opt(env, map, ATOM(env, entries), &v)) {
         const char *why = get_entries(env, v, a, &cfg->n_entries);
         if (why)
             return why;
         cfg->entries = a->entries;
     }
-    if (opt(env, map, "applied", &v) && !get_index(env, v, &cfg->applied))
+    if (opt(env, map, ATOM(env, applied), &v) && !get_index(env, v, &cfg->applied))
         return "applied must be a log index";
     return NULL;
 }
@@ -364,7 +365,7 @@ ERL_NIF_TERM synod_raft_new(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     enif_release_resource(res);
     if (!res->lock)
         return error_term(env, RAFT_ERR_NOMEM);
-    return enif_make_tuple2(env, atom(env, "ok"), term);
+    return enif_make_tuple2(env, ATOM(env, ok), term);
 }
 
 /* raft_seed() -> a random 64-bit seed for a new instance's election jitter. */
@@ -424,7 +425,7 @@ static ERL_NIF_TERM index_reply(ErlNifEnv *env, nif_raft *res, int err, uint64_t
     enif_mutex_unlock(res->lock);
     if (err != RAFT_OK)
         return error_term(env, err);
-    return enif_make_tuple3(env, atom(env, "ok"), u64(env, index), u64(env, st.term));
+    return enif_make_tuple3(env, ATOM(env, ok), u64(env, index), u64(env, st.term));
 }
 
 ERL_NIF_TERM synod_raft_propose(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
@@ -449,11 +450,11 @@ ERL_NIF_TERM synod_raft_conf_change(ErlNifEnv *env, int argc, const ERL_NIF_TERM
     WITH_RAFT(env, argv[0], res);
     raft_conf_op op;
     uint64_t id, index = 0;
-    if (enif_is_identical(argv[1], atom(env, "add_learner")))
+    if (enif_is_identical(argv[1], ATOM(env, add_learner)))
         op = RAFT_CONF_ADD_LEARNER;
-    else if (enif_is_identical(argv[1], atom(env, "add_voter")))
+    else if (enif_is_identical(argv[1], ATOM(env, add_voter)))
         op = RAFT_CONF_ADD_VOTER;
-    else if (enif_is_identical(argv[1], atom(env, "remove")))
+    else if (enif_is_identical(argv[1], ATOM(env, remove)))
         op = RAFT_CONF_REMOVE;
     else
         return synod_raise_badarg(env, "a change is add_learner, add_voter or remove");
@@ -485,11 +486,11 @@ ERL_NIF_TERM synod_raft_control(ErlNifEnv *env, int argc, const ERL_NIF_TERM arg
     WITH_RAFT(env, argv[0], res);
     uint64_t target = 0;
     int which;
-    if (enif_is_identical(argv[1], atom(env, "campaign")))
+    if (enif_is_identical(argv[1], ATOM(env, campaign)))
         which = 0;
-    else if (enif_is_identical(argv[1], atom(env, "forget_leader")))
+    else if (enif_is_identical(argv[1], ATOM(env, forget_leader)))
         which = 1;
-    else if (enif_is_identical(argv[1], atom(env, "transfer_leader")))
+    else if (enif_is_identical(argv[1], ATOM(env, transfer_leader)))
         which = 2;
     else
         return synod_raise_badarg(env, "a control is campaign, forget_leader or transfer_leader");
@@ -533,8 +534,8 @@ ERL_NIF_TERM synod_raft_compact(ErlNifEnv *env, int argc, const ERL_NIF_TERM arg
             if (e)
                 after = enif_make_list_cell(env, entry_term(env, e), after);
         }
-        reply = enif_make_tuple3(env, atom(env, "ok"),
-                                 snapshot_meta(env, raft_snapshot_get(res->r)), after);
+        reply = enif_make_tuple3(env, ATOM(env, ok), snapshot_meta(env, raft_snapshot_get(res->r)),
+                                 after);
     }
     enif_mutex_unlock(res->lock);
     return reply;
@@ -565,18 +566,17 @@ static ERL_NIF_TERM msg_list(ErlNifEnv *env, const raft_msg *msgs, size_t n, int
 
 static ERL_NIF_TERM event_list(ErlNifEnv *env, const raft_event *evs, size_t n)
 {
-    static const char *types[] = {"?", "become_follower", "become_candidate", "become_leader"};
     ERL_NIF_TERM list = enif_make_list(env, 0);
     for (size_t i = n; i-- > 0;) {
         const raft_event *e = &evs[i];
         ERL_NIF_TERM items[] = {
-            atom(env, e->type <= RAFT_EVENT_BECOME_LEADER ? types[e->type] : "?"),
-            atom(env, raft_cause_name(e->cause)),
+            core_name(env, raft_event_name(e->type)),
+            core_name(env, raft_cause_name(e->cause)),
             u64(env, e->term),
             u64(env, e->old_leader),
             u64(env, e->new_leader),
-            atom(env, raft_role_name((raft_role)e->old_role)),
-            atom(env, raft_role_name((raft_role)e->new_role)),
+            core_name(env, raft_role_name((raft_role)e->old_role)),
+            core_name(env, raft_role_name((raft_role)e->new_role)),
         };
         list = enif_make_list_cell(env, enif_make_tuple_from_array(env, items, 7), list);
     }
@@ -594,7 +594,7 @@ static ERL_NIF_TERM read_list(ErlNifEnv *env, const raft_read_state *rs, size_t 
 
 static ERL_NIF_TERM ready_term(ErlNifEnv *env, const raft_ready_t *rd, int *err)
 {
-    ERL_NIF_TERM nil = atom(env, "nil");
+    ERL_NIF_TERM nil = ATOM(env, nil);
     ERL_NIF_TERM snapshot = nil;
     if (rd->snapshot)
         snapshot =
@@ -604,14 +604,16 @@ static ERL_NIF_TERM ready_term(ErlNifEnv *env, const raft_ready_t *rd, int *err)
                              synod_binary(env, rd->snapshot->data, rd->snapshot->len));
     ERL_NIF_TERM items[] = {
         rd->hard_state_changed ? hard_state_term(env, &rd->hard_state) : nil,
+        synod_boolean(env, rd->must_sync),
         snapshot,
         entry_list(env, rd->entries, rd->n_entries),
-        msg_list(env, rd->msgs, rd->n_msgs, err),
+        msg_list(env, rd->msgs, rd->n_early, err),
+        msg_list(env, rd->msgs + rd->n_early, rd->n_msgs - rd->n_early, err),
         entry_list(env, rd->committed, rd->n_committed),
         event_list(env, rd->events, rd->n_events),
         read_list(env, rd->reads, rd->n_reads),
     };
-    return enif_make_tuple_from_array(env, items, 7);
+    return enif_make_tuple_from_array(env, items, sizeof items / sizeof *items);
 }
 
 ERL_NIF_TERM synod_raft_ready(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
@@ -621,7 +623,7 @@ ERL_NIF_TERM synod_raft_ready(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
     enif_mutex_lock(res->lock);
     if (!raft_has_ready(res->r)) {
         enif_mutex_unlock(res->lock);
-        return atom(env, "none");
+        return ATOM(env, none);
     }
     raft_ready_t rd;
     int err = raft_ready(res->r, &rd);
@@ -653,19 +655,18 @@ ERL_NIF_TERM synod_raft_status(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     if (nl > RAFT_MAX_MEMBERS)
         nl = RAFT_MAX_MEMBERS;
     ERL_NIF_TERM keys[] = {
-        atom(env, "id"),         atom(env, "term"),      atom(env, "vote"),
-        atom(env, "leader"),     atom(env, "role"),      atom(env, "voter"),
-        atom(env, "commit"),     atom(env, "applied"),   atom(env, "first_index"),
-        atom(env, "last_index"), atom(env, "last_term"), atom(env, "transferee"),
-        atom(env, "voters"),     atom(env, "learners"),
+        ATOM(env, id),          ATOM(env, term),       ATOM(env, vote),      ATOM(env, leader),
+        ATOM(env, role),        ATOM(env, voter),      ATOM(env, commit),    ATOM(env, applied),
+        ATOM(env, first_index), ATOM(env, last_index), ATOM(env, last_term), ATOM(env, transferee),
+        ATOM(env, voters),      ATOM(env, learners),
     };
     ERL_NIF_TERM values[] = {
         u64(env, st.id),
         u64(env, st.term),
         u64(env, st.vote),
         u64(env, st.leader),
-        atom(env, raft_role_name((raft_role)st.role)),
-        atom(env, st.is_voter ? "true" : "false"),
+        core_name(env, raft_role_name((raft_role)st.role)),
+        synod_boolean(env, st.is_voter),
         u64(env, st.commit),
         u64(env, st.applied),
         u64(env, st.first_index),

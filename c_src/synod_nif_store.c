@@ -33,11 +33,6 @@ typedef struct nif_store {
     store_t *s;
 } nif_store;
 
-static struct {
-    ERL_NIF_TERM ok, error, nil, true_, false_, put, delete, range, txn, lease_granted,
-        lease_revoked, compacted, key, value, create_revision, mod_revision, version, lease;
-} A;
-
 static void store_resource_dtor(ErlNifEnv *env, void *obj)
 {
     (void)env;
@@ -51,24 +46,6 @@ int synod_nif_store_load(ErlNifEnv *env, nif_priv *priv)
 {
     priv->store_type = enif_open_resource_type(env, NULL, "synod_store", store_resource_dtor,
                                                ERL_NIF_RT_CREATE | ERL_NIF_RT_TAKEOVER, NULL);
-    A.ok = enif_make_atom(env, "ok");
-    A.error = enif_make_atom(env, "error");
-    A.nil = enif_make_atom(env, "nil");
-    A.true_ = enif_make_atom(env, "true");
-    A.false_ = enif_make_atom(env, "false");
-    A.put = enif_make_atom(env, "put");
-    A.delete = enif_make_atom(env, "delete");
-    A.range = enif_make_atom(env, "range");
-    A.txn = enif_make_atom(env, "txn");
-    A.lease_granted = enif_make_atom(env, "lease_granted");
-    A.lease_revoked = enif_make_atom(env, "lease_revoked");
-    A.compacted = enif_make_atom(env, "compacted");
-    A.key = enif_make_atom(env, "key");
-    A.value = enif_make_atom(env, "value");
-    A.create_revision = enif_make_atom(env, "create_revision");
-    A.mod_revision = enif_make_atom(env, "mod_revision");
-    A.version = enif_make_atom(env, "version");
-    A.lease = enif_make_atom(env, "lease");
     return priv->store_type ? 0 : 1;
 }
 
@@ -79,29 +56,20 @@ static ERL_NIF_TERM u64(ErlNifEnv *env, uint64_t v)
     return enif_make_uint64(env, (ErlNifUInt64)v);
 }
 
-static ERL_NIF_TERM boolean(bool b)
-{
-    return b ? A.true_ : A.false_;
-}
-
 static ERL_NIF_TERM error_term(ErlNifEnv *env, int err, uint64_t compact_revision)
 {
-    static const char *names[] = {
-        "ok",        "nomem",           "invalid",       "truncated",       "trailing",
-        "version",   "too_large",       "duplicate_key", "lease_not_found", "lease_exists",
-        "compacted", "future_revision", "corrupt"};
     if (err == STORE_ERR_COMPACTED)
-        return enif_make_tuple2(env, A.error,
-                                enif_make_tuple2(env, A.compacted, u64(env, compact_revision)));
-    size_t i = (size_t)(-(long)err);
-    const char *name = err < 0 && i < sizeof names / sizeof *names ? names[i] : "unknown";
-    return enif_make_tuple2(env, A.error, enif_make_atom(env, name));
+        return enif_make_tuple2(
+            env, ATOM(env, error),
+            enif_make_tuple2(env, ATOM(env, compacted), u64(env, compact_revision)));
+    return enif_make_tuple2(env, ATOM(env, error), enif_make_atom(env, store_err_name(err)));
 }
 
 /* #{key, value, create_revision, mod_revision, version, lease} */
 static ERL_NIF_TERM kv_term(ErlNifEnv *env, const store_kv *kv)
 {
-    ERL_NIF_TERM keys[] = {A.key, A.value, A.create_revision, A.mod_revision, A.version, A.lease};
+    ERL_NIF_TERM keys[] = {ATOM(env, key),          ATOM(env, value),   ATOM(env, create_revision),
+                           ATOM(env, mod_revision), ATOM(env, version), ATOM(env, lease)};
     ERL_NIF_TERM values[] = {synod_binary(env, kv->key, kv->key_len),
                              synod_binary(env, kv->value, kv->value_len),
                              u64(env, kv->create_revision),
@@ -125,13 +93,14 @@ static ERL_NIF_TERM op_term(ErlNifEnv *env, const store_op_result *op)
 {
     switch (op->type) {
     case STORE_CMD_PUT:
-        return enif_make_tuple2(env, A.put, op->n_kvs ? kv_term(env, &op->kvs[0]) : A.nil);
+        return enif_make_tuple2(env, ATOM(env, put),
+                                op->n_kvs ? kv_term(env, &op->kvs[0]) : ATOM(env, nil));
     case STORE_CMD_DELETE:
-        return enif_make_tuple3(env, A.delete, u64(env, op->count),
+        return enif_make_tuple3(env, ATOM(env, delete), u64(env, op->count),
                                 kv_list(env, op->kvs, op->n_kvs));
     default:
-        return enif_make_tuple4(env, A.range, kv_list(env, op->kvs, op->n_kvs), u64(env, op->count),
-                                boolean(op->more));
+        return enif_make_tuple4(env, ATOM(env, range), kv_list(env, op->kvs, op->n_kvs),
+                                u64(env, op->count), synod_boolean(env, op->more));
     }
 }
 
@@ -144,25 +113,25 @@ static ERL_NIF_TERM result_term(ErlNifEnv *env, const store_result *r)
         ERL_NIF_TERM ops = enif_make_list(env, 0);
         for (size_t i = r->n_ops; i-- > 0;)
             ops = enif_make_list_cell(env, op_term(env, &r->ops[i]), ops);
-        payload = enif_make_tuple3(env, A.txn, boolean(r->succeeded), ops);
+        payload = enif_make_tuple3(env, ATOM(env, txn), synod_boolean(env, r->succeeded), ops);
         break;
     }
     case STORE_CMD_LEASE_GRANT:
-        payload =
-            enif_make_tuple3(env, A.lease_granted, u64(env, r->lease_id), u64(env, r->ttl_ms));
+        payload = enif_make_tuple3(env, ATOM(env, lease_granted), u64(env, r->lease_id),
+                                   u64(env, r->ttl_ms));
         break;
     case STORE_CMD_LEASE_REVOKE:
-        payload =
-            enif_make_tuple3(env, A.lease_revoked, u64(env, r->lease_id), u64(env, r->deleted));
+        payload = enif_make_tuple3(env, ATOM(env, lease_revoked), u64(env, r->lease_id),
+                                   u64(env, r->deleted));
         break;
     case STORE_CMD_COMPACT:
-        payload = enif_make_tuple2(env, A.compacted, u64(env, r->compact_revision));
+        payload = enif_make_tuple2(env, ATOM(env, compacted), u64(env, r->compact_revision));
         break;
     default:
         payload = op_term(env, &r->ops[0]);
         break;
     }
-    return enif_make_tuple3(env, A.ok, u64(env, r->revision), payload);
+    return enif_make_tuple3(env, ATOM(env, ok), u64(env, r->revision), payload);
 }
 
 static nif_store *get_store(ErlNifEnv *env, ERL_NIF_TERM t)
@@ -191,7 +160,7 @@ static ERL_NIF_TERM wrap_store(ErlNifEnv *env, store_t *s)
     enif_release_resource(res);
     if (!res->lock)
         return error_term(env, STORE_ERR_NOMEM, 0);
-    return enif_make_tuple2(env, A.ok, term);
+    return enif_make_tuple2(env, ATOM(env, ok), term);
 }
 
 /* ---- store_new(Opts :: map()) ---- */
@@ -208,22 +177,22 @@ ERL_NIF_TERM synod_store_new(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]
     size_t size;
     enif_get_map_size(env, argv[0], &size);
     size_t known = 0;
-    if (enif_get_map_value(env, argv[0], enif_make_atom(env, "history_max_events"), &v)) {
+    if (enif_get_map_value(env, argv[0], ATOM(env, history_max_events), &v)) {
         if (!enif_get_uint64(env, v, &n) || n > STORE_MAX_HISTORY_EVENTS)
             return synod_raise_badarg(env, "history_max_events must be an integer in 0..16777216");
         cfg.history_max_events = (uint32_t)n;
         known++;
     }
-    if (enif_get_map_value(env, argv[0], enif_make_atom(env, "history_max_bytes"), &v)) {
+    if (enif_get_map_value(env, argv[0], ATOM(env, history_max_bytes), &v)) {
         if (!enif_get_uint64(env, v, &n) || n > STORE_MAX_HISTORY_BYTES)
             return synod_raise_badarg(env, "history_max_bytes must be an integer in 0..2^40");
         cfg.history_max_bytes = n;
         known++;
     }
-    if (enif_get_map_value(env, argv[0], enif_make_atom(env, "history_prev_kv"), &v)) {
-        if (!enif_is_identical(v, A.true_) && !enif_is_identical(v, A.false_))
+    if (enif_get_map_value(env, argv[0], ATOM(env, history_prev_kv), &v)) {
+        if (!enif_is_identical(v, ATOM(env, true_)) && !enif_is_identical(v, ATOM(env, false_)))
             return synod_raise_badarg(env, "history_prev_kv must be a boolean");
-        cfg.history_prev_kv = enif_is_identical(v, A.true_);
+        cfg.history_prev_kv = enif_is_identical(v, ATOM(env, true_));
         known++;
     }
     if (known != size)
@@ -343,7 +312,7 @@ static ERL_NIF_TERM range_now(ErlNifEnv *env, nif_store *res, const store_cmd *c
         return error_term(env, err, 0);
     ERL_NIF_TERM kvs;
     enif_make_reverse_list(env, acc.list, &kvs);
-    return enif_make_tuple3(env, kvs, u64(env, count), boolean(more));
+    return enif_make_tuple3(env, kvs, u64(env, count), synod_boolean(env, more));
 }
 
 /* A range read takes its request as a RANGE command (the same bytes the
@@ -388,9 +357,10 @@ static int cons_event(void *ctx, const store_event *ev)
 {
     event_acc *a = ctx;
     ErlNifEnv *env = a->env;
-    ERL_NIF_TERM t = enif_make_tuple4(env, ev->type == STORE_EVENT_PUT ? A.put : A.delete,
-                                      u64(env, ev->revision), kv_term(env, &ev->kv),
-                                      ev->has_prev ? kv_term(env, &ev->prev) : A.nil);
+    ERL_NIF_TERM t =
+        enif_make_tuple4(env, ev->type == STORE_EVENT_PUT ? ATOM(env, put) : ATOM(env, delete),
+                         u64(env, ev->revision), kv_term(env, &ev->kv),
+                         ev->has_prev ? kv_term(env, &ev->prev) : ATOM(env, nil));
     a->list = enif_make_list_cell(env, t, a->list);
     return 0;
 }
@@ -424,7 +394,7 @@ static ERL_NIF_TERM events_now(ErlNifEnv *env, nif_store *res, uint64_t from, si
         return error_term(env, err, compact);
     ERL_NIF_TERM events;
     enif_make_reverse_list(env, acc.list, &events);
-    return enif_make_tuple3(env, A.ok, events, u64(env, next));
+    return enif_make_tuple3(env, ATOM(env, ok), events, u64(env, next));
 }
 
 ERL_NIF_TERM synod_store_events_since(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
@@ -486,7 +456,7 @@ ERL_NIF_TERM synod_store_lease(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     enif_mutex_unlock(res->lock);
     if (!found)
         return error_term(env, STORE_ERR_LEASE_NOT_FOUND, 0);
-    return enif_make_tuple3(env, A.ok, u64(env, ttl), u64(env, keys));
+    return enif_make_tuple3(env, ATOM(env, ok), u64(env, ttl), u64(env, keys));
 }
 
 /* ---- store_info(S) -> map() ---- */
@@ -500,16 +470,16 @@ ERL_NIF_TERM synod_store_info(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
     store_stats_get(res->s, &st);
     enif_mutex_unlock(res->lock);
     ERL_NIF_TERM keys[] = {
-        enif_make_atom(env, "revision"),
-        enif_make_atom(env, "compact_revision"),
-        enif_make_atom(env, "next_lease_id"),
-        enif_make_atom(env, "keys"),
-        enif_make_atom(env, "leases"),
-        enif_make_atom(env, "events"),
-        enif_make_atom(env, "history_bytes"),
-        enif_make_atom(env, "history_max_events"),
-        enif_make_atom(env, "history_max_bytes"),
-        enif_make_atom(env, "history_prev_kv"),
+        ATOM(env, revision),
+        ATOM(env, compact_revision),
+        ATOM(env, next_lease_id),
+        ATOM(env, keys),
+        ATOM(env, leases),
+        ATOM(env, events),
+        ATOM(env, history_bytes),
+        ATOM(env, history_max_events),
+        ATOM(env, history_max_bytes),
+        ATOM(env, history_prev_kv),
     };
     ERL_NIF_TERM values[] = {
         u64(env, st.revision),
@@ -521,7 +491,7 @@ ERL_NIF_TERM synod_store_info(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
         u64(env, st.history_bytes),
         u64(env, st.config.history_max_events),
         u64(env, st.config.history_max_bytes),
-        boolean(st.config.history_prev_kv),
+        synod_boolean(env, st.config.history_prev_kv),
     };
     ERL_NIF_TERM map;
     enif_make_map_from_arrays(env, keys, values, sizeof keys / sizeof *keys, &map);
@@ -541,7 +511,7 @@ ERL_NIF_TERM synod_store_snapshot(ErlNifEnv *env, int argc, const ERL_NIF_TERM a
     int err = buf ? store_snapshot_write(res->s, buf, need, &len) : STORE_ERR_NOMEM;
     enif_mutex_unlock(res->lock);
     if (err != STORE_OK)
-        return enif_raise_exception(env, enif_make_atom(env, "enomem"));
+        return enif_raise_exception(env, ATOM(env, enomem));
     return bin;
 }
 

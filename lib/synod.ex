@@ -60,9 +60,10 @@ defmodule Synod do
       `Synod.Handover`, then stop the old).
     * `:handover_timeout` — per-child limit for a hot handover (5000 ms).
     * `:partition_strategy` — `:divergence` (default: every side of a
-      partition keeps running its children) or `:majority` (a side that sees
+      partition keeps running its children), `:majority` (a side that sees
       fewer than a majority of the members it has known stops its children
-      and refuses starts with `{:error, :partitioned}` until healed).
+      and refuses starts and stops with `{:error, :partitioned}` until
+      healed), or a module implementing `Synod.Hub.PartitionStrategy`.
     * `:ring` — `Synod.Ring` options (`:vnodes`, `:seed`); every member must
       use the same.
     * `:max_restarts`, `:max_seconds` — restart intensity of the node's
@@ -72,6 +73,17 @@ defmodule Synod do
 
   Members with different `:replication_factor`, `:replication_model`,
   `:partition_strategy` or `:ring` refuse each other (and log why).
+
+  ## Client nodes
+
+  A node that runs no member of a hub can still call `start_children/3`,
+  `stop_children/3` (and the `_child` forms), `await/1`, `whereis/2` and
+  `lookup/2`: they go through a connected member (the *relay*, the first
+  that answers), which lends its ring and registry, and the answers come
+  back through it. The results are the same as on a member, and so is the
+  read-your-writes promise, for lookups made through the same relay. The
+  other lookups (`children/2`, `tagged/2`, `members/1`, ...) need a member
+  on the calling node.
 
   ## Redistribution
 
@@ -95,8 +107,8 @@ defmodule Synod do
   `docs/protocol.md`.
   """
 
-  alias Synod.{Dispatcher, Handle, StartResult, StopResult}
-  alias Synod.Hub.{Options, Placement, Results, Spec}
+  alias Synod.{Handle, StartResult, StopResult}
+  alias Synod.Hub.{Caller, Options, Placement, Registry}
 
   @type hub :: atom()
   @type child_id :: term()
@@ -134,7 +146,10 @@ defmodule Synod do
   """
   @spec stop(hub(), timeout()) :: :ok
   def stop(hub, timeout \\ :infinity) do
-    Supervisor.stop(Synod.Hub.Supervisor.supervisor_name(hub), :normal, timeout)
+    case Synod.Hub.Supervisor.whereis(hub) do
+      nil -> exit({:noproc, {Synod, :stop, [hub, timeout]}})
+      sup -> Supervisor.stop(sup, :normal, timeout)
+    end
   end
 
   @doc """
@@ -171,40 +186,8 @@ defmodule Synod do
   """
   @spec start_children(hub(), [term()], keyword()) ::
           {:ok, StartResult.t() | Handle.t()} | {:error, StartResult.t() | term()}
-  def start_children(hub, specs, opts \\ []) when is_atom(hub) and is_list(specs) do
-    opts = Options.start!(opts)
-
-    with {:ok, {registry, meta}} <- tables(hub),
-         :ok <- check_partition(meta),
-         {:ok, children} <- normalize(specs),
-         ids = Enum.map(children, &elem(&1, 0)),
-         :ok <- check_duplicates(ids),
-         :ok <- check_existing(opts.check_existing, registry, ids) do
-      cfg = meta_get(meta, :config)
-      children = for {id, spec} <- children, do: {id, spec, opts.metadata}
-
-      groups =
-        Placement.group(
-          meta_get(meta, :ring),
-          cfg.replication_factor,
-          cfg.replication_model,
-          children
-        )
-
-      expected =
-        Map.new(groups, fn {node, entries} -> {node, Enum.map(entries, &elem(&1, 0))} end)
-
-      handle =
-        dispatch(hub, :start, expected, opts, ids, fn ref ->
-          Dispatcher.children_start(
-            hub,
-            for({node, entries} <- groups, do: {node, {ref, [self()], entries, []}})
-          )
-        end)
-
-      if opts.await, do: await(handle), else: {:ok, handle}
-    end
-  end
+  def start_children(hub, specs, opts \\ []) when is_atom(hub) and is_list(specs),
+    do: Caller.start_children(hub, specs, opts)
 
   @doc "Stops one child. Same options and result as `stop_children/3`."
   @spec stop_child(hub(), child_id(), keyword()) ::
@@ -216,20 +199,21 @@ defmodule Synod do
   (or, by the ring, should run) one of them. Options: `:await` and
   `:timeout` as in `start_children/3`.
 
+  A stop that was answered ok holds: no heal, late announcement, migration
+  in flight or restarted member brings the child back (a later
+  `start_children/3` of the same id starts a new one). See "Stops" in
+  `docs/hub.md`.
+
   Returns `{:ok, %Synod.StopResult{}}`, or `{:error, %Synod.StopResult{}}`
-  listing `:not_found` children and nodes that did not answer, or
+  listing `:not_found` children (no member runs them) and nodes that did
+  not answer, or, before anything is sent, `{:error, :partitioned}` (this
+  node is in a minority under `partition_strategy: :majority`) or
   `{:error, {:unknown_hub, hub}}`.
   """
   @spec stop_children(hub(), [child_id()], keyword()) ::
           {:ok, StopResult.t() | Handle.t()} | {:error, StopResult.t() | term()}
-  def stop_children(hub, child_ids, opts \\ []) when is_atom(hub) and is_list(child_ids) do
-    opts = Options.stop!(opts)
-
-    with {:ok, {registry, meta}} <- tables(hub) do
-      handle = dispatch_stop(hub, registry, meta, Enum.uniq(child_ids), opts)
-      if opts.await, do: await(handle), else: {:ok, handle}
-    end
-  end
+  def stop_children(hub, child_ids, opts \\ []) when is_atom(hub) and is_list(child_ids),
+    do: Caller.stop_children(hub, child_ids, opts)
 
   @doc """
   Waits for the answers of a request made with `await: false`, until the
@@ -238,51 +222,23 @@ defmodule Synod do
   returned with `await: true`.
   """
   @spec await(Handle.t()) :: {:ok | :error, StartResult.t() | StopResult.t()}
-  def await(%Handle{owner: owner} = handle) do
-    if owner != self(),
-      do: raise(ArgumentError, "a Synod.Handle can only be awaited by the process that made it")
-
-    collect(handle)
-  end
+  def await(%Handle{} = handle), do: Caller.await(handle)
 
   @doc """
   The pid of `child_id`: on the first owner when that copy runs, else any
   running copy; `nil` when it does not run. Answered from this node's
-  registry. Raises `ArgumentError` for an unknown hub.
+  registry; on a node that runs no member of the hub, by a member (see
+  "Client nodes" below). Raises `ArgumentError` for an unknown hub.
   """
   @spec whereis(hub(), child_id()) :: pid() | nil
-  def whereis(hub, child_id) do
-    case lookup(hub, child_id) do
-      [] ->
-        nil
+  def whereis(hub, child_id), do: Caller.whereis(hub, child_id)
 
-      [{_node, pid}] ->
-        pid
-
-      copies ->
-        {_, meta} = tables!(hub)
-
-        [first | _] =
-          Placement.owners(
-            meta_get(meta, :ring),
-            meta_get(meta, :config).replication_factor,
-            child_id
-          )
-
-        Enum.find_value(copies, fn {node, pid} -> node == first && pid end) || elem(hd(copies), 1)
-    end
-  end
-
-  @doc "Every running copy of `child_id` as `{node, pid}`, from this node's registry."
+  @doc """
+  Every running copy of `child_id` as `{node, pid}`, from this node's
+  registry (on a client node, a member's).
+  """
   @spec lookup(hub(), child_id()) :: [{node(), pid()}]
-  def lookup(hub, child_id) do
-    {registry, _} = tables!(hub)
-
-    case :ets.lookup(registry, child_id) do
-      [{_, _, _, pids}] -> for pid <- pids, do: {node(pid), pid}
-      [] -> []
-    end
-  end
+  def lookup(hub, child_id), do: Caller.lookup(hub, child_id)
 
   @doc """
   Children known to this node's registry. `:global` (default) gives every
@@ -326,9 +282,8 @@ defmodule Synod do
   @spec tagged(hub(), term()) :: [{child_id(), [{node(), pid()}]}]
   def tagged(hub, tag) do
     {registry, _} = tables!(hub)
-    spec = [{{:"$1", :_, %{tag: tag}, :"$2"}, [], [{{:"$1", :"$2"}}]}]
 
-    for {id, [_ | _] = pids} <- :ets.select(registry, spec),
+    for {id, [_ | _] = pids} <- :ets.select(registry, Registry.tagged(tag)),
         do: {id, for(pid <- pids, do: {node(pid), pid})}
   end
 
@@ -376,188 +331,8 @@ defmodule Synod do
     GenServer.call(hub, {:synod_unsubscribe, self()})
   end
 
-  # ── internals ──────────────────────────────────────────────────────────
-
-  defp tables(hub) do
-    case :persistent_term.get({Synod.Hub, hub}, nil) do
-      {_registry, meta} = tables ->
-        if :ets.info(meta, :id) == :undefined,
-          do: {:error, {:unknown_hub, hub}},
-          else: {:ok, tables}
-
-      nil ->
-        {:error, {:unknown_hub, hub}}
-    end
-  end
-
-  defp tables!(hub) do
-    case tables(hub) do
-      {:ok, tables} ->
-        tables
-
-      {:error, _} ->
-        raise ArgumentError, "unknown hub #{inspect(hub)}: no hub of that name runs on #{node()}"
-    end
-  end
-
-  defp meta_get(meta, key), do: :ets.lookup_element(meta, key, 2)
-
-  defp check_partition(meta),
-    do: if(meta_get(meta, :partitioned), do: {:error, :partitioned}, else: :ok)
-
-  defp normalize(specs) do
-    case Spec.normalize_all(specs) do
-      {:ok, children} -> {:ok, children}
-      {:error, bad} -> {:error, {:invalid_children, bad}}
-    end
-  end
-
-  defp check_duplicates(ids) do
-    case Spec.duplicates(ids) do
-      [] -> :ok
-      dups -> {:error, {:duplicate_ids, dups}}
-    end
-  end
-
-  defp check_existing(false, _registry, _ids), do: :ok
-
-  defp check_existing(true, registry, ids) do
-    case Enum.filter(ids, &:ets.member(registry, &1)) do
-      [] -> :ok
-      existing -> {:error, {:already_started, existing}}
-    end
-  end
-
-  defp dispatch_stop(hub, registry, meta, ids, opts) do
-    cfg = meta_get(meta, :config)
-    ring = meta_get(meta, :ring)
-
-    # Ask every node the registry says runs a copy, and the owners too in
-    # case this node's registry has not heard of a start yet.
-    owners = Placement.owners_many(ring, cfg.replication_factor, ids)
-
-    requests =
-      ids
-      |> Enum.zip(owners)
-      |> Enum.reduce(%{}, fn {id, owners}, acc ->
-        running =
-          case :ets.lookup(registry, id) do
-            [{_, _, _, pids}] -> Enum.map(pids, &node/1)
-            [] -> []
-          end
-
-        nodes = if running == owners, do: owners, else: Enum.uniq(running ++ owners)
-        Enum.reduce(nodes, acc, fn node, acc -> Map.update(acc, node, [id], &[id | &1]) end)
-      end)
-      |> Map.new(fn {node, ids} -> {node, Enum.reverse(ids)} end)
-
-    dispatch(hub, :stop, requests, Map.put(opts, :on_failure, :continue), ids, fn ref ->
-      Dispatcher.children_stop(
-        hub,
-        for({node, ids} <- requests, do: {node, {ref, [self()], ids, []}})
-      )
-    end)
-  end
-
-  # `expected` maps each target node to the child ids it must answer for.
-  defp dispatch(hub, kind, expected, opts, ids, send_fun) do
-    ref = make_ref()
-    # Monitors first, so a node that is already gone answers with :DOWN.
-    monitors = Map.new(expected, fn {node, _} -> {Process.monitor({hub, node}), node} end)
-    send_fun.(ref)
-
-    deadline = if opts.timeout == :infinity, do: :infinity, else: now() + opts.timeout
-
-    %Handle{
-      hub: hub,
-      ref: ref,
-      kind: kind,
-      results: Results.new(kind, expected),
-      monitors: monitors,
-      deadline: deadline,
-      ids: ids,
-      on_failure: opts.on_failure,
-      owner: self()
-    }
-  end
-
-  defp now, do: System.monotonic_time(:millisecond)
-
-  defp remaining(:infinity), do: :infinity
-  defp remaining(deadline), do: max(deadline - now(), 0)
-
-  defp collect(%Handle{ref: ref, results: results} = h) do
-    if Results.done?(results) do
-      finish(h)
-    else
-      receive do
-        {:synod_results, ^ref, node, answers} ->
-          collect(%{h | results: Results.record(results, node, answers)})
-
-        {^ref, id, answer, node} ->
-          collect(%{h | results: Results.record(results, node, [{id, answer}])})
-
-        {:DOWN, mref, :process, _, _reason} when is_map_key(h.monitors, mref) ->
-          node = Map.fetch!(h.monitors, mref)
-
-          results =
-            h |> settle_with_coordinator(node) |> Results.fail_node(node, {:nodedown, node})
-
-          collect(%{h | results: results, monitors: Map.delete(h.monitors, mref)})
-      after
-        remaining(h.deadline) ->
-          finish(%{h | results: Results.fail_all(results, :timeout)})
-      end
-    end
-  end
-
-  # Answers from `node` travel through this node's coordinator. Before
-  # counting `node` as failed, make sure every answer it sent before going
-  # down has been passed on: the coordinator handles messages in order, so
-  # once it answers a call, they are all in this process's mailbox.
-  defp settle_with_coordinator(%Handle{hub: hub, ref: ref, results: results} = h, node) do
-    if node != node() do
-      try do
-        GenServer.call(hub, :synod_barrier, min(remaining(h.deadline), 5_000))
-      catch
-        :exit, _ -> :ok
-      end
-    end
-
-    drain(ref, node, results)
-  end
-
-  defp drain(ref, node, results) do
-    receive do
-      {:synod_results, ^ref, ^node, answers} ->
-        drain(ref, node, Results.record(results, node, answers))
-
-      {^ref, id, answer, ^node} ->
-        drain(ref, node, Results.record(results, node, [{id, answer}]))
-    after
-      0 -> results
-    end
-  end
-
-  defp finish(%Handle{} = h) do
-    for {mref, _} <- h.monitors, do: Process.demonitor(mref, [:flush])
-    {status, result} = Results.finish(h.results)
-
-    if h.kind == :start and status == :error and h.on_failure == :rollback do
-      # Stop every child of the request, including those whose answer was
-      # lost: a node that went down may still have started some.
-      with {:ok, {registry, meta}} <- tables(h.hub) do
-        timeout =
-          if h.deadline == :infinity, do: :infinity, else: max(remaining(h.deadline), 5_000)
-
-        _ = collect(dispatch_stop(h.hub, registry, meta, h.ids, %{await: true, timeout: timeout}))
-      end
-
-      {:error, %{result | rolled_back: true}}
-    else
-      {status, result}
-    end
-  end
+  defp tables!(hub), do: Caller.tables!(hub)
+  defp meta_get(meta, key), do: Caller.meta_get(meta, key)
 
   # -- leader watches (Raft groups, see Synod.Raft) ---------------------------
 
@@ -582,10 +357,28 @@ defmodule Synod do
   called as `fun.(key, event, before, after)` or a pid that receives
   `{:synod_leader_watch, group, key, event, before, after}`; `event_type` is
   `:all`, `:become_leader` or `:become_follower`. A key in use is replaced.
+
+  `before` and `after` are the member's whole view: `%{role, leader, term,
+  commit, applied, voters}` (`voters` as nodes). Role, leader and term are
+  the change's own; the indexes and voters are what the member reports
+  when the change is delivered (`nil` if it cannot say), so those of
+  `after` are at least the change's. A bad argument raises
+  `ArgumentError` naming it.
   """
   @spec add_leader_watch(atom(), term(), function() | pid(), :all | Synod.Raft.watch_event()) ::
           :ok | {:error, :no_member}
-  defdelegate add_leader_watch(group, key, target, event_type \\ :all), to: Synod.Raft
+  def add_leader_watch(group, key, target, event_type \\ :all) do
+    Synod.Coord.Options.check!(group, :group, :atom)
+    Synod.Coord.Options.check!(target, :target, {:or, [:pid, {:fun, 4}]})
+
+    Synod.Coord.Options.check!(
+      event_type,
+      :event_type,
+      {:in, [:all, :become_leader, :become_follower]}
+    )
+
+    Synod.Raft.add_leader_watch(group, key, target, event_type)
+  end
 
   @doc "Removes the leader watch under `key`."
   @spec remove_leader_watch(atom(), term()) :: :ok | {:error, :no_member}

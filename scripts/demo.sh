@@ -3,7 +3,7 @@
 # cluster demo (demo/cluster.exs) on real distributed Erlang nodes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh demo
 epmd -daemon
 export ERL_AFLAGS="-kernel prevent_overlapping_partitions false"
 mix compile

@@ -1,32 +1,48 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages Synod needs, only those that are missing.
-# Idempotent: a second run installs nothing. Without root (and without
-# passwordless sudo) it prints the exact command to run and exits 1.
+#
+#   bash scripts/setup.sh demo   what building Synod and running the demo need
+#   bash scripts/setup.sh test   that, plus what the tests need (the default)
+#
+# Idempotent: a second run installs nothing. Prints how long the install took.
+# Without root (and without passwordless sudo) it prints the exact command to
+# run and exits 1.
 set -euo pipefail
 
-packages=(
+# Building Synod (NIF, C node, Elixir) and running it: 15 packages on a fresh
+# machine of the project's kind, 75 on a minimal Debian 12 (see docs/erlang.md).
+demo_packages=(
   build-essential   # gcc, make
-  pkg-config
+  erlang-base       # erl, epmd, compiler, sasl
+  erlang-dev        # erl_nif.h, erl_interface (ei.h, libei.a)
+  elixir            # elixir, mix (brings crypto, inets, parsetools, public-key, tools)
+  libsodium-dev
+)
+
+# The tests on top: rebar3 pulls the whole Erlang toolchain (dialyzer, reltool
+# and with them wx and GTK), which the demo never needs.
+test_packages=(
   clang             # libFuzzer (-fsanitize=fuzzer) for the fuzz harnesses
   libclang-rt-14-dev
   clang-format
-  erlang-base       # erl, epmd
-  erlang-dev        # erl_nif.h, erl_interface (ei.h, libei.a)
   erlang-eunit
-  erlang-tools
-  erlang-parsetools
+  erlang-common-test
+  erlang-proper     # PropEr, for the stateful model tests
   erlang-syntax-tools
-  erlang-crypto
-  erlang-public-key
-  erlang-ssl
-  erlang-inets
-  elixir
   rebar3
-  libsodium-dev
   libcmocka-dev
   valgrind          # the C node's leak and memory-error test
   erlang-proper     # PropEr, for the model tests (test/support/proper)
 )
+
+case "${1:-test}" in
+  demo) packages=("${demo_packages[@]}") ;;
+  test) packages=("${demo_packages[@]}" "${test_packages[@]}") ;;
+  *)
+    echo "usage: $0 [demo|test]" >&2
+    exit 2
+    ;;
+esac
 
 missing=()
 for p in "${packages[@]}"; do
@@ -52,6 +68,10 @@ else
 fi
 
 echo "setup: installing ${missing[*]}"
+started=$SECONDS
+before=$(dpkg-query -W -f='${Status}\n' | grep -c "install ok installed")
 export DEBIAN_FRONTEND=noninteractive
 "${runner[@]}" apt-get update -qq
 "${runner[@]}" "${cmd[@]}"
+after=$(dpkg-query -W -f='${Status}\n' | grep -c "install ok installed")
+echo "setup: installed $((after - before)) Debian packages in $((SECONDS - started)) s"

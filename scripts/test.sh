@@ -9,7 +9,7 @@
 # Stops at the first failing stage and exits non-zero.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh test
 epmd -daemon
 export ERL_AFLAGS="-kernel prevent_overlapping_partitions false"
 
@@ -25,8 +25,8 @@ make --no-print-directory test FUZZ_SECONDS="${FUZZ_SECONDS:-15}"
 stage "Elixir: ExUnit"
 MIX_ENV=test mix test --warnings-as-errors
 
-stage "Erlang: EUnit via rebar3"
-rebar3 eunit
+stage "Erlang: EUnit and Common Test via rebar3, the rebar3 app and mix release examples"
+bash scripts/test_erlang.sh
 
 stage "Fault injection: smoke matrix (histories under _build/fault)"
 bash test/fault/run.sh --matrix smoke

@@ -14,7 +14,7 @@
 -on_load(init/0).
 
 %% Must equal SYNOD_NIF_VERSION in c_src/synod_nif.c: a stale .so refuses to load.
--define(NIF_VERSION, 3).
+-define(NIF_VERSION, 4).
 
 init() ->
     Path = filename:join(priv_dir(), "synod_nif"),

@@ -43,12 +43,18 @@ defmodule Synod.Demo.Coordination do
       end
 
     say(
-      "three candidates (TTL 2 s) start at once; each claim is one txn: 'seat absent -> put it with my lease'"
+      "three candidates (TTL 2 s) start; each claim is one txn: 'seat absent -> put it with my record and lease'"
     )
 
-    Enum.each(candidates, &Election.start/1)
+    for c <- candidates do
+      {:ok, role} = Election.start(c)
+      say("  Synod.Election.start(#{c.id}) answers after its first claim: #{inspect(role)}")
+    end
+
     %{candidate_id: first, token: t1} = wait_claim()
     say("  #{first} won; its claim handler ran with fencing token #{t1}")
+    {:ok, record} = Election.get(@store, :demo)
+    say("  the stored election record (Synod.Election.get/3): #{inspect(record)}")
     Process.sleep(2_500)
     say("  2.5 s later (renewals every TTL/3):")
     show(candidates)
@@ -82,11 +88,16 @@ defmodule Synod.Demo.Coordination do
         Task.async(fn ->
           for _ <- 1..2 do
             {:ok, token} =
-              Lock.lock(@store, "demo/report", 5_000, fn token ->
-                send(me, {:granted, p, token})
-                Process.sleep(20)
-                token
-              end)
+              Lock.lock(
+                @store,
+                "demo/report",
+                fn token ->
+                  send(me, {:granted, p, token})
+                  Process.sleep(20)
+                  token
+                end,
+                ttl: 5_000
+              )
 
             token
           end
@@ -109,15 +120,20 @@ defmodule Synod.Demo.Coordination do
 
     holder =
       Task.async(fn ->
-        Lock.lock(@store, "demo/report", 5_000, fn t ->
-          send(me, {:holding, t})
-          Process.sleep(300)
-        end)
+        Lock.lock(
+          @store,
+          "demo/report",
+          fn t ->
+            send(me, {:holding, t})
+            Process.sleep(300)
+          end,
+          ttl: 5_000
+        )
       end)
 
     receive do
       {:holding, t} ->
-        result = Lock.try_lock(@store, "demo/report", 5_000, fn -> :got_it end)
+        result = Lock.try_lock(@store, "demo/report", fn -> :got_it end, ttl: 5_000)
         say("  while token #{t} holds it, try_lock answers #{inspect(result)}")
     end
 

@@ -37,7 +37,7 @@ defmodule Synod.Demo.Tasks do
                    spawn(fn ->
                      children =
                        for i <- 1..count,
-                           do: Supervisor.child_spec({Synod.Tasks.Worker, opts}, id: i)
+                           do: {Synod.Tasks.Worker, [id: i] ++ opts}
 
                      {:ok, sup} = Supervisor.start_link(children, strategy: :one_for_one)
                      send(parent, {:started, self(), Supervisor.which_children(sup)})
@@ -78,12 +78,12 @@ defmodule Synod.Demo.Tasks do
   end
 
   defp queue(nodes) do
-    q = {@store, "greetings"}
+    q = "greetings"
 
     sent =
       for {n, i} <- Enum.with_index(Stream.cycle(nodes) |> Enum.take(6), 1) do
         {:ok, _key, rev} =
-          :erpc.call(n, Synod.Queue, :enqueue, [q, "hello #{i} from #{short(n)}"])
+          :erpc.call(n, Synod.Queue, :enqueue, [@store, q, "hello #{i} from #{short(n)}"])
 
         rev
       end
@@ -92,7 +92,7 @@ defmodule Synod.Demo.Tasks do
 
     got =
       for n <- Stream.cycle(Enum.reverse(nodes)) |> Enum.take(6) do
-        {:ok, item} = :erpc.call(n, Synod.Queue, :dequeue, [q, 1_000])
+        {:ok, item} = :erpc.call(n, Synod.Queue, :dequeue, [@store, q, [timeout: 1_000]])
         {short(n), item.value, item.revision}
       end
 
@@ -108,7 +108,7 @@ defmodule Synod.Demo.Tasks do
 
   defp tasks(nodes, mod) do
     topic = "demo"
-    opts = [store: @store, topic: topic, fun: {mod, :work, [self()]}, lease_ms: 2_000]
+    opts = [store: @store, topic: topic, fun: {mod, :work, [self()]}, ttl: 2_000]
     for n <- nodes, do: :erpc.call(n, mod, :start_workers, [opts, 2])
 
     attrs =
@@ -133,7 +133,7 @@ defmodule Synod.Demo.Tasks do
 
     # A worker paused mid-task loses it: the leader expires its lease.
     [a, b | _] = nodes
-    slow = [store: @store, topic: "slow", fun: {mod, :work, [self()]}, lease_ms: 1_000]
+    slow = [store: @store, topic: "slow", fun: {mod, :work, [self()]}, ttl: 1_000]
     [wa] = :erpc.call(a, mod, :start_workers, [slow, 1])
     {:ok, _} = Synod.Tasks.create_task(@store, %{id: "slow", topic: "slow", data: %{sleep_on: a}})
 

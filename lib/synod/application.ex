@@ -1,7 +1,8 @@
 defmodule Synod.Application do
   @moduledoc false
-  # Node-wide processes: the table behind Synod.leader/1 and friends, and the
-  # supervisor that Synod.Raft.start_member/1 starts group members under.
+  # Node-wide processes: the table behind Synod.leader/1 and friends, the
+  # leader cache of Synod.Raft.Router, and the supervisor that
+  # Synod.Raft.start_member/1 starts group members under.
 
   use Application
 
@@ -9,6 +10,7 @@ defmodule Synod.Application do
   def start(_type, _args) do
     children = [
       Synod.Raft.Info,
+      Synod.Raft.Router,
       {DynamicSupervisor, name: Synod.Raft.Supervisor, strategy: :one_for_one}
     ]
 

@@ -69,23 +69,17 @@ defmodule Synod.Dispatcher do
   `{:ok, :event_discarded}` when the queue is paused and `discard: true`.
   Remote members apply the same rule to their own queues.
 
-  Raises `ArgumentError` for an unknown option or an unknown hub.
+  Options, as a keyword list or as a map (`%{discard_event: true, members:
+  :global}`, the shape of ProcessHub's `dispatch_event/4`): `:discard` (or
+  `:discard_event`) drops the event instead of queueing it while paused;
+  `:members` as in `propagate_event/3`; `:timeout` for the local answer
+  (5000 ms). Raises `ArgumentError` for an unknown or bad option or an
+  unknown hub.
   """
-  @spec dispatch_event(atom(), atom(), term(), keyword()) ::
+  @spec dispatch_event(atom(), atom(), term(), keyword() | map()) ::
           {:ok, :event_dispatched | :event_queued | :event_discarded}
   def dispatch_event(hub, event_id, data, opts \\ []) when is_atom(hub) and is_atom(event_id) do
-    Options.keyword!(opts, "options")
-
-    for {key, _} <- opts, key not in [:discard, :members, :timeout] do
-      raise ArgumentError, "unknown option #{inspect(key)}"
-    end
-
-    discard = Keyword.get(opts, :discard, false)
-
-    unless is_boolean(discard),
-      do: raise(ArgumentError, "option :discard must be a boolean, got: #{inspect(discard)}")
-
-    members = Options.members!(Keyword.get(opts, :members, :local))
+    %{discard: discard, members: members, timeout: timeout} = Options.event!(opts)
     targets = targets(hub, members)
 
     for node <- targets, node != node() do
@@ -93,11 +87,7 @@ defmodule Synod.Dispatcher do
     end
 
     if node() in targets do
-      GenServer.call(
-        hub,
-        {:synod_dispatch_event, event_id, data, discard},
-        Keyword.get(opts, :timeout, 5_000)
-      )
+      GenServer.call(hub, {:synod_dispatch_event, event_id, data, discard}, timeout)
     else
       {:ok, :event_dispatched}
     end

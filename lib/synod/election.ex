@@ -3,27 +3,41 @@ defmodule Synod.Election do
   Leader election among TTL candidates, on a `Synod.Store`.
 
   A candidate is a process with a unique candidate id in a named election.
-  Once started it claims the election's seat (the key
-  `synod/election/<election>`) with a lease of `ttl` ms, renews the lease
-  every `ttl / 3`, and claims again whenever the seat empties — learned from
-  a watch on the seat, never by polling.
+  Once started it claims the election's seat (the key `<root><election>`,
+  root `"synod/election/"` unless the `root:` option says otherwise) with a
+  lease of `ttl` ms, renews the lease every `ttl / 3`, and claims again
+  whenever the seat empties — learned from a watch on the seat, never by
+  polling.
 
       {:ok, c} = Synod.Election.candidate(:cfg, :scheduler, "node-a", ttl: 3_000,
                    handlers: [fn claim -> IO.inspect(claim.token, label: "leading") end])
       :ok = Synod.Election.subscribe(c)        # {:synod_election, ...} messages
-      :ok = Synod.Election.start(c)
+      {:ok, :leader} = Synod.Election.start(c) # after the first claim attempt
       Synod.Election.leader?(c)                # true while this candidate leads
       {:ok, "node-a"} = Synod.Election.leader(:cfg, :scheduler)
+      {:ok, %{name: :scheduler, leader_id: "node-a", created_at: _, revision: _}} =
+        Synod.Election.get(:cfg, :scheduler)
       :ok = Synod.Election.stop(c)             # releases the seat if held
+
+  The decisions are `Synod.Election.Candidate`'s, a pure state machine
+  (event -> `{state, effects}`); this module is the process that feeds it
+  events and carries out its effects (store calls in tasks, timers,
+  messages).
 
   ## Claims
 
   A claim is one transaction: *if the seat is absent, put it with my
-  candidate id and my lease* — else read it. Claims compare on existence
-  and the release on `mod_revision`, never on `version`, so a seat deleted
-  and re-created (version 1 again) is never mistaken for the old one (no
-  ABA). The **fencing token** of a leadership is the seat's
-  `create_revision`: it grows with every new leadership of the election.
+  record and my lease* — else read it. Claims compare on existence and the
+  release on `mod_revision`, never on `version`, so a seat deleted and
+  re-created (version 1 again) is never mistaken for the old one (no ABA).
+  The **fencing token** of a leadership is the seat's `create_revision`: it
+  grows with every new leadership of the election.
+
+  The seat holds the **stored election record** (`t:record/0`): the
+  election's name, the leader's candidate id, when the leadership began
+  (`created_at`, wall-clock ms on the winner's node) and its `revision`
+  (the seat's `create_revision`, the fencing token). `get/3` reads it by
+  name; `watch/4` carries it.
 
   A candidate that finds the seat holding its *own* id (a candidate
   restarted with the same id while its old lease still lives, or a claim
@@ -42,8 +56,8 @@ defmodule Synod.Election do
   `leader?/1` reads the deadline from an atomic without asking the candidate
   process: it turns false on time even if the process or the store is
   stuck. When the deadline passes without a confirmed renewal the candidate
-  reports `{:deposed, token, :deadline}` and claims again (finding its own
-  seat if the lease survived: same token, handlers run again).
+  reports `{:deposed, token, :lease_expired}` and claims again (finding its
+  own seat if the lease survived: same token, handlers run again).
 
   ## Notifications
 
@@ -51,19 +65,35 @@ defmodule Synod.Election do
     or `{module, function, args}` called with `%{election:, candidate_id:,
     token:}` on every transition into leadership, each in a process of its
     own (a handler that raises is logged). Handlers added while leading run
-    from the next transition on.
+    from the next transition on. **When that leadership ends** (stopped,
+    lease expired, seat lost), every handler process of it that still runs
+    gets the exit signal `{:shutdown, {:leadership_ended, token, reason}}`
+    from the candidate: it stops, or, if it traps exits, receives
+    `{:EXIT, candidate_pid, {:shutdown, {:leadership_ended, token,
+    reason}}}` and must stop its leader's work itself. (A candidate process
+    that is killed cannot tell its handlers; `leader?/1` turns false for
+    them all the same.)
   * Subscribers (`subscribe/2`) get `{:synod_election, election,
     candidate_id, event}`: `{:elected, token}`, `{:deposed, token, reason}`
-    (`:stopped`, `:deadline`, `:lease_lost`, `:seat_lost`), and
-    `{:error, reason}` for store calls that failed (the candidate retries;
-    errors are never delivered through a blocking channel).
-  * Leader changes (`watch/3`), for anyone: `{:synod_election_leader,
+    (`:stopped`, `:lease_expired`, `:seat_lost`), and `{:error, reason}`
+    for store calls that failed (the candidate retries; errors are never
+    delivered through a blocking channel).
+  * Leader changes (`watch/4`), for anyone: `{:synod_election_leader,
     election, before, after}` with `%{leader: candidate_id | nil, token:
-    token | nil}`; the first message has `before = nil`.
+    token | nil, record: record | nil}`; the first message has `before =
+    nil`.
+
+  ## Errors
+
+  A store that does not run is `{:error, {:unknown_store, store}}` at once
+  (`candidate/4`, `leader/3`, `get/3`). Bad arguments raise `ArgumentError`
+  naming the argument or option.
   """
 
   use GenServer
   require Logger
+  alias Synod.Coord.{LeaseKeeper, Options, Stores}
+  alias Synod.Election.Candidate
   alias Synod.Store
 
   @enforce_keys [:pid, :deadline, :election, :id]
@@ -79,25 +109,54 @@ defmodule Synod.Election do
   @type election :: atom() | binary()
   @type claim :: %{election: election(), candidate_id: binary(), token: pos_integer()}
   @type handler :: (claim() -> any()) | {module(), atom(), list()}
+  @typedoc """
+  The stored election record: the election, its leader's candidate id,
+  when the leadership began (wall-clock ms on the winner's node) and the
+  seat's `create_revision` (the leadership's fencing token).
+  """
+  @type record :: %{
+          name: election(),
+          leader_id: binary(),
+          created_at: integer(),
+          revision: pos_integer()
+        }
 
   @no_deadline -0x8000000000000000
-  @prefix "synod/election/"
+  @root "synod/election/"
+  @default_ttl 5_000
+
+  @handler {:custom, &__MODULE__.handler?/1, "a 1-argument function or {m, f, a}"}
+  @candidate_schema [
+    ttl: [type: {:ms, 30}, default: @default_ttl],
+    call_timeout: [type: :pos_integer],
+    handlers: [type: {:list, @handler}, default: []],
+    subscriber: [type: {:nil_or, :pid}, default: nil],
+    start: [type: :boolean, default: false],
+    root: [type: {:binary, 1024}, default: @root]
+  ]
+  @read_schema [
+    timeout: [type: :pos_integer, default: 5_000],
+    call_timeout: [type: :pos_integer, default: 5_000],
+    root: [type: {:binary, 1024}, default: @root]
+  ]
 
   # -- API ----------------------------------------------------------------------
 
   @doc """
   Creates a candidate (a process linked to the caller), not yet started.
 
-  Options: `ttl:` (ms, default 5000, >= 30), `handlers:` (claim handlers),
-  `subscriber:` (a pid to subscribe at once), `start:` (`true` to start at
-  once; default `false`), `call_timeout:` (each store call, ms; default
-  `ttl`, at most 5000).
+  Options: `ttl:` (ms, default #{@default_ttl}, >= 30), `handlers:` (claim
+  handlers), `subscriber:` (a pid to subscribe at once), `start:` (`true`
+  to start at once; default `false`), `call_timeout:` (each store round
+  trip, ms; default `ttl`, at most 5000), `root:` (the key root of the
+  election's seat, default `"#{@root}"`).
   """
   @spec candidate(Store.store(), election(), binary(), keyword()) :: {:ok, t()} | {:error, term()}
   def candidate(store, election, candidate_id, opts \\ []) do
     args = init_args!(store, election, candidate_id, opts)
 
-    with {:ok, pid} <- GenServer.start_link(__MODULE__, args) do
+    with :ok <- Stores.check(store),
+         {:ok, pid} <- GenServer.start_link(__MODULE__, args) do
       {:ok, handle(pid)}
     end
   end
@@ -109,32 +168,47 @@ defmodule Synod.Election do
   """
   @spec child_spec(keyword()) :: Supervisor.child_spec()
   def child_spec(opts) do
-    args =
-      init_args!(opts[:store], opts[:election], opts[:id], Keyword.put_new(opts, :start, true))
+    {own, rest} = Keyword.split(opts, [:store, :election, :id, :name])
+    args = init_args!(own[:store], own[:election], own[:id], Keyword.put_new(rest, :start, true))
 
     start =
-      case opts[:name] do
+      case own[:name] do
         nil -> {GenServer, :start_link, [__MODULE__, args]}
         name -> {GenServer, :start_link, [__MODULE__, args, [name: name]]}
       end
 
-    %{id: {__MODULE__, opts[:election], opts[:id]}, start: start}
+    %{id: {__MODULE__, own[:election], own[:id]}, start: start}
   end
 
   @doc "The handle of a candidate process (a pid or registered name)."
   @spec handle(GenServer.server()) :: t()
   def handle(server), do: GenServer.call(server, :handle)
 
-  @doc "Starts campaigning (idempotent): claims at once, then renews and re-claims."
-  @spec start(t()) :: :ok
-  def start(%__MODULE__{pid: pid}), do: GenServer.call(pid, :start)
+  @doc """
+  Starts campaigning and returns after the first claim attempt:
+  `{:ok, :leader}` (the seat was won or adopted), `{:ok, :follower}` (the
+  seat is held: the candidate waits for it to empty), or `{:error,
+  reason}` (the store did not answer; the candidate keeps campaigning and
+  retries). Idempotent: on a started candidate it answers its role now.
+
+  Options: `timeout:` how long to wait for the answer (ms, default 30000;
+  past it `{:error, :timeout}`, and the candidate goes on campaigning).
+  """
+  @spec start(t(), keyword()) :: {:ok, :leader | :follower} | {:error, term()}
+  def start(%__MODULE__{pid: pid}, opts \\ []) do
+    opts = Options.validate!(opts, timeout: [type: :pos_integer, default: 30_000])
+    GenServer.call(pid, :start, opts.timeout)
+  catch
+    :exit, {:timeout, _} -> {:error, :timeout}
+  end
 
   @doc """
   Stops campaigning (idempotent). If the candidate holds the seat, its
-  `leader?/1` turns false first, then the seat is deleted (only if its
-  `mod_revision` is still this leadership's) and the lease revoked. Returns
-  once that was attempted (failures are reported to subscribers; the lease
-  then expires within `ttl`). The process stays and may be started again.
+  `leader?/1` turns false first and its handlers are ended, then the seat
+  is deleted (only if its `mod_revision` is still this leadership's) and
+  the lease revoked. Returns once that was attempted (failures are
+  reported to subscribers; the lease then expires within `ttl`). The
+  process stays and may be started again.
   """
   @spec stop(t(), timeout()) :: :ok
   def stop(%__MODULE__{pid: pid}, timeout \\ 15_000), do: GenServer.call(pid, :stop, timeout)
@@ -180,78 +254,137 @@ defmodule Synod.Election do
   def leader_until(%__MODULE__{pid: pid} = c),
     do: :erpc.call(node(pid), __MODULE__, :leader_until, [c])
 
-  @doc "The candidate id holding `election`'s seat, or `nil` (linearizable read)."
+  @doc """
+  The candidate id holding `election`'s seat, or `nil` (linearizable read).
+  Options: `timeout:` (ms, default 5000), `call_timeout:` (ms, default
+  5000; one round trip, bounded by both), `root:`.
+  """
   @spec leader(Store.store(), election(), keyword()) :: {:ok, binary() | nil} | {:error, term()}
   def leader(store, election, opts \\ []) do
-    with {:ok, kv} <- Store.get(store, key(election), Keyword.take(opts, [:timeout])) do
-      {:ok, kv && kv.value}
+    with {:ok, record} <- get(store, election, opts), do: {:ok, record && record.leader_id}
+  end
+
+  @doc """
+  The stored election record of `election` (`t:record/0`), or `nil` when
+  its seat is empty (linearizable read). Options as `leader/3`.
+  """
+  @spec get(Store.store(), election(), keyword()) :: {:ok, record() | nil} | {:error, term()}
+  def get(store, election, opts \\ []) do
+    Options.check!(store, :store, :atom)
+    opts = Options.validate!(opts, @read_schema)
+    key = key(election, opts.root)
+
+    with :ok <- Stores.check(store),
+         {:ok, kv} <- Store.get(store, key, timeout: min(opts.timeout, opts.call_timeout)) do
+      {:ok, record(election, kv)}
     end
+  end
+
+  @doc false
+  # The record a seat's key-value holds (nil for an empty seat).
+  @spec record(election(), Store.kv() | nil) :: record() | nil
+  def record(_election, nil), do: nil
+
+  def record(election, kv) do
+    {id, at} =
+      case decode_seat(kv.value) do
+        %{leader_id: id, created_at: at} -> {id, at}
+        # Not written by a candidate: the raw bytes, no start time.
+        _ -> {kv.value, nil}
+      end
+
+    %{name: election, leader_id: id, created_at: at, revision: kv.create_revision}
+  end
+
+  defp decode_seat(bytes) do
+    :erlang.binary_to_term(bytes, [:safe])
+  rescue
+    ArgumentError -> nil
   end
 
   @doc "Adds claim handlers (see the module doc)."
   @spec add_handlers(t(), [handler()]) :: :ok
-  def add_handlers(%__MODULE__{pid: pid}, handlers),
-    do: GenServer.call(pid, {:add_handlers, handlers!(handlers)})
+  def add_handlers(%__MODULE__{pid: pid}, handlers) do
+    Options.check!(handlers, :handlers, {:list, @handler})
+    GenServer.call(pid, {:add_handlers, handlers})
+  end
 
   @doc "Sends this candidate's events to `pid` (until `pid` exits)."
   @spec subscribe(t(), pid()) :: :ok
-  def subscribe(%__MODULE__{pid: pid}, subscriber \\ self()) when is_pid(subscriber),
-    do: GenServer.call(pid, {:subscribe, subscriber})
+  def subscribe(%__MODULE__{pid: pid}, subscriber \\ self()) do
+    Options.check!(subscriber, :subscriber, :pid)
+    GenServer.call(pid, {:subscribe, subscriber})
+  end
 
   @doc """
   Watches `election`'s leader: `target` receives `{:synod_election_leader,
   election, before, after}` on every change of holder or token (first
-  message: the current holder, `before = nil`). Returns the watching
-  process, which ends with `target` or with `unwatch/1`.
+  message: the current holder, `before = nil`), each a map `%{leader:,
+  token:, record:}`. Returns the watching process, which ends with
+  `target` or with `unwatch/1`. Options: `root:`.
   """
-  @spec watch(Store.store(), election(), pid()) :: {:ok, pid()}
-  def watch(store, election, target \\ self()) when is_pid(target) do
-    _ = key(election)
-    Synod.Election.Watcher.start(store, election, target)
+  @spec watch(Store.store(), election(), pid(), keyword()) :: {:ok, pid()} | {:error, term()}
+  def watch(store, election, target \\ self(), opts \\ []) do
+    Options.check!(store, :store, :atom)
+    Options.check!(target, :target, :pid)
+    opts = Options.validate!(opts, root: [type: {:binary, 1024}, default: @root])
+    key = key(election, opts.root)
+
+    with :ok <- Stores.check(store),
+         do: Synod.Election.Watcher.start(store, election, key, target)
   end
 
-  @doc "Ends a watch started by `watch/3`."
+  @doc "Ends a watch started by `watch/4`."
   @spec unwatch(pid()) :: :ok
   def unwatch(watcher), do: Synod.Election.Watcher.stop(watcher)
 
-  @doc "The store key of an election's seat."
-  @spec key(election()) :: binary()
-  def key(election) when is_atom(election), do: @prefix <> Atom.to_string(election)
+  @doc "The store key of an election's seat under `root` (default `\"#{@root}\"`)."
+  @spec key(election(), binary()) :: binary()
+  def key(election, root \\ @root)
+  def key(election, root) when is_atom(election), do: root <> Atom.to_string(election)
 
-  def key(election) when is_binary(election) and byte_size(election) in 1..4000,
-    do: @prefix <> election
+  def key(election, root) when is_binary(election) and byte_size(election) in 1..3_000,
+    do: root <> election
 
-  def key(other),
+  def key(other, _root),
     do:
       raise(
         ArgumentError,
-        "an election is an atom or a binary of 1..4000 bytes, got: #{inspect(other)}"
+        "invalid argument election: expected an atom or a binary of 1..3000 bytes, got: " <>
+          inspect(other)
       )
 
-  # -- the candidate process ------------------------------------------------------
+  @doc false
+  def handler?(fun) when is_function(fun, 1), do: true
+  def handler?({m, f, a}), do: is_atom(m) and is_atom(f) and is_list(a)
+  def handler?(_), do: false
+
+  # -- the candidate process: feeds Candidate events, carries out its effects -------
 
   @impl true
   def init(args) do
-    state =
-      Map.merge(args, %{
-        deadline: :atomics.new(1, signed: true),
-        running: false,
-        lease: nil,
-        renewed_at: nil,
-        seat: nil,
-        op: nil,
-        again: false,
-        renew: nil,
-        watch: nil,
-        stoppers: [],
-        subscribers: %{},
-        timer: nil
-      })
+    case Stores.check(args.store) do
+      :ok ->
+        deadline = :atomics.new(1, signed: true)
+        :atomics.put(deadline, 1, @no_deadline)
 
-    :atomics.put(state.deadline, 1, @no_deadline)
-    Process.send_after(self(), :tick, tick_ms(state))
-    state = if args.subscriber, do: add_subscriber(state, args.subscriber), else: state
-    {:ok, if(args.start, do: begin(state), else: state)}
+        state =
+          Map.merge(args, %{
+            machine: Candidate.new(args.ttl),
+            deadline: deadline,
+            tasks: %{},
+            watch: nil,
+            subscribers: %{},
+            running_handlers: %{}
+          })
+
+        Process.send_after(self(), :tick, tick_ms(state))
+        state = if args.subscriber, do: add_subscriber(state, args.subscriber), else: state
+        {:ok, if(args.start, do: step(state, {:start, nil}), else: state)}
+
+      {:error, reason} ->
+        {:stop, reason}
+    end
   end
 
   @impl true
@@ -261,73 +394,54 @@ defmodule Synod.Election do
        %__MODULE__{pid: self(), deadline: state.deadline, election: state.election, id: state.id},
        state}
 
-  def handle_call(:start, _from, state), do: {:reply, :ok, begin(state)}
-
-  def handle_call(:stop, from, %{running: false, op: nil} = state) do
-    GenServer.reply(from, :ok)
-    {:noreply, state}
-  end
-
-  def handle_call(:stop, from, state) do
-    state = %{state | running: false, stoppers: [from | state.stoppers]}
-    {:noreply, if(state.op == nil, do: release(state), else: state)}
-  end
+  def handle_call(:start, from, state), do: {:noreply, step(state, {:start, from})}
+  def handle_call(:stop, from, state), do: {:noreply, step(state, {:stop, from})}
 
   def handle_call({:add_handlers, handlers}, _from, state),
     do: {:reply, :ok, %{state | handlers: state.handlers ++ handlers}}
 
   def handle_call({:subscribe, pid}, _from, state), do: {:reply, :ok, add_subscriber(state, pid)}
+  def handle_call(_unknown, _from, state), do: {:reply, {:error, :unknown_call}, state}
+
+  @impl true
+  def handle_cast(_unknown, state), do: {:noreply, state}
 
   @impl true
   def handle_info(:tick, state) do
     Process.send_after(self(), :tick, tick_ms(state))
-    {:noreply, renew(state)}
+    {:noreply, step(state, :tick)}
   end
 
-  def handle_info({:deadline, ref}, %{timer: ref} = state) do
-    if state.seat && System.monotonic_time(:millisecond) >= :atomics.get(state.deadline, 1) do
-      {:noreply, state |> lose(:deadline) |> claim()}
-    else
-      {:noreply, state}
-    end
-  end
+  def handle_info(event, state) when event in [:deadline, :retry],
+    do: {:noreply, step(state, event)}
 
-  # A leader whose seat watch could not be set up watches again from its
-  # seat's revision; anyone else claims (which reads the seat and watches).
-  def handle_info(:retry, %{seat: %{mod: mod}, watch: nil} = state),
-    do: {:noreply, watch_seat(state, mod + 1)}
-
-  def handle_info(:retry, state), do: {:noreply, claim(state)}
-
-  # A finished claim or release (Task replies).
-  def handle_info({ref, result}, %{op: {ref, kind}} = state) do
+  # A finished store operation (a Task's reply).
+  def handle_info({ref, result}, %{tasks: tasks} = state) when is_map_key(tasks, ref) do
     Process.demonitor(ref, [:flush])
-    {:noreply, done(kind, result, %{state | op: nil})}
+    {kind, tasks} = Map.pop(tasks, ref)
+    {:noreply, step(%{state | tasks: tasks}, done(kind, result))}
   end
 
-  def handle_info({ref, {lease, sent, result}}, %{renew: ref} = state) do
-    Process.demonitor(ref, [:flush])
-    {:noreply, renewed(lease, sent, result, %{state | renew: nil})}
-  end
+  def handle_info({:synod_watch, ref, events}, %{watch: ref} = state) when is_list(events),
+    do: {:noreply, step(state, {:seat_events, events})}
 
-  def handle_info({:synod_watch, ref, events}, %{watch: {ref, _}} = state),
-    do: {:noreply, seat_events(events, state)}
+  def handle_info({:synod_watch, ref, {:error, _}}, %{watch: ref} = state),
+    do: {:noreply, step(%{state | watch: nil}, {:seat_watch_ended, :compacted})}
 
   def handle_info({:DOWN, ref, :process, _, reason}, state) do
     cond do
-      match?({^ref, _}, state.op) ->
-        {_, kind} = state.op
-        {:noreply, done(kind, {:error, {:crashed, reason}}, %{state | op: nil})}
+      Map.has_key?(state.tasks, ref) ->
+        {kind, tasks} = Map.pop(state.tasks, ref)
+        {:noreply, step(%{state | tasks: tasks}, crashed(kind, reason))}
 
-      ref == state.renew ->
-        {:noreply, %{state | renew: nil}}
-
-      match?({^ref, _}, state.watch) ->
-        {_, last} = state.watch
-        {:noreply, rewatch(%{state | watch: nil}, last + 1)}
+      ref == state.watch ->
+        {:noreply, step(%{state | watch: nil}, {:seat_watch_ended, :down})}
 
       Map.has_key?(state.subscribers, ref) ->
         {:noreply, %{state | subscribers: Map.delete(state.subscribers, ref)}}
+
+      Map.has_key?(state.running_handlers, ref) ->
+        {:noreply, %{state | running_handlers: Map.delete(state.running_handlers, ref)}}
 
       true ->
         {:noreply, state}
@@ -342,45 +456,147 @@ defmodule Synod.Election do
     :ok
   end
 
-  # -- claiming ---------------------------------------------------------------------
+  defp done(:claim, result), do: {:claim_done, result}
+  defp done(:release, result), do: {:release_done, result}
+  defp done(:renew, {lease, sent, result}), do: {:renewed, lease, sent, result}
 
-  defp begin(%{running: true} = state), do: state
-  defp begin(state), do: claim(%{state | running: true})
+  defp crashed(:claim, reason), do: {:claim_failed, {:crashed, reason}}
+  defp crashed(:release, reason), do: {:release_done, {:error, {:crashed, reason}}}
+  defp crashed(:renew, _reason), do: :renew_failed
 
-  # Runs one claim unless the candidate is stopped or holds the seat. With a
-  # claim or release under way, one more claim follows it (its answer may
-  # predate the change that called for this one).
-  defp claim(%{running: true, op: nil, seat: nil} = state) do
-    %{store: store, key: key, id: id, ttl: ttl, lease: lease, call_timeout: timeout} = state
-    task = Task.async(fn -> claim_op(store, key, id, ttl, lease, timeout) end)
-    %{state | op: {task.ref, :claim}, again: false}
+  defp step(state, event) do
+    {machine, effects} = Candidate.step(state.machine, event, now())
+    Enum.reduce(effects, %{state | machine: machine}, &effect/2)
   end
 
-  defp claim(%{running: true, seat: nil} = state), do: %{state | again: true}
-  defp claim(state), do: state
+  defp effect({:claim, lease}, state) do
+    %{store: store, key: key, id: id, ttl: ttl, call_timeout: timeout} = state
+    run(state, :claim, fn -> claim_op(store, key, id, ttl, lease, timeout) end)
+  end
 
-  # In a task: the claim transaction, with a lease granted first if needed.
-  # Returns {lease, renewed_at | nil, outcome}.
+  defp effect({:release, seat, lease}, state) do
+    %{store: store, key: key, call_timeout: timeout} = state
+
+    run(state, :release, fn ->
+      opts = [timeout: timeout]
+
+      with {:ok, _, _, _} <- delete_seat(store, key, seat, opts),
+           {:ok, _} <- revoke(store, lease, opts) do
+        :ok
+      end
+    end)
+  end
+
+  defp effect({:renew, lease}, state) do
+    task = LeaseKeeper.renew_async(state.store, lease, state.call_timeout)
+    %{state | tasks: Map.put(state.tasks, task.ref, :renew)}
+  end
+
+  defp effect({:watch, from}, state) do
+    case Store.watch(state.store, state.key, from: from, timeout: state.call_timeout) do
+      {:ok, ref} -> step(%{state | watch: ref}, {:watch_started, from})
+      {:error, reason} -> step(state, {:watch_failed, reason})
+    end
+  end
+
+  defp effect(:unwatch, %{watch: nil} = state), do: state
+
+  defp effect(:unwatch, state) do
+    Synod.Coord.Watch.stop(state.store, state.watch)
+    %{state | watch: nil}
+  end
+
+  defp effect(:read_seat, state),
+    do: step(state, {:seat_read, Store.get(state.store, state.key, timeout: state.call_timeout)})
+
+  defp effect({:set_deadline, deadline}, state) do
+    :atomics.put(state.deadline, 1, deadline || @no_deadline)
+    state
+  end
+
+  defp effect({:arm, deadline}, state) do
+    Process.send_after(self(), :deadline, max(deadline - now(), 0) + 1)
+    state
+  end
+
+  defp effect({:retry_after, ms}, state) do
+    Process.send_after(self(), :retry, ms)
+    state
+  end
+
+  defp effect({:notify, event}, state) do
+    msg = {:synod_election, state.election, state.id, event}
+    for {_ref, pid} <- state.subscribers, do: send(pid, msg)
+    state
+  end
+
+  defp effect({:run_handlers, token}, state) do
+    claim = %{election: state.election, candidate_id: state.id, token: token}
+
+    Enum.reduce(state.handlers, state, fn handler, st ->
+      {pid, ref} = spawn_monitor(fn -> run_handler(handler, claim) end)
+      put_in(st.running_handlers[ref], {pid, token})
+    end)
+  end
+
+  defp effect({:end_handlers, token, reason}, state) do
+    for {_ref, {pid, ^token}} <- state.running_handlers,
+        do: Process.exit(pid, {:shutdown, {:leadership_ended, token, reason}})
+
+    state
+  end
+
+  defp effect({:reply, from, answer}, state) do
+    GenServer.reply(from, answer)
+    state
+  end
+
+  defp run(state, kind, fun) do
+    task = Task.async(fun)
+    %{state | tasks: Map.put(state.tasks, task.ref, kind)}
+  end
+
+  defp run_handler(handler, claim) do
+    case handler do
+      {m, f, a} -> apply(m, f, [claim | a])
+      fun -> fun.(claim)
+    end
+  rescue
+    e ->
+      Logger.error(
+        "election claim handler failed: " <> Exception.format(:error, e, __STACKTRACE__)
+      )
+  end
+
+  # -- store operations (run in tasks) -----------------------------------------------
+
+  # The claim transaction, with a lease granted first if needed. Returns
+  # {lease, renewed_at | nil, outcome}.
   @doc false
   def claim_op(store, key, id, ttl, lease, timeout) do
     opts = [timeout: timeout]
 
     with {:ok, lease, sent} <- ensure_lease(store, ttl, lease, opts) do
+      seat =
+        :erlang.term_to_binary(%{leader_id: id, created_at: System.system_time(:millisecond)})
+
       case Store.txn(
              store,
              [{:absent, key}],
-             [{:put, key, id, lease: lease}],
+             [{:put, key, seat, lease: lease}],
              [{:range, key}],
              opts
            ) do
         {:ok, rev, true, _} ->
           {lease, sent, {:won, %{token: rev, mod: rev}, rev}}
 
-        {:ok, rev, false, [{:range, [%{value: ^id} = kv], _, _}]} ->
-          {lease, sent, adopt(store, kv, lease, rev, opts)}
+        {:ok, rev, false, [{:range, [kv], _, _}]} ->
+          if holder_id(kv) == id,
+            do: {lease, sent, adopt(store, kv, lease, rev, opts)},
+            else: {lease, sent, {:occupied, rev}}
 
-        {:ok, rev, false, [{:range, kvs, _, _}]} ->
-          {lease, sent, {:occupied, List.first(kvs), rev}}
+        {:ok, rev, false, [{:range, [], _, _}]} ->
+          {lease, sent, {:occupied, rev}}
 
         {:error, :lease_not_found} ->
           {nil, nil, {:error, :lease_not_found}}
@@ -393,8 +609,10 @@ defmodule Synod.Election do
     end
   end
 
+  defp holder_id(kv), do: record(nil, kv).leader_id
+
   defp ensure_lease(store, ttl, nil, opts) do
-    sent = System.monotonic_time(:millisecond)
+    sent = now()
 
     with {:ok, lease, _ttl} <- Store.grant(store, ttl, opts), do: {:ok, lease, sent}
   end
@@ -404,7 +622,7 @@ defmodule Synod.Election do
   # The seat holds our own id: adopt it and its lease once a renewal of that
   # lease is confirmed; our other lease (if any) is revoked.
   defp adopt(store, kv, lease, rev, opts) do
-    sent = System.monotonic_time(:millisecond)
+    sent = now()
 
     case Store.keep_alive(store, kv.lease, opts) do
       {:ok, _} ->
@@ -412,168 +630,11 @@ defmodule Synod.Election do
         {:adopted, %{token: kv.create_revision, mod: kv.mod_revision}, kv.lease, sent, rev}
 
       {:error, :lease_not_found} ->
-        {:occupied, kv, rev}
+        {:occupied, rev}
 
       {:error, reason} ->
         {:error, reason}
     end
-  end
-
-  defp done(:claim, {lease, sent, outcome}, state) do
-    renewed_at =
-      cond do
-        lease == nil -> nil
-        sent != nil -> sent
-        true -> state.renewed_at
-      end
-
-    state = %{state | lease: lease, renewed_at: renewed_at}
-
-    state =
-      case outcome do
-        {:won, seat, rev} ->
-          won(state, seat, rev)
-
-        {:adopted, seat, lease, sent, rev} ->
-          won(%{state | lease: lease, renewed_at: sent}, seat, rev)
-
-        {:occupied, _kv, rev} ->
-          if state.running, do: watch_seat(state, rev + 1), else: state
-
-        {:error, reason} ->
-          state |> notify({:error, reason}) |> retry_later()
-      end
-
-    cond do
-      not state.running and state.op == nil -> release(state)
-      state.again -> claim(state)
-      true -> state
-    end
-  end
-
-  defp done(:claim, {:error, reason}, state) do
-    state = state |> notify({:error, reason}) |> retry_later()
-    if state.running, do: state, else: release(state)
-  end
-
-  defp done(:release, result, state) do
-    state =
-      case result do
-        {:error, reason} -> notify(state, {:error, {:release, reason}})
-        _ -> state
-      end
-
-    for from <- state.stoppers, do: GenServer.reply(from, :ok)
-    state = %{state | stoppers: [], lease: nil, renewed_at: nil}
-    if state.running, do: claim(state), else: state
-  end
-
-  # A claim won or adopted. If the candidate was stopped meanwhile, the seat
-  # is released (by the caller). If the lease's last confirmed renewal is
-  # already too old, leadership is not announced: the next claim adopts the
-  # seat after a fresh renewal.
-  defp won(state, seat, rev) do
-    state = %{state | seat: seat}
-    deadline = state.renewed_at + state.ttl
-
-    cond do
-      not state.running ->
-        state
-
-      deadline <= System.monotonic_time(:millisecond) ->
-        claim(%{state | seat: nil})
-
-      true ->
-        :atomics.put(state.deadline, 1, deadline)
-        state = state |> arm(deadline) |> watch_seat(rev + 1)
-        run_handlers(state, seat.token)
-        notify(state, {:elected, seat.token})
-    end
-  end
-
-  defp retry_later(state) do
-    Process.send_after(self(), :retry, tick_ms(state))
-    state
-  end
-
-  # -- renewing ---------------------------------------------------------------------
-
-  defp renew(%{lease: lease, renew: nil} = state) when lease != nil do
-    %{store: store, call_timeout: timeout} = state
-
-    task =
-      Task.async(fn ->
-        sent = System.monotonic_time(:millisecond)
-        {lease, sent, Store.keep_alive(store, lease, timeout: timeout)}
-      end)
-
-    %{state | renew: task.ref}
-  end
-
-  defp renew(state), do: state
-
-  defp renewed(lease, sent, {:ok, _}, %{lease: lease} = state) do
-    state = %{state | renewed_at: max(state.renewed_at || sent, sent)}
-
-    if state.seat do
-      deadline = state.renewed_at + state.ttl
-      :atomics.put(state.deadline, 1, deadline)
-      arm(state, deadline)
-    else
-      state
-    end
-  end
-
-  defp renewed(lease, _sent, {:error, :lease_not_found}, %{lease: lease} = state) do
-    state = %{state | lease: nil, renewed_at: nil}
-    if state.seat, do: state |> lose(:lease_lost) |> claim(), else: state
-  end
-
-  defp renewed(lease, _sent, {:error, reason}, %{lease: lease} = state),
-    do: notify(state, {:error, reason})
-
-  # A renewal of a lease we no longer use.
-  defp renewed(_lease, _sent, _result, state), do: state
-
-  defp arm(state, deadline) do
-    ref = make_ref()
-
-    Process.send_after(
-      self(),
-      {:deadline, ref},
-      max(deadline - System.monotonic_time(:millisecond), 0) + 1
-    )
-
-    %{state | timer: ref}
-  end
-
-  # -- losing and releasing -----------------------------------------------------------
-
-  defp lose(%{seat: nil} = state, _reason), do: state
-
-  defp lose(state, reason) do
-    :atomics.put(state.deadline, 1, @no_deadline)
-    notify(%{state | seat: nil, timer: nil}, {:deposed, state.seat.token, reason})
-  end
-
-  # Leadership ends locally before anything is sent; then the seat is deleted
-  # if it is still ours and the lease revoked.
-  defp release(state) do
-    seat = state.seat
-    state = state |> lose(:stopped) |> unwatch_seat()
-    %{store: store, key: key, lease: lease, call_timeout: timeout} = state
-
-    task =
-      Task.async(fn ->
-        opts = [timeout: timeout]
-
-        with {:ok, _, _, _} <- delete_seat(store, key, seat, opts),
-             {:ok, _} <- revoke(store, lease, opts) do
-          :ok
-        end
-      end)
-
-    %{state | op: {task.ref, :release}}
   end
 
   defp delete_seat(_store, _key, nil, _opts), do: {:ok, 0, false, []}
@@ -590,101 +651,7 @@ defmodule Synod.Election do
     end
   end
 
-  # -- watching the seat --------------------------------------------------------------
-
-  defp watch_seat(%{watch: {_, _}} = state, _from), do: state
-  defp watch_seat(state, from), do: rewatch(state, from)
-
-  defp rewatch(state, from) do
-    case Store.watch(state.store, state.key, from: from, timeout: state.call_timeout) do
-      {:ok, ref} ->
-        %{state | watch: {ref, from - 1}}
-
-      {:error, reason} ->
-        # Without a watch the seat's changes go unseen: claim again later,
-        # which reads the seat and watches again.
-        state |> notify({:error, {:watch, reason}}) |> retry_later()
-    end
-  end
-
-  defp unwatch_seat(%{watch: nil} = state), do: state
-
-  defp unwatch_seat(%{watch: {ref, _}} = state) do
-    Store.unwatch(state.store, ref)
-    %{state | watch: nil}
-  end
-
-  defp seat_events({:error, _}, state) do
-    # History compacted past our position: re-read through a claim.
-    state = %{state | watch: nil}
-    if state.seat, do: rewatch_after_compaction(state), else: claim(state)
-  end
-
-  defp seat_events(events, %{watch: {ref, _}} = state) do
-    last = events |> List.last() |> elem(1)
-    state = %{state | watch: {ref, last}}
-
-    # Events at or before our own seat's last change are history we knew
-    # when we took it (a watch set up while waiting may deliver them late).
-    Enum.reduce(events, state, fn
-      {_, rev, _kv, _prev}, %{seat: %{mod: mod}} = st when rev <= mod ->
-        st
-
-      {:delete, _rev, _kv, _prev}, st ->
-        st |> lose(:seat_lost) |> claim()
-
-      {:put, _rev, kv, _prev}, %{seat: %{token: token}} = st when kv.create_revision != token ->
-        lose(st, :seat_lost)
-
-      _, st ->
-        st
-    end)
-  end
-
-  # The leader cannot know whether the seat changed in the compacted
-  # history: it reads the seat, and stays leader only if it is unchanged.
-  defp rewatch_after_compaction(state) do
-    case Store.get(state.store, state.key, timeout: state.call_timeout) do
-      {:ok, %{create_revision: token, mod_revision: rev}} when token == state.seat.token ->
-        watch_seat(state, rev + 1)
-
-      {:ok, _} ->
-        state |> lose(:seat_lost) |> claim()
-
-      {:error, reason} ->
-        state |> notify({:error, reason}) |> lose(:seat_lost) |> claim()
-    end
-  end
-
-  # -- handlers and subscribers --------------------------------------------------------
-
-  defp run_handlers(state, token) do
-    claim = %{election: state.election, candidate_id: state.id, token: token}
-
-    for handler <- state.handlers do
-      spawn(fn ->
-        try do
-          case handler do
-            {m, f, a} -> apply(m, f, [claim | a])
-            fun -> fun.(claim)
-          end
-        rescue
-          e ->
-            Logger.error(
-              "election claim handler failed: " <> Exception.format(:error, e, __STACKTRACE__)
-            )
-        end
-      end)
-    end
-
-    :ok
-  end
-
-  defp notify(state, event) do
-    msg = {:synod_election, state.election, state.id, event}
-    for {_ref, pid} <- state.subscribers, do: send(pid, msg)
-    state
-  end
+  # -- subscribers and options ---------------------------------------------------------
 
   defp add_subscriber(state, pid) do
     if pid in Map.values(state.subscribers),
@@ -693,67 +660,23 @@ defmodule Synod.Election do
   end
 
   defp tick_ms(state), do: max(div(state.ttl, 3), 10)
-
-  # -- options ------------------------------------------------------------------------------
+  defp now, do: System.monotonic_time(:millisecond)
 
   defp init_args!(store, election, id, opts) do
-    unless is_atom(store) and store != nil,
-      do: raise(ArgumentError, "store must be a store name (an atom), got: #{inspect(store)}")
-
-    key = key(election)
-
-    unless is_binary(id) and byte_size(id) in 1..1_000_000,
-      do:
-        raise(
-          ArgumentError,
-          "a candidate id must be a non-empty binary, got: #{inspect(id, limit: 5)}"
-        )
-
-    ttl = Keyword.get(opts, :ttl, 5_000)
-
-    unless is_integer(ttl) and ttl >= 30,
-      do: raise(ArgumentError, "ttl must be an integer number of ms >= 30, got: #{inspect(ttl)}")
-
-    subscriber = Keyword.get(opts, :subscriber)
-
-    unless subscriber == nil or is_pid(subscriber),
-      do: raise(ArgumentError, "subscriber must be a pid, got: #{inspect(subscriber)}")
-
-    timeout = Keyword.get(opts, :call_timeout, min(ttl, 5_000))
-
-    unless is_integer(timeout) and timeout > 0,
-      do:
-        raise(ArgumentError, "call_timeout must be a positive integer, got: #{inspect(timeout)}")
+    Options.check!(store, :store, :atom)
+    Options.check!(id, :candidate_id, {:binary, 1_000_000})
+    opts = Options.validate!(opts, @candidate_schema)
 
     %{
       store: store,
       election: election,
-      key: key,
+      key: key(election, opts.root),
       id: id,
-      ttl: ttl,
-      call_timeout: timeout,
-      handlers: handlers!(Keyword.get(opts, :handlers, [])),
-      subscriber: subscriber,
-      start: Keyword.get(opts, :start, false) == true
+      ttl: opts.ttl,
+      call_timeout: Map.get_lazy(opts, :call_timeout, fn -> min(opts.ttl, 5_000) end),
+      handlers: opts.handlers,
+      subscriber: opts.subscriber,
+      start: opts.start
     }
   end
-
-  defp handlers!(handlers) when is_list(handlers) do
-    Enum.each(handlers, fn
-      fun when is_function(fun, 1) ->
-        :ok
-
-      {m, f, a} when is_atom(m) and is_atom(f) and is_list(a) ->
-        :ok
-
-      other ->
-        raise ArgumentError,
-              "a claim handler is a 1-argument function or {m, f, a}, got: #{inspect(other)}"
-    end)
-
-    handlers
-  end
-
-  defp handlers!(other),
-    do: raise(ArgumentError, "handlers must be a list, got: #{inspect(other)}")
 end

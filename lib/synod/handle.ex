@@ -18,7 +18,9 @@ defmodule Synod.Handle do
     :deadline,
     ids: [],
     on_failure: :continue,
-    owner: nil
+    owner: nil,
+    # the member whose coordinator passes the answers on (this node on a member)
+    relay: nil
   ]
 
   @type t :: %__MODULE__{}

@@ -4,13 +4,14 @@ defmodule Synod.Lock do
   the holder's death.
 
       {:ok, :done} =
-        Synod.Lock.lock(:cfg, "jobs/nightly", 5_000, fn token ->
+        Synod.Lock.lock(:cfg, "jobs/nightly", fn token ->
           # token: an integer that grows with every grant of this lock; pass it
           # to the resources the lock protects so they can refuse older holders
           :done
-        end)
+        end, ttl: 5_000)
 
-      {:error, :locked} = Synod.Lock.try_lock(:cfg, "jobs/nightly", 5_000, fn -> :never end)
+      {:ok, token, :done} = Synod.Lock.try_lock(:cfg, "jobs/nightly", fn -> :done end)
+      {:error, :locked} = Synod.Lock.try_lock(:cfg, "jobs/nightly", fn -> :never end)
 
   ## How it works (etcd's lock recipe)
 
@@ -34,21 +35,25 @@ defmodule Synod.Lock do
   `create_revision` is still the token: a holder whose key went with its
   lease can never delete a later holder's key.
 
-  **Leases.** Each process that takes locks gets a keeper process (one per
-  store and TTL) that holds a lease of `ttl` ms and renews it every `ttl/3`.
-  The keeper monitors the process: when it dies, the keeper revokes the
-  lease at once, which deletes every contender key of that process in one
-  revision, so its locks go to their next waiters. If the holder's node dies
-  or is cut off, the lease expires after `ttl` on the store's leader. The
-  keeper revokes its lease and exits after `ttl * 4` without locks.
+  **Leases.** Each process that takes locks gets a `Synod.Coord.LeaseKeeper`
+  (one per store and TTL) that holds a lease of `ttl` ms and renews it
+  every `ttl/3`. The keeper monitors the process: when it dies, the keeper
+  revokes the lease at once, which deletes every contender key of that
+  process in one revision, so its locks go to their next waiters. If the
+  holder's node dies or is cut off, the lease expires after `ttl` on the
+  store's leader. The keeper revokes its lease and exits after `ttl * 4`
+  without locks.
 
   ## Failure behaviour
 
   `fun` runs in the caller. The lock is held while the lease lives; if the
   lease is lost while `fun` runs (the holder was paused or cut off for longer
   than `ttl`), a later contender may be granted the lock with a larger token,
-  and `lock/5` returns `{:error, {:lock_lost, result}}` after `fun` returns.
-  Resources guarded by the lock must check the token for that reason.
+  and `lock/4` returns `{:error, {:lock_lost, result}}` after `fun` returns.
+  It returns the same when the release cannot confirm that the lock was
+  still held (the store stayed unreachable through its retries): `{:ok,
+  result}` always means that no other contender held the lock while `fun`
+  ran. Resources guarded by the lock must check the token all the same.
 
   A store call whose outcome is unknown (timeout while the store elects a
   leader) while joining the queue is cleaned up: the contender key is
@@ -56,88 +61,90 @@ defmodule Synod.Lock do
   that the key expires — no orphan key can block the lock.
   """
 
+  alias Synod.Coord.{Deadline, LeaseKeeper, Options, Stores, Watch}
   alias Synod.Store
 
   @prefix "synod/lock/"
+  @default_ttl 10_000
+
+  @schema [
+    ttl: [type: {:ms, 30}, default: @default_ttl],
+    timeout: [type: :timeout, default: :infinity],
+    call_timeout: [type: :pos_integer, default: 5_000]
+  ]
 
   @type token :: pos_integer()
-  @type option :: {:timeout, timeout()} | {:call_timeout, pos_integer()}
+  @type option ::
+          {:ttl, pos_integer()} | {:timeout, timeout()} | {:call_timeout, pos_integer()}
+  @type lock_fun :: (() -> term()) | (token() -> term())
 
   @doc """
   Waits for the lock `key`, runs `fun` while holding it, and releases it.
 
-  `fun` takes no argument or the fencing token. `ttl` (ms) is the lease
-  that keeps the lock: the lock outlives a holder that cannot renew by at
-  most `ttl`. Returns `{:ok, fun_result}`, `{:error, {:lock_lost,
-  fun_result}}` (the lease was lost while `fun` ran), or `{:error, reason}`
-  (`:timeout` when the lock could not be taken in time). A `fun` that raises
+  `fun` takes no argument or the fencing token. Returns `{:ok,
+  fun_result}`, `{:error, {:lock_lost, fun_result}}` (the lease was lost
+  while `fun` ran, or the release could not confirm it was not), or
+  `{:error, reason}`: `:timeout` when the lock could not be taken in time,
+  `:lease_expired` when the lease ran out while waiting, `{:unknown_store,
+  store}` at once for a store that does not run. A `fun` that raises
   releases the lock and re-raises.
 
-  Options: `timeout:` how long to wait for the lock (ms or `:infinity`,
-  the default); `call_timeout:` each store call (ms, default 5000).
+  Options: `ttl:` the lease that keeps the lock, in ms (default
+  #{@default_ttl}; >= 30): the lock outlives a holder that cannot renew by
+  at most `ttl`; `timeout:` how long to wait for the lock in total (ms or
+  `:infinity`, the default); `call_timeout:` each store round trip (ms,
+  default 5000).
   """
-  @spec lock(Store.store(), binary(), pos_integer(), (() -> term()) | (token() -> term()), [
-          option()
-        ]) ::
+  @spec lock(Store.store(), binary(), lock_fun(), [option()]) ::
           {:ok, term()} | {:error, term()}
-  def lock(store, key, ttl, fun, opts \\ []) do
-    with_contender(store, key, ttl, fun, opts, :wait)
+  def lock(store, key, fun, opts \\ []) do
+    with_contender(store, key, fun, opts, :wait)
   end
 
   @doc """
   Takes the lock `key` only if it is free now: runs `fun` and returns
-  `{:ok, fun_result}`, or returns `{:error, :locked}` at once (also when
-  other contenders are queued). Other results and options as `lock/5`.
+  `{:ok, token, fun_result}` with the fencing token of this grant, or
+  returns `{:error, :locked}` at once (also when other contenders are
+  queued). Other results and options as `lock/4`.
   """
-  @spec try_lock(
-          Store.store(),
-          binary(),
-          pos_integer(),
-          (() -> term()) | (token() -> term()),
-          [option()]
-        ) ::
-          {:ok, term()} | {:error, term()}
-  def try_lock(store, key, ttl, fun, opts \\ []) do
-    with_contender(store, key, ttl, fun, opts, :try)
+  @spec try_lock(Store.store(), binary(), lock_fun(), [option()]) ::
+          {:ok, token(), term()} | {:error, term()}
+  def try_lock(store, key, fun, opts \\ []) do
+    with_contender(store, key, fun, opts, :try)
   end
 
   @doc "The prefix under which the contenders of lock `key` keep their keys."
   @spec contenders_prefix(binary()) :: binary()
   def contenders_prefix(key) when is_binary(key) and key != "", do: @prefix <> key <> "/"
 
-  defp with_contender(store, key, ttl, fun, opts, mode) do
-    check!(key, ttl, fun, opts)
-    ctx = context(store, key, ttl, opts)
+  defp with_contender(store, key, fun, opts, mode) do
+    Options.check!(store, :store, :atom)
+    Options.check!(key, :key, {:binary, 3_000})
+    Options.check!(fun, :fun, {:or, [{:fun, 0}, {:fun, 1}]})
+    opts = Options.validate!(opts, @schema)
 
-    with {:ok, keeper, lease} <- checkout(store, ttl, ctx.call_timeout) do
+    ctx = %{
+      store: store,
+      prefix: contenders_prefix(key),
+      ttl: opts.ttl,
+      call_timeout: opts.call_timeout,
+      deadline: Deadline.new(opts.timeout)
+    }
+
+    with :ok <- Stores.check(store),
+         {:ok, keeper, lease} <- LeaseKeeper.checkout(store, opts.ttl, opts.call_timeout) do
       try do
         case join(ctx, keeper, lease, mode) do
-          {:ok, my_key, token} -> hold(ctx, keeper, my_key, token, fun)
+          {:ok, my_key, token} -> hold(ctx, keeper, my_key, token, fun, mode)
           error -> error
         end
       after
-        checkin(keeper)
+        LeaseKeeper.checkin(keeper)
       end
     end
   end
 
-  defp context(store, key, ttl, opts) do
-    timeout = Keyword.get(opts, :timeout, :infinity)
-
-    %{
-      store: store,
-      prefix: contenders_prefix(key),
-      ttl: ttl,
-      call_timeout: Keyword.get(opts, :call_timeout, 5_000),
-      deadline:
-        if(timeout == :infinity,
-          do: :infinity,
-          else: System.monotonic_time(:millisecond) + timeout
-        )
-    }
-  end
-
-  defp hold(ctx, keeper, my_key, token, fun) do
+  defp hold(ctx, keeper, my_key, token, fun, mode) do
     result =
       try do
         if is_function(fun, 1), do: fun.(token), else: fun.()
@@ -147,9 +154,10 @@ defmodule Synod.Lock do
           :erlang.raise(kind, reason, __STACKTRACE__)
       end
 
-    case release(ctx, keeper, my_key, token) do
-      :released -> {:ok, result}
-      :lost -> {:error, {:lock_lost, result}}
+    case {release(ctx, keeper, my_key, token), mode} do
+      {:released, :wait} -> {:ok, result}
+      {:released, :try} -> {:ok, token, result}
+      {:lost, _} -> {:error, {:lock_lost, result}}
     end
   end
 
@@ -168,7 +176,7 @@ defmodule Synod.Lock do
         [{:absent, my_key}],
         [{:put, my_key, value, lease: lease}, contenders],
         [contenders],
-        timeout: ctx.call_timeout
+        call(ctx)
       )
 
     case result do
@@ -182,13 +190,13 @@ defmodule Synod.Lock do
         # key's create_revision.
         case Enum.find(kvs, &(&1.key == my_key)) do
           %{create_revision: token} -> decide(ctx, keeper, my_key, token, rev, kvs, mode)
-          nil -> give_up(ctx, keeper, my_key, {:error, :lease_lost})
+          nil -> give_up(ctx, keeper, my_key, {:error, :lease_expired})
         end
 
       {:error, :lease_not_found} ->
         # The keeper's lease expired (the keeper could not renew it): get a
         # fresh one and join again.
-        with {:ok, lease} <- renew_lease(keeper, lease, ctx.call_timeout),
+        with {:ok, lease} <- LeaseKeeper.replace(keeper, lease, ctx.call_timeout),
              do: join(ctx, keeper, lease, mode)
 
       {:error, _} = error ->
@@ -211,7 +219,7 @@ defmodule Synod.Lock do
 
     cond do
       not Enum.any?(kvs, &(&1.key == my_key and &1.create_revision == token)) ->
-        give_up(ctx, keeper, my_key, {:error, :lease_lost})
+        give_up(ctx, keeper, my_key, {:error, :lease_expired})
 
       earlier == [] ->
         {:ok, my_key, token}
@@ -227,17 +235,18 @@ defmodule Synod.Lock do
   # Every contender before us has left: one read confirms that our own key
   # (our lease) is still there.
   defp wait_turn(ctx, keeper, my_key, token, [], _from, _mode) do
-    case Store.get(ctx.store, my_key, timeout: ctx.call_timeout) do
+    case Store.get(ctx.store, my_key, call(ctx)) do
       {:ok, %{create_revision: ^token}} -> {:ok, my_key, token}
-      {:ok, _} -> give_up(ctx, keeper, my_key, {:error, :lease_lost})
+      {:ok, _} -> give_up(ctx, keeper, my_key, {:error, :lease_expired})
       {:error, _} = error -> give_up(ctx, keeper, my_key, error)
     end
   end
 
   defp wait_turn(ctx, keeper, my_key, token, [pred | rest], from, mode) do
-    case wait_deleted(ctx, pred, from) do
+    case Watch.await_delete(ctx.store, pred, from, ctx.deadline, call(ctx)) do
       :deleted -> wait_turn(ctx, keeper, my_key, token, rest, from, mode)
       :recheck -> recheck(ctx, keeper, my_key, token, mode)
+      :timeout -> give_up(ctx, keeper, my_key, {:error, :timeout})
       {:error, _} = error -> give_up(ctx, keeper, my_key, error)
     end
   end
@@ -245,7 +254,7 @@ defmodule Synod.Lock do
   # The watch ended (its server went away, or the history it needed was
   # compacted): read the contenders again.
   defp recheck(ctx, keeper, my_key, token, mode) do
-    opts = [timeout: ctx.call_timeout]
+    opts = call(ctx)
 
     with {:ok, rev} <- Store.revision(ctx.store, opts),
          {:ok, kvs, _, _} <-
@@ -261,76 +270,39 @@ defmodule Synod.Lock do
     error
   end
 
-  # Waits until `key` is deleted at or after revision `from`.
-  defp wait_deleted(ctx, key, from) do
-    case Store.watch(ctx.store, key, from: from, timeout: ctx.call_timeout) do
-      {:ok, ref} ->
-        result = await_delete(ref, ctx.deadline)
-        if result != :recheck, do: Store.unwatch(ctx.store, ref)
-        flush(ref)
-        result
-
-      {:error, _} = error ->
-        error
-    end
-  end
-
-  defp await_delete(ref, deadline) do
-    receive do
-      {:synod_watch, ^ref, events} when is_list(events) ->
-        if Enum.any?(events, &(elem(&1, 0) == :delete)),
-          do: :deleted,
-          else: await_delete(ref, deadline)
-
-      {:synod_watch, ^ref, {:error, _}} ->
-        :recheck
-
-      {:DOWN, ^ref, :process, _, _} ->
-        :recheck
-    after
-      remaining(deadline) -> {:error, :timeout}
-    end
-  end
-
-  defp flush(ref) do
-    receive do
-      {:synod_watch, ^ref, _} -> flush(ref)
-    after
-      0 -> :ok
-    end
-  end
-
-  defp remaining(:infinity), do: :infinity
-  defp remaining(deadline), do: max(deadline - System.monotonic_time(:millisecond), 0)
-
   # -- leaving ----------------------------------------------------------------------
 
   # Deletes our key only if it is still the one that joined with `token`.
+  # The lock was held through `fun` only if that delete finds the key, or if
+  # the key's lease still lives: while it lives only our own delete removes
+  # the key (an earlier attempt, or a request Synod.Raft resent after
+  # losing the leader). A key gone with its lease, or an outcome that cannot
+  # be confirmed, means another contender may have held the lock meanwhile.
   defp release(ctx, keeper, my_key, token) do
     compare = [{:create_revision, my_key, :==, token}]
 
     txn = fn ->
-      Store.txn(ctx.store, compare, [{:delete, my_key}], [], timeout: ctx.call_timeout)
+      Store.txn(ctx.store, compare, [{:delete, my_key}], [], call(ctx))
     end
 
-    case txn.() do
+    case retry(ctx, txn) do
       {:ok, _rev, true, _} ->
         :released
 
       {:ok, _rev, false, _} ->
-        # The key is gone. Only its lease's end or our own delete removes
-        # it, and the delete may have been applied already (Synod.Raft
-        # resends a request whose answer was lost with the leader): if the
-        # lease still lives, the key went by our delete.
-        case Store.keep_alive(ctx.store, lease_of(ctx, my_key), timeout: ctx.call_timeout) do
+        keep_alive = fn ->
+          Store.keep_alive(ctx.store, lease_of(ctx, my_key), call(ctx))
+        end
+
+        case retry(ctx, keep_alive) do
           {:ok, _} -> :released
-          _ -> :lost
+          {:error, _} -> :lost
         end
 
       {:error, _} ->
-        # The first attempt may have deleted the key: a retry that finds it
-        # gone cannot tell, so it counts as released.
-        release_retry(ctx, keeper, txn)
+        # Let the key expire with the lease rather than keep it in the queue.
+        LeaseKeeper.discard(keeper)
+        :lost
     end
   end
 
@@ -343,31 +315,18 @@ defmodule Synod.Lock do
     String.to_integer(hex, 16)
   end
 
-  defp release_retry(ctx, keeper, txn) do
-    case retry(ctx, txn) do
-      {:ok, _rev, _, _} ->
-        :released
-
-      {:error, _} ->
-        # Could not confirm: let the key expire with the lease rather than
-        # keep it alive in the queue.
-        discard_lease(keeper)
-        :released
-    end
-  end
-
   # Removes a contender key whose fate is unknown (a join that timed out, a
   # wait given up). The key is ours alone, so an unconditional delete is safe.
   defp cleanup(ctx, keeper, my_key) do
-    case retry(ctx, fn -> Store.delete(ctx.store, my_key, timeout: ctx.call_timeout) end) do
+    case retry(ctx, fn -> Store.delete(ctx.store, my_key, call(ctx)) end) do
       {:ok, _, _, _} -> :ok
-      {:error, _} -> discard_lease(keeper)
+      {:error, _} -> LeaseKeeper.discard(keeper)
     end
   end
 
   defp retry(ctx, call, attempts \\ 3) do
     case call.() do
-      {:error, _} when attempts > 1 ->
+      {:error, reason} when attempts > 1 and reason != :lease_not_found ->
         Process.sleep(min(div(ctx.ttl, 10) + 10, 200))
         retry(ctx, call, attempts - 1)
 
@@ -376,217 +335,7 @@ defmodule Synod.Lock do
     end
   end
 
+  defp call(ctx), do: [timeout: ctx.call_timeout]
+
   defp unique, do: Integer.to_string(System.unique_integer([:positive]), 36)
-
-  # -- the keeper of this process's lease -----------------------------------------
-
-  defp checkout(store, ttl, timeout) do
-    slot = {__MODULE__, store, ttl}
-
-    keeper =
-      case Process.get(slot) do
-        pid when is_pid(pid) -> pid
-        nil -> nil
-      end
-
-    case keeper && call_keeper(keeper, :checkout, timeout) do
-      {:ok, lease} ->
-        {:ok, keeper, lease}
-
-      {:error, _} = error ->
-        error
-
-      _gone ->
-        {:ok, pid} = __MODULE__.Keeper.start(store, ttl, self())
-        Process.put(slot, pid)
-
-        case call_keeper(pid, :checkout, timeout) do
-          {:ok, lease} -> {:ok, pid, lease}
-          {:error, _} = error -> error
-          :noproc -> {:error, :keeper_down}
-        end
-    end
-  end
-
-  defp renew_lease(keeper, old, timeout) do
-    case call_keeper(keeper, {:lost, old}, timeout) do
-      {:ok, lease} -> {:ok, lease}
-      {:error, _} = error -> error
-      :noproc -> {:error, :keeper_down}
-    end
-  end
-
-  defp call_keeper(keeper, request, timeout) do
-    GenServer.call(keeper, request, timeout + 1_000)
-  catch
-    :exit, {:noproc, _} -> :noproc
-    :exit, {:normal, _} -> :noproc
-    :exit, {:timeout, _} -> {:error, :timeout}
-  end
-
-  defp checkin(keeper), do: GenServer.cast(keeper, :checkin)
-  defp discard_lease(keeper), do: GenServer.cast(keeper, :discard)
-
-  defp check!(key, ttl, fun, opts) do
-    unless is_binary(key) and byte_size(key) in 1..3_000,
-      do:
-        raise(
-          ArgumentError,
-          "a lock key must be a binary of 1..3000 bytes, got: #{inspect(key, limit: 5)}"
-        )
-
-    unless is_integer(ttl) and ttl >= 30,
-      do: raise(ArgumentError, "ttl must be an integer number of ms >= 30, got: #{inspect(ttl)}")
-
-    unless is_function(fun, 0) or is_function(fun, 1),
-      do: raise(ArgumentError, "fun must take no argument or the fencing token")
-
-    unless Keyword.keyword?(opts), do: raise(ArgumentError, "options must be a keyword list")
-
-    for {k, v} <- opts do
-      case k do
-        :timeout when v == :infinity or (is_integer(v) and v >= 0) ->
-          :ok
-
-        :call_timeout when is_integer(v) and v > 0 ->
-          :ok
-
-        _ ->
-          raise ArgumentError,
-                "bad option #{inspect(k)}: #{inspect(v)} (known: timeout:, call_timeout:)"
-      end
-    end
-  end
-end
-
-defmodule Synod.Lock.Keeper do
-  @moduledoc false
-  # Holds the lease of one process's locks (one keeper per process, store and
-  # TTL): grants it on first use, renews it every ttl/3 from a separate task
-  # (a slow store never delays the reaction to the owner's death), revokes it
-  # at once when the owner dies, and exits after ttl * 4 without locks.
-
-  use GenServer
-
-  def start(store, ttl, owner), do: GenServer.start(__MODULE__, {store, ttl, owner})
-
-  @impl true
-  def init({store, ttl, owner}) do
-    ref = Process.monitor(owner)
-
-    state = %{
-      store: store,
-      ttl: ttl,
-      owner: ref,
-      lease: nil,
-      in_use: 0,
-      renewing: nil,
-      idle: nil
-    }
-
-    {:ok, tick(state)}
-  end
-
-  @impl true
-  def handle_call(:checkout, _from, state) do
-    case ensure_lease(state) do
-      {:ok, state} -> {:reply, {:ok, state.lease}, %{busy(state) | in_use: state.in_use + 1}}
-      {:error, _} = error -> {:reply, error, state}
-    end
-  end
-
-  def handle_call({:lost, old}, _from, state) do
-    state = if state.lease == old, do: %{state | lease: nil}, else: state
-
-    case ensure_lease(state) do
-      {:ok, state} -> {:reply, {:ok, state.lease}, state}
-      {:error, _} = error -> {:reply, error, state}
-    end
-  end
-
-  @impl true
-  def handle_cast(:checkin, state) do
-    state = %{state | in_use: state.in_use - 1}
-    {:noreply, if(state.in_use == 0, do: idle(state), else: state)}
-  end
-
-  # Stop renewing: the lease expires within its TTL, taking any key whose
-  # fate we could not confirm with it. The next checkout gets a new lease.
-  def handle_cast(:discard, state), do: {:noreply, %{state | lease: nil}}
-
-  @impl true
-  def handle_info(:tick, state) do
-    state = tick(state)
-
-    case state do
-      %{lease: lease, renewing: nil} when lease != nil ->
-        store = state.store
-        timeout = max(div(state.ttl, 2), 50)
-
-        task =
-          Task.async(fn -> {lease, Synod.Store.keep_alive(store, lease, timeout: timeout)} end)
-
-        {:noreply, %{state | renewing: task.ref}}
-
-      _ ->
-        {:noreply, state}
-    end
-  end
-
-  def handle_info({ref, {lease, result}}, %{renewing: ref} = state) do
-    Process.demonitor(ref, [:flush])
-    state = %{state | renewing: nil}
-
-    case result do
-      {:error, :lease_not_found} when state.lease == lease -> {:noreply, %{state | lease: nil}}
-      _ -> {:noreply, state}
-    end
-  end
-
-  def handle_info({:DOWN, ref, :process, _, _}, %{renewing: ref} = state),
-    do: {:noreply, %{state | renewing: nil}}
-
-  def handle_info({:DOWN, ref, :process, _, _}, %{owner: ref} = state) do
-    revoke(state)
-    {:stop, :normal, state}
-  end
-
-  def handle_info({:idle, ref}, %{idle: ref, in_use: 0} = state) do
-    revoke(state)
-    {:stop, :normal, state}
-  end
-
-  def handle_info(_other, state), do: {:noreply, state}
-
-  defp ensure_lease(%{lease: nil} = state) do
-    case Synod.Store.grant(state.store, state.ttl) do
-      {:ok, lease, _ttl} -> {:ok, %{state | lease: lease}}
-      {:error, _} = error -> error
-    end
-  end
-
-  defp ensure_lease(state), do: {:ok, state}
-
-  defp revoke(%{lease: nil}), do: :ok
-
-  defp revoke(state) do
-    case Synod.Store.revoke(state.store, state.lease, timeout: state.ttl) do
-      {:ok, _} -> :ok
-      # Unreachable store: the lease expires on its own within ttl.
-      {:error, _} -> :ok
-    end
-  end
-
-  defp tick(state) do
-    Process.send_after(self(), :tick, max(div(state.ttl, 3), 10))
-    state
-  end
-
-  defp busy(state), do: %{state | idle: nil}
-
-  defp idle(state) do
-    ref = make_ref()
-    Process.send_after(self(), {:idle, ref}, state.ttl * 4)
-    %{state | idle: ref}
-  end
 end

@@ -3,24 +3,26 @@ defmodule Synod.Queue do
   FIFO queues on a replicated store (`Synod.Store`): strictly in revision
   order, each value to exactly one consumer.
 
-  A queue is `{store, name}`: the store's group name (an atom) and a name
-  (a binary of 1..255 bytes). Queues need no creation; one store holds any
-  number of them. Values are binaries (use `:erlang.term_to_binary/1` for
-  terms).
+  Every function takes the store (its group name, an atom) first, then the
+  queue's name (a binary of 1..255 bytes). Queues need no creation; one
+  store holds any number of them. Values are any terms, stored in the
+  external term format with deterministic encoding (the same term gives
+  the same bytes); an encoded value over #{1_044_480} bytes is refused with
+  `{:error, {:value_too_large, bytes, 1_044_480}}`.
 
-      {:ok, _key, rev} = Synod.Queue.enqueue({:jobs, "mail"}, "hello")
-      {:ok, %{value: "hello", revision: ^rev}} = Synod.Queue.dequeue({:jobs, "mail"}, 5_000)
+      {:ok, _key, rev} = Synod.Queue.enqueue(:jobs, "mail", %{to: "a@b"})
+      {:ok, %{value: %{to: "a@b"}, revision: ^rev}} = Synod.Queue.dequeue(:jobs, "mail", timeout: 5_000)
 
   ## Two modes
 
-    * **Plain** (`dequeue(queue, timeout)`): the value is deleted by the
+    * **Plain** (`dequeue(store, name, opts)`): the value is deleted by the
       txn that hands it out, so it goes to exactly one consumer and never
       comes back. If that txn's outcome is unknown (`{:error, :timeout}`
       from the store, e.g. during a leader change) the value may be gone
       without anyone having it: *at most once*.
-    * **Acknowledged** (`dequeue(queue, timeout, visibility_timeout: ms)`):
+    * **Acknowledged** (`dequeue(store, name, visibility_timeout: ms)`):
       the value is claimed by a key on a fresh store lease of `ms` and stays
-      in the queue; `ack(queue, receipt)` deletes it, on the condition that
+      in the queue; `ack(store, name, receipt)` deletes it, on the condition that
       the claim is still held under that lease (the lease id is a fencing
       token). If the consumer does not ack in time, the store's leader
       expires the lease, the claim vanishes and the value is handed out
@@ -39,17 +41,17 @@ defmodule Synod.Queue do
   so it may be handed out after newer ones were.
 
   `dequeue` blocks on a store watch of the queue (no polling) until a value
-  is there or `timeout` ms have passed. Concurrent producers of one queue
+  is there or `timeout:` ms have passed. Concurrent producers of one queue
   contend on its counter (losers retry at once with the counter's new
   state, read in the same round trip); concurrent consumers contend on the
   oldest value. docs/coordination.md has the key layout and the figures.
   """
 
-  alias Synod.Queue.Recipe
+  alias Synod.Coord.{Deadline, Options, Recipe, Stores, Watch}
   alias Synod.Store
 
-  @typedoc "A store group name and a queue name."
-  @type queue :: {atom(), binary()}
+  @max_value 1_044_480
+
   @typedoc "Proof of a claim in acknowledged mode: the value's key suffix and the claim's lease."
   @type receipt :: {:receipt, binary(), pos_integer()}
   @typedoc """
@@ -59,33 +61,44 @@ defmodule Synod.Queue do
   """
   @type item :: %{
           key: binary(),
-          value: binary(),
+          value: term(),
           revision: pos_integer(),
           dequeue_revision: pos_integer(),
           receipt: receipt() | nil
         }
 
-  @doc """
-  Appends `value` to `queue`. With `ttl` (ms) the value is deleted if still
-  queued when a store lease of that TTL expires. Options: `timeout:` per
-  store call (default 5000 ms). Returns the value's key and the revision
-  the enqueue was committed at.
-  """
-  @spec enqueue(queue(), binary(), pos_integer() | nil, keyword()) ::
-          {:ok, binary(), pos_integer()} | {:error, term()}
-  def enqueue(queue, value, ttl \\ nil, opts \\ []) do
-    {store, name} = queue!(queue)
-    unless is_binary(value), do: raise(ArgumentError, "a queue value must be a binary")
-    ttl = if ttl == nil, do: nil, else: Recipe.ms!(ttl, "ttl")
-    call = Recipe.call_opts(Recipe.options!(opts, [:timeout]))
+  @call [
+    timeout: [type: :timeout, default: 5_000],
+    call_timeout: [type: :pos_integer, default: 5_000]
+  ]
 
-    with {:ok, lease} <- value_lease(store, ttl, call) do
+  @doc """
+  Appends `value` (any term) to the queue `name`. Returns the value's key
+  and the revision the enqueue was committed at, or `{:error, reason}`:
+  `{:value_too_large, bytes, max}`, `{:unknown_store, store}`, `:timeout`
+  (outcome unknown).
+
+  Options: `ttl:` ms after which the value is deleted if still queued (a
+  store lease; default none); `timeout:` in total (ms, default 5000);
+  `call_timeout:` each store round trip (ms, default 5000).
+  """
+  @spec enqueue(Store.store(), binary(), term(), keyword()) ::
+          {:ok, binary(), pos_integer()} | {:error, term()}
+  def enqueue(store, name, value, opts \\ []) do
+    name!(store, name)
+    opts = Options.validate!(opts, [{:ttl, [type: {:nil_or, {:ms, 1}}, default: nil]} | @call])
+    call = call(opts)
+    bytes = :erlang.term_to_binary(value, [:deterministic])
+
+    with :ok <- Stores.check(store),
+         :ok <- size_ok(bytes),
+         {:ok, lease} <- value_lease(store, opts.ttl, call) do
       put_opts = if lease, do: [lease: lease], else: []
       # The key is the sequence number and a token of this call: the token
       # recognises this enqueue's own write if the store applied it unheard.
       token = :rand.bytes(8)
       key = fn seq -> items(name) <> Recipe.seq_suffix(seq) <> token end
-      build = fn seq -> {[], [{:put, key.(seq), value, put_opts}], 1, [{:range, key.(seq)}]} end
+      build = fn seq -> {[], [{:put, key.(seq), bytes, put_opts}], 1, [{:range, key.(seq)}]} end
 
       landed = fn [{:range, kvs, _, _}], _seq ->
         case kvs do
@@ -105,45 +118,44 @@ defmodule Synod.Queue do
     end
   end
 
+  defp size_ok(bytes) when byte_size(bytes) <= @max_value, do: :ok
+  defp size_ok(bytes), do: {:error, {:value_too_large, byte_size(bytes), @max_value}}
+
   defp value_lease(_store, nil, _call), do: {:ok, nil}
 
   defp value_lease(store, ttl, call) do
-    with {:ok, id, _} <- Store.grant(store, ttl, call), do: {:ok, id}
+    with {:ok, id, _} <- Store.grant(store, ttl, Deadline.opts(call)), do: {:ok, id}
   end
 
   @doc """
-  Takes the oldest value of `queue`, waiting up to `timeout` ms (or
-  `:infinity`; 0 does not wait) for one to arrive. Returns
-  `{:error, :empty}` when none came in time.
+  Takes the oldest value of the queue `name`, waiting for one to arrive.
+  Returns `{:error, :empty}` when none came in time.
 
-  Options: `visibility_timeout:` ms selects acknowledged mode (the item
-  carries a `receipt` for `ack/3`); `timeout:` per store call (default
-  5000 ms).
+  Options: `timeout:` how long to wait in total (ms or `:infinity`; default
+  5000; 0 does not wait); `visibility_timeout:` ms selects acknowledged
+  mode (the claim's lease; the item carries a `receipt` for `ack/4`);
+  `call_timeout:` each store round trip (ms, default 5000).
   """
-  @spec dequeue(queue(), non_neg_integer() | :infinity, keyword()) ::
+  @spec dequeue(Store.store(), binary(), keyword()) ::
           {:ok, item()} | {:error, :empty | term()}
-  def dequeue(queue, timeout, opts \\ []) do
-    {store, name} = queue!(queue)
+  def dequeue(store, name, opts \\ []) do
+    name!(store, name)
 
-    unless timeout == :infinity or (is_integer(timeout) and timeout >= 0),
-      do: raise(ArgumentError, "timeout must be a non-negative integer or :infinity")
+    opts =
+      Options.validate!(opts, [
+        {:visibility_timeout, [type: {:nil_or, {:ms, 1}}, default: nil]} | @call
+      ])
 
-    opts = Recipe.options!(opts, [:visibility_timeout, :timeout])
-
-    vis =
-      case Keyword.get(opts, :visibility_timeout) do
-        nil -> nil
-        ms -> Recipe.ms!(ms, "visibility_timeout")
-      end
-
-    take(%{
-      store: store,
-      name: name,
-      vis: vis,
-      lease: nil,
-      call: Recipe.call_opts(opts),
-      deadline: Recipe.deadline(timeout)
-    })
+    with :ok <- Stores.check(store) do
+      take(%{
+        store: store,
+        name: name,
+        vis: opts.visibility_timeout,
+        lease: nil,
+        call: Deadline.budget(:infinity, opts.call_timeout),
+        deadline: Deadline.new(opts.timeout)
+      })
+    end
   end
 
   defp take(s) do
@@ -152,7 +164,7 @@ defmodule Synod.Queue do
         take(s, kv)
 
       {:none, rev} ->
-        case Recipe.await_change(s.store, root(s.name), rev, s.deadline, s.call) do
+        case Watch.await_change(s.store, root(s.name), rev, s.deadline, Deadline.opts(s.call)) do
           :changed ->
             take(s)
 
@@ -173,7 +185,7 @@ defmodule Synod.Queue do
     claim = claim_key(s.name, Recipe.suffix(kv.key, items(s.name)))
     compares = [{:mod_revision, kv.key, :==, kv.mod_revision}, {:absent, claim}]
 
-    case Store.txn(s.store, compares, [{:delete, kv.key}], [], s.call) do
+    case Store.txn(s.store, compares, [{:delete, kv.key}], [], Deadline.opts(s.call)) do
       {:ok, rev, true, _} -> {:ok, item(kv, rev, nil)}
       {:ok, _, false, _} -> take(s)
       error -> error
@@ -188,7 +200,7 @@ defmodule Synod.Queue do
       compares = [{:mod_revision, kv.key, :==, kv.mod_revision}, {:absent, claim}]
       put = [{:put, claim, "", [lease: lease]}]
 
-      case Store.txn(s.store, compares, put, [{:range, claim}], s.call) do
+      case Store.txn(s.store, compares, put, [{:range, claim}], Deadline.opts(s.call)) do
         {:ok, rev, true, _} ->
           {:ok, item(kv, rev, {:receipt, suffix, lease})}
 
@@ -221,7 +233,7 @@ defmodule Synod.Queue do
   defp item(kv, rev, receipt),
     do: %{
       key: kv.key,
-      value: kv.value,
+      value: :erlang.binary_to_term(kv.value),
       revision: kv.create_revision,
       dequeue_revision: rev,
       receipt: receipt
@@ -229,59 +241,75 @@ defmodule Synod.Queue do
 
   @doc """
   Acknowledges a value taken in acknowledged mode: deletes it if the claim
-  of `receipt` is still held. `{:error, :expired}` when the visibility
-  timeout ran out first (the value was or will be handed out again).
-  Options: `timeout:` per store call.
+  of `receipt` is still held. `{:error, :lease_expired}` when the
+  visibility timeout ran out first (the value was or will be handed out
+  again). Options: `timeout:`, `call_timeout:` as `enqueue/4`.
   """
-  @spec ack(queue(), receipt(), keyword()) :: :ok | {:error, :expired | term()}
-  def ack(queue, receipt, opts \\ [])
-
-  def ack(queue, {:receipt, suffix, lease}, opts)
-      when is_binary(suffix) and byte_size(suffix) == 16 and is_integer(lease) and lease > 0 do
-    {store, name} = queue!(queue)
-    call = Recipe.call_opts(Recipe.options!(opts, [:timeout]))
+  @spec ack(Store.store(), binary(), receipt(), keyword()) ::
+          :ok | {:error, :lease_expired | term()}
+  def ack(store, name, receipt, opts \\ []) do
+    name!(store, name)
+    Options.check!(receipt, :receipt, {:custom, &receipt?/1, "a queue receipt"})
+    {:receipt, suffix, lease} = receipt
+    call = call(Options.validate!(opts, @call))
     claim = claim_key(name, suffix)
     item = items(name) <> suffix
 
-    case Store.txn(
-           store,
-           [{:lease, claim, :==, lease}],
-           [{:delete, claim}, {:delete, item}],
-           [],
-           call
-         ) do
-      {:ok, _, true, _} ->
-        Recipe.drop_lease(store, lease, call)
-        :ok
+    with :ok <- Stores.check(store) do
+      case Store.txn(
+             store,
+             [{:lease, claim, :==, lease}],
+             [{:delete, claim}, {:delete, item}],
+             [],
+             Deadline.opts(call)
+           ) do
+        {:ok, _, true, _} ->
+          Recipe.drop_lease(store, lease, call)
+          :ok
 
-      {:ok, _, false, _} ->
-        # Only an ack with this lease removes its claim, and only expiry
-        # ends the lease: if the lease still lives, this ack was applied
-        # before, unheard.
-        case Store.revoke(store, lease, call) do
-          {:ok, _} -> :ok
-          {:error, :lease_not_found} -> {:error, :expired}
-          error -> error
-        end
+        {:ok, _, false, _} ->
+          # Only an ack with this lease removes its claim, and only expiry
+          # ends the lease: if the lease still lives, this ack was applied
+          # before, unheard.
+          case Store.revoke(store, lease, Deadline.opts(call)) do
+            {:ok, _} -> :ok
+            {:error, :lease_not_found} -> {:error, :lease_expired}
+            error -> error
+          end
 
-      error ->
-        error
+        error ->
+          error
+      end
     end
   end
 
-  def ack(_queue, receipt, _opts),
-    do: raise(ArgumentError, "not a queue receipt: #{inspect(receipt)}")
+  defp receipt?({:receipt, suffix, lease}),
+    do: is_binary(suffix) and byte_size(suffix) == 16 and is_integer(lease) and lease > 0
 
-  @doc "How many values `queue` holds, claimed ones included (a linearizable count)."
-  @spec count(queue(), keyword()) :: {:ok, non_neg_integer()} | {:error, term()}
-  def count(queue, opts \\ []) do
-    {store, name} = queue!(queue)
-    call = Recipe.call_opts(Recipe.options!(opts, [:timeout]))
+  defp receipt?(_), do: false
 
-    with {:ok, _, count, _} <-
-           Store.range(store, items(name), [prefix: true, count_only: true] ++ call),
+  @doc """
+  How many values the queue `name` holds, claimed ones included (a
+  linearizable count). Options: `timeout:`, `call_timeout:`.
+  """
+  @spec count(Store.store(), binary(), keyword()) :: {:ok, non_neg_integer()} | {:error, term()}
+  def count(store, name, opts \\ []) do
+    name!(store, name)
+    call = call(Options.validate!(opts, @call))
+
+    with :ok <- Stores.check(store),
+         {:ok, _, count, _} <-
+           Store.range(
+             store,
+             items(name),
+             [prefix: true, count_only: true] ++ Deadline.opts(call)
+           ),
          do: {:ok, count}
   end
+
+  # The budget of a function that does not wait: every round trip bounded
+  # by call_timeout and by what is left of the total timeout.
+  defp call(opts), do: Deadline.budget(opts.timeout, opts.call_timeout)
 
   # ---- layout: synod/q/<name segment> then i<seq><token> values, c<seq><token> claims,
   #      n the counter ----
@@ -292,11 +320,10 @@ defmodule Synod.Queue do
   defp claim_key(name, suffix), do: claims(name) <> suffix
   defp counter(name), do: root(name) <> "n"
 
-  defp queue!({store, name}) when is_atom(store) and store != nil,
-    do: {store, Recipe.name!(name, "a queue name", 255)}
-
-  defp queue!(other),
-    do: raise(ArgumentError, "a queue is {store_name_atom, name_binary}, got: #{inspect(other)}")
+  defp name!(store, name) do
+    Options.check!(store, :store, :atom)
+    Options.check!(name, :name, {:binary, 255})
+  end
 
   defp error({:refused, _}), do: {:error, :refused}
   defp error(error), do: error

@@ -21,9 +21,11 @@ defmodule Synod.Raft do
   learner and promotes it once it has caught up.
 
   Clients call `command/3` (a change, applied once committed; returns the
-  machine's result) and `query/3` (a read). Both go to the leader wherever it
-  is, following redirects until their timeout. Leader information
-  (`leader/1`, `leader?/1`, `term/1`) and leader watches
+  machine's result) and `query/3` (a read) from any node, member or not.
+  Both go straight to the leader through the node's leader cache and follow
+  redirects at once until their timeout. `Synod.Raft.Pipeline` sends
+  commands asynchronously, many in flight, with a bounded window. Leader
+  information (`leader/1`, `leader?/1`, `term/1`) and leader watches
   (`add_leader_watch/4`) are answered on the local node; they are also
   available as `Synod.leader/1` and friends.
 
@@ -31,7 +33,7 @@ defmodule Synod.Raft do
   measured.
   """
 
-  alias Synod.Raft.{Info, Watches}
+  alias Synod.Raft.{Info, Router, Watches}
 
   @type group :: atom()
   @type watch_event :: :become_leader | :become_follower
@@ -45,7 +47,8 @@ defmodule Synod.Raft do
     snapshot_every: 10_000,
     failover_step_ms: 20,
     fast_failover: true,
-    batch: true
+    batch: true,
+    max_inflight: 1024
   ]
 
   @doc """
@@ -70,6 +73,9 @@ defmodule Synod.Raft do
     * `:snapshot_every` — applied entries between snapshots (default 10000)
     * `:batch` — group commit: batch the requests waiting in the mailbox into
       one fsync (default `true`)
+    * `:max_inflight` — pipelining window: entries the leader sends to a
+      follower beyond what it has acknowledged, in as many appends as that
+      takes, before it waits for answers (default 1024, at most 1048576)
   """
   @spec child_spec(keyword()) :: Supervisor.child_spec()
   def child_spec(opts) do
@@ -138,17 +144,25 @@ defmodule Synod.Raft do
   Proposes `command`; once it is committed and applied, returns
   `{:ok, result}` with the machine's result.
 
-  Errors: `{:error, :timeout}` (the outcome is unknown: the command may
-  still be applied), `{:error, :no_member}` (no member answered),
-  `{:error, reason}` from the core (for example `:too_large`).
+  The request goes straight to the node this node believes leads (see
+  "Routing" in docs/raft.md) and follows `not_leader` redirects at once; it
+  waits only while no member knows a leader (an election is running).
 
-  Options: `:timeout` (ms, default 5000); `local: true` proposes only
-  through this node's member, with no redirect (`{:error, {:not_leader,
-  hint}}` if it does not lead): for leader-side work that must not be
-  carried out by a member that lost its leadership.
+  Errors: `{:error, :timeout}` (the outcome is unknown: the command may
+  still be applied, once), `{:error, {:unknown_group, group}}` at once when
+  no connected node runs a member of `group`, `{:error, reason}` from the
+  core (for example `:too_large`).
+
+  Options: `timeout:` (ms, default 5000) what the call waits in total;
+  `call_timeout:` (ms, default `timeout`) each round trip, after which the
+  request is sent again (under the same request id: it is applied once);
+  `local: true` proposes only through this node's member, with no redirect
+  (`{:error, {:not_leader, hint}}` if it does not lead): for leader-side
+  work that must not be carried out by a member that lost its leadership.
   """
   @spec command(group(), term(), keyword()) :: {:ok, term()} | {:error, term()}
   def command(group, command, opts \\ []) do
+    opts = call_opts!(opts, [:timeout, :call_timeout, :local])
     # One id for every attempt: the group applies the command once however
     # often a lost answer makes us send it again.
     request = {:command, command, make_ref()}
@@ -158,27 +172,93 @@ defmodule Synod.Raft do
       else: to_leader(group, request, opts)
   end
 
+  @typedoc """
+  A read of the machine's state: a function of one argument, or
+  `{module, function, args}` called as `apply(module, function, [state | args])`.
+  Prefer the MFA from scripts and from nodes whose modules the members do
+  not have: a closure runs only where its module is loaded.
+  """
+  @type query_fun :: (term() -> term()) | {module(), atom(), [term()]}
+
   @doc """
-  Runs `fun.(state)` on the machine's state and returns `{:ok, value}`.
+  Runs `query` (see `t:query_fun/0`) on the machine's state and returns
+  `{:ok, value}`.
 
   With `consistency: :linearizable` (the default) it runs on the leader
-  after a read-index round: it sees every command committed before the call.
-  With `consistency: :stale` it runs at once on this node's member, which
-  may be behind.
+  after a read-index round (no log entry, no disk write): it sees every
+  command committed before the call. With `consistency: :stale` it runs at
+  once on this node's member, which may be behind (on a node with no member,
+  on the member this node believes leads, without a read-index round).
+
+  Errors: those of `command/3`, and on the node that runs it
+  `{:error, {:undefined_module, module}}` (a closure's or an MFA's module is
+  not loaded there), `{:error, {:undefined_function, {m, f, arity}}}`,
+  `{:error, {:query_failed, kind, reason}}` (it raised). Options:
+  `consistency:`, `timeout:`, `call_timeout:`.
   """
-  @spec query(group(), (term() -> term()), keyword()) :: {:ok, term()} | {:error, term()}
-  def query(group, fun, opts \\ []) when is_function(fun, 1) do
+  @spec query(group(), query_fun(), keyword()) :: {:ok, term()} | {:error, term()}
+  def query(group, query, opts \\ []) do
+    query!(query)
+    opts = call_opts!(opts, [:consistency, :timeout, :call_timeout])
+
     case Keyword.get(opts, :consistency, :linearizable) do
       :linearizable ->
-        to_leader(group, {:query, fun, :linearizable}, opts)
+        to_leader(group, {:query, query, :linearizable}, opts)
 
       :stale ->
-        call(node(), group, {:query, fun, :stale}, Keyword.get(opts, :timeout, 5_000))
+        if Info.view(group),
+          do: call(node(), group, {:query, query, :stale}, Keyword.get(opts, :timeout, 5_000)),
+          else: to_leader(group, {:query, query, :stale}, opts)
 
       other ->
         raise ArgumentError, "consistency must be :linearizable or :stale, got: #{inspect(other)}"
     end
   end
+
+  defp query!(fun) when is_function(fun, 1), do: :ok
+  defp query!({m, f, a}) when is_atom(m) and is_atom(f) and is_list(a), do: :ok
+
+  defp query!(other),
+    do:
+      raise(
+        ArgumentError,
+        "query must be a function of one argument or {module, function, args}, got: " <>
+          inspect(other)
+      )
+
+  @doc false
+  # Runs a query on `machine_state` where the member runs (called by
+  # Synod.Raft.Member): {:ok, value} or a named error.
+  @spec run_query(query_fun(), term()) :: {:ok, term()} | {:error, term()}
+  def run_query(query, machine_state) do
+    case runnable(query) do
+      :ok -> {:ok, apply_query(query, machine_state)}
+      {:error, _} = error -> error
+    end
+  catch
+    kind, reason -> {:error, {:query_failed, kind, reason}}
+  end
+
+  defp runnable({m, f, a}) do
+    cond do
+      not Code.ensure_loaded?(m) ->
+        {:error, {:undefined_module, m}}
+
+      not function_exported?(m, f, length(a) + 1) ->
+        {:error, {:undefined_function, {m, f, length(a) + 1}}}
+
+      true ->
+        :ok
+    end
+  end
+
+  defp runnable(fun) do
+    {:module, m} = Function.info(fun, :module)
+    if Code.ensure_loaded?(m), do: :ok, else: {:error, {:undefined_module, m}}
+  end
+
+  defp apply_query({m, f, a}, state), do: apply(m, f, [state | a])
+  defp apply_query(fun, state), do: fun.(state)
 
   @doc """
   Adds `node` to `group`: records its name, adds it as a learner, then
@@ -298,7 +378,23 @@ defmodule Synod.Raft do
   end
 
   @doc false
-  def member_name(group), do: :"Synod.Raft.Member.#{group}"
+  # The registered name of a group's member. Every message between members
+  # is addressed with it, so it is made once per group and then read from
+  # :persistent_term (making the atom each time was a tenth of a busy
+  # leader's time).
+  def member_name(group) do
+    key = {__MODULE__, :member_name, group}
+
+    case :persistent_term.get(key, nil) do
+      nil ->
+        name = :"Synod.Raft.Member.#{group}"
+        :persistent_term.put(key, name)
+        name
+
+      name ->
+        name
+    end
+  end
 
   # -- internals ----------------------------------------------------------------
 
@@ -311,72 +407,47 @@ defmodule Synod.Raft do
   defp deadline(opts),
     do: System.monotonic_time(:millisecond) + Keyword.get(opts, :timeout, 5_000)
 
-  # Sends `request` to the leader: first where this node believes it is (or
-  # this node), then wherever a member redirects to, until the deadline.
   defp to_leader(group, request, opts), do: call_leader(group, member_name(group), request, opts)
 
   @doc false
-  # Calls the process registered as `name` on the group's leader node: first
-  # where this node believes the leader is (or this node), then wherever
-  # `{:error, {:not_leader, Hint}}` answers redirect to, until the timeout.
-  # Used for the member itself and for leader-side services (store leases).
+  # Calls the process registered as `name` on the group's leader node
+  # (Synod.Raft.Router): the member itself, or a leader-side service (the
+  # store's lease clock). Options: timeout:, call_timeout:.
   def call_leader(group, name, request, opts) do
-    target = leader(group) || node()
-    route({group, name}, request, target, deadline(opts), [])
+    timeout = Keyword.get(opts, :timeout, 5_000)
+    call_timeout = Keyword.get(opts, :call_timeout, timeout)
+    Router.call(group, name, request, deadline(opts), call_timeout)
   end
 
-  defp route({group, name} = dest, request, target, deadline, tried) do
-    left = deadline - System.monotonic_time(:millisecond)
-
-    if left <= 0 do
-      {:error, :timeout}
-    else
-      case call_name(target, name, request, left) do
-        {:error, {:not_leader, hint}} when hint != nil and hint != target ->
-          route(dest, request, hint, deadline, [target | tried])
-
-        {:error, {:not_leader, _}} ->
-          # No leader known yet (an election is running): ask again shortly.
-          Process.sleep(min(10, left))
-          route(dest, request, next_target(group, target, tried), deadline, [target | tried])
-
-        {:error, reason} when reason in [:no_member, :dropped, :unknown_outcome] ->
-          # This member is gone (maybe mid-call), or lost the entry with its
-          # leadership: try again shortly, at another member if this one is
-          # gone. Safe for commands: their request id makes the group apply
-          # each at most once, and a retry gets the first result.
-          Process.sleep(min(10, left))
-          route(dest, request, next_target(group, target, tried), deadline, [target | tried])
-
-        other ->
-          other
-      end
+  defp call(node, group, request, timeout) do
+    case Router.call_name(node, member_name(group), request, timeout) do
+      {:error, :call_timeout} -> {:error, :timeout}
+      answer -> answer
     end
   end
 
-  defp next_target(group, target, tried) do
-    candidates = [leader(group), node() | Node.list()] |> Enum.reject(&is_nil/1) |> Enum.uniq()
+  @doc false
+  # `opts` if it is a keyword list of `known` options, else ArgumentError
+  # naming the bad one (also used by the store's services).
+  @spec opts!(term(), [atom()]) :: keyword()
+  def opts!(opts, known) do
+    unless Keyword.keyword?(opts), do: raise(ArgumentError, "options must be a keyword list")
 
-    Enum.find(candidates, target, fn n -> n != target and n not in Enum.take(tried, 3) end)
+    case Enum.find(opts, fn {k, _} -> k not in known end) do
+      nil -> opts
+      {k, _} -> raise ArgumentError, "unknown option #{inspect(k)}; known: #{inspect(known)}"
+    end
   end
 
-  defp call(node, group, request, timeout),
-    do: call_name(node, member_name(group), request, timeout)
+  # The call options' values: positive integers (ms).
+  defp call_opts!(opts, known) do
+    opts = opts!(opts, known)
 
-  defp call_name(node, name, request, timeout) do
-    GenServer.call({name, node}, request, timeout)
-  catch
-    :exit, {:timeout, _} ->
-      {:error, :timeout}
+    for key <- [:timeout, :call_timeout], Keyword.has_key?(opts, key) do
+      check!(opts, key, &(is_integer(&1) and &1 > 0), "a positive integer (ms)")
+    end
 
-    :exit, {reason, _} when reason in [:noproc, :nodedown, :normal, :shutdown] ->
-      {:error, :no_member}
-
-    :exit, {{:nodedown, _}, _} ->
-      {:error, :no_member}
-
-    :exit, {_, _} ->
-      {:error, :no_member}
+    opts
   end
 
   defp retry_conf(group, op, id, deadline) do
@@ -420,6 +491,13 @@ defmodule Synod.Raft do
     end
 
     check!(opts, :election_tick, &(is_integer(&1) and &1 >= 2), "an integer >= 2")
+
+    check!(
+      opts,
+      :max_inflight,
+      &(is_integer(&1) and &1 in 1..1_048_576),
+      "an integer in 1..1048576"
+    )
 
     check!(
       opts,

@@ -42,6 +42,9 @@ defmodule Synod.Store do
   @type kv :: Machine.kv()
   @type event :: Machine.event()
 
+  # The options of every call that go to Synod.Raft.
+  @call_opts [:timeout, :call_timeout]
+
   @doc """
   A child spec for this node's member of a store. Options: `:name`,
   `:voters`, `:data_dir`, `:join` and the other options of
@@ -130,7 +133,7 @@ defmodule Synod.Store do
     {request, opts} =
       build(opts, [:prefix, :range_end, :limit, :keys_only, :count_only], &Command.range(key, &1))
 
-    with {:ok, {kvs, count, more}} <- query(store, &Machine.range(&1, request), opts),
+    with {:ok, {kvs, count, more}} <- query(store, {Machine, :range, [request]}, opts),
          do: {:ok, kvs, count, more}
   end
 
@@ -151,20 +154,35 @@ defmodule Synod.Store do
   `failure` ops; atomically, as one revision. Compares and ops are those of
   `Synod.Store.Command.txn/3`. Returns `{:ok, revision, succeeded?, results}`
   with one result per op run.
+
+  A read-only transaction (compares and `{:range, ...}` ops, no put or
+  delete in either branch) does not go through the log: it runs on the
+  leader after a read-index round (no log entry, no disk write), and
+  `revision` is the revision it read at. It takes `consistency: :stale`
+  like `range/3`. Transactions that write are Raft commands.
   """
   @spec txn(store(), list(), list(), list(), keyword()) ::
           {:ok, pos_integer(), boolean(), list()} | {:error, term()}
   def txn(store, compares, success, failure \\ [], opts \\ []) do
     cmd = Command.txn(compares, success, failure)
 
-    with {:ok, rev, {:txn, ok?, results}} <- command(store, cmd, opts),
-         do: {:ok, rev, ok?, results}
+    result =
+      if Machine.read_only?(success) and Machine.read_only?(failure),
+        do: read_txn(store, compares, success, failure, opts),
+        else: command(store, cmd, opts)
+
+    with {:ok, rev, {:txn, ok?, results}} <- result, do: {:ok, rev, ok?, results}
+  end
+
+  defp read_txn(store, compares, success, failure, opts) do
+    with {:ok, read} <- query(store, {Machine, :read_txn, [compares, success, failure]}, opts),
+         do: read
   end
 
   @doc "The store's current revision (linearizable)."
   @spec revision(store(), keyword()) :: {:ok, non_neg_integer()} | {:error, term()}
   def revision(store, opts \\ []) do
-    query(store, fn state -> Machine.info(state).revision end, opts)
+    query(store, {Machine, :revision, []}, opts)
   end
 
   # -- leases -------------------------------------------------------------------
@@ -194,10 +212,12 @@ defmodule Synod.Store do
   @doc "Every lease, `{id, ttl_ms, keys}` in id order (linearizable)."
   @spec leases(store(), keyword()) ::
           {:ok, [{pos_integer(), pos_integer(), [binary()]}]} | {:error, term()}
-  def leases(store, opts \\ []) when is_list(opts), do: query(store, &Machine.leases/1, opts)
+  def leases(store, opts \\ []) when is_list(opts), do: query(store, {Machine, :leases, []}, opts)
 
   defp leases(store, request, opts) do
-    Synod.Raft.call_leader(store, Leases.name(store), request, opts)
+    store
+    |> Synod.Raft.call_leader(Leases.name(store), request, Keyword.take(opts, @call_opts))
+    |> named(store)
   end
 
   # -- watches ------------------------------------------------------------------
@@ -256,25 +276,9 @@ defmodule Synod.Store do
 
   defp watcher(store) do
     case Process.whereis(Watcher.name(store)) do
-      pid when is_pid(pid) ->
-        {:ok, pid}
-
-      nil ->
-        with node when node != nil <- Synod.Raft.leader(store) || any_member(store),
-             pid when is_pid(pid) <- :erpc.call(node, Process, :whereis, [Watcher.name(store)]) do
-          {:ok, pid}
-        else
-          _ -> {:error, :no_member}
-        end
+      pid when is_pid(pid) -> {:ok, pid}
+      nil -> Synod.Raft.call_leader(store, Watcher.name(store), :pid, []) |> named(store)
     end
-  end
-
-  defp any_member(store) do
-    Enum.find(Node.list(), fn n ->
-      :erpc.call(n, Process, :whereis, [Watcher.name(store)], 1_000) != nil
-    end)
-  catch
-    _, _ -> nil
   end
 
   # -- internals ------------------------------------------------------------------
@@ -287,18 +291,22 @@ defmodule Synod.Store do
   end
 
   defp command(store, cmd, opts) do
-    case Synod.Raft.command(store, cmd, Keyword.take(opts, [:timeout])) do
+    case Synod.Raft.command(store, cmd, Keyword.take(opts, @call_opts)) do
       {:ok, {:ok, _rev, _payload} = result} -> result
       {:ok, {:error, _} = error} -> error
-      {:error, _} = error -> error
+      {:error, _} = error -> named(error, store)
     end
   end
 
   defp query(store, fun, opts) do
-    case Synod.Raft.query(store, fun, Keyword.take(opts, [:consistency, :timeout])) do
+    case Synod.Raft.query(store, fun, Keyword.take(opts, [:consistency | @call_opts])) do
       {:ok, {:error, _} = error} -> error
       {:ok, value} -> {:ok, value}
-      {:error, _} = error -> error
+      {:error, _} = error -> named(error, store)
     end
   end
+
+  # The store's name for a group that no connected node runs.
+  defp named({:error, {:unknown_group, store}}, store), do: {:error, {:unknown_store, store}}
+  defp named(other, _store), do: other
 end

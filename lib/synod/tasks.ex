@@ -9,10 +9,14 @@ defmodule Synod.Tasks do
       :running  -> :failed | :snoozed | :terminated | :starting
       :snoozed  -> :starting | :failed | :terminated
 
-  Every function takes the store's group name first.
+  Every function takes the store's group name first, and the options
+  `timeout:` (ms for the whole call, default 5000) and `call_timeout:`
+  (each store round trip, default 5000); `reserve_task/4` also `ttl:` and
+  its `timeout:` is how long it waits for a task (default 0). A store that
+  does not run is `{:error, {:unknown_store, store}}` at once.
 
       {:ok, task} = Synod.Tasks.create_task(:jobs, %{topic: "mail", data: %{to: "a@b"}})
-      {:ok, task} = Synod.Tasks.reserve_task(:jobs, "mail", self(), lease_ms: 10_000)
+      {:ok, task} = Synod.Tasks.reserve_task(:jobs, "mail", self(), ttl: 10_000)
       {:ok, _}    = Synod.Tasks.extend_lease(:jobs, task, self())
       {:ok, done} = Synod.Tasks.terminate(:jobs, task, self())
       :terminated = done.status
@@ -55,7 +59,7 @@ defmodule Synod.Tasks do
   the figures.
   """
 
-  alias Synod.Queue.Recipe
+  alias Synod.Coord.{Deadline, Options, Recipe, Stores, Watch}
   alias Synod.Store
   alias Synod.Store.Command
   alias Synod.Tasks.{Rules, Task}
@@ -63,11 +67,45 @@ defmodule Synod.Tasks do
   @root "synod/t/"
   @max_batch 32
   @read_chunk 60
-  @default_lease_ms 30_000
+  @default_ttl 30_000
+
+  @call [
+    timeout: [type: :timeout, default: 5_000],
+    call_timeout: [type: :pos_integer, default: 5_000]
+  ]
+  @task_fields [
+    id: [type: {:binary, 1024}],
+    group_id: [type: {:binary, 1024}],
+    topic: [type: {:binary, 255}, required: true],
+    sub_topic: [type: {:binary, 255}, default: "default"],
+    data: [type: :any, default: nil]
+  ]
+  @filters [
+    from: [type: :integer],
+    to: [type: :integer],
+    topic: [type: {:binary, 255}],
+    sub_topic: [type: {:binary, 255}],
+    status: [type: {:or, [{:in, Rules.statuses()}, {:list, {:in, Rules.statuses()}}]}]
+  ]
+  @cursor [limit: [type: {:integer, 1, 1000}, default: 100], after: [type: :any, default: nil]]
+  @reserve [
+    ttl: [type: {:ms, 1}, default: @default_ttl],
+    timeout: [type: :timeout, default: 0],
+    call_timeout: [type: :pos_integer, default: 5_000]
+  ]
 
   @type store :: atom()
   @type task_ref :: binary() | Task.t()
   @type reason :: :no_task_found | Rules.reason() | term()
+
+  @doc """
+  The allowed status transitions, as data: each status and the statuses
+  it may go to (`:failed` and `:terminated` are final).
+
+      %{starting: [:running, :failed, :terminated], ...} = Synod.Tasks.transitions()
+  """
+  @spec transitions() :: %{Task.status() => [Task.status()]}
+  defdelegate transitions(), to: Rules
 
   # ---- creating ----
 
@@ -75,7 +113,7 @@ defmodule Synod.Tasks do
   Creates a task in status `:starting`. `attrs` (map or keyword): `topic`
   (required, binary), `id` (binary; default: a random one), `group_id`
   (default: the id), `sub_topic` (default `"default"`), `data` (any term).
-  Options: `timeout:` per store call. `{:error, :already_exists}` if the
+  Options: `timeout:`, `call_timeout:`. `{:error, :already_exists}` if the
   id is taken.
   """
   @spec create_task(store(), map() | keyword(), keyword()) ::
@@ -95,93 +133,77 @@ defmodule Synod.Tasks do
   @spec create_tasks(store(), [map() | keyword()], keyword()) ::
           {:ok, [Task.t()]} | {:error, {:already_exists, [binary()]} | term()}
   def create_tasks(store, attrs_list, opts \\ []) do
-    store!(store)
-    call = Recipe.call_opts(Recipe.options!(opts, [:timeout]))
+    with {:ok, call} <- call(store, opts) do
+      Options.check!(attrs_list, :tasks, {:custom, &batch?/1, "a list of 1..#{@max_batch} tasks"})
 
-    unless is_list(attrs_list) and attrs_list != [] and length(attrs_list) <= @max_batch,
-      do: raise(ArgumentError, "create_tasks takes a list of 1..#{@max_batch} tasks")
+      now = System.system_time(:millisecond)
+      tasks = Enum.map(attrs_list, &new_task(&1, now))
+      topic = hd(tasks).topic
 
-    now = System.system_time(:millisecond)
-    tasks = Enum.map(attrs_list, &new_task(&1, now))
-    topic = hd(tasks).topic
+      ids = Enum.map(tasks, & &1.id)
+      same = {:custom, &(&1 == topic), "the first task's topic #{inspect(topic)}"}
+      Enum.each(tasks, &Options.check!(&1.topic, :topic, same))
+      Options.check!(ids, :tasks, {:custom, &(&1 == Enum.uniq(&1)), "tasks with distinct ids"})
 
-    unless Enum.all?(tasks, &(&1.topic == topic)),
-      do: raise(ArgumentError, "create_tasks: every task must have the same topic")
+      build = fn first ->
+        placed = place(tasks, first)
 
-    ids = Enum.map(tasks, & &1.id)
+        ops =
+          Enum.flat_map(placed, fn t ->
+            [
+              {:put, rec_key(t.id), encode(t)},
+              {:put, active_key(t), t.id},
+              {:put, group_prefix(t.group_id) <> t.id, ""}
+            ]
+          end)
 
-    unless length(Enum.uniq(ids)) == length(ids),
-      do: raise(ArgumentError, "create_tasks: two tasks have the same id")
-
-    build = fn first ->
-      placed = place(tasks, first)
-
-      ops =
-        Enum.flat_map(placed, fn t ->
-          [
-            {:put, rec_key(t.id), encode(t)},
-            {:put, active_key(t), t.id},
-            {:put, group_prefix(t.group_id) <> t.id, ""}
-          ]
-        end)
-
-      compares = Enum.map(tasks, &{:absent, rec_key(&1.id)})
-      {compares, ops, length(tasks), Enum.map(tasks, &{:range, rec_key(&1.id)})}
-    end
-
-    # The records as this call wrote them: the store applied it unheard.
-    landed = fn results, first ->
-      case results do
-        [{:range, [kv], _, _} | _] ->
-          if decode(kv) == %{hd(place(tasks, first)) | record_ver: kv.mod_revision},
-            do: {:ok, kv.mod_revision},
-            else: false
-
-        _ ->
-          false
+        compares = Enum.map(tasks, &{:absent, rec_key(&1.id)})
+        {compares, ops, length(tasks), Enum.map(tasks, &{:range, rec_key(&1.id)})}
       end
-    end
 
-    case Recipe.append(store, counter(topic), build, landed, call) do
-      {:ok, rev, first} ->
-        {:ok, Enum.map(place(tasks, first), &%{&1 | record_ver: rev})}
+      # The records as this call wrote them: the store applied it unheard.
+      landed = fn results, first ->
+        case results do
+          [{:range, [kv], _, _} | _] ->
+            if decode(kv) == %{hd(place(tasks, first)) | record_ver: kv.mod_revision},
+              do: {:ok, kv.mod_revision},
+              else: false
 
-      {:refused, results} ->
-        taken = for {{:range, [_ | _], _, _}, t} <- Enum.zip(results, tasks), do: t.id
-        {:error, {:already_exists, taken}}
+          _ ->
+            false
+        end
+      end
 
-      error ->
-        error
+      case Recipe.append(store, counter(topic), build, landed, call) do
+        {:ok, rev, first} ->
+          {:ok, Enum.map(place(tasks, first), &%{&1 | record_ver: rev})}
+
+        {:refused, results} ->
+          taken = for {{:range, [_ | _], _, _}, t} <- Enum.zip(results, tasks), do: t.id
+          {:error, {:already_exists, taken}}
+
+        error ->
+          error
+      end
     end
   end
 
   defp place(tasks, first), do: Enum.with_index(tasks, fn t, i -> %{t | seq: first + i} end)
 
-  defp new_task(attrs, now) when is_list(attrs), do: new_task(Map.new(attrs), now)
-
-  defp new_task(attrs, now) when is_map(attrs) do
-    known = [:id, :group_id, :topic, :sub_topic, :data]
-
-    case Map.keys(attrs) -- known do
-      [] -> :ok
-      bad -> raise ArgumentError, "unknown task fields #{inspect(bad)}; known: #{inspect(known)}"
-    end
-
-    id = Recipe.name!(Map.get_lazy(attrs, :id, &random_id/0), "a task id", 1024)
+  defp new_task(attrs, now) do
+    attrs = Options.validate!(attrs, @task_fields, "task field")
+    id = Map.get_lazy(attrs, :id, &random_id/0)
 
     %Task{
       id: id,
-      group_id: Recipe.name!(Map.get(attrs, :group_id, id), "a group_id", 1024),
-      topic: Recipe.name!(Map.get(attrs, :topic), "a topic", 255),
-      sub_topic: Recipe.name!(Map.get(attrs, :sub_topic, "default"), "a sub_topic", 255),
-      data: Map.get(attrs, :data),
+      group_id: Map.get(attrs, :group_id, id),
+      topic: attrs.topic,
+      sub_topic: attrs.sub_topic,
+      data: attrs.data,
       created_at: now,
       updated_at: now
     }
   end
-
-  defp new_task(other, _now),
-    do: raise(ArgumentError, "a task is a map or keyword list, got: #{inspect(other)}")
 
   defp random_id, do: Base.encode32(:rand.bytes(10), case: :lower, padding: false)
 
@@ -193,31 +215,30 @@ defmodule Synod.Tasks do
   task (`:running`, owned by `pid`, with its `lease_id` and `record_ver`)
   or `nil` when there is none.
 
-  Options: `lease_ms:` the lease's TTL (default #{@default_lease_ms});
-  `wait:` ms to wait for a reservable task, on a store watch (default 0);
-  `timeout:` per store call.
+  Options: `ttl:` the lease's TTL in ms (default #{@default_ttl});
+  `timeout:` how long to wait in total for a reservable task, on a store
+  watch (ms or `:infinity`; default 0: answer at once); `call_timeout:`
+  each store round trip (ms, default 5000).
   """
   @spec reserve_task(store(), binary(), pid(), keyword()) ::
           {:ok, Task.t() | nil} | {:error, term()}
   def reserve_task(store, topic, pid, opts \\ []) do
-    opts = Recipe.options!(opts, [:lease_ms, :wait, :timeout])
-    wait = Keyword.get(opts, :wait, 0)
+    args!(store, topic, pid)
+    opts = Options.validate!(opts, @reserve)
+    call = Deadline.budget(:infinity, opts.call_timeout)
 
-    unless wait == :infinity or (is_integer(wait) and wait >= 0),
-      do: raise(ArgumentError, "wait must be a non-negative integer or :infinity")
-
-    deadline = Recipe.deadline(wait)
-    reserve_until(store, topic, pid, opts, deadline)
+    with :ok <- Stores.check(store),
+         do: reserve_until(store, topic, pid, opts.ttl, call, Deadline.new(opts.timeout))
   end
 
-  defp reserve_until(store, topic, pid, opts, deadline) do
-    case reserve(store, topic, pid, opts) do
+  defp reserve_until(store, topic, pid, ttl, call, deadline) do
+    case reserve(store, topic, pid, ttl, call) do
       {:ok, task} ->
         {:ok, task}
 
       {:none, rev} ->
-        case Recipe.await_change(store, topic_root(topic), rev, deadline, Recipe.call_opts(opts)) do
-          :changed -> reserve_until(store, topic, pid, opts, deadline)
+        case Watch.await_change(store, topic_root(topic), rev, deadline, Deadline.opts(call)) do
+          :changed -> reserve_until(store, topic, pid, ttl, call, deadline)
           :timeout -> {:ok, nil}
           error -> error
         end
@@ -228,18 +249,17 @@ defmodule Synod.Tasks do
   end
 
   @doc false
-  # One reservation attempt: {:ok, task}, or {:none, revision} (watch the
-  # topic from there: `watch_topic/3`), or an error.
-  @spec reserve(store(), binary(), pid(), keyword()) ::
+  # One reservation attempt, for `Synod.Tasks.Worker` (arguments checked
+  # by its caller): {:ok, task}, or {:none, revision} (watch the topic
+  # from there: `topic_prefix/1`), or an error.
+  @spec reserve(store(), binary(), pid(), pos_integer(), Deadline.budget()) ::
           {:ok, Task.t()} | {:none, non_neg_integer()} | {:error, term()}
-  def reserve(store, topic, pid, opts) do
-    store!(store)
-    topic = Recipe.name!(topic, "a topic", 255)
-    unless is_pid(pid), do: raise(ArgumentError, "the owner must be a pid")
-    opts = Recipe.options!(opts, [:lease_ms, :wait, :timeout])
-    ms = Recipe.ms!(Keyword.get(opts, :lease_ms, @default_lease_ms), "lease_ms")
-    call = Recipe.call_opts(opts)
-    try_reserve(store, topic, pid, ms, call, nil, 0)
+  def reserve(store, topic, pid, ttl, call), do: try_reserve(store, topic, pid, ttl, call, nil, 0)
+
+  defp args!(store, topic, pid) do
+    Options.check!(store, :store, :atom)
+    Options.check!(topic, :topic, {:binary, 255})
+    Options.check!(pid, :pid, :pid)
   end
 
   defp try_reserve(store, _topic, _pid, _ms, call, lease, 100) do
@@ -308,28 +328,29 @@ defmodule Synod.Tasks do
   # ---- changes by the owner ----
 
   @doc """
-  Restarts the countdown of the task's lease (to its full `lease_ms`) for
+  Restarts the countdown of the task's lease (to its full TTL) for
   its owner `pid`. Errors: `:no_task_found`, `:already_done`,
   `:wrong_owner`, `:lease_expired`.
   """
   @spec extend_lease(store(), task_ref(), pid(), keyword()) ::
           {:ok, Task.t()} | {:error, reason()}
   def extend_lease(store, task, pid, opts \\ []) do
-    unless is_pid(pid), do: raise(ArgumentError, "the owner must be a pid")
-    call = call!(store, opts)
+    Options.check!(pid, :pid, :pid)
 
-    result =
-      with {:ok, {t, _} = view} <- read_view(store, task, call),
-           {:ok, _, _} <- Rules.plan(view, {:extend, pid}, 0),
-           {:ok, _} <- keep_alive(store, t.lease_id, call) do
-        apply_plan(store, view, {:extend, pid}, call)
-      end
+    with {:ok, call} <- call(store, opts) do
+      result =
+        with {:ok, {t, _} = view} <- read_view(store, task, call),
+             {:ok, _, _} <- Rules.plan(view, {:extend, pid}, 0),
+             {:ok, _} <- keep_alive(store, t.lease_id, call) do
+          apply_plan(store, view, {:extend, pid}, call)
+        end
 
-    unwrap(result)
+      unwrap(result)
+    end
   end
 
   defp keep_alive(store, lease, call) do
-    case Store.keep_alive(store, lease, call) do
+    case Store.keep_alive(store, lease, Deadline.opts(call)) do
       {:error, :lease_not_found} -> {:error, :lease_expired}
       other -> other
     end
@@ -344,24 +365,25 @@ defmodule Synod.Tasks do
           {:ok, Task.t()} | {:error, reason()}
   def snooze(store, task, pid, ms, opts \\ []) do
     owner!(pid)
-    ms = Recipe.ms!(ms, "a snooze")
-    call = call!(store, opts)
+    Options.check!(ms, :ms, {:ms, 1})
 
-    result =
-      with {:ok, view} <- read_view(store, task, call),
-           {:ok, _, _} <- Rules.plan(view, {:snooze, pid, 0, ms}, 0),
-           {:ok, {lease, _}} <- Recipe.fresh_lease(store, nil, ms, call) do
-        case apply_plan(store, view, {:snooze, pid, lease, ms}, call) do
-          {:ok, task} ->
-            {:ok, task}
+    with {:ok, call} <- call(store, opts) do
+      result =
+        with {:ok, view} <- read_view(store, task, call),
+             {:ok, _, _} <- Rules.plan(view, {:snooze, pid, 0, ms}, 0),
+             {:ok, {lease, _}} <- Recipe.fresh_lease(store, nil, ms, call) do
+          case apply_plan(store, view, {:snooze, pid, lease, ms}, call) do
+            {:ok, task} ->
+              {:ok, task}
 
-          error ->
-            Recipe.drop_lease(store, lease, call)
-            error
+            error ->
+              Recipe.drop_lease(store, lease, call)
+              error
+          end
         end
-      end
 
-    unwrap(result)
+      unwrap(result)
+    end
   end
 
   @doc "Fails the task with `error` (any term): final."
@@ -384,20 +406,19 @@ defmodule Synod.Tasks do
   @spec revoke_lease(store(), task_ref(), non_neg_integer(), keyword()) ::
           {:ok, Task.t()} | {:error, reason()}
   def revoke_lease(store, task, record_ver, opts \\ []) do
-    unless is_integer(record_ver) and record_ver >= 0,
-      do: raise(ArgumentError, "record_ver must be a non-negative integer")
+    Options.check!(record_ver, :record_ver, :non_neg_integer)
 
     change(store, task, {:revoke, record_ver}, opts)
   end
 
   defp change(store, task, request, opts) do
-    call = call!(store, opts)
+    with {:ok, call} <- call(store, opts) do
+      result =
+        with {:ok, view} <- read_view(store, task, call),
+             do: apply_plan(store, view, request, call)
 
-    result =
-      with {:ok, view} <- read_view(store, task, call),
-           do: apply_plan(store, view, request, call)
-
-    unwrap(result)
+      unwrap(result)
+    end
   end
 
   # Plans `request` on `view` and writes the plan in one txn that compares
@@ -413,7 +434,7 @@ defmodule Synod.Tasks do
       compares = [{:mod_revision, rec_key(t.id), :==, t.record_ver}, lease_compare(t, live)]
       ops = [{:put, rec_key(t.id), encode(new)} | key_ops(new, effects)]
 
-      case Store.txn(store, compares, ops, view_reads(t), call) do
+      case Store.txn(store, compares, ops, view_reads(t), Deadline.opts(call)) do
         {:ok, rev, true, _} ->
           Recipe.drop_lease(store, effects.drop_lease, call)
           {:ok, Rules.effective(%{new | record_ver: rev}, true)}
@@ -450,28 +471,30 @@ defmodule Synod.Tasks do
   @doc "The task as it is now (linearizable), or `{:error, :no_task_found}`."
   @spec task(store(), binary(), keyword()) :: {:ok, Task.t()} | {:error, reason()}
   def task(store, id, opts \\ []) do
-    call = call!(store, opts)
-
-    case read_view(store, Recipe.name!(id, "a task id", 1024), call) do
-      {:ok, view} -> {:ok, effective(view)}
-      error -> unwrap(error)
+    with {:ok, call} <- call(store, opts) do
+      case read_view(store, Options.check!(id, :id, {:binary, 1024}), call) do
+        {:ok, view} -> {:ok, effective(view)}
+        error -> unwrap(error)
+      end
     end
   end
 
   @doc "Every task of a group, in id order."
   @spec tasks(store(), binary(), keyword()) :: {:ok, [Task.t()]} | {:error, term()}
   def tasks(store, group_id, opts \\ []) do
-    call = call!(store, opts)
-    prefix = group_prefix(Recipe.name!(group_id, "a group_id", 1024))
+    with {:ok, call} <- call(store, opts) do
+      prefix = group_prefix(Options.check!(group_id, :group_id, {:binary, 1024}))
 
-    with {:ok, kvs, _, _} <- Store.range(store, prefix, [prefix: true, keys_only: true] ++ call) do
-      ids =
-        Enum.map(
-          kvs,
-          &binary_part(&1.key, byte_size(prefix), byte_size(&1.key) - byte_size(prefix))
-        )
+      with {:ok, kvs, _, _} <-
+             Store.range(store, prefix, [prefix: true, keys_only: true] ++ Deadline.opts(call)) do
+        ids =
+          Enum.map(
+            kvs,
+            &binary_part(&1.key, byte_size(prefix), byte_size(&1.key) - byte_size(prefix))
+          )
 
-      records(store, Enum.map(ids, &{:range, rec_key(&1)}), call)
+        records(store, Enum.map(ids, &{:range, rec_key(&1)}), call)
+      end
     end
   end
 
@@ -488,17 +511,18 @@ defmodule Synod.Tasks do
   @spec list_tasks(store(), map() | keyword(), map() | keyword() | nil, keyword()) ::
           {:ok, [Task.t()], map() | nil} | {:error, term()}
   def list_tasks(store, filters \\ %{}, cursor \\ nil, opts \\ []) do
-    call = call!(store, opts)
-    filters = filters!(filters)
-    {limit, after_id} = cursor!(cursor)
-    list_page(store, filters, limit, after_id, [], call)
+    with {:ok, call} <- call(store, opts) do
+      filters = filters!(filters)
+      {limit, after_id} = cursor!(cursor)
+      list_page(store, filters, limit, after_id, [], call)
+    end
   end
 
   defp list_page(store, filters, limit, after_id, acc, call) do
     start = if after_id, do: rec_key(after_id) <> <<0>>, else: @root <> "r/"
-    range = [range_end: Command.prefix_end(@root <> "r/"), limit: max(limit, 50)] ++ call
+    range = [range_end: Command.prefix_end(@root <> "r/"), limit: max(limit, 50)]
 
-    with {:ok, kvs, _, more} <- Store.range(store, start, range),
+    with {:ok, kvs, _, more} <- Store.range(store, start, range ++ Deadline.opts(call)),
          {:ok, tasks} <- with_live(store, Enum.map(kvs, &decode/1), call) do
       matched = acc ++ Enum.filter(tasks, &match_filters?(&1, filters))
       last_read = if kvs == [], do: after_id, else: List.last(tasks).id
@@ -526,21 +550,21 @@ defmodule Synod.Tasks do
   @spec list_leased_tasks(store(), binary(), map() | keyword() | nil, keyword()) ::
           {:ok, [Task.t()], map() | nil} | {:error, term()}
   def list_leased_tasks(store, topic, cursor \\ nil, opts \\ []) do
-    call = call!(store, opts)
-    prefix = lease_prefix(Recipe.name!(topic, "a topic", 255))
-    {limit, after_seq} = cursor!(cursor)
+    with {:ok, call} <- call(store, opts) do
+      prefix = lease_prefix(Options.check!(topic, :topic, {:binary, 255}))
+      {limit, after_seq} = cursor!(cursor)
 
-    unless after_seq == nil or is_integer(after_seq),
-      do: raise(ArgumentError, "a list_leased_tasks cursor's after: is a sequence number")
+      Options.check!(after_seq, :after, {:nil_or, :pos_integer})
 
-    start = if after_seq, do: prefix <> Recipe.seq_suffix(after_seq) <> <<0>>, else: prefix
-    range = [range_end: Command.prefix_end(prefix), limit: limit] ++ call
+      start = if after_seq, do: prefix <> Recipe.seq_suffix(after_seq) <> <<0>>, else: prefix
+      range = [range_end: Command.prefix_end(prefix), limit: limit]
 
-    with {:ok, kvs, _, more} <- Store.range(store, start, range),
-         {:ok, tasks} <- records(store, Enum.map(kvs, &{:range, rec_key(&1.value)}), call) do
-      leased = Enum.filter(tasks, &(&1.status in [:running, :snoozed]))
-      next = if more, do: %{limit: limit, after: Recipe.seq_of(List.last(kvs).key, prefix)}
-      {:ok, leased, next}
+      with {:ok, kvs, _, more} <- Store.range(store, start, range ++ Deadline.opts(call)),
+           {:ok, tasks} <- records(store, Enum.map(kvs, &{:range, rec_key(&1.value)}), call) do
+        leased = Enum.filter(tasks, &(&1.status in [:running, :snoozed]))
+        next = if more, do: %{limit: limit, after: Recipe.seq_of(List.last(kvs).key, prefix)}
+        {:ok, leased, next}
+      end
     end
   end
 
@@ -549,7 +573,7 @@ defmodule Synod.Tasks do
     reads
     |> Enum.chunk_every(@read_chunk)
     |> Enum.reduce_while({:ok, []}, fn chunk, {:ok, acc} ->
-      case Store.txn(store, [], chunk, [], call) do
+      case Store.txn(store, [], chunk, [], Deadline.opts(call)) do
         {:ok, _, true, results} ->
           {:cont, {:ok, acc ++ for({:range, [kv], _, _} <- results, do: decode(kv))}}
 
@@ -573,7 +597,7 @@ defmodule Synod.Tasks do
     |> Enum.reduce_while({:ok, %{}}, fn chunk, {:ok, acc} ->
       reads = Enum.map(chunk, &{:range, lease_key(&1), keys_only: true})
 
-      case Store.txn(store, [], reads, [], call) do
+      case Store.txn(store, [], reads, [], Deadline.opts(call)) do
         {:ok, _, true, results} ->
           live =
             for {t, {:range, kvs, _, _}} <- Enum.zip(chunk, results), into: acc do
@@ -596,14 +620,14 @@ defmodule Synod.Tasks do
   # the lease key at once; an id costs a read of the record first (its
   # topic and place never change).
   defp read_view(store, %Task{} = t, call) do
-    case Store.txn(store, [], view_reads(t), [], call) do
+    case Store.txn(store, [], view_reads(t), [], Deadline.opts(call)) do
       {:ok, _, true, results} -> view_of(results)
       {:error, reason} -> {:error, {:store, reason}}
     end
   end
 
   defp read_view(store, id, call) when is_binary(id) do
-    case Store.get(store, rec_key(id), call) do
+    case Store.get(store, rec_key(id), Deadline.opts(call)) do
       {:ok, nil} -> {:error, :no_task_found}
       {:ok, kv} -> read_view(store, decode(kv), call)
       {:error, reason} -> {:error, {:store, reason}}
@@ -612,10 +636,7 @@ defmodule Synod.Tasks do
 
   defp read_view(_store, other, _call),
     do:
-      raise(
-        ArgumentError,
-        "a task is an id (binary) or a Synod.Tasks.Task, got: #{inspect(other)}"
-      )
+      Options.check!(other, :task, {:custom, &is_struct(&1, Task), "an id or a Synod.Tasks.Task"})
 
   defp view_reads(t), do: [{:range, rec_key(t.id)}, {:range, lease_key(t)}]
 
@@ -658,49 +679,30 @@ defmodule Synod.Tasks do
 
   # ---- arguments ----
 
-  defp store!(store) when is_atom(store) and store != nil, do: store
+  # Validates the options (raising on a bad one), then checks the store:
+  # the options of each store round trip, bounded by call_timeout and by
+  # what is left of the total timeout.
+  defp call(store, opts) do
+    Options.check!(store, :store, :atom)
+    opts = Options.validate!(opts, @call)
 
-  defp store!(store),
-    do: raise(ArgumentError, "a store is a group name (atom), got: #{inspect(store)}")
-
-  defp call!(store, opts) do
-    store!(store)
-    Recipe.call_opts(Recipe.options!(opts, [:timeout]))
-  end
-
-  defp owner!(pid) when is_pid(pid) or pid == nil, do: pid
-  defp owner!(other), do: raise(ArgumentError, "an owner is a pid or nil, got: #{inspect(other)}")
-
-  defp filters!(filters) when is_list(filters) or is_map(filters) do
-    known = [:from, :to, :topic, :sub_topic, :status]
-    filters = Map.new(filters)
-
-    case Map.keys(filters) -- known do
-      [] -> :ok
-      bad -> raise ArgumentError, "unknown filters #{inspect(bad)}; known: #{inspect(known)}"
-    end
-
-    case Map.get(filters, :status) do
-      nil ->
-        filters
-
-      s when is_atom(s) ->
-        filters!(Map.put(filters, :status, [s]))
-
-      list when is_list(list) ->
-        unless list -- Rules.statuses() == [],
-          do:
-            raise(
-              ArgumentError,
-              "unknown status in #{inspect(list)}; known: #{inspect(Rules.statuses())}"
-            )
-
-        filters
+    with :ok <- Stores.check(store) do
+      {:ok, Deadline.budget(opts.timeout, opts.call_timeout)}
     end
   end
 
-  defp filters!(other),
-    do: raise(ArgumentError, "filters are a map or keyword list, got: #{inspect(other)}")
+  defp owner!(pid), do: Options.check!(pid, :owner, {:nil_or, :pid})
+
+  defp batch?(list), do: is_list(list) and list != [] and length(list) <= @max_batch
+
+  defp filters!(filters) do
+    filters = Options.validate!(filters, @filters, "filter")
+
+    case filters do
+      %{status: status} when is_atom(status) -> %{filters | status: [status]}
+      _ -> filters
+    end
+  end
 
   defp match_filters?(t, f) do
     Enum.all?(f, fn
@@ -713,21 +715,9 @@ defmodule Synod.Tasks do
   end
 
   defp cursor!(nil), do: {100, nil}
-  defp cursor!(cursor) when is_list(cursor), do: cursor!(Map.new(cursor))
 
-  defp cursor!(%{} = cursor) do
-    case Map.keys(cursor) -- [:limit, :after] do
-      [] -> :ok
-      bad -> raise ArgumentError, "unknown cursor fields #{inspect(bad)}; known: [:limit, :after]"
-    end
-
-    limit = Map.get(cursor, :limit, 100)
-
-    unless is_integer(limit) and limit in 1..1000,
-      do: raise(ArgumentError, "a cursor's limit must be in 1..1000, got: #{inspect(limit)}")
-
-    {limit, Map.get(cursor, :after)}
+  defp cursor!(cursor) do
+    cursor = Options.validate!(cursor, @cursor, "cursor field")
+    {cursor.limit, cursor.after}
   end
-
-  defp cursor!(other), do: raise(ArgumentError, "not a cursor: #{inspect(other)}")
 end

@@ -39,10 +39,17 @@ defmodule Synod.Values do
   and an unacknowledged one at most once.
   """
 
+  alias Synod.Coord.{Deadline, Options, Stores}
   alias Synod.Store
 
   @type codec :: :term | :binary
-  @type option :: {:codec, codec()} | {:timeout, timeout()}
+  @type option :: {:codec, codec()} | {:timeout, timeout()} | {:call_timeout, pos_integer()}
+
+  @schema [
+    codec: [type: {:in, [:term, :binary]}, default: :term],
+    timeout: [type: :timeout, default: 5_000],
+    call_timeout: [type: :pos_integer, default: 5_000]
+  ]
 
   @doc """
   The value under `key`, or the values of the direct children of a prefix.
@@ -53,15 +60,17 @@ defmodule Synod.Values do
   an empty map. Returns `{:ok, %{key => value}}` (linearizable).
 
   Options: `codec:` (`:term` default, or `:binary`, see the module doc),
-  `timeout:` (ms, default 5000).
+  `timeout:` in total (ms, default 5000), `call_timeout:` the store round
+  trip (ms, default 5000).
   """
   @spec get_values(Store.store(), binary(), [option()]) ::
           {:ok, %{binary() => term()}} | {:error, term()}
   def get_values(store, key, opts \\ []) do
-    codec = codec!(opts)
+    {opts, ctx} = args!(store, key, opts)
 
-    with {:ok, kvs} <- read(store, key, opts) do
-      decode_all(kvs, codec)
+    with :ok <- Stores.check(store),
+         {:ok, kvs} <- read(store, key, ctx) do
+      decode_all(kvs, opts.codec)
     end
   end
 
@@ -70,16 +79,19 @@ defmodule Synod.Values do
   key), retrying on conflict. Returns `{:ok, new}`, or `{:error, reason}`
   (`:timeout`: outcome unknown). `fun` may run more than once.
 
-  Options: `codec:`, `timeout:` (ms for the whole transform, default 5000).
+  Options: `codec:`; `timeout:` ms for the whole transform, every retry
+  included (default 5000); `call_timeout:` each store round trip (ms,
+  default 5000).
   """
   @spec transform(Store.store(), binary(), (term() -> term()), [option()]) ::
           {:ok, term()} | {:error, term()}
-  def transform(store, key, fun, opts \\ []) when is_function(fun, 1) do
-    codec = codec!(opts)
-    deadline = deadline(opts)
+  def transform(store, key, fun, opts \\ []) do
+    Options.check!(fun, :fun, {:fun, 1})
+    {opts, ctx} = args!(store, key, opts)
 
-    with {:ok, kv} <- Store.get(store, key, timeout: remaining(deadline)) do
-      transform_loop(store, key, fun, codec, kv, deadline)
+    with :ok <- Stores.check(store),
+         {:ok, kv} <- Store.get(store, key, call(ctx)) do
+      transform_loop(store, key, fun, opts.codec, kv, ctx)
     end
   end
 
@@ -93,13 +105,15 @@ defmodule Synod.Values do
   """
   @spec try_transform(Store.store(), binary(), (term() -> term()), [option()]) ::
           {:ok, term()} | {:conflict, term()} | {:error, term()}
-  def try_transform(store, key, fun, opts \\ []) when is_function(fun, 1) do
-    codec = codec!(opts)
-    deadline = deadline(opts)
+  def try_transform(store, key, fun, opts \\ []) do
+    Options.check!(fun, :fun, {:fun, 1})
+    {opts, ctx} = args!(store, key, opts)
+    codec = opts.codec
 
-    with {:ok, kv} <- Store.get(store, key, timeout: remaining(deadline)),
+    with :ok <- Stores.check(store),
+         {:ok, kv} <- Store.get(store, key, call(ctx)),
          {:ok, current} <- decode_kv(kv, key, codec) do
-      case swap(store, key, kv, encode!(fun.(current), codec), deadline) do
+      case swap(store, key, kv, encode!(fun.(current), codec), ctx) do
         {:ok, new_bytes} ->
           decode(new_bytes, key, codec)
 
@@ -112,11 +126,11 @@ defmodule Synod.Values do
     end
   end
 
-  defp transform_loop(store, key, fun, codec, kv, deadline) do
+  defp transform_loop(store, key, fun, codec, kv, ctx) do
     with {:ok, current} <- decode_kv(kv, key, codec) do
-      case swap(store, key, kv, encode!(fun.(current), codec), deadline) do
+      case swap(store, key, kv, encode!(fun.(current), codec), ctx) do
         {:ok, new_bytes} -> decode(new_bytes, key, codec)
-        {:conflict, now} -> transform_loop(store, key, fun, codec, now, deadline)
+        {:conflict, now} -> transform_loop(store, key, fun, codec, now, ctx)
         error -> error
       end
     end
@@ -125,7 +139,7 @@ defmodule Synod.Values do
   # The compare-and-swap: the write happens only if the key's mod_revision is
   # still the one read (0 = absent); otherwise the key as it is now comes back
   # from the failure branch, read in the same revision.
-  defp swap(store, key, kv, new_bytes, deadline) do
+  defp swap(store, key, kv, new_bytes, ctx) do
     mod = if kv, do: kv.mod_revision, else: 0
 
     case Store.txn(
@@ -135,7 +149,7 @@ defmodule Synod.Values do
            [
              {:range, key}
            ],
-           timeout: remaining(deadline)
+           call(ctx)
          ) do
       {:ok, _rev, true, _} -> {:ok, new_bytes}
       {:ok, _rev, false, [{:range, kvs, _, _}]} -> {:conflict, List.first(kvs)}
@@ -143,11 +157,9 @@ defmodule Synod.Values do
     end
   end
 
-  defp read(store, key, opts) do
-    timeout = Keyword.get(opts, :timeout, 5_000)
-
+  defp read(store, key, ctx) do
     if String.ends_with?(key, "/") do
-      with {:ok, kvs, _count, _more} <- Store.range(store, key, prefix: true, timeout: timeout) do
+      with {:ok, kvs, _count, _more} <- Store.range(store, key, [prefix: true] ++ call(ctx)) do
         size = byte_size(key)
 
         {:ok,
@@ -156,7 +168,7 @@ defmodule Synod.Values do
          end)}
       end
     else
-      with {:ok, kv} <- Store.get(store, key, timeout: timeout), do: {:ok, List.wrap(kv)}
+      with {:ok, kv} <- Store.get(store, key, call(ctx)), do: {:ok, List.wrap(kv)}
     end
   end
 
@@ -190,22 +202,12 @@ defmodule Synod.Values do
         "with codec: :binary the function must return a binary, got: #{inspect(value, limit: 5)}"
       )
 
-  defp codec!(opts) do
-    case Keyword.get(opts, :codec, :term) do
-      codec when codec in [:term, :binary] -> codec
-      other -> raise ArgumentError, "codec must be :term or :binary, got: #{inspect(other)}"
-    end
+  defp args!(store, key, opts) do
+    Options.check!(store, :store, :atom)
+    Options.check!(key, :key, {:binary, 4096})
+    opts = Options.validate!(opts, @schema)
+    {opts, Deadline.budget(opts.timeout, opts.call_timeout)}
   end
 
-  defp deadline(opts) do
-    case Keyword.get(opts, :timeout, 5_000) do
-      ms when is_integer(ms) and ms > 0 ->
-        System.monotonic_time(:millisecond) + ms
-
-      other ->
-        raise ArgumentError, "timeout must be a positive integer (ms), got: #{inspect(other)}"
-    end
-  end
-
-  defp remaining(deadline), do: max(deadline - System.monotonic_time(:millisecond), 1)
+  defp call(budget), do: Deadline.opts(budget)
 end

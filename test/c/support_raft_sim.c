@@ -20,8 +20,12 @@ typedef struct rsim_node {
     uint64_t id;
     raft_t *r; /* NULL while crashed */
     uint32_t phase;
-    /* stable storage */
+    /* stable storage: what survives a crash (fsynced) */
     raft_hard_state hs;
+    /* a hard state written without fsync (commit only): lost in a crash,
+     * made durable by the next fsync */
+    raft_hard_state hs_written;
+    bool hs_unsynced;
     uint64_t snap_index, snap_term;
     uint64_t snap_voters[RAFT_MAX_MEMBERS], snap_learners[RAFT_MAX_MEMBERS];
     size_t snap_nv, snap_nl;
@@ -340,8 +344,46 @@ static void rsim_store_snapshot(rsim_node *n, const raft_snapshot *sn)
         memcpy(n->snap_data, sn->data, n->snap_len);
 }
 
+/* The core's persistence rule, checked on every Ready: a promise (snapshot,
+ * entries, new term or vote) always asks for an fsync, and only the leader's
+ * own messages may leave before it. */
+static void rsim_check_rule(rsim *s, const rsim_node *n, const raft_ready_t *rd)
+{
+    const raft_hard_state *d = n->hs_unsynced ? &n->hs_written : &n->hs;
+    bool promise = rd->snapshot || rd->n_entries ||
+                   (rd->hard_state_changed &&
+                    (rd->hard_state.term != d->term || rd->hard_state.vote != d->vote));
+    if (promise && !rd->must_sync)
+        rsim_fail(s, "ready of %llu holds a promise without must_sync", (unsigned long long)n->id);
+    for (size_t i = 0; i < rd->n_early; i++) {
+        uint8_t t = rd->msgs[i].type;
+        if (t != RAFT_MSG_APPEND && t != RAFT_MSG_HEARTBEAT && t != RAFT_MSG_SNAPSHOT &&
+            t != RAFT_MSG_TIMEOUT_NOW)
+            rsim_fail(s, "ready of %llu lets a %s leave before its fsync",
+                      (unsigned long long)n->id, raft_msg_type_name(t));
+    }
+    if (rd->n_early && rd->hard_state_changed &&
+        (rd->hard_state.term != d->term || rd->hard_state.vote != d->vote))
+        rsim_fail(s, "ready of %llu sends early with a new term or vote",
+                  (unsigned long long)n->id);
+}
+
+/* Step 1 of raft.h: write, then fsync if the Ready says so. Only synced
+ * state is stable storage; a commit-only hard state waits in hs_written. */
 static void rsim_persist(rsim *s, rsim_node *n, const raft_ready_t *rd)
 {
+    rsim_check_rule(s, n, rd);
+    if (rd->hard_state_changed && !rd->must_sync) {
+        n->hs_written = rd->hard_state;
+        n->hs_unsynced = true;
+        return;
+    }
+    if (!rd->must_sync)
+        return;
+    if (n->hs_unsynced) {
+        n->hs = n->hs_written;
+        n->hs_unsynced = false;
+    }
     if (rd->snapshot) {
         const raft_snapshot *sn = rd->snapshot;
         rsim_store_truncate(n, n->snap_index + 1);
@@ -536,6 +578,16 @@ static void rsim_events(rsim *s, rsim_node *n, const raft_ready_t *rd)
     }
 }
 
+/* Where, inside one Ready, a member crashes (chaos runs only). */
+enum { RSIM_CRASH_NONE, RSIM_CRASH_BEFORE_SYNC, RSIM_CRASH_AFTER_SYNC, RSIM_CRASH_AFTER_SEND };
+
+static int rsim_crash_point(rsim *s)
+{
+    if (s->o.manual || !s->o.crash_ready_pm || rsim_below(s, 1000) >= s->o.crash_ready_pm)
+        return RSIM_CRASH_NONE;
+    return 1 + (int)rsim_below(s, 3);
+}
+
 void rsim_drain(rsim *s, uint64_t id)
 {
     rsim_node *n = &s->nodes[id];
@@ -546,10 +598,26 @@ void rsim_drain(rsim *s, uint64_t id)
             rsim_fail(s, "raft_ready on %llu: %s", (unsigned long long)id, raft_strerror(rc));
             return;
         }
-        /* The order of raft.h: persist, send, apply, notify, advance. */
-        rsim_persist(s, n, &rd);
-        for (size_t i = 0; i < rd.n_msgs; i++)
+        /* The order of raft.h: early sends, persist (+ fsync), the other
+         * sends, apply, notify, advance; a crash may come between any two. */
+        int crash_at = rsim_crash_point(s);
+        for (size_t i = 0; i < rd.n_early; i++)
             rsim_send(s, &rd.msgs[i]);
+        if (crash_at == RSIM_CRASH_BEFORE_SYNC) {
+            rsim_crash(s, id); /* what was written but not synced is lost */
+            return;
+        }
+        rsim_persist(s, n, &rd);
+        if (crash_at == RSIM_CRASH_AFTER_SYNC) {
+            rsim_crash(s, id);
+            return;
+        }
+        for (size_t i = rd.n_early; i < rd.n_msgs; i++)
+            rsim_send(s, &rd.msgs[i]);
+        if (crash_at == RSIM_CRASH_AFTER_SEND) {
+            rsim_crash(s, id);
+            return;
+        }
         rsim_apply(s, n, &rd);
         rsim_events(s, n, &rd);
         rc = raft_advance(n->r, &rd);
@@ -694,6 +762,7 @@ void rsim_crash(rsim *s, uint64_t id)
         return;
     raft_free(s->nodes[id].r);
     s->nodes[id].r = NULL;
+    s->nodes[id].hs_unsynced = false;
 }
 
 void rsim_restart(rsim *s, uint64_t id)
@@ -1010,6 +1079,8 @@ static void rsim_chaos_network(rsim *s)
 static void rsim_chaos_conf(rsim *s, uint64_t leader)
 {
     raft_t *lr = s->nodes[leader].r;
+    if (!lr)
+        return; /* it crashed part way through a Ready this tick */
     uint64_t v[RAFT_MAX_MEMBERS], l[RAFT_MAX_MEMBERS];
     size_t nv = raft_voters(lr, v, RAFT_MAX_MEMBERS);
     size_t nl = raft_learners(lr, l, RAFT_MAX_MEMBERS);
@@ -1058,6 +1129,7 @@ int rsim_run_random(uint64_t seed, char *err, size_t errlen)
     o.compact_every = (z >> 56) % 3 == 0 ? 0 : 4 + (uint32_t)((z >> 58) % 12);
     o.max_inflight = (z >> 62) ? 1024 : 4;
     o.max_msg_entries = 1 + (uint32_t)((z >> 20) % 8);
+    o.crash_ready_pm = rsim_mix(z, 3) % 2 ? 4 : 0;
     rsim *s = rsim_new(&o);
     if (!s) {
         snprintf(err, errlen, "rsim_new failed");
@@ -1093,6 +1165,7 @@ int rsim_run_random(uint64_t seed, char *err, size_t errlen)
      * date (liveness once the network is good). */
     rsim_heal(s);
     rsim_set_faults(s, 0, 0);
+    s->o.crash_ready_pm = 0;
     for (uint64_t id = 1; id <= o.n_nodes; id++)
         rsim_restart(s, id);
     uint64_t before = s->max_com;
@@ -1164,7 +1237,9 @@ void rsim_solo_drain(raft_t *r, rsim_cap *cap)
             cap->hs_changed = true;
             cap->hs = rd.hard_state;
         }
+        cap->must_sync |= rd.must_sync;
         for (size_t i = 0; i < rd.n_msgs && cap->n_msgs < 128; i++) {
+            cap->early[cap->n_msgs] = i < rd.n_early;
             raft_msg *m = &cap->msgs[cap->n_msgs++];
             *m = rd.msgs[i];
             m->entries = NULL;

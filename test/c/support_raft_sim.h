@@ -3,7 +3,12 @@
  * (rsim_error) for the caller to assert on.
  *
  * Each member has "stable storage" (hard state, snapshot, log) written only
- * by processing a Ready in the order raft.h prescribes, and a state machine
+ * by processing a Ready in the order raft.h prescribes (early sends, write,
+ * fsync when the Ready says must_sync, other sends, apply); only what was
+ * fsynced survives a crash, and a crash may come between any two of those
+ * steps. Each Ready is also checked against the persistence rule (a
+ * snapshot, entries or a new term or vote always asks for an fsync; only
+ * the leader's own messages go out before it). Each member has a state machine
  * that is a hash chain over applied entries. A crash frees the raft_t and
  * loses everything not persisted; a restart rebuilds it from storage alone.
  * Every message goes through raft_msg_encode / raft_msg_decode.
@@ -51,6 +56,10 @@ typedef struct rsim_opts {
     uint32_t min_delay, max_delay;
     uint32_t compact_every; /* compact when this many entries applied (0 never) */
     uint32_t max_inflight, max_msg_entries;
+    /* per mille of Readies in which the member crashes part way, at one of
+     * the driver's steps: after its early sends and before the fsync (what
+     * was written is lost), after the fsync, or after the other sends */
+    uint32_t crash_ready_pm;
 } rsim_opts;
 
 void rsim_opts_default(rsim_opts *o, size_t n, uint64_t seed);
@@ -116,6 +125,7 @@ int rsim_run_random(uint64_t seed, char *err, size_t errlen);
  * are cleared (they die at raft_advance); counts and indexes are kept. */
 typedef struct rsim_cap {
     raft_msg msgs[128];
+    bool early[128]; /* msgs[i] was among its Ready's n_early */
     size_t n_msgs;
     raft_event events[32];
     size_t n_events;
@@ -127,6 +137,7 @@ typedef struct rsim_cap {
     uint64_t committed_last; /* index of the last of them */
     bool hs_changed;
     raft_hard_state hs;
+    bool must_sync;          /* some Ready asked for an fsync */
     uint64_t snapshot_index; /* 0: no snapshot to install */
     size_t n_readies;
 } rsim_cap;

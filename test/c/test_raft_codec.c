@@ -256,35 +256,35 @@ static void test_caps(void **state)
     buf[n++] = 1;
     buf[n++] = RAFT_MSG_APPEND;
     buf[n++] = 0;
-    n += raft_varint_put(buf + n, 1);
-    n += raft_varint_put(buf + n, 2);
-    n += raft_varint_put(buf + n, 2);
-    n += raft_varint_put(buf + n, 0);
-    n += raft_varint_put(buf + n, 0);
-    n += raft_varint_put(buf + n, 0);
+    n += varint_put(buf + n, 1);
+    n += varint_put(buf + n, 2);
+    n += varint_put(buf + n, 2);
+    n += varint_put(buf + n, 0);
+    n += varint_put(buf + n, 0);
+    n += varint_put(buf + n, 0);
     size_t count_at = n;
-    n += raft_varint_put(buf + n, RAFT_MSG_MAX_ENTRIES + 1);
+    n += varint_put(buf + n, RAFT_MSG_MAX_ENTRIES + 1);
     assert_int_equal(raft_msg_decode(buf, n, &d), RAFT_ERR_TOO_LARGE);
     /* A plausible count with no bytes behind it: refused before allocating. */
-    n = count_at + raft_varint_put(buf + count_at, 4000);
+    n = count_at + varint_put(buf + count_at, 4000);
     assert_int_equal(raft_msg_decode(buf, n, &d), RAFT_ERR_TRUNCATED);
     /* One entry whose length is over the cap. */
-    n = count_at + raft_varint_put(buf + count_at, 1);
+    n = count_at + varint_put(buf + count_at, 1);
     buf[n++] = RAFT_ENTRY_NORMAL;
-    n += raft_varint_put(buf + n, 1);
-    n += raft_varint_put(buf + n, RAFT_ENTRY_MAX_DATA + 1);
+    n += varint_put(buf + n, 1);
+    n += varint_put(buf + n, RAFT_ENTRY_MAX_DATA + 1);
     assert_int_equal(raft_msg_decode(buf, n, &d), RAFT_ERR_TOO_LARGE);
     /* SNAPSHOT with too many members. */
     n = 0;
     buf[n++] = 1;
     buf[n++] = RAFT_MSG_SNAPSHOT;
     buf[n++] = 0;
-    n += raft_varint_put(buf + n, 1);
-    n += raft_varint_put(buf + n, 2);
-    n += raft_varint_put(buf + n, 2);
-    n += raft_varint_put(buf + n, 10);
-    n += raft_varint_put(buf + n, 1);
-    n += raft_varint_put(buf + n, RAFT_MAX_MEMBERS + 1);
+    n += varint_put(buf + n, 1);
+    n += varint_put(buf + n, 2);
+    n += varint_put(buf + n, 2);
+    n += varint_put(buf + n, 10);
+    n += varint_put(buf + n, 1);
+    n += varint_put(buf + n, RAFT_MAX_MEMBERS + 1);
     assert_int_equal(raft_msg_decode(buf, n, &d), RAFT_ERR_TOO_LARGE);
     /* Buffer over the message cap. */
     assert_int_equal(raft_msg_decode(buf, (size_t)RAFT_MSG_MAX_BYTES + 1, &d), RAFT_ERR_TOO_LARGE);

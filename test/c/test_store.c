@@ -694,6 +694,14 @@ static void test_decoder_rejections(void **state)
     store_free(s);
     assert_string_equal(store_strerror(STORE_ERR_COMPACTED), "compacted");
     assert_string_equal(store_strerror(-1000), "unknown error");
+    /* every code has its own name for the NIF to hand out */
+    assert_string_equal(store_err_name(STORE_ERR_LEASE_NOT_FOUND), "lease_not_found");
+    assert_string_equal(store_err_name(-1000), "unknown");
+    for (int a = STORE_OK; a >= STORE_ERR_CORRUPT; a--) {
+        assert_string_not_equal(store_err_name(a), "unknown");
+        for (int b = a - 1; b >= STORE_ERR_CORRUPT; b--)
+            assert_string_not_equal(store_err_name(a), store_err_name(b));
+    }
 }
 
 /* ---- snapshots ---- */

@@ -35,14 +35,14 @@ defmodule Synod.CoordFailoverTest do
 
     # The seat is held by a candidate on the leader's node, which dies with it.
     c0 = on(leader, Coord, :candidate, [s, :ef, "C0", ttl, self()])
-    :ok = Election.start(c0)
+    {:ok, :leader} = Election.start(c0)
     assert_receive {:claimed, "C0", token0, []}, 10_000
     c1 = on(f1, Coord, :candidate, [s, :ef, "C1", ttl, self()])
     c2 = on(f2, Coord, :candidate, [s, :ef, "C2", ttl, self()])
     :ok = Election.add_handlers(c1, [Coord.check_handler("C1", [c2], self())])
     :ok = Election.add_handlers(c2, [Coord.check_handler("C2", [c1], self())])
-    :ok = Election.start(c1)
-    :ok = Election.start(c2)
+    {:ok, :follower} = Election.start(c1)
+    {:ok, :follower} = Election.start(c2)
 
     {:ok, checker} = Checker.start()
 
@@ -119,10 +119,10 @@ defmodule Synod.CoordFailoverTest do
     # The candidate holding the seat runs on a store follower, f1, which is
     # then cut off from both other nodes.
     ca = on(f1, Coord, :candidate, [s, :ep, "A", ttl, self()])
-    :ok = Election.start(ca)
+    {:ok, :leader} = Election.start(ca)
     assert_receive {:claimed, "A", token_a, []}, 10_000
     cb = on(f2, Coord, :candidate, [s, :ep, "B", ttl, self()])
-    :ok = Election.start(cb)
+    {:ok, :follower} = Election.start(cb)
     Process.sleep(ttl)
     assert Election.leader?(ca)
 

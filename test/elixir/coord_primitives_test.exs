@@ -117,13 +117,18 @@ defmodule Synod.CoordPrimitivesTest do
 
       holder =
         spawn(fn ->
-          Lock.lock(@store, "l/try", 5_000, fn token ->
-            send(me, {:holding, token})
+          Lock.lock(
+            @store,
+            "l/try",
+            fn token ->
+              send(me, {:holding, token})
 
-            receive do
-              :release -> :ok
-            end
-          end)
+              receive do
+                :release -> :ok
+              end
+            end,
+            ttl: 5_000
+          )
 
           send(me, :released)
         end)
@@ -132,14 +137,15 @@ defmodule Synod.CoordPrimitivesTest do
       assert {:error, :locked} = on(b, Coord, :try_lock_token, [@store, "l/try", 5_000])
       send(holder, :release)
       assert_receive :released, 10_000
-      assert {:ok, t2} = on(b, Coord, :try_lock_token, [@store, "l/try", 5_000])
+      # try_lock returns the fencing token of its grant with fun's result.
+      assert {:ok, t2, t2} = on(b, Coord, :try_lock_token, [@store, "l/try", 5_000])
       assert t2 > t1
 
       assert_raise RuntimeError, fn ->
-        Lock.lock(@store, "l/try", 5_000, fn -> raise "inside" end)
+        Lock.lock(@store, "l/try", fn -> raise "inside" end, ttl: 5_000)
       end
 
-      assert {:ok, t3} = on(a, Coord, :try_lock_token, [@store, "l/try", 5_000])
+      assert {:ok, t3, t3} = on(a, Coord, :try_lock_token, [@store, "l/try", 5_000])
       assert t3 > t2
     end
 
@@ -161,11 +167,29 @@ defmodule Synod.CoordPrimitivesTest do
       assert t2 > t1
     end
 
-    test "bad arguments raise" do
-      assert_raise ArgumentError, fn -> Lock.lock(@store, "", 1_000, fn -> :ok end) end
-      assert_raise ArgumentError, fn -> Lock.lock(@store, "k", 5, fn -> :ok end) end
-      assert_raise ArgumentError, fn -> Lock.lock(@store, "k", 1_000, fn _, _ -> :ok end) end
-      assert_raise ArgumentError, fn -> Lock.lock(@store, "k", 1_000, fn -> :ok end, nope: 1) end
+    test "bad arguments raise, naming the argument; ttl is optional" do
+      assert_raise ArgumentError, ~r/argument key/, fn -> Lock.lock(@store, "", fn -> :ok end) end
+
+      assert_raise ArgumentError, ~r/option ttl/, fn ->
+        Lock.lock(@store, "k", fn -> :ok end, ttl: 5)
+      end
+
+      assert_raise ArgumentError, ~r/argument fun/, fn ->
+        Lock.lock(@store, "k", fn _, _ -> :ok end)
+      end
+
+      assert_raise ArgumentError, ~r/unknown option :nope/, fn ->
+        Lock.lock(@store, "k", fn -> :ok end, nope: 1)
+      end
+
+      assert {:ok, :default_ttl} = Lock.lock(@store, "l/default", fn -> :default_ttl end)
+    end
+
+    test "an unknown store is a named error at once" do
+      assert {:error, {:unknown_store, :nope}} = Lock.lock(:nope, "k", fn -> :ok end)
+      assert {:error, {:unknown_store, :nope}} = Lock.try_lock(:nope, "k", fn -> :ok end)
+      assert {:error, {:unknown_store, :nope}} = Values.get_values(:nope, "k")
+      assert {:error, {:unknown_store, :nope}} = Values.transform(:nope, "k", fn _ -> 1 end)
     end
   end
 
@@ -177,8 +201,10 @@ defmodule Synod.CoordPrimitivesTest do
 
       ca = on(a, Coord, :candidate, [@store, :e1, "A", 2_000, self()])
       cb = on(b, Coord, :candidate, [@store, :e1, "B", 2_000, self()])
-      assert :ok = Election.start(ca)
-      assert :ok = Election.start(ca)
+      # start answers after the first claim attempt, and is idempotent.
+      assert {:ok, :leader} = Election.start(ca)
+      assert Election.leader?(ca)
+      assert {:ok, :leader} = Election.start(ca)
       assert_receive {:claimed, "A", token_a, []}, 10_000
       assert_receive {:synod_election, :e1, "A", {:elected, ^token_a}}
       assert Election.leader?(ca)
@@ -188,7 +214,7 @@ defmodule Synod.CoordPrimitivesTest do
                       %{leader: "A", token: ^token_a}},
                      5_000
 
-      :ok = Election.start(cb)
+      assert {:ok, :follower} = Election.start(cb)
       # B waits; A keeps renewing past several TTLs.
       Process.sleep(2_500)
       assert Election.leader?(ca) and not Election.leader?(cb)
@@ -210,7 +236,7 @@ defmodule Synod.CoordPrimitivesTest do
                      5_000
 
       # Started again, A waits behind B.
-      :ok = Election.start(ca)
+      assert {:ok, :follower} = Election.start(ca)
       Process.sleep(300)
       refute Election.leader?(ca)
       :ok = Election.stop(cb)
@@ -222,13 +248,13 @@ defmodule Synod.CoordPrimitivesTest do
 
     test "a candidate restarted with the same id rediscovers its claim", %{nodes: [a, _, _]} do
       c1 = on(a, Coord, :candidate, [@store, :e2, "R", 5_000, self()])
-      :ok = Election.start(c1)
+      {:ok, :leader} = Election.start(c1)
       assert_receive {:claimed, "R", token, []}, 10_000
       # The candidate process dies without releasing; its lease lives on.
       on(a, Process, :exit, [c1.pid, :kill])
       refute Election.leader?(c1)
       c2 = on(a, Coord, :candidate, [@store, :e2, "R", 5_000, self()])
-      :ok = Election.start(c2)
+      assert {:ok, :leader} = Election.start(c2)
       assert_receive {:claimed, "R", ^token, []}, 10_000
       assert Election.leader?(c2)
       :ok = Election.stop(c2)
@@ -237,11 +263,11 @@ defmodule Synod.CoordPrimitivesTest do
     test "a paused leader's leader? is false before anyone else is granted", %{nodes: [a, b, _]} do
       ttl = 1_000
       ca = on(a, Coord, :candidate, [@store, :e3, "P", ttl, self()])
-      :ok = Election.start(ca)
+      {:ok, :leader} = Election.start(ca)
       assert_receive {:claimed, "P", token_p, []}, 10_000
       # Q's claim handler reads P's leader? the moment Q is granted.
       cq = on(b, Coord, :candidate, [@store, :e3, "Q", ttl, self(), [ca]])
-      :ok = Election.start(cq)
+      {:ok, :follower} = Election.start(cq)
       Process.sleep(ttl)
       assert Election.leader?(ca)
       suspender = on(a, Coord, :suspend, [ca.pid])
@@ -259,6 +285,88 @@ defmodule Synod.CoordPrimitivesTest do
       :ok = Election.stop(cq)
       assert_receive {:claimed, "P", _, []}, 10_000
       :ok = Election.stop(ca)
+    end
+
+    test "the stored record, by name and in watches, under a custom root; handlers ended" do
+      me = self()
+      root = "apps/x/"
+
+      trapping = fn claim ->
+        Process.flag(:trap_exit, true)
+        send(me, {:handler, :trapping, self(), claim.token})
+
+        receive do
+          {:EXIT, _from, reason} -> send(me, {:ended, reason})
+        end
+      end
+
+      plain = fn claim ->
+        send(me, {:handler, :plain, self(), claim.token})
+        Process.sleep(:infinity)
+      end
+
+      {:ok, _watcher} = Election.watch(@store, :rec, self(), root: root)
+      assert_receive {:synod_election_leader, :rec, nil, %{leader: nil, record: nil}}, 5_000
+
+      {:ok, c} =
+        Election.candidate(@store, :rec, "R1", ttl: 2_000, root: root, handlers: [trapping, plain])
+
+      assert {:ok, :leader} = Election.start(c)
+      # Nothing from outside crashes the candidate.
+      assert {:error, :unknown_call} = GenServer.call(c.pid, :bogus)
+      GenServer.cast(c.pid, :bogus)
+      send(c.pid, {:bogus, make_ref()})
+      assert Election.leader?(c)
+      assert_receive {:handler, :trapping, _, token}, 5_000
+      assert_receive {:handler, :plain, plain_pid, ^token}, 5_000
+      monitor = Process.monitor(plain_pid)
+
+      assert {:ok, %{name: :rec, leader_id: "R1", revision: ^token, created_at: at}} =
+               Election.get(@store, :rec, root: root)
+
+      assert is_integer(at)
+      assert {:ok, "R1"} = Election.leader(@store, :rec, root: root)
+      assert {:ok, %{create_revision: ^token}} = Store.get(@store, root <> "rec")
+      # The default root is another seat.
+      assert {:ok, nil} = Election.get(@store, :rec)
+
+      assert_receive {:synod_election_leader, :rec, %{leader: nil},
+                      %{
+                        leader: "R1",
+                        token: ^token,
+                        record: %{name: :rec, leader_id: "R1", revision: ^token, created_at: ^at}
+                      }},
+                     5_000
+
+      # The leadership ends: a handler that traps exits is told, one that
+      # does not is stopped.
+      :ok = Election.stop(c)
+      ended = {:shutdown, {:leadership_ended, token, :stopped}}
+      assert_receive {:ended, ^ended}, 5_000
+      assert_receive {:DOWN, ^monitor, :process, _, ^ended}, 5_000
+      :ok = Election.close(c)
+    end
+
+    test "an unknown store is a named error at once; bad arguments name themselves" do
+      assert {:error, {:unknown_store, :nope}} = Election.candidate(:nope, :e, "x")
+      assert {:error, {:unknown_store, :nope}} = Election.leader(:nope, :e)
+      assert {:error, {:unknown_store, :nope}} = Election.get(:nope, :e)
+
+      assert_raise ArgumentError, ~r/option ttl/, fn ->
+        Election.candidate(@store, :e, "x", ttl: 1)
+      end
+
+      assert_raise ArgumentError, ~r/argument candidate_id/, fn ->
+        Election.candidate(@store, :e, "")
+      end
+
+      assert_raise ArgumentError, ~r/argument election/, fn ->
+        Election.candidate(@store, 42, "x")
+      end
+
+      assert_raise ArgumentError, ~r/option handlers/, fn ->
+        Election.candidate(@store, :e, "x", handlers: [:nope])
+      end
     end
   end
 end

@@ -134,4 +134,71 @@ defmodule Synod.HubRaceTest do
     assert length(Synod.children(hub, :local)) == length(ids)
     assert :sys.get_state(hub).migrating == MapSet.new()
   end
+
+  # Stops hold (docs/hub.md, "Stops"): the two interleavings of the issue's
+  # fault-injection run where an acknowledged stop was undone.
+
+  test "replication 2: a member's announcement that arrives after the stop does not restart the child",
+       %{nodes: [x | _]} do
+    hub = :race_late_announcement
+    {%{^x => fake}, hash} = start_hub([name: hub, replication_factor: 2], [x])
+    join(hub, x, fake, hash)
+    # with two members and replication 2, both own every child
+    id = "late-1"
+    ref = make_ref()
+    send(hub, {:synod_start, ref, [self()], [{id, spec(id), nil, :active}], []})
+    assert_receive {:synod_results, ^ref, _, [{^id, {:ok, pid}}]}
+
+    stop = make_ref()
+    send(hub, {:synod_stop, stop, [self()], [id], []})
+    assert_receive {:synod_results, ^stop, _, [{^id, {:ok, ^pid}}]}
+
+    # x started its copy too, but its announcement was delayed past the
+    # stop; then x stops its copy (the stop reached it as well). (Before:
+    # the late announcement re-created the row, this node — an owner
+    # without a copy — started the child again, and it ran for good.)
+    send(hub, {:synod_registered, x, [{id, spec(id), nil, fake}], []})
+    send(hub, {:synod_unregistered, x, [{id, fake}], :stopped, []})
+    :ok = GenServer.call(hub, :synod_barrier)
+
+    assert DynamicSupervisor.which_children(:"#{hub}.children") == []
+    assert Synod.lookup(hub, id) == []
+  end
+
+  test "a stop that reaches the new owner before the moved child does holds",
+       %{nodes: [x | _]} do
+    hub = :race_stop_move
+    {%{^x => fake}, hash} = start_hub([name: hub], [x])
+    join(hub, x, fake, hash)
+    id = id_owned_by(node(), [node(), x])
+    coordinator = Process.whereis(hub)
+
+    # x runs the child (started under a stale ring) and moves it here, its
+    # owner. The stop reaches this node first, then x's notice that its
+    # copy is moving, then x's start of the child here. (Before: the stop
+    # found nothing, the notice made the owner start the child, and it ran
+    # for good — the "stop racing a migration" limit.)
+    send(hub, {:synod_registered, x, [{id, spec(id), nil, fake}], []})
+    :ok = GenServer.call(hub, :synod_barrier)
+    :ok = :sys.suspend(coordinator)
+    stop = make_ref()
+    send(coordinator, {:synod_stop, stop, [self()], [id], []})
+    send(coordinator, {:synod_unregistered, x, [{id, fake}], :migrating, []})
+    move = make_ref()
+
+    send(
+      coordinator,
+      {:synod_start, move, [self()], [{id, spec(id), nil, :active}], [migration: true]}
+    )
+
+    :ok = :sys.resume(coordinator)
+
+    assert_receive {:synod_results, ^stop, _, [{^id, _}]}
+    assert_receive {:synod_results, ^move, _, [{^id, {:error, :stopped}}]}
+    :ok = GenServer.call(hub, :synod_barrier)
+    assert DynamicSupervisor.which_children(:"#{hub}.children") == []
+    assert Synod.lookup(hub, id) == []
+    # every member hears of the stop, so a copy anywhere stops too
+    assert_receive {:fake, ^x, {:synod_tombstones, _, [{^id, _}]}}
+  end
 end

@@ -46,27 +46,27 @@ defmodule Synod.QueueClusterTest do
     taken = all |> Enum.sort_by(& &1.dequeue_revision) |> Enum.map(& &1.revision)
     assert taken == Enum.sort(taken)
     assert Enum.count(consumed, &(&1 != [])) >= 2, "one consumer took everything"
-    assert {:ok, 0} = Queue.count(queue)
+    assert {:ok, 0} = Queue.count(ctx.store, "work")
   end
 
   test "acknowledged mode: an unacked value comes back first; ack holds only with a live claim",
        ctx do
-    queue = {ctx.store, "acked"}
-    {:ok, _, r1} = Queue.enqueue(queue, "first")
-    {:ok, _, r2} = Queue.enqueue(queue, "second")
+    {s, q} = {ctx.store, "acked"}
+    {:ok, _, r1} = Queue.enqueue(s, q, "first")
+    {:ok, _, r2} = Queue.enqueue(s, q, "second")
     assert r2 > r1
 
     assert {:ok, %{value: "first", revision: ^r1, receipt: rc1}} =
-             Queue.dequeue(queue, 1_000, visibility_timeout: 600)
+             Queue.dequeue(s, q, timeout: 1_000, visibility_timeout: 600)
 
     # Claimed values are skipped, not removed.
     assert {:ok, %{value: "second", receipt: rc2}} =
-             Queue.dequeue(queue, 1_000, visibility_timeout: 10_000)
+             Queue.dequeue(s, q, timeout: 1_000, visibility_timeout: 10_000)
 
-    assert {:ok, 2} = Queue.count(queue)
-    assert :ok = Queue.ack(queue, rc2)
-    assert {:error, :expired} = Queue.ack(queue, rc2)
-    {:ok, _, _r3} = Queue.enqueue(queue, "third")
+    assert {:ok, 2} = Queue.count(s, q)
+    assert :ok = Queue.ack(s, q, rc2)
+    assert {:error, :lease_expired} = Queue.ack(s, q, rc2)
+    {:ok, _, _r3} = Queue.enqueue(s, q, "third")
 
     # "first" was never acked: once the leader expired its claim's lease
     # it is handed out again, ahead of the newer "third".
@@ -78,30 +78,49 @@ defmodule Synod.QueueClusterTest do
     end)
 
     assert {:ok, %{value: "first", revision: ^r1, receipt: rc1b}} =
-             Queue.dequeue(queue, 10_000, visibility_timeout: 10_000)
+             Queue.dequeue(s, q, timeout: 10_000, visibility_timeout: 10_000)
 
     assert rc1b != rc1
-    assert {:error, :expired} = Queue.ack(queue, rc1)
-    assert :ok = Queue.ack(queue, rc1b)
-    assert {:ok, %{value: "third", receipt: nil}} = Queue.dequeue(queue, 1_000)
-    assert {:error, :empty} = Queue.dequeue(queue, 0)
+    assert {:error, :lease_expired} = Queue.ack(s, q, rc1)
+    assert :ok = Queue.ack(s, q, rc1b)
+    assert {:ok, %{value: "third", receipt: nil}} = Queue.dequeue(s, q, timeout: 1_000)
+    assert {:error, :empty} = Queue.dequeue(s, q, timeout: 0)
   end
 
   test "a value with a TTL leaves the queue when its lease expires; bad arguments raise", ctx do
-    queue = {ctx.store, "ttl"}
-    {:ok, _, _} = Queue.enqueue(queue, "short", 300)
-    {:ok, _, _} = Queue.enqueue(queue, "kept")
-    assert {:ok, 2} = Queue.count(queue)
-    Synod.Test.Wait.until(fn -> Queue.count(queue) == {:ok, 1} end)
-    assert {:ok, %{value: "kept"}} = Queue.dequeue(queue, 0)
+    {s, q} = {ctx.store, "ttl"}
+    {:ok, _, _} = Queue.enqueue(s, q, "short", ttl: 300)
+    {:ok, _, _} = Queue.enqueue(s, q, "kept")
+    assert {:ok, 2} = Queue.count(s, q)
+    Synod.Test.Wait.until(fn -> Queue.count(s, q) == {:ok, 1} end)
+    assert {:ok, %{value: "kept"}} = Queue.dequeue(s, q, timeout: 0)
 
-    assert_raise ArgumentError, fn -> Queue.enqueue({ctx.store, ""}, "x") end
-    assert_raise ArgumentError, fn -> Queue.enqueue({"store", "q"}, "x") end
-    assert_raise ArgumentError, fn -> Queue.enqueue(queue, :not_binary) end
-    assert_raise ArgumentError, fn -> Queue.enqueue(queue, "x", 0) end
-    assert_raise ArgumentError, fn -> Queue.dequeue(queue, -1) end
-    assert_raise ArgumentError, fn -> Queue.dequeue(queue, 0, visibility: 5) end
-    assert_raise ArgumentError, fn -> Queue.dequeue(queue, 0, visibility_timeout: 0) end
-    assert_raise ArgumentError, fn -> Queue.ack(queue, :nope) end
+    assert_raise ArgumentError, fn -> Queue.enqueue(s, "", "x") end
+    assert_raise ArgumentError, fn -> Queue.enqueue("store", "q", "x") end
+    assert_raise ArgumentError, fn -> Queue.enqueue(s, q, "x", ttl: 0) end
+    assert_raise ArgumentError, fn -> Queue.dequeue(s, q, timeout: -1) end
+    assert_raise ArgumentError, fn -> Queue.dequeue(s, q, visibility: 5) end
+    assert_raise ArgumentError, fn -> Queue.dequeue(s, q, visibility_timeout: 0) end
+    assert_raise ArgumentError, fn -> Queue.ack(s, q, :nope) end
+  end
+
+  test "values of any term, canonically encoded; an oversized one is refused", ctx do
+    s = ctx.store
+    value = %{to: ["a@b", "c@d"], n: 1.5, at: {2026, 12, 2}, ref: make_ref()}
+    {:ok, _, _} = Queue.enqueue(s, "terms", value)
+    {:ok, _, _} = Queue.enqueue(s, "terms", "a binary")
+    assert {:ok, %{value: ^value}} = Queue.dequeue(s, "terms", timeout: 1_000)
+    assert {:ok, %{value: "a binary"}} = Queue.dequeue(s, "terms", timeout: 1_000)
+
+    big = :binary.copy("x", 1_100_000)
+    assert {:error, {:value_too_large, size, 1_044_480}} = Queue.enqueue(s, "terms", big)
+    assert size > 1_044_480
+    assert {:ok, 0} = Queue.count(s, "terms")
+  end
+
+  test "an unknown store is a named error at once" do
+    assert {:error, {:unknown_store, :no_such_store}} = Queue.enqueue(:no_such_store, "q", 1)
+    assert {:error, {:unknown_store, :no_such_store}} = Queue.dequeue(:no_such_store, "q")
+    assert {:error, {:unknown_store, :no_such_store}} = Queue.count(:no_such_store, "q")
   end
 end

@@ -38,8 +38,8 @@ defmodule Synod.QueueFailoverTest do
     results = Task.await_many(consumers, 90_000)
     acked = results |> Enum.flat_map(& &1.items) |> Enum.map(& &1.value)
     # An ack whose outcome is unknown (the store did not answer) may have
-    # deleted its value; an :expired one did not.
-    maybe_acked = for %{failed: f} <- results, {v, e} <- f, e != :expired, do: v
+    # deleted its value; a :lease_expired one did not.
+    maybe_acked = for %{failed: f} <- results, {v, e} <- f, e != :lease_expired, do: v
     acknowledged = Enum.map(acknowledged, &elem(&1, 0))
 
     # Every enqueue that was acknowledged was consumed and acked; nothing

@@ -153,6 +153,7 @@ defmodule Synod.RaftLocalTest do
           {Keyword.put(base, :voters, [:a, :a]), "voters"},
           {Keyword.put(base, :tick_ms, 0), "tick_ms"},
           {Keyword.put(base, :heartbeat_tick, 10), "heartbeat_tick"},
+          {Keyword.put(base, :max_inflight, 0), "max_inflight"},
           {Keyword.put(base, :bogus, 1), "unknown options"},
           {Keyword.put(base, :data_dir, ""), "data_dir"}
         ] do

@@ -113,7 +113,10 @@ defmodule Synod.RaftNifTest do
           :none ->
             {log, msgs}
 
-          {hs, nil, entries, out, committed, _events, _reads} ->
+          {hs, sync?, nil, entries, early, out, committed, _events, _reads} ->
+            # The core asks for an fsync whenever a Ready holds entries.
+            assert sync? or entries == []
+            out = early ++ out
             mine = Map.get(log, id, %{hard_state: {0, 0, 0}, entries: [], committed: []})
 
             kept =

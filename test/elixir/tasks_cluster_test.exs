@@ -33,7 +33,7 @@ defmodule Synod.TasksClusterTest do
         t
 
       _ ->
-        {:ok, %Rec{status: :running} = t} = Tasks.reserve_task(s, topic, self(), lease_ms: 60_000)
+        {:ok, %Rec{status: :running} = t} = Tasks.reserve_task(s, topic, self(), ttl: 60_000)
 
         case status do
           :running -> t
@@ -102,7 +102,7 @@ defmodule Synod.TasksClusterTest do
        %{store: s} do
     topic = topic()
     {:ok, created} = Tasks.create_task(s, %{topic: topic, group_id: "g-exp", data: 1})
-    {:ok, t} = Tasks.reserve_task(s, topic, self(), lease_ms: 400)
+    {:ok, t} = Tasks.reserve_task(s, topic, self(), ttl: 400)
     assert t.id == created.id and t.owner == self() and t.lease_id > 0
     # Nobody else can reserve it while the lease lives.
     assert {:ok, nil} = Tasks.reserve_task(s, topic, idle_pid())
@@ -116,7 +116,7 @@ defmodule Synod.TasksClusterTest do
     assert {:ok, [], nil} = Tasks.list_leased_tasks(s, topic)
 
     other = idle_pid()
-    {:ok, t2} = Tasks.reserve_task(s, topic, other, lease_ms: 30_000)
+    {:ok, t2} = Tasks.reserve_task(s, topic, other, ttl: 30_000)
     assert t2.id == t.id and t2.owner == other and t2.lease_id != t.lease_id
 
     for refused <- [
@@ -136,7 +136,8 @@ defmodule Synod.TasksClusterTest do
     assert {:ok, %Rec{status: :snoozed, owner: nil}} = Tasks.snooze(s, t.id, other, 300)
     assert {:ok, nil} = Tasks.reserve_task(s, topic, self())
 
-    assert {:ok, %Rec{status: :running} = t4} = Tasks.reserve_task(s, topic, self(), wait: 10_000)
+    assert {:ok, %Rec{status: :running} = t4} =
+             Tasks.reserve_task(s, topic, self(), timeout: 10_000)
 
     # An operator's revoke with the current record version frees it at once.
     assert {:ok, %Rec{status: :starting}} = Tasks.revoke_lease(s, t4, t4.record_ver)

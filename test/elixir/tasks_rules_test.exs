@@ -126,4 +126,28 @@ defmodule Synod.TasksRulesTest do
             %{lease_key: :delete, active: :delete, drop_lease: nil}} =
              Rules.plan(view(:starting), {:terminate, nil}, 0)
   end
+
+  test "the transitions are data (Synod.Tasks.transitions/0), the table the rules follow" do
+    assert Synod.Tasks.transitions() == @allowed
+  end
+
+  test "Synod.Tasks.Worker: an :id option per child, options checked eagerly" do
+    opts = [store: :jobs, topic: "mail", fun: &Function.identity/1]
+    assert %{id: Synod.Tasks.Worker} = Synod.Tasks.Worker.child_spec(opts)
+    assert %{id: :mail_2} = Synod.Tasks.Worker.child_spec([id: :mail_2] ++ opts)
+
+    assert_raise ArgumentError, ~r/option ttl/, fn ->
+      Synod.Tasks.Worker.child_spec([ttl: 0] ++ opts)
+    end
+
+    assert_raise ArgumentError, ~r/missing option fun/, fn ->
+      Synod.Tasks.Worker.child_spec(store: :jobs, topic: "mail")
+    end
+
+    assert_raise ArgumentError, ~r/unknown option :lease_ms/, fn ->
+      Synod.Tasks.Worker.child_spec([lease_ms: 5] ++ opts)
+    end
+
+    assert {:error, {:unknown_store, :jobs}} = Synod.Tasks.Worker.start_link(opts)
+  end
 end

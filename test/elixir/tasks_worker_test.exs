@@ -19,8 +19,8 @@ defmodule Synod.TasksWorkerTest do
     ctx
   end
 
-  defp worker_opts(s, topic, lease_ms),
-    do: [store: s, topic: topic, fun: {Q, :work, [self()]}, lease_ms: lease_ms]
+  defp worker_opts(s, topic, ttl),
+    do: [store: s, topic: topic, fun: {Q, :work, [self()]}, ttl: ttl]
 
   defp ran(acc \\ []) do
     receive do

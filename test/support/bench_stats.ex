@@ -1,6 +1,6 @@
 defmodule Synod.Test.Stats do
   @moduledoc false
-  # Percentiles and formatting shared by the benchmarks in bench/.
+  # Percentiles, formatting and timing loops shared by the benchmarks in bench/.
 
   @doc "The `p`th percentile (nearest rank) of a non-empty list of numbers."
   def pct(list, p) do
@@ -12,4 +12,23 @@ defmodule Synod.Test.Stats do
 
   @doc "Microseconds as milliseconds with two decimals."
   def ms(us), do: :erlang.float_to_binary(us / 1000, decimals: 2)
+
+  @doc "The microseconds of each of `n` sequential runs of `fun.(i)`."
+  def timed(n, fun) do
+    for i <- 1..n do
+      t0 = System.monotonic_time(:microsecond)
+      fun.(i)
+      System.monotonic_time(:microsecond) - t0
+    end
+  end
+
+  @doc """
+  Operations per second of `clients` concurrent processes, each running
+  `client.(k)` (k in 1..clients), which does `per` operations.
+  """
+  def rate(clients, per, client) do
+    t0 = System.monotonic_time(:microsecond)
+    1..clients |> Enum.map(&Task.async(fn -> client.(&1) end)) |> Task.await_many(600_000)
+    round(clients * per / ((System.monotonic_time(:microsecond) - t0) / 1_000_000))
+  end
 end

@@ -39,7 +39,7 @@ defmodule Synod.Test.CoordBench do
 
   @doc "`n` sequential lock + unlock cycles of one lock."
   def locks(store, key, n) do
-    timed(n, fn _ -> {:ok, _} = Lock.lock(store, key, 5_000, fn t -> t end) end)
+    timed(n, fn _ -> {:ok, _} = Lock.lock(store, key, fn t -> t end, ttl: 5_000) end)
   end
 
   @doc "`n` sequential `:global.trans/3` lock + unlock cycles over `nodes`."
@@ -56,7 +56,7 @@ defmodule Synod.Test.CoordBench do
     for i <- 1..n do
       {:ok, c} = Election.candidate(store, :bench, "c#{i}", ttl: 5_000, subscriber: self())
       t0 = System.monotonic_time(:microsecond)
-      :ok = Election.start(c)
+      {:ok, :leader} = Election.start(c)
 
       receive do
         {:synod_election, :bench, _, {:elected, _}} -> :ok
@@ -88,7 +88,7 @@ defmodule Synod.Test.CoordBench do
       count
     else
       case kind do
-        :synod -> {:ok, _} = Lock.lock(store, key, 5_000, fn t -> t end)
+        :synod -> {:ok, _} = Lock.lock(store, key, fn t -> t end, ttl: 5_000)
         :global -> :ok = :global.trans({key, self()}, fn -> :ok end, nodes)
       end
 

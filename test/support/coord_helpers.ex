@@ -113,12 +113,17 @@ defmodule Synod.Test.Coord do
   def lock_loop(store, key, ttl, rounds, checker, hold_ms \\ 0) do
     Enum.reduce(1..rounds, {0, []}, fn _, {ok, errors} ->
       result =
-        Lock.lock(store, key, ttl, fn token ->
-          :ok = GenServer.call(checker, {:enter, token, self()}, 30_000)
-          if hold_ms > 0, do: Process.sleep(hold_ms)
-          :ok = GenServer.call(checker, {:exit, token, self()}, 30_000)
-          token
-        end)
+        Lock.lock(
+          store,
+          key,
+          fn token ->
+            :ok = GenServer.call(checker, {:enter, token, self()}, 30_000)
+            if hold_ms > 0, do: Process.sleep(hold_ms)
+            :ok = GenServer.call(checker, {:exit, token, self()}, 30_000)
+            token
+          end,
+          ttl: ttl
+        )
 
       case result do
         {:ok, _token} -> {ok + 1, errors}
@@ -143,17 +148,48 @@ defmodule Synod.Test.Coord do
     |> Task.await_many(150_000)
   end
 
-  @doc "Takes the lock if free and returns its token (`Synod.Lock.try_lock/5`)."
-  def try_lock_token(store, key, ttl), do: Lock.try_lock(store, key, ttl, & &1)
+  @doc "Takes the lock if free and returns its token (`Synod.Lock.try_lock/4`)."
+  def try_lock_token(store, key, ttl), do: Lock.try_lock(store, key, & &1, ttl: ttl)
 
-  @doc "Waits for the lock and returns its token (`Synod.Lock.lock/5`)."
-  def lock_token(store, key, ttl, opts \\ []), do: Lock.lock(store, key, ttl, & &1, opts)
+  @doc "Waits for the lock and returns its token (`Synod.Lock.lock/4`)."
+  def lock_token(store, key, ttl, opts \\ []), do: Lock.lock(store, key, & &1, [ttl: ttl] ++ opts)
 
   @doc "Takes the lock, sends `{:holding, token}` to `notify` and holds it until killed."
   def hold_lock(store, key, ttl, notify) do
-    Lock.lock(store, key, ttl, fn token ->
-      send(notify, {:holding, token})
-      Process.sleep(:infinity)
+    Lock.lock(
+      store,
+      key,
+      fn token ->
+        send(notify, {:holding, token})
+        Process.sleep(:infinity)
+      end,
+      ttl: ttl
+    )
+  end
+
+  @doc """
+  Spawns, on this node, a process that takes the lock `key` (`Synod.Lock.lock/4`
+  with `ttl` and `opts`), sends `{:holding, pid, token}` to `notify`, keeps the lock until
+  it gets `:return`, and then sends `{:lock_result, pid, result}` with what
+  `lock/5` returned (`fun` returns `:done`). Returns the process.
+  """
+  def spawn_holder(store, key, ttl, notify, opts \\ []) do
+    spawn(fn ->
+      result =
+        Lock.lock(
+          store,
+          key,
+          fn token ->
+            send(notify, {:holding, self(), token})
+
+            receive do
+              :return -> :done
+            end
+          end,
+          [ttl: ttl] ++ opts
+        )
+
+      send(notify, {:lock_result, self(), result})
     end)
   end
 

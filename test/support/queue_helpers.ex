@@ -34,13 +34,13 @@ defmodule Synod.Test.Queue do
   `[{value, revision}]` of the enqueues that returned ok, and the values whose
   enqueue returned an error (their outcome is unknown).
   """
-  def produce(queue, tag, n, pause_ms \\ 0) do
+  def produce({store, name}, tag, n, pause_ms \\ 0) do
     results =
       for i <- 1..n do
         value = "#{tag}-#{i}"
         if pause_ms > 0, do: Process.sleep(pause_ms)
 
-        case Queue.enqueue(queue, value, nil, timeout: 3_000) do
+        case Queue.enqueue(store, name, value, call_timeout: 3_000) do
           {:ok, _key, rev} -> {:ok, value, rev}
           {:error, _} -> {:error, value}
         end
@@ -58,14 +58,17 @@ defmodule Synod.Test.Queue do
   def consume(queue, idle_ms, vis \\ nil), do: consume(queue, idle_ms, vis, [], [])
 
   defp consume(queue, idle_ms, vis, acc, failed) do
-    opts = if vis, do: [visibility_timeout: vis, timeout: 3_000], else: [timeout: 3_000]
+    {store, name} = queue
 
-    case Queue.dequeue(queue, idle_ms, opts) do
+    opts =
+      [timeout: idle_ms, call_timeout: 3_000] ++ if(vis, do: [visibility_timeout: vis], else: [])
+
+    case Queue.dequeue(store, name, opts) do
       {:ok, item} when vis == nil ->
         consume(queue, idle_ms, vis, [item | acc], failed)
 
       {:ok, item} ->
-        case Queue.ack(queue, item.receipt, timeout: 3_000) do
+        case Queue.ack(store, name, item.receipt, call_timeout: 3_000) do
           :ok -> consume(queue, idle_ms, vis, [item | acc], failed)
           {:error, e} -> consume(queue, idle_ms, vis, acc, [{item.value, e} | failed])
         end
@@ -160,7 +163,7 @@ defmodule Synod.Test.Queue do
         children =
           opts_list
           |> Enum.with_index()
-          |> Enum.map(fn {o, i} -> Supervisor.child_spec({Tasks.Worker, o}, id: i) end)
+          |> Enum.map(fn {o, i} -> {Tasks.Worker, [id: i] ++ o} end)
 
         {:ok, sup} = Supervisor.start_link(children, strategy: :one_for_one)
         pids = for {_, pid, _, _} <- Supervisor.which_children(sup), do: pid
@@ -181,11 +184,11 @@ defmodule Synod.Test.Queue do
   # -- for bench/queue_bench.exs (run on a peer) --
 
   @doc "Microseconds of each of `n` enqueue + dequeue pairs on `queue`."
-  def pairs(queue, n) do
+  def pairs({store, name}, n) do
     for i <- 1..n do
       timed(fn ->
-        {:ok, _, _} = Queue.enqueue(queue, "v#{i}")
-        {:ok, _} = Queue.dequeue(queue, 5_000)
+        {:ok, _, _} = Queue.enqueue(store, name, "v#{i}")
+        {:ok, _} = Queue.dequeue(store, name, timeout: 5_000)
       end)
     end
   end

@@ -12,6 +12,36 @@ defmodule Synod.Test.Raft do
     wait_leader(group, nodes)
   end
 
+  @doc """
+  Starts 3 voter peers, `start.(name, voters, dir)` on them (a group or a
+  store under a fresh name; it must answer :ok) and `clients` more peers
+  that run no member. Returns `%{name, nodes, leader, clients, peers, dir}`;
+  `stop_cluster/1` undoes it.
+  """
+  def start_cluster(prefix, clients, start) do
+    dir = Path.join(System.tmp_dir!(), "synod-#{prefix}-#{System.unique_integer([:positive])}")
+    voters = Synod.LocalCluster.start(3, prefix: "#{prefix}v")
+    others = if clients > 0, do: Synod.LocalCluster.start(clients, prefix: "#{prefix}c"), else: []
+    nodes = Enum.map(voters, &elem(&1, 1))
+    name = :"#{prefix}#{System.unique_integer([:positive])}"
+    :ok = start.(name, nodes, dir)
+
+    %{
+      name: name,
+      nodes: nodes,
+      leader: wait_leader(name, nodes),
+      clients: Enum.map(others, &elem(&1, 1)),
+      peers: voters ++ others,
+      dir: dir
+    }
+  end
+
+  @doc "Stops what `start_cluster/3` started."
+  def stop_cluster(%{peers: peers, dir: dir}) do
+    Synod.LocalCluster.stop(peers)
+    File.rm_rf(dir)
+  end
+
   @doc "Waits until every node of `nodes` names the same leader, one of `nodes`; returns it."
   def wait_leader(group, nodes, timeout \\ 10_000) do
     Wait.until(
@@ -112,17 +142,52 @@ defmodule Synod.Test.Raft do
 
   @doc "Commands per second with `clients` concurrent clients on this node."
   def throughput(group, clients, per_client) do
-    t0 = System.monotonic_time(:microsecond)
-
-    1..clients
-    |> Enum.map(fn c ->
-      Task.async(fn ->
-        for i <- 1..per_client,
-            do: {:ok, _} = Synod.Raft.command(group, {:put, {c, i}, i}, timeout: 30_000)
-      end)
+    Synod.Test.Stats.rate(clients, per_client, fn c ->
+      for i <- 1..per_client,
+          do: {:ok, _} = Synod.Raft.command(group, {:put, {c, i}, i}, timeout: 30_000)
     end)
-    |> Task.await_many(300_000)
+  end
 
-    round(clients * per_client / ((System.monotonic_time(:microsecond) - t0) / 1_000_000))
+  @doc "Commands per second of `n` puts through one pipeline with `window` in flight, on this node."
+  def pipelined_rate(group, n, window) do
+    {results, us} = pipelined(group, n, window, &{:put, {:pipe, &1}, &1})
+    true = Enum.all?(results, &match?({:ok, _}, &1))
+    round(n / (us / 1_000_000))
+  end
+
+  @doc """
+  Runs `n` commands `make.(i)` through one `Synod.Raft.Pipeline` with
+  `window` in flight and returns `{results in send order, microseconds}`.
+  `on_sent.(i)` runs after the i-th send.
+  """
+  def pipelined(group, n, window, make, on_sent \\ fn _ -> :ok end) do
+    t0 = System.monotonic_time(:microsecond)
+    pipe = Synod.Raft.Pipeline.new(group, window: window, timeout: 30_000)
+    {pipe, order, results} = pipe_loop(pipe, 1, n, make, on_sent, [], %{})
+    {_, results} = drain_pipe(pipe, results)
+    us = System.monotonic_time(:microsecond) - t0
+    {Enum.map(Enum.reverse(order), &Map.fetch!(results, &1)), us}
+  end
+
+  defp pipe_loop(pipe, i, n, _make, _on_sent, order, results) when i > n,
+    do: {pipe, order, results}
+
+  defp pipe_loop(pipe, i, n, make, on_sent, order, results) do
+    case Synod.Raft.Pipeline.send(pipe, make.(i)) do
+      {:ok, ref, pipe} ->
+        on_sent.(i)
+        pipe_loop(pipe, i + 1, n, make, on_sent, [ref | order], results)
+
+      {:error, :busy} ->
+        {:ok, ref, result, pipe} = Synod.Raft.Pipeline.next(pipe, 60_000)
+        pipe_loop(pipe, i, n, make, on_sent, order, Map.put(results, ref, result))
+    end
+  end
+
+  defp drain_pipe(pipe, results) do
+    case Synod.Raft.Pipeline.next(pipe, 60_000) do
+      {:ok, ref, result, pipe} -> drain_pipe(pipe, Map.put(results, ref, result))
+      {:timeout, pipe} -> {pipe, results}
+    end
   end
 end

@@ -1,6 +1,6 @@
 defmodule Synod.Election.Watcher do
   @moduledoc false
-  # The process behind Synod.Election.watch/3: reads an election's seat,
+  # The process behind Synod.Election.watch/4: reads an election's seat,
   # then follows it with a store watch and tells its target about every
   # change of holder or token. It ends with its target.
   #
@@ -14,8 +14,8 @@ defmodule Synod.Election.Watcher do
 
   @retry_ms 200
 
-  def start(store, election, target) do
-    GenServer.start(__MODULE__, {store, election, target})
+  def start(store, election, key, target) do
+    GenServer.start(__MODULE__, {store, election, key, target})
   end
 
   def stop(pid) do
@@ -25,13 +25,13 @@ defmodule Synod.Election.Watcher do
   end
 
   @impl true
-  def init({store, election, target}) do
+  def init({store, election, key, target}) do
     Process.monitor(target)
 
     state = %{
       store: store,
       election: election,
-      key: Synod.Election.key(election),
+      key: key,
       target: target,
       current: nil,
       watch: nil
@@ -52,8 +52,8 @@ defmodule Synod.Election.Watcher do
   def handle_info({:synod_watch, ref, events}, %{watch: {ref, _}} = state) do
     state =
       Enum.reduce(events, state, fn
-        {:put, _rev, kv, _prev}, st -> report(st, holder(kv))
-        {:delete, _rev, _kv, _prev}, st -> report(st, holder(nil))
+        {:put, _rev, kv, _prev}, st -> report(st, holder(st, kv))
+        {:delete, _rev, _kv, _prev}, st -> report(st, holder(st, nil))
       end)
 
     {:noreply, %{state | watch: {ref, events |> List.last() |> elem(1)}}}
@@ -67,13 +67,19 @@ defmodule Synod.Election.Watcher do
 
   def handle_info(_other, state), do: {:noreply, state}
 
+  @impl true
+  def handle_call(_unknown, _from, state), do: {:reply, {:error, :unknown_call}, state}
+
+  @impl true
+  def handle_cast(_unknown, state), do: {:noreply, state}
+
   # The revision first, then the seat: every change after the revision is
   # delivered by the watch; one already seen by the read is not reported
   # twice (report/2 drops non-changes).
   defp read(state) do
     with {:ok, rev} <- Store.revision(state.store),
          {:ok, kv} <- Store.get(state.store, state.key) do
-      state |> report(holder(kv)) |> watch(rev + 1)
+      state |> report(holder(state, kv)) |> watch(rev + 1)
     else
       {:error, _} ->
         Process.send_after(self(), :read, @retry_ms)
@@ -92,8 +98,12 @@ defmodule Synod.Election.Watcher do
     end
   end
 
-  defp holder(nil), do: %{leader: nil, token: nil}
-  defp holder(kv), do: %{leader: kv.value, token: kv.create_revision}
+  defp holder(_state, nil), do: %{leader: nil, token: nil, record: nil}
+
+  defp holder(state, kv) do
+    record = Synod.Election.record(state.election, kv)
+    %{leader: record.leader_id, token: record.revision, record: record}
+  end
 
   defp report(%{current: same} = state, same), do: state
 

@@ -28,13 +28,22 @@ defmodule Synod.Hub.Children do
   # so it stops whichever incarnation runs now.
   #
   # Messages to the coordinator (registered as the hub's name):
-  #   {:synod_child_exit, id, old_pid, reason, new_pid | nil}
-  # new_pid is the restarted child, nil when it is not restarted.
+  #   {:synod_child_exit, token, id, old_pid, reason, new_pid | nil}
+  # new_pid is the restarted child, nil when it is not restarted; token is a
+  # reference the coordinator learns from attach/1, so no other process can
+  # pass for this one.
+  #
+  # It outlives the coordinator (docs/hub.md, "A coordinator crash keeps the
+  # children"): it is the heir of the coordinator's registry tables, keeps
+  # them while no coordinator runs, and hands them and the list of its
+  # children to the next one (attach/1). Only the coordinator may start,
+  # stop or attach; anyone may ask which_children and count_children; any
+  # other input is stray (Synod.Hub.Stray).
 
   use GenServer
   require Logger
 
-  alias Synod.Hub.Spec
+  alias Synod.Hub.{Spec, Stray}
 
   @doc false
   def start_link(cfg),
@@ -59,6 +68,15 @@ defmodule Synod.Hub.Children do
   def stop_batch(_sup, []), do: []
   def stop_batch(sup, ids), do: GenServer.call(sup, {:stop_batch, ids}, :infinity)
 
+  @doc """
+  Called by a starting coordinator: makes it the owner of the tables this
+  process inherited from its predecessor (if any) and answers
+  `{token, tables | nil, [{id, pid, stored_spec}]}` — the token of its exit
+  notices, the tables, and every child running now.
+  """
+  @spec attach(GenServer.server()) :: {reference(), {:ets.tid(), :ets.tid()} | nil, list()}
+  def attach(sup), do: GenServer.call(sup, :attach, :infinity)
+
   # ── server ───────────────────────────────────────────────────────────────
 
   @impl true
@@ -68,11 +86,14 @@ defmodule Synod.Hub.Children do
     {:ok,
      %{
        hub: cfg.name,
+       token: make_ref(),
+       # the registry tables, while no coordinator owns them
+       tables: %{},
        # id => {pid, stored spec}; pid => id
        ids: %{},
        pids: %{},
-       # ids whose restart failed and is being tried again
-       retrying: MapSet.new(),
+       # id => {old_pid, spec, reason}: restarts that failed, tried again
+       retrying: %{},
        restarts: [],
        max_restarts: cfg.max_restarts,
        max_seconds: cfg.max_seconds
@@ -80,12 +101,47 @@ defmodule Synod.Hub.Children do
   end
 
   @impl true
-  def handle_call({:start_batch, children}, _from, state) do
+  def handle_call(request, from, state) do
+    accepted? =
+      request in [:which_children, :count_children] or
+        (coordinator?(from, state) and coordinator_call?(request))
+
+    Stray.call(request, from, state, who(state), accepted?, &call/3)
+  end
+
+  @impl true
+  def handle_cast(request, state), do: Stray.cast(request, state, who(state))
+
+  defp who(state), do: "Synod hub children #{inspect(state.hub)} on #{node()}"
+
+  defp coordinator?({pid, _}, state), do: Process.whereis(state.hub) == pid
+  defp coordinator?(_from, _state), do: false
+
+  defp coordinator_call?({:start_batch, children}), do: is_list(children)
+  defp coordinator_call?({:stop_batch, ids}), do: is_list(ids)
+  defp coordinator_call?(request), do: request == :attach
+
+  defp call(:attach, {pid, _}, state) do
+    tables =
+      case state.tables do
+        %{registry: registry, meta: meta} ->
+          for tab <- [registry, meta], do: :ets.give_away(tab, pid, :synod_adopted)
+          {registry, meta}
+
+        _ ->
+          nil
+      end
+
+    children = for {id, {child, spec}} <- state.ids, do: {id, child, spec}
+    {:reply, {state.token, tables, children}, %{state | tables: %{}}}
+  end
+
+  defp call({:start_batch, children}, _from, state) do
     {results, ids, pids} = start_all(children, state.ids, state.pids, [])
     {:reply, results, %{state | ids: ids, pids: pids}}
   end
 
-  def handle_call({:stop_batch, ids}, _from, state) do
+  defp call({:stop_batch, ids}, _from, state) do
     results =
       for id <- ids do
         case state.ids do
@@ -104,13 +160,13 @@ defmodule Synod.Hub.Children do
       state
       | ids: Map.drop(state.ids, found),
         pids: Map.drop(state.pids, stopped_pids),
-        retrying: Enum.reduce(ids, state.retrying, &MapSet.delete(&2, &1))
+        retrying: Map.drop(state.retrying, ids)
     }
 
     {:reply, results, state}
   end
 
-  def handle_call(:which_children, _from, state) do
+  defp call(:which_children, _from, state) do
     children =
       for {_id, {pid, spec}} <- state.ids do
         {_mfa, _restart, _shutdown, type, modules} = Spec.child_info(spec)
@@ -120,7 +176,7 @@ defmodule Synod.Hub.Children do
     {:reply, children, state}
   end
 
-  def handle_call(:count_children, _from, state) do
+  defp call(:count_children, _from, state) do
     supervisors =
       Enum.count(state.ids, fn {_, {_, spec}} -> elem(Spec.child_info(spec), 3) == :supervisor end)
 
@@ -143,17 +199,25 @@ defmodule Synod.Hub.Children do
     end
   end
 
-  def handle_info({:synod_restart, id, old_pid, spec, reason}, state) do
+  def handle_info({:synod_restart, token, id}, %{token: token} = state) do
     # a restart that failed before: try again (it counts again), unless the
     # child was stopped or started anew meanwhile
-    if MapSet.member?(state.retrying, id) and not Map.has_key?(state.ids, id),
-      do:
-        restart(%{state | retrying: MapSet.delete(state.retrying, id)}, id, old_pid, spec, reason),
-      else: {:noreply, %{state | retrying: MapSet.delete(state.retrying, id)}}
+    case Map.pop(state.retrying, id) do
+      {{old_pid, spec, reason}, retrying} when not is_map_key(state.ids, id) ->
+        restart(%{state | retrying: retrying}, id, old_pid, spec, reason)
+
+      {_, retrying} ->
+        {:noreply, %{state | retrying: retrying}}
+    end
   end
 
+  # The coordinator died: keep its tables for the next one.
+  def handle_info({:"ETS-TRANSFER", tab, _from, {:synod_table, kind}}, state)
+      when kind in [:registry, :meta],
+      do: {:noreply, %{state | tables: Map.put(state.tables, kind, tab)}}
+
   def handle_info(message, state) do
-    Logger.debug("Synod hub children #{inspect(state.hub)} ignored #{inspect(message)}")
+    Stray.ignored(who(state), :message, message)
     {:noreply, state}
   end
 
@@ -254,14 +318,14 @@ defmodule Synod.Hub.Children do
             "Synod hub #{inspect(state.hub)}: restarting #{inspect(id)} failed (#{inspect(error)}); trying again"
           )
 
-          send(self(), {:synod_restart, id, old_pid, spec, reason})
-          {:noreply, %{state | retrying: MapSet.put(state.retrying, id)}}
+          send(self(), {:synod_restart, state.token, id})
+          {:noreply, %{state | retrying: Map.put(state.retrying, id, {old_pid, spec, reason})}}
       end
     end
   end
 
   defp notify(state, id, old_pid, reason, new_pid),
-    do: send(state.hub, {:synod_child_exit, id, old_pid, reason, new_pid})
+    do: send(state.hub, {:synod_child_exit, state.token, id, old_pid, reason, new_pid})
 
   # ── stopping ─────────────────────────────────────────────────────────────
 

@@ -19,10 +19,22 @@ defmodule Synod.Hub.Coordinator do
   use GenServer
   require Logger
 
-  alias Synod.Hub.{Children, Placement}
+  alias Synod.Hub.{Children, EventQueue, Membership, Placement, Protocol, Registry, Stray}
   alias Synod.Ring
 
   @migration_timeout 30_000
+  # How long a member that lost a peer's coordinator while the peer's node
+  # stays connected waits for its successor (which adopts the children
+  # there) before it counts the peer as gone; and how long a coordinator
+  # that adopted waits for the members it knew to answer its hello.
+  @peer_restart_grace 5_000
+  # Tombstones (docs/hub.md, "Stops") are swept this often, and dropped once
+  # this old while every member ever known is connected.
+  @sweep_every 10_000
+  @tomb_keep 60_000
+  # A stop request finding a copy that a tombstone stopped this recently
+  # answers with that copy (the request and the tombstone raced).
+  @tomb_answer_window 5_000
 
   # ── lifecycle ────────────────────────────────────────────────────────────
 
@@ -36,10 +48,10 @@ defmodule Synod.Hub.Coordinator do
     Process.flag(:trap_exit, true)
     Process.flag(:message_queue_data, :off_heap)
     hub = cfg.name
-    # :compressed keeps a row near 160 bytes (see docs/hub.md, "Memory").
-    registry = :ets.new(:synod_registry, [:set, :protected, :compressed, read_concurrency: true])
-    meta = :ets.new(:synod_meta, [:set, :protected, read_concurrency: true])
-    :persistent_term.put({Synod.Hub, hub}, {registry, meta})
+    sup = Process.whereis(Synod.Hub.Supervisor.children_name(hub))
+    # The children's supervisor outlives this process: it holds the tables
+    # of a predecessor that crashed, and every child that runs here.
+    {token, tables, local} = Children.attach(sup)
     :ok = :net_kernel.monitor_nodes(true)
 
     state = %{
@@ -51,85 +63,250 @@ defmodule Synod.Hub.Coordinator do
         {cfg.replication_factor, cfg.replication_model,
          Keyword.get(cfg.ring, :vnodes, :synod_ring.default_vnodes()),
          Keyword.get(cfg.ring, :seed, :synod_ring.default_seed()), cfg.partition_strategy},
-      sup: Process.whereis(Synod.Hub.Supervisor.children_name(hub)),
-      registry: registry,
-      meta: meta,
+      sup: sup,
+      token: token,
+      registry: nil,
+      meta: nil,
+      # node => {coordinator pid, monitor}, or {nil, nil} while waiting for
+      # a restarted coordinator (`restarting` holds its timer)
       peers: %{},
+      restarting: %{},
       known: MapSet.new([node()]),
       ring: nil,
       partitioned: false,
       subs: %{},
       migrations: %{},
       migrating: MapSet.new(),
-      queue: :queue.new()
+      queue: EventQueue.new(),
+      # hybrid clock (µs): incarnations of starts, stamps of stops
+      clock: 0,
+      # whether any tombstone may exist (skips the lookups when not)
+      tombs: false,
+      # healed, waiting for a sync before reconciling (apply_membership/2)
+      healing: false
     }
 
-    state = apply_membership(state, nil)
-    :ets.insert(meta, {:config, cfg})
+    Process.send_after(self(), {:synod_sweep, token}, @sweep_every)
+
+    state =
+      case tables do
+        nil -> fresh(state)
+        {registry, meta} -> adopt(state, registry, meta, local)
+      end
+
     for node <- Node.list(), do: send({hub, node}, hello(state, :synod_hello))
     {:ok, state}
   end
 
+  defp fresh(state) do
+    heir = fn kind -> {:heir, state.sup, {:synod_table, kind}} end
+
+    # :compressed keeps a row near 160 bytes (see docs/hub.md, "Memory").
+    registry =
+      :ets.new(:synod_registry, [
+        :set,
+        :protected,
+        :compressed,
+        heir.(:registry),
+        read_concurrency: true
+      ])
+
+    meta = :ets.new(:synod_meta, [:set, :protected, heir.(:meta), read_concurrency: true])
+    :ets.insert(meta, [{:config, state.cfg}, {:subs, %{}}])
+    :persistent_term.put({Synod.Hub, state.hub}, {registry, meta})
+    apply_membership(%{state | registry: registry, meta: meta}, nil)
+  end
+
+  # A predecessor crashed: its tables (which every reader kept using) and
+  # the children running here are still there. The rows of this node are
+  # rebuilt from the children; the other members' rows are kept until each
+  # member's sync replaces them (add_peer/3). The members it knew are
+  # awaited, not forgotten: the ring does not change, so nothing moves.
+  defp adopt(state, registry, meta, local) do
+    for {tab, kind} <- [{registry, :registry}, {meta, :meta}],
+        do: :ets.setopts(tab, {:heir, state.sup, {:synod_table, kind}})
+
+    adopt_local_rows(registry, state.me, local)
+    {awaited, gone} = Membership.after_restart(meta_get(meta, :members), state.me, Node.list())
+
+    subs =
+      Map.new(meta_get(meta, :subs), fn {pid, {_, ids}} -> {pid, {Process.monitor(pid), ids}} end)
+
+    state = %{
+      state
+      | registry: registry,
+        meta: meta,
+        known: meta_get(meta, :known),
+        partitioned: meta_get(meta, :partitioned),
+        ring: meta_get(meta, :ring),
+        subs: subs,
+        tombs: any_tombstones?(meta)
+    }
+
+    Logger.warning(
+      "#{who(state)} restarted: adopted #{length(local)} children, waiting for #{length(awaited)} members"
+    )
+
+    state = Enum.reduce(awaited, state, &await_peer(&2, &1, :nodedown))
+
+    # Members whose node went away meanwhile are gone (their children move).
+    case gone do
+      [] ->
+        state
+
+      gone ->
+        Enum.each(gone, &drop_node_pids(registry, &1))
+        state = Enum.reduce(gone, state, &emit(&2, :member_left, {&1, :nodedown}))
+        apply_membership(state, state.ring)
+    end
+  end
+
+  defp adopt_local_rows(registry, me, local) do
+    running = Map.new(local, fn {id, pid, spec} -> {id, {pid, spec}} end)
+
+    {changed, seen} =
+      :ets.foldl(
+        fn {id, spec, meta, pids} = row, {changed, seen} ->
+          mine = local_pid(pids, me)
+
+          case running do
+            %{^id => {^mine, _}} ->
+              {changed, [id | seen]}
+
+            %{^id => {pid, _}} ->
+              {[{id, spec, meta, [pid | List.delete(pids, mine)]} | changed], [id | seen]}
+
+            _ when mine == nil ->
+              {changed, seen}
+
+            _ ->
+              {[put_elem(row, 3, List.delete(pids, mine)) | changed], seen}
+          end
+        end,
+        {[], []},
+        registry
+      )
+
+    new = for {id, {pid, spec}} <- Map.drop(running, seen), do: {id, spec, nil, [pid]}
+    :ets.insert(registry, changed ++ new)
+  end
+
+  defp meta_get(meta, key), do: :ets.lookup_element(meta, key, 2)
+
+  # Only a hub that stops says goodbye: a coordinator that crashed is
+  # restarted and adopts the children, and its peers wait for it.
   @impl true
-  def terminate(_reason, state) do
-    for {node, _} <- state.peers, do: send({state.hub, node}, {:synod_bye, state.me})
-    :persistent_term.erase({Synod.Hub, state.hub})
+  def terminate(reason, state) do
+    if reason in [:normal, :shutdown] or match?({:shutdown, _}, reason) do
+      for {node, _} <- state.peers, do: send({state.hub, node}, {:synod_bye, state.me})
+      :persistent_term.erase({Synod.Hub, state.hub})
+    end
+
     :ok
   end
 
   # ── calls (also the plain-term protocol for external callers) ───────────
 
+  # Every call and message is checked against docs/protocol.md first: what
+  # does not fit is stray input (answered or dropped, logged rate-limited),
+  # never a crash halfway through handling it.
   @impl true
-  def handle_call(:synod_barrier, _from, state), do: {:reply, :ok, state}
+  def handle_call(request, from, state) do
+    state = follow_node_name(state)
+    Stray.call(request, from, state, who(state), Protocol.call?(request), &call/3)
+  end
 
-  def handle_call({:synod_dispatch_event, id, data, discard}, _from, state) do
+  @impl true
+  def handle_cast(request, state), do: Stray.cast(request, state, who(state))
+
+  @impl true
+  def handle_info(message, state) do
+    state = follow_node_name(state)
+
+    if Protocol.message?(message) do
+      info(message, state)
+    else
+      Stray.ignored(who(state), :message, message)
+      {:noreply, state}
+    end
+  end
+
+  defp who(state), do: "Synod hub #{inspect(state.hub)} on #{state.me}"
+
+  # A hub may start before its node is distributed (or see distribution
+  # stop and start again): this node's name changes under it. Its own pids
+  # already carry the new name; the ring, the members it has known and the
+  # peers follow, and it says hello to the nodes now connected.
+  defp follow_node_name(%{me: me} = state) do
+    case node() do
+      ^me ->
+        state
+
+      name ->
+        known = Membership.rename(state.known, me, name)
+        state = apply_membership(%{state | me: name, known: known}, state.ring)
+        for node <- Node.list(), do: send({state.hub, node}, hello(state, :synod_hello))
+        state
+    end
+  end
+
+  defp call(:synod_barrier, _from, state), do: {:reply, :ok, state}
+
+  defp call({:synod_dispatch_event, id, data, discard}, _from, state) do
     {answer, state} = enqueue_event(state, id, data, discard)
     {:reply, {:ok, answer}, state}
   end
 
-  def handle_call({:synod_subscribe, pid, ids}, _from, state) do
+  defp call({:synod_subscribe, pid, ids}, _from, state) do
     subs =
       case state.subs do
         %{^pid => {mref, _}} -> Map.put(state.subs, pid, {mref, ids})
         subs -> Map.put(subs, pid, {Process.monitor(pid), ids})
       end
 
-    {:reply, :ok, %{state | subs: subs}}
+    {:reply, :ok, put_subs(state, subs)}
   end
 
-  def handle_call({:synod_unsubscribe, pid}, _from, state) do
+  defp call({:synod_unsubscribe, pid}, _from, state) do
     case Map.pop(state.subs, pid) do
       {nil, _} ->
         {:reply, :ok, state}
 
       {{mref, _}, subs} ->
         Process.demonitor(mref, [:flush])
-        {:reply, :ok, %{state | subs: subs}}
+        {:reply, :ok, put_subs(state, subs)}
     end
   end
 
-  def handle_call({:start_children, entries}, _from, state) when is_list(entries) do
+  defp call({:start_children, entries}, _from, state) do
     {state, results} = handle_start(state, make_ref(), [], entries, [])
     {:reply, {:ok, results}, state}
   end
 
-  def handle_call({:stop_children, ids}, _from, state) when is_list(ids) do
-    {state, results} = handle_stop(state, make_ref(), [], ids)
+  defp call({:stop_children, ids}, _from, state) do
+    {state, results} = handle_stop(state, make_ref(), [], ids, [])
     {:reply, {:ok, results}, state}
   end
 
-  def handle_call(:members, _from, state), do: {:reply, {:ok, members(state)}, state}
+  defp call(:members, _from, state), do: {:reply, {:ok, members(state)}, state}
 
   # The handshake's Config tuple, for non-members that place children (the
   # C node needs the replication model to tell each replica its mode).
-  def handle_call(:config, _from, state), do: {:reply, {:ok, state.hash}, state}
+  defp call(:config, _from, state), do: {:reply, {:ok, state.hash}, state}
 
-  def handle_call(:ring_info, _from, state) do
+  defp call(:ring_info, _from, state) do
     info = Ring.info(state.ring)
     {:reply, {:ok, members(state), info.vnodes, info.seed, state.cfg.replication_factor}, state}
   end
 
-  def handle_call({:whereis, id}, _from, state) do
+  # `[{id, [pid]}]` for the ids this node's registry holds (for callers on
+  # client nodes, Synod.Hub.Caller).
+  defp call({:synod_locate, ids}, _from, state) do
+    found = for id <- ids, [{_, _, _, pids}] <- [:ets.lookup(state.registry, id)], do: {id, pids}
+    {:reply, {:ok, found}, state}
+  end
+
+  defp call({:whereis, id}, _from, state) do
     pids =
       case :ets.lookup(state.registry, id) do
         [{_, _, _, pids}] -> pids
@@ -141,23 +318,23 @@ defmodule Synod.Hub.Coordinator do
 
   # ── requests ─────────────────────────────────────────────────────────────
 
-  @impl true
-  def handle_info({:synod_start, ref, reply_to, entries, opts}, state) do
+  defp info({:synod_start, ref, reply_to, entries, opts}, state) do
     {state, _} = handle_start(state, ref, reply_to, entries, opts)
     after_batch(entries)
     {:noreply, state}
   end
 
-  def handle_info({:synod_stop, ref, reply_to, ids, _opts}, state) do
-    {state, _} = handle_stop(state, ref, reply_to, ids)
+  defp info({:synod_stop, ref, reply_to, ids, opts}, state) do
+    {state, _} = handle_stop(state, ref, reply_to, ids, opts)
     after_batch(ids)
     {:noreply, state}
   end
 
   # ── registry sync between members ────────────────────────────────────────
 
-  def handle_info({:synod_registered, from, entries, replies}, state) do
+  defp info({:synod_registered, from, entries, replies}, state) do
     if Map.has_key?(state.peers, from) do
+      entries = live(state, entries)
       rows = put_pids(state.registry, entries)
       deliver_replies(replies, from)
       state = emit_started(state, from, entries)
@@ -170,31 +347,52 @@ defmodule Synod.Hub.Coordinator do
     end
   end
 
-  def handle_info({:synod_orphans, from, orphans}, state) do
+  defp info({:synod_sync, from, entries, orphans, tombstones}, state) do
     if Map.has_key?(state.peers, from) do
-      rows =
-        for {id, spec, meta} <- orphans, :ets.insert_new(state.registry, {id, spec, meta, []}) do
-          {id, spec, meta, []}
-        end
-
-      {:noreply, reconcile(state, rows, nil)}
+      state = apply_tombstones(state, tombstones)
+      {:noreply, apply_sync(state, from, live(state, entries), live(state, orphans))}
     else
       {:noreply, state}
     end
   end
 
-  def handle_info({:synod_unregistered, from, stopped, reason, replies}, state) do
+  defp info({:synod_tombstones, from, tombstones}, state) do
+    if Map.has_key?(state.peers, from),
+      do: {:noreply, apply_tombstones(state, tombstones)},
+      else: {:noreply, state}
+  end
+
+  defp info({:synod_sweep, token}, %{token: token} = state) do
+    Process.send_after(self(), {:synod_sweep, token}, @sweep_every)
+    {:noreply, sweep_tombstones(state)}
+  end
+
+  defp info({:synod_orphans, from, orphans}, state) do
+    if Map.has_key?(state.peers, from) do
+      {:noreply, reconcile(state, add_orphans(state.registry, live(state, orphans)), nil)}
+    else
+      {:noreply, state}
+    end
+  end
+
+  defp info({:synod_unregistered, from, stopped, reason, replies}, state) do
     state =
       if Map.has_key?(state.peers, from) do
         rows =
           for {id, pid} <- stopped, row = remove_pid(state.registry, id, pid, reason), do: row
 
         state = if stopped != [], do: emit(state, :children_stopped, {from, stopped}), else: state
-        # A copy that moves or is suspended must run again somewhere: every
-        # member looks at the row again, as for any other change to it. (Not
-        # for `:stopped`: the other copies of a stopped child are being
-        # stopped too, and an owner must not restart it.)
-        if reason == :stopped, do: state, else: reconcile(state, rows, nil)
+
+        case reason do
+          # A stop request: the child is stopped everywhere, for good.
+          {:stopped, t} -> apply_tombstones(state, for({id, _} <- stopped, do: {id, t}))
+          # The other copies of a child that exited are going too: an owner
+          # must not restart it.
+          :stopped -> state
+          # A copy that moves or is suspended must run again somewhere: every
+          # member looks at the row again, as for any other change to it.
+          _ -> reconcile(state, rows, nil)
+        end
       else
         state
       end
@@ -205,51 +403,61 @@ defmodule Synod.Hub.Coordinator do
 
   # ── membership ───────────────────────────────────────────────────────────
 
-  def handle_info({:synod_hello, node, pid, hash}, state) do
+  # (A coordinator never counts itself: a hello it sent to its own node's
+  # name before distribution came up may come back to it.)
+  defp info({tag, node, _pid, _hash}, %{me: node} = state)
+       when tag in [:synod_hello, :synod_welcome],
+       do: {:noreply, state}
+
+  defp info({:synod_hello, node, pid, hash}, state) do
     if hash == state.hash do
       send(pid, hello(state, :synod_welcome))
       {:noreply, add_peer(state, node, pid)}
     else
-      Logger.error(
-        "Synod hub #{inspect(state.hub)}: #{node} runs it with a different configuration; ignored"
-      )
+      Stray.warn("#{who(state)}: #{node} runs it with a different configuration; ignored")
 
       {:noreply, state}
     end
   end
 
-  def handle_info({:synod_welcome, node, pid, hash}, state) do
+  defp info({:synod_welcome, node, pid, hash}, state) do
     if hash == state.hash, do: {:noreply, add_peer(state, node, pid)}, else: {:noreply, state}
   end
 
-  def handle_info({:synod_bye, node}, state) do
+  defp info({:synod_bye, node}, state) do
     state = %{state | known: MapSet.delete(state.known, node)}
     {:noreply, remove_peer(state, node, :hub_stopped)}
   end
 
-  def handle_info({:nodeup, node}, state) do
+  defp info({:nodeup, node}, state) do
     send({state.hub, node}, hello(state, :synod_hello))
     {:noreply, state}
   end
 
-  def handle_info({:nodedown, node}, state), do: {:noreply, remove_peer(state, node, :nodedown)}
+  defp info({:nodedown, node}, state), do: {:noreply, remove_peer(state, node, :nodedown)}
 
-  def handle_info({:DOWN, mref, :process, pid, reason}, state) do
+  defp info({:DOWN, mref, :process, pid, reason}, state) do
     cond do
       match?(%{^pid => {^mref, _}}, state.subs) ->
-        {:noreply, %{state | subs: Map.delete(state.subs, pid)}}
+        {:noreply, put_subs(state, Map.delete(state.subs, pid))}
 
       true ->
         case Enum.find(state.peers, fn {_, {p, m}} -> p == pid and m == mref end) do
-          {node, _} ->
-            why = if reason in [:noconnection, :noproc], do: :nodedown, else: {:hub_down, reason}
-            {:noreply, remove_peer(state, node, why)}
-
-          nil ->
-            {:noreply, state}
+          {node, _} -> {:noreply, peer_down(state, node, reason)}
+          nil -> {:noreply, state}
         end
     end
   end
+
+  defp info({:synod_peer_timeout, ref}, state) do
+    case Enum.find(state.restarting, fn {_, {r, _}} -> r == ref end) do
+      {node, {_, why}} -> {:noreply, remove_peer(state, node, why)}
+      nil -> {:noreply, state}
+    end
+  end
+
+  # Tables handed over by the children's supervisor (adopt/4).
+  defp info({:"ETS-TRANSFER", _tab, _from, :synod_adopted}, state), do: {:noreply, state}
 
   # ── children of this node ────────────────────────────────────────────────
 
@@ -257,7 +465,7 @@ defmodule Synod.Hub.Coordinator do
   # with a new pid when it restarted the child, nil when it did not. An exit
   # of a pid the registry no longer names as this node's copy (the
   # coordinator stopped or replaced it since) changes nothing.
-  def handle_info({:synod_child_exit, id, pid, _reason, new_pid}, state) do
+  defp info({:synod_child_exit, token, id, pid, _reason, new_pid}, %{token: token} = state) do
     case :ets.lookup(state.registry, id) do
       [{_, _, _, pids} = row] ->
         if local_pid(pids, state.me) == pid,
@@ -271,7 +479,7 @@ defmodule Synod.Hub.Coordinator do
 
   # ── migrations started by this node ──────────────────────────────────────
 
-  def handle_info({:synod_results, ref, target, results}, state) do
+  defp info({:synod_results, ref, target, results}, state) do
     case Map.pop(state.migrations, ref) do
       {nil, _} ->
         {:noreply, state}
@@ -304,7 +512,7 @@ defmodule Synod.Hub.Coordinator do
     end
   end
 
-  def handle_info({:synod_handover_done, ref, target, moved}, state) do
+  defp info({:synod_handover_done, ref, target, moved}, state) do
     case Map.pop(state.migrations, ref) do
       {nil, _} ->
         {:noreply, state}
@@ -322,7 +530,7 @@ defmodule Synod.Hub.Coordinator do
     end
   end
 
-  def handle_info({:synod_migration_timeout, ref}, state) do
+  defp info({:synod_migration_timeout, ref}, state) do
     case Map.pop(state.migrations, ref) do
       {nil, _} ->
         {:noreply, state}
@@ -339,16 +547,14 @@ defmodule Synod.Hub.Coordinator do
 
   # ── events ───────────────────────────────────────────────────────────────
 
-  def handle_info({:synod_event, id, data, discard}, state) do
+  defp info({:synod_event, id, data, discard}, state) do
     {_, state} = enqueue_event(state, id, data, discard)
     {:noreply, state}
   end
 
-  def handle_info({:EXIT, _pid, reason}, state) when reason in [:normal], do: {:noreply, state}
-  def handle_info({:EXIT, _pid, reason}, state), do: {:stop, reason, state}
-
-  def handle_info(message, state) do
-    Logger.debug("Synod hub #{inspect(state.hub)} ignored #{inspect(message)}")
+  # Well-formed, but not for this process (a notice with another token).
+  defp info(message, state) do
+    Stray.ignored(who(state), :message, message)
     {:noreply, state}
   end
 
@@ -362,23 +568,52 @@ defmodule Synod.Hub.Coordinator do
     :ok
   end
 
-  defp handle_start(state, ref, reply_to, entries, _opts) do
+  # A start from a client is a new incarnation of each child; one from a
+  # member (`migration: true`) moves an existing one, refused as `:stopped`
+  # when a stop came first.
+  defp handle_start(state, ref, reply_to, entries, opts) do
     if state.partitioned do
       results = for {id, _, _, _} <- entries, do: {id, {:error, :partitioned}}
-      route_replies(state, ref, reply_to, results, [], :registered)
+      route_replies(state, {ref, reply_to, opts}, results, [], :registered)
       {state, results}
     else
-      {state, results, rows, started} = start_local(state, entries)
-      route_replies(state, ref, reply_to, results, started, :registered)
+      kind = if :proplists.get_bool(:migration, opts), do: :member, else: :client
+      {state, results, rows, started} = start_local(state, entries, kind)
+      route_replies(state, {ref, reply_to, opts}, results, started, :registered)
       state = emit_started(state, state.me, started)
       # A requester with a stale ring may have sent us children we do not own.
       {reconcile(state, rows, nil), results}
     end
   end
 
-  defp handle_stop(state, ref, reply_to, ids) do
-    {state, results, stopped} = stop_local(state, ids, :stopped)
-    route_replies(state, ref, reply_to, results, stopped, :unregistered)
+  # A stop is recorded before anything else: a tombstone per id, stamped
+  # now, which every member keeps and compares before it re-creates a row
+  # or starts a copy (docs/hub.md, "Stops"). Ids with no copy here are
+  # recorded too, and sent to every member, in case a copy is on its way.
+  # A minority under :majority refuses, as it refuses starts.
+  defp handle_stop(%{partitioned: true} = state, ref, reply_to, ids, opts) do
+    results = for id <- ids, do: {id, {:error, :partitioned}}
+    route_replies(state, {ref, reply_to, opts}, results, [], :unregistered)
+    {state, results}
+  end
+
+  defp handle_stop(state, ref, reply_to, ids, opts) do
+    {t, state} = tick(state)
+    {state, results, stopped} = stop_local(state, ids, {:stopped, t})
+    # A copy another member's tombstone stopped a moment ago counts as
+    # stopped by this request (the other copies' stops travel faster).
+    results = Enum.map(results, &stopped_by_tombstone(state, &1))
+    state = put_tombstones(state, for(id <- ids, do: {id, t}), Map.new(ids, &{&1, nil}))
+    absent = for {id, {:error, :not_found}} <- results, do: {id, t}
+
+    if absent != [] do
+      for {id, _} <- absent, do: :ets.delete(state.registry, id)
+
+      for {node, _} <- state.peers,
+          do: send({state.hub, node}, {:synod_tombstones, state.me, absent})
+    end
+
+    route_replies(state, {ref, reply_to, opts}, results, stopped, {:unregistered, {:stopped, t}})
     state = if stopped != [], do: emit(state, :children_stopped, {state.me, stopped}), else: state
     {state, results}
   end
@@ -388,34 +623,58 @@ defmodule Synod.Hub.Coordinator do
   # Returns the answers in order, and for the children it started their rows
   # as now stored and their registry entries `{id, spec, meta, pid}`.
   # The starts themselves are one call to this node's supervisor.
-  defp start_local(state, entries) do
+  #
+  # `kind` :client stamps each child with the request's incarnation (the
+  # caller's, unless it is missing or not above a tombstone of the id: a
+  # start after a stop is a new incarnation); :member keeps the
+  # incarnation the entry carries and refuses a stopped one.
+  defp start_local(state, entries, kind) do
     %{registry: registry, me: me} = state
+    {now, state} = tick(state)
 
     # what runs already, and what to start (with the row's other copies)
-    plan =
-      for {id, spec, meta, mode} <- entries do
+    {plan, newest} =
+      Enum.map_reduce(entries, 0, fn {id, spec, slot, mode}, newest ->
+        inc = Registry.inc(slot)
+        stopped = tombstone(state, id)
+
         others =
           case :ets.lookup(registry, id) do
             [] -> []
             [{_, _, _, pids}] -> pids
           end
 
-        case local_pid(others, me) do
-          nil -> {:start, id, spec, meta, mode, others}
-          pid -> {:running, id, pid}
-        end
-      end
+        step =
+          cond do
+            kind == :member and stopped != nil and inc <= stopped ->
+              {:stopped, id}
+
+            local_pid(others, me) != nil ->
+              {:running, id, local_pid(others, me)}
+
+            kind == :client and (inc == 0 or (stopped != nil and inc <= stopped)) ->
+              {:start, id, spec, Registry.with_inc(slot, now), mode, others}
+
+            true ->
+              {:start, id, spec, slot, mode, others}
+          end
+
+        {step, max(newest, inc)}
+      end)
 
     answers =
       Children.start_batch(state.sup, for({:start, id, spec, _, _, _} <- plan, do: {id, spec}))
 
     {results, rows, started} = merge_starts(plan, answers, state, [], [], [])
     :ets.insert(registry, rows)
-    {state, results, rows, started}
+    {observe(state, newest), results, rows, started}
   end
 
   defp merge_starts([{:running, id, pid} | plan], answers, state, results, rows, started),
     do: merge_starts(plan, answers, state, [{id, {:ok, pid}} | results], rows, started)
+
+  defp merge_starts([{:stopped, id} | plan], answers, state, results, rows, started),
+    do: merge_starts(plan, answers, state, [{id, {:error, :stopped}} | results], rows, started)
 
   defp merge_starts(
          [{:start, id, spec, meta, mode, others} | plan],
@@ -451,9 +710,10 @@ defmodule Synod.Hub.Coordinator do
   defp tell_mode(%{cfg: %{replication_factor: 1}}, _pid, _mode), do: :ok
   defp tell_mode(state, pid, mode), do: send(pid, {:synod_mode, state.hub, mode})
 
-  # Stops local copies. `reason` says what the other members do with the
-  # row once no copy is left: :stopped deletes it, :migrating and
-  # :suspended keep it (the child must run again somewhere). The stops are
+  # Stops local copies. `reason` says what becomes of the row: a stop
+  # request ({:stopped, t}) deletes it, :stopped deletes it once no copy is
+  # left, :migrating and :suspended keep it (the child must run again
+  # somewhere). The stops are
   # one call to this node's supervisor, which stops whichever incarnation
   # of each child runs now (a restart it has not told us about yet included).
   defp stop_local(state, ids, reason) do
@@ -481,7 +741,7 @@ defmodule Synod.Hub.Coordinator do
           {{id, {:error, :not_found}}, stopped}
 
         {:stop, id, spec, meta, pid, rest}, stopped ->
-          if rest != [] or reason != :stopped,
+          if keep_row?(reason, rest),
             do: :ets.insert(registry, {id, spec, meta, rest}),
             else: :ets.delete(registry, id)
 
@@ -489,6 +749,127 @@ defmodule Synod.Hub.Coordinator do
       end)
 
     {state, results, Enum.reverse(stopped)}
+  end
+
+  defp keep_row?({:stopped, _t}, _rest), do: false
+  defp keep_row?(:stopped, rest), do: rest != []
+  defp keep_row?(_moving, _rest), do: true
+
+  # ── stops that hold: the clock and the tombstones ───────────────────────
+
+  # A hybrid clock: microseconds, never backwards, and past every stamp
+  # this node has seen, so a stop here is later than every start it knew.
+  defp tick(state) do
+    t = max(System.os_time(:microsecond), state.clock + 1)
+    {t, %{state | clock: t}}
+  end
+
+  defp observe(state, t), do: if(t > state.clock, do: %{state | clock: t}, else: state)
+
+  # Tombstones live in the meta table (so a restarted coordinator keeps
+  # them) as {{:tomb, id}, t, recorded_at_ms, pid | nil}: the stamp of the
+  # latest stop of `id`, and the local copy a tombstone stopped, if any.
+  defp tombstone(state, id) do
+    case tombstone_row(state, id) do
+      {_, t, _, _} -> t
+      nil -> nil
+    end
+  end
+
+  defp tombstone_row(%{tombs: false}, _id), do: nil
+
+  defp tombstone_row(state, id) do
+    case :ets.lookup(state.meta, {:tomb, id}) do
+      [row] -> row
+      [] -> nil
+    end
+  end
+
+  defp stopped_by_tombstone(state, {id, {:error, :not_found}} = result) do
+    now = System.monotonic_time(:millisecond)
+
+    case tombstone_row(state, id) do
+      {_, _, at, pid} when is_pid(pid) and now - at < @tomb_answer_window -> {id, {:ok, pid}}
+      _ -> result
+    end
+  end
+
+  defp stopped_by_tombstone(_state, result), do: result
+
+  defp any_tombstones?(meta),
+    do: :ets.select(meta, [{{{:tomb, :_}, :_, :_, :_}, [], [true]}], 1) != :"$end_of_table"
+
+  defp tombstones(meta),
+    do: :ets.select(meta, [{{{:tomb, :"$1"}, :"$2", :_, :_}, [], [{{:"$1", :"$2"}}]}])
+
+  # Records `[{id, t}]`, keeping the later stamp of each id, and for the ids
+  # in `stopped` (`%{id => pid | nil}`) the local copy these tombstones
+  # stopped (nil: none); other ids keep what was recorded.
+  defp put_tombstones(state, [], _stopped), do: state
+
+  defp put_tombstones(state, tombstones, stopped) do
+    now = System.monotonic_time(:millisecond)
+
+    rows =
+      for {id, t} <- tombstones,
+          row <- [tombstone_row(state, id)],
+          row == nil or elem(row, 1) < t or is_map_key(stopped, id) do
+        pid = Map.get(stopped, id, row && elem(row, 3))
+        {{:tomb, id}, max(t, (row && elem(row, 1)) || t), now, pid}
+      end
+
+    :ets.insert(state.meta, rows)
+    newest = Enum.reduce(tombstones, 0, fn {_, t}, acc -> max(t, acc) end)
+    observe(%{state | tombs: true}, newest)
+  end
+
+  # Entries, orphans or rows whose incarnation a tombstone covers are
+  # stopped children: dropped.
+  defp live(%{tombs: false}, list), do: list
+
+  defp live(state, list) do
+    Enum.reject(list, fn item ->
+      stopped = tombstone(state, elem(item, 0))
+      stopped != nil and Registry.inc(elem(item, 2)) <= stopped
+    end)
+  end
+
+  # Tombstones from another member: recorded, and every copy here and row
+  # they cover goes (a copy whose stop request never came here included).
+  defp apply_tombstones(state, []), do: state
+
+  defp apply_tombstones(state, tombstones) do
+    covered =
+      for {id, t} <- tombstones,
+          [{_, _, slot, pids}] <- [:ets.lookup(state.registry, id)],
+          Registry.inc(slot) <= t,
+          do: {id, local_pid(pids, state.me)}
+
+    doomed = for {id, pid} <- covered, pid != nil, do: id
+    {state, _results, stopped} = stop_local(state, doomed, :stopped)
+    state = put_tombstones(state, tombstones, Map.new(stopped))
+    for {id, _} <- covered, do: :ets.delete(state.registry, id)
+    broadcast_unregistered(state, stopped, :stopped, %{})
+    if stopped != [], do: emit(state, :children_stopped, {state.me, stopped}), else: state
+  end
+
+  # Tombstones are dropped once old, and only while every member this node
+  # has known is connected: a member cut off may still hold a copy or a row
+  # that its tombstone must meet when it comes back.
+  defp sweep_tombstones(%{tombs: false} = state), do: state
+
+  defp sweep_tombstones(state) do
+    if Membership.complete?(state.known, state.peers, state.restarting) do
+      cutoff = System.monotonic_time(:millisecond) - @tomb_keep
+
+      :ets.select_delete(state.meta, [
+        {{{:tomb, :_}, :_, :"$1", :_}, [{:<, :"$1", cutoff}], [true]}
+      ])
+
+      %{state | tombs: any_tombstones?(state.meta)}
+    else
+      state
+    end
   end
 
   # A local child exited by itself: restarted under `new_pid`, or gone.
@@ -511,22 +892,31 @@ defmodule Synod.Hub.Coordinator do
 
   # Respondents on a peer get their answer through that peer's coordinator,
   # after it has applied the registry change (so a caller that has its
-  # answer sees the child in its own node's registry). Others — this node,
-  # or nodes that are not members — get it directly.
-  defp route_replies(state, ref, reply_to, results, changes, kind) do
-    {via_peer, direct} =
-      Enum.split_with(reply_to, &(node(&1) != state.me and Map.has_key?(state.peers, node(&1))))
+  # answer sees the child in its own node's registry). Respondents on other
+  # nodes get it through the request's relay (`relay: node` in its options,
+  # a client node's member) when that is a peer, else directly, as do those
+  # on this node.
+  defp route_replies(state, {ref, reply_to, opts}, results, changes, kind) do
+    relay = :proplists.get_value(:relay, opts)
 
+    via =
+      Enum.group_by(reply_to, fn pid ->
+        cond do
+          node(pid) == state.me -> nil
+          Map.has_key?(state.peers, node(pid)) -> node(pid)
+          relay != state.me and is_map_key(state.peers, relay) -> relay
+          true -> nil
+        end
+      end)
+
+    {direct, via_peer} = Map.pop(via, nil, [])
     for pid <- direct, do: send(pid, {:synod_results, ref, state.me, results})
-
-    replies =
-      via_peer
-      |> Enum.group_by(&node/1)
-      |> Map.new(fn {node, pids} -> {node, [{ref, pids, results}]} end)
+    replies = Map.new(via_peer, fn {node, pids} -> {node, [{ref, pids, results}]} end)
 
     case kind do
       :registered -> broadcast_registered(state, changes, replies)
       :unregistered -> broadcast_unregistered(state, changes, :stopped, replies)
+      {:unregistered, why} -> broadcast_unregistered(state, changes, why, replies)
     end
   end
 
@@ -560,6 +950,47 @@ defmodule Synod.Hub.Coordinator do
         do: send(pid, {:synod_results, ref, from, results})
 
     :ok
+  end
+
+  # A peer's full picture (send_sync/2): what it runs replaces whatever this
+  # node believed runs there, and its rows without a copy are added when
+  # missing. Rows changed either way are reconciled; rows left with no copy
+  # (the peer's coordinator restarted without its children) also go to
+  # their owners as orphans.
+  defp apply_sync(state, from, entries, orphans) do
+    %{registry: registry} = state
+    announced = Map.new(entries, fn {id, _, _, pid} -> {id, pid} end)
+
+    # rows naming a copy on `from` that it no longer runs; copies it runs
+    # that this node knew already (after a restart: most of them)
+    {stale, known} =
+      :ets.foldl(
+        fn {id, spec, meta, pids}, {stale, known} ->
+          case Enum.find(pids, &(node(&1) == from)) do
+            nil -> {stale, known}
+            pid when :erlang.map_get(id, announced) == pid -> {stale, [id | known]}
+            pid -> {[{id, spec, meta, List.delete(pids, pid)} | stale], known}
+          end
+        end,
+        {[], []},
+        registry
+      )
+
+    :ets.insert(registry, stale)
+    rows = put_pids(registry, entries)
+    added = add_orphans(registry, orphans)
+    known = Map.from_keys(known, true)
+    state = emit_started(state, from, Enum.reject(entries, &is_map_key(known, elem(&1, 0))))
+    state = reconcile(state, stale ++ rows ++ added, nil)
+    if Enum.any?(stale, &(elem(&1, 3) == [])), do: send_orphans(state)
+    after_batch(entries)
+    finish_heal(state)
+  end
+
+  defp add_orphans(registry, orphans) do
+    for {id, spec, meta} <- orphans,
+        :ets.insert_new(registry, {id, spec, meta, []}),
+        do: {id, spec, meta, []}
   end
 
   # Records each `{id, spec, meta, pid}` as the copy of `id` on the pid's
@@ -646,9 +1077,20 @@ defmodule Synod.Hub.Coordinator do
       %{^node => {^pid, _}} ->
         state
 
-      %{^node => _} ->
-        # A new incarnation of a hub we still knew: its old one has gone.
-        state |> remove_peer(node, :restarted) |> add_peer(node, pid)
+      %{^node => {_old, mref}} ->
+        # A new coordinator of a member we still count (its predecessor
+        # crashed, or this one did and awaits it): it runs the same children
+        # or has adopted them, so the ring stays; its sync says what runs there.
+        if mref, do: Process.demonitor(mref, [:flush])
+
+        state = %{
+          state
+          | peers: Map.put(state.peers, node, {pid, Process.monitor(pid)}),
+            restarting: Map.delete(state.restarting, node)
+        }
+
+        send_sync(state, node)
+        state
 
       _ ->
         old_ring = state.ring
@@ -659,17 +1101,47 @@ defmodule Synod.Hub.Coordinator do
             known: MapSet.put(state.known, node)
         }
 
-        # Everything sent to the peer from now on follows this full picture:
-        # the children running here, and the children running nowhere (their
-        # copies are gone and the new member may be the owner to restart them).
-        send({state.hub, node}, {:synod_registered, state.me, local_entries(state), []})
-
-        orphans = orphans(state)
-
-        if orphans != [], do: send({state.hub, node}, {:synod_orphans, state.me, orphans})
+        send_sync(state, node)
         state = emit(state, :member_joined, node)
         apply_membership(state, old_ring)
     end
+  end
+
+  # Everything sent to a peer after it follows this full picture: the
+  # children running here (the receiver replaces whatever it believed runs
+  # here), and the children running nowhere (their copies are gone and the
+  # peer may be the owner that must restart them).
+  defp send_sync(state, node),
+    do:
+      send(
+        {state.hub, node},
+        {:synod_sync, state.me, local_entries(state), orphans(state), tombstones(state.meta)}
+      )
+
+  # The monitor on a peer's coordinator fired. A node that is gone is gone;
+  # a coordinator that died on a node still connected is being restarted by
+  # its supervisor and adopts its children: wait for it a while.
+  defp peer_down(state, node, reason) do
+    case Membership.on_down(reason, node in Node.list()) do
+      {:await, why} -> await_peer(state, node, why)
+      {:remove, why} -> remove_peer(state, node, why)
+    end
+  end
+
+  defp await_peer(state, node, why) do
+    ref = make_ref()
+    Process.send_after(self(), {:synod_peer_timeout, ref}, @peer_restart_grace)
+
+    %{
+      state
+      | peers: Map.put(state.peers, node, {nil, nil}),
+        restarting: Map.put(state.restarting, node, {ref, why})
+    }
+  end
+
+  defp put_subs(state, subs) do
+    :ets.insert(state.meta, {:subs, subs})
+    %{state | subs: subs}
   end
 
   defp remove_peer(state, node, reason) do
@@ -678,12 +1150,16 @@ defmodule Synod.Hub.Coordinator do
         state
 
       {{_pid, mref}, peers} ->
-        Process.demonitor(mref, [:flush])
+        if mref, do: Process.demonitor(mref, [:flush])
         old_ring = state.ring
-        state = state |> Map.put(:peers, peers) |> cancel_migrations_to(node)
+
+        state =
+          %{state | peers: peers, restarting: Map.delete(state.restarting, node)}
+          |> cancel_migrations_to(node)
+
         drop_node_pids(state.registry, node)
         state = emit(state, :member_left, {node, reason})
-        state = apply_membership(state, old_ring)
+        state = state |> apply_membership(old_ring) |> finish_heal()
         send_orphans(state)
         state
     end
@@ -758,29 +1234,39 @@ defmodule Synod.Hub.Coordinator do
     ring = Ring.new(members, state.cfg.ring)
     state = %{state | ring: ring}
 
-    minority? =
-      state.cfg.partition_strategy == :majority and
-        Placement.minority?(length(members), MapSet.size(state.known))
-
     state =
-      cond do
-        minority? and not state.partitioned -> suspend(state)
-        not minority? and state.partitioned -> heal(state)
-        true -> state
+      case Membership.transition(
+             state.cfg.partition_strategy,
+             members,
+             state.known,
+             state.partitioned
+           ) do
+        :suspend -> suspend(state)
+        :heal -> heal(state)
+        :none -> state
       end
 
     :ets.insert(state.meta, [
       {:members, members},
       {:ring, ring},
-      {:partitioned, state.partitioned}
+      {:partitioned, state.partitioned},
+      {:known, state.known}
     ])
 
-    if state.partitioned do
+    # A side that heals by meeting the majority again waits for that
+    # member's sync before it looks at its suspended rows: the sync brings
+    # the stops made meanwhile (finish_heal/1).
+    if state.partitioned or state.healing do
       state
     else
       reconcile(state, :ets.tab2list(state.registry), old_ring)
     end
   end
+
+  defp finish_heal(%{healing: true} = state),
+    do: reconcile(%{state | healing: false}, :ets.tab2list(state.registry), nil)
+
+  defp finish_heal(state), do: state
 
   defp suspend(state) do
     ids = for {id, _, _, _} <- local_entries(state), do: id
@@ -793,7 +1279,7 @@ defmodule Synod.Hub.Coordinator do
   end
 
   defp heal(state) do
-    state = %{state | partitioned: false}
+    state = %{state | partitioned: false, healing: true}
     :ets.insert(state.meta, {:partitioned, false})
     emit(state, :healed, members(state))
   end
@@ -861,7 +1347,7 @@ defmodule Synod.Hub.Coordinator do
          )}
       end
 
-    {state, _results, _rows, started} = start_local(state, entries)
+    {state, _results, _rows, started} = start_local(state, entries, :member)
     broadcast_registered(state, started, %{})
     emit_started(state, me, started)
   end
@@ -944,16 +1430,12 @@ defmodule Synod.Hub.Coordinator do
     emit(state, :children_migrated, data)
   end
 
-  # ── the event queue ──────────────────────────────────────────────────────
-
-  defp paused?(state), do: state.migrations != %{}
+  # ── the event queue (Synod.Hub.EventQueue decides) ─────────────────────
 
   defp enqueue_event(state, id, data, discard) do
-    cond do
-      not paused?(state) -> {:event_dispatched, deliver(state, id, data)}
-      discard -> {:event_discarded, state}
-      true -> {:event_queued, %{state | queue: :queue.in({id, data}, state.queue)}}
-    end
+    paused = state.migrations != %{}
+    {queue, answer, effects} = EventQueue.dispatch(state.queue, paused, id, data, discard)
+    {answer, deliver_all(%{state | queue: queue}, effects)}
   end
 
   defp emit(state, id, data) do
@@ -968,20 +1450,21 @@ defmodule Synod.Hub.Coordinator do
   defp emit_started(state, node, entries),
     do: emit(state, :children_started, {node, for({id, _, _, pid} <- entries, do: {id, pid})})
 
-  defp deliver(state, id, data) do
-    for {pid, {_, ids}} <- state.subs, ids == :all or id in ids do
-      send(pid, {:synod, state.hub, id, data})
-    end
+  defp deliver_all(state, effects) do
+    for {:deliver, id, data} <- effects,
+        {pid, {_, ids}} <- state.subs,
+        ids == :all or id in ids,
+        do: send(pid, {:synod, state.hub, id, data})
 
     state
   end
 
+  # The queue is paused exactly while migrations this node started are in
+  # flight; resuming it delivers what was queued.
+  defp maybe_resume(%{migrations: migrations} = state) when migrations != %{}, do: state
+
   defp maybe_resume(state) do
-    if paused?(state) do
-      state
-    else
-      for {id, data} <- :queue.to_list(state.queue), do: deliver(state, id, data)
-      %{state | queue: :queue.new()}
-    end
+    {queue, effects} = EventQueue.resume(state.queue)
+    deliver_all(%{state | queue: queue}, effects)
   end
 end

@@ -53,10 +53,15 @@ defmodule Synod.Hub.Options do
   defp hub_option!(:handover_timeout, t),
     do: bad(:handover_timeout, "must be a positive integer, got: #{inspect(t)}")
 
-  defp hub_option!(:partition_strategy, s) when s in [:divergence, :majority], do: s
-
-  defp hub_option!(:partition_strategy, s),
-    do: bad(:partition_strategy, "must be :divergence or :majority, got: #{inspect(s)}")
+  defp hub_option!(:partition_strategy, s) do
+    if Synod.Hub.PartitionStrategy.valid?(s),
+      do: s,
+      else:
+        bad(
+          :partition_strategy,
+          "must be :divergence, :majority or a module implementing Synod.Hub.PartitionStrategy, got: #{inspect(s)}"
+        )
+  end
 
   defp hub_option!(:ring, ring) when is_list(ring) do
     # Build a throwaway ring now so a bad :vnodes or :seed fails at start.
@@ -140,6 +145,38 @@ defmodule Synod.Hub.Options do
 
   def members!(m),
     do: bad(:members, "must be :global, :local, :external or a list of nodes, got: #{inspect(m)}")
+
+  @doc """
+  Options of `Synod.Dispatcher.dispatch_event/4`, as a keyword list or as
+  the map of the seed's API (`%{discard_event: true, members: ...}`):
+  `:discard` (or `:discard_event`, the same), `:members`, `:timeout`.
+  """
+  @spec event!(keyword() | map()) :: %{discard: boolean(), members: term(), timeout: timeout()}
+  def event!(opts) when is_map(opts), do: event!(Map.to_list(opts))
+
+  def event!(opts) do
+    keyword!(opts, "options")
+
+    Enum.reduce(opts, %{discard: false, members: :local, timeout: 5_000}, fn
+      {key, d}, acc when key in [:discard, :discard_event] and is_boolean(d) ->
+        %{acc | discard: d}
+
+      {key, d}, _acc when key in [:discard, :discard_event] ->
+        bad(key, "must be a boolean, got: #{inspect(d)}")
+
+      {:members, m}, acc ->
+        %{acc | members: members!(m)}
+
+      {:timeout, t}, acc when t == :infinity or (is_integer(t) and t >= 0) ->
+        %{acc | timeout: t}
+
+      {:timeout, t}, _acc ->
+        bad(:timeout, "must be a non-negative integer or :infinity, got: #{inspect(t)}")
+
+      {key, _}, _acc ->
+        raise ArgumentError, "unknown option #{inspect(key)}"
+    end)
+  end
 
   @doc false
   def keyword!(opts, what) do

@@ -12,6 +12,7 @@ defmodule Synod.Hub.Spec do
   @restarts [:permanent, :transient, :temporary]
   @types [:worker, :supervisor]
   @keys [:id, :start, :restart, :shutdown, :type, :modules, :significant]
+  @stored_keys [:start, :restart, :shutdown, :type, :modules]
 
   @doc """
   The ring key of a child id. Binaries and atoms are used as they are (so a C
@@ -122,6 +123,24 @@ defmodule Synod.Hub.Spec do
   defp drop_default(map, key, default) do
     if Map.get(map, key) == default, do: Map.delete(map, key), else: map
   end
+
+  @doc """
+  Whether a term is a stored spec (the compact form above) that
+  `child_info/1` reads: what a member checks before it starts a spec that
+  came in a message.
+  """
+  @spec stored?(term()) :: boolean()
+  def stored?({m, f, a}), do: mfa?({m, f, a})
+
+  def stored?(%{start: start} = spec) do
+    mfa?(start) and map_size(Map.drop(spec, @stored_keys)) == 0 and
+      Map.get(spec, :restart, :permanent) in @restarts and
+      Map.get(spec, :type, :worker) in @types and
+      shutdown?(Map.get(spec, :shutdown, 5_000)) and
+      is_list(Map.get(spec, :modules, []))
+  end
+
+  def stored?(_), do: false
 
   @doc "The restart policy of a stored spec."
   @spec restart(tuple() | map()) :: :permanent | :transient | :temporary

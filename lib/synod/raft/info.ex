@@ -4,9 +4,12 @@ defmodule Synod.Raft.Info do
   # `term/1` are answered without a message to the member: each member writes
   # its view (role, leader, term) on every change, readers look it up. A row
   # names the member's pid, and a row whose member is gone answers "no
-  # leader", so a crashed member never looks like a leader.
+  # leader", so a crashed member never looks like a leader. Every view's
+  # leader also feeds Synod.Raft.Router's cache (the member's leader watch).
 
   use GenServer
+
+  alias Synod.Raft.Router
 
   @table __MODULE__
 
@@ -18,8 +21,12 @@ defmodule Synod.Raft.Info do
     {:ok, nil}
   end
 
+  @doc "Records the member's view; its leader also goes to the node's leader cache."
   @spec put(atom(), pid(), map()) :: true
-  def put(group, pid, view), do: :ets.insert(@table, {group, pid, view})
+  def put(group, pid, view) do
+    if view.leader, do: Router.learn(group, view.leader), else: Router.forget(group)
+    :ets.insert(@table, {group, pid, view})
+  end
 
   @spec delete(atom(), pid()) :: true
   def delete(group, pid), do: :ets.match_delete(@table, {group, pid, :_})

@@ -10,7 +10,8 @@ defmodule Synod.Raft.KV do
     * `{:incr, key, by}` → the new integer value (a missing key counts as 0)
     * `{:cas, key, expected, new}` → `:ok` or `{:conflict, current}`
 
-  Read with `Synod.Raft.query(group, &Map.get(&1, key))`: the state is a map.
+  Read with `Synod.Raft.query(group, {Map, :get, [key]})` (or
+  `&Map.get(&1, key)` from compiled code): the state is a map.
   """
   @behaviour Synod.Raft.Machine
 

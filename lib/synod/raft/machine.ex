@@ -18,8 +18,9 @@ defmodule Synod.Raft.Machine do
       state; the driver takes one every `snapshot_every` applied entries,
       writes it to disk and compacts the log.
 
-  Queries (`Synod.Raft.query/3`) are plain functions of the state, run on
-  the member after a read-index round (linearizable) or at once (`:stale`).
+  Queries (`Synod.Raft.query/3`) are plain functions of the state, or
+  `{module, function, args}` called with the state first, run on the
+  member after a read-index round (linearizable) or at once (`:stale`).
   """
 
   @typedoc "Where a command sits in the log."

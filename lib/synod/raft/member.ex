@@ -7,7 +7,8 @@ defmodule Synod.Raft.Member do
   # order c_src/raft.h requires:
   #
   #   input (tick, message from a member, client request)
-  #     -> raft_ready: persist + fsync, then send, then apply, then notify
+  #     -> raft_ready: send the early messages, persist (+ fsync when the
+  #        core says must_sync), send the rest, apply, notify
   #
   # Group commit: with `batch: true` (the default) an input does not drain
   # the core at once; the member sends itself `:flush`, so every request
@@ -134,7 +135,7 @@ defmodule Synod.Raft.Member do
     do: {:ok, machine.init(arg), %{}, {%{}, :queue.new()}, 0}
 
   defp recover_machine(%{snapshot: snap}, machine, arg) do
-    {node_of, sessions, machine_snapshot} = :erlang.binary_to_term(snap.data)
+    {node_of, sessions, machine_snapshot} = decode_trusted(snap.data)
     {:ok, machine.restore(machine_snapshot, arg), node_of, sessions, snap.index}
   end
 
@@ -160,6 +161,7 @@ defmodule Synod.Raft.Member do
       seed: :synod_nif.raft_seed(),
       election_tick: opts[:election_tick],
       heartbeat_tick: opts[:heartbeat_tick],
+      max_inflight: opts[:max_inflight],
       voters: voters,
       hard_state: {hs.term, hs.vote, hs.commit},
       snapshot: snap && snapshot_tuple(snap),
@@ -174,7 +176,7 @@ defmodule Synod.Raft.Member do
   end
 
   defp snapshot_tuple(%{index: i, term: t, meta: meta, data: data}) do
-    {voters, learners} = :erlang.binary_to_term(meta)
+    {voters, learners} = :erlang.binary_to_term(meta, [:safe])
     {i, t, voters, learners, data}
   end
 
@@ -363,9 +365,14 @@ defmodule Synod.Raft.Member do
       {:error, why} ->
         exit({:raft_ready, why})
 
-      {hard_state, snapshot, entries, msgs, committed, events, reads} ->
+      {hard_state, sync?, snapshot, entries, early, msgs, committed, events, reads} = ready ->
         state
-        |> persist_and_send(hard_state, snapshot, entries, msgs, events)
+        |> send_all(early)
+        |> crash_point(:before_sync, ready)
+        |> persist(hard_state, sync?, snapshot, entries)
+        |> crash_point(:after_sync, ready)
+        |> send_all(msgs)
+        |> crash_point(:after_send, ready)
         |> restore(snapshot)
         |> apply_all(committed)
         |> notify(events)
@@ -374,37 +381,50 @@ defmodule Synod.Raft.Member do
     end
   end
 
-  # raft.h: persist, then send. One exception, for the leader's own appends
-  # (Raft thesis §10.2.1): a Ready made entirely while leading (no role
-  # change in it, no snapshot, no new term or vote) holds only appends and
-  # heartbeats, which promise nothing about this member's disk, so they go
-  # out first and the followers write while we write. The leader counts its
-  # own copy towards a commit only when it handles a follower's answer, and
-  # this process handles nothing before persist/4 has returned: no entry is
-  # committed on the strength of a copy not yet on this disk.
-  defp persist_and_send(state, hs, snapshot, entries, msgs, events) do
-    if state.view.role == :leader and events == [] and snapshot == nil and
-         same_term_and_vote?(state, hs) do
-      state |> send_all(msgs) |> persist(hs, nil, entries)
-    else
-      state |> persist(hs, snapshot, entries) |> send_all(msgs)
+  # raft.h, exactly: the early messages (the leader's appends and
+  # heartbeats, which promise nothing about this disk) go first, so the
+  # followers write while we write; then the Ready's records, fsynced only
+  # when the core says they are promises (`sync?`: entries, a new term or
+  # vote); then the messages that depend on them. A Ready that only moves
+  # the commit index is buffered and costs no fsync.
+  # Test builds only (MIX_ENV=test): test/elixir/raft_crash_test.exs kills
+  # this VM with kill -9 at one of the steps above, in the next Ready of a
+  # kind it names, by setting the persistent term {Synod.Raft.Member,
+  # :crash_at} to {Group, Step, Kind}; Kind :entries is a Ready that
+  # persists entries, :vote one that persists a new term or vote and no
+  # entries. Other builds compile this to nothing.
+  if Mix.env() == :test do
+    defp crash_point(state, step, ready) do
+      case :persistent_term.get({__MODULE__, :crash_at}, nil) do
+        {group, ^step, kind} when group == state.group ->
+          if ready_kind?(kind, ready), do: :os.cmd(~c"kill -9 #{System.pid()}")
+          state
+
+        _ ->
+          state
+      end
     end
+
+    defp ready_kind?(:entries, {_, _, _, entries, _, _, _, _, _}), do: entries != []
+
+    defp ready_kind?(:vote, {hs, true, nil, [], _, _, _, _, _}), do: hs != nil
+
+    defp ready_kind?(_kind, _ready), do: false
+  else
+    defp crash_point(state, _step, _ready), do: state
   end
 
-  defp same_term_and_vote?(_state, nil), do: true
-  defp same_term_and_vote?(%{view: %{term: term}}, {term, _vote, _commit}), do: true
-  defp same_term_and_vote?(_state, _hs), do: false
-
-  defp persist(state, hs, nil, entries) do
+  defp persist(state, hs, sync?, nil, entries) do
     storage = Storage.write(state.storage, Enum.map(entries, &entry_map/1), hs && hs_map(hs))
 
-    case Storage.sync(storage) do
+    case sync? && Storage.sync(storage) do
+      false -> %{state | storage: storage}
       {:ok, storage} -> %{state | storage: storage}
       {:error, why} -> exit({:raft_storage, why})
     end
   end
 
-  defp persist(state, hs, {index, term, voters, learners, data}, entries) do
+  defp persist(state, hs, _sync?, {index, term, voters, learners, data}, entries) do
     hs = hs || current_hard_state(state)
 
     snap = %{
@@ -475,7 +495,7 @@ defmodule Synod.Raft.Member do
   defp restore(state, nil), do: state
 
   defp restore(state, {index, _term, _voters, _learners, data}) do
-    {node_of, sessions, machine_snapshot} = :erlang.binary_to_term(data)
+    {node_of, sessions, machine_snapshot} = decode_trusted(data)
 
     # Proposals the snapshot covers can no longer be matched to a result.
     {covered, pending} = Enum.split_with(state.pending, fn {i, _} -> i <= index end)
@@ -500,7 +520,7 @@ defmodule Synod.Raft.Member do
   defp apply_entry({index, term, type, data}, state) do
     {state, result} =
       case type do
-        @entry_normal -> apply_normal(state, index, term, :erlang.binary_to_term(data))
+        @entry_normal -> apply_normal(state, index, term, decode_trusted(data))
         @entry_conf -> {state, :ok}
         _noop -> {state, :noop}
       end
@@ -520,6 +540,18 @@ defmodule Synod.Raft.Member do
         %{state | pending: pending}
     end
   end
+
+  # Entries and snapshot data are decoded without [:safe], on purpose: they
+  # hold the commands and machine states of users, built by term_to_binary
+  # on a member of the group, and name atoms that exist on the node that
+  # made them but, as often as not, on no other (a follower, or this node
+  # after a restart, has never seen the atoms of a command it must apply).
+  # [:safe] refuses them, and a member must not skip a committed entry, so
+  # safe decoding would stop every follower. Their bytes come only from
+  # members of the group (over the distribution, which already creates the
+  # atoms its peers send) and from this member's own files (CRC-checked).
+  # What needs no user atoms (the snapshot's membership) is decoded [:safe].
+  defp decode_trusted(bin), do: :erlang.binary_to_term(bin)
 
   # A command is applied once per request id: a client that retries (its
   # leader died mid-call, its entry was dropped) gets the first result.
@@ -637,11 +669,7 @@ defmodule Synod.Raft.Member do
     %{state | reads: %{}}
   end
 
-  defp run_query(fun, state) do
-    {:ok, fun.(state.machine_state)}
-  catch
-    kind, reason -> {:error, {:query_failed, kind, reason}}
-  end
+  defp run_query(query, state), do: Synod.Raft.run_query(query, state.machine_state)
 
   # Subscribers (e.g. the store's watch process) hear that the machine moved
   # on: one message per drained batch, never one per entry.

@@ -5,13 +5,18 @@ defmodule Synod.Raft.Storage do
   # one of these; this module owns the files and nothing else (no timers, no
   # messages). What the core requires (c_src/raft.h, "THE DRIVER LOOP"):
   # persist and fsync a Ready's snapshot, entries and hard state, in that
-  # order, before any of its messages leave the process.
+  # order, and fsync them when the Ready says so (must_sync), before its
+  # other messages leave the process. A Ready that only moves the commit
+  # index asks for no fsync: its hard state waits in memory and goes to disk
+  # with the next sync (or at close); a crash before that recovers an older
+  # commit index, which is safe (c_src/raft.h, "THE PERSISTENCE RULE").
   #
   # Files, in the member's directory, named by the snapshot index N they
   # follow (N = 0 before the first snapshot):
   #
   #   log.N        append-only records (below). Group commit: `write/3` only
-  #                buffers; `sync/1` writes the buffer and fdatasyncs once.
+  #                buffers; `sync/1` writes the buffer (the entries, then the
+  #                latest hard state) and fdatasyncs once.
   #   snapshot.N   the snapshot at index N, one record.
   #
   # Installing snapshot N writes snapshot.N, then log.N (each to a .tmp file,
@@ -43,7 +48,7 @@ defmodule Synod.Raft.Storage do
   # more records after it, a gap in entry indexes) is corruption: `open/1`
   # returns `{:error, {:corrupt, file, offset, why}}` and serves nothing.
 
-  defstruct [:dir, :log, :log_path, :generation, pending: [], pending_bytes: 0]
+  defstruct [:dir, :log, :log_path, :generation, :pending_hs, pending: [], pending_bytes: 0]
 
   @type t :: %__MODULE__{}
   @type hard_state :: %{
@@ -84,45 +89,58 @@ defmodule Synod.Raft.Storage do
     end
   end
 
-  @doc "Closes the log file (without syncing buffered records)."
+  @doc """
+  Writes what is buffered (a hard state that only moved the commit index)
+  without an fsync, and closes the log file.
+  """
   @spec close(t()) :: :ok
-  def close(%__MODULE__{log: log}), do: :file.close(log)
+  def close(%__MODULE__{log: log} = storage) do
+    _ = :file.write(log, buffered(storage))
+    :file.close(log)
+  end
 
   @doc """
-  Buffers a Ready's log entries and hard state, in that order (either may be
-  empty/nil). Nothing is on disk until `sync/1`.
+  Buffers a Ready's log entries and hard state (either may be empty/nil).
+  Only the latest hard state is kept: it supersedes the earlier ones.
+  Nothing is on disk until `sync/1`.
   """
   @spec write(t(), [entry()], hard_state() | nil) :: t()
   def write(storage, entries, hard_state \\ nil) do
     records = Enum.map(entries, &entry_record/1)
-    records = if hard_state, do: records ++ [hard_state_record(hard_state)], else: records
     bytes = Enum.reduce(records, 0, &(IO.iodata_length(&1) + &2))
 
     %{
       storage
       | pending: [storage.pending | records],
-        pending_bytes: storage.pending_bytes + bytes
+        pending_bytes: storage.pending_bytes + bytes,
+        pending_hs: hard_state || storage.pending_hs
     }
   end
 
   @doc "Bytes buffered by `write/3` and not yet synced."
   @spec pending_bytes(t()) :: non_neg_integer()
-  def pending_bytes(%__MODULE__{pending_bytes: n}), do: n
+  def pending_bytes(%__MODULE__{pending_bytes: n, pending_hs: nil}), do: n
+  def pending_bytes(%__MODULE__{pending_bytes: n}), do: n + @header + 25
 
   @doc """
-  Writes everything buffered and fdatasyncs the log once (group commit). Only
-  after this returns `{:ok, storage}` may the messages that depend on those
-  records be sent.
+  Writes everything buffered (entries, then the latest hard state) and
+  fdatasyncs the log once (group commit). Only after this returns
+  `{:ok, storage}` may the messages that depend on those records be sent.
   """
   @spec sync(t()) :: {:ok, t()} | {:error, term()}
-  def sync(%__MODULE__{pending_bytes: 0} = storage), do: {:ok, storage}
+  def sync(%__MODULE__{pending_bytes: 0, pending_hs: nil} = storage), do: {:ok, storage}
 
-  def sync(%__MODULE__{log: log, pending: pending} = storage) do
-    with :ok <- :file.write(log, pending),
+  def sync(%__MODULE__{log: log} = storage) do
+    with :ok <- :file.write(log, buffered(storage)),
          :ok <- :file.datasync(log) do
-      {:ok, %{storage | pending: [], pending_bytes: 0}}
+      {:ok, %{storage | pending: [], pending_bytes: 0, pending_hs: nil}}
     end
   end
+
+  defp buffered(%__MODULE__{pending: pending, pending_hs: nil}), do: pending
+
+  defp buffered(%__MODULE__{pending: pending, pending_hs: hs}),
+    do: [pending, hard_state_record(hs)]
 
   @doc """
   Installs a snapshot durably, then rewrites the log to hold only
@@ -144,7 +162,15 @@ defmodule Synod.Raft.Storage do
          log_path = file(dir, "log", n),
          {:ok, log} <- :file.open(log_path, [:raw, :binary, :append, :read]) do
       {:ok,
-       %{storage | log: log, log_path: log_path, generation: n, pending: [], pending_bytes: 0}}
+       %{
+         storage
+         | log: log,
+           log_path: log_path,
+           generation: n,
+           pending: [],
+           pending_bytes: 0,
+           pending_hs: nil
+       }}
     end
   end
 

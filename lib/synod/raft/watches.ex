@@ -14,17 +14,33 @@ defmodule Synod.Raft.Watches do
   #
   # Events are :become_leader and :become_follower (the member's new role is
   # leader or follower; a follower that learns of a new leader gets
-  # :become_follower too). Before and After are %{role, leader, term}.
+  # :become_follower too). Before and After are the member's whole view
+  # (view/0): role, leader and term from the change itself; commit and
+  # applied index and the voters' nodes as the member reports them when the
+  # change is delivered (one status call per batch of changes), so After's
+  # indexes are at least those of the change. Before's are those of the
+  # previous delivery (the first one's, the same as After's).
 
   use GenServer
   require Logger
+
+  @type view :: %{
+          role: atom(),
+          leader: node() | nil,
+          term: non_neg_integer(),
+          commit: non_neg_integer() | nil,
+          applied: non_neg_integer() | nil,
+          voters: [node()] | nil
+        }
+
+  @status_timeout 1_000
 
   def name(group), do: :"Synod.Raft.Watches.#{group}"
 
   def start_link(opts), do: GenServer.start_link(__MODULE__, opts[:name], name: name(opts[:name]))
 
   @impl true
-  def init(group), do: {:ok, %{group: group, watches: %{}, workers: %{}}}
+  def init(group), do: {:ok, %{group: group, watches: %{}, workers: %{}, indexes: nil}}
 
   @impl true
   def handle_call({:add, key, target, type}, _from, state) do
@@ -38,16 +54,24 @@ defmodule Synod.Raft.Watches do
     {:reply, Enum.map(state.watches, fn {k, w} -> {k, w.type} end), state}
   end
 
+  def handle_call(_unknown, _from, state), do: {:reply, {:error, :unknown_call}, state}
+
+  @impl true
+  def handle_cast(_unknown, state), do: {:noreply, state}
+
   @impl true
   def handle_info({:raft_events, changes}, state) do
+    now = if state.watches == %{}, do: state.indexes, else: indexes(state.group)
+    previous = state.indexes || now
+
     for {event, _cause, before, after_} <- changes,
         event in [:become_leader, :become_follower],
         {key, watch} <- state.watches,
         watch.type in [:all, event] do
-      deliver(state.group, key, watch, event, before, after_)
+      deliver(state.group, key, watch, event, Map.merge(before, previous), Map.merge(after_, now))
     end
 
-    {:noreply, state}
+    {:noreply, %{state | indexes: now}}
   end
 
   def handle_info({:DOWN, _ref, :process, pid, reason}, state) do
@@ -66,6 +90,16 @@ defmodule Synod.Raft.Watches do
       nil ->
         {:noreply, state}
     end
+  end
+
+  def handle_info(_other, state), do: {:noreply, state}
+
+  # The parts of the member's view that its changes do not carry.
+  defp indexes(group) do
+    status = GenServer.call(Synod.Raft.member_name(group), :status, @status_timeout)
+    %{commit: status.commit, applied: status.applied, voters: status.voter_nodes}
+  catch
+    :exit, _ -> %{commit: nil, applied: nil, voters: nil}
   end
 
   defp start(_group, _key, pid, type) when is_pid(pid) do

@@ -284,15 +284,7 @@ defmodule Synod.Store.Command do
   @doc false
   # `opts` if it is a keyword list of `known` options, else ArgumentError
   # naming the bad one. Shared with the services on the store.
-  @spec opts!(term(), [atom()]) :: keyword()
-  def opts!(opts, known) do
-    unless Keyword.keyword?(opts), do: raise(ArgumentError, "options must be a keyword list")
-
-    case Enum.find(opts, fn {k, _} -> k not in known end) do
-      nil -> opts
-      {k, _} -> raise ArgumentError, "unknown option #{inspect(k)}; known: #{inspect(known)}"
-    end
-  end
+  defdelegate opts!(opts, known), to: Synod.Raft
 
   defp flag(opts, name, bit) do
     case Keyword.get(opts, name, false) do

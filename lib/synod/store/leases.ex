@@ -21,6 +21,11 @@ defmodule Synod.Store.Leases do
 
   alias Synod.Store.{Command, Machine}
 
+  # What Synod.Store.Command accepts; anything else from a remote caller is
+  # an unknown call, not a crash.
+  @max_ttl 1_099_511_627_776
+  @max_id 4_611_686_018_427_387_903
+
   def name(store), do: :"Synod.Store.Leases.#{store}"
 
   def start_link(opts),
@@ -37,7 +42,7 @@ defmodule Synod.Store.Leases do
   def handle_call(_request, _from, %{leading: false} = state),
     do: {:reply, {:error, {:not_leader, Synod.Raft.leader(state.store)}}, state}
 
-  def handle_call({:grant, ttl}, _from, state) do
+  def handle_call({:grant, ttl}, _from, state) when ttl in 1..@max_ttl do
     case command(state, Command.lease_grant(0, ttl)) do
       {:ok, _rev, {:lease_granted, id, ttl}} ->
         {:reply, {:ok, id, ttl}, schedule(put_deadline(state, id, ttl))}
@@ -47,7 +52,7 @@ defmodule Synod.Store.Leases do
     end
   end
 
-  def handle_call({:keep_alive, id}, _from, state) do
+  def handle_call({:keep_alive, id}, _from, state) when id in 1..@max_id do
     case Map.fetch(state.deadlines, id) do
       {:ok, {_deadline, ttl}} ->
         state = put_deadline(state, id, ttl)
@@ -62,7 +67,7 @@ defmodule Synod.Store.Leases do
     end
   end
 
-  def handle_call({:revoke, id}, _from, state) do
+  def handle_call({:revoke, id}, _from, state) when id in 1..@max_id do
     case command(state, Command.lease_revoke(id)) do
       {:ok, rev, {:lease_revoked, ^id, _keys}} ->
         {:reply, {:ok, rev}, %{state | deadlines: Map.delete(state.deadlines, id)}}
@@ -70,6 +75,17 @@ defmodule Synod.Store.Leases do
       other ->
         {:reply, other, state}
     end
+  end
+
+  def handle_call(request, _from, state) do
+    Logger.debug("store #{state.store} leases: unknown call #{inspect(request)}")
+    {:reply, {:error, :unknown_call}, state}
+  end
+
+  @impl true
+  def handle_cast(request, state) do
+    Logger.debug("store #{state.store} leases: unknown cast #{inspect(request)}")
+    {:noreply, state}
   end
 
   @impl true

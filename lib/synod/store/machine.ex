@@ -39,6 +39,8 @@ defmodule Synod.Store.Machine do
 
   @behaviour Synod.Raft.Machine
 
+  alias Synod.Store.Command
+
   @typedoc "The store: a NIF resource changed in place by `apply/3`."
   @opaque t :: reference()
   @type kv :: %{
@@ -100,6 +102,31 @@ defmodule Synod.Store.Machine do
   """
   @spec range(t(), binary()) :: {[kv()], non_neg_integer(), boolean()}
   def range(store, request), do: checked(fn -> :synod_nif.store_range(store, request) end)
+
+  @doc """
+  Runs a read-only transaction (`Synod.Store.Command.txn/3` terms whose ops
+  are all ranges) on the state as it is, for `Synod.Raft.query/3`: the same
+  answer as `apply/3` of that txn, `{:ok, revision, {:txn, ok?, results}}`,
+  with no change. Raises `ArgumentError` for an op that writes.
+  """
+  @spec read_txn(t(), list(), list(), list()) ::
+          {:ok, non_neg_integer(), term()} | {:error, term()}
+  def read_txn(store, compares, success, failure) do
+    unless read_only?(success) and read_only?(failure),
+      do: raise(ArgumentError, "read_txn/4 takes range ops only")
+
+    # A txn that writes nothing leaves the store as it was (docs/store.md).
+    :synod_nif.store_apply(store, Command.txn(compares, success, failure))
+  end
+
+  @doc "Whether every op of a txn branch is a range read."
+  @spec read_only?(list()) :: boolean()
+  def read_only?(ops) when is_list(ops),
+    do: Enum.all?(ops, &(match?({:range, _}, &1) or match?({:range, _, _}, &1)))
+
+  @doc "The store's revision."
+  @spec revision(t()) :: non_neg_integer()
+  def revision(store), do: info(store).revision
 
   @doc """
   The change events from revision `from` on, in revision order, at most

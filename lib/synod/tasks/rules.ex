@@ -60,6 +60,10 @@ defmodule Synod.Tasks.Rules do
   @spec statuses() :: [Task.status()]
   def statuses, do: [:starting, :running, :snoozed, :failed, :terminated]
 
+  @doc "The transition table: each status and the statuses it may go to (final ones: none)."
+  @spec transitions() :: %{Task.status() => [Task.status()]}
+  def transitions, do: @transitions
+
   @doc "Whether the table allows `from -> to`."
   @spec allowed?(Task.status(), Task.status()) :: boolean()
   def allowed?(from, to), do: to in Map.fetch!(@transitions, from)

@@ -5,13 +5,16 @@ defmodule Synod.Tasks.Worker do
   alive while it runs, and ends the task from the function's result.
 
       children = [
-        {Synod.Tasks.Worker, store: :jobs, topic: "mail", fun: &MyApp.Mail.send/1, lease_ms: 10_000}
+        {Synod.Tasks.Worker, store: :jobs, topic: "mail", fun: &MyApp.Mail.send/1, ttl: 10_000},
+        {Synod.Tasks.Worker, id: :mail_2, store: :jobs, topic: "mail", fun: &MyApp.Mail.send/1}
       ]
 
   Options: `store:` and `topic:` (required); `fun:` (required) a 1-arity
   function or `{module, function, args}` called as
-  `apply(module, function, [task | args])`; `lease_ms:` the lease TTL
-  (default 30,000); `timeout:` per store call (default 5,000); `name:`.
+  `apply(module, function, [task | args])`; `ttl:` the lease TTL in ms
+  (default 30,000); `call_timeout:` each store round trip (default 5,000);
+  `name:`; `id:` the child id in a supervisor (default
+  `Synod.Tasks.Worker`: give each worker of one supervisor its own).
 
   The function's result decides:
 
@@ -22,7 +25,7 @@ defmodule Synod.Tasks.Worker do
       `{:crashed, reason}`.
 
   The function runs in a process of its own, linked to the worker, so the
-  worker stays free to renew the lease every 0.7 × `lease_ms`. The worker
+  worker stays free to renew the lease every 0.7 × `ttl`. The worker
   watches the task's lease key: the moment the store deletes it (the lease
   expired, e.g. because this worker was paused or cut off, or an operator
   revoked it), or a renewal is refused, the function's process is killed
@@ -39,57 +42,68 @@ defmodule Synod.Tasks.Worker do
   use GenServer
   require Logger
 
-  alias Synod.Queue.Recipe
+  alias Synod.Coord.{Deadline, Options, Stores, Watch}
   alias Synod.Store
   alias Synod.Tasks
 
-  @doc "Starts a worker linked to the caller; see the module doc for the options."
+  @schema [
+    store: [type: :atom, required: true],
+    topic: [type: {:binary, 255}, required: true],
+    fun: [
+      type:
+        {:or,
+         [
+           {:fun, 1},
+           {:custom, &__MODULE__.mfa?/1, "{module, function, args}"}
+         ]},
+      required: true
+    ],
+    ttl: [type: {:ms, 1}, default: 30_000],
+    call_timeout: [type: :pos_integer, default: 5_000],
+    name: [type: :any],
+    id: [type: :any]
+  ]
+
+  @doc """
+  Starts a worker linked to the caller; see the module doc for the options.
+  `{:error, {:unknown_store, store}}` when the store does not run.
+  """
   @spec start_link(keyword()) :: GenServer.on_start()
   def start_link(opts) do
-    opts = validate!(opts)
-    GenServer.start_link(__MODULE__, opts, Keyword.take(opts, [:name]))
+    opts = Options.validate!(opts, @schema)
+    start_opts = if Map.has_key?(opts, :name), do: [name: opts.name], else: []
+
+    with :ok <- Stores.check(opts.store),
+         do: GenServer.start_link(__MODULE__, opts, start_opts)
   end
+
+  @doc "A child spec; `id:` (default `Synod.Tasks.Worker`) lets one supervisor run several."
+  @spec child_spec(keyword()) :: Supervisor.child_spec()
+  def child_spec(opts) do
+    Options.validate!(opts, @schema)
+    %{id: Keyword.get(opts, :id, __MODULE__), start: {__MODULE__, :start_link, [opts]}}
+  end
+
+  @doc false
+  def mfa?({m, f, a}), do: is_atom(m) and is_atom(f) and is_list(a)
+  def mfa?(_), do: false
 
   @doc "The task the worker is running, or nil."
   @spec current(GenServer.server()) :: Tasks.Task.t() | nil
   def current(worker), do: GenServer.call(worker, :current)
-
-  defp validate!(opts) do
-    opts = Recipe.options!(opts, [:store, :topic, :fun, :lease_ms, :timeout, :name])
-
-    for k <- [:store, :topic, :fun] do
-      unless Keyword.has_key?(opts, k), do: raise(ArgumentError, "missing option #{inspect(k)}")
-    end
-
-    unless is_atom(opts[:store]), do: raise(ArgumentError, "store must be an atom")
-    Recipe.name!(opts[:topic], "topic", 255)
-
-    case opts[:fun] do
-      f when is_function(f, 1) ->
-        :ok
-
-      {m, f, a} when is_atom(m) and is_atom(f) and is_list(a) ->
-        :ok
-
-      other ->
-        raise ArgumentError,
-              "fun must be a 1-arity function or {m, f, args}, got: #{inspect(other)}"
-    end
-
-    Recipe.ms!(Keyword.get(opts, :lease_ms, 30_000), "lease_ms")
-    opts
-  end
 
   @impl true
   def init(opts) do
     Process.flag(:trap_exit, true)
 
     state = %{
-      store: opts[:store],
-      topic: opts[:topic],
-      fun: opts[:fun],
-      lease_ms: Keyword.get(opts, :lease_ms, 30_000),
-      call: Recipe.call_opts(opts),
+      store: opts.store,
+      topic: opts.topic,
+      fun: opts.fun,
+      ttl: opts.ttl,
+      # options of the public Synod.Tasks calls; the budget of reserve/5
+      call: [call_timeout: opts.call_timeout],
+      budget: Deadline.budget(:infinity, opts.call_timeout),
       idle_watch: nil,
       job: nil
     }
@@ -101,7 +115,7 @@ defmodule Synod.Tasks.Worker do
 
   @impl true
   def handle_continue(:reserve, %{job: nil} = s) do
-    case Tasks.reserve(s.store, s.topic, self(), [lease_ms: s.lease_ms] ++ s.call) do
+    case Tasks.reserve(s.store, s.topic, self(), s.ttl, s.budget) do
       {:ok, task} ->
         {:noreply, start_job(s, task)}
 
@@ -124,6 +138,10 @@ defmodule Synod.Tasks.Worker do
 
   @impl true
   def handle_call(:current, _from, s), do: {:reply, s.job && s.job.task, s}
+  def handle_call(_unknown, _from, s), do: {:reply, {:error, :unknown_call}, s}
+
+  @impl true
+  def handle_cast(_unknown, s), do: {:noreply, s}
 
   @impl true
   def handle_info(:retry, %{job: nil, idle_watch: nil} = s),
@@ -137,7 +155,7 @@ defmodule Synod.Tasks.Worker do
   def handle_info({:renew, ref}, %{job: %{renew_ref: ref} = job} = s) do
     case Tasks.extend_lease(s.store, job.task, self(), s.call) do
       {:ok, task} ->
-        {:noreply, %{s | job: schedule_renewal(%{job | task: task}, s.lease_ms, 0.7)}}
+        {:noreply, %{s | job: schedule_renewal(%{job | task: task}, s.ttl, 0.7)}}
 
       {:error, reason}
       when reason in [:lease_expired, :wrong_owner, :already_done, :no_task_found] ->
@@ -146,7 +164,7 @@ defmodule Synod.Tasks.Worker do
       {:error, _unknown} ->
         # The store did not answer (e.g. a leader change): try again soon;
         # the lease key watch still reports a loss at once.
-        {:noreply, %{s | job: schedule_renewal(job, s.lease_ms, 0.1)}}
+        {:noreply, %{s | job: schedule_renewal(job, s.ttl, 0.1)}}
     end
   end
 
@@ -209,7 +227,7 @@ defmodule Synod.Tasks.Worker do
   def terminate(_reason, _s), do: :ok
 
   defp wake(s) do
-    Recipe.stop_watch(s.store, s.idle_watch)
+    Watch.stop(s.store, s.idle_watch)
     {:noreply, %{s | idle_watch: nil}, {:continue, :reserve}}
   end
 
@@ -235,7 +253,7 @@ defmodule Synod.Tasks.Worker do
       renew_ref: nil
     }
 
-    %{s | job: schedule_renewal(watch_lease(s, job), s.lease_ms, 0.7)}
+    %{s | job: schedule_renewal(watch_lease(s, job), s.ttl, 0.7)}
   end
 
   # Watches the task's lease key from just after the last write this
@@ -249,14 +267,14 @@ defmodule Synod.Tasks.Worker do
 
   defp rewatch_and_renew(s) do
     job = s.job
-    if job.lease_watch, do: Recipe.stop_watch(s.store, job.lease_watch)
+    if job.lease_watch, do: Watch.stop(s.store, job.lease_watch)
     send(self(), {:renew, job.renew_ref})
     %{s | job: watch_lease(s, %{job | lease_watch: nil})}
   end
 
-  defp schedule_renewal(job, lease_ms, fraction) do
+  defp schedule_renewal(job, ttl, fraction) do
     ref = make_ref()
-    Process.send_after(self(), {:renew, ref}, max(1, round(lease_ms * fraction)))
+    Process.send_after(self(), {:renew, ref}, max(1, round(ttl * fraction)))
     %{job | renew_ref: ref}
   end
 
@@ -271,7 +289,7 @@ defmodule Synod.Tasks.Worker do
   end
 
   defp stop_job_watch(s, job) do
-    if job.lease_watch, do: Recipe.stop_watch(s.store, job.lease_watch)
+    if job.lease_watch, do: Watch.stop(s.store, job.lease_watch)
     :ok
   end
 end

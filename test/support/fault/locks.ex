@@ -36,7 +36,11 @@ defmodule Synod.Fault.Locks do
         :held
       end
 
-      case Lock.lock(store, ctx.key, ctx.ttl, section, timeout: 3_000, call_timeout: @call_timeout) do
+      case Lock.lock(store, ctx.key, section,
+             ttl: ctx.ttl,
+             timeout: 3_000,
+             call_timeout: @call_timeout
+           ) do
         {:ok, :held} -> {:ok, :held}
         {:error, {:lock_lost, _}} -> {:fail, :lock_lost}
         other -> {:info, other}

@@ -1,20 +1,25 @@
-defmodule Synod.Queue.Recipe do
-  @moduledoc false
-  # The key-layout recipes `Synod.Queue` and `Synod.Tasks` share, built on
-  # `Synod.Store` transactions, leases and watches only (docs/coordination.md
-  # explains the layouts). Nothing here keeps state between calls except a
-  # per-process cache of sequence counters, which is only a hint: every use
-  # of it is checked by a compare in the txn that uses it.
-  #
-  #   * sequenced append: entries of one sequence get keys
-  #     `<prefix><seq::64>`, seq = 1, 2, 3 ... assigned by a compare-and-swap
-  #     on a counter key inside the txn that writes the entry, so key order
-  #     is commit (revision) order;
-  #   * first free entry: the lowest entry key `<items><suffix>` that has no
-  #     twin `<claims><suffix>` (a claim is a key on a store lease, so it
-  #     vanishes when the lease expires);
-  #   * await change: block on a watch of a prefix, never poll.
+defmodule Synod.Coord.Recipe do
+  @moduledoc """
+  The key-layout recipes `Synod.Queue` and `Synod.Tasks` share, built on
+  `Synod.Store` transactions and leases only (docs/coordination.md explains
+  the layouts). Nothing here keeps state between calls except a
+  per-process cache of sequence counters, which is only a hint: every use
+  of it is checked by a compare in the txn that uses it.
 
+    * sequenced append (`append/5`): entries of one sequence get keys
+      `<prefix><seq::64>`, seq = 1, 2, 3 ... assigned by a compare-and-swap
+      on a counter key inside the txn that writes the entry, so key order
+      is commit (revision) order;
+    * first free entry (`first_free/4`): the lowest entry key
+      `<items><suffix>` that has no twin `<claims><suffix>` (a claim is a
+      key on a store lease, so it vanishes when the lease expires).
+
+  Waiting for a change is `Synod.Coord.Watch.await_change/5`. The last
+  argument of each function is the call's `t:Synod.Coord.Deadline.budget/0`:
+  every round trip is bounded by its `call_timeout` and what is left of it.
+  """
+
+  alias Synod.Coord.Deadline
   alias Synod.Store
   alias Synod.Store.Command
 
@@ -41,29 +46,6 @@ defmodule Synod.Queue.Recipe do
   def suffix(key, prefix),
     do: binary_part(key, byte_size(prefix), byte_size(key) - byte_size(prefix))
 
-  @doc "A name given to a public function: a binary of 1..`max` bytes."
-  @spec name!(term(), String.t(), pos_integer()) :: binary()
-  def name!(name, _what, max) when is_binary(name) and byte_size(name) in 1..max, do: name
-
-  def name!(name, what, max),
-    do: raise(ArgumentError, "#{what} must be a binary of 1..#{max} bytes, got: #{inspect(name)}")
-
-  @doc "A positive integer of milliseconds (at most 2^40, the store's lease limit)."
-  @spec ms!(term(), String.t()) :: pos_integer()
-  def ms!(ms, _what) when is_integer(ms) and ms >= 1 and ms <= 1_099_511_627_776, do: ms
-
-  def ms!(ms, what),
-    do:
-      raise(ArgumentError, "#{what} must be an integer of milliseconds >= 1, got: #{inspect(ms)}")
-
-  @doc "`opts` if it is a keyword list of `known` options; else ArgumentError naming the bad one."
-  @spec options!(term(), [atom()]) :: keyword()
-  defdelegate options!(opts, known), to: Synod.Store.Command, as: :opts!
-
-  @doc "The store call options out of a function's options (only `timeout:`)."
-  @spec call_opts(keyword()) :: keyword()
-  def call_opts(opts), do: [timeout: Keyword.get(opts, :timeout, 5_000)]
-
   # ---- sequenced append ----
 
   @doc """
@@ -88,7 +70,7 @@ defmodule Synod.Queue.Recipe do
           binary(),
           (pos_integer() -> {list(), list(), pos_integer(), [Command.op()]}),
           (list(), pos_integer() -> {:ok, pos_integer()} | false),
-          keyword()
+          Deadline.budget()
         ) ::
           {:ok, pos_integer(), pos_integer()} | {:refused, list()} | {:error, term()}
   def append(store, counter, build, landed, opts) do
@@ -110,7 +92,7 @@ defmodule Synod.Queue.Recipe do
         [{:mod_revision, counter, :==, mod} | compares],
         [{:put, counter, <<last + count::64>>} | ops],
         [{:range, counter} | reads],
-        opts
+        Deadline.opts(opts)
       )
 
     case result do
@@ -150,11 +132,11 @@ defmodule Synod.Queue.Recipe do
   When nothing is free, the store's revision is read first and the scan
   repeated, so nothing that came before the revision is missed.
   """
-  @spec first_free(atom(), binary(), binary(), keyword()) ::
+  @spec first_free(atom(), binary(), binary(), Deadline.budget()) ::
           {:ok, map()} | {:none, non_neg_integer()} | {:error, term()}
   def first_free(store, items, claims, opts) do
     with :none <- scan(store, items, claims, nil, opts),
-         {:ok, rev} <- Store.revision(store, opts),
+         {:ok, rev} <- Store.revision(store, Deadline.opts(opts)),
          :none <- scan(store, items, claims, nil, opts) do
       {:none, rev}
     end
@@ -165,7 +147,7 @@ defmodule Synod.Queue.Recipe do
       Store.range(
         store,
         from(prefix, after_suffix),
-        [range_end: Command.prefix_end(prefix), limit: @page] ++ opts
+        [range_end: Command.prefix_end(prefix), limit: @page] ++ Deadline.opts(opts)
       )
     end
 
@@ -202,68 +184,13 @@ defmodule Synod.Queue.Recipe do
   defp min_suffix(a, nil), do: a
   defp min_suffix(a, b), do: min(a, b)
 
-  # ---- waiting ----
-
-  @doc """
-  Blocks until some key under `prefix` changes after `revision`, or until
-  `deadline` (a `System.monotonic_time(:millisecond)` value, or `:infinity`).
-  Returns `:changed` (also when the watch ended: the caller reads again) or
-  `:timeout`.
-  """
-  @spec await_change(atom(), binary(), non_neg_integer(), integer() | :infinity, keyword()) ::
-          :changed | :timeout | {:error, term()}
-  def await_change(store, prefix, revision, deadline, opts) do
-    case Store.watch(store, prefix, [prefix: true, from: revision + 1] ++ opts) do
-      {:ok, ref} ->
-        result =
-          receive do
-            {:synod_watch, ^ref, _} -> :changed
-            {:DOWN, ^ref, :process, _, _} -> :changed
-          after
-            remaining(deadline) -> :timeout
-          end
-
-        stop_watch(store, ref)
-        result
-
-      {:error, _} = error ->
-        error
-    end
-  end
-
-  @doc "Ends a watch and drops whatever it already delivered to this process."
-  @spec stop_watch(atom(), reference()) :: :ok
-  def stop_watch(store, ref) do
-    Store.unwatch(store, ref)
-    Process.demonitor(ref, [:flush])
-    flush_watch(ref)
-  end
-
-  defp flush_watch(ref) do
-    receive do
-      {:synod_watch, ^ref, _} -> flush_watch(ref)
-    after
-      0 -> :ok
-    end
-  end
-
-  @doc "Milliseconds left until `deadline` (0 when past), for `receive ... after`."
-  @spec remaining(integer() | :infinity) :: non_neg_integer() | :infinity
-  def remaining(:infinity), do: :infinity
-  def remaining(deadline), do: max(0, deadline - System.monotonic_time(:millisecond))
-
-  @doc "The deadline `ms` from now (`:infinity` stays)."
-  @spec deadline(non_neg_integer() | :infinity) :: integer() | :infinity
-  def deadline(:infinity), do: :infinity
-  def deadline(ms), do: System.monotonic_time(:millisecond) + ms
-
   @doc """
   A lease of `ttl` for a claim about to be made: `current` (`{id,
   granted_at}` or nil) if it was granted less than a quarter of `ttl` ago,
   else a new one (the old one revoked). A claim so gets nearly its whole
   TTL even after lost races.
   """
-  @spec fresh_lease(atom(), {pos_integer(), integer()} | nil, pos_integer(), keyword()) ::
+  @spec fresh_lease(atom(), {pos_integer(), integer()} | nil, pos_integer(), Deadline.budget()) ::
           {:ok, {pos_integer(), integer()}} | {:error, term()}
   def fresh_lease(store, {id, granted} = current, ttl, opts) do
     if System.monotonic_time(:millisecond) - granted < div(ttl, 4) do
@@ -275,16 +202,16 @@ defmodule Synod.Queue.Recipe do
   end
 
   def fresh_lease(store, nil, ttl, opts) do
-    with {:ok, id, _} <- Store.grant(store, ttl, opts),
+    with {:ok, id, _} <- Store.grant(store, ttl, Deadline.opts(opts)),
          do: {:ok, {id, System.monotonic_time(:millisecond)}}
   end
 
   @doc "Best-effort revoke of a lease nobody needs any more (it would expire anyway)."
-  @spec drop_lease(atom(), non_neg_integer() | nil, keyword()) :: :ok
+  @spec drop_lease(atom(), non_neg_integer() | nil, Deadline.budget()) :: :ok
   def drop_lease(_store, id, _opts) when id in [nil, 0], do: :ok
 
   def drop_lease(store, id, opts) do
-    _ = Store.revoke(store, id, opts)
+    _ = Store.revoke(store, id, Deadline.opts(opts))
     :ok
   end
 end

@@ -1,0 +1,263 @@
+defmodule Synod.Raft.Router do
+  @moduledoc false
+  # Gets a request to a group's leader from any node, member or not, without
+  # sleeping. One per node; it owns the leader cache (an ETS table read and
+  # written by the callers themselves) and drops the entries of a node that
+  # goes down.
+  #
+  # The cache holds, per group, the node believed to lead. It is filled from
+  # answers (a node that answered a leader-only request leads), from
+  # `{:error, {:not_leader, Hint}}` hints, and from the local member's view
+  # changes (Synod.Raft.Info.put/3 calls learn/2 and forget/1: the leader
+  # watch of a member's node). It is dropped on nodedown and on a
+  # `not_leader` without a hint.
+  #
+  # A call goes straight to the cached leader. On a miss it asks the local
+  # member's view, else every connected node's (one parallel round of
+  # `Synod.Raft.Info.view/1`; if none runs a member, one more round on the
+  # nodes those are connected to): no member anywhere is `{:error,
+  # {:unknown_group, G}}` at once; members but no leader yet is the one case
+  # that backs off (2 ms doubling to 50 ms) before asking again. A
+  # `not_leader` with a hint is re-sent to the hint at once.
+  #
+  # Never here: a decision about the group's state. The router only picks a
+  # node to ask; every answer comes from a member.
+
+  use GenServer
+  require Logger
+
+  alias Synod.Raft.Info
+
+  @table __MODULE__
+  @backoff_min 2
+  @backoff_max 50
+  @discover_timeout 1_000
+
+  @doc false
+  def start_link(_), do: GenServer.start_link(__MODULE__, [], name: __MODULE__)
+
+  @impl true
+  def init([]) do
+    :ets.new(@table, [:named_table, :public, :set, read_concurrency: true])
+    :ok = :net_kernel.monitor_nodes(true)
+    {:ok, nil}
+  end
+
+  @impl true
+  def handle_call(request, _from, state) do
+    Logger.debug("raft router: unknown call #{inspect(request)}")
+    {:reply, {:error, :unknown_call}, state}
+  end
+
+  @impl true
+  def handle_cast(request, state) do
+    Logger.debug("raft router: unknown cast #{inspect(request)}")
+    {:noreply, state}
+  end
+
+  @impl true
+  def handle_info({:nodedown, node}, state) do
+    :ets.match_delete(@table, {:_, node})
+    {:noreply, state}
+  end
+
+  def handle_info(_msg, state), do: {:noreply, state}
+
+  # -- the cache ----------------------------------------------------------------------
+
+  @doc "The node this node believes leads `group`, or nil."
+  @spec leader(atom()) :: node() | nil
+  def leader(group) do
+    case :ets.lookup(@table, group) do
+      [{_, node}] -> node
+      [] -> nil
+    end
+  rescue
+    ArgumentError -> nil
+  end
+
+  @doc "Records `node` as `group`'s leader."
+  @spec learn(atom(), node()) :: true
+  def learn(group, node) when is_atom(node) and node != nil do
+    # Most answers confirm what is cached: a lookup is cheaper than a write.
+    case :ets.lookup(@table, group) do
+      [{_, ^node}] -> true
+      _ -> :ets.insert(@table, {group, node})
+    end
+  rescue
+    ArgumentError -> true
+  end
+
+  @doc "Forgets `group`'s leader."
+  @spec forget(atom()) :: true
+  def forget(group) do
+    :ets.delete(@table, group)
+  rescue
+    ArgumentError -> true
+  end
+
+  @doc "Forgets `node` as `group`'s leader, unless another was learnt since."
+  @spec forget(atom(), node()) :: true
+  def forget(group, node) do
+    :ets.delete_object(@table, {group, node})
+  rescue
+    ArgumentError -> true
+  end
+
+  # -- calls ---------------------------------------------------------------------------
+
+  @doc """
+  Calls the process registered as `name` on `group`'s leader node with
+  `request` and returns its answer. `deadline` is a monotonic time (ms);
+  each round trip waits at most `call_timeout` ms. Answers the caller must
+  see as they are (anything but `not_leader`, a member gone, an entry
+  dropped) end the call. Errors: `{:error, :timeout}`, `{:error,
+  {:unknown_group, group}}`.
+  """
+  @spec call(atom(), atom(), term(), integer(), pos_integer()) :: term()
+  def call(group, name, request, deadline, call_timeout) do
+    route(group, name, request, deadline, call_timeout, leader(group), @backoff_min, nil)
+  end
+
+  defp route(group, name, request, deadline, call_timeout, target, backoff, failed) do
+    left = deadline - now()
+
+    cond do
+      left <= 0 ->
+        {:error, :timeout}
+
+      target == nil ->
+        case find_leader(group, deadline, failed, backoff) do
+          {:ok, node, backoff} ->
+            route(group, name, request, deadline, call_timeout, node, backoff, failed)
+
+          {:error, _} = error ->
+            error
+        end
+
+      true ->
+        attempt(group, name, request, deadline, call_timeout, {target, failed}, backoff, left)
+    end
+  end
+
+  @doc """
+  The node believed to lead `group`: the cached one, else located (see the
+  module doc; `failed` is a node just found not to lead, not to be taken
+  from a stale view). Waits, backing off, only while members know no
+  leader. `{:ok, node}`, `{:error, :timeout}` past `deadline`, or
+  `{:error, {:unknown_group, group}}`.
+  """
+  @spec leader_node(atom(), integer(), node() | nil) :: {:ok, node()} | {:error, term()}
+  def leader_node(group, deadline, failed \\ nil) do
+    case leader(group) do
+      nil ->
+        with {:ok, node, _backoff} <- find_leader(group, deadline, failed, @backoff_min),
+             do: {:ok, node}
+
+      node ->
+        {:ok, node}
+    end
+  end
+
+  defp find_leader(group, deadline, failed, backoff) do
+    left = deadline - now()
+
+    case locate(group, failed) do
+      {:ok, node} ->
+        {:ok, node, backoff}
+
+      :unknown ->
+        {:error, {:unknown_group, group}}
+
+      :no_leader when left <= 0 ->
+        {:error, :timeout}
+
+      :no_leader ->
+        # After a pause `failed` may lead again (its member restarted).
+        Process.sleep(min(backoff, left))
+        find_leader(group, deadline, nil, min(backoff * 2, @backoff_max))
+    end
+  end
+
+  # `previous` is the node that redirected here: a hint back to it (two
+  # stale views naming each other) counts as no hint.
+  defp attempt(group, name, request, deadline, call_timeout, {target, previous}, backoff, left) do
+    retry = &route(group, name, request, deadline, call_timeout, &1, backoff, &2)
+
+    case call_name(target, name, request, min(left, call_timeout)) do
+      {:error, {:not_leader, hint}}
+      when is_atom(hint) and hint not in [nil, target, previous] ->
+        learn(group, hint)
+        retry.(hint, target)
+
+      {:error, {:not_leader, _}} ->
+        forget(group, target)
+        retry.(nil, target)
+
+      {:error, reason} when reason in [:no_member, :dropped, :unknown_outcome, :call_timeout] ->
+        # The node runs no member (any more), or the leader lost the entry
+        # with its leadership, or did not answer in time: ask again. Safe
+        # for commands, whose request id makes the group apply each once.
+        forget(group, target)
+        retry.(nil, target)
+
+      answer ->
+        learn(group, target)
+        answer
+    end
+  end
+
+  # Where `group`'s leader is, from this node's member or else from every
+  # connected node's: {:ok, node}, :no_leader (members, none knows a leader
+  # other than `failed`) or :unknown (no member on any connected node).
+  defp locate(group, failed) do
+    views =
+      case Info.view(group) do
+        nil -> remote_views(group)
+        view -> [view]
+      end
+
+    leaders = for %{leader: l, term: t} <- views, l != nil, l != failed, do: {t, l}
+
+    cond do
+      leaders != [] -> {:ok, leaders |> Enum.max() |> elem(1)}
+      views == [] -> :unknown
+      true -> :no_leader
+    end
+  end
+
+  # The views of the members on the connected nodes; if there are none,
+  # also on the nodes those know (a node that has just joined is connected
+  # to one or two nodes until `global` has made the mesh: asking connects it).
+  defp remote_views(group) do
+    case views_on(Node.list(), group) do
+      [] ->
+        known = Node.list()
+        others = multicall(known, :erlang, :nodes, []) |> List.flatten() |> Enum.uniq()
+        views_on(others -- [node() | known], group)
+
+      views ->
+        views
+    end
+  end
+
+  defp views_on(nodes, group),
+    do: for(%{} = view <- multicall(nodes, Info, :view, [group]), do: view)
+
+  defp multicall(nodes, m, f, a) do
+    for {:ok, result} <- :erpc.multicall(nodes, m, f, a, @discover_timeout), do: result
+  end
+
+  @doc false
+  # GenServer.call to `{name, node}` with exits turned into errors: a
+  # process or node that is not there is `:no_member`, no answer in
+  # `timeout` is `:call_timeout`.
+  def call_name(node, name, request, timeout) do
+    GenServer.call({name, node}, request, timeout)
+  catch
+    :exit, {:timeout, _} -> {:error, :call_timeout}
+    :exit, {_, _} -> {:error, :no_member}
+  end
+
+  defp now, do: System.monotonic_time(:millisecond)
+end
