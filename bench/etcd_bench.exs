@@ -50,9 +50,10 @@ end
 dir = Path.join(System.tmp_dir!(), "synod-etcd-bench-#{System.unique_integer([:positive])}")
 base = 42_000 + rem(System.unique_integer([:positive]), 500) * 20
 {etcd_pids, ports} = Etcd.start_cluster(Path.join(dir, "etcd"), base)
-voters = LocalCluster.start(3, prefix: "ebv")
-[{_, outsider}] = outsiders = LocalCluster.start(1, prefix: "ebc")
-nodes = Enum.map(voters, &elem(&1, 1))
+# The etcd members go with this VM whatever fails below.
+System.at_exit(fn _ -> Etcd.stop_cluster(etcd_pids) end)
+peers = LocalCluster.start(4, prefix: "eb")
+[outsider | nodes] = Enum.map(peers, &elem(&1, 1))
 store = :etcd_bench
 
 try do
@@ -178,7 +179,7 @@ try do
       "(#{ratio.(e.(& &1.put50) - floor, s.(& &1.put50))}x)"
   )
 after
-  LocalCluster.stop(voters ++ outsiders)
+  LocalCluster.stop(peers)
   Etcd.stop_cluster(etcd_pids)
   File.rm_rf(dir)
 end

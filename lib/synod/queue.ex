@@ -7,8 +7,12 @@ defmodule Synod.Queue do
   queue's name (a binary of 1..255 bytes). Queues need no creation; one
   store holds any number of them. Values are any terms, stored in the
   external term format with deterministic encoding (the same term gives
-  the same bytes); an encoded value over #{1_044_480} bytes is refused with
-  `{:error, {:value_too_large, bytes, 1_044_480}}`.
+  the same bytes); an encoded value over 1,044,480 bytes is refused with
+  `{:error, {:value_too_large, bytes, 1_044_480}}`. Values are decoded
+  with `:erlang.binary_to_term(bytes, [:safe])` (no atoms are created from
+  stored data); one that does not decode so (bytes not written by
+  `enqueue/4`, or holding an atom this node does not know) is handed out
+  as `{:undecodable, bytes}`, so it is neither lost nor blocks the queue.
 
       {:ok, _key, rev} = Synod.Queue.enqueue(:jobs, "mail", %{to: "a@b"})
       {:ok, %{value: %{to: "a@b"}, revision: ^rev}} = Synod.Queue.dequeue(:jobs, "mail", timeout: 5_000)
@@ -116,6 +120,12 @@ defmodule Synod.Queue do
           error(other)
       end
     end
+  end
+
+  defp decode(bytes) do
+    :erlang.binary_to_term(bytes, [:safe])
+  rescue
+    ArgumentError -> {:undecodable, bytes}
   end
 
   defp size_ok(bytes) when byte_size(bytes) <= @max_value, do: :ok
@@ -233,7 +243,7 @@ defmodule Synod.Queue do
   defp item(kv, rev, receipt),
     do: %{
       key: kv.key,
-      value: :erlang.binary_to_term(kv.value),
+      value: decode(kv.value),
       revision: kv.create_revision,
       dequeue_revision: rev,
       receipt: receipt

@@ -33,11 +33,19 @@ defmodule Synod.Raft do
   measured.
   """
 
+  alias Synod.Coord.Options
   alias Synod.Raft.{Info, Router, Watches}
 
   @type group :: atom()
   @type watch_event :: :become_leader | :become_follower
   @type member_view :: %{role: atom(), leader: node() | nil, term: non_neg_integer()}
+
+  # The options of every routed call (command/3, query/3, call_leader/4).
+  # A timeout of 0 (a caller's budget used up) answers {:error, :timeout}.
+  @call_schema [
+    timeout: [type: :non_neg_integer, default: 5_000],
+    call_timeout: [type: {:nil_or, :pos_integer}, default: nil]
+  ]
 
   @defaults [
     join: false,
@@ -162,14 +170,14 @@ defmodule Synod.Raft do
   """
   @spec command(group(), term(), keyword()) :: {:ok, term()} | {:error, term()}
   def command(group, command, opts \\ []) do
-    opts = call_opts!(opts, [:timeout, :call_timeout, :local])
+    opts = Options.validate!(opts, [{:local, [type: :boolean, default: false]} | @call_schema])
     # One id for every attempt: the group applies the command once however
     # often a lost answer makes us send it again.
     request = {:command, command, make_ref()}
 
-    if Keyword.get(opts, :local, false),
-      do: call(node(), group, request, Keyword.get(opts, :timeout, 5_000)),
-      else: to_leader(group, request, opts)
+    if opts.local,
+      do: call(node(), group, request, opts.timeout),
+      else: routed(group, member_name(group), request, opts)
   end
 
   @typedoc """
@@ -199,20 +207,12 @@ defmodule Synod.Raft do
   @spec query(group(), query_fun(), keyword()) :: {:ok, term()} | {:error, term()}
   def query(group, query, opts \\ []) do
     query!(query)
-    opts = call_opts!(opts, [:consistency, :timeout, :call_timeout])
+    consistency = [type: {:in, [:linearizable, :stale]}, default: :linearizable]
+    opts = Options.validate!(opts, [{:consistency, consistency} | @call_schema])
 
-    case Keyword.get(opts, :consistency, :linearizable) do
-      :linearizable ->
-        to_leader(group, {:query, query, :linearizable}, opts)
-
-      :stale ->
-        if Info.view(group),
-          do: call(node(), group, {:query, query, :stale}, Keyword.get(opts, :timeout, 5_000)),
-          else: to_leader(group, {:query, query, :stale}, opts)
-
-      other ->
-        raise ArgumentError, "consistency must be :linearizable or :stale, got: #{inspect(other)}"
-    end
+    if opts.consistency == :stale and Info.view(group),
+      do: call(node(), group, {:query, query, :stale}, opts.timeout),
+      else: routed(group, member_name(group), {:query, query, opts.consistency}, opts)
   end
 
   defp query!(fun) when is_function(fun, 1), do: :ok
@@ -407,16 +407,20 @@ defmodule Synod.Raft do
   defp deadline(opts),
     do: System.monotonic_time(:millisecond) + Keyword.get(opts, :timeout, 5_000)
 
-  defp to_leader(group, request, opts), do: call_leader(group, member_name(group), request, opts)
+  defp to_leader(group, request, opts),
+    do: call_leader(group, member_name(group), request, opts)
 
   @doc false
   # Calls the process registered as `name` on the group's leader node
   # (Synod.Raft.Router): the member itself, or a leader-side service (the
-  # store's lease clock). Options: timeout:, call_timeout:.
-  def call_leader(group, name, request, opts) do
-    timeout = Keyword.get(opts, :timeout, 5_000)
-    call_timeout = Keyword.get(opts, :call_timeout, timeout)
-    Router.call(group, name, request, deadline(opts), call_timeout)
+  # store's lease clock, its watch server). Options: timeout:, call_timeout:.
+  def call_leader(group, name, request, opts),
+    do: routed(group, name, request, Options.validate!(opts, @call_schema))
+
+  # `opts`: the validated map of @call_schema's options.
+  defp routed(group, name, request, %{timeout: timeout, call_timeout: call_timeout}) do
+    deadline = System.monotonic_time(:millisecond) + timeout
+    Router.call(group, name, request, deadline, call_timeout || max(timeout, 1))
   end
 
   defp call(node, group, request, timeout) do
@@ -426,32 +430,8 @@ defmodule Synod.Raft do
     end
   end
 
-  @doc false
-  # `opts` if it is a keyword list of `known` options, else ArgumentError
-  # naming the bad one (also used by the store's services).
-  @spec opts!(term(), [atom()]) :: keyword()
-  def opts!(opts, known) do
-    unless Keyword.keyword?(opts), do: raise(ArgumentError, "options must be a keyword list")
-
-    case Enum.find(opts, fn {k, _} -> k not in known end) do
-      nil -> opts
-      {k, _} -> raise ArgumentError, "unknown option #{inspect(k)}; known: #{inspect(known)}"
-    end
-  end
-
-  # The call options' values: positive integers (ms).
-  defp call_opts!(opts, known) do
-    opts = opts!(opts, known)
-
-    for key <- [:timeout, :call_timeout], Keyword.has_key?(opts, key) do
-      check!(opts, key, &(is_integer(&1) and &1 > 0), "a positive integer (ms)")
-    end
-
-    opts
-  end
-
   defp retry_conf(group, op, id, deadline) do
-    timeout = max(deadline - System.monotonic_time(:millisecond), 0)
+    timeout = max(deadline - System.monotonic_time(:millisecond), 1)
 
     case to_leader(group, {:conf_change, op, id}, timeout: timeout) do
       {:error, why} when why in [:conf_pending, :not_caught_up, :transferring] ->

@@ -112,6 +112,11 @@ defmodule Synod.QueueClusterTest do
     assert {:ok, %{value: ^value}} = Queue.dequeue(s, "terms", timeout: 1_000)
     assert {:ok, %{value: "a binary"}} = Queue.dequeue(s, "terms", timeout: 1_000)
 
+    # Bytes not written by enqueue (a native writer) are handed out, not lost.
+    {:ok, key, _} = Queue.enqueue(s, "terms", :placeholder)
+    {:ok, _, _} = Synod.Store.put(s, key, "not a term")
+    assert {:ok, %{value: {:undecodable, "not a term"}}} = Queue.dequeue(s, "terms")
+
     big = :binary.copy("x", 1_100_000)
     assert {:error, {:value_too_large, size, 1_044_480}} = Queue.enqueue(s, "terms", big)
     assert size > 1_044_480

@@ -40,7 +40,13 @@ defmodule Synod.StoreClientTest do
     assert {:ok, 5_000} = on(c, :keep_alive, [s, lease])
 
     assert {:ok, token} =
-             :erpc.call(c, Synod.Lock, :lock, [s, "lock", 5_000, &Function.identity/1], 30_000)
+             :erpc.call(
+               c,
+               Synod.Lock,
+               :lock,
+               [s, "lock", &Function.identity/1, [ttl: 5_000]],
+               30_000
+             )
 
     assert is_integer(token)
 
@@ -124,7 +130,7 @@ defmodule Synod.StoreClientTest do
         Synod.Raft.command(g, :x, timeout: :infinity)
       end
 
-      assert_raise ArgumentError, ~r/:bogus/, fn ->
+      assert_raise ArgumentError, ~r/bogus/, fn ->
         Synod.Raft.query(g, {Map, :get, [:k]}, bogus: 1)
       end
     after

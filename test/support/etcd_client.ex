@@ -46,13 +46,21 @@ defmodule Synod.Test.Etcd do
       end
 
     ports = for i <- 1..3, do: base + i
-    for p <- ports, do: wait_ready(p, 200)
+
+    try do
+      for p <- ports, do: wait_ready(p, 200)
+    rescue
+      e ->
+        stop_cluster(pids)
+        reraise e, __STACKTRACE__
+    end
+
     {pids, ports}
   end
 
   @doc "Stops what `start_cluster/2` started."
   def stop_cluster(pids) do
-    for pid <- pids, do: System.cmd("kill", ["-9", "#{pid}"])
+    for pid <- pids, do: System.cmd("kill", ["-9", "#{pid}"], stderr_to_stdout: true)
     :ok
   end
 

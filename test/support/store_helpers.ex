@@ -99,13 +99,18 @@ defmodule Synod.Test.Store do
   """
   def lock_holder(store, key, report, tag) do
     spawn(fn ->
-      Synod.Lock.lock(store, key, 30_000, fn _token ->
-        send(report, {:holding, tag})
+      Synod.Lock.lock(
+        store,
+        key,
+        fn _token ->
+          send(report, {:holding, tag})
 
-        receive do
-          :release -> :ok
-        end
-      end)
+          receive do
+            :release -> :ok
+          end
+        end,
+        ttl: 30_000
+      )
     end)
   end
 

@@ -67,22 +67,18 @@ defmodule Synod.Raft.Pipeline do
   """
   @spec new(atom(), keyword()) :: t()
   def new(group, opts \\ []) when is_atom(group) do
-    opts = Synod.Raft.opts!(opts, [:window, :timeout])
-    window = Keyword.get(opts, :window, 1_024)
-    timeout = Keyword.get(opts, :timeout, 5_000)
-
-    unless is_integer(window) and window > 0,
-      do: raise(ArgumentError, "window must be a positive integer, got: #{inspect(window)}")
-
-    unless is_integer(timeout) and timeout > 0,
-      do: raise(ArgumentError, "timeout must be a positive integer, got: #{inspect(timeout)}")
+    opts =
+      Synod.Coord.Options.validate!(opts,
+        window: [type: :pos_integer, default: 1_024],
+        timeout: [type: :pos_integer, default: 5_000]
+      )
 
     %__MODULE__{
       group: group,
       name: Synod.Raft.member_name(group),
       alias: :erlang.alias(),
-      window: window,
-      timeout: timeout
+      window: opts.window,
+      timeout: opts.timeout
     }
   end
 

@@ -281,10 +281,16 @@ defmodule Synod.Store.Command do
   defp list!(list, _what, max) when is_list(list) and length(list) <= max, do: list
   defp list!(_, what, max), do: raise(ArgumentError, "#{what} must be a list of at most #{max}")
 
-  @doc false
   # `opts` if it is a keyword list of `known` options, else ArgumentError
-  # naming the bad one. Shared with the services on the store.
-  defdelegate opts!(opts, known), to: Synod.Raft
+  # naming the bad one.
+  defp opts!(opts, known) do
+    unless Keyword.keyword?(opts), do: raise(ArgumentError, "options must be a keyword list")
+
+    case Enum.find(opts, fn {k, _} -> k not in known end) do
+      nil -> opts
+      {k, _} -> raise ArgumentError, "unknown option #{inspect(k)}; known: #{inspect(known)}"
+    end
+  end
 
   defp flag(opts, name, bit) do
     case Keyword.get(opts, name, false) do

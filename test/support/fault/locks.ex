@@ -1,6 +1,6 @@
 defmodule Synod.Fault.Locks do
   @moduledoc false
-  # Workload: every client takes one lock (Synod.Lock.lock/5) over and over
+  # Workload: every client takes one lock (Synod.Lock.lock/4) over and over
   # and, inside, notes {:enter, token} and {:exit, token} with the collector
   # around a short sleep. Checked:
   #

@@ -41,7 +41,9 @@ defmodule Synod.Fault.Queues do
       v = "#{inspect(process)}.#{n}"
 
       Collector.run(collector, process, {:enqueue, mode}, v, fn ->
-        case Queue.enqueue(q, v, nil, timeout: @call_timeout) do
+        {store, name} = q
+
+        case Queue.enqueue(store, name, v, call_timeout: @call_timeout) do
           {:ok, _key, rev} -> {:ok, rev}
           other -> {:info, other}
         end
@@ -54,13 +56,15 @@ defmodule Synod.Fault.Queues do
   end
 
   defp dequeue(q, mode, collector, process) do
+    {store, name} = q
+
     opts =
-      [timeout: @call_timeout] ++
+      [timeout: 200, call_timeout: @call_timeout] ++
         if(mode == :acked, do: [visibility_timeout: @visibility], else: [])
 
     outcome =
       Collector.run(collector, process, {:dequeue, mode}, nil, fn ->
-        case Queue.dequeue(q, 200, opts) do
+        case Queue.dequeue(store, name, opts) do
           {:ok, item} -> {:ok, item}
           {:error, :empty} -> {:fail, :empty}
           other -> {:info, other}
@@ -69,9 +73,9 @@ defmodule Synod.Fault.Queues do
 
     with {:ok, %{receipt: receipt} = item} when receipt != nil <- outcome do
       Collector.run(collector, process, {:ack, mode}, item.value, fn ->
-        case Queue.ack(q, receipt, timeout: @call_timeout) do
+        case Queue.ack(store, name, receipt, call_timeout: @call_timeout) do
           :ok -> {:ok, item.value}
-          {:error, :expired} -> {:fail, :expired}
+          {:error, :lease_expired} -> {:fail, :expired}
           other -> {:info, other}
         end
       end)

@@ -35,7 +35,9 @@ defmodule Synod.Fault.TaskStore do
       id = "t#{:erlang.phash2(process)}-#{n}"
 
       Collector.run(collector, process, :create, id, fn ->
-        case Tasks.create_task(store, [id: id, topic: @topic, data: n], timeout: @call_timeout) do
+        case Tasks.create_task(store, [id: id, topic: @topic, data: n],
+               call_timeout: @call_timeout
+             ) do
           {:ok, _} -> {:ok, id}
           other -> {:info, other}
         end
@@ -52,7 +54,7 @@ defmodule Synod.Fault.TaskStore do
 
     reserved =
       Collector.run(collector, process, :reserve, nil, fn ->
-        case Tasks.reserve_task(store, @topic, me, lease_ms: 1_000, timeout: @call_timeout) do
+        case Tasks.reserve_task(store, @topic, me, ttl: 1_000, call_timeout: @call_timeout) do
           {:ok, nil} -> {:fail, :none}
           {:ok, t} -> {:ok, {t.id, t.status}}
           other -> {:info, other}
@@ -63,13 +65,13 @@ defmodule Synod.Fault.TaskStore do
       Process.sleep(:rand.uniform(300))
 
       change(collector, process, :extend, id, fn ->
-        Tasks.extend_lease(store, id, me, timeout: @call_timeout)
+        Tasks.extend_lease(store, id, me, call_timeout: @call_timeout)
       end)
 
       Process.sleep(:rand.uniform(300))
 
       change(collector, process, :terminate, id, fn ->
-        Tasks.terminate(store, id, me, timeout: @call_timeout)
+        Tasks.terminate(store, id, me, call_timeout: @call_timeout)
       end)
     end
   end
