@@ -49,9 +49,19 @@ cases =
       Matrix.cases(pick.(matrix, [:smoke, :long], "matrix"), opts[:seed] || 1)
   end
 
+# A case that crashes is reported as unknown and the matrix goes on.
 statuses =
   for c <- cases do
-    {status, line} = Runner.run(c)
+    {status, line} =
+      try do
+        Runner.run(c)
+      rescue
+        e ->
+          {:unknown,
+           "fault #{c[:workload]} #{c[:nemesis]} seed=#{c[:seed]} nodes=#{c[:nodes]} " <>
+             "verdict=unknown run_failed=#{inspect(Exception.message(e), printable_limit: 300)}"}
+      end
+
     IO.puts(line)
     status
   end

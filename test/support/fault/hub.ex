@@ -129,19 +129,14 @@ defmodule Synod.Fault.Hub do
   defp outcome_violation(id, ops, nodes) do
     ops = Enum.sort_by(ops, & &1.invoke)
     last_ok = ops |> Enum.filter(&(&1.type == :ok)) |> List.last()
+    unknown? = Enum.any?(ops, &(&1.type == :info))
 
-    cond do
-      Enum.any?(ops, &(&1.type == :info)) ->
-        nil
-
-      last_ok && last_ok.f == :start and nodes == [] ->
-        %{child: id, started_ok_but_not_running: ops}
-
-      (last_ok == nil or last_ok.f == :stop) and nodes != [] ->
-        %{child: id, stopped_or_never_started_but_runs_on: nodes, ops: ops}
-
-      true ->
-        nil
+    case {unknown?, last_ok && last_ok.f, nodes} do
+      {true, _, _} -> nil
+      {false, :start, []} -> %{child: id, started_ok_but_not_running: ops}
+      {false, :start, _} -> nil
+      {false, _stopped_or_never_started, []} -> nil
+      {false, _, nodes} -> %{child: id, stopped_or_never_started_but_runs_on: nodes, ops: ops}
     end
   end
 end

@@ -13,11 +13,13 @@ defmodule Synod.Fault.Matrix do
   alias Synod.Fault.{Nemesis, Runner}
 
   @smoke [
-    {:register, :kill, 3, 10_000},
-    {:register, :partition_leader, 3, 10_000},
-    {:lock, :pause, 3, 10_000},
-    {:queue, :kill, 3, 10_000},
-    {:election, :partition_minority, 3, 8_000}
+    {:register, :kill, 3, 8_000},
+    {:register, :partition_leader, 3, 8_000},
+    {:lock, :pause, 3, 8_000},
+    {:queue, :kill, 3, 8_000},
+    {:election, :partition_minority, 3, 8_000},
+    {:watch, :kill_majority, 3, 8_000},
+    {:tasks, :pause, 3, 8_000}
   ]
 
   def cases(:smoke, seed),
