@@ -6,13 +6,7 @@ defmodule Synod.Test.CoordBench do
 
   alias Synod.{Election, Lock, Store}
 
-  defp timed(n, fun) do
-    for i <- 1..n do
-      t0 = System.monotonic_time(:microsecond)
-      fun.(i)
-      System.monotonic_time(:microsecond) - t0
-    end
-  end
+  import Synod.Test.Stats, only: [timed: 2]
 
   @doc "`n` sequential puts."
   def puts(store, n) do
