@@ -1,6 +1,6 @@
 defmodule Synod.Application do
   @moduledoc false
-  # Node-wide processes: the table behind Synod.leader/1 and friends, the
+  # Node-wide processes: Synod.Telemetry's handler table, the table behind Synod.leader/1 and friends, the
   # leader cache of Synod.Raft.Router, and the supervisor that
   # Synod.Raft.start_member/1 starts group members under.
 
@@ -9,6 +9,7 @@ defmodule Synod.Application do
   @impl true
   def start(_type, _args) do
     children = [
+      Synod.Telemetry,
       Synod.Raft.Info,
       Synod.Raft.Router,
       {DynamicSupervisor, name: Synod.Raft.Supervisor, strategy: :one_for_one}
