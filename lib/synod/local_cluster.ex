@@ -133,8 +133,25 @@ defmodule Synod.LocalCluster do
       :erpc.call(from, fn -> for other <- others, do: :erlang.set_cookie(other, cookie) end)
     end
 
-    for a <- side_a, b <- side_b, do: true = :erpc.call(a, Node, :connect, [b])
+    for a <- side_a, b <- side_b, do: reconnect(a, b, 50)
     :ok
+  end
+
+  # A connection attempt made while the cut cookies were in place can still
+  # be in flight when the cookies are restored, and then Node.connect/1
+  # answers false once: try again, for up to 5 s.
+  defp reconnect(a, b, tries) do
+    cond do
+      :erpc.call(a, Node, :connect, [b]) ->
+        :ok
+
+      tries > 1 ->
+        Process.sleep(100)
+        reconnect(a, b, tries - 1)
+
+      true ->
+        raise "LocalCluster.heal: #{a} cannot reconnect to #{b}"
+    end
   end
 
   @doc "Stops peers started by `start/2`; peers that are already gone are skipped."
