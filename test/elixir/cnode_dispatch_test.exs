@@ -12,10 +12,8 @@ defmodule Synod.CNodeDispatchTest do
 
   setup_all do
     distribute()
-    peers = Synod.LocalCluster.start(3, prefix: "cnd")
-    nodes = Enum.map(peers, &elem(&1, 1))
+    nodes = Synod.Test.Cluster.peers!(3, prefix: "cnd")
     HubCase.start_hubs(nodes, name: @hub)
-    on_exit(fn -> Synod.LocalCluster.stop(peers) end)
     %{nodes: nodes}
   end
 

@@ -6,26 +6,19 @@ defmodule Synod.RaftClusterTest do
   use ExUnit.Case, async: false
 
   alias Synod.LocalCluster
-  alias Synod.Test.{Raft, Wait}
+  alias Synod.Test.{Cluster, Raft, Wait}
 
   @moduletag timeout: 120_000
 
   setup context do
-    dir = Path.join(System.tmp_dir!(), "synod-raft-#{System.unique_integer([:positive])}")
-    on_exit(fn -> File.rm_rf(dir) end)
+    dir = Cluster.tmp_dir!("raft")
     group = :"g#{System.unique_integer([:positive])}"
     {:ok, dir: dir, group: group, name: context.test}
   end
 
-  defp start_peers(count, prefix) do
-    peers = LocalCluster.start(count, prefix: prefix)
-    on_exit(fn -> LocalCluster.stop(peers) end)
-    {peers, Enum.map(peers, &elem(&1, 1))}
-  end
-
   for voters <- [3, 5] do
     test "#{voters} voters elect one leader, and a new one when the leader's VM is killed", ctx do
-      {_peers, nodes} = start_peers(unquote(voters), "rv")
+      nodes = Cluster.peers!(unquote(voters), prefix: "rv")
       leader = Raft.start_group(ctx.group, nodes, ctx.dir)
       Raft.watch_all(ctx.group, nodes)
 
@@ -65,9 +58,7 @@ defmodule Synod.RaftClusterTest do
   test "a member restarted from disk recovers, catches up through a snapshot, and keeps its vote",
        ctx do
     names = for i <- 1..3, do: "rr#{i}-#{System.unique_integer([:positive])}"
-    peers = LocalCluster.start(3, names: names)
-    on_exit(fn -> LocalCluster.stop(peers) end)
-    nodes = Enum.map(peers, &elem(&1, 1))
+    nodes = Cluster.peers!(3, names: names)
     leader = Raft.start_group(ctx.group, nodes, ctx.dir, snapshot_every: 20)
     Raft.watch_all(ctx.group, nodes)
     for i <- 1..30, do: {:ok, _} = Raft.command(leader, ctx.group, {:put, i, i})
@@ -83,8 +74,7 @@ defmodule Synod.RaftClusterTest do
     assert Raft.status(leader, ctx.group).first_index > before.last_index + 1
 
     # Same node name, same directory.
-    [{_, ^victim} = peer] = LocalCluster.start(1, names: [Enum.at(names, victim_index)])
-    on_exit(fn -> LocalCluster.stop([peer]) end)
+    [^victim] = Cluster.peers!(1, names: [Enum.at(names, victim_index)])
     data_dir = Path.join(ctx.dir, Atom.to_string(victim))
 
     {:ok, _} =
@@ -111,7 +101,7 @@ defmodule Synod.RaftClusterTest do
   end
 
   test "the whole group stopped and started again keeps its state", ctx do
-    {_peers, nodes} = start_peers(3, "rf")
+    nodes = Cluster.peers!(3, prefix: "rf")
     leader = Raft.start_group(ctx.group, nodes, ctx.dir, snapshot_every: 15)
     for i <- 1..40, do: {:ok, _} = Raft.command(leader, ctx.group, {:incr, :n, i})
 
@@ -125,7 +115,7 @@ defmodule Synod.RaftClusterTest do
 
   test "a partitioned minority cannot commit; the majority goes on; logs converge after healing",
        ctx do
-    {_peers, nodes} = start_peers(3, "rp")
+    nodes = Cluster.peers!(3, prefix: "rp")
     old = Raft.start_group(ctx.group, nodes, ctx.dir)
     Raft.watch_all(ctx.group, nodes)
     {:ok, _} = Raft.command(old, ctx.group, {:put, :k, :before})
@@ -146,7 +136,7 @@ defmodule Synod.RaftClusterTest do
   end
 
   test "members are added (as learners, then voters) and removed at runtime", ctx do
-    {_peers, nodes} = start_peers(4, "rm")
+    nodes = Cluster.peers!(4, prefix: "rm")
     [a, b, c, d] = nodes
     leader = Raft.start_group(ctx.group, [a, b, c], ctx.dir)
     for i <- 1..10, do: {:ok, _} = Raft.command(leader, ctx.group, {:put, i, i})

@@ -4,14 +4,11 @@ defmodule Synod.RingClusterTest do
   use ExUnit.Case, async: false
 
   alias Synod.Ring
-  alias Synod.LocalCluster
 
   @moduletag :distributed
 
   setup_all do
-    peers = LocalCluster.start(3, prefix: "ring")
-    on_exit(fn -> LocalCluster.stop(peers) end)
-    %{nodes: Enum.map(peers, &elem(&1, 1))}
+    %{nodes: Synod.Test.Cluster.peers!(3, prefix: "ring")}
   end
 
   test "every node places every key on the same owners", %{nodes: nodes} do

@@ -7,24 +7,12 @@ defmodule Synod.StoreServiceTest do
 
   alias Synod.LocalCluster
   alias Synod.Store
-  alias Synod.Test.{Raft, Wait}
+  alias Synod.Test.{Cluster, Raft, Wait}
 
   @moduletag timeout: 120_000
 
   setup do
-    dir = Path.join(System.tmp_dir!(), "synod-store-#{System.unique_integer([:positive])}")
-    peers = LocalCluster.start(3, prefix: "st")
-    nodes = Enum.map(peers, &elem(&1, 1))
-    store = :"s#{System.unique_integer([:positive])}"
-    :ok = Store.start(store, nodes, dir)
-    leader = Raft.wait_leader(store, nodes)
-
-    on_exit(fn ->
-      LocalCluster.stop(peers)
-      File.rm_rf(dir)
-    end)
-
-    {:ok, store: store, nodes: nodes, leader: leader, dir: dir}
+    {:ok, Cluster.store!(3, prefix: "st")}
   end
 
   defp on(node, fun, args), do: :erpc.call(node, Store, fun, args, 15_000)

@@ -5,29 +5,21 @@ defmodule Synod.StoreWatchTest do
   # One 3-peer store with 50,000 events of history serves every test.
   use ExUnit.Case, async: false
 
-  alias Synod.LocalCluster
   alias Synod.Store
-  alias Synod.Test.{Raft, Wait}
+  alias Synod.Test.{Cluster, Raft, Wait}
   alias Synod.Test.Store, as: Helpers
 
   @moduletag timeout: 180_000
   @events 50_000
 
   setup_all do
-    dir = Path.join(System.tmp_dir!(), "synod-watch-#{System.unique_integer([:positive])}")
-    peers = LocalCluster.start(3, prefix: "sw")
-    nodes = Enum.map(peers, &elem(&1, 1))
-    store = :"sw#{System.unique_integer([:positive])}"
     history = [history_max_events: 4 * @events, history_max_bytes: 256 * 1024 * 1024]
-    :ok = Store.start(store, nodes, dir, store: history)
-    leader = Raft.wait_leader(store, nodes)
+
+    %{store: store, nodes: nodes, leader: leader, dir: dir} =
+      Cluster.store!(3, prefix: "sw", store_opts: [store: history])
+
     [a | _] = nodes -- [leader]
     filled = :erpc.call(a, Helpers, :fill, [store, @events], 300_000)
-
-    on_exit(fn ->
-      LocalCluster.stop(peers)
-      File.rm_rf(dir)
-    end)
 
     {:ok, store: store, nodes: nodes, a: a, leader: leader, filled: filled, dir: dir}
   end

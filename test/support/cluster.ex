@@ -2,7 +2,9 @@ defmodule Synod.Test.Cluster do
   @moduledoc false
   # One harness for suites that run a store on real peers: the fault suite
   # (test/support/fault), the PropEr model of the store (test/proper) and
-  # whoever else wants peers with a store and the faults to inject into them.
+  # whoever else wants peers with a store and the faults to inject into them,
+  # and, through peers!/2, tmp_dir!/1 and store!/2, the ExUnit suites that
+  # only need peers (or peers with a store) that go away with the test.
   #
   # A cluster is a value: its peers by node, the store's name, voters and
   # data root, and each peer's OS pid (for kill -9 and SIGSTOP/SIGCONT). A
@@ -46,6 +48,42 @@ defmodule Synod.Test.Cluster do
     :ok = Store.start(c.store, nodes, root, c.store_opts)
     wait_leader(c, nodes)
     c
+  end
+
+  @doc """
+  For ExUnit: starts `count` peers (`:prefix`, `:names`, `:env` as in
+  `Synod.LocalCluster.start/2`), stops them when the test (or, called from
+  `setup_all`, the module) ends, and returns their nodes.
+  """
+  def peers!(count, opts \\ []) do
+    peers = LocalCluster.start(count, opts)
+    ExUnit.Callbacks.on_exit(fn -> LocalCluster.stop(peers) end)
+    Enum.map(peers, &elem(&1, 1))
+  end
+
+  @doc """
+  For ExUnit: a fresh data dir under the system's tmp dir, removed when the
+  test (or the module, from `setup_all`) ends.
+  """
+  def tmp_dir!(prefix) do
+    dir = Path.join(System.tmp_dir!(), "synod-#{prefix}-#{System.unique_integer([:positive])}")
+    ExUnit.Callbacks.on_exit(fn -> File.rm_rf(dir) end)
+    dir
+  end
+
+  @doc """
+  For ExUnit: `count` peers running a store under a fresh name, with its
+  data in a fresh dir; both go when the test (or the module) ends. Options:
+  `:prefix` (default `"st"`) and `:store_opts` (for `Synod.Store.start/4`).
+  Returns `%{store, nodes, leader, dir}`.
+  """
+  def store!(count, opts \\ []) do
+    prefix = Keyword.get(opts, :prefix, "st")
+    dir = tmp_dir!(prefix)
+    nodes = peers!(count, prefix: prefix)
+    store = :"#{prefix}#{System.unique_integer([:positive])}"
+    :ok = Store.start(store, nodes, dir, Keyword.get(opts, :store_opts, []))
+    %{store: store, nodes: nodes, leader: Synod.Test.Raft.wait_leader(store, nodes), dir: dir}
   end
 
   @doc "Stops every peer (paused ones are resumed first so they can stop)."
