@@ -149,8 +149,13 @@ defmodule Synod.RaftCrashTest do
         trigger(kind, group, victim, leader, nodes, acked, deadline)
 
       kind == :vote ->
-        [target] = nodes -- [leader, victim]
-        _ = :erpc.call(leader, Synod.Raft, :transfer_leader, [group, target])
+        # The first transfer can elect the target on the old leader's vote
+        # alone (the victim then learns the new term from an append, with
+        # no vote to persist): the next transfer must start from whoever
+        # leads now, or it is refused by a follower and nothing happens.
+        leader = current_leader(group, nodes -- [victim], leader)
+        target = hd(nodes -- [leader, victim])
+        _ = safe(fn -> :erpc.call(leader, Synod.Raft, :transfer_leader, [group, target]) end)
         Process.sleep(50)
         trigger(kind, group, victim, leader, nodes, acked, deadline)
     end
@@ -169,6 +174,19 @@ defmodule Synod.RaftCrashTest do
         end
       end)
     end)
+  end
+
+  # The leader as one of `nodes` sees it, or `fallback` while none names one.
+  defp current_leader(group, nodes, fallback) do
+    Enum.find_value(nodes, fallback, fn n ->
+      safe(fn -> :erpc.call(n, Synod.Raft, :leader, [group], 2_000) end)
+    end)
+  end
+
+  defp safe(fun) do
+    fun.()
+  catch
+    _, _ -> nil
   end
 
   defp safe_command(client, group, i) do
