@@ -105,7 +105,9 @@ defmodule Synod.Tasks.Worker do
       call: [call_timeout: opts.call_timeout],
       budget: Deadline.budget(:infinity, opts.call_timeout),
       idle_watch: nil,
-      job: nil
+      job: nil,
+      # the last undecodable task record reported
+      skipped: nil
     }
 
     {:ok, state, {:continue, :reserve}}
@@ -124,6 +126,15 @@ defmodule Synod.Tasks.Worker do
           {:ok, ref} -> {:noreply, %{s | idle_watch: ref}}
           {:error, _} -> retry_later(s)
         end
+
+      # Set aside by the reserve: report it once and go on (the same id again
+      # means setting it aside failed: retry later, without logging again).
+      {:error, {:undecodable_task, id}} when id == s.skipped ->
+        retry_later(s)
+
+      {:error, {:undecodable_task, id}} ->
+        Logger.warning("Synod.Tasks.Worker #{s.topic}: skipped undecodable task record #{id}")
+        {:noreply, %{s | skipped: id}, {:continue, :reserve}}
 
       {:error, reason} ->
         Logger.debug("Synod.Tasks.Worker #{s.topic}: reserve failed: #{inspect(reason)}")
