@@ -560,6 +560,7 @@ defmodule Synod.Election do
   defp effect({:notify, event}, state) do
     msg = {:synod_election, state.election, state.id, event}
     for {_ref, pid} <- state.subscribers, do: send(pid, msg)
+    leader_event(state, event)
     state
   end
 
@@ -582,6 +583,22 @@ defmodule Synod.Election do
   defp effect({:reply, from, answer}, state) do
     GenServer.reply(from, answer)
     state
+  end
+
+  # [:synod, :election, :leader], as this candidate sees its own changes:
+  # it became the leader (previous: nil, it cannot know who was), or it
+  # stopped being the leader (leader: nil).
+  defp leader_event(state, {:elected, _token}), do: emit_leader(state, state.id, nil)
+  defp leader_event(state, {:deposed, _token, _reason}), do: emit_leader(state, nil, state.id)
+  defp leader_event(_state, _event), do: :ok
+
+  defp emit_leader(state, leader, previous) do
+    Synod.Telemetry.execute([:synod, :election, :leader], %{}, %{
+      store: state.store,
+      election: state.election,
+      leader: leader,
+      previous: previous
+    })
   end
 
   defp run(state, kind, fun) do

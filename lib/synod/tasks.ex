@@ -175,6 +175,7 @@ defmodule Synod.Tasks do
 
       case Recipe.append(store, counter(topic), build, landed, call) do
         {:ok, rev, first} ->
+          Enum.each(tasks, &transition(store, &1.id, nil, :starting))
           {:ok, Enum.map(place(tasks, first), &%{&1 | record_ver: rev})}
 
         {:refused, results} ->
@@ -461,6 +462,7 @@ defmodule Synod.Tasks do
       case Store.txn(store, compares, ops, view_reads(t), Deadline.opts(call)) do
         {:ok, rev, true, _} ->
           Recipe.drop_lease(store, effects.drop_lease, call)
+          transition(store, t.id, Rules.effective(t, live).status, new.status)
           {:ok, Rules.effective(%{new | record_ver: rev}, true)}
 
         {:ok, _, false, results} ->
@@ -472,6 +474,20 @@ defmodule Synod.Tasks do
       end
     end
   end
+
+  # [:synod, :tasks, :transition] for each change this node made (`from`
+  # nil: created). A lease that expires is a transition no node makes: the
+  # next change of the task reports it (e.g. from :starting on a re-reserve).
+  defp transition(_store, _id, same, same), do: :ok
+
+  defp transition(store, id, from, to),
+    do:
+      Synod.Telemetry.execute([:synod, :tasks, :transition], %{}, %{
+        store: store,
+        task: id,
+        from: from,
+        to: to
+      })
 
   defp lease_compare(t, true), do: {:lease, lease_key(t), :==, t.lease_id}
   defp lease_compare(t, false), do: {:absent, lease_key(t)}
