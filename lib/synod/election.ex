@@ -9,6 +9,17 @@ defmodule Synod.Election do
   whenever the seat empties — learned from a watch on the seat, never by
   polling.
 
+  The lease is held by the candidate's `Synod.Coord.LeaseKeeper`
+  (`on_owner_exit: :expire`, `pace: :owner`): it renews only when the
+  candidate process answers (a suspended or stuck candidate renews
+  nothing), and when the candidate process dies the lease is left to
+  expire at its TTL — the leadership ends then, and a candidate restarted
+  with the same id before that adopts the seat.
+
+  Each change of this candidate's leadership is the event
+  `[:synod, :election, :leader]` (`Synod.Telemetry`; metadata `store`,
+  `election`, `leader`, `previous`).
+
       {:ok, c} = Synod.Election.candidate(:cfg, :scheduler, "node-a", ttl: 3_000,
                    handlers: [fn claim -> IO.inspect(claim.token, label: "leading") end])
       :ok = Synod.Election.subscribe(c)        # {:synod_election, ...} messages

@@ -44,6 +44,13 @@ defmodule Synod.Lock do
   store's leader. The keeper revokes its lease and exits after `ttl * 4`
   without locks.
 
+  ## Events
+
+  `[:synod, :lock, :acquired]` (`%{wait}`: native time from the call to
+  the grant; `%{store, key, token}`) once the lock is held, and
+  `[:synod, :lock, :released]` (`%{hold}`; `%{store, key, token, result:
+  :ok | :lock_lost}`) after the release, through `Synod.Telemetry`.
+
   ## Failure behaviour
 
   `fun` runs in the caller. The lock is held while the lease lives; if the

@@ -301,7 +301,10 @@ defmodule Synod.Queue do
 
   @doc """
   How many values the queue `name` holds, claimed ones included (a
-  linearizable count). Options: `timeout:`, `call_timeout:`.
+  linearizable count). Options: `timeout:`, `call_timeout:`. Emits
+  `[:synod, :queue, :depth]` (`%{depth}`, `%{store, queue}`), as does a
+  `dequeue/3` that found the queue empty (depth 0): the two places where
+  the depth is known without a read of its own.
   """
   @spec count(Store.store(), binary(), keyword()) :: {:ok, non_neg_integer()} | {:error, term()}
   def count(store, name, opts \\ []) do

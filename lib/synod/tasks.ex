@@ -57,6 +57,10 @@ defmodule Synod.Tasks do
 
   docs/coordination.md has the key layout, the txn of each transition and
   the figures.
+
+  Each change a node makes is the event `[:synod, :tasks, :transition]`
+  (`Synod.Telemetry`; metadata `store`, `task`, `from` (nil for a
+  creation), `to`).
   """
 
   alias Synod.Coord.{Deadline, Options, Recipe, Stores, Watch}
