@@ -9,6 +9,17 @@ defmodule Synod.Election do
   whenever the seat empties — learned from a watch on the seat, never by
   polling.
 
+  The lease is held by the candidate's `Synod.Coord.LeaseKeeper`
+  (`on_owner_exit: :expire`, `pace: :owner`): it renews only when the
+  candidate process answers (a suspended or stuck candidate renews
+  nothing), and when the candidate process dies the lease is left to
+  expire at its TTL — the leadership ends then, and a candidate restarted
+  with the same id before that adopts the seat.
+
+  Each change of this candidate's leadership is the event
+  `[:synod, :election, :leader]` (`Synod.Telemetry`; metadata `store`,
+  `election`, `leader`, `previous`).
+
       {:ok, c} = Synod.Election.candidate(:cfg, :scheduler, "node-a", ttl: 3_000,
                    handlers: [fn claim -> IO.inspect(claim.token, label: "leading") end])
       :ok = Synod.Election.subscribe(c)        # {:synod_election, ...} messages
@@ -378,7 +389,8 @@ defmodule Synod.Election do
             running_handlers: %{}
           })
 
-        Process.send_after(self(), :tick, tick_ms(state))
+        state = start_keeper(state)
+
         state = if args.subscriber, do: add_subscriber(state, args.subscriber), else: state
         {:ok, if(args.start, do: step(state, {:start, nil}), else: state)}
 
@@ -407,9 +419,34 @@ defmodule Synod.Election do
   def handle_cast(_unknown, state), do: {:noreply, state}
 
   @impl true
-  def handle_info(:tick, state) do
-    Process.send_after(self(), :tick, tick_ms(state))
-    {:noreply, step(state, :tick)}
+  # The lease keeper's reports. It asks before each renewal (pace: :owner),
+  # so a candidate that is suspended or stuck renews nothing.
+  def handle_info({:synod_lease, keeper, event}, %{keeper: keeper} = state) do
+    case event do
+      :tick ->
+        LeaseKeeper.renew(keeper)
+        {:noreply, state}
+
+      {:renewed, lease, sent} ->
+        {:noreply, step(state, {:renewed, lease, sent})}
+
+      {:lost, lease} ->
+        {:noreply, step(state, {:lease_lost, lease})}
+
+      {:error, lease, reason} ->
+        {:noreply, step(state, {:renew_error, lease, reason})}
+
+      _ ->
+        {:noreply, state}
+    end
+  end
+
+  # The keeper went away (it never should): a new one, and the lease counts
+  # as lost (a claim finds and adopts the seat if the lease still lives).
+  def handle_info({:DOWN, ref, :process, _, _}, %{keeper_ref: ref} = state) do
+    lease = state.machine.lease
+    state = start_keeper(state)
+    {:noreply, if(lease, do: step(state, {:lease_lost, lease}), else: state)}
   end
 
   def handle_info(event, state) when event in [:deadline, :retry],
@@ -458,11 +495,25 @@ defmodule Synod.Election do
 
   defp done(:claim, result), do: {:claim_done, result}
   defp done(:release, result), do: {:release_done, result}
-  defp done(:renew, {lease, sent, result}), do: {:renewed, lease, sent, result}
 
   defp crashed(:claim, reason), do: {:claim_failed, {:crashed, reason}}
   defp crashed(:release, reason), do: {:release_done, {:error, {:crashed, reason}}}
-  defp crashed(:renew, _reason), do: :renew_failed
+
+  # The candidate's lease keeper: its lease outlives a killed candidate
+  # (on_owner_exit: :expire: leadership ends at the TTL, and a candidate
+  # restarted with the same id adopts the seat), and it renews only when
+  # this process answers (pace: :owner).
+  defp start_keeper(state) do
+    {:ok, keeper} =
+      LeaseKeeper.start(state.store, state.ttl,
+        on_owner_exit: :expire,
+        pace: :owner,
+        notify: true,
+        call_timeout: state.call_timeout
+      )
+
+    Map.merge(state, %{keeper: keeper, keeper_ref: Process.monitor(keeper)})
+  end
 
   defp step(state, event) do
     {machine, effects} = Candidate.step(state.machine, event, now())
@@ -470,26 +521,19 @@ defmodule Synod.Election do
   end
 
   defp effect({:claim, lease}, state) do
-    %{store: store, key: key, id: id, ttl: ttl, call_timeout: timeout} = state
-    run(state, :claim, fn -> claim_op(store, key, id, ttl, lease, timeout) end)
+    %{store: store, key: key, id: id, keeper: keeper, call_timeout: timeout} = state
+    run(state, :claim, fn -> claim_op(store, key, id, keeper, lease, timeout) end)
   end
 
   defp effect({:release, seat, lease}, state) do
-    %{store: store, key: key, call_timeout: timeout} = state
+    %{store: store, key: key, keeper: keeper, call_timeout: timeout} = state
 
     run(state, :release, fn ->
-      opts = [timeout: timeout]
-
-      with {:ok, _, _, _} <- delete_seat(store, key, seat, opts),
-           {:ok, _} <- revoke(store, lease, opts) do
+      with {:ok, _, _, _} <- delete_seat(store, key, seat, timeout: timeout),
+           :ok <- LeaseKeeper.revoke(keeper, lease, timeout) do
         :ok
       end
     end)
-  end
-
-  defp effect({:renew, lease}, state) do
-    task = LeaseKeeper.renew_async(state.store, lease, state.call_timeout)
-    %{state | tasks: Map.put(state.tasks, task.ref, :renew)}
   end
 
   defp effect({:watch, from}, state) do
@@ -527,6 +571,7 @@ defmodule Synod.Election do
   defp effect({:notify, event}, state) do
     msg = {:synod_election, state.election, state.id, event}
     for {_ref, pid} <- state.subscribers, do: send(pid, msg)
+    leader_event(state, event)
     state
   end
 
@@ -551,6 +596,22 @@ defmodule Synod.Election do
     state
   end
 
+  # [:synod, :election, :leader], as this candidate sees its own changes:
+  # it became the leader (previous: nil, it cannot know who was), or it
+  # stopped being the leader (leader: nil).
+  defp leader_event(state, {:elected, _token}), do: emit_leader(state, state.id, nil)
+  defp leader_event(state, {:deposed, _token, _reason}), do: emit_leader(state, nil, state.id)
+  defp leader_event(_state, _event), do: :ok
+
+  defp emit_leader(state, leader, previous) do
+    Synod.Telemetry.execute([:synod, :election, :leader], %{}, %{
+      store: state.store,
+      election: state.election,
+      leader: leader,
+      previous: previous
+    })
+  end
+
   defp run(state, kind, fun) do
     task = Task.async(fun)
     %{state | tasks: Map.put(state.tasks, task.ref, kind)}
@@ -570,13 +631,13 @@ defmodule Synod.Election do
 
   # -- store operations (run in tasks) -----------------------------------------------
 
-  # The claim transaction, with a lease granted first if needed. Returns
-  # {lease, renewed_at | nil, outcome}.
+  # The claim transaction, with the keeper's lease (granted first if
+  # needed). Returns {lease, renewed_at | nil, outcome}.
   @doc false
-  def claim_op(store, key, id, ttl, lease, timeout) do
+  def claim_op(store, key, id, keeper, known, timeout) do
     opts = [timeout: timeout]
 
-    with {:ok, lease, sent} <- ensure_lease(store, ttl, lease, opts) do
+    with {:ok, lease, sent} <- keeper_lease(keeper, known, timeout) do
       seat =
         :erlang.term_to_binary(%{leader_id: id, created_at: System.system_time(:millisecond)})
 
@@ -592,41 +653,45 @@ defmodule Synod.Election do
 
         {:ok, rev, false, [{:range, [kv], _, _}]} ->
           if holder_id(kv) == id,
-            do: {lease, sent, adopt(store, kv, lease, rev, opts)},
+            do: {lease, sent, adopt(keeper, kv, rev, timeout)},
             else: {lease, sent, {:occupied, rev}}
 
         {:ok, rev, false, [{:range, [], _, _}]} ->
           {lease, sent, {:occupied, rev}}
 
         {:error, :lease_not_found} ->
+          LeaseKeeper.forget(keeper, lease)
           {nil, nil, {:error, :lease_not_found}}
 
         {:error, reason} ->
           {lease, sent, {:error, reason}}
       end
     else
-      {:error, reason} -> {lease, nil, {:error, reason}}
+      {:error, reason} -> {known, nil, {:error, reason}}
     end
   end
 
   defp holder_id(kv), do: record(nil, kv).leader_id
 
-  defp ensure_lease(store, ttl, nil, opts) do
-    sent = now()
+  # The keeper's lease: `sent` is the grant's send time for a new one; a
+  # lease the machine did not know yet is confirmed by a renewal first, so
+  # the machine always learns when a lease of its was last confirmed.
+  defp keeper_lease(keeper, known, timeout) do
+    case LeaseKeeper.lease(keeper, timeout) do
+      {:ok, lease, nil} when lease != known ->
+        with {:ok, sent} <- LeaseKeeper.adopt(keeper, lease, timeout), do: {:ok, lease, sent}
 
-    with {:ok, lease, _ttl} <- Store.grant(store, ttl, opts), do: {:ok, lease, sent}
+      other ->
+        other
+    end
   end
 
-  defp ensure_lease(_store, _ttl, lease, _opts), do: {:ok, lease, nil}
-
   # The seat holds our own id: adopt it and its lease once a renewal of that
-  # lease is confirmed; our other lease (if any) is revoked.
-  defp adopt(store, kv, lease, rev, opts) do
-    sent = now()
-
-    case Store.keep_alive(store, kv.lease, opts) do
-      {:ok, _} ->
-        if kv.lease != lease, do: Store.revoke(store, lease, opts)
+  # lease is confirmed (the keeper keeps it from then on, and revokes the
+  # lease it had).
+  defp adopt(keeper, kv, rev, timeout) do
+    case LeaseKeeper.adopt(keeper, kv.lease, timeout) do
+      {:ok, sent} ->
         {:adopted, %{token: kv.create_revision, mod: kv.mod_revision}, kv.lease, sent, rev}
 
       {:error, :lease_not_found} ->
@@ -642,15 +707,6 @@ defmodule Synod.Election do
   defp delete_seat(store, key, seat, opts),
     do: Store.txn(store, [{:mod_revision, key, :==, seat.mod}], [{:delete, key}], [], opts)
 
-  defp revoke(_store, nil, _opts), do: {:ok, 0}
-
-  defp revoke(store, lease, opts) do
-    case Store.revoke(store, lease, opts) do
-      {:error, :lease_not_found} -> {:ok, 0}
-      other -> other
-    end
-  end
-
   # -- subscribers and options ---------------------------------------------------------
 
   defp add_subscriber(state, pid) do
@@ -659,7 +715,6 @@ defmodule Synod.Election do
       else: %{state | subscribers: Map.put(state.subscribers, Process.monitor(pid), pid)}
   end
 
-  defp tick_ms(state), do: max(div(state.ttl, 3), 10)
   defp now, do: System.monotonic_time(:millisecond)
 
   defp init_args!(store, election, id, opts) do

@@ -44,6 +44,13 @@ defmodule Synod.Lock do
   store's leader. The keeper revokes its lease and exits after `ttl * 4`
   without locks.
 
+  ## Events
+
+  `[:synod, :lock, :acquired]` (`%{wait}`: native time from the call to
+  the grant; `%{store, key, token}`) once the lock is held, and
+  `[:synod, :lock, :released]` (`%{hold}`; `%{store, key, token, result:
+  :ok | :lock_lost}`) after the release, through `Synod.Telemetry`.
+
   ## Failure behaviour
 
   `fun` runs in the caller. The lock is held while the lease lives; if the
@@ -62,7 +69,7 @@ defmodule Synod.Lock do
   """
 
   alias Synod.Coord.{Deadline, LeaseKeeper, Options, Stores, Watch}
-  alias Synod.Store
+  alias Synod.{Store, Telemetry}
 
   @prefix "synod/lock/"
   @default_ttl 10_000
@@ -125,6 +132,8 @@ defmodule Synod.Lock do
 
     ctx = %{
       store: store,
+      key: key,
+      started: System.monotonic_time(),
       prefix: contenders_prefix(key),
       ttl: opts.ttl,
       call_timeout: opts.call_timeout,
@@ -135,8 +144,19 @@ defmodule Synod.Lock do
          {:ok, keeper, lease} <- LeaseKeeper.checkout(store, opts.ttl, opts.call_timeout) do
       try do
         case join(ctx, keeper, lease, mode) do
-          {:ok, my_key, token} -> hold(ctx, keeper, my_key, token, fun, mode)
-          error -> error
+          {:ok, my_key, token} ->
+            acquired = System.monotonic_time()
+
+            Telemetry.execute(
+              [:synod, :lock, :acquired],
+              %{wait: acquired - ctx.started},
+              %{store: store, key: key, token: token}
+            )
+
+            hold(%{ctx | started: acquired}, keeper, my_key, token, fun, mode)
+
+          error ->
+            error
         end
       after
         LeaseKeeper.checkin(keeper)
@@ -150,15 +170,30 @@ defmodule Synod.Lock do
         if is_function(fun, 1), do: fun.(token), else: fun.()
       catch
         kind, reason ->
-          release(ctx, keeper, my_key, token)
+          released(ctx, token, release(ctx, keeper, my_key, token))
           :erlang.raise(kind, reason, __STACKTRACE__)
       end
 
-    case {release(ctx, keeper, my_key, token), mode} do
+    case {released(ctx, token, release(ctx, keeper, my_key, token)), mode} do
       {:released, :wait} -> {:ok, result}
       {:released, :try} -> {:ok, token, result}
       {:lost, _} -> {:error, {:lock_lost, result}}
     end
+  end
+
+  defp released(ctx, token, outcome) do
+    Telemetry.execute(
+      [:synod, :lock, :released],
+      %{hold: System.monotonic_time() - ctx.started},
+      %{
+        store: ctx.store,
+        key: ctx.key,
+        token: token,
+        result: if(outcome == :released, do: :ok, else: :lock_lost)
+      }
+    )
+
+    outcome
   end
 
   # -- joining the queue ----------------------------------------------------------

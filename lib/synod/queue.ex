@@ -180,6 +180,7 @@ defmodule Synod.Queue do
 
           :timeout ->
             Recipe.drop_lease(s.store, s.lease && elem(s.lease, 0), s.call)
+            depth(s.store, s.name, 0)
             {:error, :empty}
 
           error ->
@@ -300,7 +301,10 @@ defmodule Synod.Queue do
 
   @doc """
   How many values the queue `name` holds, claimed ones included (a
-  linearizable count). Options: `timeout:`, `call_timeout:`.
+  linearizable count). Options: `timeout:`, `call_timeout:`. Emits
+  `[:synod, :queue, :depth]` (`%{depth}`, `%{store, queue}`), as does a
+  `dequeue/3` that found the queue empty (depth 0): the two places where
+  the depth is known without a read of its own.
   """
   @spec count(Store.store(), binary(), keyword()) :: {:ok, non_neg_integer()} | {:error, term()}
   def count(store, name, opts \\ []) do
@@ -313,9 +317,20 @@ defmodule Synod.Queue do
              store,
              items(name),
              [prefix: true, count_only: true] ++ Deadline.opts(call)
-           ),
-         do: {:ok, count}
+           ) do
+      depth(store, name, count)
+      {:ok, count}
+    end
   end
+
+  # [:synod, :queue, :depth] where the depth is known without extra reads:
+  # count/3, and a dequeue that found the queue empty (0).
+  defp depth(store, name, depth),
+    do:
+      Synod.Telemetry.execute([:synod, :queue, :depth], %{depth: depth}, %{
+        store: store,
+        queue: name
+      })
 
   # The budget of a function that does not wait: every round trip bounded
   # by call_timeout and by what is left of the total timeout.

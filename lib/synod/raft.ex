@@ -345,9 +345,11 @@ defmodule Synod.Raft do
   `{:synod_leader_watch, group, key, event, before, after}`. `event` is
   `:become_leader` or `:become_follower` (this member is now leader, or is
   now a follower, possibly of a new leader); `before` and `after` are the
-  member's `%{role, leader, term}` before and after the change.
+  member's whole view before and after the change (see
+  `Synod.add_leader_watch/4`).
   `event_type` filters: `:all` (default), `:become_leader` or
-  `:become_follower`. A watch under a key already in use replaces it.
+  `:become_follower`. A watch under a key already in use replaces it. A bad
+  `group`, `target` or `event_type` raises `ArgumentError` naming it.
 
   Delivery is asynchronous and never delays the member: functions run in a
   process of their own per watch, in order; a function that raises is
@@ -360,9 +362,10 @@ defmodule Synod.Raft do
           :all | watch_event()
         ) ::
           :ok | {:error, :no_member}
-  def add_leader_watch(group, key, target, event_type \\ :all)
-      when (is_pid(target) or is_function(target, 4)) and
-             event_type in [:all, :become_leader, :become_follower] do
+  def add_leader_watch(group, key, target, event_type \\ :all) do
+    Options.check!(group, :group, :atom)
+    Options.check!(target, :target, {:or, [:pid, {:fun, 4}]})
+    Options.check!(event_type, :event_type, {:in, [:all, :become_leader, :become_follower]})
     watches_call(group, {:add, key, target, event_type})
   end
 

@@ -57,6 +57,10 @@ defmodule Synod.Tasks do
 
   docs/coordination.md has the key layout, the txn of each transition and
   the figures.
+
+  Each change a node makes is the event `[:synod, :tasks, :transition]`
+  (`Synod.Telemetry`; metadata `store`, `task`, `from` (nil for a
+  creation), `to`).
   """
 
   alias Synod.Coord.{Deadline, Options, Recipe, Stores, Watch}
@@ -165,9 +169,8 @@ defmodule Synod.Tasks do
       landed = fn results, first ->
         case results do
           [{:range, [kv], _, _} | _] ->
-            if decode(kv) == %{hd(place(tasks, first)) | record_ver: kv.mod_revision},
-              do: {:ok, kv.mod_revision},
-              else: false
+            mine = %{hd(place(tasks, first)) | record_ver: kv.mod_revision}
+            if decode(kv) == {:ok, mine}, do: {:ok, kv.mod_revision}, else: false
 
           _ ->
             false
@@ -176,6 +179,7 @@ defmodule Synod.Tasks do
 
       case Recipe.append(store, counter(topic), build, landed, call) do
         {:ok, rev, first} ->
+          Enum.each(tasks, &transition(store, &1.id, nil, :starting))
           {:ok, Enum.map(place(tasks, first), &%{&1 | record_ver: rev})}
 
         {:refused, results} ->
@@ -219,6 +223,11 @@ defmodule Synod.Tasks do
   `timeout:` how long to wait in total for a reservable task, on a store
   watch (ms or `:infinity`; default 0: answer at once); `call_timeout:`
   each store round trip (ms, default 5000).
+
+  A task record that does not decode (not written by `Synod.Tasks`) is
+  answered once as `{:error, {:undecodable_task, id}}` and taken out of
+  the topic's reservation order (its record stays, and `task/3` names it
+  the same way); the next reservation goes past it.
   """
   @spec reserve_task(store(), binary(), pid(), keyword()) ::
           {:ok, Task.t() | nil} | {:error, term()}
@@ -314,10 +323,30 @@ defmodule Synod.Tasks do
         {:error, :no_task_found} ->
           :taken
 
+        {:error, {:undecodable_task, _id} = undecodable} ->
+          set_aside(store, akv, call)
+          {:error, undecodable}
+
         {:error, {:store, reason}} ->
           {:error, reason}
       end
     end
+  end
+
+  # A record that does not decode would block its topic forever (it is the
+  # first free entry): its active-index entry is deleted, if unchanged, so
+  # reservations go past it. The record itself stays (task/3 names it).
+  defp set_aside(store, akv, call) do
+    _ =
+      Store.txn(
+        store,
+        [{:mod_revision, akv.key, :==, akv.mod_revision}],
+        [{:delete, akv.key}],
+        [],
+        Deadline.opts(call)
+      )
+
+    :ok
   end
 
   defp fail_reserve(store, lease, reason, call) do
@@ -437,6 +466,7 @@ defmodule Synod.Tasks do
       case Store.txn(store, compares, ops, view_reads(t), Deadline.opts(call)) do
         {:ok, rev, true, _} ->
           Recipe.drop_lease(store, effects.drop_lease, call)
+          transition(store, t.id, Rules.effective(t, live).status, new.status)
           {:ok, Rules.effective(%{new | record_ver: rev}, true)}
 
         {:ok, _, false, results} ->
@@ -448,6 +478,20 @@ defmodule Synod.Tasks do
       end
     end
   end
+
+  # [:synod, :tasks, :transition] for each change this node made (`from`
+  # nil: created). A lease that expires is a transition no node makes: the
+  # next change of the task reports it (e.g. from :starting on a re-reserve).
+  defp transition(_store, _id, same, same), do: :ok
+
+  defp transition(store, id, from, to),
+    do:
+      Synod.Telemetry.execute([:synod, :tasks, :transition], %{}, %{
+        store: store,
+        task: id,
+        from: from,
+        to: to
+      })
 
   defp lease_compare(t, true), do: {:lease, lease_key(t), :==, t.lease_id}
   defp lease_compare(t, false), do: {:absent, lease_key(t)}
@@ -523,9 +567,9 @@ defmodule Synod.Tasks do
     range = [range_end: Command.prefix_end(@root <> "r/"), limit: max(limit, 50)]
 
     with {:ok, kvs, _, more} <- Store.range(store, start, range ++ Deadline.opts(call)),
-         {:ok, tasks} <- with_live(store, Enum.map(kvs, &decode/1), call) do
+         {:ok, tasks} <- with_live(store, decoded(kvs), call) do
       matched = acc ++ Enum.filter(tasks, &match_filters?(&1, filters))
-      last_read = if kvs == [], do: after_id, else: List.last(tasks).id
+      last_read = if kvs == [], do: after_id, else: id_of(List.last(kvs).key)
 
       cond do
         length(matched) >= limit ->
@@ -575,7 +619,7 @@ defmodule Synod.Tasks do
     |> Enum.reduce_while({:ok, []}, fn chunk, {:ok, acc} ->
       case Store.txn(store, [], chunk, [], Deadline.opts(call)) do
         {:ok, _, true, results} ->
-          {:cont, {:ok, acc ++ for({:range, [kv], _, _} <- results, do: decode(kv))}}
+          {:cont, {:ok, acc ++ decoded(for {:range, [kv], _, _} <- results, do: kv)}}
 
         error ->
           {:halt, error}
@@ -629,7 +673,7 @@ defmodule Synod.Tasks do
   defp read_view(store, id, call) when is_binary(id) do
     case Store.get(store, rec_key(id), Deadline.opts(call)) do
       {:ok, nil} -> {:error, :no_task_found}
-      {:ok, kv} -> read_view(store, decode(kv), call)
+      {:ok, kv} -> with {:ok, t} <- decode(kv), do: read_view(store, t, call)
       {:error, reason} -> {:error, {:store, reason}}
     end
   end
@@ -643,8 +687,8 @@ defmodule Synod.Tasks do
   defp view_of([{:range, [], _, _}, _]), do: {:error, :no_task_found}
 
   defp view_of([{:range, [rkv], _, _}, {:range, lkvs, _, _}]) do
-    t = decode(rkv)
-    {:ok, {t, match?([%{lease: l}] when l == t.lease_id and l > 0, lkvs)}}
+    with {:ok, t} <- decode(rkv),
+         do: {:ok, {t, match?([%{lease: l}] when l == t.lease_id and l > 0, lkvs)}}
   end
 
   defp effective({t, live}), do: Rules.effective(t, live)
@@ -674,8 +718,28 @@ defmodule Synod.Tasks do
   defp encode(t), do: :erlang.term_to_binary(Map.from_struct(%{t | record_ver: 0}))
 
   # [:safe]: a record read from the store never creates atoms on this node.
-  defp decode(kv),
-    do: %{struct(Task, :erlang.binary_to_term(kv.value, [:safe])) | record_ver: kv.mod_revision}
+  # A record that is not a task's (not written by this module, or holding
+  # an atom this node does not know) is {:error, {:undecodable_task, id}}:
+  # nothing read from the store crashes the reader.
+  defp decode(kv) do
+    case :erlang.binary_to_term(kv.value, [:safe]) do
+      %{id: id, topic: topic, status: status, seq: seq} = fields
+      when is_binary(id) and is_binary(topic) and is_integer(seq) and seq >= 0 and
+             status in [:starting, :running, :snoozed, :failed, :terminated] ->
+        {:ok, %{struct(Task, fields) | record_ver: kv.mod_revision}}
+
+      _ ->
+        {:error, {:undecodable_task, id_of(kv.key)}}
+    end
+  rescue
+    ArgumentError -> {:error, {:undecodable_task, id_of(kv.key)}}
+  end
+
+  # Listings leave out records that do not decode (task/3 names them).
+  defp decoded(kvs), do: for(kv <- kvs, {:ok, t} <- [decode(kv)], do: t)
+
+  defp id_of(key),
+    do: binary_part(key, byte_size(@root) + 2, byte_size(key) - byte_size(@root) - 2)
 
   # ---- arguments ----
 

@@ -83,14 +83,19 @@ defmodule Synod.CoordElectionUnitTest do
 
   test "renewals move the deadline; a lease found gone deposes and claims again" do
     s = leader()
-    {s, [{:renew, 7}]} = step(s, :tick)
-    # One renewal at a time.
-    {s, []} = step(s, :tick)
-    {s, effects} = step(s, {:renewed, 7, 2_000, {:ok, 3_000}})
+    # The lease keeper renews; the machine hears what it reports.
+    {s, effects} = step(s, {:renewed, 7, 2_000})
     assert effects == [{:set_deadline, 5_000}, {:arm, 5_000}]
+    # A renewal older than the last confirmed one does not move the deadline back.
+    {s, [{:set_deadline, 5_000}, {:arm, 5_000}]} = step(s, {:renewed, 7, 1_500})
+    # A store error is reported; leadership stands until the deadline.
+    {s, [{:notify, {:error, :timeout}}]} = step(s, {:renew_error, 7, :timeout})
+    assert C.leading?(s)
+    # Reports about another lease change nothing.
+    {s, []} = step(s, {:lease_lost, 99})
+    {s, []} = step(s, {:renewed, 99, 2_500})
 
-    {s, [{:renew, 7}]} = step(s, :tick)
-    {s, effects} = step(s, {:renewed, 7, 3_000, {:error, :lease_not_found}})
+    {s, effects} = step(s, {:lease_lost, 7})
 
     assert effects == [
              {:set_deadline, nil},

@@ -53,4 +53,20 @@ defmodule Synod.CoordLeaderWatchTest do
 
     assert {:error, :no_member} = Synod.add_leader_watch(g, :k, self())
   end
+
+  test "Synod.Raft.add_leader_watch/4 called directly checks its arguments too", %{group: g} do
+    assert_raise ArgumentError, ~r/invalid argument group: expected an atom/, fn ->
+      Synod.Raft.add_leader_watch("g", :k, self())
+    end
+
+    assert_raise ArgumentError, ~r/invalid argument target: expected a pid or a function/, fn ->
+      Synod.Raft.add_leader_watch(g, :k, fn _ -> :ok end)
+    end
+
+    assert_raise ArgumentError, ~r/invalid argument event_type: expected one of/, fn ->
+      Synod.Raft.add_leader_watch(g, :k, self(), :become_candidate)
+    end
+
+    assert {:error, :no_member} = Synod.Raft.add_leader_watch(g, :k, self(), :become_leader)
+  end
 end

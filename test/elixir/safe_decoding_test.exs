@@ -38,7 +38,8 @@ defmodule Synod.SafeDecodingTest do
     record = <<131, 116, 0, 0, 0, 1, 119, byte_size(name), name::binary, 97, 1>>
     {:ok, _, nil} = Synod.Store.put(store, "synod/t/r/" <> task.id, record)
 
-    assert_raise ArgumentError, fn -> Synod.Tasks.task(store, "t1") end
+    # refused with a named error (issue 12: nothing read from the store crashes the reader)
+    assert {:error, {:undecodable_task, "t1"}} = Synod.Tasks.task(store, "t1")
     refute atom_exists?(name)
     :ok = Synod.Store.stop_member(store)
   end

@@ -150,4 +150,18 @@ defmodule Synod.TasksRulesTest do
 
     assert {:error, {:unknown_store, :jobs}} = Synod.Tasks.Worker.start_link(opts)
   end
+
+  test "every Synod.Tasks function answers an unknown store at once, by name" do
+    u = {:error, {:unknown_store, :no_jobs}}
+    assert u == Synod.Tasks.create_task(:no_jobs, %{topic: "t"})
+    assert u == Synod.Tasks.create_tasks(:no_jobs, [%{topic: "t"}])
+    assert u == Synod.Tasks.reserve_task(:no_jobs, "t", self(), timeout: 10_000)
+    assert u == Synod.Tasks.task(:no_jobs, "id")
+    assert u == Synod.Tasks.tasks(:no_jobs, "group")
+    assert u == Synod.Tasks.list_tasks(:no_jobs)
+    assert u == Synod.Tasks.list_leased_tasks(:no_jobs, "t")
+    assert u == Synod.Tasks.extend_lease(:no_jobs, "id", self())
+    assert u == Synod.Tasks.terminate(:no_jobs, "id", self())
+    assert u == Synod.Tasks.revoke_lease(:no_jobs, "id", 1)
+  end
 end

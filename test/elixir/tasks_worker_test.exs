@@ -90,4 +90,34 @@ defmodule Synod.TasksWorkerTest do
     assert {:ok, %{status: :terminated, error: nil}} = Tasks.task(s, id)
     assert Enum.count(ran(), &(&1 == {a, id})) == 0
   end
+
+  test "a task record that does not decode is set aside with a named error, not a crash loop",
+       %{store: s, nodes: [a | _]} do
+    topic = "garbage"
+    seg = <<byte_size(topic)::16, topic::binary>>
+    # Two records no worker wrote, at the head of the topic (seq 0 sorts
+    # before every real task): bytes that are no term, and a term that is
+    # no task.
+    for {id, bytes} <- [{"bad1", "not a term"}, {"bad2", :erlang.term_to_binary(:x)}] do
+      {:ok, _, _} = Synod.Store.put(s, "synod/t/r/" <> id, bytes)
+      {:ok, _, _} = Synod.Store.put(s, "synod/t/x/" <> seg <> "a" <> <<0::64>> <> id, id)
+    end
+
+    assert {:error, {:undecodable_task, "bad1"}} = Tasks.task(s, "bad1")
+    assert {:error, {:undecodable_task, "bad2"}} = Tasks.task(s, "bad2")
+
+    {:ok, task} = Tasks.create_task(s, %{topic: topic})
+    {_h, [w]} = Q.on(a, :start_workers, [[worker_opts(s, topic, 5_000)]])
+    # The worker goes past both records and runs the real task, without restarting.
+    assert_receive {:ran, ^a, id, _}, 15_000
+    assert id == task.id
+    Wait.until(fn -> match?({:ok, %{status: :terminated}}, Tasks.task(s, id)) end)
+    assert :erpc.call(a, Process, :alive?, [w])
+    # Nothing is lost: the records stay, still named as undecodable.
+    assert {:ok, %{value: "not a term"}} = Synod.Store.get(s, "synod/t/r/bad1")
+    assert {:error, {:undecodable_task, "bad1"}} = Tasks.task(s, "bad1")
+    # A reserve on the topic now finds nothing, and listings leave them out.
+    assert {:ok, nil} = Tasks.reserve_task(s, topic, self())
+    assert {:ok, [%{id: ^id}], nil} = Tasks.list_tasks(s, %{topic: topic})
+  end
 end

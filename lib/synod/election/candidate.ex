@@ -12,8 +12,10 @@ defmodule Synod.Election.Candidate do
       to through a `{:reply, from, answer}` effect; `nil` for none);
     * `{:claim_done, {lease, sent, outcome}}`, `{:claim_failed, reason}`,
       `{:release_done, result}` — a store operation the shell ran;
-    * `:tick` — renew the lease (every `ttl / 3`);
-    * `{:renewed, lease, sent, result}`, `:renew_failed` — a renewal's answer;
+    * `{:renewed, lease, sent}`, `{:lease_lost, lease}`, `{:renew_error,
+      lease, reason}` — what the candidate's `Synod.Coord.LeaseKeeper`
+      reported (it renews the lease every `ttl / 3`, paced by the
+      candidate process, and reports a lost lease once);
     * `:deadline` — the leadership deadline armed earlier may have passed;
     * `:retry` — the time asked for by `{:retry_after, ms}` has passed;
     * `{:watch_started, from}`, `{:watch_failed, reason}` — the answer to
@@ -21,7 +23,7 @@ defmodule Synod.Election.Candidate do
     * `{:seat_events, events}`, `{:seat_watch_ended, :compacted | :down}`,
       `{:seat_read, result}` — what the seat's watch or a read showed.
 
-  Effects: `{:claim, lease}`, `{:release, seat, lease}`, `{:renew, lease}`,
+  Effects: `{:claim, lease}`, `{:release, seat, lease}`,
   `{:watch, from}`, `:unwatch`, `:read_seat`, `{:set_deadline, ms | nil}`
   (what `leader?/1` reads), `{:arm, ms}` (send `:deadline` at `ms`),
   `{:retry_after, ms}`, `{:notify, event}` (to subscribers), `{:run_handlers,
@@ -42,7 +44,6 @@ defmodule Synod.Election.Candidate do
             deadline: nil,
             op: nil,
             again: false,
-            renewing: false,
             watch: nil,
             starters: [],
             stoppers: [],
@@ -138,31 +139,20 @@ defmodule Synod.Election.Candidate do
     if s.running, do: claim(s), else: s
   end
 
-  defp handle(%{lease: lease, renewing: false} = s, :tick, _now) when lease != nil,
-    do: emit(%{s | renewing: true}, {:renew, lease})
-
-  defp handle(s, :tick, _now), do: s
-
-  defp handle(%{lease: lease} = s, {:renewed, lease, sent, result}, _now) do
-    s = %{s | renewing: false}
-
-    case result do
-      {:ok, _} ->
-        s = %{s | renewed_at: max(s.renewed_at || sent, sent)}
-        if s.seat, do: set_deadline(s, s.renewed_at + s.ttl), else: s
-
-      {:error, :lease_not_found} ->
-        s = %{s | lease: nil, renewed_at: nil}
-        if s.seat, do: s |> lose(:lease_expired) |> claim(), else: s
-
-      {:error, reason} ->
-        emit(s, {:notify, {:error, reason}})
-    end
+  defp handle(%{lease: lease} = s, {:renewed, lease, sent}, _now) do
+    s = %{s | renewed_at: max(s.renewed_at || sent, sent)}
+    if s.seat, do: set_deadline(s, s.renewed_at + s.ttl), else: s
   end
 
-  # A renewal of a lease no longer in use.
-  defp handle(s, {:renewed, _lease, _sent, _result}, _now), do: %{s | renewing: false}
-  defp handle(s, :renew_failed, _now), do: %{s | renewing: false}
+  defp handle(%{lease: lease} = s, {:lease_lost, lease}, _now) do
+    s = %{s | lease: nil, renewed_at: nil}
+    if s.seat, do: s |> lose(:lease_expired) |> claim(), else: s
+  end
+
+  defp handle(%{lease: lease} = s, {:renew_error, lease, reason}, _now),
+    do: emit(s, {:notify, {:error, reason}})
+
+  # Reports about a lease no longer in use fall through to the last clause.
 
   defp handle(%{seat: seat} = s, :deadline, now) when seat != nil do
     if now >= s.deadline, do: s |> lose(:lease_expired) |> claim(), else: s

@@ -24,12 +24,15 @@ defmodule Synod.Tasks.Worker do
     * anything else, or a crash — `fail` with `{:bad_result, term}` or
       `{:crashed, reason}`.
 
-  The function runs in a process of its own, linked to the worker, so the
-  worker stays free to renew the lease every 0.7 × `ttl`. The worker
-  watches the task's lease key: the moment the store deletes it (the lease
-  expired, e.g. because this worker was paused or cut off, or an operator
-  revoked it), or a renewal is refused, the function's process is killed
-  and the worker goes back to reserving. A task whose lease is lost is
+  The function runs in a process of its own, linked to the worker. The
+  task's lease is kept by a `Synod.Coord.LeaseKeeper` of the job (renewed
+  every `ttl / 3`, paced by the worker: a worker that is suspended or stuck
+  renews nothing; revoked at once if the worker dies, so the task is free
+  again). The worker also watches the task's lease key: the moment the
+  store deletes it (the lease expired, e.g. because this worker was paused
+  or cut off, or an operator revoked it), or the keeper reports the lease
+  lost, the function's process is killed and the worker goes back to
+  reserving. A task whose lease is lost is
   never ended by this worker: the store refuses it (`:wrong_owner` /
   `:lease_expired`), so at most one worker's result counts.
 
@@ -42,7 +45,7 @@ defmodule Synod.Tasks.Worker do
   use GenServer
   require Logger
 
-  alias Synod.Coord.{Deadline, Options, Stores, Watch}
+  alias Synod.Coord.{Deadline, LeaseKeeper, Options, Stores, Watch}
   alias Synod.Store
   alias Synod.Tasks
 
@@ -104,8 +107,11 @@ defmodule Synod.Tasks.Worker do
       # options of the public Synod.Tasks calls; the budget of reserve/5
       call: [call_timeout: opts.call_timeout],
       budget: Deadline.budget(:infinity, opts.call_timeout),
+      call_timeout: opts.call_timeout,
       idle_watch: nil,
-      job: nil
+      job: nil,
+      # the last undecodable task record reported
+      skipped: nil
     }
 
     {:ok, state, {:continue, :reserve}}
@@ -124,6 +130,15 @@ defmodule Synod.Tasks.Worker do
           {:ok, ref} -> {:noreply, %{s | idle_watch: ref}}
           {:error, _} -> retry_later(s)
         end
+
+      # Set aside by the reserve: report it once and go on (the same id again
+      # means setting it aside failed: retry later, without logging again).
+      {:error, {:undecodable_task, id}} when id == s.skipped ->
+        retry_later(s)
+
+      {:error, {:undecodable_task, id}} ->
+        Logger.warning("Synod.Tasks.Worker #{s.topic}: skipped undecodable task record #{id}")
+        {:noreply, %{s | skipped: id}, {:continue, :reserve}}
 
       {:error, reason} ->
         Logger.debug("Synod.Tasks.Worker #{s.topic}: reserve failed: #{inspect(reason)}")
@@ -152,19 +167,20 @@ defmodule Synod.Tasks.Worker do
 
   # ---- busy: the function runs, the lease is renewed and watched ----
 
-  def handle_info({:renew, ref}, %{job: %{renew_ref: ref} = job} = s) do
-    case Tasks.extend_lease(s.store, job.task, self(), s.call) do
-      {:ok, task} ->
-        {:noreply, %{s | job: schedule_renewal(%{job | task: task}, s.ttl, 0.7)}}
+  # The keeper asks before each renewal: answering is what a suspended
+  # worker cannot do. A renewal the store did not answer is only reported
+  # (the keeper tries again; the lease key watch still reports a loss at once).
+  def handle_info({:synod_lease, keeper, event}, %{job: %{keeper: keeper}} = s) do
+    case event do
+      :tick ->
+        LeaseKeeper.renew(keeper)
+        {:noreply, s}
 
-      {:error, reason}
-      when reason in [:lease_expired, :wrong_owner, :already_done, :no_task_found] ->
-        lost(s, reason)
+      {:lost, _lease} ->
+        lost(s, :lease_expired)
 
-      {:error, _unknown} ->
-        # The store did not answer (e.g. a leader change): try again soon;
-        # the lease key watch still reports a loss at once.
-        {:noreply, %{s | job: schedule_renewal(job, s.ttl, 0.1)}}
+      _renewed_or_error ->
+        {:noreply, s}
     end
   end
 
@@ -187,6 +203,8 @@ defmodule Synod.Tasks.Worker do
 
   def handle_info({:DOWN, ref, :process, _, reason}, %{job: %{monitor: ref} = job} = s) do
     stop_job_watch(s, job)
+    # The change that ends the task revokes its lease.
+    LeaseKeeper.stop(job.keeper)
 
     result =
       case reason do
@@ -221,6 +239,7 @@ defmodule Synod.Tasks.Worker do
   @impl true
   def terminate(_reason, %{job: %{} = job} = s) do
     Process.exit(job.runner, :kill)
+    LeaseKeeper.stop(job.keeper)
     Tasks.revoke_lease(s.store, job.task, job.task.record_ver, s.call)
   end
 
@@ -234,26 +253,40 @@ defmodule Synod.Tasks.Worker do
   defp start_job(s, task) do
     fun = s.fun
 
-    runner =
-      spawn_link(fn ->
-        result =
-          case fun do
-            {m, f, a} -> apply(m, f, [task | a])
-            f -> f.(task)
-          end
+    # Linked and monitored at once: a function that returns at once still
+    # leaves its result in the monitor's message (not :noproc).
+    {runner, monitor} =
+      :erlang.spawn_opt(
+        fn ->
+          result =
+            case fun do
+              {m, f, a} -> apply(m, f, [task | a])
+              f -> f.(task)
+            end
 
-        exit({:synod_task_done, result})
-      end)
+          exit({:synod_task_done, result})
+        end,
+        [:link, :monitor]
+      )
+
+    {:ok, keeper} =
+      LeaseKeeper.start(s.store, s.ttl,
+        lease: task.lease_id,
+        pace: :owner,
+        notify: true,
+        on_owner_exit: :revoke,
+        call_timeout: s.call_timeout
+      )
 
     job = %{
       task: task,
       runner: runner,
-      monitor: Process.monitor(runner),
-      lease_watch: nil,
-      renew_ref: nil
+      monitor: monitor,
+      keeper: keeper,
+      lease_watch: nil
     }
 
-    %{s | job: schedule_renewal(watch_lease(s, job), s.ttl, 0.7)}
+    %{s | job: watch_lease(s, job)}
   end
 
   # Watches the task's lease key from just after the last write this
@@ -265,17 +298,12 @@ defmodule Synod.Tasks.Worker do
     end
   end
 
+  # The watch ended: renew now (a lost lease is reported) and watch again.
   defp rewatch_and_renew(s) do
     job = s.job
     if job.lease_watch, do: Watch.stop(s.store, job.lease_watch)
-    send(self(), {:renew, job.renew_ref})
+    LeaseKeeper.renew(job.keeper)
     %{s | job: watch_lease(s, %{job | lease_watch: nil})}
-  end
-
-  defp schedule_renewal(job, ttl, fraction) do
-    ref = make_ref()
-    Process.send_after(self(), {:renew, ref}, max(1, round(ttl * fraction)))
-    %{job | renew_ref: ref}
   end
 
   defp lost(s, reason) do
@@ -283,6 +311,7 @@ defmodule Synod.Tasks.Worker do
     Process.unlink(job.runner)
     Process.exit(job.runner, :kill)
     Process.demonitor(job.monitor, [:flush])
+    LeaseKeeper.stop(job.keeper)
     stop_job_watch(s, job)
     Logger.info("Synod.Tasks.Worker #{s.topic}: lost task #{job.task.id}: #{inspect(reason)}")
     {:noreply, %{s | job: nil}, {:continue, :reserve}}
