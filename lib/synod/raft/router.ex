@@ -20,6 +20,13 @@ defmodule Synod.Raft.Router do
   # that backs off (2 ms doubling to 50 ms) before asking again. A
   # `not_leader` with a hint is re-sent to the hint at once.
   #
+  # A member that cannot persist (a full disk) answers `{:error, :no_space}`
+  # and steps down; the call is re-routed like a `not_leader` without a
+  # hint, and the local view, marked `no_space`, is passed over for the
+  # other nodes' (the stuck member hears no new leader). If no other leader
+  # takes it before the deadline, the caller gets `{:error, :no_space}`, not
+  # a timeout.
+  #
   # Never here: a decision about the group's state. The router only picks a
   # node to ask; every answer comes from a member.
 
@@ -32,6 +39,7 @@ defmodule Synod.Raft.Router do
   @backoff_min 2
   @backoff_max 50
   @discover_timeout 1_000
+  @no_space {__MODULE__, :no_space}
 
   @doc false
   def start_link(_), do: GenServer.start_link(__MODULE__, [], name: __MODULE__)
@@ -111,12 +119,23 @@ defmodule Synod.Raft.Router do
   `request` and returns its answer. `deadline` is a monotonic time (ms);
   each round trip waits at most `call_timeout` ms. Answers the caller must
   see as they are (anything but `not_leader`, a member gone, an entry
-  dropped) end the call. Errors: `{:error, :timeout}`, `{:error,
-  {:unknown_group, group}}`.
+  dropped, no space) end the call. Errors: `{:error, :timeout}`, `{:error,
+  {:unknown_group, group}}`, `{:error, :no_space}` (the deadline passed
+  after a member that cannot persist refused the request).
   """
   @spec call(atom(), atom(), term(), integer(), pos_integer()) :: term()
   def call(group, name, request, deadline, call_timeout) do
-    route(group, name, request, deadline, call_timeout, leader(group), @backoff_min, nil)
+    # Set by `attempt/8` when a member answered :no_space during this call.
+    Process.delete(@no_space)
+
+    case route(group, name, request, deadline, call_timeout, leader(group), @backoff_min, nil) do
+      {:error, :timeout} = timeout ->
+        if Process.delete(@no_space), do: {:error, :no_space}, else: timeout
+
+      answer ->
+        _ = Process.delete(@no_space)
+        answer
+    end
   end
 
   defp route(group, name, request, deadline, call_timeout, target, backoff, failed) do
@@ -194,6 +213,11 @@ defmodule Synod.Raft.Router do
         forget(group, target)
         retry.(nil, target)
 
+      {:error, :no_space} ->
+        Process.put(@no_space, true)
+        forget(group, target)
+        retry.(nil, target)
+
       {:error, reason} when reason in [:no_member, :dropped, :unknown_outcome, :call_timeout] ->
         # The node runs no member (any more), or the leader lost the entry
         # with its leadership, or did not answer in time: ask again. Safe
@@ -214,6 +238,7 @@ defmodule Synod.Raft.Router do
     views =
       case Info.view(group) do
         nil -> remote_views(group)
+        %{no_space: true} -> remote_views(group)
         view -> [view]
       end
 
