@@ -812,8 +812,11 @@ defmodule Synod.Raft.Member do
     Info.put(state.group, self(), published(state.view, state))
 
     if state.view.role == :leader do
+      # Its proposals may still commit under the next leader, or not: their
+      # callers retry with the same request id (applied once).
       :ok = :synod_nif.raft_control(state.raft, :forget_leader, 0)
-      drop_reads(state)
+      for {_, {_, from}} <- state.pending, do: GenServer.reply(from, {:error, :unknown_outcome})
+      drop_reads(%{state | pending: %{}})
     else
       state
     end
