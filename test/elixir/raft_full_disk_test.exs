@@ -147,6 +147,44 @@ defmodule Synod.RaftFullDiskTest do
     assert {:ok, %{value: ^value}} = :erpc.call(victim, Store, :get, [@store, "k480"])
   end
 
+  test "storage: a sync that fails on a full disk leaves no partial record and loses nothing" do
+    dir = Path.join(System.tmp_dir!(), "synod_full_storage_#{System.unique_integer([:positive])}")
+    File.mkdir_p!(dir)
+    {_, 0} = System.cmd("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", dir])
+
+    on_exit(fn ->
+      System.cmd("umount", ["-l", dir], stderr_to_stdout: true)
+      File.rm_rf!(dir)
+    end)
+
+    alias Synod.Raft.Storage
+    data = :binary.copy("e", 4000)
+    entry = fn i -> %{index: i, term: 1, type: 0, data: data} end
+    {:ok, s, _} = Storage.open(dir)
+
+    {:ok, s} =
+      s |> Storage.write(Enum.map(1..10, entry), %{term: 1, vote: 1, commit: 5}) |> Storage.sync()
+
+    good = File.stat!(Path.join(dir, "log.0")).size
+
+    filler = Path.join(dir, "filler")
+    System.cmd("sh", ["-c", "dd if=/dev/zero of=#{filler} bs=4k 2>/dev/null"])
+    more = Storage.write(s, Enum.map(11..40, entry), %{term: 1, vote: 1, commit: 20})
+    assert {:error, :enospc} = Storage.sync(more)
+    # the failed write was cut back: the log is what was synced, whole
+    assert File.stat!(Path.join(dir, "log.0")).size == good
+    assert {:error, :enospc} = Storage.sync(more)
+    assert File.stat!(Path.join(dir, "log.0")).size == good
+
+    File.rm!(filler)
+    assert {:ok, s} = Storage.sync(more)
+    Storage.close(s)
+    {:ok, s, recovered} = Storage.open(dir)
+    assert Enum.map(recovered.entries, & &1.index) == Enum.to_list(1..40)
+    assert recovered.hard_state == %{term: 1, vote: 1, commit: 20}
+    Storage.close(s)
+  end
+
   defp wait_same_applied(nodes, status) do
     Wait.until(
       fn -> nodes |> Enum.map(&status.(&1).applied) |> Enum.uniq() |> length() == 1 end,
