@@ -190,15 +190,18 @@ defmodule Synod.Raft.Member do
   def handle_info({:synod_raft, _group, _from_id, _from_node, _bin}, %{stuck: %{}} = state),
     do: {:noreply, state}
 
-  def handle_info({:synod_raft, _group, from_id, from_node, bin}, state) do
-    state = learn_node(state, from_id, from_node)
-
+  def handle_info({:synod_raft, group, from_id, from_node, bin}, %{group: group} = state)
+      when is_integer(from_id) and from_id > 0 and is_atom(from_node) and is_binary(bin) do
+    # The sender's node is learnt only from a message the core took: junk
+    # must not redirect the messages meant for a member id.
     case :synod_nif.raft_step(state.raft, bin) do
-      :ok -> :ok
-      {:error, why} -> Logger.debug("raft #{state.group}: message from #{from_node}: #{why}")
-    end
+      :ok ->
+        {:noreply, state |> learn_node(from_id, from_node) |> after_input()}
 
-    {:noreply, after_input(state)}
+      {:error, why} ->
+        Stray.warn("raft #{state.group}: message from #{inspect(from_node)} refused: #{why}")
+        {:noreply, after_input(state)}
+    end
   end
 
   def handle_info(:tick, %{stuck: %{}} = state) do
@@ -247,12 +250,34 @@ defmodule Synod.Raft.Member do
   def handle_info({:nodeup, _}, state), do: {:noreply, state}
 
   def handle_info(msg, state) do
-    Logger.debug("raft #{state.group}: unexpected message #{inspect(msg)}")
+    Stray.ignored(who(state), :message, msg)
     {:noreply, state}
   end
 
+  # Input from other nodes follows Synod.Stray: an unknown (or malformed)
+  # call is answered {:error, {:bad_request, _}}, a cast (it takes none) or
+  # an unknown message is dropped, each logged at most once a second.
   @impl true
-  def handle_call({:command, cmd, request_id}, from, state) do
+  def handle_call(request, from, state),
+    do: Stray.call(request, from, state, who(state), known?(request), &call/3)
+
+  @impl true
+  def handle_cast(request, state), do: Stray.cast(request, state, who(state))
+
+  defp known?({:command, _cmd, _request_id}), do: true
+  defp known?({:peer, id, node}), do: is_integer(id) and id > 0 and is_atom(node)
+
+  defp known?({:conf_change, op, id}),
+    do: op in [:add_learner, :add_voter, :remove] and is_integer(id) and id > 0
+
+  defp known?({:query, _fun, consistency}), do: consistency in [:stale, :linearizable]
+  defp known?({:transfer_leader, node}), do: is_atom(node)
+  defp known?({:subscribe_applied, pid}), do: is_pid(pid)
+  defp known?(request), do: request in [:campaign, :status]
+
+  defp who(state), do: "raft #{inspect(state.group)} member"
+
+  defp call({:command, cmd, request_id}, from, state) do
     case state.sessions do
       {%{^request_id => result}, _} -> {:reply, {:ok, result}, state}
       _ -> propose(state, :erlang.term_to_binary({:c, cmd, request_id}), from)
@@ -261,19 +286,19 @@ defmodule Synod.Raft.Member do
 
   # A member that cannot persist takes nothing that would write, at once and
   # by name; reads need a round of acknowledgements it does not take part in.
-  def handle_call(request, _from, %{stuck: %{}} = state)
-      when (is_tuple(request) and elem(request, 0) in [:peer, :conf_change, :transfer_leader]) or
-             request == :campaign,
-      do: {:reply, {:error, :no_space}, state}
+  defp call(request, _from, %{stuck: %{}} = state)
+       when (is_tuple(request) and elem(request, 0) in [:peer, :conf_change, :transfer_leader]) or
+              request == :campaign,
+       do: {:reply, {:error, :no_space}, state}
 
-  def handle_call({:query, _fun, :linearizable}, _from, %{stuck: %{}} = state),
+  defp call({:query, _fun, :linearizable}, _from, %{stuck: %{}} = state),
     do: {:reply, not_leader(state), state}
 
-  def handle_call({:peer, id, node}, from, state) do
+  defp call({:peer, id, node}, from, state) do
     propose(state, :erlang.term_to_binary({:peer, id, node}), from)
   end
 
-  def handle_call({:conf_change, op, id}, from, state) do
+  defp call({:conf_change, op, id}, from, state) do
     case :synod_nif.raft_conf_change(state.raft, op, id) do
       {:ok, index, term} -> {:noreply, state |> wait_for(index, term, from) |> after_input()}
       {:error, :not_leader} -> {:reply, not_leader(state), state}
@@ -281,11 +306,11 @@ defmodule Synod.Raft.Member do
     end
   end
 
-  def handle_call({:query, fun, :stale}, _from, state) do
+  defp call({:query, fun, :stale}, _from, state) do
     {:reply, run_query(fun, state), state}
   end
 
-  def handle_call({:query, fun, :linearizable}, from, state) do
+  defp call({:query, fun, :linearizable}, from, state) do
     ctx = state.next_ctx
 
     case :synod_nif.raft_read_index(state.raft, ctx) do
@@ -301,7 +326,7 @@ defmodule Synod.Raft.Member do
     end
   end
 
-  def handle_call({:transfer_leader, node}, _from, state) do
+  defp call({:transfer_leader, node}, _from, state) do
     case :synod_nif.raft_control(state.raft, :transfer_leader, Synod.Raft.member_id(node)) do
       :ok -> {:reply, :ok, after_input(state)}
       {:error, :not_leader} -> {:reply, not_leader(state), state}
@@ -309,17 +334,17 @@ defmodule Synod.Raft.Member do
     end
   end
 
-  def handle_call({:subscribe_applied, pid}, _from, state) do
+  defp call({:subscribe_applied, pid}, _from, state) do
     send(pid, {:synod_raft_applied, state.group, state.applied})
     ref = Process.monitor(pid)
     {:reply, :ok, %{state | subscribers: Map.put(state.subscribers, ref, pid)}}
   end
 
-  def handle_call(:campaign, _from, state) do
+  defp call(:campaign, _from, state) do
     {:reply, :synod_nif.raft_control(state.raft, :campaign, 0), after_input(state)}
   end
 
-  def handle_call(:status, _from, state) do
+  defp call(:status, _from, state) do
     st = :synod_nif.raft_status(state.raft)
 
     status =

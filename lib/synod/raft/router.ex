@@ -31,9 +31,9 @@ defmodule Synod.Raft.Router do
   # node to ask; every answer comes from a member.
 
   use GenServer
-  require Logger
 
   alias Synod.Raft.Info
+  alias Synod.Stray
 
   @table __MODULE__
   @backoff_min 2
@@ -51,17 +51,14 @@ defmodule Synod.Raft.Router do
     {:ok, nil}
   end
 
+  # It takes no calls or casts: every one is stray (Synod.Stray: a call is
+  # answered {:error, {:bad_request, _}}; logged at most once a second).
   @impl true
-  def handle_call(request, _from, state) do
-    Logger.debug("raft router: unknown call #{inspect(request)}")
-    {:reply, {:error, :unknown_call}, state}
-  end
+  def handle_call(request, from, state),
+    do: Stray.call(request, from, state, "raft router", false, fn _, _, s -> {:noreply, s} end)
 
   @impl true
-  def handle_cast(request, state) do
-    Logger.debug("raft router: unknown cast #{inspect(request)}")
-    {:noreply, state}
-  end
+  def handle_cast(request, state), do: Stray.cast(request, state, "raft router")
 
   @impl true
   def handle_info({:nodedown, node}, state) do
@@ -69,7 +66,12 @@ defmodule Synod.Raft.Router do
     {:noreply, state}
   end
 
-  def handle_info(_msg, state), do: {:noreply, state}
+  def handle_info({:nodeup, _node}, state), do: {:noreply, state}
+
+  def handle_info(msg, state) do
+    Stray.ignored("raft router", :message, msg)
+    {:noreply, state}
+  end
 
   # -- the cache ----------------------------------------------------------------------
 
