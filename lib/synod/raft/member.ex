@@ -39,7 +39,7 @@ defmodule Synod.Raft.Member do
   use GenServer
   require Logger
 
-  alias Synod.Raft.{Info, Storage, Watches}
+  alias Synod.Raft.{Info, SafeTerm, Storage, Watches}
   alias Synod.Stray
 
   @entry_normal 0
@@ -139,8 +139,16 @@ defmodule Synod.Raft.Member do
     do: {:ok, machine.init(arg), %{}, {%{}, :queue.new()}, 0}
 
   defp recover_machine(%{snapshot: snap}, machine, arg) do
-    {node_of, sessions, machine_snapshot} = decode_trusted(snap.data)
-    {:ok, machine.restore(machine_snapshot, arg), node_of, sessions, snap.index}
+    case SafeTerm.decode(snap.data) do
+      {:ok, {node_of, sessions, machine_snapshot}} ->
+        {:ok, machine.restore(machine_snapshot, arg), node_of, sessions, snap.index}
+
+      {:ok, _other} ->
+        {:error, {:unsafe_term, :snapshot, snap.index, :not_a_snapshot}}
+
+      {:error, why} ->
+        {:error, {:unsafe_term, :snapshot, snap.index, why}}
+    end
   end
 
   defp new_raft(id, opts, recovered, applied) do
@@ -574,7 +582,7 @@ defmodule Synod.Raft.Member do
   defp restore(state, nil), do: state
 
   defp restore(state, {index, _term, _voters, _learners, data}) do
-    {node_of, sessions, machine_snapshot} = decode_trusted(data)
+    {node_of, sessions, machine_snapshot} = decode_entry(state, :snapshot, index, data)
 
     # Proposals the snapshot covers can no longer be matched to a result.
     {covered, pending} = Enum.split_with(state.pending, fn {i, _} -> i <= index end)
@@ -599,9 +607,14 @@ defmodule Synod.Raft.Member do
   defp apply_entry({index, term, type, data}, state) do
     {state, result} =
       case type do
-        @entry_normal -> apply_normal(state, index, term, decode_trusted(data))
-        @entry_conf -> {state, :ok}
-        _noop -> {state, :noop}
+        @entry_normal ->
+          apply_normal(state, index, term, decode_entry(state, :entry, index, data))
+
+        @entry_conf ->
+          {state, :ok}
+
+        _noop ->
+          {state, :noop}
       end
 
     state = %{state | applied: index, since_snapshot: state.since_snapshot + 1}
@@ -620,17 +633,30 @@ defmodule Synod.Raft.Member do
     end
   end
 
-  # Entries and snapshot data are decoded without [:safe], on purpose: they
-  # hold the commands and machine states of users, built by term_to_binary
-  # on a member of the group, and name atoms that exist on the node that
-  # made them but, as often as not, on no other (a follower, or this node
-  # after a restart, has never seen the atoms of a command it must apply).
-  # [:safe] refuses them, and a member must not skip a committed entry, so
-  # safe decoding would stop every follower. Their bytes come only from
-  # members of the group (over the distribution, which already creates the
-  # atoms its peers send) and from this member's own files (CRC-checked).
-  # What needs no user atoms (the snapshot's membership) is decoded [:safe].
-  defp decode_trusted(bin), do: :erlang.binary_to_term(bin)
+  # Entries and snapshot data hold the commands and machine states of users,
+  # built by term_to_binary on a member of the group, and may name atoms
+  # that exist on the node that made them and on no other. [:safe] alone
+  # would refuse them, and a member must not skip a committed entry (its
+  # state would part from the others'). So they are decoded by
+  # Synod.Raft.SafeTerm: [:safe] first, else only as many new atoms as the
+  # node's budget allows (docs/reliability.md, "Safe decoding"). Past the
+  # budget the member stops, by name, rather than skip the entry or fill the
+  # atom table (which would take the whole VM down); the other members go
+  # on. What needs no user atoms (the snapshot's membership) is [:safe].
+  defp decode_entry(state, kind, index, bin) do
+    case SafeTerm.decode(bin) do
+      {:ok, term} ->
+        term
+
+      {:error, why} ->
+        Logger.error(
+          "raft #{state.group}: #{kind} at #{index} not decoded (#{inspect(why)}): " <>
+            "stopping rather than skip it (docs/reliability.md, \"Safe decoding\")"
+        )
+
+        exit({:shutdown, {:unsafe_term, kind, index, why}})
+    end
+  end
 
   # A command is applied once per request id: a client that retries (its
   # leader died mid-call, its entry was dropped) gets the first result.
