@@ -106,13 +106,13 @@ defmodule Synod.RaftFullDiskTest do
     for i <- 51..450, do: assert({:ok, _, _} = put.(a, "k#{i}"))
     for i <- 451..470, do: assert({:ok, _, _} = put.(victim, "k#{i}"))
 
+    # the same processes: nothing exited, nothing was restarted
+    assert :erpc.call(victim, Process, :whereis, [Synod.Raft.member_name(@store)]) == member
+    assert :erpc.call(victim, Process, :whereis, [Synod.Raft.Supervisor]) == raft_sup
     stuck = status.(victim)
     assert stuck.storage == {:error, :enospc}
     assert stuck.role != :leader
     assert Cluster.leader_seen_by(c, a) in [a, b]
-    # the same processes: nothing exited, nothing was restarted
-    assert :erpc.call(victim, Process, :whereis, [Synod.Raft.member_name(@store)]) == member
-    assert :erpc.call(victim, Process, :whereis, [Synod.Raft.Supervisor]) == raft_sup
     # a proposal to it is refused by name, at once
     direct = {:command, Synod.Store.Command.put("direct", "x", []), make_ref()}
 
