@@ -1352,9 +1352,11 @@ int raft_forget_leader(raft_t *r)
     int rc = raft_enter(r);
     if (rc != RAFT_OK)
         return rc;
+    /* A leader steps down in its term: its driver cannot persist (a full
+     * disk), so it must stop counting its own copy towards commits. */
     if (r->role == RAFT_LEADER)
-        return RAFT_ERR_INVALID;
-    if (r->role == RAFT_FOLLOWER)
+        raft_become_follower(r, r->term, 0, RAFT_CAUSE_LEADER_LOST);
+    else if (r->role == RAFT_FOLLOWER)
         raft_set_role(r, RAFT_FOLLOWER, 0, RAFT_CAUSE_LEADER_LOST);
     return raft_leave(r, RAFT_OK);
 }

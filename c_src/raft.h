@@ -403,7 +403,9 @@ int raft_transfer_leader(raft_t *r, uint64_t target);
 int raft_campaign(raft_t *r);
 
 /* Forget the current leader (driver saw it go down): ends leader stickiness
- * so this member will vote for a new candidate at once. Followers only. */
+ * so this member will vote for a new candidate at once. On a leader: step
+ * down to follower in the same term, knowing no leader (its driver cannot
+ * persist; docs/reliability.md, "A full disk"). */
 int raft_forget_leader(raft_t *r);
 
 /* Compaction: the state machine's snapshot at `index` (<= applied) is `data`.

@@ -340,6 +340,28 @@ static void test_forget_leader_lifts_stickiness(void **state)
     raft_free(r);
 }
 
+/* A leader whose driver cannot persist steps down in its term. */
+static void test_forget_leader_steps_a_leader_down(void **state)
+{
+    (void)state;
+    raft_t *r = solo_leader(1, 3, true);
+    uint64_t term = status(r).term;
+    rsim_solo_drain(r, &cap);
+    assert_int_equal(raft_forget_leader(r), RAFT_OK);
+    rsim_solo_drain(r, &cap);
+    assert_int_equal(status(r).role, RAFT_FOLLOWER);
+    assert_int_equal(status(r).leader, 0);
+    assert_int_equal(status(r).term, term);
+    assert_int_equal(cap.n_events, 1);
+    assert_int_equal(cap.events[0].cause, RAFT_CAUSE_LEADER_LOST);
+    assert_int_equal(cap.events[0].old_role, RAFT_LEADER);
+    assert_int_equal(cap.events[0].old_leader, 1);
+    assert_int_equal(cap.events[0].new_leader, 0);
+    uint64_t index;
+    assert_int_equal(raft_propose(r, "x", 1, &index), RAFT_ERR_NOT_LEADER);
+    raft_free(r);
+}
+
 /* ---- leadership transfer ---------------------------------------------------- */
 
 typedef struct {
@@ -865,6 +887,7 @@ int main(void)
         cmocka_unit_test(test_check_quorum_steps_down),
         cmocka_unit_test(test_stickiness_ignores_votes_near_live_leader),
         cmocka_unit_test(test_forget_leader_lifts_stickiness),
+        cmocka_unit_test(test_forget_leader_steps_a_leader_down),
         cmocka_unit_test(test_transfer_to_caught_up_member),
         cmocka_unit_test(test_transfer_to_lagging_member),
         cmocka_unit_test(test_transfer_times_out),

@@ -6,7 +6,7 @@
 #   bash test/fault/run.sh --matrix smoke
 #
 # Prints one summary line per case; everything else the VMs print (the
-# peers' logs: members crashing on a full disk, connections refused across a
+# peers' logs: members stuck on a full disk, connections refused across a
 # cut) goes to _build/fault/run.log. The exit status is the suite's.
 set -uo pipefail
 cd "$(dirname "$0")/../.."

@@ -10,6 +10,7 @@ defmodule Synod.Raft.Info do
   use GenServer
 
   alias Synod.Raft.Router
+  alias Synod.Stray
 
   @table __MODULE__
 
@@ -19,6 +20,21 @@ defmodule Synod.Raft.Info do
   def init([]) do
     :ets.new(@table, [:named_table, :public, :set, read_concurrency: true])
     {:ok, nil}
+  end
+
+  # It owns the table and takes no input: every call, cast and message is
+  # stray (Synod.Stray; a crash here would take every member's view with it).
+  @impl true
+  def handle_call(request, from, state),
+    do: Stray.call(request, from, state, "raft info", false, fn _, _, s -> {:noreply, s} end)
+
+  @impl true
+  def handle_cast(request, state), do: Stray.cast(request, state, "raft info")
+
+  @impl true
+  def handle_info(msg, state) do
+    Stray.ignored("raft info", :message, msg)
+    {:noreply, state}
   end
 
   @doc "Records the member's view; its leader also goes to the node's leader cache."

@@ -39,7 +39,8 @@ defmodule Synod.Raft.Member do
   use GenServer
   require Logger
 
-  alias Synod.Raft.{Info, Storage, Watches}
+  alias Synod.Raft.{Info, SafeTerm, Storage, Watches}
+  alias Synod.Stray
 
   @entry_normal 0
   # Request ids (and results) remembered for retries.
@@ -58,6 +59,9 @@ defmodule Synod.Raft.Member do
     :snapshot_every,
     :failover_step_ms,
     :watches,
+    # nil, or while the storage cannot persist (a full disk): %{reason,
+    # since, backoff, retries, unapplied} (see "A full disk" below)
+    stuck: nil,
     batch: true,
     fast_failover: true,
     flush_scheduled: false,
@@ -135,8 +139,16 @@ defmodule Synod.Raft.Member do
     do: {:ok, machine.init(arg), %{}, {%{}, :queue.new()}, 0}
 
   defp recover_machine(%{snapshot: snap}, machine, arg) do
-    {node_of, sessions, machine_snapshot} = decode_trusted(snap.data)
-    {:ok, machine.restore(machine_snapshot, arg), node_of, sessions, snap.index}
+    case SafeTerm.decode(snap.data) do
+      {:ok, {node_of, sessions, machine_snapshot}} ->
+        {:ok, machine.restore(machine_snapshot, arg), node_of, sessions, snap.index}
+
+      {:ok, _other} ->
+        {:error, {:unsafe_term, :snapshot, snap.index, :not_a_snapshot}}
+
+      {:error, why} ->
+        {:error, {:unsafe_term, :snapshot, snap.index, why}}
+    end
   end
 
   defp new_raft(id, opts, recovered, applied) do
@@ -183,15 +195,26 @@ defmodule Synod.Raft.Member do
   # -- inputs -----------------------------------------------------------------
 
   @impl true
-  def handle_info({:synod_raft, _group, from_id, from_node, bin}, state) do
-    state = learn_node(state, from_id, from_node)
+  def handle_info({:synod_raft, _group, _from_id, _from_node, _bin}, %{stuck: %{}} = state),
+    do: {:noreply, state}
 
+  def handle_info({:synod_raft, group, from_id, from_node, bin}, %{group: group} = state)
+      when is_integer(from_id) and from_id > 0 and is_atom(from_node) and is_binary(bin) do
+    # The sender's node is learnt only from a message the core took: junk
+    # must not redirect the messages meant for a member id.
     case :synod_nif.raft_step(state.raft, bin) do
-      :ok -> :ok
-      {:error, why} -> Logger.debug("raft #{state.group}: message from #{from_node}: #{why}")
-    end
+      :ok ->
+        {:noreply, state |> learn_node(from_id, from_node) |> after_input()}
 
-    {:noreply, after_input(state)}
+      {:error, why} ->
+        Stray.warn("raft #{state.group}: message from #{inspect(from_node)} refused: #{why}")
+        {:noreply, after_input(state)}
+    end
+  end
+
+  def handle_info(:tick, %{stuck: %{}} = state) do
+    schedule_tick(state)
+    {:noreply, state}
   end
 
   def handle_info(:tick, state) do
@@ -204,9 +227,11 @@ defmodule Synod.Raft.Member do
     {:noreply, drain(%{state | flush_scheduled: false})}
   end
 
+  def handle_info(:retry_storage, state), do: {:noreply, retry_storage(state)}
+
   def handle_info(
         {:nodedown, node},
-        %{fast_failover: true, view: %{leader: node, role: :follower}} = state
+        %{fast_failover: true, view: %{leader: node, role: :follower}, stuck: nil} = state
       ) do
     _ = :synod_nif.raft_control(state.raft, :forget_leader, 0)
     schedule_failover(state, node)
@@ -217,7 +242,7 @@ defmodule Synod.Raft.Member do
     # Still no leader (or still the one that went down) and nobody has
     # started an election since: campaign. If someone has, let it finish;
     # the election timeout remains the fallback.
-    if state.view.leader in [nil, down] and state.view.role != :leader and
+    if state.stuck == nil and state.view.leader in [nil, down] and state.view.role != :leader and
          :synod_nif.raft_status(state.raft).term == term do
       _ = :synod_nif.raft_control(state.raft, :campaign, 0)
     end
@@ -233,23 +258,55 @@ defmodule Synod.Raft.Member do
   def handle_info({:nodeup, _}, state), do: {:noreply, state}
 
   def handle_info(msg, state) do
-    Logger.debug("raft #{state.group}: unexpected message #{inspect(msg)}")
+    Stray.ignored(who(state), :message, msg)
     {:noreply, state}
   end
 
+  # Input from other nodes follows Synod.Stray: an unknown (or malformed)
+  # call is answered {:error, {:bad_request, _}}, a cast (it takes none) or
+  # an unknown message is dropped, each logged at most once a second.
   @impl true
-  def handle_call({:command, cmd, request_id}, from, state) do
+  def handle_call(request, from, state),
+    do: Stray.call(request, from, state, who(state), known?(request), &call/3)
+
+  @impl true
+  def handle_cast(request, state), do: Stray.cast(request, state, who(state))
+
+  defp known?({:command, _cmd, _request_id}), do: true
+  defp known?({:peer, id, node}), do: is_integer(id) and id > 0 and is_atom(node)
+
+  defp known?({:conf_change, op, id}),
+    do: op in [:add_learner, :add_voter, :remove] and is_integer(id) and id > 0
+
+  defp known?({:query, _fun, consistency}), do: consistency in [:stale, :linearizable]
+  defp known?({:transfer_leader, node}), do: is_atom(node)
+  defp known?({:subscribe_applied, pid}), do: is_pid(pid)
+  defp known?(request), do: request in [:campaign, :status]
+
+  defp who(state), do: "raft #{inspect(state.group)} member"
+
+  defp call({:command, cmd, request_id}, from, state) do
     case state.sessions do
       {%{^request_id => result}, _} -> {:reply, {:ok, result}, state}
       _ -> propose(state, :erlang.term_to_binary({:c, cmd, request_id}), from)
     end
   end
 
-  def handle_call({:peer, id, node}, from, state) do
+  # A member that cannot persist takes nothing that would write, at once and
+  # by name; reads need a round of acknowledgements it does not take part in.
+  defp call(request, _from, %{stuck: %{}} = state)
+       when (is_tuple(request) and elem(request, 0) in [:peer, :conf_change, :transfer_leader]) or
+              request == :campaign,
+       do: {:reply, {:error, :no_space}, state}
+
+  defp call({:query, _fun, :linearizable}, _from, %{stuck: %{}} = state),
+    do: {:reply, not_leader(state), state}
+
+  defp call({:peer, id, node}, from, state) do
     propose(state, :erlang.term_to_binary({:peer, id, node}), from)
   end
 
-  def handle_call({:conf_change, op, id}, from, state) do
+  defp call({:conf_change, op, id}, from, state) do
     case :synod_nif.raft_conf_change(state.raft, op, id) do
       {:ok, index, term} -> {:noreply, state |> wait_for(index, term, from) |> after_input()}
       {:error, :not_leader} -> {:reply, not_leader(state), state}
@@ -257,11 +314,11 @@ defmodule Synod.Raft.Member do
     end
   end
 
-  def handle_call({:query, fun, :stale}, _from, state) do
+  defp call({:query, fun, :stale}, _from, state) do
     {:reply, run_query(fun, state), state}
   end
 
-  def handle_call({:query, fun, :linearizable}, from, state) do
+  defp call({:query, fun, :linearizable}, from, state) do
     ctx = state.next_ctx
 
     case :synod_nif.raft_read_index(state.raft, ctx) do
@@ -277,7 +334,7 @@ defmodule Synod.Raft.Member do
     end
   end
 
-  def handle_call({:transfer_leader, node}, _from, state) do
+  defp call({:transfer_leader, node}, _from, state) do
     case :synod_nif.raft_control(state.raft, :transfer_leader, Synod.Raft.member_id(node)) do
       :ok -> {:reply, :ok, after_input(state)}
       {:error, :not_leader} -> {:reply, not_leader(state), state}
@@ -285,17 +342,17 @@ defmodule Synod.Raft.Member do
     end
   end
 
-  def handle_call({:subscribe_applied, pid}, _from, state) do
+  defp call({:subscribe_applied, pid}, _from, state) do
     send(pid, {:synod_raft_applied, state.group, state.applied})
     ref = Process.monitor(pid)
     {:reply, :ok, %{state | subscribers: Map.put(state.subscribers, ref, pid)}}
   end
 
-  def handle_call(:campaign, _from, state) do
+  defp call(:campaign, _from, state) do
     {:reply, :synod_nif.raft_control(state.raft, :campaign, 0), after_input(state)}
   end
 
-  def handle_call(:status, _from, state) do
+  defp call(:status, _from, state) do
     st = :synod_nif.raft_status(state.raft)
 
     status =
@@ -305,11 +362,14 @@ defmodule Synod.Raft.Member do
         leader_node: node_of(state, st.leader),
         voter_nodes: Enum.map(st.voters, &node_of(state, &1)),
         learner_nodes: Enum.map(st.learners, &node_of(state, &1)),
-        applied: state.applied
+        applied: state.applied,
+        storage: storage_status(state)
       })
 
     {:reply, status, state}
   end
+
+  defp propose(%{stuck: %{}} = state, _data, _from), do: {:reply, {:error, :no_space}, state}
 
   defp propose(state, data, from) do
     case :synod_nif.raft_propose(state.raft, data) do
@@ -359,6 +419,9 @@ defmodule Synod.Raft.Member do
 
   defp drain(state) do
     case :synod_nif.raft_ready(state.raft) do
+      :none when state.stuck != nil ->
+        state
+
       :none ->
         state |> notify_applied() |> maybe_snapshot()
 
@@ -367,14 +430,13 @@ defmodule Synod.Raft.Member do
 
       {hard_state, sync?, snapshot, entries, early, msgs, committed, events, reads} = ready ->
         state
-        |> send_all(early)
+        |> send_out(early)
         |> crash_point(:before_sync, ready)
         |> persist(hard_state, sync?, snapshot, entries)
         |> crash_point(:after_sync, ready)
-        |> send_all(msgs)
+        |> send_out(msgs)
         |> crash_point(:after_send, ready)
-        |> restore(snapshot)
-        |> apply_all(committed)
+        |> apply_ready(snapshot, committed)
         |> notify(events)
         |> read_states(reads)
         |> drain()
@@ -417,10 +479,15 @@ defmodule Synod.Raft.Member do
   defp persist(state, hs, sync?, nil, entries) do
     storage = Storage.write(state.storage, Enum.map(entries, &entry_map/1), hs && hs_map(hs))
 
-    case sync? && Storage.sync(storage) do
-      false -> %{state | storage: storage}
-      {:ok, storage} -> %{state | storage: storage}
-      {:error, why} -> exit({:raft_storage, why})
+    cond do
+      state.stuck != nil or not sync? ->
+        %{state | storage: storage}
+
+      true ->
+        case Storage.sync(storage) do
+          {:ok, storage} -> %{state | storage: storage}
+          {:error, why} -> get_stuck(%{state | storage: storage}, why)
+        end
     end
   end
 
@@ -434,14 +501,19 @@ defmodule Synod.Raft.Member do
       data: data
     }
 
-    case Storage.install_snapshot(
-           state.storage,
-           snap,
-           hs_map(hs),
-           Enum.map(entries, &entry_map/1)
-         ) do
-      {:ok, storage} -> %{state | storage: storage}
-      {:error, why} -> exit({:raft_storage, why})
+    entries = Enum.map(entries, &entry_map/1)
+
+    if state.stuck do
+      %{state | storage: Storage.defer_install(state.storage, snap, hs_map(hs), entries)}
+    else
+      case Storage.install_snapshot(state.storage, snap, hs_map(hs), entries) do
+        {:ok, storage} ->
+          %{state | storage: storage}
+
+        {:error, why} ->
+          storage = Storage.defer_install(state.storage, snap, hs_map(hs), entries)
+          get_stuck(%{state | storage: storage}, why)
+      end
     end
   end
 
@@ -452,6 +524,11 @@ defmodule Synod.Raft.Member do
 
   defp entry_map({i, t, ty, d}), do: %{index: i, term: t, type: ty, data: d}
   defp hs_map({t, v, c}), do: %{term: t, vote: v, commit: c}
+
+  # While the storage cannot persist, nothing leaves: every message may
+  # depend on a record that is not on disk (Raft resends what is lost).
+  defp send_out(%{stuck: %{}} = state, _msgs), do: state
+  defp send_out(state, msgs), do: send_all(state, msgs)
 
   # Messages to a node we are not connected to are dropped (Raft resends)
   # and a connection attempt is started in the background, at most once a
@@ -492,10 +569,20 @@ defmodule Synod.Raft.Member do
     end
   end
 
+  # While the storage cannot persist, committed entries (and a snapshot from
+  # the leader) wait in order: applying them would answer callers about
+  # entries this member may not have on disk (a one-voter group commits its
+  # own entries at once).
+  defp apply_ready(%{stuck: %{unapplied: unapplied} = stuck} = state, snapshot, committed),
+    do: %{state | stuck: %{stuck | unapplied: [{snapshot, committed} | unapplied]}}
+
+  defp apply_ready(state, snapshot, committed),
+    do: state |> restore(snapshot) |> apply_all(committed)
+
   defp restore(state, nil), do: state
 
   defp restore(state, {index, _term, _voters, _learners, data}) do
-    {node_of, sessions, machine_snapshot} = decode_trusted(data)
+    {node_of, sessions, machine_snapshot} = decode_entry(state, :snapshot, index, data)
 
     # Proposals the snapshot covers can no longer be matched to a result.
     {covered, pending} = Enum.split_with(state.pending, fn {i, _} -> i <= index end)
@@ -520,9 +607,14 @@ defmodule Synod.Raft.Member do
   defp apply_entry({index, term, type, data}, state) do
     {state, result} =
       case type do
-        @entry_normal -> apply_normal(state, index, term, decode_trusted(data))
-        @entry_conf -> {state, :ok}
-        _noop -> {state, :noop}
+        @entry_normal ->
+          apply_normal(state, index, term, decode_entry(state, :entry, index, data))
+
+        @entry_conf ->
+          {state, :ok}
+
+        _noop ->
+          {state, :noop}
       end
 
     state = %{state | applied: index, since_snapshot: state.since_snapshot + 1}
@@ -541,17 +633,30 @@ defmodule Synod.Raft.Member do
     end
   end
 
-  # Entries and snapshot data are decoded without [:safe], on purpose: they
-  # hold the commands and machine states of users, built by term_to_binary
-  # on a member of the group, and name atoms that exist on the node that
-  # made them but, as often as not, on no other (a follower, or this node
-  # after a restart, has never seen the atoms of a command it must apply).
-  # [:safe] refuses them, and a member must not skip a committed entry, so
-  # safe decoding would stop every follower. Their bytes come only from
-  # members of the group (over the distribution, which already creates the
-  # atoms its peers send) and from this member's own files (CRC-checked).
-  # What needs no user atoms (the snapshot's membership) is decoded [:safe].
-  defp decode_trusted(bin), do: :erlang.binary_to_term(bin)
+  # Entries and snapshot data hold the commands and machine states of users,
+  # built by term_to_binary on a member of the group, and may name atoms
+  # that exist on the node that made them and on no other. [:safe] alone
+  # would refuse them, and a member must not skip a committed entry (its
+  # state would part from the others'). So they are decoded by
+  # Synod.Raft.SafeTerm: [:safe] first, else only as many new atoms as the
+  # node's budget allows (docs/reliability.md, "Safe decoding"). Past the
+  # budget the member stops, by name, rather than skip the entry or fill the
+  # atom table (which would take the whole VM down); the other members go
+  # on. What needs no user atoms (the snapshot's membership) is [:safe].
+  defp decode_entry(state, kind, index, bin) do
+    case SafeTerm.decode(bin) do
+      {:ok, term} ->
+        term
+
+      {:error, why} ->
+        Logger.error(
+          "raft #{state.group}: #{kind} at #{index} not decoded (#{inspect(why)}): " <>
+            "stopping rather than skip it (docs/reliability.md, \"Safe decoding\")"
+        )
+
+        exit({:shutdown, {:unsafe_term, kind, index, why}})
+    end
+  end
 
   # A command is applied once per request id: a client that retries (its
   # leader died mid-call, its entry was dropped) gets the first result.
@@ -628,7 +733,7 @@ defmodule Synod.Raft.Member do
           {after_, [{type, cause, before, after_} | acc]}
       end)
 
-    Info.put(state.group, self(), view)
+    Info.put(state.group, self(), published(view, state))
     send(state.watches, {:raft_events, Enum.reverse(changes)})
     state = %{state | view: view}
     if view.role == :leader, do: state, else: drop_reads(state)
@@ -705,8 +810,14 @@ defmodule Synod.Raft.Member do
         hs = hs_map(current_hard_state(state))
 
         case Storage.install_snapshot(state.storage, snap, hs, Enum.map(after_, &entry_map/1)) do
-          {:ok, storage} -> %{state | storage: storage, since_snapshot: 0}
-          {:error, why} -> exit({:raft_storage, why})
+          {:ok, storage} ->
+            %{state | storage: storage, since_snapshot: 0}
+
+          # The files on disk stay as they were, complete (they hold every
+          # entry the snapshot covers): only the compaction did not happen.
+          {:error, why} ->
+            Stray.warn("raft #{state.group}: snapshot at #{index} not written: #{inspect(why)}")
+            %{state | since_snapshot: 0}
         end
 
       {:error, why} ->
@@ -714,6 +825,95 @@ defmodule Synod.Raft.Member do
         %{state | since_snapshot: 0}
     end
   end
+
+  # -- a full disk ----------------------------------------------------------------
+  #
+  # A write or fsync that fails (ENOSPC, EDQUOT, EIO) makes the member stuck
+  # instead of stopping it (docs/reliability.md, "A full disk"). The core
+  # has already taken the Ready as persisted, so from then on nothing may
+  # act on it until the records are on disk: the member sends no message
+  # (no acknowledgement, no vote), steps no message and no tick (the core
+  # stays where it was, like a paused node; the others go on without it),
+  # applies nothing (committed entries wait, in order), answers proposals
+  # `{:error, :no_space}` at once, and a leader steps down (raft_forget_leader
+  # on a leader). Storage keeps the whole buffer; it is written again, from
+  # the log's last good length, every 50 ms doubling to 2 s. When a retry
+  # succeeds the member applies what waited and takes input again: the
+  # leader sends it what it missed (or a snapshot).
+  @retry_min 50
+  @retry_max 2_000
+
+  defp get_stuck(state, why) do
+    Stray.warn(
+      "raft #{state.group}: cannot persist (#{inspect(why)}): not acknowledging, " <>
+        "refusing proposals, retrying the write"
+    )
+
+    Process.send_after(self(), :retry_storage, @retry_min)
+
+    stuck = %{
+      reason: why,
+      since: System.monotonic_time(:millisecond),
+      backoff: @retry_min,
+      retries: 0,
+      unapplied: []
+    }
+
+    state = %{state | stuck: stuck}
+    Info.put(state.group, self(), published(state.view, state))
+
+    if state.view.role == :leader do
+      # Its proposals may still commit under the next leader, or not: their
+      # callers retry with the same request id (applied once).
+      :ok = :synod_nif.raft_control(state.raft, :forget_leader, 0)
+      for {_, {_, from}} <- state.pending, do: GenServer.reply(from, {:error, :unknown_outcome})
+      drop_reads(%{state | pending: %{}})
+    else
+      state
+    end
+  end
+
+  defp retry_storage(%{stuck: nil} = state), do: state
+
+  defp retry_storage(%{stuck: stuck} = state) do
+    case Storage.sync(state.storage) do
+      {:ok, storage} ->
+        waited = System.monotonic_time(:millisecond) - stuck.since
+
+        Logger.warning(
+          "raft #{state.group}: persisting again after #{waited} ms " <>
+            "(#{stuck.retries + 1} retries); catching up"
+        )
+
+        state = %{state | storage: storage, stuck: nil}
+        Info.put(state.group, self(), published(state.view, state))
+
+        stuck.unapplied
+        |> Enum.reverse()
+        |> Enum.reduce(state, fn {snapshot, committed}, state ->
+          apply_ready(state, snapshot, committed)
+        end)
+        |> drain()
+
+      {:error, why} ->
+        Stray.warn(
+          "raft #{state.group}: still cannot persist (#{inspect(why)}), " <>
+            "#{stuck.retries + 1} retries"
+        )
+
+        backoff = min(stuck.backoff * 2, @retry_max)
+        Process.send_after(self(), :retry_storage, backoff)
+        %{state | stuck: %{stuck | reason: why, backoff: backoff, retries: stuck.retries + 1}}
+    end
+  end
+
+  defp storage_status(%{stuck: nil}), do: :ok
+  defp storage_status(%{stuck: %{reason: why}}), do: {:error, why}
+
+  # What Synod.Raft.Info publishes: the view, marked while the member cannot
+  # persist (the router then asks the other members who leads).
+  defp published(view, %{stuck: nil}), do: view
+  defp published(view, _state), do: Map.put(view, :no_space, true)
 
   @impl true
   def terminate(_reason, state) do

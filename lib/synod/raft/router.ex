@@ -20,18 +20,26 @@ defmodule Synod.Raft.Router do
   # that backs off (2 ms doubling to 50 ms) before asking again. A
   # `not_leader` with a hint is re-sent to the hint at once.
   #
+  # A member that cannot persist (a full disk) answers `{:error, :no_space}`
+  # and steps down; the call is re-routed like a `not_leader` without a
+  # hint, and the local view, marked `no_space`, is passed over for the
+  # other nodes' (the stuck member hears no new leader). If no other leader
+  # takes it before the deadline, the caller gets `{:error, :no_space}`, not
+  # a timeout.
+  #
   # Never here: a decision about the group's state. The router only picks a
   # node to ask; every answer comes from a member.
 
   use GenServer
-  require Logger
 
   alias Synod.Raft.Info
+  alias Synod.Stray
 
   @table __MODULE__
   @backoff_min 2
   @backoff_max 50
   @discover_timeout 1_000
+  @no_space {__MODULE__, :no_space}
 
   @doc false
   def start_link(_), do: GenServer.start_link(__MODULE__, [], name: __MODULE__)
@@ -43,17 +51,14 @@ defmodule Synod.Raft.Router do
     {:ok, nil}
   end
 
+  # It takes no calls or casts: every one is stray (Synod.Stray: a call is
+  # answered {:error, {:bad_request, _}}; logged at most once a second).
   @impl true
-  def handle_call(request, _from, state) do
-    Logger.debug("raft router: unknown call #{inspect(request)}")
-    {:reply, {:error, :unknown_call}, state}
-  end
+  def handle_call(request, from, state),
+    do: Stray.call(request, from, state, "raft router", false, fn _, _, s -> {:noreply, s} end)
 
   @impl true
-  def handle_cast(request, state) do
-    Logger.debug("raft router: unknown cast #{inspect(request)}")
-    {:noreply, state}
-  end
+  def handle_cast(request, state), do: Stray.cast(request, state, "raft router")
 
   @impl true
   def handle_info({:nodedown, node}, state) do
@@ -61,7 +66,12 @@ defmodule Synod.Raft.Router do
     {:noreply, state}
   end
 
-  def handle_info(_msg, state), do: {:noreply, state}
+  def handle_info({:nodeup, _node}, state), do: {:noreply, state}
+
+  def handle_info(msg, state) do
+    Stray.ignored("raft router", :message, msg)
+    {:noreply, state}
+  end
 
   # -- the cache ----------------------------------------------------------------------
 
@@ -111,12 +121,23 @@ defmodule Synod.Raft.Router do
   `request` and returns its answer. `deadline` is a monotonic time (ms);
   each round trip waits at most `call_timeout` ms. Answers the caller must
   see as they are (anything but `not_leader`, a member gone, an entry
-  dropped) end the call. Errors: `{:error, :timeout}`, `{:error,
-  {:unknown_group, group}}`.
+  dropped, no space) end the call. Errors: `{:error, :timeout}`, `{:error,
+  {:unknown_group, group}}`, `{:error, :no_space}` (the deadline passed
+  after a member that cannot persist refused the request).
   """
   @spec call(atom(), atom(), term(), integer(), pos_integer()) :: term()
   def call(group, name, request, deadline, call_timeout) do
-    route(group, name, request, deadline, call_timeout, leader(group), @backoff_min, nil)
+    # Set by `attempt/8` when a member answered :no_space during this call.
+    Process.delete(@no_space)
+
+    case route(group, name, request, deadline, call_timeout, leader(group), @backoff_min, nil) do
+      {:error, :timeout} = timeout ->
+        if Process.delete(@no_space), do: {:error, :no_space}, else: timeout
+
+      answer ->
+        _ = Process.delete(@no_space)
+        answer
+    end
   end
 
   defp route(group, name, request, deadline, call_timeout, target, backoff, failed) do
@@ -194,6 +215,11 @@ defmodule Synod.Raft.Router do
         forget(group, target)
         retry.(nil, target)
 
+      {:error, :no_space} ->
+        Process.put(@no_space, true)
+        forget(group, target)
+        retry.(nil, target)
+
       {:error, reason} when reason in [:no_member, :dropped, :unknown_outcome, :call_timeout] ->
         # The node runs no member (any more), or the leader lost the entry
         # with its leadership, or did not answer in time: ask again. Safe
@@ -214,6 +240,7 @@ defmodule Synod.Raft.Router do
     views =
       case Info.view(group) do
         nil -> remote_views(group)
+        %{no_space: true} -> remote_views(group)
         view -> [view]
       end
 

@@ -47,8 +47,29 @@ defmodule Synod.Raft.Storage do
   # check (a bad header CRC followed by non-zero bytes, a bad body CRC with
   # more records after it, a gap in entry indexes) is corruption: `open/1`
   # returns `{:error, {:corrupt, file, offset, why}}` and serves nothing.
+  #
+  # A write that fails (a full disk: ENOSPC, EDQUOT, EIO) loses nothing and
+  # leaves no partial record: `sync/1` returns `{:error, why}` and the
+  # storage it was given still holds the whole buffer, so the driver retries
+  # with it. `size` is the length of the log that is known good (everything
+  # synced); a retry first truncates the file back to it (truncating needs
+  # no free space), so the bytes of a short write, or of a write whose fsync
+  # failed (Linux may drop such pages and report success on the next fsync),
+  # are written again in full, never built upon. A snapshot install that
+  # failed is deferred (`defer_install/4`): the next `sync/1` installs it
+  # first, then writes what was buffered after it.
 
-  defstruct [:dir, :log, :log_path, :generation, :pending_hs, pending: [], pending_bytes: 0]
+  defstruct [
+    :dir,
+    :log,
+    :log_path,
+    :generation,
+    :pending_hs,
+    :deferred,
+    size: 0,
+    pending: [],
+    pending_bytes: 0
+  ]
 
   @type t :: %__MODULE__{}
   @type hard_state :: %{
@@ -84,8 +105,14 @@ defmodule Synod.Raft.Storage do
          {:ok, log} <- :file.open(log_path, [:raw, :binary, :append, :read]) do
       recovered = %{hard_state: hard_state, snapshot: snapshot, entries: entries}
 
-      {:ok, %__MODULE__{dir: dir, log: log, log_path: log_path, generation: generation},
-       recovered}
+      {:ok,
+       %__MODULE__{
+         dir: dir,
+         log: log,
+         log_path: log_path,
+         generation: generation,
+         size: valid_bytes
+       }, recovered}
     end
   end
 
@@ -94,10 +121,14 @@ defmodule Synod.Raft.Storage do
   without an fsync, and closes the log file.
   """
   @spec close(t()) :: :ok
-  def close(%__MODULE__{log: log} = storage) do
-    _ = :file.write(log, buffered(storage))
+  def close(%__MODULE__{log: log, deferred: nil} = storage) do
+    with :ok <- at_good_length(log, storage.size), do: :file.write(log, buffered(storage))
     :file.close(log)
   end
+
+  # What was buffered after a snapshot that could not be installed follows
+  # that snapshot, not this log: it is not written (none of it was promised).
+  def close(%__MODULE__{log: log}), do: :file.close(log)
 
   @doc """
   Buffers a Ready's log entries and hard state (either may be empty/nil).
@@ -127,14 +158,90 @@ defmodule Synod.Raft.Storage do
   fdatasyncs the log once (group commit). Only after this returns
   `{:ok, storage}` may the messages that depend on those records be sent.
   """
+  #
+  # On `{:error, why}` nothing that was buffered is lost: the storage passed
+  # in still holds it, and a later `sync/1` of that same storage writes it
+  # again from the last good length of the log (see the top of the file).
   @spec sync(t()) :: {:ok, t()} | {:error, term()}
+  def sync(%__MODULE__{deferred: {snapshot, hard_state, entries}} = storage) do
+    with {:ok, installed} <-
+           install_snapshot(%{storage | deferred: nil}, snapshot, hard_state, entries) do
+      sync(%{
+        installed
+        | pending: storage.pending,
+          pending_bytes: storage.pending_bytes,
+          pending_hs: storage.pending_hs
+      })
+    end
+  end
+
   def sync(%__MODULE__{pending_bytes: 0, pending_hs: nil} = storage), do: {:ok, storage}
 
-  def sync(%__MODULE__{log: log} = storage) do
-    with :ok <- :file.write(log, buffered(storage)),
-         :ok <- :file.datasync(log) do
-      {:ok, %{storage | pending: [], pending_bytes: 0, pending_hs: nil}}
+  def sync(%__MODULE__{log: log, size: size} = storage) do
+    data = buffered(storage)
+
+    with :ok <- at_good_length(log, size),
+         :ok <- write_or_undo(log, size, data),
+         :ok <- datasync_or_undo(log, size) do
+      {:ok,
+       %{
+         storage
+         | pending: [],
+           pending_bytes: 0,
+           pending_hs: nil,
+           size: size + IO.iodata_length(data)
+       }}
     end
+  end
+
+  @doc """
+  Keeps a snapshot install that failed (`install_snapshot/4` returned an
+  error) for the next `sync/1`, which performs it before anything buffered
+  after it. The install supersedes what was buffered before it (its log
+  holds `hard_state` and `entries`), so that is dropped.
+  """
+  @spec defer_install(t(), snapshot(), hard_state(), [entry()]) :: t()
+  def defer_install(storage, snapshot, hard_state, entries) do
+    %{
+      storage
+      | deferred: {snapshot, hard_state, entries},
+        pending: [],
+        pending_bytes: 0,
+        pending_hs: nil
+    }
+  end
+
+  # The log ends where the last good sync left it: the bytes of a failed
+  # write or fsync after that point are cut off before anything is appended.
+  defp at_good_length(log, size) do
+    case :file.position(log, :eof) do
+      {:ok, ^size} -> :ok
+      {:ok, _longer} -> cut(log, size)
+      {:error, _} = error -> error
+    end
+  end
+
+  defp write_or_undo(log, size, data) do
+    case :file.write(log, data) do
+      :ok -> :ok
+      {:error, _} = error -> undo(log, size, error)
+    end
+  end
+
+  defp datasync_or_undo(log, size) do
+    case :file.datasync(log) do
+      :ok -> :ok
+      {:error, _} = error -> undo(log, size, error)
+    end
+  end
+
+  defp undo(log, size, error) do
+    _ = cut(log, size)
+    error
+  end
+
+  defp cut(log, size) do
+    with {:ok, _} <- :file.position(log, size), do: :file.truncate(log)
   end
 
   defp buffered(%__MODULE__{pending: pending, pending_hs: nil}), do: pending
@@ -167,6 +274,7 @@ defmodule Synod.Raft.Storage do
          | log: log,
            log_path: log_path,
            generation: n,
+           size: IO.iodata_length(log_body),
            pending: [],
            pending_bytes: 0,
            pending_hs: nil
@@ -381,11 +489,23 @@ defmodule Synod.Raft.Storage do
     tmp = path <> ".tmp"
 
     with {:ok, f} <- :file.open(tmp, [:raw, :binary, :write]),
-         :ok <- :file.write(f, iodata),
-         :ok <- :file.sync(f),
-         :ok <- :file.close(f),
+         :ok <- write_sync_close(f, tmp, iodata),
          :ok <- :file.rename(tmp, path) do
       :synod_nif.fsync_dir(dir)
+    end
+  end
+
+  # A file that could not be written whole is removed: no partial snapshot
+  # or log is left behind, and its space is given back.
+  defp write_sync_close(f, tmp, iodata) do
+    with :ok <- :file.write(f, iodata),
+         :ok <- :file.sync(f) do
+      :file.close(f)
+    else
+      error ->
+        _ = :file.close(f)
+        _ = :file.delete(tmp)
+        error
     end
   end
 end

@@ -20,6 +20,7 @@ defmodule Synod.Store.Leases do
   require Logger
 
   alias Synod.Store.{Command, Machine}
+  alias Synod.Stray
 
   # What Synod.Store.Command accepts; anything else from a remote caller is
   # an unknown call, not a crash.
@@ -38,11 +39,24 @@ defmodule Synod.Store.Leases do
     {:ok, if(Synod.Raft.leader?(store), do: lead(state), else: state)}
   end
 
+  # Input from other nodes follows Synod.Stray: an unknown call is answered
+  # {:error, {:bad_request, _}}, unknown casts and messages are dropped,
+  # each logged at most once a second.
   @impl true
-  def handle_call(_request, _from, %{leading: false} = state),
+  def handle_call(request, from, state),
+    do: Stray.call(request, from, state, who(state), known?(request), &call/3)
+
+  defp known?({:grant, ttl}), do: ttl in 1..@max_ttl
+  defp known?({:keep_alive, id}), do: id in 1..@max_id
+  defp known?({:revoke, id}), do: id in 1..@max_id
+  defp known?(_), do: false
+
+  defp who(state), do: "store #{inspect(state.store)} leases"
+
+  defp call(_request, _from, %{leading: false} = state),
     do: {:reply, {:error, {:not_leader, Synod.Raft.leader(state.store)}}, state}
 
-  def handle_call({:grant, ttl}, _from, state) when ttl in 1..@max_ttl do
+  defp call({:grant, ttl}, _from, state) do
     case command(state, Command.lease_grant(0, ttl)) do
       {:ok, _rev, {:lease_granted, id, ttl}} ->
         {:reply, {:ok, id, ttl}, schedule(put_deadline(state, id, ttl))}
@@ -52,7 +66,7 @@ defmodule Synod.Store.Leases do
     end
   end
 
-  def handle_call({:keep_alive, id}, _from, state) when id in 1..@max_id do
+  defp call({:keep_alive, id}, _from, state) do
     case Map.fetch(state.deadlines, id) do
       {:ok, {_deadline, ttl}} ->
         state = put_deadline(state, id, ttl)
@@ -67,7 +81,7 @@ defmodule Synod.Store.Leases do
     end
   end
 
-  def handle_call({:revoke, id}, _from, state) when id in 1..@max_id do
+  defp call({:revoke, id}, _from, state) do
     case command(state, Command.lease_revoke(id)) do
       {:ok, rev, {:lease_revoked, ^id, _keys}} ->
         {:reply, {:ok, rev}, %{state | deadlines: Map.delete(state.deadlines, id)}}
@@ -77,16 +91,8 @@ defmodule Synod.Store.Leases do
     end
   end
 
-  def handle_call(request, _from, state) do
-    Logger.debug("store #{state.store} leases: unknown call #{inspect(request)}")
-    {:reply, {:error, :unknown_call}, state}
-  end
-
   @impl true
-  def handle_cast(request, state) do
-    Logger.debug("store #{state.store} leases: unknown cast #{inspect(request)}")
-    {:noreply, state}
-  end
+  def handle_cast(request, state), do: Stray.cast(request, state, who(state))
 
   @impl true
   def handle_info({:synod_leader_watch, _, _, :become_leader, _, _}, state),
@@ -120,7 +126,11 @@ defmodule Synod.Store.Leases do
   end
 
   def handle_info(:expire, state), do: {:noreply, %{state | timer: nil}}
-  def handle_info(_msg, state), do: {:noreply, state}
+
+  def handle_info(msg, state) do
+    Stray.ignored(who(state), :message, msg)
+    {:noreply, state}
+  end
 
   defp lead(state) do
     case Synod.Raft.query(state.store, &Machine.leases/1, timeout: 5_000) do

@@ -31,6 +31,7 @@ defmodule Synod.Store.Watcher do
   require Logger
 
   alias Synod.Store.Machine
+  alias Synod.Stray
 
   @batch 1_000
 
@@ -55,10 +56,29 @@ defmodule Synod.Store.Watcher do
      }}
   end
 
+  # Input from other nodes follows Synod.Stray: an unknown call (or a watch
+  # of a range this process could not match keys against) is answered
+  # {:error, {:bad_request, _}}, unknown casts and messages are dropped,
+  # each logged at most once a second.
   @impl true
-  def handle_call({:watch, ref, pid, range, from}, _from, state)
-      when is_reference(ref) and is_pid(pid) and is_integer(from) and from > 0 and
-             is_tuple(range) do
+  def handle_call(request, from, state),
+    do: Stray.call(request, from, state, who(state), known?(request), &call/3)
+
+  defp known?({:watch, ref, pid, range, from}),
+    do: is_reference(ref) and is_pid(pid) and is_integer(from) and from > 0 and range?(range)
+
+  defp known?({:unwatch, ref}), do: is_reference(ref)
+  defp known?(:pid), do: true
+  defp known?(_), do: false
+
+  defp range?({:key, key}), do: is_binary(key)
+  defp range?({:prefix, prefix}), do: is_binary(prefix)
+  defp range?({:range, from, to}), do: is_binary(from) and (is_binary(to) or to == :end)
+  defp range?(_), do: false
+
+  defp who(state), do: "store #{inspect(state.store)} watcher"
+
+  defp call({:watch, ref, pid, range, from}, _from, state) do
     owners =
       if Map.has_key?(state.owners, pid),
         do: state.owners,
@@ -77,21 +97,13 @@ defmodule Synod.Store.Watcher do
     {:reply, :ok, state}
   end
 
-  def handle_call({:unwatch, ref}, _from, state), do: {:reply, :ok, drop(state, [ref])}
+  defp call({:unwatch, ref}, _from, state), do: {:reply, :ok, drop(state, [ref])}
 
   # Store.watch/3 from a node with no member of its own finds us here.
-  def handle_call(:pid, _from, state), do: {:reply, {:ok, self()}, state}
-
-  def handle_call(request, _from, state) do
-    Logger.debug("store #{state.store} watcher: unknown call #{inspect(request)}")
-    {:reply, {:error, :unknown_call}, state}
-  end
+  defp call(:pid, _from, state), do: {:reply, {:ok, self()}, state}
 
   @impl true
-  def handle_cast(request, state) do
-    Logger.debug("store #{state.store} watcher: unknown cast #{inspect(request)}")
-    {:noreply, state}
-  end
+  def handle_cast(request, state), do: Stray.cast(request, state, who(state))
 
   @impl true
   def handle_info({:synod_raft_applied, _store, _index}, state), do: {:noreply, pump(state)}
@@ -103,7 +115,10 @@ defmodule Synod.Store.Watcher do
     {:noreply, %{drop(state, refs) | owners: Map.delete(state.owners, pid)}}
   end
 
-  def handle_info(_msg, state), do: {:noreply, state}
+  def handle_info(msg, state) do
+    Stray.ignored(who(state), :message, msg)
+    {:noreply, state}
+  end
 
   # -- live watches -----------------------------------------------------------------
 
