@@ -40,6 +40,7 @@ defmodule Synod.Raft.Member do
   require Logger
 
   alias Synod.Raft.{Info, Storage, Watches}
+  alias Synod.Telemetry.Emit
 
   @entry_normal 0
   # Request ids (and results) remembered for retries.
@@ -69,6 +70,7 @@ defmodule Synod.Raft.Member do
     sessions: nil,
     notified: 0,
     pending: %{},
+    proposed_at: %{},
     reads: %{},
     ready_reads: [],
     next_ctx: 1,
@@ -305,7 +307,9 @@ defmodule Synod.Raft.Member do
         leader_node: node_of(state, st.leader),
         voter_nodes: Enum.map(st.voters, &node_of(state, &1)),
         learner_nodes: Enum.map(st.learners, &node_of(state, &1)),
-        applied: state.applied
+        applied: state.applied,
+        snapshot_index: state.storage.generation,
+        log_bytes: Storage.log_bytes(state.storage)
       })
 
     {:reply, status, state}
@@ -322,7 +326,13 @@ defmodule Synod.Raft.Member do
   # The caller is answered when the entry at `index` is applied: with the
   # result if it is the entry proposed in this term, else {:error, :dropped}.
   defp wait_for(state, index, term, from) do
-    %{state | pending: Map.put(state.pending, index, {term, from})}
+    now = System.monotonic_time()
+
+    %{
+      state
+      | pending: Map.put(state.pending, index, {term, from}),
+        proposed_at: Map.put(state.proposed_at, index, now)
+    }
   end
 
   defp not_leader(state), do: {:error, {:not_leader, state.view.leader}}
@@ -417,7 +427,7 @@ defmodule Synod.Raft.Member do
   defp persist(state, hs, sync?, nil, entries) do
     storage = Storage.write(state.storage, Enum.map(entries, &entry_map/1), hs && hs_map(hs))
 
-    case sync? && Storage.sync(storage) do
+    case sync? && timed_sync(storage, state.group) do
       false -> %{state | storage: storage}
       {:ok, storage} -> %{state | storage: storage}
       {:error, why} -> exit({:raft_storage, why})
@@ -445,6 +455,14 @@ defmodule Synod.Raft.Member do
     end
   end
 
+  defp timed_sync(storage, group) do
+    start = System.monotonic_time()
+    bytes = Storage.pending_bytes(storage)
+    result = Storage.sync(storage)
+    if bytes > 0 and match?({:ok, _}, result), do: Emit.fsync(group, start, bytes)
+    result
+  end
+
   defp current_hard_state(state) do
     st = :synod_nif.raft_status(state.raft)
     {st.term, st.vote, st.commit}
@@ -467,6 +485,7 @@ defmodule Synod.Raft.Member do
 
           if MapSet.member?(connected, node) do
             send(dest, msg)
+            Emit.maybe_snapshot_sent(state.group, node, bin)
             state
           else
             reconnect(state, node)
@@ -496,6 +515,7 @@ defmodule Synod.Raft.Member do
 
   defp restore(state, {index, _term, _voters, _learners, data}) do
     {node_of, sessions, machine_snapshot} = decode_trusted(data)
+    Emit.snapshot_installed(state.group, index, byte_size(data))
 
     # Proposals the snapshot covers can no longer be matched to a result.
     {covered, pending} = Enum.split_with(state.pending, fn {i, _} -> i <= index end)
@@ -514,6 +534,7 @@ defmodule Synod.Raft.Member do
 
   defp apply_all(state, committed) do
     state = Enum.reduce(committed, state, &apply_entry/2)
+    state = %{state | proposed_at: Emit.commit(state.group, state.proposed_at, committed)}
     serve_ready_reads(state)
   end
 
@@ -629,7 +650,9 @@ defmodule Synod.Raft.Member do
       end)
 
     Info.put(state.group, self(), view)
-    send(state.watches, {:raft_events, Enum.reverse(changes)})
+    changes = Enum.reverse(changes)
+    send(state.watches, {:raft_events, changes})
+    Emit.raft_changes(state.group, changes)
     state = %{state | view: view}
     if view.role == :leader, do: state, else: drop_reads(state)
   end
