@@ -144,6 +144,7 @@ defmodule Synod.Observer do
   @impl true
   def handle_info({:DOWN, _, :process, httpd, reason}, %{httpd: httpd} = state),
     do: {:stop, {:httpd_down, reason}, state}
+
   def handle_info(_msg, state), do: {:noreply, state}
 
   @impl true
