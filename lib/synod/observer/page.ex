@@ -40,6 +40,7 @@ defmodule Synod.Observer.Page do
   .member.leader circle{fill:#f2b632;stroke:#8a5d00;stroke-width:2}
   .member.self circle{stroke-width:3}
   .bar rect{fill:#4a78c2}
+  .share:nth-child(7n+1) text{fill:#4a78c2}.share:nth-child(7n+2) text{fill:#b07f00}.share:nth-child(7n+3) text{fill:#3ba272}
   .lag rect{fill:#d0563b}
   ul{margin:0;padding-left:18px;font-size:12px}
   </style></head><body>
@@ -93,11 +94,11 @@ defmodule Synod.Observer.Page do
   const colors = ["#4a78c2", "#f2b632", "#3ba272", "#d0563b", "#8e5ac8", "#2bb5c4", "#a0a0a0"];
   function shares(map) {
     const rows = entries(map);
-    let x = 0, s = `<svg width="360" height="40">`;
+    let x = 0, s = `<svg width="360" height="${24 + 16 * rows.length}">`;
     rows.forEach(([k, v], i) => {
       const w = 340 * (Number(v) || 0);
       s += `<g class="share" data-node="${esc(k)}"><rect x="${x}" y="4" width="${w}" height="16" fill="${colors[i % colors.length]}"></rect>` +
-           `<text x="${x + 2}" y="34">${esc(short(k))} ${(100 * v).toFixed(1)}%</text></g>`;
+           `<text x="0" y="${36 + 16 * i}">■ ${esc(short(k))} ${(100 * v).toFixed(1)}%</text></g>`;
       x += w;
     });
     return s + "</svg>";
@@ -118,9 +119,9 @@ defmodule Synod.Observer.Page do
       if (v.leader) (leads[v.leader] = leads[v.leader] || []).push(g);
     }
     const nodes = [...all].sort();
-    let m = `<svg width="${Math.max(nodes.length * 130, 130)}" height="96">`;
+    let m = `<svg width="${Math.max(nodes.length * 200, 200)}" height="96">`;
     nodes.forEach((n, i) => {
-      const x = 130 * i + 65, led = leads[n] || [];
+      const x = 200 * i + 100, led = leads[n] || [];
       m += `<g class="member${led.length ? " leader" : ""}${n === st.node ? " self" : ""}" data-node="${esc(n)}">` +
            `<circle cx="${x}" cy="30" r="22"></circle><text x="${x}" y="34" text-anchor="middle">${esc(short(n)).slice(0, 10)}</text>` +
            `<text x="${x}" y="70" text-anchor="middle">${esc(n)}</text>` +
