@@ -252,3 +252,24 @@ defmodule Synod.Test.Obs do
     {status, Map.new(resp_headers, fn {k, v} -> {to_string(k), to_string(v)} end), body}
   end
 end
+
+defmodule Synod.Test.ObsBench do
+  @moduledoc false
+  # Run on the peers of bench/observability_bench.exs: metrics on or off.
+
+  @doc "Starts Synod.Metrics here (not linked to the erpc caller)."
+  def metrics_on do
+    case Synod.Metrics.start_link([]) do
+      {:ok, pid} -> Process.unlink(pid)
+      {:error, {:already_started, _}} -> :ok
+    end
+
+    :ok
+  end
+
+  @doc "Stops Synod.Metrics here: no handler attached, events cost one ETS lookup."
+  def metrics_off do
+    if pid = Process.whereis(Synod.Metrics), do: GenServer.stop(pid)
+    :ok
+  end
+end
