@@ -49,7 +49,7 @@ defmodule Synod.MixProject do
   end
 
   def application do
-    [extra_applications: [:logger], mod: {Synod.Application, []}]
+    [extra_applications: [:logger, :inets], mod: {Synod.Application, []}]
   end
 
   defp elixirc_paths(:test), do: ["lib", "test/support"]

@@ -334,6 +334,15 @@ defmodule Synod do
   defp tables!(hub), do: Caller.tables!(hub)
   defp meta_get(meta, key), do: Caller.meta_get(meta, key)
 
+  @doc """
+  This node's view of every hub, Raft group, store and connected C node:
+  see `Synod.Status` and docs/observability.md. Each part is bounded by
+  `timeout:` (default 1000 ms); a part that does not answer is
+  `%{error: reason}`.
+  """
+  @spec status(keyword()) :: map()
+  defdelegate status(opts \\ []), to: Synod.Status
+
   # -- leader watches (Raft groups, see Synod.Raft) ---------------------------
 
   @doc """

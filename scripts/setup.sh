@@ -32,6 +32,7 @@ test_packages=(
   rebar3
   libcmocka-dev
   valgrind          # the C node's leak and memory-error test
+  chromium          # headless, for the status page test (test/elixir/obs_page_test.exs)
 )
 
 case "${1:-test}" in

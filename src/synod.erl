@@ -28,6 +28,7 @@
          propagate_event/2, propagate_event/3]).
 -export([leader/1, is_leader/1, term/1, add_leader_watch/3, add_leader_watch/4,
          remove_leader_watch/2]).
+-export([status/0]).
 
 -export_type([hub/0, child_id/0, child_spec/0, options/0, handle/0, start_result/0,
               stop_result/0]).
@@ -245,6 +246,15 @@ propagate_event(Hub, Event) ->
 propagate_event(Hub, Event, Opts) ->
     synod_opts:call('Elixir.Synod.Dispatcher', propagate_event,
                     [Hub, Event, synod_opts:keyword(Opts)]).
+
+%% -- status ------------------------------------------------------------------
+
+%% @doc This node's view of every hub, Raft group, store and connected C
+%% node, as a map (`'Elixir.Synod.Status':status/1' documents its keys; see
+%% docs/observability.md). Bounded: a part that does not answer within a
+%% second is `#{error => timeout}'; it never hangs.
+-spec status() -> map().
+status() -> 'Elixir.Synod.Status':status([]).
 
 %% -- leader watches on Raft groups (see synod_raft) ---------------------------
 

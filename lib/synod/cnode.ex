@@ -43,6 +43,8 @@ defmodule Synod.CNode do
   use GenServer
   require Logger
 
+  alias Synod.Telemetry.Emit
+
   @options [
     :name,
     :cookie,
@@ -73,6 +75,35 @@ defmodule Synod.CNode do
   @doc "Every line the C node has written to stderr so far, oldest first."
   @spec output(GenServer.server()) :: [String.t()]
   def output(server), do: GenServer.call(server, :output)
+
+  @doc """
+  Sends `request` to the C node `cnode` (a `GenServer.call/3` to its
+  `server`, default `:synod_cnode`) and emits `[:synod, :cnode, :request]`
+  with the request's kind (its first element, or the atom itself) and
+  `count`: the children of a `children_start` / `children_stop`, else 1.
+  Exits as `GenServer.call/3` does when the C node does not answer in time.
+  """
+  @spec call(node(), term(), timeout(), atom()) :: term()
+  def call(cnode, request, timeout \\ 5_000, server \\ :synod_cnode) when is_atom(cnode) do
+    {kind, count} =
+      case request do
+        {kind, _hub, items, _opts}
+        when kind in [:children_start, :children_stop] and is_list(items) ->
+          {kind, length(items)}
+
+        tuple when is_tuple(tuple) and tuple_size(tuple) > 0 and is_atom(elem(tuple, 0)) ->
+          {elem(tuple, 0), 1}
+
+        atom when is_atom(atom) ->
+          {atom, 1}
+
+        _ ->
+          {:other, 1}
+      end
+
+    Emit.cnode_request(cnode, kind, count)
+    GenServer.call({server, cnode}, request, timeout)
+  end
 
   @doc false
   def child_spec(opts) do
@@ -170,7 +201,9 @@ defmodule Synod.CNode do
 
     case result do
       {:ok, output} ->
-        {:ok, %{port: port, name: opts[:name], output: output}}
+        Node.monitor(opts[:name], true)
+        Emit.cnode_connection(opts[:name], :up)
+        {:ok, %{port: port, name: opts[:name], output: output, up: true}}
 
       {:error, reason} ->
         {:stop, reason}
@@ -219,10 +252,31 @@ defmodule Synod.CNode do
     do: {:stop, {:cnode_exited, status}, state}
 
   def handle_info({:EXIT, port, reason}, %{port: port} = state), do: {:stop, reason, state}
+
+  # The distribution connection went away (and comes back when it pings us
+  # or we it): observers see both.
+  def handle_info({:nodedown, name}, %{name: name} = state) do
+    Emit.cnode_connection(name, :down)
+    Process.send_after(self(), :reconnect, 100)
+    {:noreply, %{state | up: false}}
+  end
+
+  def handle_info(:reconnect, %{up: false, name: name} = state) do
+    if Node.ping(name) == :pong do
+      Node.monitor(name, true)
+      Emit.cnode_connection(name, :up)
+      {:noreply, %{state | up: true}}
+    else
+      Process.send_after(self(), :reconnect, 1_000)
+      {:noreply, state}
+    end
+  end
+
   def handle_info(_other, state), do: {:noreply, state}
 
   @impl true
-  def terminate(_reason, %{port: port}) do
+  def terminate(_reason, %{port: port} = state) do
+    if state.up, do: Emit.cnode_connection(state.name, :down)
     # Closing the port closes the C node's stdin; with --watch-stdin it stops.
     if Port.info(port), do: Port.close(port)
     :ok

@@ -37,6 +37,7 @@ defmodule Synod.Store do
   """
 
   alias Synod.Store.{Command, Leases, Machine, Watcher}
+  alias Synod.Telemetry.Emit
 
   @type store :: atom()
   @type kv :: Machine.kv()
@@ -106,7 +107,7 @@ defmodule Synod.Store do
   def put(store, key, value, opts \\ []) do
     {cmd, opts} = build(opts, [:lease, :prev_kv], &Command.put(key, value, &1))
 
-    with {:ok, rev, {:put, prev}} <- command(store, cmd, opts), do: {:ok, rev, prev}
+    with {:ok, rev, {:put, prev}} <- command(store, :put, cmd, opts), do: {:ok, rev, prev}
   end
 
   @doc """
@@ -146,7 +147,8 @@ defmodule Synod.Store do
   def delete(store, key, opts \\ []) do
     {cmd, opts} = build(opts, [:prefix, :range_end, :prev_kv], &Command.delete(key, &1))
 
-    with {:ok, rev, {:delete, n, prev}} <- command(store, cmd, opts), do: {:ok, rev, n, prev}
+    with {:ok, rev, {:delete, n, prev}} <- command(store, :delete, cmd, opts),
+         do: {:ok, rev, n, prev}
   end
 
   @doc """
@@ -169,7 +171,7 @@ defmodule Synod.Store do
     result =
       if Machine.read_only?(success) and Machine.read_only?(failure),
         do: read_txn(store, compares, success, failure, opts),
-        else: command(store, cmd, opts)
+        else: command(store, :txn, cmd, opts)
 
     with {:ok, rev, {:txn, ok?, results}} <- result, do: {:ok, rev, ok?, results}
   end
@@ -215,9 +217,11 @@ defmodule Synod.Store do
   def leases(store, opts \\ []) when is_list(opts), do: query(store, {Machine, :leases, []}, opts)
 
   defp leases(store, request, opts) do
-    store
-    |> Synod.Raft.call_leader(Leases.name(store), request, Keyword.take(opts, @call_opts))
-    |> named(store)
+    Emit.store_request(store, elem(request, 0), fn ->
+      store
+      |> Synod.Raft.call_leader(Leases.name(store), request, Keyword.take(opts, @call_opts))
+      |> named(store)
+    end)
   end
 
   # -- watches ------------------------------------------------------------------
@@ -290,20 +294,25 @@ defmodule Synod.Store do
     {builder.(command_opts), rest}
   end
 
-  defp command(store, cmd, opts) do
-    case Synod.Raft.command(store, cmd, Keyword.take(opts, @call_opts)) do
-      {:ok, {:ok, _rev, _payload} = result} -> result
-      {:ok, {:error, _} = error} -> error
-      {:error, _} = error -> named(error, store)
-    end
+  defp command(store, kind, cmd, opts) do
+    Emit.store_request(store, kind, fn ->
+      case Synod.Raft.command(store, cmd, Keyword.take(opts, @call_opts)) do
+        {:ok, {:ok, _rev, _payload} = result} -> result
+        {:ok, {:error, _} = error} -> error
+        {:error, _} = error -> named(error, store)
+      end
+    end)
   end
 
-  defp query(store, fun, opts) do
-    case Synod.Raft.query(store, fun, Keyword.take(opts, [:consistency | @call_opts])) do
-      {:ok, {:error, _} = error} -> error
-      {:ok, value} -> {:ok, value}
-      {:error, _} = error -> named(error, store)
-    end
+  # The kind of a read is the Machine function it runs (read_txn: :txn).
+  defp query(store, {Machine, fun, _} = query, opts) do
+    Emit.store_request(store, if(fun == :read_txn, do: :txn, else: fun), fn ->
+      case Synod.Raft.query(store, query, Keyword.take(opts, [:consistency | @call_opts])) do
+        {:ok, {:error, _} = error} -> error
+        {:ok, value} -> {:ok, value}
+        {:error, _} = error -> named(error, store)
+      end
+    end)
   end
 
   # The store's name for a group that no connected node runs.

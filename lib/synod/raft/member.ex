@@ -41,6 +41,7 @@ defmodule Synod.Raft.Member do
 
   alias Synod.Raft.{Info, SafeTerm, Storage, Watches}
   alias Synod.Stray
+  alias Synod.Telemetry.Emit
 
   @entry_normal 0
   # Request ids (and results) remembered for retries.
@@ -73,6 +74,7 @@ defmodule Synod.Raft.Member do
     sessions: nil,
     notified: 0,
     pending: %{},
+    proposed_at: %{},
     reads: %{},
     ready_reads: [],
     next_ctx: 1,
@@ -363,7 +365,9 @@ defmodule Synod.Raft.Member do
         voter_nodes: Enum.map(st.voters, &node_of(state, &1)),
         learner_nodes: Enum.map(st.learners, &node_of(state, &1)),
         applied: state.applied,
-        storage: storage_status(state)
+        storage: storage_status(state),
+        snapshot_index: state.storage.generation,
+        log_bytes: Storage.log_bytes(state.storage)
       })
 
     {:reply, status, state}
@@ -382,7 +386,13 @@ defmodule Synod.Raft.Member do
   # The caller is answered when the entry at `index` is applied: with the
   # result if it is the entry proposed in this term, else {:error, :dropped}.
   defp wait_for(state, index, term, from) do
-    %{state | pending: Map.put(state.pending, index, {term, from})}
+    now = System.monotonic_time()
+
+    %{
+      state
+      | pending: Map.put(state.pending, index, {term, from}),
+        proposed_at: Map.put(state.proposed_at, index, now)
+    }
   end
 
   defp not_leader(state), do: {:error, {:not_leader, state.view.leader}}
@@ -484,7 +494,7 @@ defmodule Synod.Raft.Member do
         %{state | storage: storage}
 
       true ->
-        case Storage.sync(storage) do
+        case timed_sync(storage, state.group) do
           {:ok, storage} -> %{state | storage: storage}
           {:error, why} -> get_stuck(%{state | storage: storage}, why)
         end
@@ -517,6 +527,14 @@ defmodule Synod.Raft.Member do
     end
   end
 
+  defp timed_sync(storage, group) do
+    start = System.monotonic_time()
+    bytes = Storage.pending_bytes(storage)
+    result = Storage.sync(storage)
+    if bytes > 0 and match?({:ok, _}, result), do: Emit.fsync(group, start, bytes)
+    result
+  end
+
   defp current_hard_state(state) do
     st = :synod_nif.raft_status(state.raft)
     {st.term, st.vote, st.commit}
@@ -544,6 +562,7 @@ defmodule Synod.Raft.Member do
 
           if MapSet.member?(connected, node) do
             send(dest, msg)
+            Emit.maybe_snapshot_sent(state.group, node, bin)
             state
           else
             reconnect(state, node)
@@ -583,6 +602,7 @@ defmodule Synod.Raft.Member do
 
   defp restore(state, {index, _term, _voters, _learners, data}) do
     {node_of, sessions, machine_snapshot} = decode_entry(state, :snapshot, index, data)
+    Emit.snapshot_installed(state.group, index, byte_size(data))
 
     # Proposals the snapshot covers can no longer be matched to a result.
     {covered, pending} = Enum.split_with(state.pending, fn {i, _} -> i <= index end)
@@ -601,6 +621,7 @@ defmodule Synod.Raft.Member do
 
   defp apply_all(state, committed) do
     state = Enum.reduce(committed, state, &apply_entry/2)
+    state = %{state | proposed_at: Emit.commit(state.group, state.proposed_at, committed)}
     serve_ready_reads(state)
   end
 
@@ -734,7 +755,9 @@ defmodule Synod.Raft.Member do
       end)
 
     Info.put(state.group, self(), published(view, state))
-    send(state.watches, {:raft_events, Enum.reverse(changes)})
+    changes = Enum.reverse(changes)
+    send(state.watches, {:raft_events, changes})
+    Emit.raft_changes(state.group, changes)
     state = %{state | view: view}
     if view.role == :leader, do: state, else: drop_reads(state)
   end

@@ -148,6 +148,15 @@ defmodule Synod.Raft.Storage do
     }
   end
 
+  @doc "The size of the current log file on disk, in bytes (0 if it cannot be read)."
+  @spec log_bytes(t()) :: non_neg_integer()
+  def log_bytes(%__MODULE__{log_path: path}) do
+    case File.stat(path) do
+      {:ok, %{size: size}} -> size
+      _ -> 0
+    end
+  end
+
   @doc "Bytes buffered by `write/3` and not yet synced."
   @spec pending_bytes(t()) :: non_neg_integer()
   def pending_bytes(%__MODULE__{pending_bytes: n, pending_hs: nil}), do: n

@@ -32,6 +32,7 @@ defmodule Synod.Store.Watcher do
 
   alias Synod.Store.Machine
   alias Synod.Stray
+  alias Synod.Telemetry.Emit
 
   @batch 1_000
 
@@ -69,6 +70,7 @@ defmodule Synod.Store.Watcher do
 
   defp known?({:unwatch, ref}), do: is_reference(ref)
   defp known?(:pid), do: true
+  defp known?(:status), do: true
   defp known?(_), do: false
 
   defp range?({:key, key}), do: is_binary(key)
@@ -102,13 +104,28 @@ defmodule Synod.Store.Watcher do
   # Store.watch/3 from a node with no member of its own finds us here.
   defp call(:pid, _from, state), do: {:reply, {:ok, self()}, state}
 
+  # Synod.status/0: how many watches, and how far behind the store's head.
+  defp call(:status, _from, state) do
+    {:reply,
+     %{
+       watches: map_size(state.live) + map_size(state.behind),
+       behind: map_size(state.behind),
+       lag: lag(state)
+     }, state}
+  end
+
   @impl true
   def handle_cast(request, state), do: Stray.cast(request, state, who(state))
 
   @impl true
   def handle_info({:synod_raft_applied, _store, _index}, state), do: {:noreply, pump(state)}
   def handle_info(:pump, state), do: {:noreply, pump(%{state | pumping: false})}
-  def handle_info(:catch_up, state), do: {:noreply, catch_up(%{state | catching_up: false})}
+
+  def handle_info(:catch_up, state) do
+    state = catch_up(%{state | catching_up: false})
+    Emit.watch_lag(state.store, lag(state))
+    {:noreply, state}
+  end
 
   def handle_info({:DOWN, _mref, :process, pid, _reason}, state) do
     refs = for {ref, %{pid: ^pid}} <- Map.merge(state.live, state.behind), do: ref
@@ -280,6 +297,19 @@ defmodule Synod.Store.Watcher do
     case Synod.Raft.query(store, &Machine.events_since(&1, from, @batch), consistency: :stale) do
       {:ok, result} -> result
       error -> error
+    end
+  end
+
+  # The events (revisions) the watches behind the head still have to get.
+  defp lag(%{behind: behind}) when map_size(behind) == 0, do: 0
+
+  defp lag(state) do
+    case Synod.Raft.query(state.store, {Machine, :revision, []},
+           consistency: :stale,
+           timeout: 1_000
+         ) do
+      {:ok, rev} -> Enum.reduce(state.behind, 0, fn {_, w}, n -> n + max(rev + 1 - w.next, 0) end)
+      _ -> 0
     end
   end
 
