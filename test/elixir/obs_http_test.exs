@@ -209,6 +209,19 @@ defmodule Synod.ObsHttpTest do
              Obs.request(:post, port, "/metrics", [{"authorization", "Bearer " <> token}])
   end
 
+  test "application env gives the defaults; options given override them" do
+    Application.put_env(:synod, Synod.Observer, port: 0, token: String.duplicate("t", 20))
+    on_exit(fn -> Application.delete_env(:synod, Synod.Observer) end)
+    port = observer([])
+    assert {401, _, _} = Obs.get(port, "/metrics")
+
+    assert {200, _, _} =
+             Obs.get(port, "/metrics", [{"authorization", "Bearer " <> String.duplicate("t", 20)}])
+
+    open = observer(token: nil)
+    assert {200, _, _} = Obs.get(open, "/metrics")
+  end
+
   test "options are checked: bad ones are named" do
     assert_raise ArgumentError, ~r/port/, fn -> Synod.Observer.start_link(port: -1) end
     assert_raise ArgumentError, ~r/token/, fn -> Synod.Observer.start_link(token: "short") end
