@@ -68,6 +68,27 @@ defmodule Synod.ObsHttpTest do
     end
   end
 
+  describe "the JSON encoder" do
+    alias Synod.Observer.JSON
+
+    test "encodes maps, lists, tuples, atoms and numbers; escapes strings" do
+      json =
+        IO.iodata_to_binary(
+          JSON.encode(%{"c" => %{}, a: [1, 2.5, nil, true], b: {:x, "q\"\\\n</script>"}})
+        )
+
+      assert json ==
+               ~s({"a":[1,2.5,null,true],"b":["x","q\\"\\\\\\n\\u003C/script\\u003E"],"c":{}})
+    end
+
+    test "never fails on a term JSON has no word for" do
+      json = IO.iodata_to_binary(JSON.encode(%{self() => make_ref(), bin: <<255>>}))
+      # Inspected, with < and > escaped (the document is embedded in a page).
+      assert json =~ ~s("#PID\\u003C)
+      assert json =~ ~s("bin":"\\u003C\\u003C255\\u003E\\u003E")
+    end
+  end
+
   test "a real scrape of /metrics: every family, valid text, escaped labels" do
     port = observer([])
     :ok = Synod.Metrics.reset()
@@ -186,6 +207,19 @@ defmodule Synod.ObsHttpTest do
 
     assert {405, _, _} =
              Obs.request(:post, port, "/metrics", [{"authorization", "Bearer " <> token}])
+  end
+
+  test "application env gives the defaults; options given override them" do
+    Application.put_env(:synod, Synod.Observer, port: 0, token: String.duplicate("t", 20))
+    on_exit(fn -> Application.delete_env(:synod, Synod.Observer) end)
+    port = observer([])
+    assert {401, _, _} = Obs.get(port, "/metrics")
+
+    assert {200, _, _} =
+             Obs.get(port, "/metrics", [{"authorization", "Bearer " <> String.duplicate("t", 20)}])
+
+    open = observer(token: nil)
+    assert {200, _, _} = Obs.get(open, "/metrics")
   end
 
   test "options are checked: bad ones are named" do
