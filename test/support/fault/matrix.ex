@@ -4,8 +4,7 @@ defmodule Synod.Fault.Matrix do
   #
   #   :smoke  the cases the test command runs: each passes on main, all of
   #           them within the test budget (about 150 s on an idle 2-core
-  #           machine). Not :disk_full: a member on a full disk can take
-  #           its node's whole Raft supervisor down (docs/reliability.md)
+  #           machine). :disk_full mounts a tmpfs (the suite runs as root)
   #   :long   every workload under every nemesis on 3 nodes, and the register
   #           and lock workloads under a minority cut, a majority kill and
   #           pauses on 5 nodes; 12 s of operations each
@@ -19,7 +18,8 @@ defmodule Synod.Fault.Matrix do
     {:queue, :kill, 3, 8_000},
     {:election, :partition_minority, 3, 8_000},
     {:watch, :kill_majority, 3, 8_000},
-    {:tasks, :pause, 3, 8_000}
+    {:tasks, :pause, 3, 8_000},
+    {:register, :disk_full, 3, 8_000}
   ]
 
   def cases(:smoke, seed),
