@@ -40,6 +40,7 @@ defmodule Synod.StrayStoreTest do
       Synod.Raft.member_name(@store),
       Synod.Raft.Router,
       Synod.Raft.Info,
+      Synod.Raft.Watches.name(@store),
       Store.Leases.name(@store),
       Store.Watcher.name(@store)
     ]
@@ -128,6 +129,9 @@ defmodule Synod.StrayStoreTest do
           {:transfer_leader, "n"},
           {:subscribe_applied, :nobody}
         ])
+
+      name == Synod.Raft.Watches.name(@store) ->
+        Enum.random([{:add, :k, :not_a_target, :all}, {:add, :k, fn -> :ok end, :all}])
 
       name == Store.Leases.name(@store) ->
         Enum.random([{:grant, -1}, {:keep_alive, "x"}, {:revoke, 0}])

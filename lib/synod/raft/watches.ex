@@ -24,6 +24,8 @@ defmodule Synod.Raft.Watches do
   use GenServer
   require Logger
 
+  alias Synod.Stray
+
   @type view :: %{
           role: atom(),
           leader: node() | nil,
@@ -43,7 +45,10 @@ defmodule Synod.Raft.Watches do
   def init(group), do: {:ok, %{group: group, watches: %{}, workers: %{}, indexes: nil}}
 
   @impl true
-  def handle_call({:add, key, target, type}, _from, state) do
+  # Synod.Raft.add_leader_watch/4 checked the arguments; a call from
+  # elsewhere with any other target is stray input.
+  def handle_call({:add, key, target, type}, _from, state)
+      when is_pid(target) or is_function(target, 4) do
     state = remove(state, key)
     {:reply, :ok, put_in(state.watches[key], start(state.group, key, target, type))}
   end
@@ -54,10 +59,12 @@ defmodule Synod.Raft.Watches do
     {:reply, Enum.map(state.watches, fn {k, w} -> {k, w.type} end), state}
   end
 
-  def handle_call(_unknown, _from, state), do: {:reply, {:error, :unknown_call}, state}
+  def handle_call(request, from, state),
+    do:
+      Stray.call(request, from, state, who(state), false, fn _, _, state -> {:noreply, state} end)
 
   @impl true
-  def handle_cast(_unknown, state), do: {:noreply, state}
+  def handle_cast(request, state), do: Stray.cast(request, state, who(state))
 
   @impl true
   def handle_info({:raft_events, changes}, state) do
@@ -92,7 +99,12 @@ defmodule Synod.Raft.Watches do
     end
   end
 
-  def handle_info(_other, state), do: {:noreply, state}
+  def handle_info(other, state) do
+    Stray.ignored(who(state), :message, other)
+    {:noreply, state}
+  end
+
+  defp who(state), do: "raft #{inspect(state.group)} leader watches"
 
   # The parts of the member's view that its changes do not carry.
   defp indexes(group) do
