@@ -34,7 +34,7 @@ CSTD     := -std=c11 -D_POSIX_C_SOURCE=200809L
 OPT      ?= -O2 -g
 CFLAGS_  := $(CSTD) $(WARN) $(OPT) -fPIC $(CFLAGS)
 SAN      := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
-LIBS     := -lsodium
+LIBS     := -lsodium -lm
 # Test builds (cmocka, ASan, fuzzers) walk the store's invariants after
 # every apply (store_check); the NIF, the C node and benchmarks do not.
 CHECKS   := -DSYNOD_STORE_CHECK

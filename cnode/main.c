@@ -17,6 +17,8 @@
 #include "log.h"
 #include "node.h"
 #include "options.h"
+#include "witness.h"
+#include "witness_store.h"
 
 static int split_name(const char *name, char *alive, size_t alive_cap, char *host, size_t host_cap,
                       struct in_addr *addr)
@@ -62,6 +64,31 @@ int main(int argc, char **argv)
         return EXIT_SOFTWARE;
     }
 
+    /* The witness's data first: a held, corrupt or unreadable directory is
+     * refused before the node shows up on the network. */
+    witness *wit = NULL;
+    if (opts.nwitness) {
+        char wwhy[512];
+        witness_config wc = {.data_dir = opts.data_dir,
+                             .groups = opts.witness,
+                             .n_groups = opts.nwitness,
+                             .self = opts.name,
+                             .tick_ms = opts.raft_tick_ms,
+                             .election_tick = opts.election_tick,
+                             .heartbeat_tick = 1,
+                             .send = node_witness_send};
+        int wrc = witness_open(&wit, &wc, wwhy, sizeof wwhy);
+        if (wrc != WSTORE_OK) {
+            LOG_E("witness: %s", wwhy);
+            return wrc == WSTORE_ERR_LOCKED    ? EXIT_TEMPFAIL
+                   : wrc == WSTORE_ERR_CORRUPT ? EXIT_DATAERR
+                   : wrc == WSTORE_ERR_IO      ? EXIT_IOERR
+                   : wrc == WSTORE_ERR_INVALID ? EXIT_USAGE
+                                               : EXIT_SOFTWARE;
+        }
+        node_set_witness(wit);
+    }
+
     char cookie[COOKIE_MAX + 1];
     cookie_status status = cookie_read(opts.cookie_file, cookie, &why);
     if (status != COOKIE_OK) {
@@ -93,6 +120,8 @@ int main(int argc, char **argv)
     LOG_I("ready as %s on port %d, serving hub %s as %s", opts.name, port, opts.hub, opts.server);
 
     rc = node_run(&ec, listen_fd, &opts);
+    node_set_witness(NULL);
+    witness_close(wit);
 
     close(epmd_fd); /* epmd forgets us when this closes */
     close(listen_fd);
