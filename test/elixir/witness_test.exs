@@ -1,0 +1,163 @@
+defmodule Synod.WitnessTest do
+  # A Raft group of 2 BEAM members + 1 C witness (priv/synod_cnode with
+  # --witness), on real processes: real peers, the real C node, real files.
+  # kill -9 of either BEAM node: the other leads (or keeps leading) and
+  # commits; kill -9 of the witness: the group goes on, and the witness
+  # restarted from its files catches up (proved by then killing a BEAM
+  # follower: the leader can only commit with the witness's acks). Every
+  # leader-watch event of every test is checked (never two leaders in one
+  # term, and the witness never leads).
+  use ExUnit.Case, async: false
+
+  alias Synod.{CNode, Raft}
+  alias Synod.Test.{Cluster, Wait}
+  alias Synod.Test.Raft, as: R
+
+  @moduletag timeout: 180_000
+  @moduletag :capture_log
+
+  setup do
+    [a, b] = Cluster.peers!(2, prefix: "wit")
+    dir = Cluster.tmp_dir!("witness")
+    group = :"wg#{System.unique_integer([:positive])}"
+    w = :"synod_w#{System.unique_integer([:positive])}@127.0.0.1"
+    wdir = Path.join(dir, "witness")
+    File.mkdir_p!(dir)
+    ctx = %{a: a, b: b, dir: dir, group: group, w: w, wdir: wdir}
+    {:ok, Map.put(ctx, :wpid, start_witness(ctx))}
+  end
+
+  defp start_witness(ctx) do
+    spec =
+      Supervisor.child_spec(
+        {CNode, name: ctx.w, witness: [ctx.group], data_dir: ctx.wdir, log_level: :info},
+        id: {:witness, System.unique_integer()},
+        restart: :temporary
+      )
+
+    start_supervised!(spec)
+  end
+
+  defp start_group(ctx) do
+    :ok =
+      Raft.start_group(ctx.group, [ctx.a, ctx.b], ctx.dir,
+        machine: Synod.Raft.KV,
+        witnesses: [ctx.w]
+      )
+
+    leader = R.wait_leader(ctx.group, [ctx.a, ctx.b], 20_000)
+    :ok = R.watch_all(ctx.group, [ctx.a, ctx.b])
+    leader
+  end
+
+  defp kill9(node) do
+    os_pid = :erpc.call(node, :os, :getpid, [])
+    Node.monitor(node, true)
+    System.cmd("kill", ["-9", to_string(os_pid)])
+
+    receive do
+      {:nodedown, ^node} -> :ok
+    after
+      10_000 -> flunk("#{node} did not go down")
+    end
+  end
+
+  defp kill9_witness(wpid) do
+    Process.unlink(wpid)
+    ref = Process.monitor(wpid)
+    System.cmd("kill", ["-9", to_string(CNode.os_pid(wpid))])
+    assert_receive {:DOWN, ^ref, _, _, _}, 10_000
+  end
+
+  defp other(ctx, n), do: if(n == ctx.a, do: ctx.b, else: ctx.a)
+
+  # The leader as `node` sees it, once it is `node` itself or the other BEAM node.
+  defp wait_own_leader(group, node, timeout \\ 20_000) do
+    Wait.until(
+      fn ->
+        case :erpc.call(node, Raft, :leader, [group]) do
+          nil -> nil
+          l -> l
+        end
+      end,
+      timeout
+    )
+  end
+
+  defp check_events!(ctx) do
+    events = R.drain_events()
+    R.check_events(events)
+
+    for {_n, _e, before, after_} <- events, s <- [before, after_] do
+      assert s.leader != ctx.w, "the witness was reported as leader: #{inspect(s)}"
+    end
+
+    events
+  end
+
+  test "status shows the witness as a member of kind witness; it votes and acks", ctx do
+    leader = start_group(ctx)
+    assert {:ok, nil} = R.command(leader, ctx.group, {:put, :k, 1})
+    st = R.status(leader, ctx.group)
+    assert %{node: ctx.w, kind: :witness} in st.members
+    assert %{node: other(ctx, leader), kind: :voter} in st.members
+    assert length(st.voters) == 3
+
+    assert {:error, {:witness, _}} =
+             :erpc.call(leader, Raft, :transfer_leader, [ctx.group, ctx.w])
+
+    check_events!(ctx)
+  end
+
+  for victim <- [:leader, :follower] do
+    test "kill -9 of the BEAM #{victim}: the other BEAM member leads and commits with the witness",
+         ctx do
+      leader = start_group(ctx)
+      for i <- 1..20, do: assert({:ok, _} = R.command(leader, ctx.group, {:put, i, i}))
+      # quiet: the follower holds the whole log before the kill
+      R.wait_converged(ctx.group, [ctx.a, ctx.b])
+      dead = if unquote(victim) == :leader, do: leader, else: other(ctx, leader)
+      alive = other(ctx, dead)
+      kill9(dead)
+      assert wait_own_leader(ctx.group, alive) == alive
+      assert {:ok, 20} = R.command(alive, ctx.group, {:put, 20, :after}, 10_000)
+      assert {:ok, nil} = R.command(alive, ctx.group, {:put, :new, 1}, 10_000)
+      assert R.local_state(alive, ctx.group)[:new] == 1
+      check_events!(ctx)
+    end
+  end
+
+  test "kill -9 of the witness: the group goes on; restarted from its files it catches up",
+       ctx do
+    leader = start_group(ctx)
+    for i <- 1..10, do: assert({:ok, _} = R.command(leader, ctx.group, {:put, i, i}))
+    kill9_witness(ctx.wpid)
+    for i <- 11..40, do: assert({:ok, _} = R.command(leader, ctx.group, {:put, i, i}))
+    assert File.exists?(Path.join(ctx.wdir, "#{ctx.group}.wal"))
+    _wpid = start_witness(ctx)
+    # Caught up: once the follower is gone, the leader commits only with the
+    # witness's acknowledgements, which it gives only for a log that matches.
+    Process.sleep(500)
+    follower = other(ctx, leader)
+    kill9(follower)
+    assert {:ok, 40} = R.command(leader, ctx.group, {:put, 40, :with_witness}, 15_000)
+    st = R.status(leader, ctx.group)
+    assert st.commit >= 42
+    check_events!(ctx)
+  end
+
+  test "a second witness on the same data directory is refused (exit code 75)", ctx do
+    spec =
+      Supervisor.child_spec(
+        {CNode,
+         name: :"synod_w2_#{System.unique_integer([:positive])}@127.0.0.1",
+         witness: [ctx.group],
+         data_dir: ctx.wdir},
+        id: :second,
+        restart: :temporary
+      )
+
+    assert {:error, {{:cnode_exited, 75, output}, _}} = start_supervised(spec)
+    assert Enum.any?(output, &(&1 =~ "held by another witness"))
+  end
+end
