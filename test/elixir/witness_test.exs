@@ -146,6 +146,43 @@ defmodule Synod.WitnessTest do
     check_events!(ctx)
   end
 
+  test "Synod.Store runs unchanged on 2 BEAM members + 1 witness and survives kill -9 of its leader",
+       ctx do
+    store = ctx.group
+    voters = [ctx.a, ctx.b, ctx.w]
+
+    for n <- [ctx.a, ctx.b] do
+      opts = [
+        name: store,
+        voters: voters,
+        witnesses: [ctx.w],
+        data_dir: Path.join(ctx.dir, "#{n}")
+      ]
+
+      assert {:ok, _} = :erpc.call(n, Synod.Store, :start_member, [opts])
+    end
+
+    leader = R.wait_leader(store, [ctx.a, ctx.b], 20_000)
+    :ok = R.watch_all(store, [ctx.a, ctx.b])
+
+    for i <- 1..10 do
+      assert {:ok, _, nil} = :erpc.call(leader, Synod.Store, :put, [store, "k#{i}", "v#{i}"])
+    end
+
+    alive = other(ctx, leader)
+    target = R.status(leader, store).commit
+    Wait.until(fn -> R.status(alive, store).applied >= target end, 10_000)
+    kill9(leader)
+    assert wait_own_leader(store, alive) == alive
+
+    assert {:ok, _, _} =
+             :erpc.call(alive, Synod.Store, :put, [store, "after", "kill", [timeout: 10_000]])
+
+    assert {:ok, %{value: "v3"}} = :erpc.call(alive, Synod.Store, :get, [store, "k3"])
+    assert {:ok, %{value: "kill"}} = :erpc.call(alive, Synod.Store, :get, [store, "after"])
+    check_events!(ctx)
+  end
+
   test "a second witness on the same data directory is refused (exit code 75)", ctx do
     spec =
       Supervisor.child_spec(
