@@ -183,6 +183,34 @@ defmodule Synod.WitnessTest do
     check_events!(ctx)
   end
 
+  test "partition {witness, one BEAM node} against the other: the pair leads and commits, the lone node cannot",
+       ctx do
+    leader = start_group(ctx)
+    for i <- 1..10, do: assert({:ok, _} = R.command(leader, ctx.group, {:put, i, i}))
+    R.wait_converged(ctx.group, [ctx.a, ctx.b])
+    # Either side of the cut may hold the old leader: try both in turn.
+    lone = Enum.random([ctx.a, ctx.b])
+    pair = other(ctx, lone)
+    Synod.LocalCluster.partition([pair], [lone])
+    cookie = Node.get_cookie()
+    w = ctx.w
+
+    true = :erpc.call(lone, :erlang, :set_cookie, [w, :synod_cut_w])
+    :erpc.call(lone, :erlang, :disconnect_node, [w])
+
+    assert Wait.until(fn -> :erpc.call(pair, Raft, :leader?, [ctx.group]) end, 20_000)
+    assert {:ok, _} = R.command(pair, ctx.group, {:put, :cut, :pair}, 10_000)
+
+    assert {:error, _} =
+             :erpc.call(lone, Raft, :command, [ctx.group, {:put, :cut, :lone}, [timeout: 1_000]])
+
+    true = :erpc.call(lone, :erlang, :set_cookie, [w, cookie])
+    Synod.LocalCluster.heal([pair], [lone])
+    R.wait_converged(ctx.group, [ctx.a, ctx.b], 20_000)
+    assert R.local_state(lone, ctx.group)[:cut] == :pair
+    check_events!(ctx)
+  end
+
   test "a second witness on the same data directory is refused (exit code 75)", ctx do
     spec =
       Supervisor.child_spec(
