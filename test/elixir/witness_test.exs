@@ -211,6 +211,29 @@ defmodule Synod.WitnessTest do
     check_events!(ctx)
   end
 
+  test "a witness is added to a running group (learner, then voter) and removed again", ctx do
+    # a 2-voter group first (the setup's witness is not in it yet)
+    :ok = Raft.start_group(ctx.group, [ctx.a, ctx.b], ctx.dir, machine: Synod.Raft.KV)
+    leader = R.wait_leader(ctx.group, [ctx.a, ctx.b], 20_000)
+    :ok = R.watch_all(ctx.group, [ctx.a, ctx.b])
+    for i <- 1..10, do: assert({:ok, _} = R.command(leader, ctx.group, {:put, i, i}))
+    assert :ok = :erpc.call(leader, Raft, :add_member, [ctx.group, ctx.w, [timeout: 15_000]])
+    st = R.status(leader, ctx.group)
+    assert ctx.w in st.voter_nodes
+    assert length(st.voters) == 3
+    assert {:ok, 10} = R.command(leader, ctx.group, {:put, 10, :with_witness}, 15_000)
+    assert :ok = :erpc.call(leader, Raft, :remove_member, [ctx.group, ctx.w, [timeout: 15_000]])
+    refute ctx.w in R.status(leader, ctx.group).voter_nodes
+    assert {:ok, _} = R.command(leader, ctx.group, {:put, :after, :removed}, 15_000)
+    # removed for real: with the other BEAM node gone, nothing commits
+    kill9(other(ctx, leader))
+
+    assert {:error, _} =
+             :erpc.call(leader, Raft, :command, [ctx.group, {:put, :x, 1}, [timeout: 2_000]])
+
+    check_events!(ctx)
+  end
+
   test "a second witness on the same data directory is refused (exit code 75)", ctx do
     spec =
       Supervisor.child_spec(
