@@ -33,6 +33,12 @@ typedef struct wgroup {
     long long next_tick_ms;
     int role;
     uint64_t leader;
+    /* A vote request that arrived while the leader's lease held (the core
+     * ignores those): kept to be stepped again once the leader's node is
+     * seen down, which may be a moment later in the same poll round. */
+    uint8_t held[256];
+    size_t held_len;
+    long long held_until_ms;
 } wgroup;
 
 struct witness {
@@ -338,6 +344,55 @@ int witness_wants(const witness *w, const char *toname)
     return w && group_by_regname((witness *)w, toname) != NULL;
 }
 
+/* Decodes and steps one Raft message from member `from`. A vote request of
+ * a higher term that arrives while a leader is known is also kept (hold),
+ * in case the lease is about to end because the leader's node is down. */
+static int step_bin(witness *w, wgroup *g, const uint8_t *bin, size_t len, uint64_t from, int hold)
+{
+    raft_msg m;
+    int rc = raft_msg_decode(bin, len, &m);
+    if (rc != RAFT_OK)
+        return rc;
+    raft_status st;
+    raft_status_get(g->r, &st);
+    if (m.from != from || m.to != w->id) {
+        rc = RAFT_ERR_INVALID;
+    } else {
+        if (hold && (m.type == RAFT_MSG_PREVOTE || m.type == RAFT_MSG_VOTE) && m.term > st.term &&
+            st.leader != 0 && len <= sizeof g->held) {
+            memcpy(g->held, bin, len);
+            g->held_len = len;
+            g->held_until_ms = monotonic_ms() + (long long)w->cfg.tick_ms * w->cfg.election_tick;
+        }
+        rc = raft_step(g->r, &m);
+    }
+    raft_msg_release(&m);
+    return rc;
+}
+
+/* Steps a held vote request again once the leader is forgotten. */
+static void retry_held(witness *w, wgroup *g, long long now_ms)
+{
+    if (!g->held_len)
+        return;
+    if (now_ms > g->held_until_ms) {
+        g->held_len = 0;
+        return;
+    }
+    raft_status st;
+    raft_status_get(g->r, &st);
+    if (st.leader != 0)
+        return;
+    raft_msg m;
+    if (raft_msg_decode(g->held, g->held_len, &m) == RAFT_OK) {
+        uint64_t from = m.from;
+        raft_msg_release(&m);
+        if (step_bin(w, g, g->held, g->held_len, from, 0) == RAFT_OK)
+            drain(w, g);
+    }
+    g->held_len = 0;
+}
+
 void witness_handle(witness *w, const char *toname, const char *buf, int len)
 {
     wgroup *g = group_by_regname(w, toname);
@@ -385,15 +440,7 @@ void witness_handle(witness *w, const char *toname, const char *buf, int len)
                     g->name);
         return;
     }
-    raft_msg m;
-    int rc = raft_msg_decode(bin, (size_t)blen, &m);
-    if (rc == RAFT_OK) {
-        if (m.from != from_id || m.to != w->id)
-            rc = RAFT_ERR_INVALID;
-        else
-            rc = raft_step(g->r, &m);
-        raft_msg_release(&m);
-    }
+    int rc = step_bin(w, g, bin, (size_t)blen, from_id, 1);
     free(bin);
     if (rc != RAFT_OK) {
         log_limited(LOGK_MALFORMED, LOG_WARN, "witness %s: refused a Raft message from %s: %s",
@@ -411,6 +458,9 @@ void witness_tick(witness *w, long long now_ms)
         return;
     for (size_t i = 0; i < w->n_groups; i++) {
         wgroup *g = &w->groups[i];
+        retry_held(w, g, now_ms);
+        if (w->failed)
+            return;
         if (g->next_tick_ms == 0)
             g->next_tick_ms = now_ms;
         if (now_ms < g->next_tick_ms)
