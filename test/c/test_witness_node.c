@@ -240,6 +240,24 @@ static void test_vote_durable_and_appends_acked(void **state)
     assert_int_equal(last.m.type, RAFT_MSG_APPEND_RESP);
     assert_false(last.m.flags & RAFT_FLAG_REJECT);
     assert_int_equal(last.m.index, 3);
+    /* Under the leader's lease a pre-vote of b is ignored; once the
+     * leader's node is seen down it is answered (granted) at once. */
+    raft_msg pv = {.type = RAFT_MSG_PREVOTE,
+                   .from = witness_member_id(b),
+                   .to = SELF_ID,
+                   .term = 4,
+                   .index = 3,
+                   .log_term = 3};
+    deliver(w, &pv, pv.from, b);
+    assert_int_equal(last.n, 3);
+    witness_tick(w, 10);
+    assert_int_equal(last.n, 3); /* the leader is still known: still held */
+    witness_node_down(w, PEER);
+    witness_tick(w, 20);
+    assert_int_equal(last.n, 4);
+    assert_string_equal(last.node, b);
+    assert_int_equal(last.m.type, RAFT_MSG_PREVOTE_RESP);
+    assert_false(last.m.flags & RAFT_FLAG_REJECT);
     witness_close(w);
     w = open_w(dir);
     witness_groups(w, &gi, 1);
