@@ -93,6 +93,7 @@ int main(int argc, char **argv)
     cookie_status status = cookie_read(opts.cookie_file, cookie, &why);
     if (status != COOKIE_OK) {
         LOG_E("%s: %s", opts.cookie_file, why);
+        witness_close(wit);
         return status == COOKIE_EUNSAFE ? EXIT_NOPERM : EXIT_NOINPUT;
     }
     static ei_cnode ec;
@@ -100,6 +101,7 @@ int main(int argc, char **argv)
     sodium_memzero(cookie, sizeof cookie);
     if (rc < 0) {
         LOG_E("ei_connect_xinit failed for %s", opts.name);
+        witness_close(wit);
         return EXIT_SOFTWARE;
     }
 
@@ -108,6 +110,7 @@ int main(int argc, char **argv)
     if (listen_fd < 0) {
         LOG_E("cannot listen on %s", host);
         sodium_memzero(&ec, sizeof ec);
+        witness_close(wit);
         return EXIT_UNAVAILABLE;
     }
     int epmd_fd = ei_publish(&ec, port);
@@ -115,6 +118,7 @@ int main(int argc, char **argv)
         LOG_E("epmd refused to publish %s (is epmd running? is the name taken?)", opts.name);
         close(listen_fd);
         sodium_memzero(&ec, sizeof ec);
+        witness_close(wit);
         return EXIT_UNAVAILABLE;
     }
     LOG_I("ready as %s on port %d, serving hub %s as %s", opts.name, port, opts.hub, opts.server);
