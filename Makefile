@@ -34,7 +34,7 @@ CSTD     := -std=c11 -D_POSIX_C_SOURCE=200809L
 OPT      ?= -O2 -g
 CFLAGS_  := $(CSTD) $(WARN) $(OPT) -fPIC $(CFLAGS)
 SAN      := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
-LIBS     := -lsodium
+LIBS     := -lsodium -lm
 # Test builds (cmocka, ASan, fuzzers) walk the store's invariants after
 # every apply (store_check); the NIF, the C node and benchmarks do not.
 CHECKS   := -DSYNOD_STORE_CHECK
@@ -77,6 +77,15 @@ priv/synod_cnode: $(CNODE_SRCS) $(wildcard cnode/*.h) $(CORE_SRCS) $(CORE_HDRS)
 	@mkdir -p priv
 	$(CC) $(CFLAGS_) -pthread -I$(EI_ROOT)/include -Ic_src -Icnode -o $@ $(CNODE_SRCS) $(CORE_SRCS) \
 	  -L$(EI_ROOT)/lib -lei $(LIBS) -lpthread
+
+# The witness's store tests link the C node's modules like the C node's tests.
+$(BUILD)/test/test_witness_%: test/c/test_witness_%.c $(TEST_SUPPORT) $(CNODE_DEPS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_) $(CHECKS) $(EI_CFLAGS) -Ic_src -Itest/c -o $@ $< $(TEST_SUPPORT) $(CNODE_LIB) $(EI_LIBS) $(LIBS) -lcmocka
+
+$(BUILD)/asan/test_witness_%: test/c/test_witness_%.c $(TEST_SUPPORT) $(CNODE_DEPS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(WARN) -O1 -g $(SAN) -DSYNOD_SANITIZED $(CHECKS) $(EI_CFLAGS) -Ic_src -Itest/c -o $@ $< $(TEST_SUPPORT) $(CNODE_LIB) $(EI_LIBS) $(LIBS) -lcmocka
 
 # The C node's protocol layer: its modules and libei linked in.
 $(BUILD)/test/test_cnode_%: test/c/test_cnode_%.c $(TEST_SUPPORT) $(CNODE_DEPS)

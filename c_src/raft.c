@@ -64,6 +64,7 @@ struct raft_t {
     uint32_t election_tick, heartbeat_tick, max_msg_entries, max_inflight;
     size_t max_msg_bytes;
     bool pre_vote, check_quorum;
+    bool witness; /* votes and acks, never campaigns, keeps no entry bytes */
     uint64_t rng;
 
     /* persistent state: term, vote and log */
@@ -304,6 +305,7 @@ static void raft_check(const raft_t *r)
     assert(r->unstable >= r->log.snap_index + 1 && r->unstable <= raft_last_index(r) + 1);
     assert((r->role == RAFT_LEADER) == (r->leader == r->id));
     assert(r->role != RAFT_CANDIDATE || r->vote == r->id);
+    assert(!r->witness || r->role == RAFT_FOLLOWER); /* a witness never campaigns */
     assert(raft_last_term(r) <= r->term);
     assert(r->n_peers == (size_t)r->conf.n_voters + r->conf.n_learners);
     if (r->role == RAFT_LEADER) {
@@ -419,6 +421,10 @@ static void raft_conf_at(const raft_t *r, uint64_t index, raft_members *out)
 /* Appends one entry to the log; a conf entry takes effect at once. */
 static bool raft_append_one(raft_t *r, uint64_t term, uint8_t type, const uint8_t *data, size_t len)
 {
+    if (r->witness && type == RAFT_ENTRY_NORMAL) {
+        data = NULL; /* a witness never sends or applies entries: it keeps */
+        len = 0;     /* only (index, term, type); conf entries stay whole */
+    }
     if (raft_log_append(&r->log, term, type, data, len) != RAFT_OK) {
         r->nomem = true;
         return false;
@@ -592,7 +598,9 @@ static void raft_campaign_round(raft_t *r, bool pre, raft_cause cause, bool tran
 
 static void raft_hup(raft_t *r, raft_cause cause, bool transfer)
 {
-    if (r->role == RAFT_LEADER || !raft_promotable(r))
+    /* A witness never campaigns (not on a timeout, raft_campaign or a
+     * transfer's timeout-now), so it is never a candidate and never leads. */
+    if (r->role == RAFT_LEADER || !raft_promotable(r) || r->witness)
         return;
     r->election_elapsed = 0;
     raft_reset_timeout(r);
@@ -1011,6 +1019,13 @@ static void raft_handle_heartbeat(raft_t *r, const raft_msg *m)
 
 static bool raft_install_snapshot(raft_t *r, const raft_snapshot *s)
 {
+    raft_snapshot meta;
+    if (r->witness && s->len) { /* a witness keeps the metadata only */
+        meta = *s;
+        meta.data = NULL;
+        meta.len = 0;
+        s = &meta;
+    }
     raft_members c;
     if (raft_members_set(&c, s->voters, s->n_voters, s->learners, s->n_learners) != RAFT_OK)
         return false;
@@ -1607,6 +1622,7 @@ raft_t *raft_new(const raft_config *cfg, int *err)
     r->heartbeat_tick = cfg->heartbeat_tick;
     r->pre_vote = cfg->pre_vote;
     r->check_quorum = cfg->check_quorum;
+    r->witness = cfg->witness;
     r->max_msg_entries = cfg->max_msg_entries ? cfg->max_msg_entries : 64;
     if (r->max_msg_entries > RAFT_MSG_MAX_ENTRIES)
         r->max_msg_entries = RAFT_MSG_MAX_ENTRIES;

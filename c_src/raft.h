@@ -356,6 +356,12 @@ typedef struct raft_config {
     uint32_t max_msg_entries; /* entries per append message */
     size_t max_msg_bytes;     /* entry bytes per append (at least one entry) */
     uint32_t max_inflight;    /* entries sent beyond a follower's match */
+    /* Witness (docs/raft.md, "Witness"): this member votes and acknowledges
+     * appends but never campaigns (so never leads), keeps no entry bytes of
+     * normal entries (only their index, term and type) and keeps no snapshot
+     * data (only its index, term and membership). Its driver applies nothing.
+     * A local setting: the other members see an ordinary voter. */
+    bool witness;
     /* Bootstrap (fresh member of a new group, nothing persisted). */
     const uint64_t *voters;
     size_t n_voters;

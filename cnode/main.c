@@ -17,6 +17,8 @@
 #include "log.h"
 #include "node.h"
 #include "options.h"
+#include "witness.h"
+#include "witness_store.h"
 
 static int split_name(const char *name, char *alive, size_t alive_cap, char *host, size_t host_cap,
                       struct in_addr *addr)
@@ -62,10 +64,36 @@ int main(int argc, char **argv)
         return EXIT_SOFTWARE;
     }
 
+    /* The witness's data first: a held, corrupt or unreadable directory is
+     * refused before the node shows up on the network. */
+    witness *wit = NULL;
+    if (opts.nwitness) {
+        char wwhy[512];
+        witness_config wc = {.data_dir = opts.data_dir,
+                             .groups = opts.witness,
+                             .n_groups = opts.nwitness,
+                             .self = opts.name,
+                             .tick_ms = opts.raft_tick_ms,
+                             .election_tick = opts.election_tick,
+                             .heartbeat_tick = 1,
+                             .send = node_witness_send};
+        int wrc = witness_open(&wit, &wc, wwhy, sizeof wwhy);
+        if (wrc != WSTORE_OK) {
+            LOG_E("witness: %s", wwhy);
+            return wrc == WSTORE_ERR_LOCKED    ? EXIT_TEMPFAIL
+                   : wrc == WSTORE_ERR_CORRUPT ? EXIT_DATAERR
+                   : wrc == WSTORE_ERR_IO      ? EXIT_IOERR
+                   : wrc == WSTORE_ERR_INVALID ? EXIT_USAGE
+                                               : EXIT_SOFTWARE;
+        }
+        node_set_witness(wit);
+    }
+
     char cookie[COOKIE_MAX + 1];
     cookie_status status = cookie_read(opts.cookie_file, cookie, &why);
     if (status != COOKIE_OK) {
         LOG_E("%s: %s", opts.cookie_file, why);
+        witness_close(wit);
         return status == COOKIE_EUNSAFE ? EXIT_NOPERM : EXIT_NOINPUT;
     }
     static ei_cnode ec;
@@ -73,6 +101,7 @@ int main(int argc, char **argv)
     sodium_memzero(cookie, sizeof cookie);
     if (rc < 0) {
         LOG_E("ei_connect_xinit failed for %s", opts.name);
+        witness_close(wit);
         return EXIT_SOFTWARE;
     }
 
@@ -81,6 +110,7 @@ int main(int argc, char **argv)
     if (listen_fd < 0) {
         LOG_E("cannot listen on %s", host);
         sodium_memzero(&ec, sizeof ec);
+        witness_close(wit);
         return EXIT_UNAVAILABLE;
     }
     int epmd_fd = ei_publish(&ec, port);
@@ -88,11 +118,14 @@ int main(int argc, char **argv)
         LOG_E("epmd refused to publish %s (is epmd running? is the name taken?)", opts.name);
         close(listen_fd);
         sodium_memzero(&ec, sizeof ec);
+        witness_close(wit);
         return EXIT_UNAVAILABLE;
     }
     LOG_I("ready as %s on port %d, serving hub %s as %s", opts.name, port, opts.hub, opts.server);
 
     rc = node_run(&ec, listen_fd, &opts);
+    node_set_witness(NULL);
+    witness_close(wit);
 
     close(epmd_fd); /* epmd forgets us when this closes */
     close(listen_fd);

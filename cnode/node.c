@@ -49,6 +49,13 @@ typedef struct node_state {
 } node_state;
 
 static int signal_pipe[2] = {-1, -1};
+static witness *the_witness;
+static node_state *the_state;
+
+void node_set_witness(witness *w)
+{
+    the_witness = w;
+}
 
 static void on_signal(int sig)
 {
@@ -156,6 +163,7 @@ static void drop_conn(node_state *s, size_t i, const char *why)
     }
     s->conns[i] = s->conns[--s->nconns];
     dispatcher_node_down(&s->disp, node);
+    witness_node_down(the_witness, node);
 }
 
 static void accept_one(node_state *s, int listen_fd)
@@ -196,7 +204,8 @@ static int next_timeout_ms(const node_state *s)
         if (!p->connected && p->next_attempt_ms - now < best)
             best = p->next_attempt_ms - now;
     }
-    return dispatcher_timeout_ms(&s->disp, now, best < 0 ? 0 : (int)best);
+    int t = dispatcher_timeout_ms(&s->disp, now, best < 0 ? 0 : (int)best);
+    return witness_timeout_ms(the_witness, now, t);
 }
 
 static int encode_reply(node_state *s, ei_x_buff *x, request_kind kind)
@@ -273,6 +282,10 @@ static void handle_message(node_state *s, int fd, const erlang_msg *msg, const e
 {
     if (msg->msgtype != ERL_REG_SEND && msg->msgtype != ERL_SEND) {
         LOG_D("ignoring control message of type %ld", msg->msgtype);
+        return;
+    }
+    if (msg->msgtype == ERL_REG_SEND && witness_wants(the_witness, msg->toname)) {
+        witness_handle(the_witness, msg->toname, x->buff, x->index); /* checks it all */
         return;
     }
     int to_pid = msg->msgtype == ERL_SEND;
@@ -352,8 +365,23 @@ static int make_ref(void *ctx, erlang_ref *ref)
     return ei_make_ref(s->ec, ref);
 }
 
+int node_witness_send(void *ctx, const char *node, const char *name, const ei_x_buff *x)
+{
+    (void)ctx;
+    node_state *s = the_state;
+    if (!s)
+        return -1;
+    conn *c = find_conn(s, node);
+    if (!c) {
+        add_peer(s, node, 1); /* connect_due_peers tries it, with backoff */
+        return -1;
+    }
+    return ei_reg_send(s->ec, c->fd, (char *)name, x->buff, x->index) == 0 ? 0 : -1;
+}
+
 static void tick(node_state *s)
 {
+    witness_tick(the_witness, monotonic_ms());
     const char *connected[MAX_CONNS];
     for (size_t i = 0; i < s->nconns; i++)
         connected[i] = s->conns[i].node;
@@ -369,12 +397,14 @@ int node_run(ei_cnode *ec, int listen_fd, const cnode_options *opts)
     memset(&s, 0, sizeof s);
     s.ec = ec;
     s.opts = opts;
+    the_state = &s;
     transport tr = {&s, send_reg, send_pid, make_ref, *ei_self(ec)};
     dispatcher_init(&s.disp, opts->hub, &tr);
     for (size_t i = 0; i < opts->nconnect; i++)
         add_peer(&s, opts->connect[i], 1);
 
     struct pollfd fds[3 + MAX_CONNS];
+    int rc = EXIT_OK;
     for (;;) {
         connect_due_peers(&s);
         tick(&s);
@@ -410,9 +440,14 @@ int node_run(ei_cnode *ec, int listen_fd, const cnode_options *opts)
         if (fds[1].revents & POLLIN)
             accept_one(&s, listen_fd);
         tick(&s);
+        if (witness_failed(the_witness)) {
+            rc = EXIT_IOERR;
+            break;
+        }
     }
     while (s.nconns > 0)
         drop_conn(&s, s.nconns - 1, "shutting down");
     dispatcher_free(&s.disp);
-    return EXIT_OK;
+    the_state = NULL;
+    return rc;
 }

@@ -2,6 +2,7 @@
 #include "options.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
@@ -29,8 +30,9 @@ static int take(int argc, char **argv, int *i, const char *flag, const char **va
 /* The options that take a value, and where each one goes. */
 static int take_any(int argc, char **argv, int *i, cnode_options *opts, const char **why)
 {
-    static const char *const flags[] = {"--name",   "--cookie-file", "--hub",
-                                        "--server", "--log-level",   "--connect"};
+    static const char *const flags[] = {
+        "--name",    "--cookie-file", "--hub",      "--server",       "--log-level",
+        "--connect", "--witness",     "--data-dir", "--raft-tick-ms", "--election-tick"};
     for (size_t f = 0; f < sizeof flags / sizeof *flags; f++) {
         const char *v;
         if (!take(argc, argv, i, flags[f], &v))
@@ -65,6 +67,34 @@ static int take_any(int argc, char **argv, int *i, cnode_options *opts, const ch
             }
             opts->connect[opts->nconnect++] = v;
             break;
+        case 6:
+            if (opts->nwitness == OPTIONS_MAX_WITNESS) {
+                *why = "too many --witness groups (at most 16)";
+                return -1;
+            }
+            if (strlen(v) > 255) {
+                *why = "a --witness group name must be at most 255 characters";
+                return -1;
+            }
+            opts->witness[opts->nwitness++] = v;
+            break;
+        case 7:
+            opts->data_dir = v;
+            break;
+        case 8:
+        case 9: {
+            char *end;
+            unsigned long n = strtoul(v, &end, 10);
+            if (*end || n < 1 || n > 100000) {
+                *why = "--raft-tick-ms and --election-tick take a number in 1..100000";
+                return -1;
+            }
+            if (f == 8)
+                opts->raft_tick_ms = (unsigned)n;
+            else
+                opts->election_tick = (unsigned)n;
+            break;
+        }
         }
         return 1;
     }
@@ -77,6 +107,8 @@ int options_parse(int argc, char **argv, cnode_options *opts, const char **why)
     opts->server = "synod_cnode";
     opts->hub = "synod";
     opts->log_level = LOG_INFO;
+    opts->raft_tick_ms = 25; /* Synod.Raft's tick_ms and election_tick defaults */
+    opts->election_tick = 10;
     for (int i = 1; i < argc; i++) {
         int taken;
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
@@ -106,6 +138,18 @@ int options_parse(int argc, char **argv, cnode_options *opts, const char **why)
         *why = "--cookie-file is required";
         return -1;
     }
+    if (opts->nwitness && !opts->data_dir) {
+        *why = "--witness needs --data-dir";
+        return -1;
+    }
+    if (opts->data_dir && !opts->nwitness) {
+        *why = "--data-dir is only for --witness";
+        return -1;
+    }
+    if (opts->election_tick < 2) {
+        *why = "--election-tick must be at least 2";
+        return -1;
+    }
     if (strlen(opts->hub) > 255 || strlen(opts->server) > 255) {
         *why = "--hub and --server must be at most 255 characters";
         return -1;
@@ -126,10 +170,16 @@ void options_usage(const char *prog)
            "  --server NAME        registered name for GenServer calls (default synod_cnode)\n"
            "  --log-level LEVEL    error, warn, info (default) or debug\n"
            "  --watch-stdin        exit when standard input closes (for ports)\n"
+           "  --witness GROUP      join Raft group GROUP as a witness (repeatable, at most 16)\n"
+           "  --data-dir DIR       the witness's data directory (required with --witness)\n"
+           "  --raft-tick-ms N     the groups' tick_ms (default 25)\n"
+           "  --election-tick N    the groups' election_tick (default 10)\n"
            "  --help, --version\n"
            "\n"
            "Exit codes: 0 clean stop, 64 usage, 66 cookie file unreadable,\n"
            "69 cannot listen or publish to epmd, 70 internal error,\n"
-           "77 cookie file with unsafe permissions. EI_TRACELEVEL=1..5 traces the wire.\n",
+           "77 cookie file with unsafe permissions; witness: 65 corrupt data file,\n"
+           "74 cannot read, write or fsync its data, 75 data directory held by another\n"
+           "witness. EI_TRACELEVEL=1..5 traces the wire.\n",
            prog);
 }

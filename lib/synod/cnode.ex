@@ -39,6 +39,11 @@ defmodule Synod.CNode do
     * `:executable`: the program to run (default `priv/synod_cnode`)
     * `:wrapper`: a command and arguments to run the program under, for
       example `["valgrind", "--error-exitcode=99"]` (default `[]`)
+    * `:witness`: Raft groups (atoms) to join as a witness (default `[]`;
+      docs/cnode.md "Witness"); needs `:data_dir`
+    * `:data_dir`: the witness's data directory
+    * `:raft_tick_ms`, `:election_tick`: the groups' `tick_ms` and
+      `election_tick` (defaults 25 and 10, as `Synod.Raft`'s)
   """
   use GenServer
   require Logger
@@ -54,7 +59,11 @@ defmodule Synod.CNode do
     :log_level,
     :ready_timeout,
     :executable,
-    :wrapper
+    :wrapper,
+    :witness,
+    :data_dir,
+    :raft_tick_ms,
+    :election_tick
   ]
 
   @doc "Starts the C node and returns once it has joined (answers a ping)."
@@ -131,6 +140,13 @@ defmodule Synod.CNode do
       raise ArgumentError, "option :connect must be a list of node names"
     end
 
+    witness = Keyword.get(opts, :witness, [])
+
+    unless is_list(witness) and Enum.all?(witness, &is_atom/1) and
+             (witness == [] or is_binary(Keyword.get(opts, :data_dir))) do
+      raise ArgumentError, "option :witness must be a list of group names, with :data_dir"
+    end
+
     level = Keyword.get(opts, :log_level, :info)
 
     unless level in [:error, :warn, :info, :debug] do
@@ -146,7 +162,11 @@ defmodule Synod.CNode do
         log_level: :info,
         ready_timeout: 5_000,
         executable: Application.app_dir(:synod, "priv/synod_cnode"),
-        wrapper: []
+        wrapper: [],
+        witness: [],
+        data_dir: nil,
+        raft_tick_ms: 25,
+        election_tick: 10
       ],
       opts
     )
@@ -175,7 +195,8 @@ defmodule Synod.CNode do
       ["--name", Atom.to_string(opts[:name]), "--cookie-file", cookie_file, "--watch-stdin"] ++
         ["--hub", Atom.to_string(opts[:hub]), "--server", Atom.to_string(opts[:server])] ++
         ["--log-level", Atom.to_string(opts[:log_level])] ++
-        Enum.flat_map(opts[:connect], &["--connect", Atom.to_string(&1)])
+        Enum.flat_map(opts[:connect], &["--connect", Atom.to_string(&1)]) ++
+        witness_args(opts)
 
     {program, args} =
       case opts[:wrapper] do
@@ -207,6 +228,23 @@ defmodule Synod.CNode do
 
       {:error, reason} ->
         {:stop, reason}
+    end
+  end
+
+  defp witness_args(opts) do
+    case opts[:witness] do
+      [] ->
+        []
+
+      groups ->
+        ["--data-dir", opts[:data_dir]] ++
+          [
+            "--raft-tick-ms",
+            "#{opts[:raft_tick_ms]}",
+            "--election-tick",
+            "#{opts[:election_tick]}"
+          ] ++
+          Enum.flat_map(groups, &["--witness", Atom.to_string(&1)])
     end
   end
 

@@ -56,7 +56,8 @@ defmodule Synod.Raft do
     failover_step_ms: 20,
     fast_failover: true,
     batch: true,
-    max_inflight: 1024
+    max_inflight: 1024,
+    witnesses: []
   ]
 
   @doc """
@@ -81,6 +82,10 @@ defmodule Synod.Raft do
     * `:snapshot_every` — applied entries between snapshots (default 10000)
     * `:batch` — group commit: batch the requests waiting in the mailbox into
       one fsync (default `true`)
+    * `:witnesses` — nodes among `:voters` that are C node witnesses
+      (`Synod.CNode` with `witness:`; docs/raft.md "Witness"): they vote
+      but never lead and run no member here; `status/2` shows their kind
+      (default `[]`)
     * `:max_inflight` — pipelining window: entries the leader sends to a
       follower beyond what it has acknowledged, in as many appends as that
       takes, before it waits for answers (default 1024, at most 1048576)
@@ -123,7 +128,10 @@ defmodule Synod.Raft do
   """
   @spec start_group(group(), [node()], Path.t(), keyword()) :: :ok | {:error, term()}
   def start_group(group, nodes, data_root, opts \\ []) do
-    start_on(nodes, data_root, &start_member([name: group, voters: nodes, data_dir: &1] ++ opts))
+    # Witnesses (C nodes, opts[:witnesses]) are voters that run no member
+    # here: they join the group from their own command line.
+    voters = nodes ++ Keyword.get(opts, :witnesses, [])
+    start_on(nodes, data_root, &start_member([name: group, voters: voters, data_dir: &1] ++ opts))
   end
 
   @doc false
@@ -468,6 +476,13 @@ defmodule Synod.Raft do
     check!(opts, :join, &is_boolean/1, "a boolean")
     check!(opts, :batch, &is_boolean/1, "a boolean")
     check!(opts, :fast_failover, &is_boolean/1, "a boolean")
+
+    check!(
+      opts,
+      :witnesses,
+      &(is_list(&1) and Enum.all?(&1, fn n -> is_atom(n) end)),
+      "a list of nodes"
+    )
 
     for key <- [:tick_ms, :snapshot_every, :failover_step_ms] do
       check!(opts, key, &(is_integer(&1) and &1 > 0), "a positive integer")

@@ -116,6 +116,11 @@ static uint64_t rsim_hash_entry(uint8_t type, const uint8_t *data, size_t len)
     return rsim_mix(h, len);
 }
 
+static bool rsim_is_witness(const rsim *s, uint64_t id)
+{
+    return id < 32 && (s->o.witness_mask >> id) & 1;
+}
+
 static void rsim_fail(rsim *s, const char *fmt, ...)
 {
     if (s->err[0])
@@ -404,8 +409,22 @@ static void rsim_persist(rsim *s, rsim_node *n, const raft_ready_t *rd)
         for (size_t i = 0; i < rd->n_entries; i++) {
             const raft_entry *e = &rd->entries[i];
             uint64_t prev_term = rsim_store_term(n, e->index - 1);
-            rsim_check_entry(s, n->id, e->index, e->term, prev_term,
-                             rsim_hash_entry(e->type, e->data, e->len));
+            if (rsim_is_witness(s, n->id)) {
+                /* no bytes to compare: the predecessor must still agree */
+                const rsim_slot *sl = rsim_reg_find(s, e->index, e->term);
+                if (e->type == RAFT_ENTRY_NORMAL && e->len)
+                    rsim_fail(s, "witness %llu keeps the bytes of entry %llu",
+                              (unsigned long long)n->id, (unsigned long long)e->index);
+                if (sl->term && sl->prev_term != prev_term)
+                    rsim_fail(s,
+                              "log matching: witness %llu has a different predecessor at "
+                              "index %llu term %llu",
+                              (unsigned long long)n->id, (unsigned long long)e->index,
+                              (unsigned long long)e->term);
+            } else {
+                rsim_check_entry(s, n->id, e->index, e->term, prev_term,
+                                 rsim_hash_entry(e->type, e->data, e->len));
+            }
             rsim_entry *d = &n->log[n->n_log++];
             d->term = e->term;
             d->type = e->type;
@@ -477,8 +496,37 @@ static void rsim_send(rsim *s, const raft_msg *orig)
 
 /* ---- applying and events -------------------------------------------------- */
 
+/* A witness applies nothing: it only follows the commit index, holds no
+ * snapshot data and no bytes of normal entries. */
+static void rsim_apply_witness(rsim *s, rsim_node *n, const raft_ready_t *rd)
+{
+    if (rd->snapshot) {
+        if (rd->snapshot->len)
+            rsim_fail(s, "witness %llu was handed snapshot data", (unsigned long long)n->id);
+        n->applied = rd->snapshot->index;
+    }
+    for (size_t i = 0; i < rd->n_committed; i++) {
+        const raft_entry *e = &rd->committed[i];
+        if (e->index != n->applied + 1) {
+            rsim_fail(s, "witness %llu commits %llu after %llu", (unsigned long long)n->id,
+                      (unsigned long long)e->index, (unsigned long long)n->applied);
+            return;
+        }
+        rsim_committed *c = rsim_com(s, e->index);
+        if (c->term && c->term != e->term)
+            rsim_fail(s, "witness %llu committed term %llu at %llu, the group term %llu",
+                      (unsigned long long)n->id, (unsigned long long)e->term,
+                      (unsigned long long)e->index, (unsigned long long)c->term);
+        n->applied = e->index;
+    }
+}
+
 static void rsim_apply(rsim *s, rsim_node *n, const raft_ready_t *rd)
 {
+    if (rsim_is_witness(s, n->id)) {
+        rsim_apply_witness(s, n, rd);
+        return;
+    }
     if (rd->snapshot) {
         const raft_snapshot *sn = rd->snapshot;
         uint64_t idx = 0, sm = 0;
@@ -553,6 +601,9 @@ static void rsim_events(rsim *s, rsim_node *n, const raft_ready_t *rd)
         if (!type_ok)
             rsim_fail(s, "event type %d does not match new role %s", ev->type,
                       raft_role_name(ev->new_role));
+        if (rsim_is_witness(s, n->id) && ev->new_role != RAFT_FOLLOWER)
+            rsim_fail(s, "witness %llu became %s in term %llu", (unsigned long long)n->id,
+                      raft_role_name(ev->new_role), (unsigned long long)ev->term);
         n->role = ev->new_role;
         n->leader = ev->new_leader;
         if (ev->type == RAFT_EVENT_BECOME_LEADER) {
@@ -656,6 +707,7 @@ static void rsim_boot(rsim *s, uint64_t id, bool fresh)
     cfg.heartbeat_tick = s->o.heartbeat_tick;
     cfg.pre_vote = s->o.pre_vote;
     cfg.check_quorum = s->o.check_quorum;
+    cfg.witness = rsim_is_witness(s, id);
     if (s->o.max_inflight)
         cfg.max_inflight = s->o.max_inflight;
     if (s->o.max_msg_entries)
@@ -1103,7 +1155,7 @@ static void rsim_chaos_conf(rsim *s, uint64_t leader)
         (void)rsim_conf_change(s, leader, RAFT_CONF_REMOVE, v[rsim_below(s, nv)]);
 }
 
-int rsim_run_random(uint64_t seed, char *err, size_t errlen)
+static int rsim_run_random_opts(uint64_t seed, bool witness, char *err, size_t errlen)
 {
     uint64_t pick = seed;
     rsim_opts o;
@@ -1111,9 +1163,18 @@ int rsim_run_random(uint64_t seed, char *err, size_t errlen)
     uint64_t z = rsim_mix(seed, 0x5eed);
     size_t sizes[] = {3, 3, 3, 3, 5, 5, 5, 7};
     size_t n = sizes[z % 8];
-    rsim_opts_default(&o, n, pick);
+    if (witness) {
+        /* 2 voters + 1 witness mostly; 3 + 2 and 4 + 1 as well */
+        static const uint32_t masks[] = {1u << 3, 1u << 3, 1u << 3, (1u << 4) | (1u << 5), 1u << 5};
+        size_t k = (size_t)(z % 5);
+        n = k < 3 ? 3 : 5;
+        rsim_opts_default(&o, n, pick);
+        o.witness_mask = masks[k];
+    } else {
+        rsim_opts_default(&o, n, pick);
+    }
     z = rsim_mix(z, 1);
-    bool joiners = z % 5 == 0 && n <= 5;
+    bool joiners = !witness && z % 5 == 0 && n <= 5;
     if (joiners) {
         o.n_voters = n;
         o.n_nodes = n + 2;
@@ -1192,6 +1253,16 @@ int rsim_run_random(uint64_t seed, char *err, size_t errlen)
     }
     rsim_free(s);
     return rc;
+}
+
+int rsim_run_random(uint64_t seed, char *err, size_t errlen)
+{
+    return rsim_run_random_opts(seed, false, err, errlen);
+}
+
+int rsim_run_random_witness(uint64_t seed, char *err, size_t errlen)
+{
+    return rsim_run_random_opts(seed, true, err, errlen);
 }
 
 /* ---- one member driven by hand -------------------------------------------- */

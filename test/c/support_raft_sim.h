@@ -60,6 +60,9 @@ typedef struct rsim_opts {
      * the driver's steps: after its early sends and before the fsync (what
      * was written is lost), after the fsync, or after the other sends */
     uint32_t crash_ready_pm;
+    /* bit id set: member id is a witness (raft_config.witness): it keeps no
+     * entry bytes, applies nothing, and must never campaign or lead */
+    uint32_t witness_mask;
 } rsim_opts;
 
 void rsim_opts_default(rsim_opts *o, size_t n, uint64_t seed);
@@ -118,6 +121,9 @@ size_t rsim_reads(const rsim *s, uint64_t id, const raft_read_state **out);
 /* One randomized run (chaos then heal-and-converge). Returns 0, or -1 with a
  * description in err. `heavy` lengthens the run. */
 int rsim_run_random(uint64_t seed, char *err, size_t errlen);
+/* The same with witnesses: 2 voters + 1 witness, 3 + 2 or 4 + 1; the
+ * witnesses must never campaign (checked on every event). */
+int rsim_run_random_witness(uint64_t seed, char *err, size_t errlen);
 
 /* ---- one member driven by hand (unit tests of single rules) ----------- */
 

@@ -69,6 +69,7 @@ defmodule Synod.Raft.Member do
     applied: 0,
     since_snapshot: 0,
     node_of: %{},
+    witnesses: [],
     connecting: %{},
     subscribers: %{},
     sessions: nil,
@@ -112,6 +113,7 @@ defmodule Synod.Raft.Member do
         snapshot_every: opts[:snapshot_every],
         failover_step_ms: opts[:failover_step_ms],
         batch: opts[:batch],
+        witnesses: opts[:witnesses] || [],
         fast_failover: opts[:fast_failover],
         watches: Watches.name(group),
         applied: applied,
@@ -337,11 +339,9 @@ defmodule Synod.Raft.Member do
   end
 
   defp call({:transfer_leader, node}, _from, state) do
-    case :synod_nif.raft_control(state.raft, :transfer_leader, Synod.Raft.member_id(node)) do
-      :ok -> {:reply, :ok, after_input(state)}
-      {:error, :not_leader} -> {:reply, not_leader(state), state}
-      {:error, why} -> {:reply, {:error, why}, state}
-    end
+    if node in state.witnesses,
+      do: {:reply, {:error, {:witness, node}}, state},
+      else: transfer_leader(node, state)
   end
 
   defp call({:subscribe_applied, pid}, _from, state) do
@@ -364,6 +364,7 @@ defmodule Synod.Raft.Member do
         leader_node: node_of(state, st.leader),
         voter_nodes: Enum.map(st.voters, &node_of(state, &1)),
         learner_nodes: Enum.map(st.learners, &node_of(state, &1)),
+        members: members(state, st),
         applied: state.applied,
         storage: storage_status(state),
         snapshot_index: state.storage.generation,
@@ -371,6 +372,26 @@ defmodule Synod.Raft.Member do
       })
 
     {:reply, status, state}
+  end
+
+  defp transfer_leader(node, state) do
+    case :synod_nif.raft_control(state.raft, :transfer_leader, Synod.Raft.member_id(node)) do
+      :ok -> {:reply, :ok, after_input(state)}
+      {:error, :not_leader} -> {:reply, not_leader(state), state}
+      {:error, why} -> {:reply, {:error, why}, state}
+    end
+  end
+
+  # Every member with its kind: a voter, a learner or a witness (a C node
+  # that votes but never leads, named by the :witnesses option).
+  defp members(state, st) do
+    kind = fn node, k -> if node in state.witnesses, do: :witness, else: k end
+
+    Enum.map(st.voters, &%{node: node_of(state, &1), kind: kind.(node_of(state, &1), :voter)}) ++
+      Enum.map(
+        st.learners,
+        &%{node: node_of(state, &1), kind: kind.(node_of(state, &1), :learner)}
+      )
   end
 
   defp propose(%{stuck: %{}} = state, _data, _from), do: {:reply, {:error, :no_space}, state}
@@ -552,7 +573,8 @@ defmodule Synod.Raft.Member do
   # and a connection attempt is started in the background, at most once a
   # second per node: a plain send would try to connect on every heartbeat.
   defp send_all(state, msgs) do
-    connected = MapSet.new(Node.list())
+    # hidden too: a C node witness is a hidden node
+    connected = MapSet.new(Node.list([:visible, :hidden]))
 
     Enum.reduce(msgs, state, fn {to, bin}, state ->
       case Map.fetch(state.node_of, to) do
