@@ -60,7 +60,17 @@ typedef struct rsim_opts {
      * the driver's steps: after its early sends and before the fsync (what
      * was written is lost), after the fsync, or after the other sends */
     uint32_t crash_ready_pm;
+    /* snapshots in chunks: chunk bytes and window (0: core defaults); per
+     * mille of received snapshots whose file the driver finds damaged when
+     * it checks it (the install must be retried from offset 0), and of chunk
+     * messages damaged in transit (the codec's CRC must refuse them) */
+    uint32_t snapshot_chunk, snapshot_window;
+    uint32_t bad_install_pm, corrupt_chunk_pm;
 } rsim_opts;
+
+/* Snapshot bytes in the simulator: applied index, state machine hash, then
+ * filler derived from both (so a transfer takes several chunks). */
+#define RSIM_SNAP_LEN 64
 
 void rsim_opts_default(rsim_opts *o, size_t n, uint64_t seed);
 rsim *rsim_new(const rsim_opts *o);
@@ -92,6 +102,13 @@ int rsim_read_index(rsim *s, uint64_t id, uint64_t ctx);
 int rsim_conf_change(rsim *s, uint64_t id, raft_conf_op op, uint64_t target);
 int rsim_transfer(rsim *s, uint64_t id, uint64_t target);
 int rsim_compact(rsim *s, uint64_t id);
+/* Snapshot transfers counted so far: installs completed on followers,
+ * installs the driver failed on purpose (bad_install_pm), chunk messages
+ * sent and chunk messages damaged in transit. */
+typedef struct rsim_snap_stats {
+    uint64_t installed, failed_installs, chunks_sent, chunks_corrupted;
+} rsim_snap_stats;
+void rsim_snap_stats_get(const rsim *s, rsim_snap_stats *out);
 /* Steps a hand-made message into a member and processes its Ready. */
 int rsim_inject(rsim *s, const raft_msg *m);
 void rsim_drain(rsim *s, uint64_t id);
