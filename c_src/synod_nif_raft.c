@@ -26,7 +26,7 @@
  *               the bytes are in the driver's snapshot file)
  *   Entry     = {Index, Term, Type :: 0 | 1 | 2, Data}  (normal, noop, conf)
  *   Msg       = {To, EncodedMessage :: binary()}      (raft wire format)
- *             | {To, {chunk, Index, Offset, Len, Template}}: a snapshot chunk
+ *             | {To, {chunk, Index, Offset, Len, Size, Template}}: a chunk
  *               to send; read bytes [Offset, Offset+Len) of snapshot Index
  *               and send raft_chunk_encode(Template, Bytes)
  *   Chunk     = {Index, Term, Size, Checksum, Offset, Data, Last}: received;
@@ -597,7 +597,7 @@ ERL_NIF_TERM synod_raft_chunk_encode(ErlNifEnv *env, int argc, const ERL_NIF_TER
 
 /* ---- raft_ready(R) -> none | Ready (see the top of this file) ---- */
 
-/* {To, {chunk, Index, Offset, Len, Template}}: the template is the chunk
+/* {To, {chunk, Index, Offset, Len, Size, Template}}: the template is the chunk
  * message without its bytes (raft_chunk_encode/2 fills them in). */
 static ERL_NIF_TERM chunk_msg(ErlNifEnv *env, const raft_msg *orig, int *err)
 {
@@ -610,9 +610,10 @@ static ERL_NIF_TERM chunk_msg(ErlNifEnv *env, const raft_msg *orig, int *err)
     int rc = buf ? raft_msg_encode(&m, buf, size, &len) : RAFT_ERR_NOMEM;
     if (rc != RAFT_OK)
         *err = rc;
-    ERL_NIF_TERM items[] = {ATOM(env, chunk), u64(env, orig->snapshot.index),
-                            u64(env, orig->offset), u64(env, orig->len), bin};
-    return enif_make_tuple2(env, u64(env, orig->to), enif_make_tuple_from_array(env, items, 5));
+    ERL_NIF_TERM items[] = {
+        ATOM(env, chunk),    u64(env, orig->snapshot.index), u64(env, orig->offset),
+        u64(env, orig->len), u64(env, orig->snapshot.size),  bin};
+    return enif_make_tuple2(env, u64(env, orig->to), enif_make_tuple_from_array(env, items, 6));
 }
 
 static ERL_NIF_TERM chunk_list(ErlNifEnv *env, const raft_chunk *cs, size_t n)
