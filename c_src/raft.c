@@ -943,6 +943,15 @@ static void raft_handle_append_resp(raft_t *r, const raft_msg *m)
     if (!pr || m->index > raft_last_index(r))
         return; /* not a member, or an answer about a log we do not have */
     pr->active = true;
+    if ((m->flags & RAFT_FLAG_LOST) && pr->state != RAFT_PR_SNAPSHOT && m->hint < pr->match) {
+        /* The follower lost entries it had acknowledged: start over from
+         * its last index (a snapshot if that is compacted here). Lowering
+         * match undoes nothing committed; it only resends. */
+        pr->match = m->hint;
+        raft_pr_become_probe(pr);
+        raft_send_append(r, pr, true);
+        return;
+    }
     if (m->flags & RAFT_FLAG_REJECT) {
         /* m->index is the prev index we sent; a rejection is stale if we
          * have since moved on. */
@@ -1069,7 +1078,21 @@ static void raft_handle_append(raft_t *r, const raft_msg *m)
 
 static void raft_handle_heartbeat(raft_t *r, const raft_msg *m)
 {
-    raft_commit_to(r, raft_min_u64(m->commit, raft_last_index(r)));
+    uint64_t last = raft_last_index(r);
+    if (m->commit > last) {
+        /* The leader sends a commit index only up to what it knows we
+         * acknowledged, and acknowledged entries are durable: we lost our
+         * files (the member restarted with an empty data dir). Say so, or
+         * the leader would believe we hold them forever. */
+        raft_msg *lost = raft_msg_new(r, RAFT_MSG_APPEND_RESP, m->from);
+        if (lost) {
+            lost->flags = RAFT_FLAG_REJECT | RAFT_FLAG_LOST;
+            lost->index = m->commit;
+            lost->hint = last;
+            lost->log_term = raft_last_term(r);
+        }
+    }
+    raft_commit_to(r, raft_min_u64(m->commit, last));
     raft_msg *resp = raft_msg_new(r, RAFT_MSG_HEARTBEAT_RESP, m->from);
     if (resp)
         resp->ctx = m->ctx;

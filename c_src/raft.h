@@ -287,6 +287,10 @@ const char *raft_msg_type_name(int type);
 #define RAFT_FLAG_TRANSFER                                                                         \
     0x02 /* VOTE: campaign of a leadership transfer,                                               \
             overrides leader stickiness */
+#define RAFT_FLAG_LOST                                                                             \
+    0x04 /* APPEND_RESP (with REJECT): the follower lacks entries the                              \
+            leader knows it acknowledged (its files were lost); hint is its                        \
+            last index: the leader starts over from there */
 
 /* One message between members. Which fields mean what, per type:
  *

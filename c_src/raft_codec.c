@@ -92,7 +92,10 @@ int raft_msg_check(const raft_msg *m)
 {
     if (!m || m->type < 1 || m->type > RAFT_MSG_TYPE_MAX)
         return RAFT_ERR_INVALID;
-    if (m->flags & ~(RAFT_FLAG_REJECT | RAFT_FLAG_TRANSFER))
+    if (m->flags & ~(RAFT_FLAG_REJECT | RAFT_FLAG_TRANSFER | RAFT_FLAG_LOST))
+        return RAFT_ERR_INVALID;
+    if ((m->flags & RAFT_FLAG_LOST) &&
+        (m->type != RAFT_MSG_APPEND_RESP || !(m->flags & RAFT_FLAG_REJECT)))
         return RAFT_ERR_INVALID;
     if (m->from == 0 || m->to == 0 || m->from == m->to || m->term == 0)
         return RAFT_ERR_INVALID;

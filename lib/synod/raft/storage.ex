@@ -293,15 +293,21 @@ defmodule Synod.Raft.Storage do
     case :file.open(path, [:raw, :binary, :write]) do
       {:ok, f} ->
         recv = %{fd: f, index: index, term: term, size: size, checksum: checksum, at: 0, crc: 0}
-        write_chunk(%{storage | recv: recv}, chunk)
+        append_chunk(%{storage | recv: recv}, chunk)
 
       {:error, why} ->
         {:error, why, storage}
     end
   end
 
-  def write_chunk(%__MODULE__{recv: %{at: at} = recv} = storage, {i, t, _, _, at, data, _})
-      when i == recv.index and t == recv.term do
+  def write_chunk(%__MODULE__{recv: %{at: at} = recv} = storage, {i, t, _, _, at, _, _} = chunk)
+      when i == recv.index and t == recv.term,
+      do: append_chunk(storage, chunk)
+
+  def write_chunk(storage, {_, _, _, _, offset, _, _}),
+    do: {:error, {:unexpected_chunk, offset}, abort_receive(storage)}
+
+  defp append_chunk(%__MODULE__{recv: recv} = storage, {_, _, _, _, at, data, _}) do
     case :file.write(recv.fd, data) do
       :ok ->
         recv = %{recv | at: at + byte_size(data), crc: :erlang.crc32(recv.crc, data)}
@@ -311,9 +317,6 @@ defmodule Synod.Raft.Storage do
         {:error, why, abort_receive(storage)}
     end
   end
-
-  def write_chunk(storage, {_, _, _, _, offset, _, _}),
-    do: {:error, {:unexpected_chunk, offset}, abort_receive(storage)}
 
   @doc """
   After the last chunk: fsyncs recv.snapshot and checks its size and
