@@ -876,6 +876,23 @@ void rsim_crash(rsim *s, uint64_t id)
     s->nodes[id].owe_received = false;
 }
 
+void rsim_wipe(rsim *s, uint64_t id)
+{
+    if (id < 1 || id > s->o.n_nodes)
+        return;
+    rsim_crash(s, id);
+    rsim_node *n = &s->nodes[id];
+    rsim_store_truncate(n, n->snap_index + 1);
+    memset(&n->hs, 0, sizeof(n->hs));
+    n->snap_index = n->snap_term = 0;
+    n->snap_nv = n->snap_nl = 0;
+    n->snap_len = 0;
+    n->snap_checksum = 0;
+    n->applied = n->sm = 0;
+    rsim_boot(s, id, true);
+    rsim_drain(s, id);
+}
+
 void rsim_restart(rsim *s, uint64_t id)
 {
     if (id < 1 || id > s->o.n_nodes || s->nodes[id].r)

@@ -116,6 +116,9 @@ void rsim_drain(rsim *s, uint64_t id);
 /* faults */
 void rsim_crash(rsim *s, uint64_t id);
 void rsim_restart(rsim *s, uint64_t id);
+/* Crash, lose every file, restart empty (as a bootstrap voter if it was
+ * one): the member that "lost its data dir". */
+void rsim_wipe(rsim *s, uint64_t id);
 void rsim_cut(rsim *s, uint64_t a, uint64_t b); /* both directions */
 void rsim_isolate(rsim *s, uint64_t id);
 void rsim_split(rsim *s, const uint64_t *side, size_t n); /* side vs the rest */
