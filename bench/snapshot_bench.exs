@@ -109,10 +109,11 @@ try do
   # One snapshot covering all of it on the leader.
   Process.sleep(2_000)
 
-  results =
-    for round <- 1..rounds do
+  {results, _c} =
+    Enum.map_reduce(1..rounds, c, fn round, c ->
       leader = Cluster.wait_leader(c, c.nodes)
       victim = hd(c.nodes -- [leader])
+
       SnapshotBench.wait(
         fn -> SnapshotBench.snapshot_file(c, leader) != nil end,
         System.monotonic_time(:millisecond) + 60_000
@@ -124,17 +125,17 @@ try do
 
       Cluster.kill(c, victim)
       File.rm_rf!(Cluster.data_dir(c, victim))
-      c2 = Cluster.restart(c, victim)
+      c = Cluster.restart(c, victim)
       start = System.monotonic_time()
       deadline = System.monotonic_time(:millisecond) + 300_000
 
       placed =
         SnapshotBench.wait(
-          fn -> SnapshotBench.snapshot_file(c2, victim) != nil end,
+          fn -> SnapshotBench.snapshot_file(c, victim) != nil end,
           deadline
         )
 
-      done = SnapshotBench.wait(fn -> SnapshotBench.caught_up?(c2, victim, leader) end, deadline)
+      done = SnapshotBench.wait(fn -> SnapshotBench.caught_up?(c, victim, leader) end, deadline)
 
       r = %{
         bytes: bytes,
@@ -149,8 +150,8 @@ try do
           "File.copy+fsync #{SnapshotBench.fmt(r.copy)} MiB/s"
       )
 
-      r
-    end
+      {r, c}
+    end)
 
   med = fn key -> Stats.median(Enum.map(results, & &1[key])) end
 
