@@ -40,9 +40,15 @@ defmodule SnapshotBench do
         key = "k/" <> String.pad_leading(Integer.to_string(i), 6, "0")
 
         {:ok, _, _} =
-          :erpc.call(leader, Synod.Store, :put, [c.store, key, <<i::32, filler::binary>>, []])
+          :erpc.call(
+            leader,
+            Synod.Store,
+            :put,
+            [c.store, key, <<i::32, filler::binary>>, [timeout: 60_000]],
+            70_000
+          )
       end,
-      max_concurrency: 8,
+      max_concurrency: 4,
       timeout: 120_000
     )
     |> Stream.run()
