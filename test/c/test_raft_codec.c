@@ -218,14 +218,14 @@ static void test_snapshot_chunk_checks(void **state)
     for (size_t i = 0; i < sizeof(bytes); i++)
         bytes[i] = (uint8_t)rng_next(&seed);
     for (size_t off = 0; off < 8; off++) {
-        for (size_t n = 0; n <= 300; n++) {
+        for (size_t k = 0; k <= 300; k++) {
             uint32_t c = 0xffffffffu;
-            for (size_t i = 0; i < n; i++) {
+            for (size_t i = 0; i < k; i++) {
                 c ^= bytes[off + i];
                 for (int b = 0; b < 8; b++)
                     c = (c >> 1) ^ (0x82f63b78u & (0u - (c & 1)));
             }
-            assert_int_equal(raft_crc32c(bytes + off, n), c ^ 0xffffffffu);
+            assert_int_equal(raft_crc32c(bytes + off, k), c ^ 0xffffffffu);
         }
     }
     raft_msg m = *snap;
