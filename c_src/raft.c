@@ -43,8 +43,11 @@ typedef struct raft_progress {
     uint64_t match;            /* highest index known replicated there */
     uint64_t next;             /* next index to send; match < next */
     uint64_t pending_snapshot; /* SNAPSHOT: index of the snapshot sent */
+    uint64_t snap_sent;        /* SNAPSHOT: bytes sent (next chunk's offset) */
+    uint64_t snap_acked;       /* SNAPSHOT: bytes the follower acknowledged */
     uint64_t read_ack;         /* highest read round acknowledged */
-    uint32_t snap_elapsed;     /* SNAPSHOT: ticks since it was sent */
+    uint32_t snap_elapsed;     /* SNAPSHOT: ticks without ack progress */
+    bool snap_all_sent;        /* SNAPSHOT: the last chunk went out */
     uint8_t state;             /* raft_pr_state */
     bool voter;
     bool paused; /* PROBE: an append is in flight */
@@ -62,6 +65,7 @@ struct raft_t {
     /* configuration */
     uint64_t id;
     uint32_t election_tick, heartbeat_tick, max_msg_entries, max_inflight;
+    uint32_t snapshot_chunk, snapshot_window;
     size_t max_msg_bytes;
     bool pre_vote, check_quorum;
     bool witness; /* votes and acks, never campaigns, keeps no entry bytes */
@@ -95,8 +99,20 @@ struct raft_t {
 
     /* latest snapshot; snap.index == log.snap_index, always */
     raft_snapshot snap;
-    uint8_t *snap_data;
     bool snap_pending; /* received: must go out in the next Ready */
+
+    /* follower: the snapshot being received in chunks */
+    struct {
+        bool active;   /* a transfer is in progress */
+        bool awaiting; /* every chunk handed out; waiting for
+                          raft_snapshot_received */
+        uint64_t from; /* leader that sent the latest chunk */
+        uint64_t index, term, size, checksum;
+        uint64_t offset; /* bytes received, contiguous from 0 */
+        raft_members conf;
+    } rx;
+    raft_chunk *chunks; /* received this Ready; data malloc'ed */
+    size_t n_chunks, cap_chunks;
 
     /* outputs, valid until raft_advance */
     raft_msg *msgs;
@@ -211,8 +227,8 @@ const char *raft_role_name(raft_role role)
 const char *raft_msg_type_name(int type)
 {
     static const char *names[] = {
-        "?",           "prevote",   "prevote_resp",   "vote",     "vote_resp",  "append",
-        "append_resp", "heartbeat", "heartbeat_resp", "snapshot", "timeout_now"};
+        "?",           "prevote",   "prevote_resp",   "vote",     "vote_resp",   "append",
+        "append_resp", "heartbeat", "heartbeat_resp", "snapshot", "timeout_now", "snapshot_resp"};
     return type >= 1 && type <= RAFT_MSG_TYPE_MAX ? names[type] : "?";
 }
 
@@ -689,34 +705,84 @@ static void raft_pr_become_replicate(raft_progress *pr)
     pr->pending_snapshot = 0;
 }
 
-static void raft_send_snapshot(raft_t *r, raft_progress *pr)
+/* Queues the next chunks of the snapshot transfer to pr while its window
+ * has room. The chunk messages carry no bytes: the driver reads them from
+ * its snapshot file (raft.h). */
+static void raft_snap_fill(raft_t *r, raft_progress *pr)
 {
     const raft_snapshot *s = &r->snap;
-    assert(s->index > 0);
-    size_t ids = (s->n_voters + s->n_learners) * sizeof(uint64_t);
-    uint8_t *mem = malloc(ids + s->len + 1);
-    if (!mem) {
-        r->nomem = true;
-        return;
+    uint64_t window = (uint64_t)r->snapshot_chunk * r->snapshot_window;
+    while (!pr->snap_all_sent && pr->snap_sent - pr->snap_acked < window) {
+        size_t ids = (s->n_voters + s->n_learners) * sizeof(uint64_t);
+        uint64_t *idv = malloc(ids ? ids : 1);
+        if (!idv) {
+            r->nomem = true;
+            return;
+        }
+        raft_msg *m = raft_msg_new(r, RAFT_MSG_SNAPSHOT, pr->id);
+        if (!m) {
+            free(idv);
+            return;
+        }
+        m->mem = idv;
+        m->snapshot = *s;
+        memcpy(idv, s->voters, s->n_voters * sizeof(uint64_t));
+        memcpy(idv + s->n_voters, s->learners, s->n_learners * sizeof(uint64_t));
+        m->snapshot.voters = idv;
+        m->snapshot.learners = idv + s->n_voters;
+        m->offset = pr->snap_sent;
+        m->len = (size_t)raft_min_u64(r->snapshot_chunk, s->size - pr->snap_sent);
+        pr->snap_sent += m->len;
+        pr->snap_all_sent = pr->snap_sent == s->size;
     }
-    raft_msg *m = raft_msg_new(r, RAFT_MSG_SNAPSHOT, pr->id);
-    if (!m) {
-        free(mem);
-        return;
-    }
-    m->mem = mem;
-    m->snapshot = *s;
-    uint64_t *idv = (uint64_t *)(void *)mem;
-    memcpy(idv, s->voters, s->n_voters * sizeof(uint64_t));
-    memcpy(idv + s->n_voters, s->learners, s->n_learners * sizeof(uint64_t));
-    m->snapshot.voters = idv;
-    m->snapshot.learners = idv + s->n_voters;
-    m->snapshot.data = s->len ? mem + ids : NULL;
-    if (s->len)
-        memcpy(mem + ids, s->data, s->len);
+}
+
+/* Start of the last chunk (where a transfer whose bytes were all acked but
+ * that never completed is resumed). */
+static uint64_t raft_snap_last_chunk(const raft_t *r)
+{
+    uint64_t size = r->snap.size;
+    return size ? (size - 1) / r->snapshot_chunk * r->snapshot_chunk : 0;
+}
+
+/* Starts (or restarts from offset 0) the transfer of the current snapshot. */
+static void raft_send_snapshot(raft_t *r, raft_progress *pr)
+{
+    assert(r->snap.index > 0);
     pr->state = RAFT_PR_SNAPSHOT;
-    pr->pending_snapshot = s->index;
+    pr->pending_snapshot = r->snap.index;
     pr->snap_elapsed = 0;
+    pr->snap_sent = pr->snap_acked = 0;
+    pr->snap_all_sent = false;
+    raft_snap_fill(r, pr);
+}
+
+static void raft_handle_snapshot_resp(raft_t *r, const raft_msg *m)
+{
+    raft_progress *pr = raft_peer(r, m->from);
+    if (!pr)
+        return;
+    pr->active = true;
+    if (pr->state != RAFT_PR_SNAPSHOT || m->index != pr->pending_snapshot ||
+        m->index != r->snap.index || m->log_term != r->snap.term)
+        return; /* about another transfer */
+    uint64_t at = raft_min_u64(m->hint, r->snap.size);
+    if (m->flags & RAFT_FLAG_REJECT) {
+        /* A gap, a restarted follower, a failed install: resend from `at`. */
+        pr->snap_acked = pr->snap_sent = at;
+        pr->snap_all_sent = false;
+        pr->snap_elapsed = 0;
+    } else if (at > pr->snap_acked) {
+        pr->snap_acked = at;
+        if (at > pr->snap_sent) {
+            /* The follower already held these bytes (from an earlier
+             * leader's transfer of the same snapshot): skip them. */
+            pr->snap_sent = at;
+            pr->snap_all_sent = at == r->snap.size && r->snap.size > 0;
+        }
+        pr->snap_elapsed = 0;
+    }
+    raft_snap_fill(r, pr);
 }
 
 /* Sends the next append to pr if its flow state allows. With allow_empty an
@@ -885,6 +951,15 @@ static void raft_handle_append_resp(raft_t *r, const raft_msg *m)
     if (!pr || m->index > raft_last_index(r))
         return; /* not a member, or an answer about a log we do not have */
     pr->active = true;
+    if ((m->flags & RAFT_FLAG_LOST) && pr->state != RAFT_PR_SNAPSHOT && m->hint < pr->match) {
+        /* The follower lost entries it had acknowledged: start over from
+         * its last index (a snapshot if that is compacted here). Lowering
+         * match undoes nothing committed; it only resends. */
+        pr->match = m->hint;
+        raft_pr_become_probe(pr);
+        raft_send_append(r, pr, true);
+        return;
+    }
     if (m->flags & RAFT_FLAG_REJECT) {
         /* m->index is the prev index we sent; a rejection is stale if we
          * have since moved on. */
@@ -1011,7 +1086,21 @@ static void raft_handle_append(raft_t *r, const raft_msg *m)
 
 static void raft_handle_heartbeat(raft_t *r, const raft_msg *m)
 {
-    raft_commit_to(r, raft_min_u64(m->commit, raft_last_index(r)));
+    uint64_t last = raft_last_index(r);
+    if (m->commit > last) {
+        /* The leader sends a commit index only up to what it knows we
+         * acknowledged, and acknowledged entries are durable: we lost our
+         * files (the member restarted with an empty data dir). Say so, or
+         * the leader would believe we hold them forever. */
+        raft_msg *lost = raft_msg_new(r, RAFT_MSG_APPEND_RESP, m->from);
+        if (lost) {
+            lost->flags = RAFT_FLAG_REJECT | RAFT_FLAG_LOST;
+            lost->index = m->commit;
+            lost->hint = last;
+            lost->log_term = raft_last_term(r);
+        }
+    }
+    raft_commit_to(r, raft_min_u64(m->commit, last));
     raft_msg *resp = raft_msg_new(r, RAFT_MSG_HEARTBEAT_RESP, m->from);
     if (resp)
         resp->ctx = m->ctx;
@@ -1019,27 +1108,9 @@ static void raft_handle_heartbeat(raft_t *r, const raft_msg *m)
 
 static bool raft_install_snapshot(raft_t *r, const raft_snapshot *s)
 {
-    raft_snapshot meta;
-    if (r->witness && s->len) { /* a witness keeps the metadata only */
-        meta = *s;
-        meta.data = NULL;
-        meta.len = 0;
-        s = &meta;
-    }
     raft_members c;
     if (raft_members_set(&c, s->voters, s->n_voters, s->learners, s->n_learners) != RAFT_OK)
         return false;
-    uint8_t *data = NULL;
-    if (s->len) {
-        data = malloc(s->len);
-        if (!data) {
-            r->nomem = true;
-            return false;
-        }
-        memcpy(data, s->data, s->len);
-    }
-    free(r->snap_data);
-    r->snap_data = data;
     r->snap_conf = c;
     r->snap.index = s->index;
     r->snap.term = s->term;
@@ -1047,8 +1118,50 @@ static bool raft_install_snapshot(raft_t *r, const raft_snapshot *s)
     r->snap.n_voters = c.n_voters;
     r->snap.learners = r->snap_conf.learners;
     r->snap.n_learners = c.n_learners;
-    r->snap.data = data;
-    r->snap.len = s->len;
+    r->snap.size = s->size;
+    r->snap.checksum = s->checksum;
+    return true;
+}
+
+static int raft_enter(const raft_t *r);
+static int raft_leave(raft_t *r, int rc);
+
+static void raft_snapshot_resp(raft_t *r, uint64_t to, uint64_t index, uint64_t term,
+                               uint64_t offset, bool reject)
+{
+    raft_msg *m = raft_msg_new(r, RAFT_MSG_SNAPSHOT_RESP, to);
+    if (!m)
+        return;
+    m->index = index;
+    m->log_term = term;
+    m->hint = offset;
+    m->flags = reject ? RAFT_FLAG_REJECT : 0;
+}
+
+/* Copies a received chunk into the next Ready (rd.chunks). */
+static bool raft_chunk_out(raft_t *r, const raft_msg *m)
+{
+    raft_chunk *cs = raft_grow(r->chunks, &r->cap_chunks, r->n_chunks + 1, sizeof(*cs), &r->nomem);
+    if (!cs)
+        return false;
+    r->chunks = cs;
+    uint8_t *data = malloc(m->len ? m->len : 1);
+    if (!data) {
+        r->nomem = true;
+        return false;
+    }
+    if (m->len)
+        memcpy(data, m->data, m->len);
+    raft_chunk *c = &cs[r->n_chunks++];
+    const raft_snapshot *s = &m->snapshot;
+    c->index = s->index;
+    c->term = s->term;
+    c->size = s->size;
+    c->checksum = s->checksum;
+    c->offset = m->offset;
+    c->data = data;
+    c->len = m->len;
+    c->last = m->offset + m->len == s->size;
     return true;
 }
 
@@ -1056,6 +1169,8 @@ static void raft_handle_snapshot(raft_t *r, const raft_msg *m)
 {
     const raft_snapshot *s = &m->snapshot;
     uint64_t t;
+    if (r->rx.active && r->rx.index <= r->commit && !r->rx.awaiting)
+        r->rx.active = false; /* overtaken by the log */
     if (s->index <= r->commit) {
         raft_append_resp(r, m->from, r->commit);
         return;
@@ -1066,14 +1181,86 @@ static void raft_handle_snapshot(raft_t *r, const raft_msg *m)
         raft_append_resp(r, m->from, r->commit);
         return;
     }
-    if (!raft_install_snapshot(r, s))
+    raft_members c;
+    if (raft_members_set(&c, s->voters, s->n_voters, s->learners, s->n_learners) != RAFT_OK)
         return;
-    raft_log_reset(&r->log, s->index, s->term);
-    r->commit = s->index;
-    r->unstable = s->index + 1;
+    bool same = r->rx.active && r->rx.index == s->index && r->rx.term == s->term &&
+                r->rx.size == s->size && r->rx.checksum == s->checksum;
+    if (!same) {
+        if (m->offset != 0) {
+            /* Not the start of a transfer we know (we restarted, or a
+             * newer snapshot replaced it): ask for offset 0. */
+            raft_snapshot_resp(r, m->from, s->index, s->term, 0, true);
+            return;
+        }
+        if (r->rx.awaiting)
+            return; /* the driver is checking another one; the leader retries */
+        r->rx.active = true;
+        r->rx.awaiting = false;
+        r->rx.index = s->index;
+        r->rx.term = s->term;
+        r->rx.size = s->size;
+        r->rx.checksum = s->checksum;
+        r->rx.offset = 0;
+        r->rx.conf = c;
+    }
+    r->rx.from = m->from;
+    if (r->rx.awaiting)
+        return; /* installing; the ack follows raft_snapshot_received */
+    if (m->offset < r->rx.offset) {
+        raft_snapshot_resp(r, m->from, s->index, s->term, r->rx.offset, false); /* duplicate */
+        return;
+    }
+    if (m->offset > r->rx.offset) {
+        raft_snapshot_resp(r, m->from, s->index, s->term, r->rx.offset, true); /* gap */
+        return;
+    }
+    if (!raft_chunk_out(r, m))
+        return;
+    r->rx.offset += m->len;
+    if (r->rx.offset == s->size)
+        r->rx.awaiting = true; /* no ack: raft.h, SNAPSHOTS IN CHUNKS */
+    else
+        raft_snapshot_resp(r, m->from, s->index, s->term, r->rx.offset, false);
+}
+
+int raft_snapshot_received(raft_t *r, uint64_t index, uint64_t term, bool ok)
+{
+    int rc = raft_enter(r);
+    if (rc != RAFT_OK)
+        return rc;
+    if (!r->rx.active || !r->rx.awaiting || r->rx.index != index || r->rx.term != term)
+        return RAFT_ERR_INVALID;
+    r->rx.active = r->rx.awaiting = false;
+    uint64_t to = r->leader ? r->leader : r->rx.from;
+    if (!ok) {
+        raft_snapshot_resp(r, to, index, term, 0, true);
+        return raft_leave(r, RAFT_OK);
+    }
+    if (index <= r->commit) {
+        /* The log overtook it meanwhile: nothing to install. */
+        raft_append_resp(r, to, r->commit);
+        return raft_leave(r, RAFT_OK);
+    }
+    raft_snapshot s;
+    memset(&s, 0, sizeof(s));
+    s.index = index;
+    s.term = term;
+    s.voters = r->rx.conf.voters;
+    s.n_voters = r->rx.conf.n_voters;
+    s.learners = r->rx.conf.learners;
+    s.n_learners = r->rx.conf.n_learners;
+    s.size = r->rx.size;
+    s.checksum = r->rx.checksum;
+    if (!raft_install_snapshot(r, &s))
+        return raft_leave(r, RAFT_ERR_INVALID);
+    raft_log_reset(&r->log, index, term);
+    r->commit = index;
+    r->unstable = index + 1;
     r->snap_pending = true;
     raft_conf_rebuild(r);
-    raft_append_resp(r, m->from, s->index);
+    raft_append_resp(r, to, index);
+    return raft_leave(r, RAFT_OK);
 }
 
 /* ---- step ---------------------------------------------------------------------- */
@@ -1172,6 +1359,8 @@ static void raft_step_msg(raft_t *r, const raft_msg *m)
             raft_handle_append_resp(r, m);
         else if (m->type == RAFT_MSG_HEARTBEAT_RESP)
             raft_handle_heartbeat_resp(r, m);
+        else if (m->type == RAFT_MSG_SNAPSHOT_RESP)
+            raft_handle_snapshot_resp(r, m);
         break;
     }
 }
@@ -1218,9 +1407,22 @@ static void raft_tick_leader(raft_t *r)
     r->election_elapsed++;
     for (size_t i = 0; i < r->n_peers; i++) {
         raft_progress *pr = &r->peers[i];
-        /* A snapshot that never landed (lost message) is retried. */
-        if (pr->state == RAFT_PR_SNAPSHOT && ++pr->snap_elapsed >= r->election_tick)
-            raft_pr_become_probe(pr);
+        /* A transfer without ack progress for an election timeout (lost
+         * chunks or acks) resends from the last acked offset; one whose
+         * bytes were all acked but that never completed resends its last
+         * chunk (a follower that restarted then asks for offset 0). */
+        if (pr->state == RAFT_PR_SNAPSHOT && ++pr->snap_elapsed >= r->election_tick) {
+            pr->snap_elapsed = 0;
+            if (pr->pending_snapshot != r->snap.index) {
+                raft_send_snapshot(r, pr);
+                continue;
+            }
+            if (pr->snap_all_sent && pr->snap_acked >= r->snap.size)
+                pr->snap_acked = raft_snap_last_chunk(r);
+            pr->snap_sent = pr->snap_acked;
+            pr->snap_all_sent = false;
+            raft_snap_fill(r, pr);
+        }
     }
     if (r->election_elapsed >= r->election_tick) {
         r->election_elapsed = 0;
@@ -1376,14 +1578,12 @@ int raft_forget_leader(raft_t *r)
     return raft_leave(r, RAFT_OK);
 }
 
-int raft_compact(raft_t *r, uint64_t index, const void *data, size_t len)
+int raft_compact(raft_t *r, uint64_t index, uint64_t size, uint64_t checksum)
 {
     int rc = raft_enter(r);
     if (rc != RAFT_OK)
         return rc;
-    if ((len && !data))
-        return RAFT_ERR_INVALID;
-    if (len > RAFT_SNAPSHOT_MAX_DATA)
+    if (size >= RAFT_INDEX_MAX)
         return RAFT_ERR_TOO_LARGE;
     if (index <= r->log.snap_index)
         return RAFT_ERR_COMPACTED;
@@ -1399,14 +1599,20 @@ int raft_compact(raft_t *r, uint64_t index, const void *data, size_t len)
     s.n_voters = c.n_voters;
     s.learners = c.learners;
     s.n_learners = c.n_learners;
-    s.data = data;
-    s.len = len;
+    s.size = size;
+    s.checksum = checksum;
     if (!raft_install_snapshot(r, &s))
         return raft_leave(r, RAFT_ERR_NOMEM);
     /* Invariant: only persisted (handed out and advanced) entries are
      * compacted, since index <= applied < unstable. */
     assert(index < r->unstable);
     raft_log_compact(&r->log, index);
+    /* Transfers of the older snapshot restart with this one (the driver may
+     * now delete the older file). */
+    if (r->role == RAFT_LEADER)
+        for (size_t i = 0; i < r->n_peers; i++)
+            if (r->peers[i].state == RAFT_PR_SNAPSHOT && r->peers[i].id != r->id)
+                raft_send_snapshot(r, &r->peers[i]);
     return raft_leave(r, RAFT_OK);
 }
 
@@ -1459,8 +1665,9 @@ bool raft_has_ready(const raft_t *r)
     if (r->in_ready)
         return false;
     return r->snap_pending || r->unstable <= raft_last_index(r) || r->n_msgs || r->n_events ||
-           r->n_reads || r->commit >= raft_apply_from(r) || r->term != r->hs_given.term ||
-           r->vote != r->hs_given.vote || r->commit != r->hs_given.commit;
+           r->n_chunks || r->n_reads || r->commit >= raft_apply_from(r) ||
+           r->term != r->hs_given.term || r->vote != r->hs_given.vote ||
+           r->commit != r->hs_given.commit;
 }
 
 int raft_ready(raft_t *r, raft_ready_t *rd)
@@ -1492,6 +1699,8 @@ int raft_ready(raft_t *r, raft_ready_t *rd)
         rd->committed = raft_log_get(&r->log, from);
         rd->n_committed = (size_t)(r->commit - from + 1);
     }
+    rd->chunks = r->chunks;
+    rd->n_chunks = r->n_chunks;
     rd->events = r->events;
     rd->n_events = r->n_events;
     rd->reads = r->reads;
@@ -1518,6 +1727,9 @@ int raft_advance(raft_t *r, const raft_ready_t *rd)
     for (size_t i = 0; i < r->n_msgs; i++)
         free(r->msgs[i].mem);
     r->n_msgs = 0;
+    for (size_t i = 0; i < r->n_chunks; i++)
+        free((void *)r->chunks[i].data);
+    r->n_chunks = 0;
     r->n_events = 0;
     r->n_reads = 0;
     r->in_ready = false;
@@ -1539,6 +1751,8 @@ void raft_config_init(raft_config *cfg, uint64_t id, uint64_t seed)
     cfg->max_msg_entries = 64;
     cfg->max_msg_bytes = 1u << 20;
     cfg->max_inflight = 1024;
+    cfg->snapshot_chunk = 1u << 20;
+    cfg->snapshot_window = 4;
 }
 
 static int raft_restore(raft_t *r, const raft_config *cfg)
@@ -1546,7 +1760,7 @@ static int raft_restore(raft_t *r, const raft_config *cfg)
     const raft_snapshot *s = cfg->snapshot;
     if (s && s->index > 0) {
         if (s->index >= RAFT_INDEX_MAX || s->term == 0 || s->term >= RAFT_INDEX_MAX ||
-            s->len > RAFT_SNAPSHOT_MAX_DATA || (s->len && !s->data))
+            s->size >= RAFT_INDEX_MAX)
             return RAFT_ERR_INVALID;
         if (!raft_install_snapshot(r, s))
             return r->nomem ? RAFT_ERR_NOMEM : RAFT_ERR_INVALID;
@@ -1630,6 +1844,10 @@ raft_t *raft_new(const raft_config *cfg, int *err)
     if (r->max_msg_bytes > RAFT_MSG_MAX_BYTES / 2)
         r->max_msg_bytes = RAFT_MSG_MAX_BYTES / 2;
     r->max_inflight = cfg->max_inflight ? cfg->max_inflight : 1024;
+    r->snapshot_chunk = cfg->snapshot_chunk ? cfg->snapshot_chunk : (1u << 20);
+    if (r->snapshot_chunk > RAFT_SNAPSHOT_MAX_CHUNK)
+        r->snapshot_chunk = RAFT_SNAPSHOT_MAX_CHUNK;
+    r->snapshot_window = cfg->snapshot_window ? cfg->snapshot_window : 4;
     r->role = RAFT_FOLLOWER;
     raft_log_init(&r->log, 0, 0);
     raft_members_set(&r->snap_conf, NULL, 0, NULL, 0);
@@ -1665,7 +1883,9 @@ void raft_free(raft_t *r)
     free(r->events);
     free(r->reads);
     free(r->reqs);
-    free(r->snap_data);
+    for (size_t i = 0; i < r->n_chunks; i++)
+        free((void *)r->chunks[i].data);
+    free(r->chunks);
     free(r);
 }
 

@@ -39,6 +39,9 @@
  *                  b. rd.entries: delete every persisted entry whose index is
  *                     >= rd.entries[0].index, then append rd.entries;
  *                  c. rd.hard_state if rd.hard_state_changed;
+ *                  d. rd.chunks: write each at its offset into the receive
+ *                     file (offset 0: a new file); if one is `last`, fsync
+ *                     that file and check its size and checksum;
  *                then, if rd.must_sync, fsync everything written so far
  *                (including hard states of earlier Readies not yet synced).
  *             2. SEND the rest, rd.msgs[rd.n_early .. rd.n_msgs), only after
@@ -50,7 +53,11 @@
  *             4. NOTIFY: deliver rd.events (leader watches) and rd.reads.
  *                Deliver asynchronously: a watcher must never block the loop.
  *             raft_advance(r, &rd);   (only after step 1's fsync)
+ *             if a chunk was `last`: raft_snapshot_received(r, index, term, ok)
  *         }
+ *   Leader side of step 0/2: a RAFT_MSG_SNAPSHOT in rd.msgs has `len` set and
+ *   `data` NULL: the driver reads bytes [offset, offset + len) of its
+ *   snapshot file (snapshot `snapshot.index`) into `data` before encoding it.
  *
  *   Between raft_ready and raft_advance no other raft_* call that changes the
  *   instance may be made (they return RAFT_ERR_BUSY). This keeps every pointer
@@ -81,6 +88,29 @@
  *   towards a commit quorum only when it steps a follower's answer, which
  *   can only happen after raft_advance, which comes after the fsync: no
  *   entry commits on the strength of a copy not on the leader's disk.
+ *
+ * SNAPSHOTS IN CHUNKS
+ *
+ *   A follower that needs entries the leader has compacted gets the leader's
+ *   snapshot in chunks of snapshot_chunk bytes, at most snapshot_window of
+ *   them unacknowledged. Every chunk carries the snapshot's metadata, so the
+ *   follower tells transfers apart by (index, term, size, checksum). It takes
+ *   only the chunk at the offset it expects: a duplicate is answered with
+ *   that offset, a gap (a lost or reordered chunk) or an unknown transfer at
+ *   offset > 0 (it restarted) with a reject naming it; the leader resends
+ *   from there. No ack progress for an election timeout resends from the
+ *   last acked offset (from the last chunk if all were acked). A new leader
+ *   sends offset 0; a follower holding the same snapshot's first bytes
+ *   answers with its offset and the transfer resumes. A leader that compacts
+ *   again restarts its transfers with the new snapshot.
+ *   The persistence rule for chunks: an ack of a chunk that is not the last
+ *   promises nothing durable (a follower that crashes forgets its transfer
+ *   and asks from 0), so chunks need no fsync. The last chunk is not acked
+ *   by the core at all: the driver fsyncs the whole file and checks it, then
+ *   calls raft_snapshot_received; only then is the snapshot installed, and
+ *   the ack (an APPEND_RESP at the snapshot's index) goes out after the
+ *   Ready with rd.snapshot has been persisted. A failed check restarts the
+ *   transfer from 0: never fatal, never partial state.
  *
  * WHAT MUST BE PERSISTED
  *
@@ -113,7 +143,7 @@
  *
  *   The log lives in memory between the snapshot and the last index (one
  *   malloc per entry's bytes); the driver bounds it with raft_compact. The
- *   latest snapshot's bytes are kept in memory to send to slow followers.
+ *   core never holds snapshot bytes beyond the chunks of one Ready.
  *   Member lookups are linear scans over at most RAFT_MAX_MEMBERS members.
  *   A step costs O(members + entries in the message).
  *
@@ -128,12 +158,12 @@
 #include <stdint.h>
 
 /* Limits. The decoder rejects anything above them. */
-#define RAFT_MAX_MEMBERS 64                /* voters + learners */
-#define RAFT_MSG_MAX_ENTRIES 4096          /* entries in one append */
-#define RAFT_ENTRY_MAX_DATA (1u << 20)     /* bytes of one entry's data */
-#define RAFT_SNAPSHOT_MAX_DATA (32u << 20) /* bytes of snapshot data */
-#define RAFT_MSG_MAX_BYTES (64u << 20)     /* one encoded message */
-#define RAFT_INDEX_MAX ((uint64_t)1 << 62) /* terms, indexes, ids, ctx */
+#define RAFT_MAX_MEMBERS 64                 /* voters + learners */
+#define RAFT_MSG_MAX_ENTRIES 4096           /* entries in one append */
+#define RAFT_ENTRY_MAX_DATA (1u << 20)      /* bytes of one entry's data */
+#define RAFT_SNAPSHOT_MAX_CHUNK (16u << 20) /* bytes of one snapshot chunk */
+#define RAFT_MSG_MAX_BYTES (64u << 20)      /* one encoded message */
+#define RAFT_INDEX_MAX ((uint64_t)1 << 62)  /* terms, indexes, ids, ctx */
 #define RAFT_WIRE_VERSION 1
 
 enum raft_err {
@@ -203,7 +233,11 @@ typedef struct raft_conf_change {
 /* Decode the data of a RAFT_ENTRY_CONF entry (for the driver's own records). */
 int raft_conf_change_decode(const uint8_t *data, size_t len, raft_conf_change *out);
 
-/* A snapshot: the state machine at `index`, plus the membership at `index`. */
+/* A snapshot: the state machine at `index`, plus the membership at `index`.
+ * The core holds only this metadata; the state machine's bytes (`size` of
+ * them) live in the driver's snapshot file, and `checksum` is the driver's
+ * checksum over them (opaque to the core: it only compares it, to tell one
+ * snapshot's bytes from another's). */
 typedef struct raft_snapshot {
     uint64_t index;
     uint64_t term;
@@ -211,9 +245,18 @@ typedef struct raft_snapshot {
     size_t n_voters;
     const uint64_t *learners;
     size_t n_learners;
+    uint64_t size;     /* bytes of state machine data, < RAFT_INDEX_MAX */
+    uint64_t checksum; /* driver's checksum of those bytes */
+} raft_snapshot;
+
+/* One piece of a snapshot in transit (see "SNAPSHOTS IN CHUNKS" above). */
+typedef struct raft_chunk {
+    uint64_t index, term, size, checksum; /* the snapshot it belongs to */
+    uint64_t offset;                      /* of data[0] in the snapshot bytes */
     const uint8_t *data;
     size_t len;
-} raft_snapshot;
+    bool last; /* offset + len == size */
+} raft_chunk;
 
 typedef struct raft_hard_state {
     uint64_t term;
@@ -232,9 +275,10 @@ typedef enum raft_msg_type {
     RAFT_MSG_HEARTBEAT_RESP = 8,
     RAFT_MSG_SNAPSHOT = 9,
     RAFT_MSG_TIMEOUT_NOW = 10,
+    RAFT_MSG_SNAPSHOT_RESP = 11,
 } raft_msg_type;
 
-#define RAFT_MSG_TYPE_MAX 10
+#define RAFT_MSG_TYPE_MAX 11
 
 const char *raft_msg_type_name(int type);
 
@@ -243,6 +287,10 @@ const char *raft_msg_type_name(int type);
 #define RAFT_FLAG_TRANSFER                                                                         \
     0x02 /* VOTE: campaign of a leadership transfer,                                               \
             overrides leader stickiness */
+#define RAFT_FLAG_LOST                                                                             \
+    0x04 /* APPEND_RESP (with REJECT): the follower lacks entries the                              \
+            leader knows it acknowledged (its files were lost); hint is its                        \
+            last index: the leader starts over from there */
 
 /* One message between members. Which fields mean what, per type:
  *
@@ -253,8 +301,13 @@ const char *raft_msg_type_name(int type);
  *   APPEND_RESP     match / rejected hint term       -       hint    -
  *   HEARTBEAT       -                -               commit  -       read round
  *   HEARTBEAT_RESP  -                -               -       -       read round
- *   SNAPSHOT        (uses .snapshot)
+ *   SNAPSHOT        (uses .snapshot, .offset, .data, .len: one chunk)
+ *   SNAPSHOT_RESP   snapshot index   snapshot term   -       offset  -
  *   TIMEOUT_NOW     -                -               -       -       -
+ *
+ * SNAPSHOT_RESP's hint is the offset the follower expects next (all bytes
+ * before it received); with RAFT_FLAG_REJECT the leader must resend from
+ * there (a gap, a restarted follower, a failed install: hint 0).
  *
  * For PREVOTE the term is the term the sender would campaign in (its own + 1).
  * Fields a type does not use must be zero (the encoder does not carry them).
@@ -272,7 +325,10 @@ typedef struct raft_msg {
     uint64_t ctx;
     const raft_entry *entries; /* APPEND only; entries[i].index == index+1+i */
     size_t n_entries;
-    raft_snapshot snapshot; /* SNAPSHOT only */
+    raft_snapshot snapshot; /* SNAPSHOT only: the snapshot's metadata */
+    uint64_t offset;        /* SNAPSHOT only: of data[0] in the snapshot bytes */
+    const uint8_t *data;    /* SNAPSHOT only: the chunk (see rd.msgs) */
+    size_t len;             /* SNAPSHOT only: chunk bytes, offset + len <= size */
     void *mem;
 } raft_msg;
 
@@ -339,6 +395,11 @@ typedef struct raft_ready {
     /* 3. apply (after restoring rd.snapshot, if any) */
     const raft_entry *committed;
     size_t n_committed;
+    /* 1d. snapshot chunks received: write each at its offset into the
+     * receive file (offset 0 starts a new one); a `last` one asks for fsync,
+     * checksum and raft_snapshot_received after raft_advance */
+    const raft_chunk *chunks;
+    size_t n_chunks;
     /* 4. notify */
     const raft_event *events;
     size_t n_events;
@@ -362,6 +423,8 @@ typedef struct raft_config {
      * data (only its index, term and membership). Its driver applies nothing.
      * A local setting: the other members see an ordinary voter. */
     bool witness;
+    uint32_t snapshot_chunk;  /* bytes per snapshot chunk, 1..RAFT_SNAPSHOT_MAX_CHUNK */
+    uint32_t snapshot_window; /* snapshot chunks in flight per follower, >= 1 */
     /* Bootstrap (fresh member of a new group, nothing persisted). */
     const uint64_t *voters;
     size_t n_voters;
@@ -375,7 +438,8 @@ typedef struct raft_config {
 } raft_config;
 
 /* Defaults: election_tick 10, heartbeat_tick 1, pre_vote and check_quorum on,
- * 64 entries / 1 MiB per append, 1024 entries in flight. */
+ * 64 entries / 1 MiB per append, 1024 entries in flight, snapshot chunks of
+ * 1 MiB with 4 in flight. */
 void raft_config_init(raft_config *cfg, uint64_t id, uint64_t seed);
 
 typedef struct raft_t raft_t;
@@ -414,11 +478,24 @@ int raft_campaign(raft_t *r);
  * persist; docs/reliability.md, "A full disk"). */
 int raft_forget_leader(raft_t *r);
 
-/* Compaction: the state machine's snapshot at `index` (<= applied) is `data`.
- * The core keeps a copy (to send to slow followers) and drops the log up to
- * `index`. The driver persists raft_snapshot_get() and may then delete its
- * persisted entries <= index. */
-int raft_compact(raft_t *r, uint64_t index, const void *data, size_t len);
+/* Compaction: the driver has written the state machine's snapshot at `index`
+ * (<= applied), `size` bytes with checksum `checksum`, to its snapshot file.
+ * The core records the metadata (to send the snapshot to slow followers, in
+ * chunks the driver reads from that file) and drops the log up to `index`.
+ * The driver persists raft_snapshot_get() and may then delete its persisted
+ * entries <= index and its older snapshot. Transfers of an older snapshot in
+ * progress restart with this one. */
+int raft_compact(raft_t *r, uint64_t index, uint64_t size, uint64_t checksum);
+
+/* Follower: the driver has written every chunk of the snapshot (index, term)
+ * that a Ready handed out with `last`, fsynced the receive file and checked
+ * its size and checksum (ok), or failed to (ok false: a bad checksum, a disk
+ * error). With ok the core installs it: the next Ready carries it in
+ * rd.snapshot (persist = make the receive file the snapshot, then restore
+ * the state machine from it) and the acknowledgement to the leader among its
+ * late messages. Without ok the transfer restarts from offset 0.
+ * RAFT_ERR_INVALID if no such snapshot is awaiting installation. */
+int raft_snapshot_received(raft_t *r, uint64_t index, uint64_t term, bool ok);
 const raft_snapshot *raft_snapshot_get(const raft_t *r); /* index 0: none */
 
 bool raft_has_ready(const raft_t *r);

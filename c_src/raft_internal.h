@@ -59,6 +59,9 @@ size_t raft_conf_encode_op(uint8_t *buf, uint8_t op, uint64_t id);
 size_t raft_conf_encode_bootstrap(uint8_t *buf, const raft_members *c);
 #define RAFT_CONF_MAX_LEN (1 + 2 * 10 + 2 * RAFT_MAX_MEMBERS * 10)
 
+/* CRC-32C of a snapshot chunk (raft_codec.c). */
+uint32_t raft_crc32c(const uint8_t *p, size_t n);
+
 /* ---- helpers ----------------------------------------------------------- */
 static inline uint64_t raft_min_u64(uint64_t a, uint64_t b)
 {

@@ -36,6 +36,7 @@
     X(commit) X(applied) X(first_index) X(last_index) X(last_term) X(transferee)             \
     X(voters) X(learners) X(election_tick) X(heartbeat_tick) X(pre_vote) X(check_quorum)     \
     X(max_inflight) X(max_msg_entries) X(hard_state) X(snapshot) X(entries)                  \
+    X(snapshot_chunk) X(snapshot_window) X(chunk)                                            \
     /* store */                                                                              \
     X(put) X(delete) X(range) X(txn) X(lease_granted) X(lease_revoked)                       \
     X(compacted) X(key) X(value) X(create_revision) X(mod_revision) X(version)               \
@@ -95,6 +96,8 @@ ERL_NIF_TERM synod_raft_conf_change(ErlNifEnv *env, int argc, const ERL_NIF_TERM
 ERL_NIF_TERM synod_raft_read_index(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM synod_raft_control(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM synod_raft_compact(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM synod_raft_snapshot_received(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM synod_raft_chunk_encode(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM synod_raft_ready(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM synod_raft_status(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 
@@ -103,8 +106,9 @@ ERL_NIF_TERM synod_raft_status(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
         {"raft_step", 2, synod_raft_step, 0}, {"raft_propose", 2, synod_raft_propose, 0},          \
         {"raft_conf_change", 3, synod_raft_conf_change, 0},                                        \
         {"raft_read_index", 2, synod_raft_read_index, 0},                                          \
-        {"raft_control", 3, synod_raft_control, 0},                                                \
-        {"raft_compact", 3, synod_raft_compact, ERL_NIF_DIRTY_JOB_CPU_BOUND},                      \
+        {"raft_control", 3, synod_raft_control, 0}, {"raft_compact", 4, synod_raft_compact, 0},    \
+        {"raft_snapshot_received", 4, synod_raft_snapshot_received, 0},                            \
+        {"raft_chunk_encode", 2, synod_raft_chunk_encode, ERL_NIF_DIRTY_JOB_CPU_BOUND},            \
         {"raft_ready", 1, synod_raft_ready, 0}, {"raft_status", 1, synod_raft_status, 0},          \
     {                                                                                              \
         "raft_seed", 0, synod_raft_seed, 0                                                         \

@@ -4,8 +4,9 @@
  *
  * One resource wraps one raft_t. Only its member process uses it, but a
  * mutex guards it anyway so a resource handed to another process can never
- * race. Every call returns within the normal NIF budget except raft_compact,
- * which copies snapshot data and runs on a dirty CPU scheduler.
+ * race. Every call returns within the normal NIF budget except
+ * raft_chunk_encode, which copies and checksums one snapshot chunk on a
+ * dirty CPU scheduler.
  *
  * raft_ready/1 takes a Ready, copies everything in it into terms and calls
  * raft_advance before returning. The driver then persists, sends, applies
@@ -15,15 +16,22 @@
  * outlives the call. A Ready is the tuple
  *
  *   {HardState | nil, Sync, Snapshot | nil, Entries, Early, Msgs, Committed,
- *    Events, Reads}
+ *    Events, Reads, Chunks}
  *
  *   HardState = {Term, Vote, Commit}
  *   Sync      = boolean(): rd.must_sync, fsync what was written before Msgs
  *               leave (false: the hard state may be written without fsync)
  *   Early     = [Msg]: rd.msgs[0 .. n_early), may leave before the persist
- *   Snapshot  = {Index, Term, Voters, Learners, Data}
+ *   Snapshot  = {Index, Term, Voters, Learners, Size, Checksum}  (metadata:
+ *               the bytes are in the driver's snapshot file)
  *   Entry     = {Index, Term, Type :: 0 | 1 | 2, Data}  (normal, noop, conf)
  *   Msg       = {To, EncodedMessage :: binary()}      (raft wire format)
+ *             | {To, {chunk, Index, Offset, Len, Size, Template}}: a chunk
+ *               to send; read bytes [Offset, Offset+Len) of snapshot Index
+ *               and send raft_chunk_encode(Template, Bytes)
+ *   Chunk     = {Index, Term, Size, Checksum, Offset, Data, Last}: received;
+ *               write Data at Offset of the receive file (0: a new file); if
+ *               Last, fsync, verify, then raft_snapshot_received/4
  *   Event     = {become_follower | become_candidate | become_leader, Cause,
  *                Term, OldLeader, NewLeader, OldRole, NewRole}
  *   Read      = {Ctx, Index}
@@ -253,19 +261,16 @@ static const char *get_snapshot(ErlNifEnv *env, ERL_NIF_TERM t, new_args *a)
 {
     const ERL_NIF_TERM *el;
     int arity;
-    ErlNifBinary data;
     raft_snapshot *s = &a->snapshot;
-    if (!enif_get_tuple(env, t, &arity, &el) || arity != 5 || !get_index(env, el[0], &s->index) ||
-        !get_index(env, el[1], &s->term) || !enif_inspect_binary(env, el[4], &data) ||
-        data.size > RAFT_SNAPSHOT_MAX_DATA)
-        return "snapshot must be nil or {Index, Term, Voters, Learners, Data :: binary()}";
+    if (!enif_get_tuple(env, t, &arity, &el) || arity != 6 || !get_index(env, el[0], &s->index) ||
+        !get_index(env, el[1], &s->term) || !get_index(env, el[4], &s->size) ||
+        !get_index(env, el[5], &s->checksum))
+        return "snapshot must be nil or {Index, Term, Voters, Learners, Size, Checksum}";
     const char *why = get_ids(env, el[2], &a->snap_voters, &s->n_voters);
     if (!why)
         why = get_ids(env, el[3], &a->snap_learners, &s->n_learners);
     s->voters = a->snap_voters;
     s->learners = a->snap_learners;
-    s->data = data.data;
-    s->len = data.size;
     return why;
 }
 
@@ -307,6 +312,12 @@ static const char *parse_config(ErlNifEnv *env, ERL_NIF_TERM map, raft_config *c
     if (opt(env, map, ATOM(env, max_inflight), &v) &&
         !get_u32(env, v, 1, 1u << 20, &cfg->max_inflight))
         return "max_inflight must be an integer in 1..1048576";
+    if (opt(env, map, ATOM(env, snapshot_chunk), &v) &&
+        !get_u32(env, v, 1, RAFT_SNAPSHOT_MAX_CHUNK, &cfg->snapshot_chunk))
+        return "snapshot_chunk must be an integer in 1..16777216";
+    if (opt(env, map, ATOM(env, snapshot_window), &v) &&
+        !get_u32(env, v, 1, 1024, &cfg->snapshot_window))
+        return "snapshot_window must be an integer in 1..1024";
     if (opt(env, map, ATOM(env, voters), &v)) {
         const char *why = get_ids(env, v, &a->voters, &cfg->n_voters);
         if (why)
@@ -504,24 +515,23 @@ ERL_NIF_TERM synod_raft_control(ErlNifEnv *env, int argc, const ERL_NIF_TERM arg
     return ok_or_error(env, err);
 }
 
-/* raft_compact(R, Index, Data) -> {ok, {Index, Term, Voters, Learners},
- * EntriesAfter}: the snapshot's metadata and the log entries after it, which
- * is everything the storage needs to rewrite its files. Call it only with no
- * Ready pending, so that every entry in the core's log is persisted. */
+/* raft_compact(R, Index, Size, Checksum) -> {ok, {Index, Term, Voters,
+ * Learners}, EntriesAfter}: the driver has written the snapshot at Index
+ * (Size bytes, Checksum) to its file; returns the snapshot's metadata and the
+ * log entries after it, which is everything the storage needs to rewrite its
+ * files. Call it only with no Ready pending, so that every entry in the
+ * core's log is persisted. */
 ERL_NIF_TERM synod_raft_compact(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     (void)argc;
     WITH_RAFT(env, argv[0], res);
-    uint64_t index;
-    ErlNifBinary data;
+    uint64_t index, size, checksum;
     if (!get_id(env, argv[1], &index))
         return synod_raise_badarg(env, "a snapshot index must be an integer in 1..2^62-1");
-    if (!enif_inspect_iolist_as_binary(env, argv[2], &data))
-        return synod_raise_badarg(env, "snapshot data must be iodata");
-    if (data.size > RAFT_SNAPSHOT_MAX_DATA)
-        return error_term(env, RAFT_ERR_TOO_LARGE);
+    if (!get_index(env, argv[2], &size) || !get_index(env, argv[3], &checksum))
+        return synod_raise_badarg(env, "snapshot size and checksum must be integers in 0..2^62-1");
     enif_mutex_lock(res->lock);
-    int err = raft_compact(res->r, index, data.data, data.size);
+    int err = raft_compact(res->r, index, size, checksum);
     ERL_NIF_TERM reply;
     if (err != RAFT_OK) {
         reply = error_term(env, err);
@@ -541,12 +551,94 @@ ERL_NIF_TERM synod_raft_compact(ErlNifEnv *env, int argc, const ERL_NIF_TERM arg
     return reply;
 }
 
+/* raft_snapshot_received(R, Index, Term, Ok :: boolean()) -> ok | {error, _} */
+ERL_NIF_TERM synod_raft_snapshot_received(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    WITH_RAFT(env, argv[0], res);
+    uint64_t index, term;
+    bool ok;
+    if (!get_id(env, argv[1], &index) || !get_id(env, argv[2], &term) ||
+        !get_bool(env, argv[3], &ok))
+        return synod_raise_badarg(env, "expected Index >= 1, Term >= 1, Ok :: boolean()");
+    enif_mutex_lock(res->lock);
+    int err = raft_snapshot_received(res->r, index, term, ok);
+    enif_mutex_unlock(res->lock);
+    return ok_or_error(env, err);
+}
+
+/* raft_chunk_encode(Template, Data :: iodata()) -> binary() | {error, _}:
+ * the chunk message of a Ready's {chunk, ...} with its bytes filled in. */
+ERL_NIF_TERM synod_raft_chunk_encode(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    ErlNifBinary tpl, data;
+    if (!enif_inspect_binary(env, argv[0], &tpl))
+        return synod_raise_badarg(env, "a chunk template must be a binary");
+    if (!enif_inspect_iolist_as_binary(env, argv[1], &data))
+        return synod_raise_badarg(env, "chunk data must be iodata");
+    raft_msg m;
+    int err = raft_msg_decode(tpl.data, tpl.size, &m);
+    if (err != RAFT_OK)
+        return error_term(env, err);
+    if (m.type != RAFT_MSG_SNAPSHOT || m.len != 0) {
+        raft_msg_release(&m);
+        return error_term(env, RAFT_ERR_INVALID);
+    }
+    m.data = data.size ? data.data : NULL;
+    m.len = data.size;
+    size_t size = raft_msg_encoded_size(&m), len = 0;
+    ERL_NIF_TERM bin;
+    unsigned char *buf = enif_make_new_binary(env, size, &bin);
+    err = buf ? raft_msg_encode(&m, buf, size, &len) : RAFT_ERR_NOMEM;
+    raft_msg_release(&m);
+    return err == RAFT_OK ? bin : error_term(env, err);
+}
+
 /* ---- raft_ready(R) -> none | Ready (see the top of this file) ---- */
+
+/* {To, {chunk, Index, Offset, Len, Size, Template}}: the template is the chunk
+ * message without its bytes (raft_chunk_encode/2 fills them in). */
+static ERL_NIF_TERM chunk_msg(ErlNifEnv *env, const raft_msg *orig, int *err)
+{
+    raft_msg m = *orig;
+    m.data = NULL;
+    m.len = 0;
+    size_t size = raft_msg_encoded_size(&m), len = 0;
+    ERL_NIF_TERM bin;
+    unsigned char *buf = enif_make_new_binary(env, size, &bin);
+    int rc = buf ? raft_msg_encode(&m, buf, size, &len) : RAFT_ERR_NOMEM;
+    if (rc != RAFT_OK)
+        *err = rc;
+    ERL_NIF_TERM items[] = {
+        ATOM(env, chunk),    u64(env, orig->snapshot.index), u64(env, orig->offset),
+        u64(env, orig->len), u64(env, orig->snapshot.size),  bin};
+    return enif_make_tuple2(env, u64(env, orig->to), enif_make_tuple_from_array(env, items, 6));
+}
+
+static ERL_NIF_TERM chunk_list(ErlNifEnv *env, const raft_chunk *cs, size_t n)
+{
+    ERL_NIF_TERM list = enif_make_list(env, 0);
+    for (size_t i = n; i-- > 0;) {
+        const raft_chunk *c = &cs[i];
+        ERL_NIF_TERM items[] = {
+            u64(env, c->index),          u64(env, c->term),   u64(env, c->size),
+            u64(env, c->checksum),       u64(env, c->offset), synod_binary(env, c->data, c->len),
+            synod_boolean(env, c->last),
+        };
+        list = enif_make_list_cell(env, enif_make_tuple_from_array(env, items, 7), list);
+    }
+    return list;
+}
 
 static ERL_NIF_TERM msg_list(ErlNifEnv *env, const raft_msg *msgs, size_t n, int *err)
 {
     ERL_NIF_TERM list = enif_make_list(env, 0);
     for (size_t i = n; i-- > 0;) {
+        if (msgs[i].type == RAFT_MSG_SNAPSHOT) {
+            list = enif_make_list_cell(env, chunk_msg(env, &msgs[i], err), list);
+            continue;
+        }
         size_t size = raft_msg_encoded_size(&msgs[i]), len = 0;
         ERL_NIF_TERM bin;
         unsigned char *buf = enif_make_new_binary(env, size, &bin);
@@ -598,10 +690,10 @@ static ERL_NIF_TERM ready_term(ErlNifEnv *env, const raft_ready_t *rd, int *err)
     ERL_NIF_TERM snapshot = nil;
     if (rd->snapshot)
         snapshot =
-            enif_make_tuple5(env, u64(env, rd->snapshot->index), u64(env, rd->snapshot->term),
+            enif_make_tuple6(env, u64(env, rd->snapshot->index), u64(env, rd->snapshot->term),
                              id_list(env, rd->snapshot->voters, rd->snapshot->n_voters),
                              id_list(env, rd->snapshot->learners, rd->snapshot->n_learners),
-                             synod_binary(env, rd->snapshot->data, rd->snapshot->len));
+                             u64(env, rd->snapshot->size), u64(env, rd->snapshot->checksum));
     ERL_NIF_TERM items[] = {
         rd->hard_state_changed ? hard_state_term(env, &rd->hard_state) : nil,
         synod_boolean(env, rd->must_sync),
@@ -612,6 +704,7 @@ static ERL_NIF_TERM ready_term(ErlNifEnv *env, const raft_ready_t *rd, int *err)
         entry_list(env, rd->committed, rd->n_committed),
         event_list(env, rd->events, rd->n_events),
         read_list(env, rd->reads, rd->n_reads),
+        chunk_list(env, rd->chunks, rd->n_chunks),
     };
     return enif_make_tuple_from_array(env, items, sizeof items / sizeof *items);
 }

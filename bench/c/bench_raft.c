@@ -148,7 +148,7 @@ static double bench_wire(uint64_t proposals, uint64_t *msgs_out, bqueue *trace)
                 raft_status st;
                 raft_status_get(rs[id], &st);
                 if (st.applied > st.first_index)
-                    raft_compact(rs[id], st.applied, "s", 1);
+                    raft_compact(rs[id], st.applied, 1, 7);
             }
     }
     double dt = now_s() - t0;

@@ -57,7 +57,8 @@ defmodule Synod.Raft do
     fast_failover: true,
     batch: true,
     max_inflight: 1024,
-    witnesses: []
+    witnesses: [],
+    snapshot_chunk: 1_048_576
   ]
 
   @doc """
@@ -89,6 +90,8 @@ defmodule Synod.Raft do
     * `:max_inflight` — pipelining window: entries the leader sends to a
       follower beyond what it has acknowledged, in as many appends as that
       takes, before it waits for answers (default 1024, at most 1048576)
+    * `:snapshot_chunk` — bytes per chunk of a snapshot sent to a follower
+      (default 1 MiB, at most 16 MiB; 4 chunks in flight)
   """
   @spec child_spec(keyword()) :: Supervisor.child_spec()
   def child_spec(opts) do
@@ -495,6 +498,13 @@ defmodule Synod.Raft do
       :max_inflight,
       &(is_integer(&1) and &1 in 1..1_048_576),
       "an integer in 1..1048576"
+    )
+
+    check!(
+      opts,
+      :snapshot_chunk,
+      &(is_integer(&1) and &1 in 1..16_777_216),
+      "an integer in 1..16777216"
     )
 
     check!(

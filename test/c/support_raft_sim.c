@@ -29,8 +29,15 @@ typedef struct rsim_node {
     uint64_t snap_index, snap_term;
     uint64_t snap_voters[RAFT_MAX_MEMBERS], snap_learners[RAFT_MAX_MEMBERS];
     size_t snap_nv, snap_nl;
-    uint8_t snap_data[16];
+    uint8_t snap_data[RSIM_SNAP_LEN];
     size_t snap_len;
+    uint64_t snap_checksum;
+    /* the receive file of a snapshot in transit (written without fsync:
+     * lost in a crash) and the install check owed after raft_advance */
+    uint8_t rx_data[RSIM_SNAP_LEN];
+    uint64_t rx_len;
+    bool owe_received, received_ok;
+    uint64_t received_index, received_term;
     rsim_entry *log; /* log[i] has index snap_index + 1 + i */
     size_t n_log, cap_log;
     /* state machine: applied index and a hash chain over applied entries */
@@ -47,6 +54,7 @@ typedef struct rsim_msg {
     uint64_t to;
     size_t len;
     uint8_t *bytes;
+    bool corrupted; /* a chunk damaged in transit on purpose */
 } rsim_msg;
 
 typedef struct rsim_slot {
@@ -64,6 +72,8 @@ typedef struct rsim_pending_read {
 
 struct rsim {
     rsim_opts o;
+    rsim_snap_stats snap_stats;
+    bool corrupting;
     uint64_t rng, now, seq, delivered;
     rsim_node nodes[RSIM_MAX_NODES + 1]; /* by id; [0] unused */
     bool link[RSIM_MAX_NODES + 1][RSIM_MAX_NODES + 1];
@@ -201,6 +211,11 @@ size_t rsim_reads(const rsim *s, uint64_t id, const raft_read_state **out)
     return s->nodes[id].n_reads;
 }
 
+void rsim_snap_stats_get(const rsim *s, rsim_snap_stats *out)
+{
+    *out = s->snap_stats;
+}
+
 void rsim_set_event_hook(rsim *s, rsim_event_fn fn, void *ctx)
 {
     s->on_event = fn;
@@ -336,7 +351,25 @@ static void rsim_store_drop_prefix(rsim_node *n, uint64_t upto)
     }
 }
 
-static void rsim_store_snapshot(rsim_node *n, const raft_snapshot *sn)
+static uint64_t rsim_checksum(const uint8_t *data, size_t len)
+{
+    return rsim_hash_entry(0, data, len) & (((uint64_t)1 << 62) - 1);
+}
+
+/* The snapshot file's bytes: the state machine at `applied`. */
+static void rsim_snap_bytes(uint8_t *out, uint64_t applied, uint64_t sm)
+{
+    memcpy(out, &applied, 8);
+    memcpy(out + 8, &sm, 8);
+    uint64_t h = rsim_mix(applied, sm);
+    for (size_t i = 16; i < RSIM_SNAP_LEN; i++) {
+        h = rsim_mix(h, i);
+        out[i] = (uint8_t)h;
+    }
+}
+
+static void rsim_store_snapshot(rsim_node *n, const raft_snapshot *sn, const uint8_t *data,
+                                size_t len)
 {
     n->snap_nv = sn->n_voters;
     n->snap_nl = sn->n_learners;
@@ -344,9 +377,42 @@ static void rsim_store_snapshot(rsim_node *n, const raft_snapshot *sn)
         memcpy(n->snap_voters, sn->voters, sn->n_voters * sizeof(uint64_t));
     if (sn->n_learners)
         memcpy(n->snap_learners, sn->learners, sn->n_learners * sizeof(uint64_t));
-    n->snap_len = sn->len <= sizeof(n->snap_data) ? sn->len : sizeof(n->snap_data);
+    n->snap_len = len <= sizeof(n->snap_data) ? len : sizeof(n->snap_data);
     if (n->snap_len)
-        memcpy(n->snap_data, sn->data, n->snap_len);
+        memcpy(n->snap_data, data, n->snap_len);
+    n->snap_checksum = sn->checksum;
+}
+
+/* Step 1d: chunks go to the receive file; the last one is "fsynced" and
+ * checked, and the result is owed to the core after raft_advance. */
+static void rsim_write_chunks(rsim *s, rsim_node *n, const raft_ready_t *rd)
+{
+    for (size_t i = 0; i < rd->n_chunks; i++) {
+        const raft_chunk *c = &rd->chunks[i];
+        if (c->offset == 0)
+            n->rx_len = 0;
+        if (c->offset != n->rx_len || c->size != RSIM_SNAP_LEN || c->offset + c->len > c->size) {
+            rsim_fail(s, "member %llu got chunk [%llu, +%zu) of %llu with %llu bytes received",
+                      (unsigned long long)n->id, (unsigned long long)c->offset, c->len,
+                      (unsigned long long)c->size, (unsigned long long)n->rx_len);
+            return;
+        }
+        if (c->len)
+            memcpy(n->rx_data + c->offset, c->data, c->len);
+        n->rx_len += c->len;
+        if (c->last) {
+            if (i + 1 != rd->n_chunks)
+                rsim_fail(s, "member %llu got chunks after the last one",
+                          (unsigned long long)n->id);
+            if (s->o.bad_install_pm && rsim_below(s, 1000) < s->o.bad_install_pm)
+                n->rx_data[rsim_below(s, RSIM_SNAP_LEN)] ^= 0x5a; /* a bad disk */
+            n->owe_received = true;
+            n->received_index = c->index;
+            n->received_term = c->term;
+            n->received_ok =
+                n->rx_len == c->size && rsim_checksum(n->rx_data, n->rx_len) == c->checksum;
+        }
+    }
 }
 
 /* The core's persistence rule, checked on every Ready: a promise (snapshot,
@@ -378,6 +444,7 @@ static void rsim_check_rule(rsim *s, const rsim_node *n, const raft_ready_t *rd)
 static void rsim_persist(rsim *s, rsim_node *n, const raft_ready_t *rd)
 {
     rsim_check_rule(s, n, rd);
+    rsim_write_chunks(s, n, rd);
     if (rd->hard_state_changed && !rd->must_sync) {
         n->hs_written = rd->hard_state;
         n->hs_unsynced = true;
@@ -392,9 +459,14 @@ static void rsim_persist(rsim *s, rsim_node *n, const raft_ready_t *rd)
     if (rd->snapshot) {
         const raft_snapshot *sn = rd->snapshot;
         rsim_store_truncate(n, n->snap_index + 1);
+        /* Only a received, checked snapshot is ever handed out here. */
+        if (n->rx_len != sn->size || rsim_checksum(n->rx_data, n->rx_len) != sn->checksum)
+            rsim_fail(s, "member %llu must install a snapshot it has not received and checked",
+                      (unsigned long long)n->id);
         n->snap_index = sn->index;
         n->snap_term = sn->term;
-        rsim_store_snapshot(n, sn);
+        rsim_store_snapshot(n, sn, n->rx_data, n->rx_len);
+        s->snap_stats.installed++;
     }
     if (rd->n_entries) {
         uint64_t first = rd->entries[0].index;
@@ -460,6 +532,7 @@ static void rsim_enqueue(rsim *s, uint64_t to, const uint8_t *bytes, size_t len,
     m->seq = s->seq++;
     m->to = to;
     m->len = len;
+    m->corrupted = s->corrupting;
     m->bytes = malloc(len);
     if (!m->bytes)
         abort();
@@ -469,6 +542,20 @@ static void rsim_enqueue(rsim *s, uint64_t to, const uint8_t *bytes, size_t len,
 static void rsim_send(rsim *s, const raft_msg *orig)
 {
     raft_msg copy = *orig, *m = &copy;
+    if (m->type == RAFT_MSG_SNAPSHOT) {
+        /* The driver reads the chunk from its snapshot file. */
+        const rsim_node *from = &s->nodes[m->from];
+        if (from->snap_index != m->snapshot.index || from->snap_len != m->snapshot.size ||
+            m->offset + m->len > from->snap_len || m->data) {
+            rsim_fail(s,
+                      "member %llu asked to send chunk [%llu, +%zu) of snapshot %llu, holds %llu",
+                      (unsigned long long)m->from, (unsigned long long)m->offset, m->len,
+                      (unsigned long long)m->snapshot.index, (unsigned long long)from->snap_index);
+            return;
+        }
+        m->data = m->len ? from->snap_data + m->offset : NULL;
+        s->snap_stats.chunks_sent++;
+    }
     if (s->filter && !s->filter(s->filter_ctx, m))
         return;
     uint8_t stackbuf[512];
@@ -481,6 +568,12 @@ static void rsim_send(rsim *s, const raft_msg *orig)
         rsim_fail(s, "encode of %s from %llu failed: %s", raft_msg_type_name(m->type),
                   (unsigned long long)m->from, raft_strerror(rc));
     } else {
+        if (m->type == RAFT_MSG_SNAPSHOT && m->len && s->o.corrupt_chunk_pm &&
+            rsim_below(s, 1000) < s->o.corrupt_chunk_pm) {
+            buf[len - 1 - rsim_below(s, m->len)] ^= 0x20; /* damaged in transit */
+            s->snap_stats.chunks_corrupted++;
+            s->corrupting = true;
+        }
         if (s->o.manual) {
             rsim_enqueue(s, m->to, buf, len, 0);
         } else if (rsim_below(s, 1000) >= s->o.drop_pm) {
@@ -490,6 +583,7 @@ static void rsim_send(rsim *s, const raft_msg *orig)
                 rsim_enqueue(s, m->to, buf, len, s->o.min_delay + rsim_below(s, span));
         }
     }
+    s->corrupting = false;
     if (buf != stackbuf)
         free(buf);
 }
@@ -530,9 +624,9 @@ static void rsim_apply(rsim *s, rsim_node *n, const raft_ready_t *rd)
     if (rd->snapshot) {
         const raft_snapshot *sn = rd->snapshot;
         uint64_t idx = 0, sm = 0;
-        if (sn->len == 16) {
-            memcpy(&idx, sn->data, 8);
-            memcpy(&sm, sn->data + 8, 8);
+        if (n->snap_len == RSIM_SNAP_LEN && n->snap_index == sn->index) {
+            memcpy(&idx, n->snap_data, 8);
+            memcpy(&sm, n->snap_data + 8, 8);
         }
         rsim_committed *c = rsim_com(s, sn->index);
         if (idx != sn->index || (c->term && (c->sm != sm || c->term != sn->term)))
@@ -674,6 +768,15 @@ void rsim_drain(rsim *s, uint64_t id)
         rc = raft_advance(n->r, &rd);
         if (rc != RAFT_OK)
             rsim_fail(s, "raft_advance on %llu: %s", (unsigned long long)id, raft_strerror(rc));
+        if (n->owe_received) {
+            n->owe_received = false;
+            if (!n->received_ok)
+                s->snap_stats.failed_installs++;
+            rc = raft_snapshot_received(n->r, n->received_index, n->received_term, n->received_ok);
+            if (rc != RAFT_OK)
+                rsim_fail(s, "raft_snapshot_received on %llu: %s", (unsigned long long)id,
+                          raft_strerror(rc));
+        }
         raft_status st;
         raft_status_get(n->r, &st);
         if (st.role == RAFT_LEADER)
@@ -710,6 +813,10 @@ static void rsim_boot(rsim *s, uint64_t id, bool fresh)
     cfg.witness = rsim_is_witness(s, id);
     if (s->o.max_inflight)
         cfg.max_inflight = s->o.max_inflight;
+    if (s->o.snapshot_chunk)
+        cfg.snapshot_chunk = s->o.snapshot_chunk;
+    if (s->o.snapshot_window)
+        cfg.snapshot_window = s->o.snapshot_window;
     if (s->o.max_msg_entries)
         cfg.max_msg_entries = s->o.max_msg_entries;
     uint64_t voters[RSIM_MAX_NODES];
@@ -733,8 +840,8 @@ static void rsim_boot(rsim *s, uint64_t id, bool fresh)
             snap.n_voters = n->snap_nv;
             snap.learners = n->snap_learners;
             snap.n_learners = n->snap_nl;
-            snap.data = n->snap_data;
-            snap.len = n->snap_len;
+            snap.size = n->snap_len;
+            snap.checksum = n->snap_checksum;
             cfg.snapshot = &snap;
         }
         ents = calloc(n->n_log + 1, sizeof(*ents));
@@ -753,7 +860,7 @@ static void rsim_boot(rsim *s, uint64_t id, bool fresh)
          * after it is applied again. */
         n->applied = n->snap_index;
         n->sm = 0;
-        if (n->snap_len == 16)
+        if (n->snap_len == RSIM_SNAP_LEN)
             memcpy(&n->sm, n->snap_data + 8, 8);
     }
     int err = 0;
@@ -815,6 +922,27 @@ void rsim_crash(rsim *s, uint64_t id)
     raft_free(s->nodes[id].r);
     s->nodes[id].r = NULL;
     s->nodes[id].hs_unsynced = false;
+    /* The receive file was never synced: gone (the driver also deletes a
+     * leftover one when it starts). */
+    s->nodes[id].rx_len = 0;
+    s->nodes[id].owe_received = false;
+}
+
+void rsim_wipe(rsim *s, uint64_t id)
+{
+    if (id < 1 || id > s->o.n_nodes)
+        return;
+    rsim_crash(s, id);
+    rsim_node *n = &s->nodes[id];
+    rsim_store_truncate(n, n->snap_index + 1);
+    memset(&n->hs, 0, sizeof(n->hs));
+    n->snap_index = n->snap_term = 0;
+    n->snap_nv = n->snap_nl = 0;
+    n->snap_len = 0;
+    n->snap_checksum = 0;
+    n->applied = n->sm = 0;
+    rsim_boot(s, id, true);
+    rsim_drain(s, id);
 }
 
 void rsim_restart(rsim *s, uint64_t id)
@@ -888,7 +1016,9 @@ static void rsim_deliver(rsim *s, rsim_msg *qm)
     rsim_node *n = &s->nodes[qm->to];
     int rc = raft_msg_decode(qm->bytes, qm->len, &m);
     if (rc != RAFT_OK) {
-        rsim_fail(s, "decode of a message the core encoded failed: %s", raft_strerror(rc));
+        /* Only a chunk damaged on purpose may fail, and it must. */
+        if (!qm->corrupted || rc != RAFT_ERR_INVALID)
+            rsim_fail(s, "decode of a message the core encoded failed: %s", raft_strerror(rc));
         return;
     }
     if (n->r && s->link[m.from][m.to]) {
@@ -1042,10 +1172,10 @@ int rsim_compact(rsim *s, uint64_t id)
     rsim_node *n = &s->nodes[id];
     if (!n->r || n->applied <= n->snap_index)
         return RAFT_ERR_COMPACTED;
-    uint8_t data[16];
-    memcpy(data, &n->applied, 8);
-    memcpy(data + 8, &n->sm, 8);
-    int rc = raft_compact(n->r, n->applied, data, sizeof(data));
+    uint8_t data[RSIM_SNAP_LEN];
+    rsim_snap_bytes(data, n->applied, n->sm);
+    uint64_t checksum = rsim_checksum(data, sizeof(data));
+    int rc = raft_compact(n->r, n->applied, sizeof(data), checksum);
     if (rc != RAFT_OK)
         return rc;
     /* The driver persists the snapshot, then drops its log prefix. */
@@ -1053,7 +1183,7 @@ int rsim_compact(rsim *s, uint64_t id)
     rsim_store_drop_prefix(n, sn->index);
     n->snap_index = sn->index;
     n->snap_term = sn->term;
-    rsim_store_snapshot(n, sn);
+    rsim_store_snapshot(n, sn, data, sizeof(data));
     return RAFT_OK;
 }
 
@@ -1191,6 +1321,11 @@ static int rsim_run_random_opts(uint64_t seed, bool witness, char *err, size_t e
     o.max_inflight = (z >> 62) ? 1024 : 4;
     o.max_msg_entries = 1 + (uint32_t)((z >> 20) % 8);
     o.crash_ready_pm = rsim_mix(z, 3) % 2 ? 4 : 0;
+    z = rsim_mix(z, 4);
+    o.snapshot_chunk = 1 + (uint32_t)(z % 24); /* 1..24 bytes: 3..64 chunks */
+    o.snapshot_window = 1 + (uint32_t)((z >> 8) % 4);
+    o.bad_install_pm = (z >> 16) % 3 == 0 ? 150 : 0;
+    o.corrupt_chunk_pm = (z >> 24) % 3 == 0 ? 30 : 0;
     rsim *s = rsim_new(&o);
     if (!s) {
         snprintf(err, errlen, "rsim_new failed");
@@ -1227,6 +1362,8 @@ static int rsim_run_random_opts(uint64_t seed, bool witness, char *err, size_t e
     rsim_heal(s);
     rsim_set_faults(s, 0, 0);
     s->o.crash_ready_pm = 0;
+    s->o.bad_install_pm = 0;
+    s->o.corrupt_chunk_pm = 0;
     for (uint64_t id = 1; id <= o.n_nodes; id++)
         rsim_restart(s, id);
     uint64_t before = s->max_com;
@@ -1317,7 +1454,7 @@ void rsim_solo_drain(raft_t *r, rsim_cap *cap)
             m->mem = NULL;
             m->snapshot.voters = NULL;
             m->snapshot.learners = NULL;
-            m->snapshot.data = NULL;
+            m->data = NULL;
         }
         if (rd.n_committed) {
             cap->n_committed += rd.n_committed;

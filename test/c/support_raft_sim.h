@@ -63,7 +63,17 @@ typedef struct rsim_opts {
     /* bit id set: member id is a witness (raft_config.witness): it keeps no
      * entry bytes, applies nothing, and must never campaign or lead */
     uint32_t witness_mask;
+    /* snapshots in chunks: chunk bytes and window (0: core defaults); per
+     * mille of received snapshots whose file the driver finds damaged when
+     * it checks it (the install must be retried from offset 0), and of chunk
+     * messages damaged in transit (the codec's CRC must refuse them) */
+    uint32_t snapshot_chunk, snapshot_window;
+    uint32_t bad_install_pm, corrupt_chunk_pm;
 } rsim_opts;
+
+/* Snapshot bytes in the simulator: applied index, state machine hash, then
+ * filler derived from both (so a transfer takes several chunks). */
+#define RSIM_SNAP_LEN 64
 
 void rsim_opts_default(rsim_opts *o, size_t n, uint64_t seed);
 rsim *rsim_new(const rsim_opts *o);
@@ -95,6 +105,13 @@ int rsim_read_index(rsim *s, uint64_t id, uint64_t ctx);
 int rsim_conf_change(rsim *s, uint64_t id, raft_conf_op op, uint64_t target);
 int rsim_transfer(rsim *s, uint64_t id, uint64_t target);
 int rsim_compact(rsim *s, uint64_t id);
+/* Snapshot transfers counted so far: installs completed on followers,
+ * installs the driver failed on purpose (bad_install_pm), chunk messages
+ * sent and chunk messages damaged in transit. */
+typedef struct rsim_snap_stats {
+    uint64_t installed, failed_installs, chunks_sent, chunks_corrupted;
+} rsim_snap_stats;
+void rsim_snap_stats_get(const rsim *s, rsim_snap_stats *out);
 /* Steps a hand-made message into a member and processes its Ready. */
 int rsim_inject(rsim *s, const raft_msg *m);
 void rsim_drain(rsim *s, uint64_t id);
@@ -102,6 +119,9 @@ void rsim_drain(rsim *s, uint64_t id);
 /* faults */
 void rsim_crash(rsim *s, uint64_t id);
 void rsim_restart(rsim *s, uint64_t id);
+/* Crash, lose every file, restart empty (as a bootstrap voter if it was
+ * one): the member that "lost its data dir". */
+void rsim_wipe(rsim *s, uint64_t id);
 void rsim_cut(rsim *s, uint64_t a, uint64_t b); /* both directions */
 void rsim_isolate(rsim *s, uint64_t id);
 void rsim_split(rsim *s, const uint64_t *side, size_t n); /* side vs the rest */

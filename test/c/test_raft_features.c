@@ -483,9 +483,9 @@ static void test_compact_rules(void **state)
     uint64_t leader = rsim_leader(s);
     raft_t *r = rsim_raft(s, leader);
     raft_status st = status(r);
-    assert_int_equal(raft_compact(r, st.applied + 1, "s", 1), RAFT_ERR_UNAVAILABLE);
-    assert_int_equal(raft_compact(r, st.applied, "s", 1), RAFT_OK);
-    assert_int_equal(raft_compact(r, st.applied, "s", 1), RAFT_ERR_COMPACTED);
+    assert_int_equal(raft_compact(r, st.applied + 1, 1, 7), RAFT_ERR_UNAVAILABLE);
+    assert_int_equal(raft_compact(r, st.applied, 1, 7), RAFT_OK);
+    assert_int_equal(raft_compact(r, st.applied, 1, 7), RAFT_ERR_COMPACTED);
     assert_null(raft_entry_get(r, st.applied));
     rsim_free(s);
 }

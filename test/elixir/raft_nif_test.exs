@@ -17,7 +17,7 @@ defmodule Synod.RaftNifTest do
         {%{id: 1, voters: Enum.to_list(1..65)}, "at most 64"},
         {%{id: 1, voters: [:a]}, "member id"},
         {%{id: 1, hard_state: {1, 2}}, "hard_state"},
-        {%{id: 1, snapshot: {1, 1, [1], [], :data}}, "snapshot"},
+        {%{id: 1, snapshot: {1, 1, [1], [], :size, 0}}, "snapshot"},
         {%{id: 1, entries: [{0, 1, 0, ""}]}, "an entry"},
         {%{id: 1, entries: [{1, 1, 3, ""}]}, "an entry"},
         {%{id: 1, entries: :none}, "entries"}
@@ -48,7 +48,21 @@ defmodule Synod.RaftNifTest do
 
       assert_raise ArgumentError, ~r/campaign/, fn -> :synod_nif.raft_control(r, :elect, 0) end
       assert_raise ArgumentError, ~r/read context/, fn -> :synod_nif.raft_read_index(r, -1) end
-      assert_raise ArgumentError, ~r/snapshot index/, fn -> :synod_nif.raft_compact(r, 0, "") end
+
+      assert_raise ArgumentError, ~r/snapshot index/, fn ->
+        :synod_nif.raft_compact(r, 0, 1, 0)
+      end
+
+      assert_raise ArgumentError, ~r/size and checksum/, fn ->
+        :synod_nif.raft_compact(r, 1, -1, 0)
+      end
+
+      assert_raise ArgumentError, ~r/Ok :: boolean/, fn ->
+        :synod_nif.raft_snapshot_received(r, 1, 1, :yes)
+      end
+
+      assert {:error, :invalid} = :synod_nif.raft_snapshot_received(r, 1, 1, true)
+      assert {:error, :truncated} = :synod_nif.raft_chunk_encode(<<1, 2, 3>>, "x")
     end
 
     test "malformed messages are refused with a reason, and the instance goes on" do
@@ -113,7 +127,7 @@ defmodule Synod.RaftNifTest do
           :none ->
             {log, msgs}
 
-          {hs, sync?, nil, entries, early, out, committed, _events, _reads} ->
+          {hs, sync?, nil, entries, early, out, committed, _events, _reads, []} ->
             # The core asks for an fsync whenever a Ready holds entries.
             assert sync? or entries == []
             out = early ++ out

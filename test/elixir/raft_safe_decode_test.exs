@@ -240,7 +240,12 @@ defmodule Synod.RaftSafeDecodeTest do
          %{group: g, dir: dir} do
       name = fresh_name()
       sessions = {%{}, :queue.new()}
-      data = crafted({%{}, sessions, %{@placeholder => :kept, before: 1}}, name)
+      # The member's snapshot format (Synod.Raft.Member.encode_snapshot/1):
+      # a head with the member map and sessions, then the machine's state in
+      # term_to_binary form (kind 0), here naming the new atom.
+      head = :erlang.term_to_binary({%{}, sessions})
+      machine = crafted(%{@placeholder => :kept, before: 1}, name)
+      data = <<1, byte_size(head)::32, head::binary, 0, machine::binary>>
       prepare(g, dir, put_snapshot(data))
 
       Application.put_env(:synod, :raft_atom_budget, SafeTerm.created())

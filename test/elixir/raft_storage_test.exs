@@ -132,8 +132,14 @@ defmodule Synod.Raft.StorageTest do
 
     assert Enum.sort(File.ls!(dir)) == ["log.6", "snapshot.6"]
 
-    assert %{snapshot: ^snapshot, entries: entries, hard_state: %{term: 1, vote: 1, commit: 9}} =
+    assert %{snapshot: snap, entries: entries, hard_state: %{term: 1, vote: 1, commit: 9}} =
              reopen(dir)
+
+    assert %{index: 6, term: 1, meta: "members", size: 500} = snap
+    {:ok, s, _} = Storage.open(dir)
+    assert Storage.read_snapshot_data(s, snap) == {:ok, snapshot.data}
+    assert Storage.read_chunk(s, 6, 495, 5) == {:ok, "state"}
+    Storage.close(s)
 
     assert Enum.map(entries, & &1.index) == [7, 8, 9, 10, 11]
   end

@@ -96,7 +96,7 @@ defmodule Synod.Raft.Member do
 
     with {:ok, storage, recovered} <- open_storage(opts[:data_dir]),
          {:ok, machine_state, node_of, sessions, applied} <-
-           recover_machine(recovered, machine, arg),
+           recover_machine(storage, recovered, machine, arg),
          {:ok, raft} <- new_raft(id, opts, recovered, applied) do
       :ok = :net_kernel.monitor_nodes(true)
       voter_nodes = Map.new(opts[:voters] || [], &{Synod.Raft.member_id(&1), &1})
@@ -139,19 +139,16 @@ defmodule Synod.Raft.Member do
     end
   end
 
-  defp recover_machine(%{snapshot: nil}, machine, arg),
+  defp recover_machine(_storage, %{snapshot: nil}, machine, arg),
     do: {:ok, machine.init(arg), %{}, {%{}, :queue.new()}, 0}
 
-  defp recover_machine(%{snapshot: snap}, machine, arg) do
-    case SafeTerm.decode(snap.data) do
-      {:ok, {node_of, sessions, machine_snapshot}} ->
-        {:ok, machine.restore(machine_snapshot, arg), node_of, sessions, snap.index}
-
-      {:ok, _other} ->
-        {:error, {:unsafe_term, :snapshot, snap.index, :not_a_snapshot}}
-
-      {:error, why} ->
-        {:error, {:unsafe_term, :snapshot, snap.index, why}}
+  defp recover_machine(storage, %{snapshot: snap}, machine, arg) do
+    with {:ok, data} <- Storage.read_snapshot_data(storage, snap),
+         {:ok, {node_of, sessions, machine_snapshot}} <- decode_snapshot(data) do
+      {:ok, machine.restore(machine_snapshot, arg), node_of, sessions, snap.index}
+    else
+      {:error, {:unsafe_term, why}} -> {:error, {:unsafe_term, :snapshot, snap.index, why}}
+      {:error, why} -> {:error, why}
     end
   end
 
@@ -178,6 +175,7 @@ defmodule Synod.Raft.Member do
       election_tick: opts[:election_tick],
       heartbeat_tick: opts[:heartbeat_tick],
       max_inflight: opts[:max_inflight],
+      snapshot_chunk: opts[:snapshot_chunk],
       voters: voters,
       hard_state: {hs.term, hs.vote, hs.commit},
       snapshot: snap && snapshot_tuple(snap),
@@ -191,9 +189,9 @@ defmodule Synod.Raft.Member do
     end
   end
 
-  defp snapshot_tuple(%{index: i, term: t, meta: meta, data: data}) do
+  defp snapshot_tuple(%{index: i, term: t, meta: meta, size: size, checksum: c}) do
     {voters, learners} = :erlang.binary_to_term(meta, [:safe])
-    {i, t, voters, learners, data}
+    {i, t, voters, learners, size, c}
   end
 
   # -- inputs -----------------------------------------------------------------
@@ -459,17 +457,20 @@ defmodule Synod.Raft.Member do
       {:error, why} ->
         exit({:raft_ready, why})
 
-      {hard_state, sync?, snapshot, entries, early, msgs, committed, events, reads} = ready ->
+      {hard_state, sync?, snapshot, entries, early, msgs, committed, events, reads, chunks} =
+          ready ->
         state
         |> send_out(early)
         |> crash_point(:before_sync, ready)
         |> persist(hard_state, sync?, snapshot, entries)
+        |> write_chunks(chunks)
         |> crash_point(:after_sync, ready)
         |> send_out(msgs)
         |> crash_point(:after_send, ready)
         |> apply_ready(snapshot, committed)
         |> notify(events)
         |> read_states(reads)
+        |> snapshot_received(chunks)
         |> drain()
     end
   end
@@ -498,9 +499,9 @@ defmodule Synod.Raft.Member do
       end
     end
 
-    defp ready_kind?(:entries, {_, _, _, entries, _, _, _, _, _}), do: entries != []
+    defp ready_kind?(:entries, {_, _, _, entries, _, _, _, _, _, _}), do: entries != []
 
-    defp ready_kind?(:vote, {hs, true, nil, [], _, _, _, _, _}), do: hs != nil
+    defp ready_kind?(:vote, {hs, true, nil, [], _, _, _, _, _, _}), do: hs != nil
 
     defp ready_kind?(_kind, _ready), do: false
   else
@@ -522,14 +523,19 @@ defmodule Synod.Raft.Member do
     end
   end
 
-  defp persist(state, hs, _sync?, {index, term, voters, learners, data}, entries) do
+  # A received snapshot (the core hands it out only after every chunk was
+  # written, fsynced and checked, and raft_snapshot_received said so): its
+  # file becomes snapshot.N, the log restarts after it.
+  defp persist(state, hs, _sync?, {index, term, voters, learners, size, checksum}, entries) do
     hs = hs || current_hard_state(state)
 
     snap = %{
       index: index,
       term: term,
       meta: :erlang.term_to_binary({voters, learners}),
-      data: data
+      size: size,
+      checksum: checksum,
+      received: true
     }
 
     entries = Enum.map(entries, &entry_map/1)
@@ -576,15 +582,14 @@ defmodule Synod.Raft.Member do
     # hidden too: a C node witness is a hidden node
     connected = MapSet.new(Node.list([:visible, :hidden]))
 
-    Enum.reduce(msgs, state, fn {to, bin}, state ->
+    Enum.reduce(msgs, state, fn {to, payload}, state ->
       case Map.fetch(state.node_of, to) do
         {:ok, node} ->
           dest = {Synod.Raft.member_name(state.group), node}
-          msg = {:synod_raft, state.group, state.id, node(), bin}
 
           if MapSet.member?(connected, node) do
-            send(dest, msg)
-            Emit.maybe_snapshot_sent(state.group, node, bin)
+            bin = if is_binary(payload), do: payload, else: chunk_message(state, to, payload)
+            if bin, do: send(dest, {:synod_raft, state.group, state.id, node(), bin})
             state
           else
             reconnect(state, node)
@@ -595,6 +600,76 @@ defmodule Synod.Raft.Member do
           state
       end
     end)
+  end
+
+  # A snapshot chunk the core asked for: its bytes come from our snapshot
+  # file (the core holds only the snapshot's metadata).
+  defp chunk_message(state, to, {:chunk, index, offset, len, size, template}) do
+    case Storage.read_chunk(state.storage, index, offset, len) do
+      {:ok, data} ->
+        bin = :synod_nif.raft_chunk_encode(template, data)
+
+        if offset + len == size do
+          Synod.Telemetry.execute([:synod, :raft, :snapshot, :sent], %{bytes: offset + len}, %{
+            group: state.group,
+            node: node(),
+            to: Map.get(state.node_of, to),
+            index: index
+          })
+        end
+
+        bin
+
+      {:error, why} ->
+        # Not sent: the core resends after its timeout.
+        Logger.warning(
+          "raft #{state.group}: snapshot #{index} chunk at #{offset}: #{inspect(why)}"
+        )
+
+        nil
+    end
+  end
+
+  # Received chunks go to the receive file (no fsync: an ack of a chunk
+  # that is not the last promises nothing durable; raft.h, SNAPSHOTS IN
+  # CHUNKS). A write error abandons the transfer; the core is told when the
+  # last chunk's turn comes, or the leader restarts it after its timeout.
+  defp write_chunks(state, []), do: state
+
+  defp write_chunks(state, chunks) do
+    Enum.reduce(chunks, state, fn chunk, state ->
+      case Storage.write_chunk(state.storage, chunk) do
+        {:ok, storage} ->
+          %{state | storage: storage}
+
+        {:error, why, storage} ->
+          Logger.warning("raft #{state.group}: snapshot chunk not written: #{inspect(why)}")
+          %{state | storage: storage}
+      end
+    end)
+  end
+
+  # After the Ready with the last chunk: fsync the whole file and check its
+  # size and checksum, then tell the core. A failure is logged and the
+  # transfer restarts from offset 0; partial state is never served.
+  defp snapshot_received(state, chunks) do
+    case List.last(chunks) do
+      {index, term, _size, _checksum, _offset, _data, true} ->
+        {result, storage} = Storage.finish_receive(state.storage)
+        state = %{state | storage: storage}
+        ok? = result == :ok
+
+        unless ok?,
+          do: Logger.warning("raft #{state.group}: snapshot #{index} refused: #{inspect(result)}")
+
+        case :synod_nif.raft_snapshot_received(state.raft, index, term, ok?) do
+          :ok -> state
+          {:error, why} -> exit({:raft_snapshot_received, why})
+        end
+
+      _ ->
+        state
+    end
   end
 
   defp reconnect(state, node) do
@@ -622,9 +697,29 @@ defmodule Synod.Raft.Member do
 
   defp restore(state, nil), do: state
 
-  defp restore(state, {index, _term, _voters, _learners, data}) do
-    {node_of, sessions, machine_snapshot} = decode_entry(state, :snapshot, index, data)
-    Emit.snapshot_installed(state.group, index, byte_size(data))
+  defp restore(state, {index, _term, _voters, _learners, size, _checksum}) do
+    data =
+      case Storage.read_snapshot_data(state.storage, %{index: index, size: size}) do
+        {:ok, data} -> data
+        {:error, why} -> exit({:raft_storage, why})
+      end
+
+    {node_of, sessions, machine_snapshot} =
+      case decode_snapshot(data) do
+        {:ok, decoded} ->
+          decoded
+
+        {:error, {:unsafe_term, why}} ->
+          Logger.error(
+            "raft #{state.group}: snapshot at #{index} not decoded (#{inspect(why)}): " <>
+              "stopping rather than skip it (docs/reliability.md, \"Safe decoding\")"
+          )
+
+          exit({:shutdown, {:unsafe_term, :snapshot, index, why}})
+      end
+
+    Logger.info("raft #{state.group}: installed snapshot #{index} (#{size} bytes)")
+    Emit.snapshot_installed(state.group, index, size)
 
     # Proposals the snapshot covers can no longer be matched to a result.
     {covered, pending} = Enum.split_with(state.pending, fn {i, _} -> i <= index end)
@@ -700,6 +795,37 @@ defmodule Synod.Raft.Member do
         exit({:shutdown, {:unsafe_term, kind, index, why}})
     end
   end
+
+  # Snapshot data: <<1, len::32, term_to_binary({NodeOf, Sessions}), kind,
+  # machine>>, where kind 1 is a machine snapshot that is a binary, stored as
+  # is (the store's: no second copy of it is made to wrap it), and kind 0
+  # any other term, in term_to_binary form. As iodata, so the machine's
+  # binary is written to the file without being copied.
+  defp encode_snapshot(state) do
+    head = :erlang.term_to_binary({state.node_of, state.sessions})
+
+    machine =
+      case state.machine.snapshot(state.machine_state) do
+        bin when is_binary(bin) -> [1, bin]
+        term -> [0, :erlang.term_to_binary(term)]
+      end
+
+    [<<1, byte_size(head)::32>>, head | machine]
+  end
+
+  # Decoded by Synod.Raft.SafeTerm, as entries are (decode_entry/4).
+  defp decode_snapshot(<<1, len::32, head::binary-size(len), kind, machine::binary>>)
+       when kind in [0, 1] do
+    with {:ok, {node_of, sessions}} <- SafeTerm.decode(head),
+         {:ok, machine} <- if(kind == 1, do: {:ok, machine}, else: SafeTerm.decode(machine)) do
+      {:ok, {node_of, sessions, machine}}
+    else
+      {:ok, _other} -> {:error, {:unsafe_term, :not_a_snapshot}}
+      {:error, why} -> {:error, {:unsafe_term, why}}
+    end
+  end
+
+  defp decode_snapshot(_data), do: {:error, {:unsafe_term, :not_a_snapshot}}
 
   # A command is applied once per request id: a client that retries (its
   # leader died mid-call, its entry was dropped) gets the first result.
@@ -838,17 +964,17 @@ defmodule Synod.Raft.Member do
     do: state
 
   defp maybe_snapshot(state) do
-    data =
-      :erlang.term_to_binary(
-        {state.node_of, state.sessions, state.machine.snapshot(state.machine_state)}
-      )
+    data = encode_snapshot(state)
+    size = IO.iodata_length(data)
 
-    case :synod_nif.raft_compact(state.raft, state.applied, data) do
+    case :synod_nif.raft_compact(state.raft, state.applied, size, Storage.checksum(data)) do
       {:ok, {index, term, voters, learners}, after_} ->
         snap = %{
           index: index,
           term: term,
           meta: :erlang.term_to_binary({voters, learners}),
+          size: size,
+          checksum: Storage.checksum(data),
           data: data
         }
 

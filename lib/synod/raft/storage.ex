@@ -17,7 +17,11 @@ defmodule Synod.Raft.Storage do
   #   log.N        append-only records (below). Group commit: `write/3` only
   #                buffers; `sync/1` writes the buffer (the entries, then the
   #                latest hard state) and fdatasyncs once.
-  #   snapshot.N   the snapshot at index N, one record.
+  #   snapshot.N   the snapshot at index N: its data (the state machine's
+  #                bytes, `size` of them, read in chunks at any offset), then
+  #                a trailer (below).
+  #   recv.snapshot a snapshot being received in chunks (written without
+  #                fsync until its last chunk; deleted when the member opens)
   #
   # Installing snapshot N writes snapshot.N, then log.N (each to a .tmp file,
   # fsync, rename, fsync the directory), then deletes the older pair.
@@ -35,7 +39,14 @@ defmodule Synod.Raft.Storage do
   #
   #   1 hard state   <<term::64, vote::64, commit::64>>
   #   2 entry        <<index::64, term::64, type::8, data::binary>>
-  #   3 snapshot     <<index::64, term::64, meta_len::32, meta, data>>
+  #
+  # A snapshot file is <<data::binary-size(size), trailer, trailer_len::32,
+  # "SYNS">> with trailer = <<index::64, term::64, size::64, checksum::64,
+  # meta_len::32, meta, trailer_crc::32>> (CRC-32 over the trailer before
+  # it); `checksum` is the CRC-32 of the data, checked when the file is
+  # opened and when a received file is complete. The data is never loaded
+  # by `open/1`: the driver reads it in chunks (`read_chunk/4`) or whole to
+  # restore its machine (`read_snapshot_data/1`).
   #
   # An entry at index i replaces every entry at or after i (Raft's conflict
   # rule), so replay needs no separate truncation record.
@@ -66,6 +77,7 @@ defmodule Synod.Raft.Storage do
     :generation,
     :pending_hs,
     :deferred,
+    :recv,
     size: 0,
     pending: [],
     pending_bytes: 0
@@ -79,23 +91,30 @@ defmodule Synod.Raft.Storage do
         }
   @type entry :: %{index: pos_integer(), term: non_neg_integer(), type: 0..255, data: binary()}
   @type snapshot :: %{
-          index: non_neg_integer(),
-          term: non_neg_integer(),
-          meta: binary(),
-          data: binary()
+          required(:index) => non_neg_integer(),
+          required(:term) => non_neg_integer(),
+          required(:meta) => binary(),
+          required(:size) => non_neg_integer(),
+          required(:checksum) => non_neg_integer(),
+          optional(:data) => iodata(),
+          optional(:path) => Path.t(),
+          optional(:received) => true
         }
   @type recovered :: %{hard_state: hard_state(), snapshot: snapshot() | nil, entries: [entry()]}
 
   @header 12
   @kind_hard_state 1
   @kind_entry 2
-  @kind_snapshot 3
+  @snap_magic "SYNS"
+  @recv_file "recv.snapshot"
+  @read_block 4 * 1024 * 1024
   @max_record 256 * 1024 * 1024
 
   @doc "Opens (creating if needed) the storage in `dir` and recovers its state."
   @spec open(Path.t()) :: {:ok, t(), recovered()} | {:error, term()}
   def open(dir) do
     with :ok <- File.mkdir_p(dir),
+         _ <- File.rm(Path.join(dir, @recv_file)),
          {:ok, generation} <- current_generation(dir),
          :ok <- remove_other_generations(dir, generation),
          {:ok, snapshot} <- read_snapshot(dir, generation),
@@ -271,7 +290,7 @@ defmodule Synod.Raft.Storage do
     later = Enum.filter(entries_after, &(&1.index > n))
     log_body = [Enum.map(later, &entry_record/1), hard_state_record(hard_state)]
 
-    with :ok <- write_durably(dir, file(dir, "snapshot", n), snapshot_record(snapshot)),
+    with :ok <- write_snapshot_file(storage, snapshot),
          :ok <- write_durably(dir, file(dir, "log", n), log_body),
          :ok <- :file.close(log),
          :ok <- remove_other_generations(dir, n),
@@ -291,6 +310,152 @@ defmodule Synod.Raft.Storage do
     end
   end
 
+  # A snapshot from compaction carries its data; a received one is in
+  # recv.snapshot (complete, fsynced and checked by `finish_receive/1`):
+  # its trailer is appended and it is renamed into place.
+  defp write_snapshot_file(%__MODULE__{dir: dir}, %{index: n, data: data} = snap) do
+    snap =
+      snap
+      |> Map.put_new_lazy(:size, fn -> IO.iodata_length(data) end)
+      |> Map.put_new_lazy(:checksum, fn -> checksum(data) end)
+
+    write_durably(dir, file(dir, "snapshot", n), [data, snapshot_trailer(snap)])
+  end
+
+  defp write_snapshot_file(%__MODULE__{dir: dir}, %{index: n, received: true} = snap) do
+    recv = Path.join(dir, @recv_file)
+
+    with {:ok, f} <- :file.open(recv, [:raw, :binary, :read, :write]),
+         {:ok, size} <- :file.position(f, :eof),
+         true <- size == snap.size || {:error, {:received_size, size, snap.size}},
+         :ok <- :file.write(f, snapshot_trailer(snap)),
+         :ok <- :file.sync(f),
+         :ok <- :file.close(f),
+         :ok <- :file.rename(recv, file(dir, "snapshot", n)) do
+      :synod_nif.fsync_dir(dir)
+    end
+  end
+
+  defp snapshot_trailer(%{index: i, term: t, size: size, checksum: c, meta: m}) do
+    body = <<i::64, t::64, size::64, c::64, byte_size(m)::32, m::binary>>
+    trailer = <<body::binary, :erlang.crc32(body)::32>>
+    [trailer, <<byte_size(trailer)::32>>, @snap_magic]
+  end
+
+  @doc "The CRC-32 of iodata, as snapshot checksums are computed."
+  @spec checksum(iodata()) :: non_neg_integer()
+  def checksum(iodata), do: :erlang.crc32(iodata)
+
+  @doc """
+  Reads `len` bytes at `offset` of the data of snapshot `index` (the current
+  one): one chunk for a follower.
+  """
+  @spec read_chunk(t(), pos_integer(), non_neg_integer(), non_neg_integer()) ::
+          {:ok, binary()} | {:error, term()}
+  def read_chunk(%__MODULE__{dir: dir}, index, offset, len) do
+    path = file(dir, "snapshot", index)
+
+    with {:ok, f} <- :file.open(path, [:raw, :binary, :read]) do
+      result =
+        case :file.pread(f, offset, len) do
+          {:ok, bin} when byte_size(bin) == len -> {:ok, bin}
+          {:ok, bin} -> {:error, {:short_read, path, offset, byte_size(bin)}}
+          :eof when len == 0 -> {:ok, <<>>}
+          other -> {:error, {other, path, offset}}
+        end
+
+      :file.close(f)
+      result
+    end
+  end
+
+  @doc "The whole data of the current snapshot (to restore the machine)."
+  @spec read_snapshot_data(t(), snapshot()) :: {:ok, binary()} | {:error, term()}
+  def read_snapshot_data(%__MODULE__{dir: dir}, %{index: n, size: size}),
+    do: read_data(file(dir, "snapshot", n), size)
+
+  defp read_data(path, size) do
+    with {:ok, f} <- :file.open(path, [:raw, :binary, :read]) do
+      result =
+        case :file.pread(f, 0, size) do
+          {:ok, bin} when byte_size(bin) == size -> {:ok, bin}
+          :eof when size == 0 -> {:ok, <<>>}
+          other -> {:error, {:corrupt, path, 0, "snapshot data unreadable: #{inspect(other)}"}}
+        end
+
+      :file.close(f)
+      result
+    end
+  end
+
+  @doc """
+  Writes one received chunk into recv.snapshot (offset 0 starts a new
+  file). Chunks arrive in order (the core hands out only the one at the
+  offset it expects); they are written without fsync. `finish_receive/1`
+  after the last one fsyncs the file and checks size and checksum.
+  """
+  @spec write_chunk(t(), tuple()) :: {:ok, t()} | {:error, term(), t()}
+  def write_chunk(storage, {index, term, size, checksum, 0, _data, _last} = chunk) do
+    storage = abort_receive(storage)
+    path = Path.join(storage.dir, @recv_file)
+
+    case :file.open(path, [:raw, :binary, :write]) do
+      {:ok, f} ->
+        recv = %{fd: f, index: index, term: term, size: size, checksum: checksum, at: 0, crc: 0}
+        append_chunk(%{storage | recv: recv}, chunk)
+
+      {:error, why} ->
+        {:error, why, storage}
+    end
+  end
+
+  def write_chunk(%__MODULE__{recv: %{at: at} = recv} = storage, {i, t, _, _, at, _, _} = chunk)
+      when i == recv.index and t == recv.term,
+      do: append_chunk(storage, chunk)
+
+  def write_chunk(storage, {_, _, _, _, offset, _, _}),
+    do: {:error, {:unexpected_chunk, offset}, abort_receive(storage)}
+
+  defp append_chunk(%__MODULE__{recv: recv} = storage, {_, _, _, _, at, data, _}) do
+    case :file.write(recv.fd, data) do
+      :ok ->
+        recv = %{recv | at: at + byte_size(data), crc: :erlang.crc32(recv.crc, data)}
+        {:ok, %{storage | recv: recv}}
+
+      {:error, why} ->
+        {:error, why, abort_receive(storage)}
+    end
+  end
+
+  @doc """
+  After the last chunk: fsyncs recv.snapshot and checks its size and
+  checksum. `:ok` means it may be installed (the core is then told so).
+  """
+  @spec finish_receive(t()) :: {:ok | {:error, term()}, t()}
+  def finish_receive(%__MODULE__{recv: %{fd: f} = recv} = storage) do
+    result =
+      with :ok <- :file.sync(f),
+           :ok <- :file.close(f) do
+        cond do
+          recv.at != recv.size -> {:error, {:size, recv.at, recv.size}}
+          recv.crc != recv.checksum -> {:error, {:checksum, recv.crc, recv.checksum}}
+          true -> :ok
+        end
+      end
+
+    if result != :ok, do: File.rm(Path.join(storage.dir, @recv_file))
+    {result, %{storage | recv: nil}}
+  end
+
+  def finish_receive(storage), do: {{:error, :no_transfer}, storage}
+
+  defp abort_receive(%__MODULE__{recv: nil} = storage), do: storage
+
+  defp abort_receive(%__MODULE__{recv: %{fd: f}} = storage) do
+    :file.close(f)
+    %{storage | recv: nil}
+  end
+
   # -- records ---------------------------------------------------------------
 
   defp record(body) do
@@ -304,9 +469,6 @@ defmodule Synod.Raft.Storage do
 
   defp entry_record(%{index: i, term: t, type: ty, data: d}),
     do: record([<<@kind_entry, i::64, t::64, ty::8>>, d])
-
-  defp snapshot_record(%{index: i, term: t, meta: m, data: d}),
-    do: record([<<@kind_snapshot, i::64, t::64, byte_size(m)::32>>, m, d])
 
   # Reads one record at `offset` of `bin`. {:ok, body, next} | :torn | {:corrupt, why}
   defp next_record(bin, offset) do
@@ -388,18 +550,61 @@ defmodule Synod.Raft.Storage do
   defp read_snapshot(dir, generation) do
     path = file(dir, "snapshot", generation)
 
-    case File.read(path) do
-      {:ok, bin} ->
-        case next_record(bin, 0) do
-          {:ok, <<@kind_snapshot, i::64, t::64, mlen::32, m::binary-size(mlen), d::binary>>, _} ->
-            {:ok, %{index: i, term: t, meta: m, data: d}}
+    with {:ok, f} <- open_read(path) do
+      result = read_trailer(f, path)
+      :file.close(f)
 
-          other ->
-            {:error, {:corrupt, path, 0, describe(other)}}
-        end
+      with {:ok, snap} <- result,
+           :ok <- check_data(path, snap) do
+        {:ok, Map.put(snap, :path, path)}
+      end
+    end
+  end
 
-      {:error, reason} ->
-        {:error, {reason, path}}
+  defp open_read(path) do
+    case :file.open(path, [:raw, :binary, :read]) do
+      {:ok, f} -> {:ok, f}
+      {:error, reason} -> {:error, {reason, path}}
+    end
+  end
+
+  defp read_trailer(f, path) do
+    corrupt = fn why -> {:error, {:corrupt, path, 0, why}} end
+
+    with {:ok, file_size} when file_size >= 8 <- :file.position(f, :eof),
+         {:ok, <<tlen::32, @snap_magic>>} <- :file.pread(f, file_size - 8, 8),
+         true <- tlen >= 40 and tlen <= file_size - 8,
+         {:ok, <<body::binary-size(tlen - 4), crc::32>>} <-
+           :file.pread(f, file_size - 8 - tlen, tlen),
+         true <- :erlang.crc32(body) == crc || :bad_crc,
+         <<i::64, t::64, size::64, c::64, mlen::32, m::binary-size(mlen)>> <- body,
+         true <- size == file_size - 8 - tlen || :bad_size do
+      {:ok, %{index: i, term: t, size: size, checksum: c, meta: m}}
+    else
+      :bad_crc -> corrupt.("snapshot trailer fails its CRC")
+      :bad_size -> corrupt.("snapshot data cut short")
+      _ -> corrupt.("not a snapshot file")
+    end
+  end
+
+  # The data against its checksum, read in blocks (never whole).
+  defp check_data(path, %{size: size, checksum: c}) do
+    with {:ok, f} <- open_read(path) do
+      crc = crc_blocks(f, 0, size, 0)
+      :file.close(f)
+
+      if crc == c,
+        do: :ok,
+        else: {:error, {:corrupt, path, 0, "snapshot data fails its checksum"}}
+    end
+  end
+
+  defp crc_blocks(_f, at, size, crc) when at >= size, do: crc
+
+  defp crc_blocks(f, at, size, crc) do
+    case :file.pread(f, at, min(@read_block, size - at)) do
+      {:ok, bin} -> crc_blocks(f, at + byte_size(bin), size, :erlang.crc32(crc, bin))
+      _ -> -1
     end
   end
 
@@ -472,10 +677,6 @@ defmodule Synod.Raft.Storage do
         end
     end
   end
-
-  defp describe(:torn), do: "snapshot cut short"
-  defp describe({:corrupt, why}), do: why
-  defp describe({:ok, _, _}), do: "not a snapshot record"
 
   # -- files -----------------------------------------------------------------
 

@@ -8,7 +8,6 @@ defmodule Synod.Telemetry.Emit do
 
   alias Synod.Telemetry
 
-  @snapshot_msg 9
   @stale_check 50_000
 
   # -- raft -------------------------------------------------------------------------
@@ -86,25 +85,6 @@ defmodule Synod.Telemetry.Emit do
       else: rest
   end
 
-  @doc "Emits `snapshot.sent` when `bin` (an encoded Raft message to `node`) is a snapshot."
-  @spec maybe_snapshot_sent(atom(), node(), binary()) :: :ok
-  def maybe_snapshot_sent(group, to, <<_version, @snapshot_msg, _flags, rest::binary>> = bin) do
-    index =
-      case varints(rest, 4, []) do
-        [_from, _term, _to, index] -> index
-        _ -> nil
-      end
-
-    Telemetry.execute([:synod, :raft, :snapshot, :sent], %{bytes: byte_size(bin)}, %{
-      group: group,
-      node: node(),
-      to: to,
-      index: index
-    })
-  end
-
-  def maybe_snapshot_sent(_group, _to, _bin), do: :ok
-
   @doc "A snapshot at `index` of `bytes` bytes was installed (restored) by this member."
   @spec snapshot_installed(atom(), non_neg_integer(), non_neg_integer()) :: :ok
   def snapshot_installed(group, index, bytes) do
@@ -114,22 +94,6 @@ defmodule Synod.Telemetry.Emit do
       index: index
     })
   end
-
-  # LEB128 varints (docs/raft.md, the wire format).
-  defp varints(_bin, 0, acc), do: Enum.reverse(acc)
-
-  defp varints(bin, n, acc) do
-    case varint(bin, 0, 0) do
-      {v, rest} -> varints(rest, n - 1, [v | acc])
-      :error -> Enum.reverse(acc)
-    end
-  end
-
-  defp varint(<<1::1, b::7, rest::binary>>, shift, acc) when shift < 64,
-    do: varint(rest, shift + 7, acc + Bitwise.bsl(b, shift))
-
-  defp varint(<<0::1, b::7, rest::binary>>, shift, acc), do: {acc + Bitwise.bsl(b, shift), rest}
-  defp varint(_bin, _shift, _acc), do: :error
 
   # -- store --------------------------------------------------------------------------
 

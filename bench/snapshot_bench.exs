@@ -1,0 +1,175 @@
+# Snapshot transfer benchmark on 3 real :peer nodes (a Synod.Store, fsync on).
+#
+#   MIX_ENV=test mix run bench/snapshot_bench.exs [MIB] [ROUNDS]
+#
+# Builds a store of MIB MiB (default 256; values of 512 KiB), then ROUNDS
+# times (default 3): kills a follower, wipes its data dir, restarts it and
+# times until it has caught up through a chunked snapshot (the leader reads
+# 1 MiB chunks from its snapshot file, 4 in flight; the follower writes
+# them to recv.snapshot, fsyncs, checks the CRC, installs and restores its
+# store). Two figures per round, both in MiB/s of snapshot file:
+#
+#   transfer  restart -> the follower's snapshot file is in place (chunks
+#             sent, written, fsynced, checked, renamed)
+#   catch-up  restart -> the follower has applied the leader's commit index
+#             (also restoring the store from the file)
+#
+# Baseline in the same run, each round: File.copy/2 of the leader's snapshot
+# file to a new file on the same disk plus an fsync (the floor under moving
+# those bytes durably on this machine). Medians over the rounds.
+
+{_, 0} = System.cmd("epmd", ["-daemon"])
+alias Synod.Test.{Cluster, Stats}
+
+[mib, rounds] =
+  case System.argv() do
+    [m, r] -> [String.to_integer(m), String.to_integer(r)]
+    [m] -> [String.to_integer(m), 3]
+    [] -> [256, 3]
+  end
+
+defmodule SnapshotBench do
+  @value 512 * 1024
+
+  def fill(c, leader, mib) do
+    filler = :binary.copy(:rand.bytes(1024), div(@value, 1024))
+
+    1..div(mib * 1024 * 1024, @value)
+    |> Task.async_stream(
+      fn i ->
+        key = "k/" <> String.pad_leading(Integer.to_string(i), 6, "0")
+
+        {:ok, _, _} =
+          :erpc.call(
+            leader,
+            Synod.Store,
+            :put,
+            [c.store, key, <<i::32, filler::binary>>, [timeout: 60_000]],
+            70_000
+          )
+      end,
+      max_concurrency: 4,
+      timeout: 120_000
+    )
+    |> Stream.run()
+  end
+
+  def snapshot_file(c, node) do
+    dir = Cluster.data_dir(c, node)
+
+    case Path.wildcard(Path.join(dir, "snapshot.*")) do
+      [path] -> path
+      _ -> nil
+    end
+  end
+
+  def caught_up?(c, node, leader) do
+    s = :erpc.call(node, Synod.Raft, :status, [c.store], 2_000)
+    l = :erpc.call(leader, Synod.Raft, :status, [c.store], 2_000)
+    s.applied >= l.commit and s.first_index > 1
+  catch
+    _, _ -> false
+  end
+
+  def wait(fun, deadline) do
+    cond do
+      fun.() -> System.monotonic_time()
+      System.monotonic_time(:millisecond) > deadline -> raise "timed out"
+      true -> Process.sleep(2) && wait(fun, deadline)
+    end
+  end
+
+  def copy_fsync(src, dst) do
+    t0 = System.monotonic_time()
+    {:ok, _} = File.copy(src, dst)
+    {:ok, f} = :file.open(dst, [:raw, :read, :write, :binary])
+    :ok = :file.sync(f)
+    :ok = :file.close(f)
+    t = System.monotonic_time() - t0
+    File.rm!(dst)
+    t
+  end
+
+  def mibps(bytes, native),
+    do: bytes / 1_048_576 / (System.convert_time_unit(native, :native, :microsecond) / 1.0e6)
+
+  def fmt(x), do: :erlang.float_to_binary(x * 1.0, decimals: 1)
+end
+
+root = Path.join(System.tmp_dir!(), "synod-snapbench-#{System.unique_integer([:positive])}")
+
+c =
+  Cluster.start(3,
+    data_root: root,
+    prefix: "snapb",
+    store: :snapbench,
+    store_opts: [snapshot_every: 50]
+  )
+
+try do
+  leader = Cluster.wait_leader(c, c.nodes)
+  t0 = System.monotonic_time(:millisecond)
+  SnapshotBench.fill(c, leader, mib)
+  IO.puts("store of #{mib} MiB built in #{System.monotonic_time(:millisecond) - t0} ms")
+
+  # One snapshot covering all of it on the leader.
+  Process.sleep(2_000)
+
+  {results, _c} =
+    Enum.map_reduce(1..rounds, c, fn round, c ->
+      leader = Cluster.wait_leader(c, c.nodes)
+      victim = hd(c.nodes -- [leader])
+
+      SnapshotBench.wait(
+        fn -> SnapshotBench.snapshot_file(c, leader) != nil end,
+        System.monotonic_time(:millisecond) + 60_000
+      )
+
+      src = SnapshotBench.snapshot_file(c, leader)
+      bytes = File.stat!(src).size
+      copy = SnapshotBench.copy_fsync(src, Path.join(root, "copy.bin"))
+
+      Cluster.kill(c, victim)
+      File.rm_rf!(Cluster.data_dir(c, victim))
+      c = Cluster.restart(c, victim)
+      start = System.monotonic_time()
+      deadline = System.monotonic_time(:millisecond) + 300_000
+
+      placed =
+        SnapshotBench.wait(
+          fn -> SnapshotBench.snapshot_file(c, victim) != nil end,
+          deadline
+        )
+
+      done = SnapshotBench.wait(fn -> SnapshotBench.caught_up?(c, victim, leader) end, deadline)
+
+      r = %{
+        bytes: bytes,
+        transfer: SnapshotBench.mibps(bytes, placed - start),
+        catchup: SnapshotBench.mibps(bytes, done - start),
+        copy: SnapshotBench.mibps(bytes, copy)
+      }
+
+      IO.puts(
+        "round #{round}: #{SnapshotBench.fmt(bytes / 1_048_576)} MiB snapshot: " <>
+          "transfer #{SnapshotBench.fmt(r.transfer)} MiB/s, catch-up #{SnapshotBench.fmt(r.catchup)} MiB/s, " <>
+          "File.copy+fsync #{SnapshotBench.fmt(r.copy)} MiB/s"
+      )
+
+      {r, c}
+    end)
+
+  med = fn key -> Stats.median(Enum.map(results, & &1[key])) end
+
+  IO.puts("""
+
+  medians over #{rounds} rounds (snapshot file #{SnapshotBench.fmt(hd(results).bytes / 1_048_576)} MiB):
+    chunked transfer (restart -> snapshot file in place): #{SnapshotBench.fmt(med.(:transfer))} MiB/s
+    catch-up (restart -> applied the leader's commit):     #{SnapshotBench.fmt(med.(:catchup))} MiB/s
+    baseline File.copy + fsync of the same file:          #{SnapshotBench.fmt(med.(:copy))} MiB/s
+    ratio transfer / baseline: #{:erlang.float_to_binary(med.(:transfer) / med.(:copy), decimals: 2)}
+  """)
+after
+  Cluster.stop(c)
+  File.rm_rf(root)
+end
