@@ -5,7 +5,7 @@ defmodule Synod.HubCoreTest do
   use ExUnit.Case, async: true
 
   import ExUnit.CaptureLog
-  alias Synod.Hub.{EventQueue, Options, Protocol, Registry, Stray}
+  alias Synod.Hub.{EventQueue, Options, Placement, Protocol, Registry, Stray}
 
   @spec_ok {Synod.Test.HubWorker, :start_link, ["x"]}
 
@@ -232,38 +232,166 @@ defmodule Synod.HubCoreTest do
   describe "Migrations" do
     alias Synod.Hub.Migrations
 
-    test "a cold move ends when answered; a hot one after its handover; both when their target leaves" do
+    # entries as the coordinator builds them: {id, spec, slot, mode on target}
+    defp entries(ids), do: for(id <- ids, do: {id, @spec_ok, nil, :active})
+
+    test "cold: stop the old copies, send the start, arm the timer; the answer ends it" do
+      ref = make_ref()
+
+      {m, effects} =
+        Migrations.begin(Migrations.new(), ref, :stop_then_start, :b, entries([1, 2]), %{})
+
+      assert [
+               {:stop_local, [1, 2], :migrating},
+               {:send_start, :b, ^ref, [{1, _, _, :active}, {2, _, _, :active}]},
+               {:timer, 30_000, {:synod_migration_timeout, ^ref}}
+             ] = effects
+
+      assert Migrations.paused?(m)
+      # cold children do not run here meanwhile: reconcile may decide them
+      assert Migrations.migrating(m) == MapSet.new()
+
+      me = self()
+      {m, effects} = Migrations.answered(m, ref, :b, [{1, {:ok, me}}, {2, {:error, :boom}}], :a)
+
+      assert [
+               {:log, :warning, text},
+               {:broadcast, {:synod_event, :children_migrated, {:a, :b, [{1, ^me}]}, false}},
+               {:event, :children_migrated, {:a, :b, [{1, ^me}]}},
+               :resume_events
+             ] = effects
+
+      assert text =~ "1 children failed to move to b"
+      refute Migrations.paused?(m)
+      # answered once: a second answer, a forged one, or a late timeout change nothing
+      assert {^m, []} = Migrations.answered(m, ref, :b, [], :a)
+      assert {^m, []} = Migrations.timed_out(m, ref)
+    end
+
+    test "an answer from another node than the target, or to another ref, is ignored" do
+      ref = make_ref()
+      {m, _} = Migrations.begin(Migrations.new(), ref, :stop_then_start, :b, entries([1]), %{})
+      assert {^m, []} = Migrations.answered(m, ref, :c, [{1, {:ok, self()}}], :a)
+      assert {^m, []} = Migrations.answered(m, make_ref(), :b, [{1, {:ok, self()}}], :a)
+    end
+
+    test "hot: start first, hand over, then stop the old copies; refused children are no failure" do
+      ref = make_ref()
+      {old, new} = {spawn(fn -> :ok end), self()}
+      m0 = Migrations.new()
+
+      {m, effects} =
+        Migrations.begin(m0, ref, :start_then_handover, :c, entries([3, 4]), %{3 => old, 4 => old})
+
+      assert [{:send_start, :c, ^ref, _}, {:timer, _, _}] = effects
+      assert Migrations.migrating(m) == MapSet.new([3, 4])
+
+      {m, effects} =
+        Migrations.answered(m, ref, :c, [{3, {:ok, new}}, {4, {:error, :stopped}}], :a)
+
+      assert [{:handover, ^ref, :c, [{3, ^old, ^new}]}] = effects
+      assert Migrations.paused?(m) and MapSet.member?(Migrations.migrating(m), 3)
+      # answered once
+      assert {^m, []} = Migrations.answered(m, ref, :c, [{3, {:ok, new}}], :a)
+
+      {m, effects} = Migrations.handed_over(m, ref, :c, [{3, old, new}], :a)
+
+      assert [
+               {:stop_local, [3], :migrating},
+               {:broadcast, {:synod_event, :children_migrated, {:a, :c, [{3, ^new}]}, false}},
+               {:event, :children_migrated, _},
+               :resume_events
+             ] = effects
+
+      assert m == m0
+      assert {^m, []} = Migrations.handed_over(m, ref, :c, [{3, old, new}], :a)
+    end
+
+    test "start then stop: the old copies stop as soon as the new owner answered" do
+      ref = make_ref()
+      old = spawn(fn -> :ok end)
+
+      {m, [{:send_start, :c, ^ref, _}, _]} =
+        Migrations.begin(Migrations.new(), ref, :start_then_stop, :c, entries([5]), %{5 => old})
+
+      assert Migrations.migrating(m) == MapSet.new([5])
+      {m, effects} = Migrations.answered(m, ref, :c, [{5, {:ok, self()}}], :a)
+
+      assert [{:stop_local, [5], :migrating}, {:broadcast, _}, {:event, _, _}, :resume_events] =
+               effects
+
+      assert m == Migrations.new()
+    end
+
+    test "timeouts and a target that leaves give moves up; the queue resumes after the last" do
       {cold, hot} = {make_ref(), make_ref()}
+      {m, _} = Migrations.begin(Migrations.new(), cold, :stop_then_start, :b, entries([1]), %{})
+      {m, _} = Migrations.begin(m, hot, :start_then_handover, :c, entries([3]), %{3 => self()})
 
-      {moves, migrating} =
-        Migrations.begin(%{}, MapSet.new(), cold, %{kind: :cold, ids: [1, 2], target: :b})
+      assert {m1, [{:log, :warning, text}]} = Migrations.timed_out(m, cold)
+      assert text =~ "1 children to b got no answer"
+      assert Migrations.paused?(m1)
 
-      assert migrating == MapSet.new()
+      # the target of the hot move leaves: given up at once, children decided again
+      assert {m2, [:resume_events]} = Migrations.cancel_to(m1, :c)
+      assert m2 == Migrations.new()
+      # a node with no moves to it changes nothing
+      assert {^m, []} = Migrations.cancel_to(m, :zz)
+      assert {m3, []} = Migrations.cancel_to(m, :c)
+      assert Migrations.migrating(m3) == MapSet.new() and Migrations.paused?(m3)
+    end
+  end
 
-      {moves, migrating} =
-        Migrations.begin(moves, migrating, hot, %{kind: :hot, ids: [3], target: :c})
+  describe "MigrationStrategy and ReplicationModel" do
+    alias Synod.Hub.{MigrationStrategy, ReplicationModel}
 
-      assert migrating == MapSet.new([3])
+    test "the built-ins are implementations; names and modules are validated" do
+      assert MigrationStrategy.plan(:cold, [1], :b) == :stop_then_start
+      assert MigrationStrategy.plan(:hot, [1], :b) == :start_then_handover
+      assert MigrationStrategy.plan(Synod.Test.HubStartFirst, [1], :b) == :start_then_stop
+      assert MigrationStrategy.valid?(Synod.Test.HubStartFirst)
+      refute MigrationStrategy.valid?(Enum)
+      refute MigrationStrategy.valid?("cold")
 
-      assert {%{kind: :cold}, moves} = Migrations.answered(moves, cold)
-      refute Map.has_key?(moves, cold)
-      assert {%{kind: :hot}, moves} = Migrations.answered(moves, hot)
-      # answered once: a second answer (or a forged one) finds nothing
-      assert {nil, ^moves} = Migrations.answered(moves, hot)
-      assert {%{kind: :handover}, moves, migrating} = Migrations.finish(moves, migrating, hot)
-      assert moves == %{} and migrating == MapSet.new()
-      assert {nil, %{}, _} = Migrations.finish(moves, migrating, make_ref())
+      assert ReplicationModel.module(:active_passive).mode([:a, :b], :a) == :active
+      assert ReplicationModel.module(:active_passive).mode([:a, :b], :b) == :passive
+      assert ReplicationModel.module(:active_active).mode([:a, :b], :b) == :active
+      assert Placement.mode(Synod.Test.HubLastActive, [:a, :b], :b) == :active
+      assert Placement.mode(Synod.Test.HubLastActive, [:a, :b], :a) == :passive
+      refute ReplicationModel.valid?(Enum)
 
-      {moves, migrating} =
-        Migrations.begin(%{}, MapSet.new(), hot, %{kind: :hot, ids: [3], target: :c})
+      assert %{migration: Synod.Test.HubStartFirst, replication_model: Synod.Test.HubLastActive} =
+               Options.hub!(
+                 name: :h,
+                 migration: Synod.Test.HubStartFirst,
+                 replication_model: Synod.Test.HubLastActive
+               )
 
-      {moves, migrating} =
-        Migrations.begin(moves, migrating, cold, %{kind: :cold, ids: [1], target: :b})
+      assert_raise ArgumentError, ~r/option :migration must be :cold, :hot or a module/, fn ->
+        Options.hub!(name: :h, migration: Enum)
+      end
 
-      assert {[%{ids: [3]}], %{^cold => _}, migrating} =
-               Migrations.cancel_to(moves, migrating, :c)
+      assert_raise ArgumentError, ~r/option :replication_model must be/, fn ->
+        Options.hub!(name: :h, replication_model: :sideways)
+      end
+    end
 
-      assert migrating == MapSet.new()
+    test "mode changes follow an application's model too" do
+      ring1 = Synod.Ring.new([:a, :b, :c], [])
+      ring2 = Synod.Ring.new([:a, :b], [])
+      ids = for i <- 1..200, do: "m-#{i}"
+
+      changes =
+        for id <- ids,
+            change = Placement.mode_change(:a, Synod.Test.HubLastActive, 2, ring1, ring2, id),
+            do: {id, change}
+
+      for {id, change} <- changes do
+        assert change ==
+                 Placement.mode(Synod.Test.HubLastActive, Placement.owners(ring2, 2, id), :a)
+      end
+
+      assert changes != []
     end
   end
 

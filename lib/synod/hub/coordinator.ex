@@ -22,7 +22,9 @@ defmodule Synod.Hub.Coordinator do
   alias Synod.Hub.{
     Children,
     EventQueue,
+    Events,
     Membership,
+    MigrationStrategy,
     Migrations,
     Placement,
     Protocol,
@@ -33,7 +35,6 @@ defmodule Synod.Hub.Coordinator do
 
   alias Synod.Ring
 
-  @migration_timeout 30_000
   # How long a member that lost a peer's coordinator while the peer's node
   # stays connected waits for its successor (which adopts the children
   # there) before it counts the peer as gone; and how long a coordinator
@@ -86,6 +87,8 @@ defmodule Synod.Hub.Coordinator do
       ring: nil,
       partitioned: false,
       subs: %{},
+      # the moves this node started: the books of Synod.Hub.Migrations
+      # (its two fields, kept flat here)
       migrations: %{},
       migrating: MapSet.new(),
       queue: EventQueue.new(),
@@ -125,7 +128,7 @@ defmodule Synod.Hub.Coordinator do
     meta = :ets.new(:synod_meta, [:set, :protected, heir.(:meta), read_concurrency: true])
     :ets.insert(meta, [{:config, state.cfg}, {:subs, %{}}])
     :persistent_term.put({Synod.Hub, state.hub}, {registry, meta})
-    apply_membership(%{state | registry: registry, meta: meta}, nil)
+    apply_membership(%{state | registry: registry, meta: meta}, nil, :started)
   end
 
   # A predecessor crashed: its tables (which every reader kept using) and
@@ -168,7 +171,7 @@ defmodule Synod.Hub.Coordinator do
       gone ->
         Enum.each(gone, &drop_node_pids(registry, &1))
         state = Enum.reduce(gone, state, &emit(&2, :member_left, {&1, :nodedown}))
-        apply_membership(state, state.ring)
+        apply_membership(state, state.ring, {:left, gone})
     end
   end
 
@@ -225,7 +228,7 @@ defmodule Synod.Hub.Coordinator do
 
       name ->
         known = Membership.rename(state.known, me, name)
-        state = apply_membership(%{state | me: name, known: known}, state.ring)
+        state = apply_membership(%{state | me: name, known: known}, state.ring, :renamed)
         for node <- Node.list(), do: send({state.hub, node}, hello(state, :synod_hello))
         state
     end
@@ -460,70 +463,14 @@ defmodule Synod.Hub.Coordinator do
 
   # ── migrations started by this node ──────────────────────────────────────
 
-  defp info({:synod_results, ref, target, results}, state) do
-    case Migrations.answered(state.migrations, ref) do
-      {nil, _} ->
-        {:noreply, state}
+  defp info({:synod_results, ref, target, results}, state),
+    do: {:noreply, step_moves(state, &Migrations.answered(&1, ref, target, results, state.me))}
 
-      {%{kind: :cold, timer: timer}, migrations} ->
-        Process.cancel_timer(timer)
-        moved = for {id, {:ok, pid}} <- results, do: {id, pid}
-        log_failed_moves(state, target, results)
-        state = %{state | migrations: migrations}
-        state = if moved != [], do: announce_migrated(state, target, moved), else: state
-        {:noreply, maybe_resume(state)}
+  defp info({:synod_handover_done, ref, target, moved}, state),
+    do: {:noreply, step_moves(state, &Migrations.handed_over(&1, ref, target, moved, state.me))}
 
-      {%{kind: :hot, timer: timer, old: old}, migrations} ->
-        Process.cancel_timer(timer)
-        log_failed_moves(state, target, results)
-
-        moved =
-          for {id, {:ok, pid}} <- results,
-              Map.has_key?(old, id),
-              do: {id, Map.fetch!(old, id), pid}
-
-        coordinator = self()
-        timeout = state.cfg.handover_timeout
-
-        spawn(fn ->
-          send(coordinator, {:synod_handover_done, ref, target, handover(moved, timeout)})
-        end)
-
-        {:noreply, %{state | migrations: migrations}}
-    end
-  end
-
-  defp info({:synod_handover_done, ref, target, moved}, state) do
-    case Migrations.finish(state.migrations, state.migrating, ref) do
-      {nil, _, _} ->
-        {:noreply, state}
-
-      {_move, migrations, migrating} ->
-        state = %{state | migrations: migrations}
-        # The new copies run (and are registered) on `target`: stop the old.
-        old_ids = for {id, _old, _new} <- moved, do: id
-        {state, _results, stopped} = stop_local(state, old_ids, :migrating)
-        broadcast_unregistered(state, stopped, :migrating, %{})
-        # Children the target failed to start stay here; reconcile decides again.
-        state = %{state | migrating: migrating}
-        state = announce_migrated(state, target, for({id, _old, new} <- moved, do: {id, new}))
-        {:noreply, maybe_resume(state)}
-    end
-  end
-
-  defp info({:synod_migration_timeout, ref}, state) do
-    case Migrations.finish(state.migrations, state.migrating, ref) do
-      {nil, _, _} ->
-        {:noreply, state}
-
-      {move, migrations, migrating} ->
-        Logger.warning(
-          "Synod hub #{inspect(state.hub)}: a migration of #{length(move.ids)} children got no answer"
-        )
-
-        {:noreply, maybe_resume(%{state | migrations: migrations, migrating: migrating})}
-    end
-  end
+  defp info({:synod_migration_timeout, ref}, state),
+    do: {:noreply, step_moves(state, &Migrations.timed_out(&1, ref))}
 
   # ── events ───────────────────────────────────────────────────────────────
 
@@ -1043,7 +990,7 @@ defmodule Synod.Hub.Coordinator do
 
         send_sync(state, node)
         state = emit(state, :member_joined, node)
-        apply_membership(state, old_ring)
+        apply_membership(state, old_ring, {:joined, node})
     end
   end
 
@@ -1099,7 +1046,7 @@ defmodule Synod.Hub.Coordinator do
 
         drop_node_pids(state.registry, node)
         state = emit(state, :member_left, {node, reason})
-        state = state |> apply_membership(old_ring) |> finish_heal()
+        state = state |> apply_membership(old_ring, {:left, node}) |> finish_heal()
         send_orphans(state)
         state
     end
@@ -1154,80 +1101,53 @@ defmodule Synod.Hub.Coordinator do
   # Migrations to a member that left will not be answered: forget them now
   # (so the event queue resumes and hot-swapped children are reconciled
   # again with the new ring) instead of waiting for their timeout.
-  defp cancel_migrations_to(state, node) do
-    case Migrations.cancel_to(state.migrations, state.migrating, node) do
-      {[], _, _} ->
-        state
+  defp cancel_migrations_to(state, node),
+    do: step_moves(state, &Migrations.cancel_to(&1, node))
 
-      {gone, migrations, migrating} ->
-        for move <- gone, do: Process.cancel_timer(move.timer)
-        maybe_resume(%{state | migrations: migrations, migrating: migrating})
-    end
-  end
-
-  # Rebuilds the ring for the current members, decides whether this side is
-  # partitioned, and moves children to match the new ring.
-  defp apply_membership(state, old_ring) do
+  # Rebuilds the ring for the current members; Membership decides whether
+  # this side is partitioned and whether children move to match the new
+  # ring (`reason` says why, for the redistribution event).
+  defp apply_membership(state, old_ring, reason) do
     members = members(state)
     ring = Ring.new(members, state.cfg.ring)
-    state = %{state | ring: ring}
 
-    state =
-      case Membership.transition(
-             state.cfg.partition_strategy,
-             members,
-             state.known,
-             state.partitioned
-           ) do
-        :suspend -> suspend(state)
-        :heal -> heal(state)
-        :none -> state
-      end
+    {{partitioned, healing}, effects} =
+      Membership.on_change(
+        state.cfg.partition_strategy,
+        members,
+        state.known,
+        {state.partitioned, state.healing},
+        old_ring,
+        reason
+      )
+
+    state = %{state | ring: ring, partitioned: partitioned, healing: healing}
 
     :ets.insert(state.meta, [
       {:members, members},
       {:ring, ring},
-      {:partitioned, state.partitioned},
+      {:partitioned, partitioned},
       {:known, state.known}
     ])
 
-    # A side that heals by meeting the majority again waits for that
-    # member's sync before it looks at its suspended rows: the sync brings
-    # the stops made meanwhile (finish_heal/1).
-    if state.partitioned or state.healing do
-      state
-    else
-      reconcile(state, :ets.tab2list(state.registry), old_ring)
-    end
+    perform(state, effects)
   end
 
-  defp finish_heal(%{healing: true} = state),
-    do: reconcile(%{state | healing: false}, :ets.tab2list(state.registry), nil)
-
-  defp finish_heal(state), do: state
-
-  defp suspend(state) do
-    ids = for {id, _, _, _} <- local_entries(state), do: id
-    {state, _results, stopped} = stop_local(state, ids, :suspended)
-    broadcast_unregistered(state, stopped, :suspended, %{})
-    state = %{state | partitioned: true}
-    :ets.insert(state.meta, {:partitioned, true})
-    state = emit(state, :children_stopped, {state.me, stopped})
-    emit(state, :partitioned, members(state))
-  end
-
-  defp heal(state) do
-    state = %{state | partitioned: false, healing: true}
-    :ets.insert(state.meta, {:partitioned, false})
-    emit(state, :healed, members(state))
+  defp finish_heal(state) do
+    {healing, effects} = Membership.synced(state.healing)
+    perform(%{state | healing: healing}, effects)
   end
 
   # ── redistribution ───────────────────────────────────────────────────────
 
-  defp reconcile(%{partitioned: true} = state, _rows, _old_ring), do: state
+  defp reconcile(state, rows, old_ring), do: state |> reconcile_counted(rows, old_ring) |> elem(0)
 
-  defp reconcile(state, rows, old_ring) do
-    %{me: me, ring: ring, cfg: cfg, migrating: migrating} = state
+  # Also returns how many children it started, stopped or sent away here.
+  defp reconcile_counted(%{partitioned: true} = state, _rows, _old_ring), do: {state, 0}
+
+  defp reconcile_counted(state, rows, old_ring) do
+    %{me: me, ring: ring, cfg: cfg} = state
+    migrating = state.migrating
 
     # Children being hot-swapped are decided when their swap is done.
     rows =
@@ -1239,22 +1159,27 @@ defmodule Synod.Hub.Coordinator do
 
     if old_ring, do: send_mode_changes(state, rows, old_ring)
 
-    state
-    |> stop_surplus(stops)
-    |> start_missing(starts)
-    |> migrate(migrations)
+    moved = length(starts) + length(stops) + Enum.sum(Enum.map(migrations, &length(elem(&1, 1))))
+
+    state =
+      state
+      |> stop_surplus(stops)
+      |> start_missing(starts)
+      |> migrate(migrations)
+
+    {state, moved}
   end
 
   defp send_mode_changes(
-         %{cfg: %{replication_model: :active_passive, replication_factor: rf}} = state,
+         %{cfg: %{replication_model: model, replication_factor: rf}} = state,
          rows,
          old_ring
        )
-       when rf > 1 do
+       when rf > 1 and model != :active_active do
     for {id, _, _, pids} <- rows do
       with pid when is_pid(pid) <- Registry.local_pid(pids, state.me),
            mode when mode != nil <-
-             Placement.mode_change(state.me, :active_passive, rf, old_ring, state.ring, id) do
+             Placement.mode_change(state.me, model, rf, old_ring, state.ring, id) do
         send(pid, {:synod_mode, state.hub, mode})
       end
     end
@@ -1294,8 +1219,6 @@ defmodule Synod.Hub.Coordinator do
 
   defp migrate(state, migrations) do
     Enum.reduce(migrations, state, fn {target, rows}, state ->
-      ref = make_ref()
-      timer = Process.send_after(self(), {:synod_migration_timeout, ref}, @migration_timeout)
       %{cfg: cfg, ring: ring} = state
       owners = fn id -> Placement.owners(ring, cfg.replication_factor, id) end
 
@@ -1304,23 +1227,14 @@ defmodule Synod.Hub.Coordinator do
             do: {id, spec, meta, Placement.mode(cfg.replication_model, owners.(id), target)}
 
       ids = Enum.map(rows, &elem(&1, 0))
+      plan = MigrationStrategy.plan(cfg.migration, ids, target)
 
-      case cfg.migration do
-        :cold ->
-          {state, _results, stopped} = stop_local(state, ids, :migrating)
-          broadcast_unregistered(state, stopped, :migrating, %{})
-          send({state.hub, target}, {:synod_start, ref, [self()], entries, [migration: true]})
-          move = %{kind: :cold, ids: ids, target: target, timer: timer}
-          {migrations, migrating} = Migrations.begin(state.migrations, state.migrating, ref, move)
-          %{state | migrations: migrations, migrating: migrating}
+      old =
+        if plan == :stop_then_start,
+          do: %{},
+          else: Map.new(ids, &{&1, local_copy(state, &1)})
 
-        :hot ->
-          old = Map.new(ids, &{&1, local_copy(state, &1)})
-          send({state.hub, target}, {:synod_start, ref, [self()], entries, [migration: true]})
-          move = %{kind: :hot, ids: ids, target: target, timer: timer, old: old}
-          {migrations, migrating} = Migrations.begin(state.migrations, state.migrating, ref, move)
-          %{state | migrations: migrations, migrating: migrating}
-      end
+      step_moves(state, &Migrations.begin(&1, make_ref(), plan, target, entries, old))
     end)
   end
 
@@ -1340,27 +1254,6 @@ defmodule Synod.Hub.Coordinator do
     end
   end
 
-  defp log_failed_moves(state, target, results) do
-    # (a child stopped while it moved is refused as :stopped, as it should be)
-    failed = for {id, {:error, reason}} <- results, reason != :stopped, do: {id, reason}
-
-    if failed != [] do
-      Logger.warning(
-        "Synod hub #{inspect(state.hub)}: #{length(failed)} children failed to move to #{target}: #{inspect(Enum.take(failed, 3))}"
-      )
-    end
-  end
-
-  defp announce_migrated(state, target, moved) do
-    data = {state.me, target, moved}
-
-    for {node, _} <- state.peers do
-      send({state.hub, node}, {:synod_event, :children_migrated, data, false})
-    end
-
-    emit(state, :children_migrated, data)
-  end
-
   # ── the event queue (Synod.Hub.EventQueue decides) ─────────────────────
 
   defp enqueue_event(state, id, data, discard) do
@@ -1369,14 +1262,18 @@ defmodule Synod.Hub.Coordinator do
     {answer, deliver_all(%{state | queue: queue}, effects)}
   end
 
+  # A hub event: its telemetry (Synod.Hub.Events), then the event queue.
   defp emit(state, id, data) do
+    state = perform(state, Events.telemetry(state.hub, state.me, id, data))
     {_, state} = enqueue_event(state, id, data, false)
     state
   end
 
   # Builds the (possibly large) event only when someone listens.
-  defp emit_started(%{subs: subs} = state, _node, _entries) when subs == %{}, do: state
   defp emit_started(state, _node, []), do: state
+
+  defp emit_started(%{subs: subs} = state, node, entries) when subs == %{},
+    do: perform(state, Events.children(state.hub, :started, node, length(entries)))
 
   defp emit_started(state, node, entries),
     do: emit(state, :children_started, {node, for({id, _, _, pid} <- entries, do: {id, pid})})
@@ -1390,12 +1287,88 @@ defmodule Synod.Hub.Coordinator do
     state
   end
 
-  # The queue is paused exactly while migrations this node started are in
-  # flight; resuming it delivers what was queued.
-  defp maybe_resume(%{migrations: migrations} = state) when migrations != %{}, do: state
-
-  defp maybe_resume(state) do
+  defp resume_events(state) do
     {queue, effects} = EventQueue.resume(state.queue)
     deliver_all(%{state | queue: queue}, effects)
+  end
+
+  # ── effects ──────────────────────────────────────────────────────────────
+
+  # One step of the moves' books (Synod.Hub.Migrations), its effects performed.
+  defp step_moves(state, fun) do
+    books = %Migrations{moves: state.migrations, migrating: state.migrating}
+    {%Migrations{moves: moves, migrating: migrating}, effects} = fun.(books)
+    perform(%{state | migrations: moves, migrating: migrating}, effects)
+  end
+
+  # The interpreter of what the pure modules decide: effects are plain
+  # data, carried out in list order.
+  defp perform(state, []), do: state
+  defp perform(state, [effect | rest]), do: state |> perform_one(effect) |> perform(rest)
+
+  defp perform_one(state, {:send, node, message}) do
+    send({state.hub, node}, message)
+    state
+  end
+
+  defp perform_one(state, {:broadcast, message}) do
+    for {node, _} <- state.peers, do: send({state.hub, node}, message)
+    state
+  end
+
+  defp perform_one(state, {:send_start, target, ref, entries}) do
+    send({state.hub, target}, {:synod_start, ref, [self()], entries, [migration: true]})
+    state
+  end
+
+  defp perform_one(state, {:stop_local, ids, reason}) do
+    {state, _results, stopped} = stop_local(state, ids, reason)
+    broadcast_unregistered(state, stopped, reason, %{})
+    state
+  end
+
+  defp perform_one(state, {:timer, ms, message}) do
+    Process.send_after(self(), message, ms)
+    state
+  end
+
+  defp perform_one(state, {:handover, ref, target, moved}) do
+    coordinator = self()
+    timeout = state.cfg.handover_timeout
+
+    spawn(fn ->
+      send(coordinator, {:synod_handover_done, ref, target, handover(moved, timeout)})
+    end)
+
+    state
+  end
+
+  defp perform_one(state, {:event, id, data}), do: emit(state, id, data)
+
+  defp perform_one(state, {:telemetry, event, measurements, metadata}) do
+    Synod.Telemetry.execute(event, measurements, metadata)
+    state
+  end
+
+  defp perform_one(state, {:log, :warning, text}) do
+    Logger.warning("#{who(state)}: #{text}")
+    state
+  end
+
+  defp perform_one(state, :resume_events), do: resume_events(state)
+
+  defp perform_one(state, :suspend_children) do
+    ids = for {id, _, _, _} <- local_entries(state), do: id
+    {state, _results, stopped} = stop_local(state, ids, :suspended)
+    broadcast_unregistered(state, stopped, :suspended, %{})
+    emit(state, :children_stopped, {state.me, stopped})
+  end
+
+  # A redistribution: every row decided again against the ring, timed.
+  defp perform_one(state, {:reconcile, old_ring, reason}) do
+    started = System.monotonic_time()
+    {state, moved} = reconcile_counted(state, :ets.tab2list(state.registry), old_ring)
+    duration = System.monotonic_time() - started
+    perform(state, Events.redistribution(state.hub, state.me, reason, duration, moved))
   end
 end

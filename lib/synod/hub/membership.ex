@@ -59,4 +59,43 @@ defmodule Synod.Hub.Membership do
       true -> :none
     end
   end
+
+  @doc """
+  A membership change on a side that now sees `members` (sorted, itself
+  included) and has known `known`, under `strategy`, its partition state
+  before being `{partitioned, healing}` (`healing`: healed, waiting for a
+  peer's sync before looking at its suspended rows). Returns the new
+  partition state and the effects, in order:
+
+    * `:suspend_children` — stop this node's copies, keeping their rows
+      (then `{:event, :children_stopped, ...}` for what stopped);
+    * `{:event, :partitioned | :healed, members}`;
+    * `{:reconcile, old_ring, reason}` — decide every row again against the
+      new ring (`old_ring` for the mode changes), not while partitioned or
+      healing: a side that heals by meeting the majority again waits for
+      that member's sync, which brings the stops made meanwhile
+      (`synced/1`).
+  """
+  @spec on_change(atom(), [node()], MapSet.t(), {boolean(), boolean()}, term(), term()) ::
+          {{boolean(), boolean()}, [tuple() | atom()]}
+  def on_change(strategy, members, known, {partitioned, healing}, old_ring, reason) do
+    {partitioned, healing, effects} =
+      case transition(strategy, members, known, partitioned) do
+        :suspend -> {true, healing, [:suspend_children, {:event, :partitioned, members}]}
+        :heal -> {false, true, [{:event, :healed, members}]}
+        :none -> {partitioned, healing, []}
+      end
+
+    if partitioned or healing,
+      do: {{partitioned, healing}, effects},
+      else: {{partitioned, healing}, effects ++ [{:reconcile, old_ring, reason}]}
+  end
+
+  @doc """
+  A peer's full picture arrived (or a member left): a side that was healing
+  reconciles now, with the stops the picture brought.
+  """
+  @spec synced(boolean()) :: {boolean(), [tuple()]}
+  def synced(true = _healing), do: {false, [{:reconcile, nil, :healed}]}
+  def synced(false), do: {false, []}
 end

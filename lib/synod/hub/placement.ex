@@ -22,10 +22,12 @@ defmodule Synod.Hub.Placement do
   def owners_many(ring, rf, ids), do: Enum.map(ids, &owners(ring, rf, &1))
 
   @doc "The mode a replica runs in, by its place in the preference list."
-  @spec mode(:active_active | :active_passive, [node()], node()) :: :active | :passive
+  # (The built-ins inline; any other model is a Synod.Hub.ReplicationModel.)
+  @spec mode(atom(), [node()], node()) :: :active | :passive
   def mode(:active_active, _owners, _node), do: :active
   def mode(:active_passive, [node | _], node), do: :active
   def mode(:active_passive, _owners, _node), do: :passive
+  def mode(model, owners, node), do: model.mode(owners, node)
 
   @doc """
   Splits `{id, spec, meta}` children into one batch per target node:
