@@ -430,6 +430,214 @@ defmodule Synod.HubCoreTest do
     end
   end
 
+  describe "Membership changes as effects" do
+    alias Synod.Hub.Membership
+
+    setup do
+      %{known: MapSet.new([:a, :b, :c]), ring: make_ref()}
+    end
+
+    test "a side that loses its majority suspends, and does not reconcile", %{
+      known: known,
+      ring: ring
+    } do
+      assert {{true, false}, [:suspend_children, {:event, :partitioned, [:a]}]} =
+               Membership.on_change(:majority, [:a], known, {false, false}, ring, {:left, :b})
+
+      # still partitioned: nothing
+      assert {{true, false}, []} =
+               Membership.on_change(:majority, [:a], known, {true, false}, ring, {:left, :c})
+    end
+
+    test "a heal waits for the sync before it reconciles", %{known: known, ring: ring} do
+      assert {{false, true}, [{:event, :healed, [:a, :b]}]} =
+               Membership.on_change(
+                 :majority,
+                 [:a, :b],
+                 known,
+                 {true, false},
+                 ring,
+                 {:joined, :b}
+               )
+
+      # another join while healing: still waiting
+      assert {{false, true}, []} =
+               Membership.on_change(
+                 :majority,
+                 [:a, :b, :c],
+                 known,
+                 {false, true},
+                 ring,
+                 {:joined, :c}
+               )
+
+      assert Membership.synced(true) == {false, [{:reconcile, nil, :healed}]}
+      assert Membership.synced(false) == {false, []}
+    end
+
+    test "otherwise every change reconciles against the old ring, with its reason", %{
+      known: known,
+      ring: ring
+    } do
+      assert {{false, false}, [{:reconcile, ^ring, {:joined, :c}}]} =
+               Membership.on_change(
+                 :majority,
+                 [:a, :b, :c],
+                 known,
+                 {false, false},
+                 ring,
+                 {:joined, :c}
+               )
+
+      assert {{false, false}, [{:reconcile, ^ring, {:left, :b}}]} =
+               Membership.on_change(:divergence, [:a], known, {false, false}, ring, {:left, :b})
+
+      # an application's strategy decides
+      assert {{true, false}, [:suspend_children | _]} =
+               Membership.on_change(
+                 Synod.Test.HubNeverAlone,
+                 [:a],
+                 known,
+                 {false, false},
+                 ring,
+                 :x
+               )
+    end
+  end
+
+  describe "Registry row transitions" do
+    setup do
+      here = self()
+      # a pid on another node: a peer's copy, as the registry holds it
+      there = :erlang.list_to_pid(~c"<0.1.0>") |> then(&:erlang.binary_to_term(fake_remote(&1)))
+      %{here: here, there: there}
+    end
+
+    # the external form of `pid` with another node name
+    defp fake_remote(pid) do
+      rest =
+        case :erlang.term_to_binary(pid) do
+          <<131, 88, 100, n::16, _name::binary-size(n), rest::binary>> -> rest
+          <<131, 88, 119, n, _name::binary-size(n), rest::binary>> -> rest
+        end
+
+      other = "other@host"
+      <<131, 88, 100, byte_size(other)::16, other::binary, rest::binary>>
+    end
+
+    test "a copy recorded, replaced on its node, gone, and its node gone", %{
+      here: here,
+      there: there
+    } do
+      assert node(there) == :other@host
+      assert Registry.put_pid(nil, "x", :spec, 5, here) == {"x", :spec, 5, [here]}
+      row = Registry.put_pid({"x", :spec, 5, [here]}, "x", :spec, 5, there)
+      assert row == {"x", :spec, 5, [there, here]}
+      # a newer copy on the same node replaces the older
+      new = spawn(fn -> :ok end)
+      assert Registry.put_pid(row, "x", :spec, 5, new) == {"x", :spec, 5, [new, there]}
+
+      assert Registry.remove_pid(row, here, :migrating) == {:put, {"x", :spec, 5, [there]}}
+      assert Registry.remove_pid({"x", :spec, 5, [here]}, here, :stopped) == :delete
+      # a moved or suspended child keeps its row, with no copy
+      assert Registry.remove_pid({"x", :spec, 5, [here]}, here, :suspended) ==
+               {:put, {"x", :spec, 5, []}}
+
+      assert Registry.remove_pid(row, new, :stopped) == :unchanged
+
+      assert Registry.drop_node(row, :other@host) == {"x", :spec, 5, [here]}
+      assert Registry.drop_node(row, :nobody@host) == nil
+      assert Registry.replace_pid(row, here, new) == {"x", :spec, 5, [new, there]}
+    end
+
+    test "a peer's sync: the same copy, a stale one, or none there", %{here: here, there: there} do
+      row = {"x", :spec, nil, [there, here]}
+      assert Registry.against_sync(row, :other@host, %{"x" => there}) == :known
+      assert Registry.against_sync(row, :other@host, %{}) == {:stale, {"x", :spec, nil, [here]}}
+      other = spawn(fn -> :ok end)
+      assert {:stale, _} = Registry.against_sync(row, :other@host, %{"x" => other})
+      assert Registry.against_sync({"x", :spec, nil, [here]}, :other@host, %{}) == :none
+    end
+
+    test "a start: running, stopped, new incarnation, or as sent", %{here: here, there: there} do
+      me = node()
+      entry = {"x", :spec, 10, :active}
+      # a copy runs here already: its pid is the answer
+      assert Registry.start_step(:client, entry, {"x", :spec, 10, [here]}, me, nil, 99) ==
+               {:running, "x", here}
+
+      # a move of a stopped incarnation is refused; a later one goes through
+      assert Registry.start_step(:member, entry, nil, me, 10, 99) == {:stopped, "x"}
+
+      assert Registry.start_step(:member, entry, {"x", :spec, 10, [there]}, me, 9, 99) ==
+               {:start, "x", :spec, 10, :active, [there]}
+
+      # a client's start after a stop, or without an incarnation, is stamped now
+      assert Registry.start_step(:client, entry, nil, me, 10, 99) ==
+               {:start, "x", :spec, 99, :active, []}
+
+      assert Registry.start_step(:client, {"x", :spec, %{m: 1}, :passive}, nil, me, nil, 99) ==
+               {:start, "x", :spec, {99, %{m: 1}}, :passive, []}
+
+      assert Registry.start_step(:client, entry, nil, me, nil, 99) ==
+               {:start, "x", :spec, 10, :active, []}
+    end
+
+    test "a stop: what runs here, and what becomes of the row", %{here: here, there: there} do
+      me = node()
+      assert Registry.stop_step("x", nil, me) == {:absent, "x"}
+      assert Registry.stop_step("x", {"x", :spec, 1, [there]}, me) == {:absent, "x"}
+
+      assert Registry.stop_step("x", {"x", :spec, 1, [there, here]}, me) ==
+               {:stop, "x", :spec, 1, here, [there]}
+
+      refute Registry.keep_row?({:stopped, 5}, [there])
+      assert Registry.keep_row?(:stopped, [there])
+      refute Registry.keep_row?(:stopped, [])
+      assert Registry.keep_row?(:migrating, [])
+      assert Registry.keep_row?(:suspended, [])
+    end
+  end
+
+  describe "Events" do
+    alias Synod.Hub.Events
+
+    test "hub events map to the agreed telemetry; other events to none" do
+      me = self()
+
+      assert Events.telemetry(:h, :a, :children_started, {:b, [{1, me}, {2, me}]}) == [
+               {:telemetry, [:synod, :hub, :children, :started], %{count: 2},
+                %{hub: :h, node: :b}}
+             ]
+
+      assert [{:telemetry, [:synod, :hub, :children, :stopped], %{count: 1}, %{node: :a}}] =
+               Events.telemetry(:h, :a, :children_stopped, {:a, [{1, me}]})
+
+      assert Events.telemetry(:h, :a, :children_stopped, {:a, []}) == []
+
+      assert [
+               {:telemetry, [:synod, :hub, :children, :migrated], %{count: 1},
+                %{from: :a, to: :c}}
+             ] = Events.telemetry(:h, :a, :children_migrated, {:a, :c, [{1, me}]})
+
+      assert [
+               {:telemetry, [:synod, :hub, :partition], %{members: 1},
+                %{hub: :h, node: :a, state: :partitioned}}
+             ] = Events.telemetry(:h, :a, :partitioned, [:a])
+
+      assert [{:telemetry, _, %{members: 2}, %{state: :healed}}] =
+               Events.telemetry(:h, :a, :healed, [:a, :b])
+
+      assert Events.telemetry(:h, :a, :member_joined, :b) == []
+      assert Events.telemetry(:h, :a, :my_event, %{}) == []
+
+      assert Events.redistribution(:h, :a, {:left, :b}, 1234, 7) == [
+               {:telemetry, [:synod, :hub, :redistribution, :stop], %{duration: 1234, moved: 7},
+                %{hub: :h, node: :a, reason: {:left, :b}}}
+             ]
+    end
+  end
+
   describe "PartitionStrategy" do
     defmodule NeedsTwo do
       @moduledoc false

@@ -17,3 +17,12 @@ defmodule Synod.Test.HubLastActive do
   @impl true
   def mode(owners, node), do: if(List.last(owners) == node, do: :active, else: :passive)
 end
+
+defmodule Synod.Test.HubNeverAlone do
+  @moduledoc false
+  # An application's partition strategy (tests): partitioned while alone.
+  @behaviour Synod.Hub.PartitionStrategy
+
+  @impl true
+  def partitioned?(seen, _known), do: length(seen) < 2
+end

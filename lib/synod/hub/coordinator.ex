@@ -561,32 +561,9 @@ defmodule Synod.Hub.Coordinator do
 
     # what runs already, and what to start (with the row's other copies)
     {plan, newest} =
-      Enum.map_reduce(entries, 0, fn {id, spec, slot, mode}, newest ->
-        inc = Registry.inc(slot)
-        stopped = tombstone(state, id)
-
-        others =
-          case :ets.lookup(registry, id) do
-            [] -> []
-            [{_, _, _, pids}] -> pids
-          end
-
-        step =
-          cond do
-            kind == :member and Tombstones.covers?(stopped, inc) ->
-              {:stopped, id}
-
-            Registry.local_pid(others, me) != nil ->
-              {:running, id, Registry.local_pid(others, me)}
-
-            kind == :client and (inc == 0 or Tombstones.covers?(stopped, inc)) ->
-              {:start, id, spec, Registry.with_inc(slot, now), mode, others}
-
-            true ->
-              {:start, id, spec, slot, mode, others}
-          end
-
-        {step, max(newest, inc)}
+      Enum.map_reduce(entries, 0, fn {id, _, slot, _} = entry, newest ->
+        step = Registry.start_step(kind, entry, row(registry, id), me, tombstone(state, id), now)
+        {step, max(newest, Registry.inc(slot))}
       end)
 
     answers =
@@ -641,19 +618,7 @@ defmodule Synod.Hub.Coordinator do
   defp stop_local(state, ids, reason) do
     %{registry: registry, me: me} = state
 
-    plan =
-      for id <- ids do
-        case :ets.lookup(registry, id) do
-          [{_, spec, meta, pids}] ->
-            case Registry.local_pid(pids, me) do
-              nil -> {:absent, id}
-              pid -> {:stop, id, spec, meta, pid, List.delete(pids, pid)}
-            end
-
-          [] ->
-            {:absent, id}
-        end
-      end
+    plan = for id <- ids, do: Registry.stop_step(id, row(registry, id), me)
 
     _ = Children.stop_batch(state.sup, for({:stop, id, _, _, _, _} <- plan, do: id))
 
@@ -663,7 +628,7 @@ defmodule Synod.Hub.Coordinator do
           {{id, {:error, :not_found}}, stopped}
 
         {:stop, id, spec, meta, pid, rest}, stopped ->
-          if keep_row?(reason, rest),
+          if Registry.keep_row?(reason, rest),
             do: :ets.insert(registry, {id, spec, meta, rest}),
             else: :ets.delete(registry, id)
 
@@ -673,9 +638,12 @@ defmodule Synod.Hub.Coordinator do
     {state, results, Enum.reverse(stopped)}
   end
 
-  defp keep_row?({:stopped, _t}, _rest), do: false
-  defp keep_row?(:stopped, rest), do: rest != []
-  defp keep_row?(_moving, _rest), do: true
+  defp row(registry, id) do
+    case :ets.lookup(registry, id) do
+      [row] -> row
+      [] -> nil
+    end
+  end
 
   # ── stops that hold: the clock and the tombstones (Synod.Hub.Tombstones) ─
 
@@ -760,9 +728,9 @@ defmodule Synod.Hub.Coordinator do
   end
 
   # A local child exited by itself: restarted under `new_pid`, or gone.
-  defp child_exited(state, {id, spec, meta, pids}, old_pid, new_pid) when is_pid(new_pid) do
+  defp child_exited(state, {id, spec, meta, _} = row, old_pid, new_pid) when is_pid(new_pid) do
     %{cfg: cfg, ring: ring, me: me} = state
-    :ets.insert(state.registry, {id, spec, meta, [new_pid | List.delete(pids, old_pid)]})
+    :ets.insert(state.registry, Registry.replace_pid(row, old_pid, new_pid))
     owners = Placement.owners(ring, cfg.replication_factor, id)
     tell_mode(state, new_pid, Placement.mode(cfg.replication_model, owners, me))
     broadcast_registered(state, [{id, spec, meta, new_pid}], %{})
@@ -852,11 +820,11 @@ defmodule Synod.Hub.Coordinator do
     # that this node knew already (after a restart: most of them)
     {stale, known} =
       :ets.foldl(
-        fn {id, spec, meta, pids}, {stale, known} ->
-          case Enum.find(pids, &(node(&1) == from)) do
-            nil -> {stale, known}
-            pid when :erlang.map_get(id, announced) == pid -> {stale, [id | known]}
-            pid -> {[{id, spec, meta, List.delete(pids, pid)} | stale], known}
+        fn row, {stale, known} ->
+          case Registry.against_sync(row, from, announced) do
+            :none -> {stale, known}
+            :known -> {stale, [elem(row, 0) | known]}
+            {:stale, row} -> {[row | stale], known}
           end
         end,
         {[], []},
@@ -893,16 +861,7 @@ defmodule Synod.Hub.Coordinator do
 
   # Records `pid` as the copy of `id` on its node; returns the new row.
   defp put_pid(registry, id, spec, meta, pid) do
-    row =
-      case :ets.lookup(registry, id) do
-        [] ->
-          {id, spec, meta, [pid]}
-
-        [{_, _, _, pids}] ->
-          node = node(pid)
-          {id, spec, meta, [pid | Enum.reject(pids, &(node(&1) == node))]}
-      end
-
+    row = Registry.put_pid(row(registry, id), id, spec, meta, pid)
     :ets.insert(registry, row)
     row
   end
@@ -910,24 +869,19 @@ defmodule Synod.Hub.Coordinator do
   # Removes `pid` from the row of `id`; returns the row as now stored (nil
   # when there is none). `reason` :stopped deletes a row left without pids.
   defp remove_pid(registry, id, pid, reason) do
-    case :ets.lookup(registry, id) do
-      [{_, spec, meta, pids} = row] ->
-        case List.delete(pids, pid) do
-          [] when reason == :stopped ->
-            :ets.delete(registry, id)
-            nil
+    with row when row != nil <- row(registry, id) do
+      case Registry.remove_pid(row, pid, reason) do
+        :delete ->
+          :ets.delete(registry, id)
+          nil
 
-          ^pids ->
-            row
+        :unchanged ->
+          row
 
-          rest ->
-            row = {id, spec, meta, rest}
-            :ets.insert(registry, row)
-            row
-        end
-
-      [] ->
-        nil
+        {:put, row} ->
+          :ets.insert(registry, row)
+          row
+      end
     end
   end
 
@@ -1055,10 +1009,10 @@ defmodule Synod.Hub.Coordinator do
   defp drop_node_pids(registry, node) do
     changed =
       :ets.foldl(
-        fn {id, spec, meta, pids}, acc ->
-          case Enum.reject(pids, &(node(&1) == node)) do
-            ^pids -> acc
-            rest -> [{id, spec, meta, rest} | acc]
+        fn row, acc ->
+          case Registry.drop_node(row, node) do
+            nil -> acc
+            row -> [row | acc]
           end
         end,
         [],
