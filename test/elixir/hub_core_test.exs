@@ -599,6 +599,42 @@ defmodule Synod.HubCoreTest do
     end
   end
 
+  describe "Replies and orphans" do
+    test "answers go directly, through the respondent's member, or through the relay" do
+      here = self()
+      there = :erlang.binary_to_term(fake_remote(here))
+      me = node()
+      peers = %{other@host: {self(), make_ref()}}
+      # on this node: directly; on a peer: through it
+      assert Synod.Hub.Replies.route([here, there], me, peers, nil) ==
+               {[here], %{other@host: [there]}}
+
+      # a respondent on a node that is no peer: through the relay if it is one, else directly
+      assert Synod.Hub.Replies.route([there], me, %{}, :other@host) == {[there], %{}}
+
+      assert Synod.Hub.Replies.route([there], me, %{relay@host: :p}, :relay@host) ==
+               {[], %{relay@host: [there]}}
+
+      assert Synod.Hub.Replies.route([there], me, %{relay@host: :p}, me) == {[there], %{}}
+    end
+
+    test "rows without a copy go to their owners other than this node" do
+      ring = Synod.Ring.new([:a, :b, :c], [])
+      orphans = for i <- 1..60, do: {"o-#{i}", @spec_ok, nil}
+      by = Placement.by_owner(ring, 2, :a, orphans)
+      refute Map.has_key?(by, :a)
+
+      for {id, _, _} = orphan <- orphans, owner <- Placement.owners(ring, 2, id), owner != :a do
+        assert orphan in Map.fetch!(by, owner)
+      end
+
+      assert Enum.sum(Enum.map(by, fn {_, list} -> length(list) end)) ==
+               Enum.count(
+                 for {id, _, _} <- orphans, o <- Placement.owners(ring, 2, id), o != :a, do: o
+               )
+    end
+  end
+
   describe "Events" do
     alias Synod.Hub.Events
 

@@ -29,6 +29,7 @@ defmodule Synod.Hub.Coordinator do
     Placement,
     Protocol,
     Registry,
+    Replies,
     Stray,
     Tombstones
   }
@@ -754,17 +755,7 @@ defmodule Synod.Hub.Coordinator do
   defp route_replies(state, {ref, reply_to, opts}, results, changes, kind) do
     relay = :proplists.get_value(:relay, opts)
 
-    via =
-      Enum.group_by(reply_to, fn pid ->
-        cond do
-          node(pid) == state.me -> nil
-          Map.has_key?(state.peers, node(pid)) -> node(pid)
-          relay != state.me and is_map_key(state.peers, relay) -> relay
-          true -> nil
-        end
-      end)
-
-    {direct, via_peer} = Map.pop(via, nil, [])
+    {direct, via_peer} = Replies.route(reply_to, state.me, state.peers, relay)
     for pid <- direct, do: send(pid, {:synod_results, ref, state.me, results})
     replies = Map.new(via_peer, fn {node, pids} -> {node, [{ref, pids, results}]} end)
 
@@ -1039,14 +1030,7 @@ defmodule Synod.Hub.Coordinator do
   defp send_orphans(state) do
     %{ring: ring, cfg: cfg, me: me} = state
 
-    state
-    |> orphans()
-    |> Enum.reduce(%{}, fn {id, _, _} = orphan, acc ->
-      for owner <- Placement.owners(ring, cfg.replication_factor, id),
-          owner != me,
-          reduce: acc,
-          do: (acc -> Map.update(acc, owner, [orphan], &[orphan | &1]))
-    end)
+    Placement.by_owner(ring, cfg.replication_factor, me, orphans(state))
     |> Enum.each(fn {owner, orphans} ->
       send({state.hub, owner}, {:synod_orphans, me, orphans})
     end)

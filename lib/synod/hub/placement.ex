@@ -188,6 +188,21 @@ defmodule Synod.Hub.Placement do
     end
   end
 
+  @doc """
+  Rows without a copy (`{id, spec, slot}`) by the owners other than `me`
+  that must hear of them (`synod_orphans`, docs/hub.md "Churn"):
+  `%{owner => [orphan]}`.
+  """
+  @spec by_owner(Ring.t(), pos_integer(), node(), [tuple()]) :: %{node() => [tuple()]}
+  def by_owner(ring, rf, me, orphans) do
+    Enum.reduce(orphans, %{}, fn {id, _, _} = orphan, acc ->
+      for owner <- owners(ring, rf, id),
+          owner != me,
+          reduce: acc,
+          do: (acc -> Map.update(acc, owner, [orphan], &[orphan | &1]))
+    end)
+  end
+
   @doc "Whether a side seeing `alive` of `known` members lacks a majority."
   @spec minority?(non_neg_integer(), non_neg_integer()) :: boolean()
   def minority?(alive, known), do: alive < div(known, 2) + 1
