@@ -30,6 +30,7 @@ defmodule Synod.Hub.Coordinator do
     Protocol,
     Registry,
     Replies,
+    Table,
     Stray,
     Tombstones
   }
@@ -170,7 +171,7 @@ defmodule Synod.Hub.Coordinator do
         state
 
       gone ->
-        Enum.each(gone, &drop_node_pids(registry, &1))
+        Enum.each(gone, &Table.drop_node(registry, &1))
         state = Enum.reduce(gone, state, &emit(&2, :member_left, {&1, :nodedown}))
         apply_membership(state, state.ring, {:left, gone})
     end
@@ -287,19 +288,11 @@ defmodule Synod.Hub.Coordinator do
   # `[{id, [pid]}]` for the ids this node's registry holds (for callers on
   # client nodes, Synod.Hub.Caller).
   defp call({:synod_locate, ids}, _from, state) do
-    found = for id <- ids, [{_, _, _, pids}] <- [:ets.lookup(state.registry, id)], do: {id, pids}
-    {:reply, {:ok, found}, state}
+    {:reply, {:ok, Table.locate(state.registry, ids)}, state}
   end
 
-  defp call({:whereis, id}, _from, state) do
-    pids =
-      case :ets.lookup(state.registry, id) do
-        [{_, _, _, pids}] -> pids
-        [] -> []
-      end
-
-    {:reply, {:ok, pids}, state}
-  end
+  defp call({:whereis, id}, _from, state),
+    do: {:reply, {:ok, Table.pids(state.registry, id)}, state}
 
   # ── requests ─────────────────────────────────────────────────────────────
 
@@ -320,7 +313,7 @@ defmodule Synod.Hub.Coordinator do
   defp info({:synod_registered, from, entries, replies}, state) do
     if Map.has_key?(state.peers, from) do
       entries = live(state, entries)
-      rows = put_pids(state.registry, entries)
+      rows = Table.put_pids(state.registry, entries)
       deliver_replies(replies, from)
       state = emit_started(state, from, entries)
       state = reconcile(state, rows, nil)
@@ -354,7 +347,7 @@ defmodule Synod.Hub.Coordinator do
 
   defp info({:synod_orphans, from, orphans}, state) do
     if Map.has_key?(state.peers, from) do
-      {:noreply, reconcile(state, add_orphans(state.registry, live(state, orphans)), nil)}
+      {:noreply, reconcile(state, Table.add_orphans(state.registry, live(state, orphans)), nil)}
     else
       {:noreply, state}
     end
@@ -364,7 +357,9 @@ defmodule Synod.Hub.Coordinator do
     state =
       if Map.has_key?(state.peers, from) do
         rows =
-          for {id, pid} <- stopped, row = remove_pid(state.registry, id, pid, reason), do: row
+          for {id, pid} <- stopped,
+              row = Table.remove_pid(state.registry, id, pid, reason),
+              do: row
 
         state = if stopped != [], do: emit(state, :children_stopped, {from, stopped}), else: state
 
@@ -451,13 +446,13 @@ defmodule Synod.Hub.Coordinator do
   # of a pid the registry no longer names as this node's copy (the
   # coordinator stopped or replaced it since) changes nothing.
   defp info({:synod_child_exit, token, id, pid, _reason, new_pid}, %{token: token} = state) do
-    case :ets.lookup(state.registry, id) do
-      [{_, _, _, pids} = row] ->
+    case Table.row(state.registry, id) do
+      {_, _, _, pids} = row ->
         if Registry.local_pid(pids, state.me) == pid,
           do: {:noreply, child_exited(state, row, pid, new_pid)},
           else: {:noreply, state}
 
-      [] ->
+      nil ->
         {:noreply, state}
     end
   end
@@ -563,7 +558,9 @@ defmodule Synod.Hub.Coordinator do
     # what runs already, and what to start (with the row's other copies)
     {plan, newest} =
       Enum.map_reduce(entries, 0, fn {id, _, slot, _} = entry, newest ->
-        step = Registry.start_step(kind, entry, row(registry, id), me, tombstone(state, id), now)
+        step =
+          Registry.start_step(kind, entry, Table.row(registry, id), me, tombstone(state, id), now)
+
         {step, max(newest, Registry.inc(slot))}
       end)
 
@@ -619,7 +616,7 @@ defmodule Synod.Hub.Coordinator do
   defp stop_local(state, ids, reason) do
     %{registry: registry, me: me} = state
 
-    plan = for id <- ids, do: Registry.stop_step(id, row(registry, id), me)
+    plan = for id <- ids, do: Registry.stop_step(id, Table.row(registry, id), me)
 
     _ = Children.stop_batch(state.sup, for({:stop, id, _, _, _, _} <- plan, do: id))
 
@@ -637,13 +634,6 @@ defmodule Synod.Hub.Coordinator do
       end)
 
     {state, results, Enum.reverse(stopped)}
-  end
-
-  defp row(registry, id) do
-    case :ets.lookup(registry, id) do
-      [row] -> row
-      [] -> nil
-    end
   end
 
   # ── stops that hold: the clock and the tombstones (Synod.Hub.Tombstones) ─
@@ -739,7 +729,7 @@ defmodule Synod.Hub.Coordinator do
   end
 
   defp child_exited(state, {id, _, _, _}, old_pid, nil) do
-    remove_pid(state.registry, id, old_pid, :stopped)
+    Table.remove_pid(state.registry, id, old_pid, :stopped)
     broadcast_unregistered(state, [{id, old_pid}], :stopped, %{})
     emit(state, :children_stopped, {state.me, [{id, old_pid}]})
   end
@@ -809,93 +799,17 @@ defmodule Synod.Hub.Coordinator do
 
     # rows naming a copy on `from` that it no longer runs; copies it runs
     # that this node knew already (after a restart: most of them)
-    {stale, known} =
-      :ets.foldl(
-        fn row, {stale, known} ->
-          case Registry.against_sync(row, from, announced) do
-            :none -> {stale, known}
-            :known -> {stale, [elem(row, 0) | known]}
-            {:stale, row} -> {[row | stale], known}
-          end
-        end,
-        {[], []},
-        registry
-      )
+    {stale, known} = Table.against_sync(registry, from, announced)
 
     :ets.insert(registry, stale)
-    rows = put_pids(registry, entries)
-    added = add_orphans(registry, orphans)
+    rows = Table.put_pids(registry, entries)
+    added = Table.add_orphans(registry, orphans)
     known = Map.from_keys(known, true)
     state = emit_started(state, from, Enum.reject(entries, &is_map_key(known, elem(&1, 0))))
     state = reconcile(state, stale ++ rows ++ added, nil)
     if Enum.any?(stale, &(elem(&1, 3) == [])), do: send_orphans(state)
     after_batch(entries)
     finish_heal(state)
-  end
-
-  defp add_orphans(registry, orphans) do
-    for {id, spec, meta} <- orphans,
-        :ets.insert_new(registry, {id, spec, meta, []}),
-        do: {id, spec, meta, []}
-  end
-
-  # Records each `{id, spec, meta, pid}` as the copy of `id` on the pid's
-  # node; returns the rows as now stored. Usually every row is new (a batch
-  # another member just started): then one table call stores them all.
-  defp put_pids(registry, entries) do
-    rows = for {id, spec, meta, pid} <- entries, do: {id, spec, meta, [pid]}
-
-    if :ets.insert_new(registry, rows),
-      do: rows,
-      else: for({id, spec, meta, pid} <- entries, do: put_pid(registry, id, spec, meta, pid))
-  end
-
-  # Records `pid` as the copy of `id` on its node; returns the new row.
-  defp put_pid(registry, id, spec, meta, pid) do
-    row = Registry.put_pid(row(registry, id), id, spec, meta, pid)
-    :ets.insert(registry, row)
-    row
-  end
-
-  # Removes `pid` from the row of `id`; returns the row as now stored (nil
-  # when there is none). `reason` :stopped deletes a row left without pids.
-  defp remove_pid(registry, id, pid, reason) do
-    with row when row != nil <- row(registry, id) do
-      case Registry.remove_pid(row, pid, reason) do
-        :delete ->
-          :ets.delete(registry, id)
-          nil
-
-        :unchanged ->
-          row
-
-        {:put, row} ->
-          :ets.insert(registry, row)
-          row
-      end
-    end
-  end
-
-  defp local_copy(state, id) do
-    case :ets.lookup(state.registry, id) do
-      [{_, _, _, pids}] -> Registry.local_pid(pids, state.me)
-      [] -> nil
-    end
-  end
-
-  defp local_entries(state) do
-    me = state.me
-
-    :ets.foldl(
-      fn {id, spec, meta, pids}, acc ->
-        case Registry.local_pid(pids, me) do
-          nil -> acc
-          pid -> [{id, spec, meta, pid} | acc]
-        end
-      end,
-      [],
-      state.registry
-    )
   end
 
   # ── membership ───────────────────────────────────────────────────────────
@@ -947,7 +861,8 @@ defmodule Synod.Hub.Coordinator do
     do:
       send(
         {state.hub, node},
-        {:synod_sync, state.me, local_entries(state), orphans(state), Tombstones.all(state.meta)}
+        {:synod_sync, state.me, Table.local_entries(state.registry, state.me),
+         Table.orphans(state.registry), Tombstones.all(state.meta)}
       )
 
   # The monitor on a peer's coordinator fired. A node that is gone is gone;
@@ -989,33 +904,13 @@ defmodule Synod.Hub.Coordinator do
           %{state | peers: peers, restarting: Map.delete(state.restarting, node)}
           |> cancel_migrations_to(node)
 
-        drop_node_pids(state.registry, node)
+        Table.drop_node(state.registry, node)
         state = emit(state, :member_left, {node, reason})
         state = state |> apply_membership(old_ring, {:left, node}) |> finish_heal()
         send_orphans(state)
         state
     end
   end
-
-  defp drop_node_pids(registry, node) do
-    changed =
-      :ets.foldl(
-        fn row, acc ->
-          case Registry.drop_node(row, node) do
-            nil -> acc
-            row -> [row | acc]
-          end
-        end,
-        [],
-        registry
-      )
-
-    :ets.insert(registry, changed)
-  end
-
-  # Rows with no copy anywhere, as `{id, spec, meta}`.
-  defp orphans(state),
-    do: :ets.select(state.registry, [{{:"$1", :"$2", :"$3", []}, [], [{{:"$1", :"$2", :"$3"}}]}])
 
   # After a leave (and the reconcile that follows it, which started the
   # rows this node owns), the rows still without a copy go to their owners
@@ -1030,7 +925,7 @@ defmodule Synod.Hub.Coordinator do
   defp send_orphans(state) do
     %{ring: ring, cfg: cfg, me: me} = state
 
-    Placement.by_owner(ring, cfg.replication_factor, me, orphans(state))
+    Placement.by_owner(ring, cfg.replication_factor, me, Table.orphans(state.registry))
     |> Enum.each(fn {owner, orphans} ->
       send({state.hub, owner}, {:synod_orphans, me, orphans})
     end)
@@ -1170,7 +1065,7 @@ defmodule Synod.Hub.Coordinator do
       old =
         if plan == :stop_then_start,
           do: %{},
-          else: Map.new(ids, &{&1, local_copy(state, &1)})
+          else: Map.new(ids, &{&1, Table.local_copy(state.registry, &1, state.me)})
 
       step_moves(state, &Migrations.begin(&1, make_ref(), plan, target, entries, old))
     end)
@@ -1296,7 +1191,7 @@ defmodule Synod.Hub.Coordinator do
   defp perform_one(state, :resume_events), do: resume_events(state)
 
   defp perform_one(state, :suspend_children) do
-    ids = for {id, _, _, _} <- local_entries(state), do: id
+    ids = for {id, _, _, _} <- Table.local_entries(state.registry, state.me), do: id
     {state, _results, stopped} = stop_local(state, ids, :suspended)
     broadcast_unregistered(state, stopped, :suspended, %{})
     emit(state, :children_stopped, {state.me, stopped})
