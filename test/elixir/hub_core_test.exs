@@ -505,6 +505,43 @@ defmodule Synod.HubCoreTest do
     end
   end
 
+  describe "Membership: peers coming and going, as effects" do
+    alias Synod.Hub.Membership
+
+    test "a hello: nothing for the same coordinator, a watch and a sync for a successor, a join for a new member" do
+      {p1, p2} = {self(), spawn(fn -> :ok end)}
+      peers = %{b: {p1, make_ref()}, c: {nil, nil}}
+      assert Membership.hello(peers, :b, p1) == []
+      assert Membership.hello(peers, :b, p2) == [{:watch_peer, :b, p2}, {:sync, :b}]
+      # an awaited coordinator's successor: the ring stays, no join
+      assert Membership.hello(peers, :c, p2) == [{:watch_peer, :c, p2}, {:sync, :c}]
+
+      assert Membership.hello(peers, :d, p2) == [
+               {:watch_peer, :d, p2},
+               {:know, :d},
+               {:sync, :d},
+               {:event, :member_joined, :d},
+               {:membership, {:joined, :d}}
+             ]
+    end
+
+    test "a leave: the moves to it go, then its copies, then the ring; nothing for a stranger" do
+      peers = %{b: {self(), make_ref()}}
+
+      assert Membership.leave(peers, :b, :nodedown) == [
+               {:unwatch_peer, :b},
+               {:cancel_moves_to, :b},
+               {:drop_node, :b},
+               {:event, :member_left, {:b, :nodedown}},
+               {:membership, {:left, :b}},
+               :synced,
+               :send_orphans
+             ]
+
+      assert Membership.leave(peers, :zz, :nodedown) == []
+    end
+  end
+
   describe "Registry row transitions" do
     setup do
       here = self()

@@ -2,10 +2,12 @@ defmodule Synod.Hub.Coordinator do
   @moduledoc false
   # The hub's process on one node, registered under the hub's name. A shell:
   # it owns the registry tables, the monitors on peers and subscribers, and
-  # the event queue, and carries out what the pure modules
-  # decide (Synod.Hub.Placement for placement and redistribution,
-  # Synod.Hub.Results on the caller's side). Every message it accepts is a
-  # plain term listed in docs/protocol.md.
+  # the event queue, routes each message to the pure modules
+  # (Synod.Hub.Membership, Migrations, EventQueue, Events, Registry,
+  # Placement, Replies, the strategies) and performs the effects they return
+  # with one interpreter, perform/2 (docs/hub.md, "Structure: the shell and
+  # its effects"). Every message it accepts is a plain term listed in
+  # docs/protocol.md.
   #
   # It never waits on another node: requests are answered from local work
   # only, and remote answers arrive as messages. It keeps no state about
@@ -818,40 +820,7 @@ defmodule Synod.Hub.Coordinator do
 
   defp members(state), do: Enum.sort([state.me | Map.keys(state.peers)])
 
-  defp add_peer(state, node, pid) do
-    case state.peers do
-      %{^node => {^pid, _}} ->
-        state
-
-      %{^node => {_old, mref}} ->
-        # A new coordinator of a member we still count (its predecessor
-        # crashed, or this one did and awaits it): it runs the same children
-        # or has adopted them, so the ring stays; its sync says what runs there.
-        if mref, do: Process.demonitor(mref, [:flush])
-
-        state = %{
-          state
-          | peers: Map.put(state.peers, node, {pid, Process.monitor(pid)}),
-            restarting: Map.delete(state.restarting, node)
-        }
-
-        send_sync(state, node)
-        state
-
-      _ ->
-        old_ring = state.ring
-
-        state = %{
-          state
-          | peers: Map.put(state.peers, node, {pid, Process.monitor(pid)}),
-            known: MapSet.put(state.known, node)
-        }
-
-        send_sync(state, node)
-        state = emit(state, :member_joined, node)
-        apply_membership(state, old_ring, {:joined, node})
-    end
-  end
+  defp add_peer(state, node, pid), do: perform(state, Membership.hello(state.peers, node, pid))
 
   # Everything sent to a peer after it follows this full picture: the
   # children running here (the receiver replaces whatever it believed runs
@@ -891,26 +860,8 @@ defmodule Synod.Hub.Coordinator do
     %{state | subs: subs}
   end
 
-  defp remove_peer(state, node, reason) do
-    case Map.pop(state.peers, node) do
-      {nil, _} ->
-        state
-
-      {{_pid, mref}, peers} ->
-        if mref, do: Process.demonitor(mref, [:flush])
-        old_ring = state.ring
-
-        state =
-          %{state | peers: peers, restarting: Map.delete(state.restarting, node)}
-          |> cancel_migrations_to(node)
-
-        Table.drop_node(state.registry, node)
-        state = emit(state, :member_left, {node, reason})
-        state = state |> apply_membership(old_ring, {:left, node}) |> finish_heal()
-        send_orphans(state)
-        state
-    end
-  end
+  defp remove_peer(state, node, reason),
+    do: perform(state, Membership.leave(state.peers, node, reason))
 
   # After a leave (and the reconcile that follows it, which started the
   # rows this node owns), the rows still without a copy go to their owners
@@ -1189,6 +1140,44 @@ defmodule Synod.Hub.Coordinator do
   end
 
   defp perform_one(state, :resume_events), do: resume_events(state)
+
+  defp perform_one(state, {:watch_peer, node, pid}) do
+    case state.peers do
+      %{^node => {_old, mref}} when mref != nil -> Process.demonitor(mref, [:flush])
+      _ -> :ok
+    end
+
+    peers = Map.put(state.peers, node, {pid, Process.monitor(pid)})
+    %{state | peers: peers, restarting: Map.delete(state.restarting, node)}
+  end
+
+  defp perform_one(state, {:unwatch_peer, node}) do
+    {{_pid, mref}, peers} = Map.pop(state.peers, node)
+    if mref, do: Process.demonitor(mref, [:flush])
+    %{state | peers: peers, restarting: Map.delete(state.restarting, node)}
+  end
+
+  defp perform_one(state, {:know, node}), do: %{state | known: MapSet.put(state.known, node)}
+
+  defp perform_one(state, {:sync, node}) do
+    send_sync(state, node)
+    state
+  end
+
+  defp perform_one(state, {:cancel_moves_to, node}), do: cancel_migrations_to(state, node)
+
+  defp perform_one(state, {:drop_node, node}) do
+    Table.drop_node(state.registry, node)
+    state
+  end
+
+  defp perform_one(state, {:membership, reason}), do: apply_membership(state, state.ring, reason)
+  defp perform_one(state, :synced), do: finish_heal(state)
+
+  defp perform_one(state, :send_orphans) do
+    send_orphans(state)
+    state
+  end
 
   defp perform_one(state, :suspend_children) do
     ids = for {id, _, _, _} <- Table.local_entries(state.registry, state.me), do: id

@@ -98,4 +98,62 @@ defmodule Synod.Hub.Membership do
   @spec synced(boolean()) :: {boolean(), [tuple()]}
   def synced(true = _healing), do: {false, [{:reconcile, nil, :healed}]}
   def synced(false), do: {false, []}
+
+  @doc """
+  A coordinator `pid` of `node` said hello (or welcome); `peers` maps each
+  peer to `{pid, monitor}` (`{nil, nil}` while awaited). The effects:
+
+    * nothing, for the coordinator already counted;
+    * a new coordinator of a member still counted (its predecessor
+      crashed, or this one did and awaits it: it runs the same children or
+      adopted them, so the ring stays): `{:watch_peer, node, pid}` (monitor
+      it, forget the old monitor and the wait), `{:sync, node}` (send it
+      this node's full picture);
+    * a new member: the same, then `{:know, node}`, `{:event,
+      :member_joined, node}` and `{:membership, {:joined, node}}` (a new
+      ring, `on_change/6`).
+  """
+  @spec hello(map(), node(), pid()) :: [tuple()]
+  def hello(peers, node, pid) do
+    case peers do
+      %{^node => {^pid, _}} ->
+        []
+
+      %{^node => _} ->
+        [{:watch_peer, node, pid}, {:sync, node}]
+
+      _ ->
+        [
+          {:watch_peer, node, pid},
+          {:know, node},
+          {:sync, node},
+          {:event, :member_joined, node},
+          {:membership, {:joined, node}}
+        ]
+    end
+  end
+
+  @doc """
+  Peer `node` left for `reason` (its node went down, its hub stopped, or
+  its restarted coordinator never came): nothing when it is no peer, else
+  in order `{:unwatch_peer, node}`, `{:cancel_moves_to, node}` (moves to it
+  are given up), `{:drop_node, node}` (its copies leave every row),
+  `{:event, :member_left, {node, reason}}`, `{:membership, {:left, node}}`,
+  `:synced` (a side that was healing reconciles now) and `:send_orphans`
+  (the rows still without a copy go to their owners, docs/hub.md "Churn").
+  """
+  @spec leave(map(), node(), term()) :: [tuple() | atom()]
+  def leave(peers, node, reason) do
+    if Map.has_key?(peers, node),
+      do: [
+        {:unwatch_peer, node},
+        {:cancel_moves_to, node},
+        {:drop_node, node},
+        {:event, :member_left, {node, reason}},
+        {:membership, {:left, node}},
+        :synced,
+        :send_orphans
+      ],
+      else: []
+  end
 end
