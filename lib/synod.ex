@@ -52,12 +52,14 @@ defmodule Synod do
     * `:replication_factor` — how many members run each child (default 1).
     * `:replication_model` — `:active_active` (default: every copy is
       active) or `:active_passive` (the first owner's copy is active, the
-      others passive). With a replication factor above 1 every copy receives
-      `{:synod_mode, hub, :active | :passive}` when it starts and whenever
-      its mode changes.
+      others passive), or a module implementing
+      `Synod.Hub.ReplicationModel`. With a replication factor above 1 every
+      copy receives `{:synod_mode, hub, :active | :passive}` when it starts
+      and whenever its mode changes.
     * `:migration` — `:cold` (default: stop the old copy, then start the
-      new) or `:hot` (start the new copy, hand the state over with
-      `Synod.Handover`, then stop the old).
+      new), `:hot` (start the new copy, hand the state over with
+      `Synod.Handover`, then stop the old), or a module implementing
+      `Synod.Hub.MigrationStrategy`.
     * `:handover_timeout` — per-child limit for a hot handover (5000 ms).
     * `:partition_strategy` — `:divergence` (default: every side of a
       partition keeps running its children), `:majority` (a side that sees
