@@ -540,6 +540,24 @@ defmodule Synod.HubCoreTest do
 
       assert Membership.leave(peers, :zz, :nodedown) == []
     end
+
+    test "a peer's coordinator down: awaited while its node stays, else it leaves" do
+      peers = %{b: {self(), make_ref()}}
+
+      assert Membership.down(peers, :b, :killed, true) == [
+               {:await_peer, :b, {:hub_down, :killed}}
+             ]
+
+      assert [{:unwatch_peer, :b} | _] = effects = Membership.down(peers, :b, :noconnection, true)
+      assert {:event, :member_left, {:b, :nodedown}} in effects
+
+      assert {:event, :member_left, {:b, {:hub_down, :killed}}} in Membership.down(
+               peers,
+               :b,
+               :killed,
+               false
+             )
+    end
   end
 
   describe "Registry row transitions" do

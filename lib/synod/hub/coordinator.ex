@@ -837,12 +837,8 @@ defmodule Synod.Hub.Coordinator do
   # The monitor on a peer's coordinator fired. A node that is gone is gone;
   # a coordinator that died on a node still connected is being restarted by
   # its supervisor and adopts its children: wait for it a while.
-  defp peer_down(state, node, reason) do
-    case Membership.on_down(reason, node in Node.list()) do
-      {:await, why} -> await_peer(state, node, why)
-      {:remove, why} -> remove_peer(state, node, why)
-    end
-  end
+  defp peer_down(state, node, reason),
+    do: perform(state, Membership.down(state.peers, node, reason, node in Node.list()))
 
   defp await_peer(state, node, why) do
     ref = make_ref()
@@ -1156,6 +1152,8 @@ defmodule Synod.Hub.Coordinator do
     if mref, do: Process.demonitor(mref, [:flush])
     %{state | peers: peers, restarting: Map.delete(state.restarting, node)}
   end
+
+  defp perform_one(state, {:await_peer, node, why}), do: await_peer(state, node, why)
 
   defp perform_one(state, {:know, node}), do: %{state | known: MapSet.put(state.known, node)}
 

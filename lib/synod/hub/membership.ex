@@ -156,4 +156,18 @@ defmodule Synod.Hub.Membership do
       ],
       else: []
   end
+
+  @doc """
+  The monitor on peer `node`'s coordinator fired with `reason` (`connected?`:
+  whether its node is still connected): `[{:await_peer, node, why}]` (wait
+  a while for its successor, which adopts the children there) or the
+  effects of `leave/3`.
+  """
+  @spec down(map(), node(), term(), boolean()) :: [tuple() | atom()]
+  def down(peers, node, reason, connected?) do
+    case on_down(reason, connected?) do
+      {:await, why} -> [{:await_peer, node, why}]
+      {:remove, why} -> leave(peers, node, why)
+    end
+  end
 end
