@@ -52,12 +52,14 @@ defmodule Synod do
     * `:replication_factor` — how many members run each child (default 1).
     * `:replication_model` — `:active_active` (default: every copy is
       active) or `:active_passive` (the first owner's copy is active, the
-      others passive). With a replication factor above 1 every copy receives
-      `{:synod_mode, hub, :active | :passive}` when it starts and whenever
-      its mode changes.
+      others passive), or a module implementing
+      `Synod.Hub.ReplicationModel`. With a replication factor above 1 every
+      copy receives `{:synod_mode, hub, :active | :passive}` when it starts
+      and whenever its mode changes.
     * `:migration` — `:cold` (default: stop the old copy, then start the
-      new) or `:hot` (start the new copy, hand the state over with
-      `Synod.Handover`, then stop the old).
+      new), `:hot` (start the new copy, hand the state over with
+      `Synod.Handover`, then stop the old), or a module implementing
+      `Synod.Hub.MigrationStrategy`.
     * `:handover_timeout` — per-child limit for a hot handover (5000 ms).
     * `:partition_strategy` — `:divergence` (default: every side of a
       partition keeps running its children), `:majority` (a side that sees
@@ -108,7 +110,7 @@ defmodule Synod do
   """
 
   alias Synod.{Handle, StartResult, StopResult}
-  alias Synod.Hub.{Caller, Options, Placement, Registry}
+  alias Synod.Hub.{Caller, Options, Placement, Table}
 
   @type hub :: atom()
   @type child_id :: term()
@@ -249,28 +251,10 @@ defmodule Synod do
           [{child_id(), [{node(), pid()}]}] | [{child_id(), pid()}]
   def children(hub, scope \\ :global)
 
-  def children(hub, :global) do
-    {registry, _} = tables!(hub)
+  def children(hub, :global), do: hub |> tables!() |> elem(0) |> Table.running()
 
-    for {id, _, _, [_ | _] = pids} <- :ets.tab2list(registry),
-        do: {id, for(pid <- pids, do: {node(pid), pid})}
-  end
-
-  def children(hub, :local) do
-    {registry, _} = tables!(hub)
-    me = node()
-
-    :ets.foldl(
-      fn {id, _, _, pids}, acc ->
-        case Enum.find(pids, &(node(&1) == me)) do
-          nil -> acc
-          pid -> [{id, pid} | acc]
-        end
-      end,
-      [],
-      registry
-    )
-  end
+  def children(hub, :local),
+    do: hub |> tables!() |> elem(0) |> Table.local_children(node())
 
   def children(_hub, scope),
     do: raise(ArgumentError, "scope must be :global or :local, got: #{inspect(scope)}")
@@ -281,10 +265,7 @@ defmodule Synod do
   """
   @spec tagged(hub(), term()) :: [{child_id(), [{node(), pid()}]}]
   def tagged(hub, tag) do
-    {registry, _} = tables!(hub)
-
-    for {id, [_ | _] = pids} <- :ets.select(registry, Registry.tagged(tag)),
-        do: {id, for(pid <- pids, do: {node(pid), pid})}
+    hub |> tables!() |> elem(0) |> Table.tagged(tag)
   end
 
   @doc "The hub's members as this node sees them, sorted."

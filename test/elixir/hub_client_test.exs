@@ -15,7 +15,12 @@ defmodule Synod.HubClientTest do
   setup_all do
     peers = LocalCluster.start(3, prefix: "client")
     on_exit(fn -> LocalCluster.stop(peers) end)
-    %{nodes: Enum.map(peers, &elem(&1, 1))}
+    nodes = Enum.map(peers, &elem(&1, 1))
+    # Peers are connected to each other only by `global`'s mesh, in the
+    # background: under load the client node may not see the members yet
+    # when the first test starts (then it rightly answers :unknown_hub).
+    for n <- nodes, m <- nodes, n != m, do: true = :erpc.call(n, Node, :connect, [m])
+    %{nodes: nodes}
   end
 
   test "a node that runs no member starts, looks up and stops children through one", %{

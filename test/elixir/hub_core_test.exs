@@ -5,7 +5,7 @@ defmodule Synod.HubCoreTest do
   use ExUnit.Case, async: true
 
   import ExUnit.CaptureLog
-  alias Synod.Hub.{EventQueue, Options, Protocol, Registry, Stray}
+  alias Synod.Hub.{EventQueue, Options, Placement, Protocol, Registry, Stray}
 
   @spec_ok {Synod.Test.HubWorker, :start_link, ["x"]}
 
@@ -232,38 +232,166 @@ defmodule Synod.HubCoreTest do
   describe "Migrations" do
     alias Synod.Hub.Migrations
 
-    test "a cold move ends when answered; a hot one after its handover; both when their target leaves" do
+    # entries as the coordinator builds them: {id, spec, slot, mode on target}
+    defp entries(ids), do: for(id <- ids, do: {id, @spec_ok, nil, :active})
+
+    test "cold: stop the old copies, send the start, arm the timer; the answer ends it" do
+      ref = make_ref()
+
+      {m, effects} =
+        Migrations.begin(Migrations.new(), ref, :stop_then_start, :b, entries([1, 2]), %{})
+
+      assert [
+               {:stop_local, [1, 2], :migrating},
+               {:send_start, :b, ^ref, [{1, _, _, :active}, {2, _, _, :active}]},
+               {:timer, 30_000, {:synod_migration_timeout, ^ref}}
+             ] = effects
+
+      assert Migrations.paused?(m)
+      # cold children do not run here meanwhile: reconcile may decide them
+      assert Migrations.migrating(m) == MapSet.new()
+
+      me = self()
+      {m, effects} = Migrations.answered(m, ref, :b, [{1, {:ok, me}}, {2, {:error, :boom}}], :a)
+
+      assert [
+               {:log, :warning, text},
+               {:broadcast, {:synod_event, :children_migrated, {:a, :b, [{1, ^me}]}, false}},
+               {:event, :children_migrated, {:a, :b, [{1, ^me}]}},
+               :resume_events
+             ] = effects
+
+      assert text =~ "1 children failed to move to b"
+      refute Migrations.paused?(m)
+      # answered once: a second answer, a forged one, or a late timeout change nothing
+      assert {^m, []} = Migrations.answered(m, ref, :b, [], :a)
+      assert {^m, []} = Migrations.timed_out(m, ref)
+    end
+
+    test "an answer from another node than the target, or to another ref, is ignored" do
+      ref = make_ref()
+      {m, _} = Migrations.begin(Migrations.new(), ref, :stop_then_start, :b, entries([1]), %{})
+      assert {^m, []} = Migrations.answered(m, ref, :c, [{1, {:ok, self()}}], :a)
+      assert {^m, []} = Migrations.answered(m, make_ref(), :b, [{1, {:ok, self()}}], :a)
+    end
+
+    test "hot: start first, hand over, then stop the old copies; refused children are no failure" do
+      ref = make_ref()
+      {old, new} = {spawn(fn -> :ok end), self()}
+      m0 = Migrations.new()
+
+      {m, effects} =
+        Migrations.begin(m0, ref, :start_then_handover, :c, entries([3, 4]), %{3 => old, 4 => old})
+
+      assert [{:send_start, :c, ^ref, _}, {:timer, _, _}] = effects
+      assert Migrations.migrating(m) == MapSet.new([3, 4])
+
+      {m, effects} =
+        Migrations.answered(m, ref, :c, [{3, {:ok, new}}, {4, {:error, :stopped}}], :a)
+
+      assert [{:handover, ^ref, :c, [{3, ^old, ^new}]}] = effects
+      assert Migrations.paused?(m) and MapSet.member?(Migrations.migrating(m), 3)
+      # answered once
+      assert {^m, []} = Migrations.answered(m, ref, :c, [{3, {:ok, new}}], :a)
+
+      {m, effects} = Migrations.handed_over(m, ref, :c, [{3, old, new}], :a)
+
+      assert [
+               {:stop_local, [3], :migrating},
+               {:broadcast, {:synod_event, :children_migrated, {:a, :c, [{3, ^new}]}, false}},
+               {:event, :children_migrated, _},
+               :resume_events
+             ] = effects
+
+      assert m == m0
+      assert {^m, []} = Migrations.handed_over(m, ref, :c, [{3, old, new}], :a)
+    end
+
+    test "start then stop: the old copies stop as soon as the new owner answered" do
+      ref = make_ref()
+      old = spawn(fn -> :ok end)
+
+      {m, [{:send_start, :c, ^ref, _}, _]} =
+        Migrations.begin(Migrations.new(), ref, :start_then_stop, :c, entries([5]), %{5 => old})
+
+      assert Migrations.migrating(m) == MapSet.new([5])
+      {m, effects} = Migrations.answered(m, ref, :c, [{5, {:ok, self()}}], :a)
+
+      assert [{:stop_local, [5], :migrating}, {:broadcast, _}, {:event, _, _}, :resume_events] =
+               effects
+
+      assert m == Migrations.new()
+    end
+
+    test "timeouts and a target that leaves give moves up; the queue resumes after the last" do
       {cold, hot} = {make_ref(), make_ref()}
+      {m, _} = Migrations.begin(Migrations.new(), cold, :stop_then_start, :b, entries([1]), %{})
+      {m, _} = Migrations.begin(m, hot, :start_then_handover, :c, entries([3]), %{3 => self()})
 
-      {moves, migrating} =
-        Migrations.begin(%{}, MapSet.new(), cold, %{kind: :cold, ids: [1, 2], target: :b})
+      assert {m1, [{:log, :warning, text}]} = Migrations.timed_out(m, cold)
+      assert text =~ "1 children to b got no answer"
+      assert Migrations.paused?(m1)
 
-      assert migrating == MapSet.new()
+      # the target of the hot move leaves: given up at once, children decided again
+      assert {m2, [:resume_events]} = Migrations.cancel_to(m1, :c)
+      assert m2 == Migrations.new()
+      # a node with no moves to it changes nothing
+      assert {^m, []} = Migrations.cancel_to(m, :zz)
+      assert {m3, []} = Migrations.cancel_to(m, :c)
+      assert Migrations.migrating(m3) == MapSet.new() and Migrations.paused?(m3)
+    end
+  end
 
-      {moves, migrating} =
-        Migrations.begin(moves, migrating, hot, %{kind: :hot, ids: [3], target: :c})
+  describe "MigrationStrategy and ReplicationModel" do
+    alias Synod.Hub.{MigrationStrategy, ReplicationModel}
 
-      assert migrating == MapSet.new([3])
+    test "the built-ins are implementations; names and modules are validated" do
+      assert MigrationStrategy.plan(:cold, [1], :b) == :stop_then_start
+      assert MigrationStrategy.plan(:hot, [1], :b) == :start_then_handover
+      assert MigrationStrategy.plan(Synod.Test.HubStartFirst, [1], :b) == :start_then_stop
+      assert MigrationStrategy.valid?(Synod.Test.HubStartFirst)
+      refute MigrationStrategy.valid?(Enum)
+      refute MigrationStrategy.valid?("cold")
 
-      assert {%{kind: :cold}, moves} = Migrations.answered(moves, cold)
-      refute Map.has_key?(moves, cold)
-      assert {%{kind: :hot}, moves} = Migrations.answered(moves, hot)
-      # answered once: a second answer (or a forged one) finds nothing
-      assert {nil, ^moves} = Migrations.answered(moves, hot)
-      assert {%{kind: :handover}, moves, migrating} = Migrations.finish(moves, migrating, hot)
-      assert moves == %{} and migrating == MapSet.new()
-      assert {nil, %{}, _} = Migrations.finish(moves, migrating, make_ref())
+      assert ReplicationModel.module(:active_passive).mode([:a, :b], :a) == :active
+      assert ReplicationModel.module(:active_passive).mode([:a, :b], :b) == :passive
+      assert ReplicationModel.module(:active_active).mode([:a, :b], :b) == :active
+      assert Placement.mode(Synod.Test.HubLastActive, [:a, :b], :b) == :active
+      assert Placement.mode(Synod.Test.HubLastActive, [:a, :b], :a) == :passive
+      refute ReplicationModel.valid?(Enum)
 
-      {moves, migrating} =
-        Migrations.begin(%{}, MapSet.new(), hot, %{kind: :hot, ids: [3], target: :c})
+      assert %{migration: Synod.Test.HubStartFirst, replication_model: Synod.Test.HubLastActive} =
+               Options.hub!(
+                 name: :h,
+                 migration: Synod.Test.HubStartFirst,
+                 replication_model: Synod.Test.HubLastActive
+               )
 
-      {moves, migrating} =
-        Migrations.begin(moves, migrating, cold, %{kind: :cold, ids: [1], target: :b})
+      assert_raise ArgumentError, ~r/option :migration must be :cold, :hot or a module/, fn ->
+        Options.hub!(name: :h, migration: Enum)
+      end
 
-      assert {[%{ids: [3]}], %{^cold => _}, migrating} =
-               Migrations.cancel_to(moves, migrating, :c)
+      assert_raise ArgumentError, ~r/option :replication_model must be/, fn ->
+        Options.hub!(name: :h, replication_model: :sideways)
+      end
+    end
 
-      assert migrating == MapSet.new()
+    test "mode changes follow an application's model too" do
+      ring1 = Synod.Ring.new([:a, :b, :c], [])
+      ring2 = Synod.Ring.new([:a, :b], [])
+      ids = for i <- 1..200, do: "m-#{i}"
+
+      changes =
+        for id <- ids,
+            change = Placement.mode_change(:a, Synod.Test.HubLastActive, 2, ring1, ring2, id),
+            do: {id, change}
+
+      for {id, change} <- changes do
+        assert change ==
+                 Placement.mode(Synod.Test.HubLastActive, Placement.owners(ring2, 2, id), :a)
+      end
+
+      assert changes != []
     end
   end
 
@@ -299,6 +427,305 @@ defmodule Synod.HubCoreTest do
       assert Membership.transition(:majority, [:a], known, true) == :none
       assert Membership.transition(:majority, [:a, :b], known, true) == :heal
       assert Membership.transition(:divergence, [:a], known, false) == :none
+    end
+  end
+
+  describe "Membership changes as effects" do
+    alias Synod.Hub.Membership
+
+    setup do
+      %{known: MapSet.new([:a, :b, :c]), ring: make_ref()}
+    end
+
+    test "a side that loses its majority suspends, and does not reconcile", %{
+      known: known,
+      ring: ring
+    } do
+      assert {{true, false}, [:suspend_children, {:event, :partitioned, [:a]}]} =
+               Membership.on_change(:majority, [:a], known, {false, false}, ring, {:left, :b})
+
+      # still partitioned: nothing
+      assert {{true, false}, []} =
+               Membership.on_change(:majority, [:a], known, {true, false}, ring, {:left, :c})
+    end
+
+    test "a heal waits for the sync before it reconciles", %{known: known, ring: ring} do
+      assert {{false, true}, [{:event, :healed, [:a, :b]}]} =
+               Membership.on_change(
+                 :majority,
+                 [:a, :b],
+                 known,
+                 {true, false},
+                 ring,
+                 {:joined, :b}
+               )
+
+      # another join while healing: still waiting
+      assert {{false, true}, []} =
+               Membership.on_change(
+                 :majority,
+                 [:a, :b, :c],
+                 known,
+                 {false, true},
+                 ring,
+                 {:joined, :c}
+               )
+
+      assert Membership.synced(true) == {false, [{:reconcile, nil, :healed}]}
+      assert Membership.synced(false) == {false, []}
+    end
+
+    test "otherwise every change reconciles against the old ring, with its reason", %{
+      known: known,
+      ring: ring
+    } do
+      assert {{false, false}, [{:reconcile, ^ring, {:joined, :c}}]} =
+               Membership.on_change(
+                 :majority,
+                 [:a, :b, :c],
+                 known,
+                 {false, false},
+                 ring,
+                 {:joined, :c}
+               )
+
+      assert {{false, false}, [{:reconcile, ^ring, {:left, :b}}]} =
+               Membership.on_change(:divergence, [:a], known, {false, false}, ring, {:left, :b})
+
+      # an application's strategy decides
+      assert {{true, false}, [:suspend_children | _]} =
+               Membership.on_change(
+                 Synod.Test.HubNeverAlone,
+                 [:a],
+                 known,
+                 {false, false},
+                 ring,
+                 :x
+               )
+    end
+  end
+
+  describe "Membership: peers coming and going, as effects" do
+    alias Synod.Hub.Membership
+
+    test "a hello: nothing for the same coordinator, a watch and a sync for a successor, a join for a new member" do
+      {p1, p2} = {self(), spawn(fn -> :ok end)}
+      peers = %{b: {p1, make_ref()}, c: {nil, nil}}
+      assert Membership.hello(peers, :b, p1) == []
+      assert Membership.hello(peers, :b, p2) == [{:watch_peer, :b, p2}, {:sync, :b}]
+      # an awaited coordinator's successor: the ring stays, no join
+      assert Membership.hello(peers, :c, p2) == [{:watch_peer, :c, p2}, {:sync, :c}]
+
+      assert Membership.hello(peers, :d, p2) == [
+               {:watch_peer, :d, p2},
+               {:know, :d},
+               {:sync, :d},
+               {:event, :member_joined, :d},
+               {:membership, {:joined, :d}}
+             ]
+    end
+
+    test "a leave: the moves to it go, then its copies, then the ring; nothing for a stranger" do
+      peers = %{b: {self(), make_ref()}}
+
+      assert Membership.leave(peers, :b, :nodedown) == [
+               {:unwatch_peer, :b},
+               {:cancel_moves_to, :b},
+               {:drop_node, :b},
+               {:event, :member_left, {:b, :nodedown}},
+               {:membership, {:left, :b}},
+               :synced,
+               :send_orphans
+             ]
+
+      assert Membership.leave(peers, :zz, :nodedown) == []
+    end
+
+    test "a peer's coordinator down: awaited while its node stays, else it leaves" do
+      peers = %{b: {self(), make_ref()}}
+
+      assert Membership.down(peers, :b, :killed, true) == [
+               {:await_peer, :b, {:hub_down, :killed}}
+             ]
+
+      assert [{:unwatch_peer, :b} | _] = effects = Membership.down(peers, :b, :noconnection, true)
+      assert {:event, :member_left, {:b, :nodedown}} in effects
+
+      assert {:event, :member_left, {:b, {:hub_down, :killed}}} in Membership.down(
+               peers,
+               :b,
+               :killed,
+               false
+             )
+    end
+  end
+
+  describe "Registry row transitions" do
+    setup do
+      here = self()
+      # a pid on another node: a peer's copy, as the registry holds it
+      there = :erlang.list_to_pid(~c"<0.1.0>") |> then(&:erlang.binary_to_term(fake_remote(&1)))
+      %{here: here, there: there}
+    end
+
+    # the external form of `pid` with another node name
+    defp fake_remote(pid) do
+      rest =
+        case :erlang.term_to_binary(pid) do
+          <<131, 88, 100, n::16, _name::binary-size(n), rest::binary>> -> rest
+          <<131, 88, 119, n, _name::binary-size(n), rest::binary>> -> rest
+        end
+
+      other = "other@host"
+      <<131, 88, 100, byte_size(other)::16, other::binary, rest::binary>>
+    end
+
+    test "a copy recorded, replaced on its node, gone, and its node gone", %{
+      here: here,
+      there: there
+    } do
+      assert node(there) == :other@host
+      assert Registry.put_pid(nil, "x", :spec, 5, here) == {"x", :spec, 5, [here]}
+      row = Registry.put_pid({"x", :spec, 5, [here]}, "x", :spec, 5, there)
+      assert row == {"x", :spec, 5, [there, here]}
+      # a newer copy on the same node replaces the older
+      new = spawn(fn -> :ok end)
+      assert Registry.put_pid(row, "x", :spec, 5, new) == {"x", :spec, 5, [new, there]}
+
+      assert Registry.remove_pid(row, here, :migrating) == {:put, {"x", :spec, 5, [there]}}
+      assert Registry.remove_pid({"x", :spec, 5, [here]}, here, :stopped) == :delete
+      # a moved or suspended child keeps its row, with no copy
+      assert Registry.remove_pid({"x", :spec, 5, [here]}, here, :suspended) ==
+               {:put, {"x", :spec, 5, []}}
+
+      assert Registry.remove_pid(row, new, :stopped) == :unchanged
+
+      assert Registry.drop_node(row, :other@host) == {"x", :spec, 5, [here]}
+      assert Registry.drop_node(row, :nobody@host) == nil
+      assert Registry.replace_pid(row, here, new) == {"x", :spec, 5, [new, there]}
+    end
+
+    test "a peer's sync: the same copy, a stale one, or none there", %{here: here, there: there} do
+      row = {"x", :spec, nil, [there, here]}
+      assert Registry.against_sync(row, :other@host, %{"x" => there}) == :known
+      assert Registry.against_sync(row, :other@host, %{}) == {:stale, {"x", :spec, nil, [here]}}
+      other = spawn(fn -> :ok end)
+      assert {:stale, _} = Registry.against_sync(row, :other@host, %{"x" => other})
+      assert Registry.against_sync({"x", :spec, nil, [here]}, :other@host, %{}) == :none
+    end
+
+    test "a start: running, stopped, new incarnation, or as sent", %{here: here, there: there} do
+      me = node()
+      entry = {"x", :spec, 10, :active}
+      # a copy runs here already: its pid is the answer
+      assert Registry.start_step(:client, entry, {"x", :spec, 10, [here]}, me, nil, 99) ==
+               {:running, "x", here}
+
+      # a move of a stopped incarnation is refused; a later one goes through
+      assert Registry.start_step(:member, entry, nil, me, 10, 99) == {:stopped, "x"}
+
+      assert Registry.start_step(:member, entry, {"x", :spec, 10, [there]}, me, 9, 99) ==
+               {:start, "x", :spec, 10, :active, [there]}
+
+      # a client's start after a stop, or without an incarnation, is stamped now
+      assert Registry.start_step(:client, entry, nil, me, 10, 99) ==
+               {:start, "x", :spec, 99, :active, []}
+
+      assert Registry.start_step(:client, {"x", :spec, %{m: 1}, :passive}, nil, me, nil, 99) ==
+               {:start, "x", :spec, {99, %{m: 1}}, :passive, []}
+
+      assert Registry.start_step(:client, entry, nil, me, nil, 99) ==
+               {:start, "x", :spec, 10, :active, []}
+    end
+
+    test "a stop: what runs here, and what becomes of the row", %{here: here, there: there} do
+      me = node()
+      assert Registry.stop_step("x", nil, me) == {:absent, "x"}
+      assert Registry.stop_step("x", {"x", :spec, 1, [there]}, me) == {:absent, "x"}
+
+      assert Registry.stop_step("x", {"x", :spec, 1, [there, here]}, me) ==
+               {:stop, "x", :spec, 1, here, [there]}
+
+      refute Registry.keep_row?({:stopped, 5}, [there])
+      assert Registry.keep_row?(:stopped, [there])
+      refute Registry.keep_row?(:stopped, [])
+      assert Registry.keep_row?(:migrating, [])
+      assert Registry.keep_row?(:suspended, [])
+    end
+  end
+
+  describe "Replies and orphans" do
+    test "answers go directly, through the respondent's member, or through the relay" do
+      here = self()
+      there = :erlang.binary_to_term(fake_remote(here))
+      me = node()
+      peers = %{other@host: {self(), make_ref()}}
+      # on this node: directly; on a peer: through it
+      assert Synod.Hub.Replies.route([here, there], me, peers, nil) ==
+               {[here], %{other@host: [there]}}
+
+      # a respondent on a node that is no peer: through the relay if it is one, else directly
+      assert Synod.Hub.Replies.route([there], me, %{}, :other@host) == {[there], %{}}
+
+      assert Synod.Hub.Replies.route([there], me, %{relay@host: :p}, :relay@host) ==
+               {[], %{relay@host: [there]}}
+
+      assert Synod.Hub.Replies.route([there], me, %{relay@host: :p}, me) == {[there], %{}}
+    end
+
+    test "rows without a copy go to their owners other than this node" do
+      ring = Synod.Ring.new([:a, :b, :c], [])
+      orphans = for i <- 1..60, do: {"o-#{i}", @spec_ok, nil}
+      by = Placement.by_owner(ring, 2, :a, orphans)
+      refute Map.has_key?(by, :a)
+
+      for {id, _, _} = orphan <- orphans, owner <- Placement.owners(ring, 2, id), owner != :a do
+        assert orphan in Map.fetch!(by, owner)
+      end
+
+      assert Enum.sum(Enum.map(by, fn {_, list} -> length(list) end)) ==
+               Enum.count(
+                 for {id, _, _} <- orphans, o <- Placement.owners(ring, 2, id), o != :a, do: o
+               )
+    end
+  end
+
+  describe "Events" do
+    alias Synod.Hub.Events
+
+    test "hub events map to the agreed telemetry; other events to none" do
+      me = self()
+
+      assert Events.telemetry(:h, :a, :children_started, {:b, [{1, me}, {2, me}]}) == [
+               {:telemetry, [:synod, :hub, :children, :started], %{count: 2},
+                %{hub: :h, node: :b}}
+             ]
+
+      assert [{:telemetry, [:synod, :hub, :children, :stopped], %{count: 1}, %{node: :a}}] =
+               Events.telemetry(:h, :a, :children_stopped, {:a, [{1, me}]})
+
+      assert Events.telemetry(:h, :a, :children_stopped, {:a, []}) == []
+
+      assert [
+               {:telemetry, [:synod, :hub, :children, :migrated], %{count: 1},
+                %{from: :a, to: :c}}
+             ] = Events.telemetry(:h, :a, :children_migrated, {:a, :c, [{1, me}]})
+
+      assert [
+               {:telemetry, [:synod, :hub, :partition], %{members: 1},
+                %{hub: :h, node: :a, state: :partitioned}}
+             ] = Events.telemetry(:h, :a, :partitioned, [:a])
+
+      assert [{:telemetry, _, %{members: 2}, %{state: :healed}}] =
+               Events.telemetry(:h, :a, :healed, [:a, :b])
+
+      assert Events.telemetry(:h, :a, :member_joined, :b) == []
+      assert Events.telemetry(:h, :a, :my_event, %{}) == []
+
+      assert Events.redistribution(:h, :a, {:left, :b}, 1234, 7) == [
+               {:telemetry, [:synod, :hub, :redistribution, :stop], %{duration: 1234, moved: 7},
+                %{hub: :h, node: :a, reason: {:left, :b}}}
+             ]
     end
   end
 

@@ -120,7 +120,7 @@ defmodule Synod.Hub.Caller do
   end
 
   defp locate(%{registry: registry}, ids) do
-    for id <- ids, [{_, _, _, pids}] <- [:ets.lookup(registry, id)], do: {id, pids}
+    Synod.Hub.Table.locate(registry, ids)
   end
 
   # ── start and stop ───────────────────────────────────────────────────────

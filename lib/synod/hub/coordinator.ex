@@ -2,10 +2,12 @@ defmodule Synod.Hub.Coordinator do
   @moduledoc false
   # The hub's process on one node, registered under the hub's name. A shell:
   # it owns the registry tables, the monitors on peers and subscribers, and
-  # the event queue, and carries out what the pure modules
-  # decide (Synod.Hub.Placement for placement and redistribution,
-  # Synod.Hub.Results on the caller's side). Every message it accepts is a
-  # plain term listed in docs/protocol.md.
+  # the event queue, routes each message to the pure modules
+  # (Synod.Hub.Membership, Migrations, EventQueue, Events, Registry,
+  # Placement, Replies, the strategies) and performs the effects they return
+  # with one interpreter, perform/2 (docs/hub.md, "Structure: the shell and
+  # its effects"). Every message it accepts is a plain term listed in
+  # docs/protocol.md.
   #
   # It never waits on another node: requests are answered from local work
   # only, and remote answers arrive as messages. It keeps no state about
@@ -22,18 +24,21 @@ defmodule Synod.Hub.Coordinator do
   alias Synod.Hub.{
     Children,
     EventQueue,
+    Events,
     Membership,
+    MigrationStrategy,
     Migrations,
     Placement,
     Protocol,
     Registry,
+    Replies,
+    Table,
     Stray,
     Tombstones
   }
 
   alias Synod.Ring
 
-  @migration_timeout 30_000
   # How long a member that lost a peer's coordinator while the peer's node
   # stays connected waits for its successor (which adopts the children
   # there) before it counts the peer as gone; and how long a coordinator
@@ -86,6 +91,8 @@ defmodule Synod.Hub.Coordinator do
       ring: nil,
       partitioned: false,
       subs: %{},
+      # the moves this node started: the books of Synod.Hub.Migrations
+      # (its two fields, kept flat here)
       migrations: %{},
       migrating: MapSet.new(),
       queue: EventQueue.new(),
@@ -125,7 +132,7 @@ defmodule Synod.Hub.Coordinator do
     meta = :ets.new(:synod_meta, [:set, :protected, heir.(:meta), read_concurrency: true])
     :ets.insert(meta, [{:config, state.cfg}, {:subs, %{}}])
     :persistent_term.put({Synod.Hub, state.hub}, {registry, meta})
-    apply_membership(%{state | registry: registry, meta: meta}, nil)
+    apply_membership(%{state | registry: registry, meta: meta}, nil, :started)
   end
 
   # A predecessor crashed: its tables (which every reader kept using) and
@@ -166,9 +173,9 @@ defmodule Synod.Hub.Coordinator do
         state
 
       gone ->
-        Enum.each(gone, &drop_node_pids(registry, &1))
+        Enum.each(gone, &Table.drop_node(registry, &1))
         state = Enum.reduce(gone, state, &emit(&2, :member_left, {&1, :nodedown}))
-        apply_membership(state, state.ring)
+        apply_membership(state, state.ring, {:left, gone})
     end
   end
 
@@ -225,7 +232,7 @@ defmodule Synod.Hub.Coordinator do
 
       name ->
         known = Membership.rename(state.known, me, name)
-        state = apply_membership(%{state | me: name, known: known}, state.ring)
+        state = apply_membership(%{state | me: name, known: known}, state.ring, :renamed)
         for node <- Node.list(), do: send({state.hub, node}, hello(state, :synod_hello))
         state
     end
@@ -283,19 +290,11 @@ defmodule Synod.Hub.Coordinator do
   # `[{id, [pid]}]` for the ids this node's registry holds (for callers on
   # client nodes, Synod.Hub.Caller).
   defp call({:synod_locate, ids}, _from, state) do
-    found = for id <- ids, [{_, _, _, pids}] <- [:ets.lookup(state.registry, id)], do: {id, pids}
-    {:reply, {:ok, found}, state}
+    {:reply, {:ok, Table.locate(state.registry, ids)}, state}
   end
 
-  defp call({:whereis, id}, _from, state) do
-    pids =
-      case :ets.lookup(state.registry, id) do
-        [{_, _, _, pids}] -> pids
-        [] -> []
-      end
-
-    {:reply, {:ok, pids}, state}
-  end
+  defp call({:whereis, id}, _from, state),
+    do: {:reply, {:ok, Table.pids(state.registry, id)}, state}
 
   # ── requests ─────────────────────────────────────────────────────────────
 
@@ -316,7 +315,7 @@ defmodule Synod.Hub.Coordinator do
   defp info({:synod_registered, from, entries, replies}, state) do
     if Map.has_key?(state.peers, from) do
       entries = live(state, entries)
-      rows = put_pids(state.registry, entries)
+      rows = Table.put_pids(state.registry, entries)
       deliver_replies(replies, from)
       state = emit_started(state, from, entries)
       state = reconcile(state, rows, nil)
@@ -350,7 +349,7 @@ defmodule Synod.Hub.Coordinator do
 
   defp info({:synod_orphans, from, orphans}, state) do
     if Map.has_key?(state.peers, from) do
-      {:noreply, reconcile(state, add_orphans(state.registry, live(state, orphans)), nil)}
+      {:noreply, reconcile(state, Table.add_orphans(state.registry, live(state, orphans)), nil)}
     else
       {:noreply, state}
     end
@@ -360,7 +359,9 @@ defmodule Synod.Hub.Coordinator do
     state =
       if Map.has_key?(state.peers, from) do
         rows =
-          for {id, pid} <- stopped, row = remove_pid(state.registry, id, pid, reason), do: row
+          for {id, pid} <- stopped,
+              row = Table.remove_pid(state.registry, id, pid, reason),
+              do: row
 
         state = if stopped != [], do: emit(state, :children_stopped, {from, stopped}), else: state
 
@@ -447,83 +448,27 @@ defmodule Synod.Hub.Coordinator do
   # of a pid the registry no longer names as this node's copy (the
   # coordinator stopped or replaced it since) changes nothing.
   defp info({:synod_child_exit, token, id, pid, _reason, new_pid}, %{token: token} = state) do
-    case :ets.lookup(state.registry, id) do
-      [{_, _, _, pids} = row] ->
+    case Table.row(state.registry, id) do
+      {_, _, _, pids} = row ->
         if Registry.local_pid(pids, state.me) == pid,
           do: {:noreply, child_exited(state, row, pid, new_pid)},
           else: {:noreply, state}
 
-      [] ->
+      nil ->
         {:noreply, state}
     end
   end
 
   # ── migrations started by this node ──────────────────────────────────────
 
-  defp info({:synod_results, ref, target, results}, state) do
-    case Migrations.answered(state.migrations, ref) do
-      {nil, _} ->
-        {:noreply, state}
+  defp info({:synod_results, ref, target, results}, state),
+    do: {:noreply, step_moves(state, &Migrations.answered(&1, ref, target, results, state.me))}
 
-      {%{kind: :cold, timer: timer}, migrations} ->
-        Process.cancel_timer(timer)
-        moved = for {id, {:ok, pid}} <- results, do: {id, pid}
-        log_failed_moves(state, target, results)
-        state = %{state | migrations: migrations}
-        state = if moved != [], do: announce_migrated(state, target, moved), else: state
-        {:noreply, maybe_resume(state)}
+  defp info({:synod_handover_done, ref, target, moved}, state),
+    do: {:noreply, step_moves(state, &Migrations.handed_over(&1, ref, target, moved, state.me))}
 
-      {%{kind: :hot, timer: timer, old: old}, migrations} ->
-        Process.cancel_timer(timer)
-        log_failed_moves(state, target, results)
-
-        moved =
-          for {id, {:ok, pid}} <- results,
-              Map.has_key?(old, id),
-              do: {id, Map.fetch!(old, id), pid}
-
-        coordinator = self()
-        timeout = state.cfg.handover_timeout
-
-        spawn(fn ->
-          send(coordinator, {:synod_handover_done, ref, target, handover(moved, timeout)})
-        end)
-
-        {:noreply, %{state | migrations: migrations}}
-    end
-  end
-
-  defp info({:synod_handover_done, ref, target, moved}, state) do
-    case Migrations.finish(state.migrations, state.migrating, ref) do
-      {nil, _, _} ->
-        {:noreply, state}
-
-      {_move, migrations, migrating} ->
-        state = %{state | migrations: migrations}
-        # The new copies run (and are registered) on `target`: stop the old.
-        old_ids = for {id, _old, _new} <- moved, do: id
-        {state, _results, stopped} = stop_local(state, old_ids, :migrating)
-        broadcast_unregistered(state, stopped, :migrating, %{})
-        # Children the target failed to start stay here; reconcile decides again.
-        state = %{state | migrating: migrating}
-        state = announce_migrated(state, target, for({id, _old, new} <- moved, do: {id, new}))
-        {:noreply, maybe_resume(state)}
-    end
-  end
-
-  defp info({:synod_migration_timeout, ref}, state) do
-    case Migrations.finish(state.migrations, state.migrating, ref) do
-      {nil, _, _} ->
-        {:noreply, state}
-
-      {move, migrations, migrating} ->
-        Logger.warning(
-          "Synod hub #{inspect(state.hub)}: a migration of #{length(move.ids)} children got no answer"
-        )
-
-        {:noreply, maybe_resume(%{state | migrations: migrations, migrating: migrating})}
-    end
-  end
+  defp info({:synod_migration_timeout, ref}, state),
+    do: {:noreply, step_moves(state, &Migrations.timed_out(&1, ref))}
 
   # ── events ───────────────────────────────────────────────────────────────
 
@@ -614,32 +559,11 @@ defmodule Synod.Hub.Coordinator do
 
     # what runs already, and what to start (with the row's other copies)
     {plan, newest} =
-      Enum.map_reduce(entries, 0, fn {id, spec, slot, mode}, newest ->
-        inc = Registry.inc(slot)
-        stopped = tombstone(state, id)
-
-        others =
-          case :ets.lookup(registry, id) do
-            [] -> []
-            [{_, _, _, pids}] -> pids
-          end
-
+      Enum.map_reduce(entries, 0, fn {id, _, slot, _} = entry, newest ->
         step =
-          cond do
-            kind == :member and Tombstones.covers?(stopped, inc) ->
-              {:stopped, id}
+          Registry.start_step(kind, entry, Table.row(registry, id), me, tombstone(state, id), now)
 
-            Registry.local_pid(others, me) != nil ->
-              {:running, id, Registry.local_pid(others, me)}
-
-            kind == :client and (inc == 0 or Tombstones.covers?(stopped, inc)) ->
-              {:start, id, spec, Registry.with_inc(slot, now), mode, others}
-
-            true ->
-              {:start, id, spec, slot, mode, others}
-          end
-
-        {step, max(newest, inc)}
+        {step, max(newest, Registry.inc(slot))}
       end)
 
     answers =
@@ -694,19 +618,7 @@ defmodule Synod.Hub.Coordinator do
   defp stop_local(state, ids, reason) do
     %{registry: registry, me: me} = state
 
-    plan =
-      for id <- ids do
-        case :ets.lookup(registry, id) do
-          [{_, spec, meta, pids}] ->
-            case Registry.local_pid(pids, me) do
-              nil -> {:absent, id}
-              pid -> {:stop, id, spec, meta, pid, List.delete(pids, pid)}
-            end
-
-          [] ->
-            {:absent, id}
-        end
-      end
+    plan = for id <- ids, do: Registry.stop_step(id, Table.row(registry, id), me)
 
     _ = Children.stop_batch(state.sup, for({:stop, id, _, _, _, _} <- plan, do: id))
 
@@ -716,7 +628,7 @@ defmodule Synod.Hub.Coordinator do
           {{id, {:error, :not_found}}, stopped}
 
         {:stop, id, spec, meta, pid, rest}, stopped ->
-          if keep_row?(reason, rest),
+          if Registry.keep_row?(reason, rest),
             do: :ets.insert(registry, {id, spec, meta, rest}),
             else: :ets.delete(registry, id)
 
@@ -725,10 +637,6 @@ defmodule Synod.Hub.Coordinator do
 
     {state, results, Enum.reverse(stopped)}
   end
-
-  defp keep_row?({:stopped, _t}, _rest), do: false
-  defp keep_row?(:stopped, rest), do: rest != []
-  defp keep_row?(_moving, _rest), do: true
 
   # ── stops that hold: the clock and the tombstones (Synod.Hub.Tombstones) ─
 
@@ -813,9 +721,9 @@ defmodule Synod.Hub.Coordinator do
   end
 
   # A local child exited by itself: restarted under `new_pid`, or gone.
-  defp child_exited(state, {id, spec, meta, pids}, old_pid, new_pid) when is_pid(new_pid) do
+  defp child_exited(state, {id, spec, meta, _} = row, old_pid, new_pid) when is_pid(new_pid) do
     %{cfg: cfg, ring: ring, me: me} = state
-    :ets.insert(state.registry, {id, spec, meta, [new_pid | List.delete(pids, old_pid)]})
+    :ets.insert(state.registry, Registry.replace_pid(row, old_pid, new_pid))
     owners = Placement.owners(ring, cfg.replication_factor, id)
     tell_mode(state, new_pid, Placement.mode(cfg.replication_model, owners, me))
     broadcast_registered(state, [{id, spec, meta, new_pid}], %{})
@@ -823,7 +731,7 @@ defmodule Synod.Hub.Coordinator do
   end
 
   defp child_exited(state, {id, _, _, _}, old_pid, nil) do
-    remove_pid(state.registry, id, old_pid, :stopped)
+    Table.remove_pid(state.registry, id, old_pid, :stopped)
     broadcast_unregistered(state, [{id, old_pid}], :stopped, %{})
     emit(state, :children_stopped, {state.me, [{id, old_pid}]})
   end
@@ -839,17 +747,7 @@ defmodule Synod.Hub.Coordinator do
   defp route_replies(state, {ref, reply_to, opts}, results, changes, kind) do
     relay = :proplists.get_value(:relay, opts)
 
-    via =
-      Enum.group_by(reply_to, fn pid ->
-        cond do
-          node(pid) == state.me -> nil
-          Map.has_key?(state.peers, node(pid)) -> node(pid)
-          relay != state.me and is_map_key(state.peers, relay) -> relay
-          true -> nil
-        end
-      end)
-
-    {direct, via_peer} = Map.pop(via, nil, [])
+    {direct, via_peer} = Replies.route(reply_to, state.me, state.peers, relay)
     for pid <- direct, do: send(pid, {:synod_results, ref, state.me, results})
     replies = Map.new(via_peer, fn {node, pids} -> {node, [{ref, pids, results}]} end)
 
@@ -903,22 +801,11 @@ defmodule Synod.Hub.Coordinator do
 
     # rows naming a copy on `from` that it no longer runs; copies it runs
     # that this node knew already (after a restart: most of them)
-    {stale, known} =
-      :ets.foldl(
-        fn {id, spec, meta, pids}, {stale, known} ->
-          case Enum.find(pids, &(node(&1) == from)) do
-            nil -> {stale, known}
-            pid when :erlang.map_get(id, announced) == pid -> {stale, [id | known]}
-            pid -> {[{id, spec, meta, List.delete(pids, pid)} | stale], known}
-          end
-        end,
-        {[], []},
-        registry
-      )
+    {stale, known} = Table.against_sync(registry, from, announced)
 
     :ets.insert(registry, stale)
-    rows = put_pids(registry, entries)
-    added = add_orphans(registry, orphans)
+    rows = Table.put_pids(registry, entries)
+    added = Table.add_orphans(registry, orphans)
     known = Map.from_keys(known, true)
     state = emit_started(state, from, Enum.reject(entries, &is_map_key(known, elem(&1, 0))))
     state = reconcile(state, stale ++ rows ++ added, nil)
@@ -927,125 +814,13 @@ defmodule Synod.Hub.Coordinator do
     finish_heal(state)
   end
 
-  defp add_orphans(registry, orphans) do
-    for {id, spec, meta} <- orphans,
-        :ets.insert_new(registry, {id, spec, meta, []}),
-        do: {id, spec, meta, []}
-  end
-
-  # Records each `{id, spec, meta, pid}` as the copy of `id` on the pid's
-  # node; returns the rows as now stored. Usually every row is new (a batch
-  # another member just started): then one table call stores them all.
-  defp put_pids(registry, entries) do
-    rows = for {id, spec, meta, pid} <- entries, do: {id, spec, meta, [pid]}
-
-    if :ets.insert_new(registry, rows),
-      do: rows,
-      else: for({id, spec, meta, pid} <- entries, do: put_pid(registry, id, spec, meta, pid))
-  end
-
-  # Records `pid` as the copy of `id` on its node; returns the new row.
-  defp put_pid(registry, id, spec, meta, pid) do
-    row =
-      case :ets.lookup(registry, id) do
-        [] ->
-          {id, spec, meta, [pid]}
-
-        [{_, _, _, pids}] ->
-          node = node(pid)
-          {id, spec, meta, [pid | Enum.reject(pids, &(node(&1) == node))]}
-      end
-
-    :ets.insert(registry, row)
-    row
-  end
-
-  # Removes `pid` from the row of `id`; returns the row as now stored (nil
-  # when there is none). `reason` :stopped deletes a row left without pids.
-  defp remove_pid(registry, id, pid, reason) do
-    case :ets.lookup(registry, id) do
-      [{_, spec, meta, pids} = row] ->
-        case List.delete(pids, pid) do
-          [] when reason == :stopped ->
-            :ets.delete(registry, id)
-            nil
-
-          ^pids ->
-            row
-
-          rest ->
-            row = {id, spec, meta, rest}
-            :ets.insert(registry, row)
-            row
-        end
-
-      [] ->
-        nil
-    end
-  end
-
-  defp local_copy(state, id) do
-    case :ets.lookup(state.registry, id) do
-      [{_, _, _, pids}] -> Registry.local_pid(pids, state.me)
-      [] -> nil
-    end
-  end
-
-  defp local_entries(state) do
-    me = state.me
-
-    :ets.foldl(
-      fn {id, spec, meta, pids}, acc ->
-        case Registry.local_pid(pids, me) do
-          nil -> acc
-          pid -> [{id, spec, meta, pid} | acc]
-        end
-      end,
-      [],
-      state.registry
-    )
-  end
-
   # ── membership ───────────────────────────────────────────────────────────
 
   defp hello(state, tag), do: {tag, state.me, self(), state.hash}
 
   defp members(state), do: Enum.sort([state.me | Map.keys(state.peers)])
 
-  defp add_peer(state, node, pid) do
-    case state.peers do
-      %{^node => {^pid, _}} ->
-        state
-
-      %{^node => {_old, mref}} ->
-        # A new coordinator of a member we still count (its predecessor
-        # crashed, or this one did and awaits it): it runs the same children
-        # or has adopted them, so the ring stays; its sync says what runs there.
-        if mref, do: Process.demonitor(mref, [:flush])
-
-        state = %{
-          state
-          | peers: Map.put(state.peers, node, {pid, Process.monitor(pid)}),
-            restarting: Map.delete(state.restarting, node)
-        }
-
-        send_sync(state, node)
-        state
-
-      _ ->
-        old_ring = state.ring
-
-        state = %{
-          state
-          | peers: Map.put(state.peers, node, {pid, Process.monitor(pid)}),
-            known: MapSet.put(state.known, node)
-        }
-
-        send_sync(state, node)
-        state = emit(state, :member_joined, node)
-        apply_membership(state, old_ring)
-    end
-  end
+  defp add_peer(state, node, pid), do: perform(state, Membership.hello(state.peers, node, pid))
 
   # Everything sent to a peer after it follows this full picture: the
   # children running here (the receiver replaces whatever it believed runs
@@ -1055,18 +830,15 @@ defmodule Synod.Hub.Coordinator do
     do:
       send(
         {state.hub, node},
-        {:synod_sync, state.me, local_entries(state), orphans(state), Tombstones.all(state.meta)}
+        {:synod_sync, state.me, Table.local_entries(state.registry, state.me),
+         Table.orphans(state.registry), Tombstones.all(state.meta)}
       )
 
   # The monitor on a peer's coordinator fired. A node that is gone is gone;
   # a coordinator that died on a node still connected is being restarted by
   # its supervisor and adopts its children: wait for it a while.
-  defp peer_down(state, node, reason) do
-    case Membership.on_down(reason, node in Node.list()) do
-      {:await, why} -> await_peer(state, node, why)
-      {:remove, why} -> remove_peer(state, node, why)
-    end
-  end
+  defp peer_down(state, node, reason),
+    do: perform(state, Membership.down(state.peers, node, reason, node in Node.list()))
 
   defp await_peer(state, node, why) do
     ref = make_ref()
@@ -1084,46 +856,8 @@ defmodule Synod.Hub.Coordinator do
     %{state | subs: subs}
   end
 
-  defp remove_peer(state, node, reason) do
-    case Map.pop(state.peers, node) do
-      {nil, _} ->
-        state
-
-      {{_pid, mref}, peers} ->
-        if mref, do: Process.demonitor(mref, [:flush])
-        old_ring = state.ring
-
-        state =
-          %{state | peers: peers, restarting: Map.delete(state.restarting, node)}
-          |> cancel_migrations_to(node)
-
-        drop_node_pids(state.registry, node)
-        state = emit(state, :member_left, {node, reason})
-        state = state |> apply_membership(old_ring) |> finish_heal()
-        send_orphans(state)
-        state
-    end
-  end
-
-  defp drop_node_pids(registry, node) do
-    changed =
-      :ets.foldl(
-        fn {id, spec, meta, pids}, acc ->
-          case Enum.reject(pids, &(node(&1) == node)) do
-            ^pids -> acc
-            rest -> [{id, spec, meta, rest} | acc]
-          end
-        end,
-        [],
-        registry
-      )
-
-    :ets.insert(registry, changed)
-  end
-
-  # Rows with no copy anywhere, as `{id, spec, meta}`.
-  defp orphans(state),
-    do: :ets.select(state.registry, [{{:"$1", :"$2", :"$3", []}, [], [{{:"$1", :"$2", :"$3"}}]}])
+  defp remove_peer(state, node, reason),
+    do: perform(state, Membership.leave(state.peers, node, reason))
 
   # After a leave (and the reconcile that follows it, which started the
   # rows this node owns), the rows still without a copy go to their owners
@@ -1138,14 +872,7 @@ defmodule Synod.Hub.Coordinator do
   defp send_orphans(state) do
     %{ring: ring, cfg: cfg, me: me} = state
 
-    state
-    |> orphans()
-    |> Enum.reduce(%{}, fn {id, _, _} = orphan, acc ->
-      for owner <- Placement.owners(ring, cfg.replication_factor, id),
-          owner != me,
-          reduce: acc,
-          do: (acc -> Map.update(acc, owner, [orphan], &[orphan | &1]))
-    end)
+    Placement.by_owner(ring, cfg.replication_factor, me, Table.orphans(state.registry))
     |> Enum.each(fn {owner, orphans} ->
       send({state.hub, owner}, {:synod_orphans, me, orphans})
     end)
@@ -1154,80 +881,53 @@ defmodule Synod.Hub.Coordinator do
   # Migrations to a member that left will not be answered: forget them now
   # (so the event queue resumes and hot-swapped children are reconciled
   # again with the new ring) instead of waiting for their timeout.
-  defp cancel_migrations_to(state, node) do
-    case Migrations.cancel_to(state.migrations, state.migrating, node) do
-      {[], _, _} ->
-        state
+  defp cancel_migrations_to(state, node),
+    do: step_moves(state, &Migrations.cancel_to(&1, node))
 
-      {gone, migrations, migrating} ->
-        for move <- gone, do: Process.cancel_timer(move.timer)
-        maybe_resume(%{state | migrations: migrations, migrating: migrating})
-    end
-  end
-
-  # Rebuilds the ring for the current members, decides whether this side is
-  # partitioned, and moves children to match the new ring.
-  defp apply_membership(state, old_ring) do
+  # Rebuilds the ring for the current members; Membership decides whether
+  # this side is partitioned and whether children move to match the new
+  # ring (`reason` says why, for the redistribution event).
+  defp apply_membership(state, old_ring, reason) do
     members = members(state)
     ring = Ring.new(members, state.cfg.ring)
-    state = %{state | ring: ring}
 
-    state =
-      case Membership.transition(
-             state.cfg.partition_strategy,
-             members,
-             state.known,
-             state.partitioned
-           ) do
-        :suspend -> suspend(state)
-        :heal -> heal(state)
-        :none -> state
-      end
+    {{partitioned, healing}, effects} =
+      Membership.on_change(
+        state.cfg.partition_strategy,
+        members,
+        state.known,
+        {state.partitioned, state.healing},
+        old_ring,
+        reason
+      )
+
+    state = %{state | ring: ring, partitioned: partitioned, healing: healing}
 
     :ets.insert(state.meta, [
       {:members, members},
       {:ring, ring},
-      {:partitioned, state.partitioned},
+      {:partitioned, partitioned},
       {:known, state.known}
     ])
 
-    # A side that heals by meeting the majority again waits for that
-    # member's sync before it looks at its suspended rows: the sync brings
-    # the stops made meanwhile (finish_heal/1).
-    if state.partitioned or state.healing do
-      state
-    else
-      reconcile(state, :ets.tab2list(state.registry), old_ring)
-    end
+    perform(state, effects)
   end
 
-  defp finish_heal(%{healing: true} = state),
-    do: reconcile(%{state | healing: false}, :ets.tab2list(state.registry), nil)
-
-  defp finish_heal(state), do: state
-
-  defp suspend(state) do
-    ids = for {id, _, _, _} <- local_entries(state), do: id
-    {state, _results, stopped} = stop_local(state, ids, :suspended)
-    broadcast_unregistered(state, stopped, :suspended, %{})
-    state = %{state | partitioned: true}
-    :ets.insert(state.meta, {:partitioned, true})
-    state = emit(state, :children_stopped, {state.me, stopped})
-    emit(state, :partitioned, members(state))
-  end
-
-  defp heal(state) do
-    state = %{state | partitioned: false, healing: true}
-    :ets.insert(state.meta, {:partitioned, false})
-    emit(state, :healed, members(state))
+  defp finish_heal(state) do
+    {healing, effects} = Membership.synced(state.healing)
+    perform(%{state | healing: healing}, effects)
   end
 
   # ── redistribution ───────────────────────────────────────────────────────
 
-  defp reconcile(%{partitioned: true} = state, _rows, _old_ring), do: state
+  defp reconcile(state, rows, old_ring), do: state |> reconcile_counted(rows, old_ring) |> elem(0)
 
-  defp reconcile(state, rows, old_ring) do
-    %{me: me, ring: ring, cfg: cfg, migrating: migrating} = state
+  # Also returns how many children it started, stopped or sent away here.
+  defp reconcile_counted(%{partitioned: true} = state, _rows, _old_ring), do: {state, 0}
+
+  defp reconcile_counted(state, rows, old_ring) do
+    %{me: me, ring: ring, cfg: cfg} = state
+    migrating = state.migrating
 
     # Children being hot-swapped are decided when their swap is done.
     rows =
@@ -1239,22 +939,27 @@ defmodule Synod.Hub.Coordinator do
 
     if old_ring, do: send_mode_changes(state, rows, old_ring)
 
-    state
-    |> stop_surplus(stops)
-    |> start_missing(starts)
-    |> migrate(migrations)
+    moved = length(starts) + length(stops) + Enum.sum(Enum.map(migrations, &length(elem(&1, 1))))
+
+    state =
+      state
+      |> stop_surplus(stops)
+      |> start_missing(starts)
+      |> migrate(migrations)
+
+    {state, moved}
   end
 
   defp send_mode_changes(
-         %{cfg: %{replication_model: :active_passive, replication_factor: rf}} = state,
+         %{cfg: %{replication_model: model, replication_factor: rf}} = state,
          rows,
          old_ring
        )
-       when rf > 1 do
+       when rf > 1 and model != :active_active do
     for {id, _, _, pids} <- rows do
       with pid when is_pid(pid) <- Registry.local_pid(pids, state.me),
            mode when mode != nil <-
-             Placement.mode_change(state.me, :active_passive, rf, old_ring, state.ring, id) do
+             Placement.mode_change(state.me, model, rf, old_ring, state.ring, id) do
         send(pid, {:synod_mode, state.hub, mode})
       end
     end
@@ -1294,8 +999,6 @@ defmodule Synod.Hub.Coordinator do
 
   defp migrate(state, migrations) do
     Enum.reduce(migrations, state, fn {target, rows}, state ->
-      ref = make_ref()
-      timer = Process.send_after(self(), {:synod_migration_timeout, ref}, @migration_timeout)
       %{cfg: cfg, ring: ring} = state
       owners = fn id -> Placement.owners(ring, cfg.replication_factor, id) end
 
@@ -1304,23 +1007,14 @@ defmodule Synod.Hub.Coordinator do
             do: {id, spec, meta, Placement.mode(cfg.replication_model, owners.(id), target)}
 
       ids = Enum.map(rows, &elem(&1, 0))
+      plan = MigrationStrategy.plan(cfg.migration, ids, target)
 
-      case cfg.migration do
-        :cold ->
-          {state, _results, stopped} = stop_local(state, ids, :migrating)
-          broadcast_unregistered(state, stopped, :migrating, %{})
-          send({state.hub, target}, {:synod_start, ref, [self()], entries, [migration: true]})
-          move = %{kind: :cold, ids: ids, target: target, timer: timer}
-          {migrations, migrating} = Migrations.begin(state.migrations, state.migrating, ref, move)
-          %{state | migrations: migrations, migrating: migrating}
+      old =
+        if plan == :stop_then_start,
+          do: %{},
+          else: Map.new(ids, &{&1, Table.local_copy(state.registry, &1, state.me)})
 
-        :hot ->
-          old = Map.new(ids, &{&1, local_copy(state, &1)})
-          send({state.hub, target}, {:synod_start, ref, [self()], entries, [migration: true]})
-          move = %{kind: :hot, ids: ids, target: target, timer: timer, old: old}
-          {migrations, migrating} = Migrations.begin(state.migrations, state.migrating, ref, move)
-          %{state | migrations: migrations, migrating: migrating}
-      end
+      step_moves(state, &Migrations.begin(&1, make_ref(), plan, target, entries, old))
     end)
   end
 
@@ -1340,27 +1034,6 @@ defmodule Synod.Hub.Coordinator do
     end
   end
 
-  defp log_failed_moves(state, target, results) do
-    # (a child stopped while it moved is refused as :stopped, as it should be)
-    failed = for {id, {:error, reason}} <- results, reason != :stopped, do: {id, reason}
-
-    if failed != [] do
-      Logger.warning(
-        "Synod hub #{inspect(state.hub)}: #{length(failed)} children failed to move to #{target}: #{inspect(Enum.take(failed, 3))}"
-      )
-    end
-  end
-
-  defp announce_migrated(state, target, moved) do
-    data = {state.me, target, moved}
-
-    for {node, _} <- state.peers do
-      send({state.hub, node}, {:synod_event, :children_migrated, data, false})
-    end
-
-    emit(state, :children_migrated, data)
-  end
-
   # ── the event queue (Synod.Hub.EventQueue decides) ─────────────────────
 
   defp enqueue_event(state, id, data, discard) do
@@ -1369,14 +1042,18 @@ defmodule Synod.Hub.Coordinator do
     {answer, deliver_all(%{state | queue: queue}, effects)}
   end
 
+  # A hub event: its telemetry (Synod.Hub.Events), then the event queue.
   defp emit(state, id, data) do
+    state = perform(state, Events.telemetry(state.hub, state.me, id, data))
     {_, state} = enqueue_event(state, id, data, false)
     state
   end
 
   # Builds the (possibly large) event only when someone listens.
-  defp emit_started(%{subs: subs} = state, _node, _entries) when subs == %{}, do: state
   defp emit_started(state, _node, []), do: state
+
+  defp emit_started(%{subs: subs} = state, node, entries) when subs == %{},
+    do: perform(state, Events.children(state.hub, :started, node, length(entries)))
 
   defp emit_started(state, node, entries),
     do: emit(state, :children_started, {node, for({id, _, _, pid} <- entries, do: {id, pid})})
@@ -1390,12 +1067,128 @@ defmodule Synod.Hub.Coordinator do
     state
   end
 
-  # The queue is paused exactly while migrations this node started are in
-  # flight; resuming it delivers what was queued.
-  defp maybe_resume(%{migrations: migrations} = state) when migrations != %{}, do: state
-
-  defp maybe_resume(state) do
+  defp resume_events(state) do
     {queue, effects} = EventQueue.resume(state.queue)
     deliver_all(%{state | queue: queue}, effects)
+  end
+
+  # ── effects ──────────────────────────────────────────────────────────────
+
+  # One step of the moves' books (Synod.Hub.Migrations), its effects performed.
+  defp step_moves(state, fun) do
+    books = %Migrations{moves: state.migrations, migrating: state.migrating}
+    {%Migrations{moves: moves, migrating: migrating}, effects} = fun.(books)
+    perform(%{state | migrations: moves, migrating: migrating}, effects)
+  end
+
+  # The interpreter of what the pure modules decide: effects are plain
+  # data, carried out in list order.
+  defp perform(state, []), do: state
+  defp perform(state, [effect | rest]), do: state |> perform_one(effect) |> perform(rest)
+
+  defp perform_one(state, {:send, node, message}) do
+    send({state.hub, node}, message)
+    state
+  end
+
+  defp perform_one(state, {:broadcast, message}) do
+    for {node, _} <- state.peers, do: send({state.hub, node}, message)
+    state
+  end
+
+  defp perform_one(state, {:send_start, target, ref, entries}) do
+    send({state.hub, target}, {:synod_start, ref, [self()], entries, [migration: true]})
+    state
+  end
+
+  defp perform_one(state, {:stop_local, ids, reason}) do
+    {state, _results, stopped} = stop_local(state, ids, reason)
+    broadcast_unregistered(state, stopped, reason, %{})
+    state
+  end
+
+  defp perform_one(state, {:timer, ms, message}) do
+    Process.send_after(self(), message, ms)
+    state
+  end
+
+  defp perform_one(state, {:handover, ref, target, moved}) do
+    coordinator = self()
+    timeout = state.cfg.handover_timeout
+
+    spawn(fn ->
+      send(coordinator, {:synod_handover_done, ref, target, handover(moved, timeout)})
+    end)
+
+    state
+  end
+
+  defp perform_one(state, {:event, id, data}), do: emit(state, id, data)
+
+  defp perform_one(state, {:telemetry, event, measurements, metadata}) do
+    Synod.Telemetry.execute(event, measurements, metadata)
+    state
+  end
+
+  defp perform_one(state, {:log, :warning, text}) do
+    Logger.warning("#{who(state)}: #{text}")
+    state
+  end
+
+  defp perform_one(state, :resume_events), do: resume_events(state)
+
+  defp perform_one(state, {:watch_peer, node, pid}) do
+    case state.peers do
+      %{^node => {_old, mref}} when mref != nil -> Process.demonitor(mref, [:flush])
+      _ -> :ok
+    end
+
+    peers = Map.put(state.peers, node, {pid, Process.monitor(pid)})
+    %{state | peers: peers, restarting: Map.delete(state.restarting, node)}
+  end
+
+  defp perform_one(state, {:unwatch_peer, node}) do
+    {{_pid, mref}, peers} = Map.pop(state.peers, node)
+    if mref, do: Process.demonitor(mref, [:flush])
+    %{state | peers: peers, restarting: Map.delete(state.restarting, node)}
+  end
+
+  defp perform_one(state, {:await_peer, node, why}), do: await_peer(state, node, why)
+
+  defp perform_one(state, {:know, node}), do: %{state | known: MapSet.put(state.known, node)}
+
+  defp perform_one(state, {:sync, node}) do
+    send_sync(state, node)
+    state
+  end
+
+  defp perform_one(state, {:cancel_moves_to, node}), do: cancel_migrations_to(state, node)
+
+  defp perform_one(state, {:drop_node, node}) do
+    Table.drop_node(state.registry, node)
+    state
+  end
+
+  defp perform_one(state, {:membership, reason}), do: apply_membership(state, state.ring, reason)
+  defp perform_one(state, :synced), do: finish_heal(state)
+
+  defp perform_one(state, :send_orphans) do
+    send_orphans(state)
+    state
+  end
+
+  defp perform_one(state, :suspend_children) do
+    ids = for {id, _, _, _} <- Table.local_entries(state.registry, state.me), do: id
+    {state, _results, stopped} = stop_local(state, ids, :suspended)
+    broadcast_unregistered(state, stopped, :suspended, %{})
+    emit(state, :children_stopped, {state.me, stopped})
+  end
+
+  # A redistribution: every row decided again against the ring, timed.
+  defp perform_one(state, {:reconcile, old_ring, reason}) do
+    started = System.monotonic_time()
+    {state, moved} = reconcile_counted(state, :ets.tab2list(state.registry), old_ring)
+    duration = System.monotonic_time() - started
+    perform(state, Events.redistribution(state.hub, state.me, reason, duration, moved))
   end
 end

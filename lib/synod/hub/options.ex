@@ -38,15 +38,25 @@ defmodule Synod.Hub.Options do
   defp hub_option!(:replication_factor, n),
     do: bad(:replication_factor, "must be an integer in 1..64, got: #{inspect(n)}")
 
-  defp hub_option!(:replication_model, m) when m in [:active_active, :active_passive], do: m
+  defp hub_option!(:replication_model, m) do
+    if Synod.Hub.ReplicationModel.valid?(m),
+      do: m,
+      else:
+        bad(
+          :replication_model,
+          "must be :active_active, :active_passive or a module implementing Synod.Hub.ReplicationModel, got: #{inspect(m)}"
+        )
+  end
 
-  defp hub_option!(:replication_model, m),
-    do: bad(:replication_model, "must be :active_active or :active_passive, got: #{inspect(m)}")
-
-  defp hub_option!(:migration, m) when m in [:cold, :hot], do: m
-
-  defp hub_option!(:migration, m),
-    do: bad(:migration, "must be :cold or :hot, got: #{inspect(m)}")
+  defp hub_option!(:migration, m) do
+    if Synod.Hub.MigrationStrategy.valid?(m),
+      do: m,
+      else:
+        bad(
+          :migration,
+          "must be :cold, :hot or a module implementing Synod.Hub.MigrationStrategy, got: #{inspect(m)}"
+        )
+  end
 
   defp hub_option!(:handover_timeout, t) when is_integer(t) and t > 0, do: t
 

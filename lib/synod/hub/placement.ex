@@ -22,10 +22,12 @@ defmodule Synod.Hub.Placement do
   def owners_many(ring, rf, ids), do: Enum.map(ids, &owners(ring, rf, &1))
 
   @doc "The mode a replica runs in, by its place in the preference list."
-  @spec mode(:active_active | :active_passive, [node()], node()) :: :active | :passive
+  # (The built-ins inline; any other model is a Synod.Hub.ReplicationModel.)
+  @spec mode(atom(), [node()], node()) :: :active | :passive
   def mode(:active_active, _owners, _node), do: :active
   def mode(:active_passive, [node | _], node), do: :active
   def mode(:active_passive, _owners, _node), do: :passive
+  def mode(model, owners, node), do: model.mode(owners, node)
 
   @doc """
   Splits `{id, spec, meta}` children into one batch per target node:
@@ -184,6 +186,21 @@ defmodule Synod.Hub.Placement do
       now = mode(model, new_owners, me)
       if before != now, do: now
     end
+  end
+
+  @doc """
+  Rows without a copy (`{id, spec, slot}`) by the owners other than `me`
+  that must hear of them (`synod_orphans`, docs/hub.md "Churn"):
+  `%{owner => [orphan]}`.
+  """
+  @spec by_owner(Ring.t(), pos_integer(), node(), [tuple()]) :: %{node() => [tuple()]}
+  def by_owner(ring, rf, me, orphans) do
+    Enum.reduce(orphans, %{}, fn {id, _, _} = orphan, acc ->
+      for owner <- owners(ring, rf, id),
+          owner != me,
+          reduce: acc,
+          do: (acc -> Map.update(acc, owner, [orphan], &[orphan | &1]))
+    end)
   end
 
   @doc "Whether a side seeing `alive` of `known` members lacks a majority."

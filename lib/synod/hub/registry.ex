@@ -88,6 +88,117 @@ defmodule Synod.Hub.Registry do
     changed ++ for({id, {pid, spec}} <- Map.drop(running, seen), do: {id, spec, nil, [pid]})
   end
 
+  # ── row transitions (the coordinator reads and writes the table) ────────
+
+  @type row :: {term(), term(), slot(), [pid()]}
+
+  @doc "The row once `pid` is the copy of `id` on its node (`row`: the row now, or nil)."
+  @spec put_pid(row() | nil, term(), term(), slot(), pid()) :: row()
+  def put_pid(nil, id, spec, slot, pid), do: {id, spec, slot, [pid]}
+
+  def put_pid({_, _, _, pids}, id, spec, slot, pid) do
+    node = node(pid)
+    {id, spec, slot, [pid | Enum.reject(pids, &(node(&1) == node))]}
+  end
+
+  @doc """
+  What becomes of `row` once its copy `pid` is gone: `:delete` (the last
+  copy of a child that exited or stopped, `reason` :stopped), `:unchanged`
+  (no such copy), or `{:put, row}`.
+  """
+  @spec remove_pid(row(), pid(), term()) :: :delete | :unchanged | {:put, row()}
+  def remove_pid({id, spec, slot, pids}, pid, reason) do
+    case List.delete(pids, pid) do
+      [] when reason == :stopped -> :delete
+      ^pids -> :unchanged
+      rest -> {:put, {id, spec, slot, rest}}
+    end
+  end
+
+  @doc "`row` without its copy on `node`, or nil when it had none there."
+  @spec drop_node(row(), node()) :: row() | nil
+  def drop_node({id, spec, slot, pids}, node) do
+    case Enum.reject(pids, &(node(&1) == node)) do
+      ^pids -> nil
+      rest -> {id, spec, slot, rest}
+    end
+  end
+
+  @doc "`row` with its copy `old` replaced by `new` (a local restart)."
+  @spec replace_pid(row(), pid(), pid()) :: row()
+  def replace_pid({id, spec, slot, pids}, old, new),
+    do: {id, spec, slot, [new | List.delete(pids, old)]}
+
+  @doc """
+  A peer `from` sent its full picture, `announced` (`%{id => pid}` of what
+  runs there): what it says about `row` — `:none` (no copy on `from`),
+  `:known` (the same copy), or `{:stale, row}` (the row without the copy
+  `from` no longer runs).
+  """
+  @spec against_sync(row(), node(), map()) :: :none | :known | {:stale, row()}
+  def against_sync({id, spec, slot, pids}, from, announced) do
+    case Enum.find(pids, &(node(&1) == from)) do
+      nil -> :none
+      pid when :erlang.map_get(id, announced) == pid -> :known
+      pid -> {:stale, {id, spec, slot, List.delete(pids, pid)}}
+    end
+  end
+
+  @doc """
+  What a start of entry `{id, spec, slot, mode}` does on `me`, given the
+  row of `id` (or nil), the stamp of its latest stop (`stopped`, nil when
+  none), the request's kind (`:client`: a new incarnation stamped `now`
+  unless the caller's is above the stop; `:member`: a move, keeping its
+  incarnation, refused when stopped):
+  `{:stopped, id}`, `{:running, id, pid}`, or `{:start, id, spec, slot,
+  mode, other_pids}`.
+  """
+  @spec start_step(:client | :member, tuple(), row() | nil, node(), integer() | nil, integer()) ::
+          tuple()
+  def start_step(kind, {id, spec, slot, mode}, row, me, stopped, now) do
+    inc = inc(slot)
+    others = if row, do: elem(row, 3), else: []
+
+    cond do
+      kind == :member and Synod.Hub.Tombstones.covers?(stopped, inc) ->
+        {:stopped, id}
+
+      local_pid(others, me) != nil ->
+        {:running, id, local_pid(others, me)}
+
+      kind == :client and (inc == 0 or Synod.Hub.Tombstones.covers?(stopped, inc)) ->
+        {:start, id, spec, with_inc(slot, now), mode, others}
+
+      true ->
+        {:start, id, spec, slot, mode, others}
+    end
+  end
+
+  @doc """
+  What a stop of `id` on `me` does, given its row (or nil): `{:absent, id}`
+  or `{:stop, id, spec, slot, pid, other_pids}`.
+  """
+  @spec stop_step(term(), row() | nil, node()) :: tuple()
+  def stop_step(id, nil, _me), do: {:absent, id}
+
+  def stop_step(id, {_, spec, slot, pids}, me) do
+    case local_pid(pids, me) do
+      nil -> {:absent, id}
+      pid -> {:stop, id, spec, slot, pid, List.delete(pids, pid)}
+    end
+  end
+
+  @doc """
+  Whether a row keeps standing once a local copy stopped for `reason`,
+  `rest` being its other copies: a stop request (`{:stopped, t}`) deletes
+  it, an exit (`:stopped`) once no copy is left; a move or a suspension
+  keeps it (the child must run again somewhere).
+  """
+  @spec keep_row?(term(), [pid()]) :: boolean()
+  def keep_row?({:stopped, _t}, _rest), do: false
+  def keep_row?(:stopped, rest), do: rest != []
+  def keep_row?(_moving, _rest), do: true
+
   @doc "Match specs selecting `{child_id, [pid]}` of the rows tagged `tag`."
   @spec tagged(term()) :: :ets.match_spec()
   def tagged(tag) do

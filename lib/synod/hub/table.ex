@@ -1,0 +1,178 @@
+defmodule Synod.Hub.Table do
+  @moduledoc false
+  # The registry table of one node: the one place that reads and writes its
+  # rows, for the coordinator (the table's owner, the only writer) and for
+  # the read API (Synod, Synod.Hub.Caller) alike. What a change does to a
+  # row is decided by Synod.Hub.Registry's pure transitions; this module
+  # looks the rows up and stores the results. Rows as in Synod.Hub.Registry.
+
+  alias Synod.Hub.Registry
+
+  @doc "The row of `id`, or nil."
+  @spec row(:ets.tid(), term()) :: Registry.row() | nil
+  def row(registry, id) do
+    case :ets.lookup(registry, id) do
+      [row] -> row
+      [] -> nil
+    end
+  end
+
+  @doc "The copies of `id` (`[]` when none or no row)."
+  @spec pids(:ets.tid(), term()) :: [pid()]
+  def pids(registry, id) do
+    case :ets.lookup(registry, id) do
+      [{_, _, _, pids}] -> pids
+      [] -> []
+    end
+  end
+
+  @doc "`[{id, [pid]}]` for the ids that have a row."
+  @spec locate(:ets.tid(), [term()]) :: [{term(), [pid()]}]
+  def locate(registry, ids),
+    do: for(id <- ids, [{_, _, _, pids}] <- [:ets.lookup(registry, id)], do: {id, pids})
+
+  @doc "This node's (`me`) copy of `id`, or nil."
+  @spec local_copy(:ets.tid(), term(), node()) :: pid() | nil
+  def local_copy(registry, id, me), do: Registry.local_pid(pids(registry, id), me)
+
+  @doc "The children with a copy on `me`, as `{id, spec, slot, pid}`."
+  @spec local_entries(:ets.tid(), node()) :: [tuple()]
+  def local_entries(registry, me) do
+    :ets.foldl(
+      fn {id, spec, slot, pids}, acc ->
+        case Registry.local_pid(pids, me) do
+          nil -> acc
+          pid -> [{id, spec, slot, pid} | acc]
+        end
+      end,
+      [],
+      registry
+    )
+  end
+
+  @doc "Rows with no copy anywhere, as `{id, spec, slot}`."
+  @spec orphans(:ets.tid()) :: [tuple()]
+  def orphans(registry),
+    do: :ets.select(registry, [{{:"$1", :"$2", :"$3", []}, [], [{{:"$1", :"$2", :"$3"}}]}])
+
+  @doc """
+  Records each `{id, spec, slot, pid}` as the copy of `id` on the pid's
+  node; returns the rows as now stored. Usually every row is new (a batch
+  another member just started): then one table call stores them all.
+  """
+  @spec put_pids(:ets.tid(), [tuple()]) :: [Registry.row()]
+  def put_pids(registry, entries) do
+    rows = for {id, spec, slot, pid} <- entries, do: {id, spec, slot, [pid]}
+
+    if :ets.insert_new(registry, rows),
+      do: rows,
+      else: for({id, spec, slot, pid} <- entries, do: put_pid(registry, id, spec, slot, pid))
+  end
+
+  @doc "Records `pid` as the copy of `id` on its node; returns the new row."
+  @spec put_pid(:ets.tid(), term(), term(), Registry.slot(), pid()) :: Registry.row()
+  def put_pid(registry, id, spec, slot, pid) do
+    row = Registry.put_pid(row(registry, id), id, spec, slot, pid)
+    :ets.insert(registry, row)
+    row
+  end
+
+  @doc """
+  Removes `pid` from the row of `id`; returns the row as now stored (nil
+  when there is none). `reason` :stopped deletes a row left without pids.
+  """
+  @spec remove_pid(:ets.tid(), term(), pid(), term()) :: Registry.row() | nil
+  def remove_pid(registry, id, pid, reason) do
+    with row when row != nil <- row(registry, id) do
+      case Registry.remove_pid(row, pid, reason) do
+        :delete ->
+          :ets.delete(registry, id)
+          nil
+
+        :unchanged ->
+          row
+
+        {:put, row} ->
+          :ets.insert(registry, row)
+          row
+      end
+    end
+  end
+
+  @doc "Drops every copy on `node` from the rows."
+  @spec drop_node(:ets.tid(), node()) :: true
+  def drop_node(registry, node) do
+    changed =
+      :ets.foldl(
+        fn row, acc ->
+          case Registry.drop_node(row, node) do
+            nil -> acc
+            row -> [row | acc]
+          end
+        end,
+        [],
+        registry
+      )
+
+    :ets.insert(registry, changed)
+  end
+
+  @doc "Adds a row without a copy for each orphan that has none; returns the rows added."
+  @spec add_orphans(:ets.tid(), [tuple()]) :: [Registry.row()]
+  def add_orphans(registry, orphans) do
+    for {id, spec, slot} <- orphans,
+        :ets.insert_new(registry, {id, spec, slot, []}),
+        do: {id, spec, slot, []}
+  end
+
+  @doc """
+  A peer `from` sent its full picture (`announced`: `%{id => pid}`): the
+  rows naming a copy on `from` that it no longer runs, without it
+  (`stale`), and the ids whose copy there this node knew already (`known`).
+  """
+  @spec against_sync(:ets.tid(), node(), map()) :: {[Registry.row()], [term()]}
+  def against_sync(registry, from, announced) do
+    :ets.foldl(
+      fn row, {stale, known} ->
+        case Registry.against_sync(row, from, announced) do
+          :none -> {stale, known}
+          :known -> {stale, [elem(row, 0) | known]}
+          {:stale, row} -> {[row | stale], known}
+        end
+      end,
+      {[], []},
+      registry
+    )
+  end
+
+  # ── the read API's views (Synod.children/2, Synod.tagged/2) ─────────────
+
+  @doc "Every child with a copy, as `{id, [{node, pid}]}`."
+  @spec running(:ets.tid()) :: [{term(), [{node(), pid()}]}]
+  def running(registry) do
+    for {id, _, _, [_ | _] = pids} <- :ets.tab2list(registry),
+        do: {id, for(pid <- pids, do: {node(pid), pid})}
+  end
+
+  @doc "The children with a copy on `me`, as `{id, pid}`."
+  @spec local_children(:ets.tid(), node()) :: [{term(), pid()}]
+  def local_children(registry, me) do
+    :ets.foldl(
+      fn {id, _, _, pids}, acc ->
+        case Registry.local_pid(pids, me) do
+          nil -> acc
+          pid -> [{id, pid} | acc]
+        end
+      end,
+      [],
+      registry
+    )
+  end
+
+  @doc "The children with a copy started with `metadata: %{tag: tag}`, as `{id, [{node, pid}]}`."
+  @spec tagged(:ets.tid(), term()) :: [{term(), [{node(), pid()}]}]
+  def tagged(registry, tag) do
+    for {id, [_ | _] = pids} <- :ets.select(registry, Registry.tagged(tag)),
+        do: {id, for(pid <- pids, do: {node(pid), pid})}
+  end
+end
