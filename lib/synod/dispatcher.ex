@@ -103,13 +103,7 @@ defmodule Synod.Dispatcher do
   @spec propagate_event(atom(), {atom(), term()}, keyword()) :: :ok
   def propagate_event(hub, {event_id, data}, opts \\ [])
       when is_atom(hub) and is_atom(event_id) do
-    Options.keyword!(opts, "options")
-
-    for {key, _} <- opts,
-        key != :members,
-        do: raise(ArgumentError, "unknown option #{inspect(key)}")
-
-    members = Options.members!(Keyword.get(opts, :members, :global))
+    %{members: members} = Options.propagate!(opts)
 
     for node <- targets(hub, members),
         do: send({hub, node}, {:synod_event, event_id, data, false})

@@ -178,12 +178,17 @@ defmodule Synod.HubCoreTest do
 
       assert Options.event!([]) == %{discard: false, members: :local, timeout: 5_000}
 
-      assert_raise ArgumentError, ~r/option :discard_event must be a boolean/, fn ->
+      assert_raise ArgumentError, ~r/invalid option discard_event: expected a boolean/, fn ->
         Options.event!(%{discard_event: :yes})
       end
 
-      assert_raise ArgumentError, "unknown option :drop", fn -> Options.event!(%{drop: true}) end
-      assert_raise ArgumentError, ~r/option :members/, fn -> Options.event!(members: :some) end
+      assert_raise ArgumentError, ~r/^unknown option :drop/, fn ->
+        Options.event!(%{drop: true})
+      end
+
+      assert_raise ArgumentError, ~r/invalid option members: expected :global, :local/, fn ->
+        Options.event!(members: :some)
+      end
     end
   end
 
@@ -367,11 +372,13 @@ defmodule Synod.HubCoreTest do
                  replication_model: Synod.Test.HubLastActive
                )
 
-      assert_raise ArgumentError, ~r/option :migration must be :cold, :hot or a module/, fn ->
-        Options.hub!(name: :h, migration: Enum)
-      end
+      assert_raise ArgumentError,
+                   ~r/invalid option migration: expected :cold, :hot or a module/,
+                   fn ->
+                     Options.hub!(name: :h, migration: Enum)
+                   end
 
-      assert_raise ArgumentError, ~r/option :replication_model must be/, fn ->
+      assert_raise ArgumentError, ~r/invalid option replication_model: expected/, fn ->
         Options.hub!(name: :h, replication_model: :sideways)
       end
     end

@@ -29,8 +29,8 @@ a_data_dir_string_becomes_a_binary_test() ->
     ?assertEqual([{data_dir, <<"/d">>}], synod_opts:member_keyword([{data_dir, <<"/d">>}])).
 
 elixir_argument_errors_become_badarg_with_the_message_test() ->
-    ?assertError({badarg, <<"option :name is required">>}, synod:child_spec([])),
-    ?assertError({badarg, <<"option :name is required">>}, synod:child_spec(#{})).
+    ?assertError({badarg, <<"missing option name">>}, synod:child_spec([])),
+    ?assertError({badarg, <<"missing option name">>}, synod:child_spec(#{})).
 
 nil_and_undefined_convert_both_ways_test() ->
     ?assertEqual(undefined, synod_opts:undefined(nil)),
