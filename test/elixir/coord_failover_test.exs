@@ -12,17 +12,7 @@ defmodule Synod.CoordFailoverTest do
   @moduletag timeout: 120_000
 
   setup do
-    dir = Path.join(System.tmp_dir!(), "synod-coordf-#{System.unique_integer([:positive])}")
-    peers = LocalCluster.start(3, prefix: "cf")
-    nodes = Enum.map(peers, &elem(&1, 1))
-    store = :"cf#{System.unique_integer([:positive])}"
-    leader = Coord.start_store(store, nodes, dir)
-
-    on_exit(fn ->
-      LocalCluster.stop(peers)
-      File.rm_rf(dir)
-    end)
-
+    %{store: store, nodes: nodes, leader: leader} = Synod.Test.Cluster.store!(3, prefix: "cf")
     {:ok, store: store, nodes: nodes, leader: leader}
   end
 

@@ -3,7 +3,7 @@ defmodule Synod.CoordPrimitivesTest do
   # cluster for the module; each test uses its own keys).
   use ExUnit.Case, async: false
 
-  alias Synod.{Election, LocalCluster, Lock, Store, Values}
+  alias Synod.{Election, Lock, Store, Values}
   alias Synod.Test.Coord
   alias Synod.Test.Coord.Checker
 
@@ -11,16 +11,7 @@ defmodule Synod.CoordPrimitivesTest do
   @store :coord_primitives
 
   setup_all do
-    dir = Path.join(System.tmp_dir!(), "synod-coord-#{System.unique_integer([:positive])}")
-    peers = LocalCluster.start(3, prefix: "cp")
-    nodes = Enum.map(peers, &elem(&1, 1))
-    Coord.start_store(@store, nodes, dir)
-
-    on_exit(fn ->
-      LocalCluster.stop(peers)
-      File.rm_rf(dir)
-    end)
-
+    %{nodes: nodes} = Synod.Test.Cluster.store!(3, prefix: "cp", store: @store)
     {:ok, nodes: nodes}
   end
 

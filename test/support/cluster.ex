@@ -74,14 +74,18 @@ defmodule Synod.Test.Cluster do
   @doc """
   For ExUnit: `count` peers running a store under a fresh name, with its
   data in a fresh dir; both go when the test (or the module) ends. Options:
-  `:prefix` (default `"st"`) and `:store_opts` (for `Synod.Store.start/4`).
+  `:prefix` (default `"st"`), `:store` (its name, default a fresh one) and
+  `:store_opts` (for `Synod.Store.start/4`).
   Returns `%{store, nodes, leader, dir}`.
   """
   def store!(count, opts \\ []) do
     prefix = Keyword.get(opts, :prefix, "st")
     dir = tmp_dir!(prefix)
     nodes = peers!(count, prefix: prefix)
-    store = :"#{prefix}#{System.unique_integer([:positive])}"
+
+    store =
+      Keyword.get_lazy(opts, :store, fn -> :"#{prefix}#{System.unique_integer([:positive])}" end)
+
     :ok = Store.start(store, nodes, dir, Keyword.get(opts, :store_opts, []))
     %{store: store, nodes: nodes, leader: Synod.Test.Raft.wait_leader(store, nodes), dir: dir}
   end
