@@ -325,6 +325,24 @@ defmodule Synod.WitnessTest do
     assert {:error, {:not_member, :nobody@nowhere}} =
              :erpc.call(leader, Raft, :replace_member, [ctx.group, :nobody@nowhere, w2, []])
 
+    # a new member that never catches up (no such node): the add fails, the
+    # old witness stays a voter, the new one is at most a learner
+    ghost = :"ghost#{System.unique_integer([:positive])}@127.0.0.1"
+
+    assert {:error, {:add, _}} =
+             :erpc.call(leader, Raft, :replace_member, [
+               ctx.group,
+               ctx.w,
+               ghost,
+               [kind: :witness, timeout: 1_500]
+             ])
+
+    st = R.status(leader, ctx.group)
+    assert ctx.w in st.voter_nodes
+    refute ghost in st.voter_nodes
+    assert :ok = :erpc.call(leader, Raft, :remove_member, [ctx.group, ghost, [timeout: 10_000]])
+    refute ghost in R.status(leader, ctx.group).learner_nodes
+
     assert :ok =
              :erpc.call(leader, Raft, :replace_member, [
                ctx.group,
