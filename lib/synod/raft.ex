@@ -85,8 +85,11 @@ defmodule Synod.Raft do
       one fsync (default `true`)
     * `:witnesses` — nodes among `:voters` that are C node witnesses
       (`Synod.CNode` with `witness:`; docs/raft.md "Witness"): they vote
-      but never lead and run no member here; `status/2` shows their kind
-      (default `[]`)
+      but never lead and run no member here; shown as witnesses at once,
+      and recorded in the group by its first leader, so members started
+      later without this option know them too (docs/raft.md, "Which
+      members are witnesses: group state"; default `[]`). A witness added
+      later is named by `add_member/3` with `kind: :witness`
     * `:max_inflight` — pipelining window: entries the leader sends to a
       follower beyond what it has acknowledged, in as many appends as that
       takes, before it waits for answers (default 1024, at most 1048576)
@@ -386,11 +389,19 @@ defmodule Synod.Raft do
     end
   end
 
-  @doc "Asks the leader to hand leadership to `node` (a caught-up voter)."
+  @doc """
+  Asks the leader to hand leadership to `node` (a caught-up voter); a
+  member the group recorded as a witness is refused with
+  `{:error, {:witness, node}}`.
+  """
   @spec transfer_leader(group(), node()) :: :ok | {:error, term()}
   def transfer_leader(group, node), do: to_leader(group, {:transfer_leader, node}, [])
 
-  @doc "This node's member's status (term, role, leader, indexes, members)."
+  @doc """
+  This node's member's status (term, role, leader, indexes, members):
+  `members` lists every voter and learner with its kind (`:voter`,
+  `:learner` or `:witness`), `witness_nodes` the members that are witnesses.
+  """
   @spec status(group(), node()) :: map()
   def status(group, node \\ node()), do: GenServer.call({member_name(group), node}, :status)
 
