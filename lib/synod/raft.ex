@@ -85,8 +85,11 @@ defmodule Synod.Raft do
       one fsync (default `true`)
     * `:witnesses` — nodes among `:voters` that are C node witnesses
       (`Synod.CNode` with `witness:`; docs/raft.md "Witness"): they vote
-      but never lead and run no member here; `status/2` shows their kind
-      (default `[]`)
+      but never lead and run no member here; shown as witnesses at once,
+      and recorded in the group by its first leader, so members started
+      later without this option know them too (docs/raft.md, "Which
+      members are witnesses: group state"; default `[]`). A witness added
+      later is named by `add_member/3` with `kind: :witness`
     * `:max_inflight` — pipelining window: entries the leader sends to a
       follower beyond what it has acknowledged, in as many appends as that
       takes, before it waits for answers (default 1024, at most 1048576)
@@ -272,19 +275,77 @@ defmodule Synod.Raft do
   defp apply_query(fun, state), do: fun.(state)
 
   @doc """
-  Adds `node` to `group`: records its name, adds it as a learner, then
-  promotes it to voter once it has caught up. The node must already run a
-  member started with `join: true`.
+  Adds `node` to `group`: records its name (and kind), adds it as a
+  learner, then promotes it to voter once it has caught up. The node must
+  already run a member started with `join: true`, or be a C node witness
+  started with `witness: [group]` (`Synod.CNode`).
+
+  Options: `kind:` `:voter` (default) or `:witness`: a witness's kind is
+  group state, recorded in the log (and carried by snapshots) before it is
+  added, so every member, after restarts and snapshots, shows it as a
+  witness in `status/2` and refuses `transfer_leader/2` to it; `timeout:`
+  (ms, default 5000) what the whole call waits.
   """
   @spec add_member(group(), node(), keyword()) :: :ok | {:error, term()}
   def add_member(group, node, opts \\ []) do
+    {kind, opts} = Keyword.pop(opts, :kind, :voter)
     id = member_id(node)
     deadline = deadline(opts)
 
-    with {:ok, :ok} <- to_leader(group, {:peer, id, node}, opts),
+    record =
+      case kind do
+        :voter -> {:ok, {:peer, id, node}}
+        :witness -> {:ok, {:witness, id, node}}
+        other -> {:error, {:bad_option, :kind, other}}
+      end
+
+    with {:ok, request} <- record,
+         {:ok, :ok} <- to_leader(group, request, opts),
          {:ok, _} <- retry_conf(group, :add_learner, id, deadline),
          {:ok, _} <- retry_conf(group, :add_voter, id, deadline) do
       :ok
+    end
+  end
+
+  @doc """
+  Replaces the member `old` of `group` with `new` in one call: records
+  `new` (with `kind:`, `:voter` by default, or `:witness`), adds it as a
+  learner, waits until it has caught up and promotes it (as `add_member/3`),
+  then removes `old`. The group never has fewer voters than before.
+
+  Failure handling: an error before the promotion leaves `old` a voter and
+  `new` a learner at most (`{:error, {:add, reason}}`; call again, or
+  `remove_member(group, new)`); an error removing `old` after `new` was
+  promoted leaves both voters (`{:error, {:remove, reason}}`; call
+  `remove_member(group, old)` again). `new == old` is refused at once
+  (`{:error, {:same_member, node}}`), as is an `old` that is no member of
+  the group (`{:error, {:not_member, old}}`). Options: `kind:`, `timeout:`
+  (ms, default 10000) what the whole call waits.
+  """
+  @spec replace_member(group(), node(), node(), keyword()) :: :ok | {:error, term()}
+  def replace_member(group, old, new, opts \\ [])
+
+  def replace_member(_group, same, same, _opts), do: {:error, {:same_member, same}}
+
+  def replace_member(group, old, new, opts) do
+    deadline = System.monotonic_time(:millisecond) + Keyword.get(opts, :timeout, 10_000)
+    left = fn -> max(deadline - System.monotonic_time(:millisecond), 1) end
+
+    with {:ok, nodes} <- member_nodes(group, left.()),
+         true <- old in nodes || {:error, {:not_member, old}},
+         :ok <- tag(:add, add_member(group, new, Keyword.put(opts, :timeout, left.()))) do
+      tag(:remove, remove_member(group, old, timeout: left.()))
+    end
+  end
+
+  defp tag(_step, :ok), do: :ok
+  defp tag(step, {:error, why}), do: {:error, {step, why}}
+
+  # The group's members (voters and learners) as its leader knows them.
+  defp member_nodes(group, timeout) do
+    case to_leader(group, :status, timeout: timeout) do
+      %{voter_nodes: v, learner_nodes: l} -> {:ok, v ++ l}
+      {:error, _} = error -> error
     end
   end
 
@@ -328,11 +389,19 @@ defmodule Synod.Raft do
     end
   end
 
-  @doc "Asks the leader to hand leadership to `node` (a caught-up voter)."
+  @doc """
+  Asks the leader to hand leadership to `node` (a caught-up voter); a
+  member the group recorded as a witness is refused with
+  `{:error, {:witness, node}}`.
+  """
   @spec transfer_leader(group(), node()) :: :ok | {:error, term()}
   def transfer_leader(group, node), do: to_leader(group, {:transfer_leader, node}, [])
 
-  @doc "This node's member's status (term, role, leader, indexes, members)."
+  @doc """
+  This node's member's status (term, role, leader, indexes, members):
+  `members` lists every voter and learner with its kind (`:voter`,
+  `:learner` or `:witness`), `witness_nodes` the members that are witnesses.
+  """
   @spec status(group(), node()) :: map()
   def status(group, node \\ node()), do: GenServer.call({member_name(group), node}, :status)
 

@@ -590,13 +590,19 @@ static void rsim_send(rsim *s, const raft_msg *orig)
 
 /* ---- applying and events -------------------------------------------------- */
 
-/* A witness applies nothing: it only follows the commit index and holds no
- * bytes of normal entries (snapshots reach it in chunks like any member; its
- * real driver, cnode/witness.c, keeps none of their bytes). */
+/* A witness applies nothing: it only follows the commit index and keeps no
+ * bytes of normal entries. A snapshot's data reaches it in chunks like any
+ * member (the simulated driver checks them, rsim_write_chunks); the C
+ * witness keeps only the metadata (cnode/witness.c drain()). */
 static void rsim_apply_witness(rsim *s, rsim_node *n, const raft_ready_t *rd)
 {
-    if (rd->snapshot) /* metadata only: the core holds no snapshot bytes */
+    if (rd->snapshot) {
+        if (rd->snapshot->index < n->applied)
+            rsim_fail(s, "snapshot at %llu would move witness %llu back from applied %llu",
+                      (unsigned long long)rd->snapshot->index, (unsigned long long)n->id,
+                      (unsigned long long)n->applied);
         n->applied = rd->snapshot->index;
+    }
     for (size_t i = 0; i < rd->n_committed; i++) {
         const raft_entry *e = &rd->committed[i];
         if (e->index != n->applied + 1) {

@@ -234,6 +234,138 @@ defmodule Synod.WitnessTest do
     check_events!(ctx)
   end
 
+  defp restart_member(ctx, node, opts) do
+    :ok = :erpc.call(node, Raft, :stop_member, [ctx.group])
+    data_dir = Path.join(ctx.dir, Atom.to_string(node))
+
+    {:ok, _} =
+      :erpc.call(node, Raft, :start_member, [
+        [name: ctx.group, voters: [ctx.a, ctx.b], data_dir: data_dir] ++ opts
+      ])
+  end
+
+  defp assert_witness_everywhere(ctx, w) do
+    for n <- [ctx.a, ctx.b] do
+      st = R.status(n, ctx.group)
+      assert %{node: w, kind: :witness} in st.members, "#{n}: #{inspect(st.members)}"
+      assert w in st.witness_nodes
+      assert {:error, {:witness, ^w}} = :erpc.call(n, Raft, :transfer_leader, [ctx.group, w])
+    end
+  end
+
+  test "the kind is group state: a witness added with kind: :witness shows as one on every member, after a restart from a snapshot",
+       ctx do
+    # no :witnesses option anywhere: the kind can only come from the group
+    opts = [machine: Synod.Raft.KV, snapshot_every: 5]
+    :ok = Raft.start_group(ctx.group, [ctx.a, ctx.b], ctx.dir, opts)
+    leader = R.wait_leader(ctx.group, [ctx.a, ctx.b], 20_000)
+    :ok = R.watch_all(ctx.group, [ctx.a, ctx.b])
+
+    assert {:error, {:bad_option, :kind, :arbiter}} =
+             :erpc.call(leader, Raft, :add_member, [ctx.group, ctx.w, [kind: :arbiter]])
+
+    assert :ok =
+             :erpc.call(leader, Raft, :add_member, [
+               ctx.group,
+               ctx.w,
+               [kind: :witness, timeout: 15_000]
+             ])
+
+    R.wait_converged(ctx.group, [ctx.a, ctx.b], 20_000)
+    assert_witness_everywhere(ctx, ctx.w)
+
+    # a leader change between the BEAM members: the watch views name it
+    follower = other(ctx, leader)
+    assert :ok = :erpc.call(leader, Raft, :transfer_leader, [ctx.group, follower])
+    Wait.until(fn -> :erpc.call(follower, Raft, :leader, [ctx.group]) == follower end, 20_000)
+    events = check_events!(ctx)
+
+    assert Enum.any?(events, fn {_n, _e, _b, after_} -> after_.witnesses == [ctx.w] end),
+           inspect(events)
+
+    # enough commands for a snapshot past the witness entry, then a restart
+    for i <- 1..12, do: assert({:ok, _} = R.command(follower, ctx.group, {:put, i, i}, 15_000))
+    restarted = leader
+    assert R.status(restarted, ctx.group).snapshot_index > 0
+    restart_member(ctx, restarted, opts)
+    R.wait_converged(ctx.group, [ctx.a, ctx.b], 20_000)
+    assert_witness_everywhere(ctx, ctx.w)
+
+    # and the witness still votes and acks: with the other BEAM node gone,
+    # the restarted one commits with the witness alone
+    kill9(follower)
+    Wait.until(fn -> :erpc.call(restarted, Raft, :leader, [ctx.group]) == restarted end, 20_000)
+
+    assert {:ok, _} = R.command(restarted, ctx.group, {:put, :alone, 1}, 15_000)
+    assert %{node: ctx.w, kind: :witness} in R.status(restarted, ctx.group).members
+    check_events!(ctx)
+  end
+
+  test "bootstrap witnesses are recorded by the leader: a restart without the :witnesses option still knows them",
+       ctx do
+    leader = start_group(ctx)
+    assert {:ok, _} = R.command(leader, ctx.group, {:put, :k, 1})
+    follower = other(ctx, leader)
+    R.wait_converged(ctx.group, [ctx.a, ctx.b], 20_000)
+    restart_member(ctx, follower, machine: Synod.Raft.KV)
+    R.wait_converged(ctx.group, [ctx.a, ctx.b], 20_000)
+    assert_witness_everywhere(ctx, ctx.w)
+    check_events!(ctx)
+  end
+
+  test "replace_member swaps the witness for another in one call; the new one acks", ctx do
+    leader = start_group(ctx)
+    for i <- 1..10, do: assert({:ok, _} = R.command(leader, ctx.group, {:put, i, i}))
+    w2 = :"synod_w#{System.unique_integer([:positive])}@127.0.0.1"
+    _ = start_witness(%{ctx | w: w2, wdir: Path.join(ctx.dir, "witness2")})
+
+    assert {:error, {:same_member, _}} =
+             :erpc.call(leader, Raft, :replace_member, [ctx.group, ctx.w, ctx.w, []])
+
+    assert {:error, {:not_member, :nobody@nowhere}} =
+             :erpc.call(leader, Raft, :replace_member, [ctx.group, :nobody@nowhere, w2, []])
+
+    # a new member that never catches up (no such node): the add fails, the
+    # old witness stays a voter, the new one is at most a learner
+    ghost = :"ghost#{System.unique_integer([:positive])}@127.0.0.1"
+
+    assert {:error, {:add, _}} =
+             :erpc.call(leader, Raft, :replace_member, [
+               ctx.group,
+               ctx.w,
+               ghost,
+               [kind: :witness, timeout: 1_500]
+             ])
+
+    st = R.status(leader, ctx.group)
+    assert ctx.w in st.voter_nodes
+    refute ghost in st.voter_nodes
+    assert :ok = :erpc.call(leader, Raft, :remove_member, [ctx.group, ghost, [timeout: 10_000]])
+    refute ghost in R.status(leader, ctx.group).learner_nodes
+
+    assert :ok =
+             :erpc.call(leader, Raft, :replace_member, [
+               ctx.group,
+               ctx.w,
+               w2,
+               [kind: :witness, timeout: 20_000]
+             ])
+
+    st = R.status(leader, ctx.group)
+    assert w2 in st.voter_nodes
+    refute ctx.w in st.voter_nodes
+    refute ctx.w in st.learner_nodes
+    assert length(st.voters) == 3
+    R.wait_converged(ctx.group, [ctx.a, ctx.b], 20_000)
+    assert_witness_everywhere(ctx, w2)
+
+    # the old witness can go: the group commits with the new one's acks alone
+    kill9_witness(ctx.wpid)
+    kill9(other(ctx, leader))
+    assert {:ok, _} = R.command(leader, ctx.group, {:put, :new_witness, 1}, 15_000)
+    check_events!(ctx)
+  end
+
   @tag :valgrind
   test "the witness under valgrind: no errors, no leaks, through votes, appends and a clean stop",
        ctx do

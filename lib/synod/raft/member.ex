@@ -33,8 +33,12 @@ defmodule Synod.Raft.Member do
   #                             (a ref made once per Synod.Raft.command/3
   #                             call) makes retries apply it only once
   #   {:peer, Id, Node}      the node of a member id (before adding it)
+  #   {:witness, Id, Node}   the same, and that member is a witness (a C
+  #                          node that votes but never leads): the kind is
+  #                          group state, applied by every member, carried
+  #                          by snapshots (encode_snapshot/1)
   #
-  # Snapshot data is `term_to_binary({NodeOfId, Sessions, MachineSnapshot})`.
+  # Snapshot data: see encode_snapshot/1.
 
   use GenServer
   require Logger
@@ -69,7 +73,12 @@ defmodule Synod.Raft.Member do
     applied: 0,
     since_snapshot: 0,
     node_of: %{},
+    # Witness nodes as the group recorded them ({:witness, Id, Node}
+    # entries, snapshots), and those named by this member's :witnesses
+    # option (bootstrap witnesses), which a leader records once per term.
     witnesses: [],
+    seed_witnesses: [],
+    seeded_term: 0,
     connecting: %{},
     subscribers: %{},
     sessions: nil,
@@ -95,7 +104,7 @@ defmodule Synod.Raft.Member do
     id = Synod.Raft.member_id(node())
 
     with {:ok, storage, recovered} <- open_storage(opts[:data_dir]),
-         {:ok, machine_state, node_of, sessions, applied} <-
+         {:ok, machine_state, {node_of, witnesses}, sessions, applied} <-
            recover_machine(storage, recovered, machine, arg),
          {:ok, raft} <- new_raft(id, opts, recovered, applied) do
       :ok = :net_kernel.monitor_nodes(true)
@@ -113,7 +122,8 @@ defmodule Synod.Raft.Member do
         snapshot_every: opts[:snapshot_every],
         failover_step_ms: opts[:failover_step_ms],
         batch: opts[:batch],
-        witnesses: opts[:witnesses] || [],
+        witnesses: witnesses,
+        seed_witnesses: opts[:witnesses] || [],
         fast_failover: opts[:fast_failover],
         watches: Watches.name(group),
         applied: applied,
@@ -140,12 +150,12 @@ defmodule Synod.Raft.Member do
   end
 
   defp recover_machine(_storage, %{snapshot: nil}, machine, arg),
-    do: {:ok, machine.init(arg), %{}, {%{}, :queue.new()}, 0}
+    do: {:ok, machine.init(arg), {%{}, []}, {%{}, :queue.new()}, 0}
 
   defp recover_machine(storage, %{snapshot: snap}, machine, arg) do
     with {:ok, data} <- Storage.read_snapshot_data(storage, snap),
-         {:ok, {node_of, sessions, machine_snapshot}} <- decode_snapshot(data) do
-      {:ok, machine.restore(machine_snapshot, arg), node_of, sessions, snap.index}
+         {:ok, {node_of, sessions, machine_snapshot, witnesses}} <- decode_snapshot(data) do
+      {:ok, machine.restore(machine_snapshot, arg), {node_of, witnesses}, sessions, snap.index}
     else
       {:error, {:unsafe_term, why}} -> {:error, {:unsafe_term, :snapshot, snap.index, why}}
       {:error, why} -> {:error, why}
@@ -256,6 +266,21 @@ defmodule Synod.Raft.Member do
     {:noreply, %{state | subscribers: Map.delete(state.subscribers, ref)}}
   end
 
+  def handle_info(
+        {:record_witnesses, term},
+        %{stuck: nil, view: %{role: :leader, term: term}} = state
+      )
+      when state.seeded_term != term do
+    for node <- state.seed_witnesses -- state.witnesses do
+      data = :erlang.term_to_binary({:witness, Synod.Raft.member_id(node), node})
+      _ = :synod_nif.raft_propose(state.raft, data)
+    end
+
+    {:noreply, after_input(%{state | seeded_term: term})}
+  end
+
+  def handle_info({:record_witnesses, _term}, state), do: {:noreply, state}
+
   def handle_info({:nodedown, _}, state), do: {:noreply, state}
   def handle_info({:nodeup, _}, state), do: {:noreply, state}
 
@@ -276,6 +301,7 @@ defmodule Synod.Raft.Member do
 
   defp known?({:command, _cmd, _request_id}), do: true
   defp known?({:peer, id, node}), do: is_integer(id) and id > 0 and is_atom(node)
+  defp known?({:witness, id, node}), do: is_integer(id) and id > 0 and is_atom(node)
 
   defp known?({:conf_change, op, id}),
     do: op in [:add_learner, :add_voter, :remove] and is_integer(id) and id > 0
@@ -297,7 +323,8 @@ defmodule Synod.Raft.Member do
   # A member that cannot persist takes nothing that would write, at once and
   # by name; reads need a round of acknowledgements it does not take part in.
   defp call(request, _from, %{stuck: %{}} = state)
-       when (is_tuple(request) and elem(request, 0) in [:peer, :conf_change, :transfer_leader]) or
+       when (is_tuple(request) and
+               elem(request, 0) in [:peer, :witness, :conf_change, :transfer_leader]) or
               request == :campaign,
        do: {:reply, {:error, :no_space}, state}
 
@@ -306,6 +333,10 @@ defmodule Synod.Raft.Member do
 
   defp call({:peer, id, node}, from, state) do
     propose(state, :erlang.term_to_binary({:peer, id, node}), from)
+  end
+
+  defp call({:witness, id, node}, from, state) do
+    propose(state, :erlang.term_to_binary({:witness, id, node}), from)
   end
 
   defp call({:conf_change, op, id}, from, state) do
@@ -337,7 +368,7 @@ defmodule Synod.Raft.Member do
   end
 
   defp call({:transfer_leader, node}, _from, state) do
-    if node in state.witnesses,
+    if witness?(state, node),
       do: {:reply, {:error, {:witness, node}}, state},
       else: transfer_leader(node, state)
   end
@@ -362,6 +393,7 @@ defmodule Synod.Raft.Member do
         leader_node: node_of(state, st.leader),
         voter_nodes: Enum.map(st.voters, &node_of(state, &1)),
         learner_nodes: Enum.map(st.learners, &node_of(state, &1)),
+        witness_nodes: witness_members(state, st),
         members: members(state, st),
         applied: state.applied,
         storage: storage_status(state),
@@ -381,15 +413,25 @@ defmodule Synod.Raft.Member do
   end
 
   # Every member with its kind: a voter, a learner or a witness (a C node
-  # that votes but never leads, named by the :witnesses option).
+  # that votes but never leads, recorded by a {:witness, Id, Node} entry or
+  # named by the :witnesses option). A witness still a learner (being
+  # added) shows as a witness too; voter_nodes/learner_nodes tell its step.
   defp members(state, st) do
-    kind = fn node, k -> if node in state.witnesses, do: :witness, else: k end
+    kind = fn node, k -> if witness?(state, node), do: :witness, else: k end
 
     Enum.map(st.voters, &%{node: node_of(state, &1), kind: kind.(node_of(state, &1), :voter)}) ++
       Enum.map(
         st.learners,
         &%{node: node_of(state, &1), kind: kind.(node_of(state, &1), :learner)}
       )
+  end
+
+  defp witness?(state, node), do: node in state.witnesses or node in state.seed_witnesses
+
+  defp witness_members(state, st) do
+    (st.voters ++ st.learners)
+    |> Enum.map(&node_of(state, &1))
+    |> Enum.filter(&witness?(state, &1))
   end
 
   defp propose(%{stuck: %{}} = state, _data, _from), do: {:reply, {:error, :no_space}, state}
@@ -704,7 +746,7 @@ defmodule Synod.Raft.Member do
         {:error, why} -> exit({:raft_storage, why})
       end
 
-    {node_of, sessions, machine_snapshot} =
+    {node_of, sessions, machine_snapshot, witnesses} =
       case decode_snapshot(data) do
         {:ok, decoded} ->
           decoded
@@ -730,6 +772,7 @@ defmodule Synod.Raft.Member do
       | pending: Map.new(pending),
         machine_state: state.machine.restore(machine_snapshot, state.machine_arg),
         node_of: Map.merge(state.node_of, node_of),
+        witnesses: witnesses,
         sessions: sessions,
         applied: index,
         since_snapshot: 0
@@ -796,13 +839,14 @@ defmodule Synod.Raft.Member do
     end
   end
 
-  # Snapshot data: <<1, len::32, term_to_binary({NodeOf, Sessions}), kind,
+  # Snapshot data: <<1, len::32, term_to_binary({NodeOf, Sessions,
+  # Witnesses}), kind,
   # machine>>, where kind 1 is a machine snapshot that is a binary, stored as
   # is (the store's: no second copy of it is made to wrap it), and kind 0
   # any other term, in term_to_binary form. As iodata, so the machine's
   # binary is written to the file without being copied.
   defp encode_snapshot(state) do
-    head = :erlang.term_to_binary({state.node_of, state.sessions})
+    head = :erlang.term_to_binary({state.node_of, state.sessions, state.witnesses})
 
     machine =
       case state.machine.snapshot(state.machine_state) do
@@ -816,9 +860,9 @@ defmodule Synod.Raft.Member do
   # Decoded by Synod.Raft.SafeTerm, as entries are (decode_entry/4).
   defp decode_snapshot(<<1, len::32, head::binary-size(len), kind, machine::binary>>)
        when kind in [0, 1] do
-    with {:ok, {node_of, sessions}} <- SafeTerm.decode(head),
+    with {:ok, {node_of, sessions, witnesses}} <- snapshot_head(head),
          {:ok, machine} <- if(kind == 1, do: {:ok, machine}, else: SafeTerm.decode(machine)) do
-      {:ok, {node_of, sessions, machine}}
+      {:ok, {node_of, sessions, machine, witnesses}}
     else
       {:ok, _other} -> {:error, {:unsafe_term, :not_a_snapshot}}
       {:error, why} -> {:error, {:unsafe_term, why}}
@@ -826,6 +870,21 @@ defmodule Synod.Raft.Member do
   end
 
   defp decode_snapshot(_data), do: {:error, {:unsafe_term, :not_a_snapshot}}
+
+  # A head without witnesses is that of a snapshot written before the kind
+  # was group state: no witness recorded.
+  defp snapshot_head(head) do
+    case SafeTerm.decode(head) do
+      {:ok, {node_of, sessions, witnesses}} when is_list(witnesses) ->
+        {:ok, {node_of, sessions, witnesses}}
+
+      {:ok, {node_of, sessions}} ->
+        {:ok, {node_of, sessions, []}}
+
+      other ->
+        other
+    end
+  end
 
   # A command is applied once per request id: a client that retries (its
   # leader died mid-call, its entry was dropped) gets the first result.
@@ -842,6 +901,11 @@ defmodule Synod.Raft.Member do
 
   defp apply_normal(state, _index, _term, {:peer, id, node}) do
     {learn_node(state, id, node), :ok}
+  end
+
+  defp apply_normal(state, _index, _term, {:witness, id, node}) do
+    state = learn_node(state, id, node)
+    {%{state | witnesses: Enum.uniq([node | state.witnesses])}, :ok}
   end
 
   # The results of the last @sessions_max requests, part of every snapshot,
@@ -907,7 +971,18 @@ defmodule Synod.Raft.Member do
     send(state.watches, {:raft_events, changes})
     Emit.raft_changes(state.group, changes)
     state = %{state | view: view}
-    if view.role == :leader, do: state, else: drop_reads(state)
+    if view.role == :leader, do: record_seed_witnesses(state), else: drop_reads(state)
+  end
+
+  # A leader records the bootstrap witnesses (its :witnesses option) the
+  # group has not recorded yet, so members that join later, and snapshots,
+  # know them too. Proposed from the mailbox, not from inside the Ready
+  # being handled.
+  defp record_seed_witnesses(state) do
+    if state.seeded_term != state.view.term and state.seed_witnesses -- state.witnesses != [],
+      do: send(self(), {:record_witnesses, state.view.term})
+
+    state
   end
 
   # Reads confirmed by a quorum wait until the machine has applied their index.

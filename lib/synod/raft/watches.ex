@@ -16,7 +16,7 @@ defmodule Synod.Raft.Watches do
   # leader or follower; a follower that learns of a new leader gets
   # :become_follower too). Before and After are the member's whole view
   # (view/0): role, leader and term from the change itself; commit and
-  # applied index and the voters' nodes as the member reports them when the
+  # applied index, the voters' nodes and which members are witnesses, as the member reports them when the
   # change is delivered (one status call per batch of changes), so After's
   # indexes are at least those of the change. Before's are those of the
   # previous delivery (the first one's, the same as After's).
@@ -32,7 +32,8 @@ defmodule Synod.Raft.Watches do
           term: non_neg_integer(),
           commit: non_neg_integer() | nil,
           applied: non_neg_integer() | nil,
-          voters: [node()] | nil
+          voters: [node()] | nil,
+          witnesses: [node()] | nil
         }
 
   @status_timeout 1_000
@@ -109,9 +110,15 @@ defmodule Synod.Raft.Watches do
   # The parts of the member's view that its changes do not carry.
   defp indexes(group) do
     status = GenServer.call(Synod.Raft.member_name(group), :status, @status_timeout)
-    %{commit: status.commit, applied: status.applied, voters: status.voter_nodes}
+
+    %{
+      commit: status.commit,
+      applied: status.applied,
+      voters: status.voter_nodes,
+      witnesses: status.witness_nodes
+    }
   catch
-    :exit, _ -> %{commit: nil, applied: nil, voters: nil}
+    :exit, _ -> %{commit: nil, applied: nil, voters: nil, witnesses: nil}
   end
 
   defp start(_group, _key, pid, type) when is_pid(pid) do
