@@ -14,6 +14,7 @@ defmodule Synod.Observer.Page do
   #   .hub .share[data-node=N]                ring ownership shares
   #   .store[data-store=S]                    revision, keys, bytes, watch lag
   #   #changes li                             recent leader changes
+  #   #elections li.election[data-election=E][data-leader=L]  recent election changes
 
   alias Synod.Observer.JSON
 
@@ -50,7 +51,7 @@ defmodule Synod.Observer.Page do
   <section><h2>Raft groups</h2><div id="groups"></div></section>
   <section><h2>Hubs</h2><div id="hubs"></div></section>
   <section><h2>Stores</h2><div id="stores"></div></section>
-  <section><h2>Recent leader changes</h2><ul id="changes"></ul><h2>C nodes</h2><div id="cnodes"></div></section>
+  <section><h2>Recent leader changes</h2><ul id="changes"></ul><h2>Recent election changes</h2><ul id="elections"></ul><h2>C nodes</h2><div id="cnodes"></div></section>
   </main>
   """
 
@@ -163,6 +164,12 @@ defmodule Synod.Observer.Page do
       `<li data-group="${esc(c.group)}">${esc(new Date(c.at).toLocaleTimeString())} ${esc(c.group)}: ` +
       `${esc(c.previous || "none")} → <b>${esc(c.leader || "none")}</b> (term ${esc(c.term)})</li>`);
     document.getElementById("changes").innerHTML = ch.join("") || `<li class="muted">none seen (they are kept while Synod.Metrics runs)</li>`;
+
+    const el = (st.recent_election_changes || []).map(c =>
+      `<li class="election" data-election="${esc(c.election)}" data-leader="${esc(c.leader)}">` +
+      `${esc(new Date(c.at).toLocaleTimeString())} ${esc(c.store)}/${esc(c.election)}: ` +
+      (c.leader == null ? `${esc(c.previous)} stepped down` : `<b>${esc(c.leader)}</b> elected`) + `</li>`);
+    document.getElementById("elections").innerHTML = el.join("") || `<li class="muted">none seen (this node's candidates, while Synod.Metrics runs)</li>`;
 
     const cn = Array.isArray(st.cnodes) ? st.cnodes : [];
     document.getElementById("cnodes").innerHTML = cn.length
