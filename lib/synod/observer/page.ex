@@ -10,7 +10,7 @@ defmodule Synod.Observer.Page do
   #   .member[data-node=N]                    every node seen (hub members, voters)
   #   .group[data-group=G][data-leader=N]     one per Raft group
   #   .group .member.leader[data-node=N]      the leader in its group's picture
-  #   .hub[data-hub=H] .bar[data-node=N]      children per node
+  #   .hub[data-hub=H] .bar[data-node=N][data-value=K]  children per node
   #   .hub .share[data-node=N]                ring ownership shares
   #   .store[data-store=S]                    revision, keys, bytes, watch lag
   #   #changes li                             recent leader changes
@@ -85,7 +85,7 @@ defmodule Synod.Observer.Page do
     let s = `<svg width="360" height="${rows.length * 20 + 4}">`;
     rows.forEach(([k, v], i) => {
       const w = Math.round(200 * (Number(v) || 0) / max);
-      s += `<g class="${cls}" data-node="${esc(k)}"><text x="0" y="${i * 20 + 14}">${esc(short(k))}</text>` +
+      s += `<g class="${cls}" data-node="${esc(k)}" data-value="${esc(v)}"><text x="0" y="${i * 20 + 14}">${esc(short(k))}</text>` +
            `<rect x="100" y="${i * 20 + 3}" width="${w}" height="14"></rect>` +
            `<text x="${106 + w}" y="${i * 20 + 14}">${esc(label(v))}</text></g>`;
     });
