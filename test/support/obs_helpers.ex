@@ -298,6 +298,35 @@ defmodule Synod.Test.ObsBench do
     :ok
   end
 
+  @doc "Counts, from now on, the events Synod.Metrics consumes that are emitted here, by event."
+  def count_events do
+    ref = :counters.new(length(Synod.Metrics.events()), [:write_concurrency])
+    :persistent_term.put({__MODULE__, :counts}, ref)
+    index = Synod.Metrics.events() |> Enum.with_index(1) |> Map.new()
+    _ = Synod.Telemetry.detach({__MODULE__, :count})
+
+    Synod.Telemetry.attach_many(
+      {__MODULE__, :count},
+      Synod.Metrics.events(),
+      &__MODULE__.count_one/4,
+      {ref, index}
+    )
+  end
+
+  @doc false
+  def count_one(event, _m, _md, {ref, index}), do: :counters.add(ref, Map.fetch!(index, event), 1)
+
+  @doc "Stops counting; the counts since count_events/0, by event (nonzero only)."
+  def counted do
+    _ = Synod.Telemetry.detach({__MODULE__, :count})
+    ref = :persistent_term.get({__MODULE__, :counts})
+
+    for {event, i} <- Enum.with_index(Synod.Metrics.events(), 1),
+        (n = :counters.get(ref, i)) > 0,
+        into: %{},
+        do: {event, n}
+  end
+
   @doc "Stops Synod.Metrics here: no handler attached, events cost one ETS lookup."
   def metrics_off do
     if pid = Process.whereis(Synod.Metrics), do: GenServer.stop(pid)
