@@ -27,6 +27,9 @@ defmodule Synod.ObsPageTest do
     dir = Path.join(System.tmp_dir!(), "synod-obs-page-#{System.unique_integer([:positive])}")
     on_exit(fn -> File.rm_rf(dir) end)
 
+    # The observer (and its metrics) first: a sees the store's first leader.
+    port = :erpc.call(a, Obs, :start_observer, [[port: 0]])
+
     store = :obs_page_store
     :ok = Synod.Store.start(store, nodes, dir)
     leader = Synod.Test.Raft.wait_leader(store, nodes)
@@ -37,8 +40,6 @@ defmodule Synod.ObsPageTest do
 
     {:ok, %{errors: []}} =
       :erpc.call(a, RemoteHub, :start_many, [hub, "c", 60, [timeout: 30_000]])
-
-    port = :erpc.call(a, Obs, :start_observer, [[port: 0]])
 
     # An election on a, after its metrics run: won, then left.
     :ok = :erpc.call(a, Obs, :election_cycle, [store, :obs_page_election, "page-cand"])
@@ -70,6 +71,11 @@ defmodule Synod.ObsPageTest do
     # a's children, as its registry counts them, on its bar.
     assert on_a > 0
     assert dom =~ ~s(class="bar" data-node="#{a}" data-value="#{on_a}")
+
+    # The Raft leader change a saw (from none, or from an earlier leader
+    # if an election was lost under load) to the leader, in the list.
+    assert dom =~
+             ~r/<li data-group="#{store}">[^<]*#{store}: [^<]+ → <b>#{Regex.escape(Atom.to_string(leader))}<\/b>/
 
     # The election: elected, then stepped down, newest first.
     assert [_, _] = Regex.scan(~r/<li class="election" data-election="obs_page_election"/, dom)
