@@ -41,15 +41,28 @@ per = div(commands, clients)
 
 set = fn mode -> for n <- nodes, do: :ok = :erpc.call(n, ObsBench, mode, []) end
 
+# The reductions of the hub's processes (coordinator, children's
+# supervisor) on the three nodes: a cost counter the machine's load does
+# not move, so on against off shows what the metrics cost the hub itself.
+reds = fn ->
+  for n <- nodes, name <- [:obs_bench, :"obs_bench.children"], reduce: 0 do
+    acc ->
+      pid = :erpc.call(n, Process, :whereis, [name])
+      acc + elem(:erpc.call(n, Process, :info, [pid, :reductions]), 1)
+  end
+end
+
 round = fn mode ->
   set.(if mode == :on, do: :metrics_on, else: :metrics_off)
+  r0 = reds.()
   {us, :ok, ^children, 0} = :erpc.call(a, HubBench, :synod_start, [:obs_bench, children], 600_000)
   {_, :ok, ^children, 0} = :erpc.call(a, HubBench, :synod_stop, [:obs_bench, children], 600_000)
+  r1 = reds.()
 
   raft =
     :erpc.call(leader, Synod.Test.Raft, :throughput, [:obs_bench_raft, clients, per], 600_000)
 
-  {mode, round(children / (us / 1_000_000)), raft}
+  {mode, round(children / (us / 1_000_000)), raft, (r1 - r0) / children}
 end
 
 # One warm-up round of each, not counted.
@@ -62,8 +75,11 @@ results =
     Enum.map(order, round)
   end)
 
-for {mode, hub, raft} <- results,
-    do: IO.puts("  #{mode}: hub #{hub} starts/s, raft #{raft} commands/s")
+for {mode, hub, raft, r} <- results,
+    do:
+      IO.puts(
+        "  #{mode}: hub #{hub} starts/s, raft #{raft} commands/s, #{Float.round(r, 1)} hub reductions per child"
+      )
 
 med = fn mode, pos ->
   results |> Enum.filter(&(elem(&1, 0) == mode)) |> Enum.map(&elem(&1, pos)) |> Stats.median()
@@ -105,6 +121,7 @@ IO.puts("""
 observability cost, #{rounds} rounds each, medians (3 peers, fsync on)
   hub start of #{children} children: off #{hub_off}/s, on #{hub_on}/s, on/off #{Float.round(hub_on / hub_off, 3)} (median of pairs #{Float.round(pair.(1), 3)})
   raft, #{clients} clients:          off #{raft_off}/s, on #{raft_on}/s, on/off #{Float.round(raft_on / raft_off, 3)} (median of pairs #{Float.round(pair.(2), 3)})
+  hub reductions per child started and stopped: off #{Float.round(med.(:off, 3), 1)}, on #{Float.round(med.(:on, 3), 1)}, on/off #{Float.round(med.(:on, 3) / med.(:off, 3), 3)}
   target: on/off >= 0.95
   events in one round on the 3 nodes: #{hub_events} hub events for #{children} starts and stops; all: #{inspect(counted)}
 """)
