@@ -17,6 +17,11 @@ defmodule Synod.Metrics do
       {:ok, _} = Synod.Metrics.start_link([])
       Synod.Metrics.render() |> IO.puts()
 
+  Each node counts its own: a hub start or stop only on the node it
+  happened on (every member reports those it learns of, with that node in
+  the metadata), an election change only on the candidate that won. Sum the
+  nodes' scrapes for the cluster.
+
   Labels are only those of bounded sets (group, store, hub, node, kind,
   role, result, queue, election, task states); never keys or child ids.
 
