@@ -189,7 +189,7 @@ defmodule Synod.Metrics do
     do: count(:synod_hub_children_migrated_total, [md[:hub], md[:from], md[:to]], n)
 
   defp record([:synod, :hub, :redistribution, :stop], m, md) do
-    labels = [md[:hub], md[:node], md[:reason]]
+    labels = [md[:hub], md[:node], reason_kind(md[:reason])]
     observe(:synod_hub_redistribution_duration_seconds, labels, m[:duration])
     count(:synod_hub_redistribution_moved_total, labels, m[:moved] || 0)
   end
@@ -271,8 +271,10 @@ defmodule Synod.Metrics do
   defp record([:synod, :queue, :depth], m, md),
     do: gauge(:synod_queue_depth, [md[:store], md[:queue]], m[:depth] || 0)
 
+  # `from: nil` is a task created: "none" (an empty label value would read
+  # as no label at all).
   defp record([:synod, :tasks, :transition], _m, md),
-    do: count(:synod_tasks_transitions_total, [md[:store], md[:from], md[:to]], 1)
+    do: count(:synod_tasks_transitions_total, [md[:store], md[:from] || :none, md[:to]], 1)
 
   defp record([:synod, :cnode, :connection], _m, md),
     do: gauge(:synod_cnode_connected, [md[:node]], if(md[:state] == :up, do: 1, else: 0))
@@ -281,6 +283,12 @@ defmodule Synod.Metrics do
     do: count(:synod_cnode_requests_total, [md[:node], md[:kind]], m[:count] || 1)
 
   defp record(_event, _m, _md), do: :ok
+
+  # A redistribution's reason as a label of a bounded set: its kind
+  # (`{:joined, node}` -> joined, `{:left, nodes}` -> left, `:healed`, ...).
+  defp reason_kind({kind, _}) when is_atom(kind), do: kind
+  defp reason_kind(kind) when is_atom(kind), do: kind
+  defp reason_kind(_), do: :other
 
   # A counter row: {{name, labels}, value}; a gauge row the same, replaced;
   # a histogram row: {{name, labels}, count, sum_native, bucket_1 .. bucket_n,

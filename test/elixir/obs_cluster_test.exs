@@ -124,7 +124,7 @@ defmodule Synod.ObsClusterTest do
       value.(all[c], "synod_tasks_transitions_total", %{"store" => s, "from" => from, "to" => to})
     end
 
-    assert tr.("", "starting") == 1.0
+    assert tr.("none", "starting") == 1.0
     assert tr.("starting", "running") == 1.0
     assert tr.("running", "terminated") == 1.0
 
