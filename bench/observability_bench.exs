@@ -52,6 +52,15 @@ reds = fn ->
   end
 end
 
+# The same for the Raft members (the processes that emit commit and fsync).
+raft_reds = fn ->
+  for n <- nodes, reduce: 0 do
+    acc ->
+      pid = :erpc.call(n, Process, :whereis, [Synod.Raft.member_name(:obs_bench_raft)])
+      acc + elem(:erpc.call(n, Process, :info, [pid, :reductions]), 1)
+  end
+end
+
 round = fn mode ->
   set.(if mode == :on, do: :metrics_on, else: :metrics_off)
   r0 = reds.()
@@ -59,10 +68,15 @@ round = fn mode ->
   {_, :ok, ^children, 0} = :erpc.call(a, HubBench, :synod_stop, [:obs_bench, children], 600_000)
   r1 = reds.()
 
+  q0 = raft_reds.()
+
   raft =
     :erpc.call(leader, Synod.Test.Raft, :throughput, [:obs_bench_raft, clients, per], 600_000)
 
-  {mode, round(children / (us / 1_000_000)), raft, (r1 - r0) / children}
+  q1 = raft_reds.()
+
+  {mode, round(children / (us / 1_000_000)), raft, (r1 - r0) / children,
+   (q1 - q0) / (per * clients)}
 end
 
 # One warm-up round of each, not counted.
@@ -75,10 +89,10 @@ results =
     Enum.map(order, round)
   end)
 
-for {mode, hub, raft, r} <- results,
+for {mode, hub, raft, r, q} <- results,
     do:
       IO.puts(
-        "  #{mode}: hub #{hub} starts/s, raft #{raft} commands/s, #{Float.round(r, 1)} hub reductions per child"
+        "  #{mode}: hub #{hub} starts/s, raft #{raft} commands/s, #{Float.round(r, 1)} hub reductions per child, #{Float.round(q, 1)} member reductions per command"
       )
 
 med = fn mode, pos ->
@@ -122,6 +136,7 @@ observability cost, #{rounds} rounds each, medians (3 peers, fsync on)
   hub start of #{children} children: off #{hub_off}/s, on #{hub_on}/s, on/off #{Float.round(hub_on / hub_off, 3)} (median of pairs #{Float.round(pair.(1), 3)})
   raft, #{clients} clients:          off #{raft_off}/s, on #{raft_on}/s, on/off #{Float.round(raft_on / raft_off, 3)} (median of pairs #{Float.round(pair.(2), 3)})
   hub reductions per child started and stopped: off #{Float.round(med.(:off, 3), 1)}, on #{Float.round(med.(:on, 3), 1)}, on/off #{Float.round(med.(:on, 3) / med.(:off, 3), 3)}
+  Raft members' reductions per command: off #{Float.round(med.(:off, 4), 1)}, on #{Float.round(med.(:on, 4), 1)}, on/off #{Float.round(med.(:on, 4) / med.(:off, 4), 3)}
   target: on/off >= 0.95
   events in one round on the 3 nodes: #{hub_events} hub events for #{children} starts and stops; all: #{inspect(counted)}
 """)
