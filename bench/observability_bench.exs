@@ -41,15 +41,42 @@ per = div(commands, clients)
 
 set = fn mode -> for n <- nodes, do: :ok = :erpc.call(n, ObsBench, mode, []) end
 
+# The reductions of the hub's processes (coordinator, children's
+# supervisor) on the three nodes: a cost counter the machine's load does
+# not move, so on against off shows what the metrics cost the hub itself.
+reds = fn ->
+  for n <- nodes, name <- [:obs_bench, :"obs_bench.children"], reduce: 0 do
+    acc ->
+      pid = :erpc.call(n, Process, :whereis, [name])
+      acc + elem(:erpc.call(n, Process, :info, [pid, :reductions]), 1)
+  end
+end
+
+# The same for the Raft members (the processes that emit commit and fsync).
+raft_reds = fn ->
+  for n <- nodes, reduce: 0 do
+    acc ->
+      pid = :erpc.call(n, Process, :whereis, [Synod.Raft.member_name(:obs_bench_raft)])
+      acc + elem(:erpc.call(n, Process, :info, [pid, :reductions]), 1)
+  end
+end
+
 round = fn mode ->
   set.(if mode == :on, do: :metrics_on, else: :metrics_off)
+  r0 = reds.()
   {us, :ok, ^children, 0} = :erpc.call(a, HubBench, :synod_start, [:obs_bench, children], 600_000)
   {_, :ok, ^children, 0} = :erpc.call(a, HubBench, :synod_stop, [:obs_bench, children], 600_000)
+  r1 = reds.()
+
+  q0 = raft_reds.()
 
   raft =
     :erpc.call(leader, Synod.Test.Raft, :throughput, [:obs_bench_raft, clients, per], 600_000)
 
-  {mode, round(children / (us / 1_000_000)), raft}
+  q1 = raft_reds.()
+
+  {mode, round(children / (us / 1_000_000)), raft, (r1 - r0) / children,
+   (q1 - q0) / (per * clients)}
 end
 
 # One warm-up round of each, not counted.
@@ -62,8 +89,11 @@ results =
     Enum.map(order, round)
   end)
 
-for {mode, hub, raft} <- results,
-    do: IO.puts("  #{mode}: hub #{hub} starts/s, raft #{raft} commands/s")
+for {mode, hub, raft, r, q} <- results,
+    do:
+      IO.puts(
+        "  #{mode}: hub #{hub} starts/s, raft #{raft} commands/s, #{Float.round(r, 1)} hub reductions per child, #{Float.round(q, 1)} member reductions per command"
+      )
 
 med = fn mode, pos ->
   results |> Enum.filter(&(elem(&1, 0) == mode)) |> Enum.map(&elem(&1, pos)) |> Stats.median()
@@ -71,12 +101,44 @@ end
 
 [hub_off, hub_on, raft_off, raft_on] = [med.(:off, 1), med.(:on, 1), med.(:off, 2), med.(:on, 2)]
 
+# The ratio within each pair of adjacent rounds (off-on or on-off), whose
+# median drifts less with the machine's load than the ratio of medians.
+pair = fn pos ->
+  results
+  |> Enum.chunk_every(2)
+  |> Enum.map(fn chunk ->
+    m = Map.new(chunk, fn r -> {elem(r, 0), elem(r, pos)} end)
+    m.on / m.off
+  end)
+  |> Stats.median()
+end
+
+# What the metrics handler has to do in one start: the events the three
+# nodes emit while 20,000 (CHILDREN) children start and stop, counted by a
+# second handler during one more round with the metrics on.
+for n <- nodes, do: :ok = :erpc.call(n, ObsBench, :count_events, [])
+round.(:on)
+
+counted =
+  nodes
+  |> Enum.map(&:erpc.call(&1, ObsBench, :counted, []))
+  |> Enum.reduce(%{}, &Map.merge(&1, &2, fn _, x, y -> x + y end))
+
+hub_events =
+  counted
+  |> Enum.filter(fn {[_, f | _], _} -> f == :hub end)
+  |> Enum.map(&elem(&1, 1))
+  |> Enum.sum()
+
 IO.puts("""
 
 observability cost, #{rounds} rounds each, medians (3 peers, fsync on)
-  hub start of #{children} children: off #{hub_off}/s, on #{hub_on}/s, on/off #{Float.round(hub_on / hub_off, 3)}
-  raft, #{clients} clients:          off #{raft_off}/s, on #{raft_on}/s, on/off #{Float.round(raft_on / raft_off, 3)}
+  hub start of #{children} children: off #{hub_off}/s, on #{hub_on}/s, on/off #{Float.round(hub_on / hub_off, 3)} (median of pairs #{Float.round(pair.(1), 3)})
+  raft, #{clients} clients:          off #{raft_off}/s, on #{raft_on}/s, on/off #{Float.round(raft_on / raft_off, 3)} (median of pairs #{Float.round(pair.(2), 3)})
+  hub reductions per child started and stopped: off #{Float.round(med.(:off, 3), 1)}, on #{Float.round(med.(:on, 3), 1)}, on/off #{Float.round(med.(:on, 3) / med.(:off, 3), 3)}
+  Raft members' reductions per command: off #{Float.round(med.(:off, 4), 1)}, on #{Float.round(med.(:on, 4), 1)}, on/off #{Float.round(med.(:on, 4) / med.(:off, 4), 3)}
   target: on/off >= 0.95
+  events in one round on the 3 nodes: #{hub_events} hub events for #{children} starts and stops; all: #{inspect(counted)}
 """)
 
 # The emitter's cost of one event, on this node: with the metrics handler
@@ -112,9 +174,12 @@ end
 {off_ns, on_ns} = {ns.(:off), ns.(:on)}
 per_cmd_ns = 1.0e9 / raft_on
 
+per_start_ns = 1.0e9 / hub_on
+
 IO.puts("""
   one event in the emitter:        off #{Float.round(off_ns, 1)} ns, on #{Float.round(on_ns, 1)} ns (handler + ETS update)
   3 events per command at the measured rate: #{Float.round(100 * 3 * (on_ns - off_ns) / per_cmd_ns, 3)}% of a command's time
+  hub events per start at the measured rate: #{Float.round(100 * hub_events / children * (on_ns - off_ns) / per_start_ns, 4)}% of a start's time
 """)
 
 Synod.LocalCluster.stop(peers)

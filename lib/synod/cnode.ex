@@ -48,6 +48,7 @@ defmodule Synod.CNode do
   use GenServer
   require Logger
 
+  alias Synod.Stray
   alias Synod.Telemetry.Emit
 
   @options [
@@ -272,9 +273,21 @@ defmodule Synod.CNode do
     end
   end
 
+  # The house rule (Synod.Stray): an unknown call is answered
+  # {:error, {:bad_request, request}}, an unknown cast or message dropped
+  # with a rate-limited log; nothing sent to this process crashes it.
+  @who "Synod.CNode"
+  @calls [:os_pid, :output]
+
   @impl true
-  def handle_call(:os_pid, _from, state), do: {:reply, Port.info(state.port)[:os_pid], state}
-  def handle_call(:output, _from, state), do: {:reply, Enum.reverse(state.output), state}
+  def handle_call(request, from, state),
+    do: Stray.call(request, from, state, @who, request in @calls, &known_call/3)
+
+  defp known_call(:os_pid, _from, state), do: {:reply, Port.info(state.port)[:os_pid], state}
+  defp known_call(:output, _from, state), do: {:reply, Enum.reverse(state.output), state}
+
+  @impl true
+  def handle_cast(request, state), do: Stray.cast(request, state, @who)
 
   @impl true
   def handle_info({port, {:data, {_, line}}}, %{port: port} = state) do
@@ -310,7 +323,13 @@ defmodule Synod.CNode do
     end
   end
 
-  def handle_info(_other, state), do: {:noreply, state}
+  # A reconnect timer that fires after the connection came back by itself.
+  def handle_info(:reconnect, state), do: {:noreply, state}
+
+  def handle_info(other, state) do
+    Stray.ignored(@who, :message, other)
+    {:noreply, state}
+  end
 
   @impl true
   def terminate(_reason, %{port: port} = state) do

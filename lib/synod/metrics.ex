@@ -17,6 +17,11 @@ defmodule Synod.Metrics do
       {:ok, _} = Synod.Metrics.start_link([])
       Synod.Metrics.render() |> IO.puts()
 
+  Each node counts its own: a hub start or stop only on the node it
+  happened on (every member reports those it learns of, with that node in
+  the metadata), an election change only on the candidate that won. Sum the
+  nodes' scrapes for the cluster.
+
   Labels are only those of bounded sets (group, store, hub, node, kind,
   role, result, queue, election, task states); never keys or child ids.
 
@@ -55,9 +60,11 @@ defmodule Synod.Metrics do
   # name => {type, help, label names}
   @metrics %{
     synod_hub_children_started_total:
-      {:counter, "Children started on this node by the hub.", [:hub, :node]},
+      {:counter, "Children started on this node by the hub (each node counts its own).",
+       [:hub, :node]},
     synod_hub_children_stopped_total:
-      {:counter, "Children stopped on this node by the hub.", [:hub, :node]},
+      {:counter, "Children stopped on this node by the hub (each node counts its own).",
+       [:hub, :node]},
     synod_hub_children_migrated_total:
       {:counter, "Children moved from one node to another.", [:hub, :from, :to]},
     synod_hub_redistribution_duration_seconds:
@@ -93,7 +100,7 @@ defmodule Synod.Metrics do
     synod_lock_wait_seconds: {:histogram, "Time to acquire a lock.", [:store]},
     synod_lock_hold_seconds: {:histogram, "Time a lock was held, by result.", [:store, :result]},
     synod_election_leader_changes_total:
-      {:counter, "Leader changes of elections.", [:store, :election]},
+      {:counter, "Elections won by candidates on this node.", [:store, :election]},
     synod_queue_depth: {:gauge, "Values waiting in a queue.", [:store, :queue]},
     synod_tasks_transitions_total:
       {:counter, "Task state transitions, by from and to.", [:store, :from, :to]},
@@ -167,17 +174,22 @@ defmodule Synod.Metrics do
   @doc false
   def handle_event(event, m, md, _config), do: record(event, m, md)
 
-  defp record([:synod, :hub, :children, :started], %{count: n}, md),
-    do: count(:synod_hub_children_started_total, [md[:hub], md[:node]], n)
+  # Every member emits the starts and stops it learns of, with `node` the
+  # node whose children changed (docs/hub.md, "Events"): each node counts
+  # only its own, so that summing the nodes' scrapes counts each once.
+  defp record([:synod, :hub, :children, :started], %{count: n}, %{node: node} = md)
+       when node == node(),
+       do: count(:synod_hub_children_started_total, [md[:hub], node], n)
 
-  defp record([:synod, :hub, :children, :stopped], %{count: n}, md),
-    do: count(:synod_hub_children_stopped_total, [md[:hub], md[:node]], n)
+  defp record([:synod, :hub, :children, :stopped], %{count: n}, %{node: node} = md)
+       when node == node(),
+       do: count(:synod_hub_children_stopped_total, [md[:hub], node], n)
 
   defp record([:synod, :hub, :children, :migrated], %{count: n}, md),
     do: count(:synod_hub_children_migrated_total, [md[:hub], md[:from], md[:to]], n)
 
   defp record([:synod, :hub, :redistribution, :stop], m, md) do
-    labels = [md[:hub], md[:node], md[:reason]]
+    labels = [md[:hub], md[:node], reason_kind(md[:reason])]
     observe(:synod_hub_redistribution_duration_seconds, labels, m[:duration])
     count(:synod_hub_redistribution_moved_total, labels, m[:moved] || 0)
   end
@@ -240,14 +252,29 @@ defmodule Synod.Metrics do
   defp record([:synod, :lock, :released], m, md),
     do: observe(:synod_lock_hold_seconds, [md[:store], md[:result]], m[:hold])
 
-  defp record([:synod, :election, :leader], _m, md),
-    do: count(:synod_election_leader_changes_total, [md[:store], md[:election]], 1)
+  # Each candidate reports its own changes: elected (leader: its id,
+  # previous: nil) or deposed (leader: nil, previous: its id). A change of
+  # leader is counted once, by the candidate that won; both are remembered.
+  defp record([:synod, :election, :leader], _m, md) do
+    if md[:leader] != nil,
+      do: count(:synod_election_leader_changes_total, [md[:store], md[:election]], 1)
+
+    remember(:recent_election, %{
+      store: md[:store],
+      election: md[:election],
+      node: node(),
+      leader: md[:leader],
+      previous: md[:previous]
+    })
+  end
 
   defp record([:synod, :queue, :depth], m, md),
     do: gauge(:synod_queue_depth, [md[:store], md[:queue]], m[:depth] || 0)
 
+  # `from: nil` is a task created: "none" (an empty label value would read
+  # as no label at all).
   defp record([:synod, :tasks, :transition], _m, md),
-    do: count(:synod_tasks_transitions_total, [md[:store], md[:from], md[:to]], 1)
+    do: count(:synod_tasks_transitions_total, [md[:store], md[:from] || :none, md[:to]], 1)
 
   defp record([:synod, :cnode, :connection], _m, md),
     do: gauge(:synod_cnode_connected, [md[:node]], if(md[:state] == :up, do: 1, else: 0))
@@ -256,6 +283,12 @@ defmodule Synod.Metrics do
     do: count(:synod_cnode_requests_total, [md[:node], md[:kind]], m[:count] || 1)
 
   defp record(_event, _m, _md), do: :ok
+
+  # A redistribution's reason as a label of a bounded set: its kind
+  # (`{:joined, node}` -> joined, `{:left, nodes}` -> left, `:healed`, ...).
+  defp reason_kind({kind, _}) when is_atom(kind), do: kind
+  defp reason_kind(kind) when is_atom(kind), do: kind
+  defp reason_kind(_), do: :other
 
   # A counter row: {{name, labels}, value}; a gauge row the same, replaced;
   # a histogram row: {{name, labels}, count, sum_native, bucket_1 .. bucket_n,
@@ -299,31 +332,39 @@ defmodule Synod.Metrics do
   defp bucket([_ | rest], v, pos), do: bucket(rest, v, pos + 1)
   defp bucket([], _v, pos), do: pos
 
-  defp remember_leader(group, node, leader, previous, term) do
-    seq = :ets.update_counter(@table, :recent_seq, 1, {:recent_seq, 0})
+  defp remember_leader(group, node, leader, previous, term),
+    do:
+      remember(:recent, %{
+        group: group,
+        node: node,
+        leader: leader,
+        previous: previous,
+        term: term
+      })
 
-    :ets.insert(
-      @table,
-      {{:recent, seq},
-       %{
-         group: group,
-         node: node,
-         leader: leader,
-         previous: previous,
-         term: term,
-         at: System.system_time(:millisecond)
-       }}
-    )
-
-    :ets.delete(@table, {:recent, seq - @recent})
+  defp remember(kind, change) do
+    seq = :ets.update_counter(@table, {:seq, kind}, 1, {{:seq, kind}, 0})
+    :ets.insert(@table, {{kind, seq}, Map.put(change, :at, System.system_time(:millisecond))})
+    :ets.delete(@table, {kind, seq - @recent})
     :ok
   end
 
-  @doc "The last #{@recent} leader changes seen on this node, newest first."
+  @doc "The last #{@recent} Raft leader changes seen on this node, newest first."
   @spec recent_leader_changes() :: [map()]
-  def recent_leader_changes do
+  def recent_leader_changes, do: recent(:recent)
+
+  @doc """
+  The last #{@recent} election changes of this node's candidates, newest
+  first: `%{store, election, node, leader, previous, at}` (`leader: nil`: a
+  candidate stepped down, `previous: nil`: one was elected).
+  """
+  @spec recent_election_changes() :: [map()]
+  def recent_election_changes, do: recent(:recent_election)
+
+  defp recent(kind) do
     if running?() do
-      for({{:recent, seq}, change} <- :ets.tab2list(@table), do: {seq, change})
+      :ets.match_object(@table, {{kind, :_}, :_})
+      |> Enum.map(fn {{^kind, seq}, change} -> {seq, change} end)
       |> Enum.sort(:desc)
       |> Enum.map(&elem(&1, 1))
     else

@@ -18,6 +18,9 @@ defmodule Synod.Status do
       its version and the nodes it is connected to
     * `:recent_leader_changes`: when `Synod.Metrics` runs, the last leader
       changes it saw, newest first
+    * `:recent_election_changes`: when `Synod.Metrics` runs, the last
+      changes of the elections this node's candidates run in (elected:
+      `previous` nil; stepped down: `leader` nil), newest first
 
   Nothing here waits long: every part is asked in its own process with a
   bound (`timeout:`, default 1000 ms, for all of them together), and a part
@@ -64,7 +67,8 @@ defmodule Synod.Status do
           %{all: list} when is_list(list) -> list
           %{all: error} -> error
         end,
-      recent_leader_changes: Synod.Metrics.recent_leader_changes()
+      recent_leader_changes: Synod.Metrics.recent_leader_changes(),
+      recent_election_changes: Synod.Metrics.recent_election_changes()
     }
   end
 

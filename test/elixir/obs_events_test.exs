@@ -95,8 +95,8 @@ defmodule Synod.ObsEventsTest do
                     %{group: ^group, node: ^victim, index: ^index}},
                    15_000
 
-    # Both count the snapshot's data bytes (sent once its last chunk is
-    # out, installed once restored): the same snapshot, the same size.
+    # Chunked snapshots: the leader sends its snapshot file's bytes, the
+    # follower installs the same file.
     assert bytes == sent
   end
 

@@ -100,13 +100,16 @@ defmodule Synod.ObsHttpTest do
     # The hub's and coordination's events as their modules emit them.
     t.([:synod, :hub, :children, :started], %{count: 5}, %{hub: :h, node: me})
     t.([:synod, :hub, :children, :stopped], %{count: 2}, %{hub: :h, node: me})
+    # A peer's starts and stops, as every member reports them: not this node's.
+    t.([:synod, :hub, :children, :started], %{count: 9}, %{hub: :h, node: :"b@127.0.0.1"})
+    t.([:synod, :hub, :children, :stopped], %{count: 9}, %{hub: :h, node: :"b@127.0.0.1"})
 
     t.([:synod, :hub, :children, :migrated], %{count: 3}, %{hub: :h, from: me, to: :"b@127.0.0.1"})
 
     t.([:synod, :hub, :redistribution, :stop], %{duration: 7 * ms, moved: 3}, %{
       hub: :h,
       node: me,
-      reason: :nodedown
+      reason: {:joined, :"b@127.0.0.1"}
     })
 
     t.([:synod, :hub, :partition], %{members: 2}, %{hub: :h, node: me, state: :partitioned})
@@ -119,9 +122,11 @@ defmodule Synod.ObsHttpTest do
       result: :ok
     })
 
-    t.([:synod, :election, :leader], %{}, %{store: :s, election: :e, leader: me, previous: nil})
+    t.([:synod, :election, :leader], %{}, %{store: :s, election: :e, leader: "c1", previous: nil})
+    # Its step down: the same change seen from the other side, not counted.
+    t.([:synod, :election, :leader], %{}, %{store: :s, election: :e, leader: nil, previous: "c1"})
     t.([:synod, :queue, :depth], %{depth: 4}, %{store: :s, queue: :q})
-    t.([:synod, :tasks, :transition], %{}, %{store: :s, task: "t", from: :created, to: :reserved})
+    t.([:synod, :tasks, :transition], %{}, %{store: :s, task: "t", from: nil, to: :starting})
     t.([:synod, :cnode, :connection], %{}, %{node: :"c@127.0.0.1", state: :up})
     t.([:synod, :cnode, :request], %{count: 10}, %{node: :"c@127.0.0.1", kind: :children_start})
 
@@ -144,9 +149,10 @@ defmodule Synod.ObsHttpTest do
 
     assert value.("synod_hub_children_started_total", %{"hub" => "h"}) == [5.0]
     assert value.("synod_hub_children_stopped_total", %{"hub" => "h"}) == [2.0]
+    refute body =~ ~s(node="b@127.0.0.1"} 9)
     assert value.("synod_hub_children_migrated_total", %{"to" => "b@127.0.0.1"}) == [3.0]
 
-    assert value.("synod_hub_redistribution_duration_seconds_count", %{"reason" => "nodedown"}) ==
+    assert value.("synod_hub_redistribution_duration_seconds_count", %{"reason" => "joined"}) ==
              [1.0]
 
     assert value.("synod_hub_redistribution_duration_seconds_bucket", %{"le" => "0.005"}) == [0.0]
@@ -157,7 +163,10 @@ defmodule Synod.ObsHttpTest do
     assert value.("synod_lock_hold_seconds_count", %{"result" => "ok"}) == [1.0]
     assert value.("synod_election_leader_changes_total", %{"election" => "e"}) == [1.0]
     assert value.("synod_queue_depth", %{"queue" => "q"}) == [4.0]
-    assert value.("synod_tasks_transitions_total", %{"to" => "reserved"}) == [1.0]
+
+    assert value.("synod_tasks_transitions_total", %{"from" => "none", "to" => "starting"}) ==
+             [1.0]
+
     assert value.("synod_cnode_connected", %{"node" => "c@127.0.0.1"}) == [1.0]
     assert value.("synod_cnode_requests_total", %{"kind" => "children_start"}) == [10.0]
     s = Atom.to_string(store)

@@ -20,12 +20,15 @@ defmodule Synod.ObsPageTest do
 
   @artifacts Path.expand("../../_build/test/artifacts", __DIR__)
 
-  test "the page shows every member, the leader, children per node and the store" do
+  test "the page shows every member, the leader, children per node, the store and elections" do
     peers = LocalCluster.start(3, prefix: "obsp")
     on_exit(fn -> LocalCluster.stop(peers) end)
     [a | _] = nodes = Enum.map(peers, &elem(&1, 1))
     dir = Path.join(System.tmp_dir!(), "synod-obs-page-#{System.unique_integer([:positive])}")
     on_exit(fn -> File.rm_rf(dir) end)
+
+    # The observer (and its metrics) first: a sees the store's first leader.
+    port = :erpc.call(a, Obs, :start_observer, [[port: 0]])
 
     store = :obs_page_store
     :ok = Synod.Store.start(store, nodes, dir)
@@ -38,7 +41,9 @@ defmodule Synod.ObsPageTest do
     {:ok, %{errors: []}} =
       :erpc.call(a, RemoteHub, :start_many, [hub, "c", 60, [timeout: 30_000]])
 
-    port = :erpc.call(a, Obs, :start_observer, [[port: 0]])
+    # An election on a, after its metrics run: won, then left.
+    :ok = :erpc.call(a, Obs, :election_cycle, [store, :obs_page_election, "page-cand"])
+    on_a = length(:erpc.call(a, Synod, :children, [hub, :local]))
 
     dom = chromium(["--dump-dom", "--virtual-time-budget=3000", url(port)])
     File.mkdir_p!(@artifacts)
@@ -62,6 +67,23 @@ defmodule Synod.ObsPageTest do
 
     # Children per node: one bar per member of the hub; the store's figures.
     for n <- nodes, do: assert(dom =~ ~s(class="bar" data-node="#{n}"))
+
+    # a's children, as its registry counts them, on its bar.
+    assert on_a > 0
+    assert dom =~ ~s(class="bar" data-node="#{a}" data-value="#{on_a}")
+
+    # The Raft leader change a saw (from none, or from an earlier leader
+    # if an election was lost under load) to the leader, in the list.
+    assert dom =~
+             ~r/<li data-group="#{store}">[^<]*#{store}: [^<]+ → <b>#{Regex.escape(Atom.to_string(leader))}<\/b>/
+
+    # The election: elected, then stepped down, newest first.
+    assert [_, _] = Regex.scan(~r/<li class="election" data-election="obs_page_election"/, dom)
+
+    assert dom =~
+             ~r/data-election="obs_page_election" data-leader="">[^<]*obs_page_election: page-cand stepped down/
+
+    assert dom =~ ~s(data-election="obs_page_election" data-leader="page-cand")
     for n <- nodes, do: assert(dom =~ ~s(class="share" data-node="#{n}"))
     assert dom =~ ~s(class="store" data-store="#{store}")
     assert dom =~ ~r/leads #{Regex.escape(Atom.to_string(store))}/

@@ -232,6 +232,37 @@ defmodule Synod.Test.Obs do
     Synod.Observer.port(pid)
   end
 
+  @doc "Takes and releases lock `key` of `store` `n` times; the tokens."
+  def lock(store, key, n) do
+    for _ <- 1..n do
+      {:ok, token, :held} = Synod.Lock.try_lock(store, key, fn -> :held end)
+      token
+    end
+  end
+
+  @doc "A candidate `id` here wins election `name` of `store`, then steps down and closes."
+  def election_cycle(store, name, id) do
+    {:ok, c} = Synod.Election.candidate(store, name, id, ttl: 3_000)
+    {:ok, :leader} = Synod.Election.start(c)
+    :ok = Synod.Election.stop(c)
+    :ok = Synod.Election.close(c)
+  end
+
+  @doc "Enqueues `n` values on queue `q`, dequeues `d` of them, then counts (the depth event)."
+  def queue(store, q, n, d) do
+    for v <- 1..n, do: {:ok, _, _} = Synod.Queue.enqueue(store, q, v)
+    for _ <- 1..d//1, do: {:ok, _} = Synod.Queue.dequeue(store, q, timeout: 0)
+    Synod.Queue.count(store, q)
+  end
+
+  @doc "Creates a task on `topic`, reserves it and terminates it: three transitions."
+  def task_cycle(store, topic) do
+    {:ok, _created} = Synod.Tasks.create_task(store, %{topic: topic})
+    {:ok, t} = Synod.Tasks.reserve_task(store, topic, self())
+    {:ok, _} = Synod.Tasks.terminate(store, t, self())
+    t.id
+  end
+
   @doc "GET `path` on 127.0.0.1:`port` with `headers`: {status, headers, body}."
   def get(port, path, headers \\ []) do
     request(:get, port, path, headers)
@@ -265,6 +296,35 @@ defmodule Synod.Test.ObsBench do
     end
 
     :ok
+  end
+
+  @doc "Counts, from now on, the events Synod.Metrics consumes that are emitted here, by event."
+  def count_events do
+    ref = :counters.new(length(Synod.Metrics.events()), [:write_concurrency])
+    :persistent_term.put({__MODULE__, :counts}, ref)
+    index = Synod.Metrics.events() |> Enum.with_index(1) |> Map.new()
+    _ = Synod.Telemetry.detach({__MODULE__, :count})
+
+    Synod.Telemetry.attach_many(
+      {__MODULE__, :count},
+      Synod.Metrics.events(),
+      &__MODULE__.count_one/4,
+      {ref, index}
+    )
+  end
+
+  @doc false
+  def count_one(event, _m, _md, {ref, index}), do: :counters.add(ref, Map.fetch!(index, event), 1)
+
+  @doc "Stops counting; the counts since count_events/0, by event (nonzero only)."
+  def counted do
+    _ = Synod.Telemetry.detach({__MODULE__, :count})
+    ref = :persistent_term.get({__MODULE__, :counts})
+
+    for {event, i} <- Enum.with_index(Synod.Metrics.events(), 1),
+        (n = :counters.get(ref, i)) > 0,
+        into: %{},
+        do: {event, n}
   end
 
   @doc "Stops Synod.Metrics here: no handler attached, events cost one ETS lookup."

@@ -10,10 +10,11 @@ defmodule Synod.Observer.Page do
   #   .member[data-node=N]                    every node seen (hub members, voters)
   #   .group[data-group=G][data-leader=N]     one per Raft group
   #   .group .member.leader[data-node=N]      the leader in its group's picture
-  #   .hub[data-hub=H] .bar[data-node=N]      children per node
+  #   .hub[data-hub=H] .bar[data-node=N][data-value=K]  children per node
   #   .hub .share[data-node=N]                ring ownership shares
   #   .store[data-store=S]                    revision, keys, bytes, watch lag
   #   #changes li                             recent leader changes
+  #   #elections li.election[data-election=E][data-leader=L]  recent election changes
 
   alias Synod.Observer.JSON
 
@@ -50,7 +51,7 @@ defmodule Synod.Observer.Page do
   <section><h2>Raft groups</h2><div id="groups"></div></section>
   <section><h2>Hubs</h2><div id="hubs"></div></section>
   <section><h2>Stores</h2><div id="stores"></div></section>
-  <section><h2>Recent leader changes</h2><ul id="changes"></ul><h2>C nodes</h2><div id="cnodes"></div></section>
+  <section><h2>Recent leader changes</h2><ul id="changes"></ul><h2>Recent election changes</h2><ul id="elections"></ul><h2>C nodes</h2><div id="cnodes"></div></section>
   </main>
   """
 
@@ -84,7 +85,7 @@ defmodule Synod.Observer.Page do
     let s = `<svg width="360" height="${rows.length * 20 + 4}">`;
     rows.forEach(([k, v], i) => {
       const w = Math.round(200 * (Number(v) || 0) / max);
-      s += `<g class="${cls}" data-node="${esc(k)}"><text x="0" y="${i * 20 + 14}">${esc(short(k))}</text>` +
+      s += `<g class="${cls}" data-node="${esc(k)}" data-value="${esc(v)}"><text x="0" y="${i * 20 + 14}">${esc(short(k))}</text>` +
            `<rect x="100" y="${i * 20 + 3}" width="${w}" height="14"></rect>` +
            `<text x="${106 + w}" y="${i * 20 + 14}">${esc(label(v))}</text></g>`;
     });
@@ -163,6 +164,12 @@ defmodule Synod.Observer.Page do
       `<li data-group="${esc(c.group)}">${esc(new Date(c.at).toLocaleTimeString())} ${esc(c.group)}: ` +
       `${esc(c.previous || "none")} → <b>${esc(c.leader || "none")}</b> (term ${esc(c.term)})</li>`);
     document.getElementById("changes").innerHTML = ch.join("") || `<li class="muted">none seen (they are kept while Synod.Metrics runs)</li>`;
+
+    const el = (st.recent_election_changes || []).map(c =>
+      `<li class="election" data-election="${esc(c.election)}" data-leader="${esc(c.leader)}">` +
+      `${esc(new Date(c.at).toLocaleTimeString())} ${esc(c.store)}/${esc(c.election)}: ` +
+      (c.leader == null ? `${esc(c.previous)} stepped down` : `<b>${esc(c.leader)}</b> elected`) + `</li>`);
+    document.getElementById("elections").innerHTML = el.join("") || `<li class="muted">none seen (this node's candidates, while Synod.Metrics runs)</li>`;
 
     const cn = Array.isArray(st.cnodes) ? st.cnodes : [];
     document.getElementById("cnodes").innerHTML = cn.length
