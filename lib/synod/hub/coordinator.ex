@@ -95,6 +95,10 @@ defmodule Synod.Hub.Coordinator do
       # (its two fields, kept flat here)
       migrations: %{},
       migrating: MapSet.new(),
+      # {node, rows}: the rows the reconcile after `node`'s leave decides
+      # (Table.drop_lost/4), kept from its {:drop_node, node} to its
+      # {:reconcile, _, {:left, node}} effect
+      lost: nil,
       queue: EventQueue.new(),
       # hybrid clock (µs): incarnations of starts, stamps of stops
       clock: 0,
@@ -1165,8 +1169,8 @@ defmodule Synod.Hub.Coordinator do
   defp perform_one(state, {:cancel_moves_to, node}), do: cancel_migrations_to(state, node)
 
   defp perform_one(state, {:drop_node, node}) do
-    Table.drop_node(state.registry, node)
-    state
+    rows = Table.drop_lost(state.registry, node, state.me, state.cfg.replication_factor)
+    %{state | lost: {node, rows}}
   end
 
   defp perform_one(state, {:membership, reason}), do: apply_membership(state, state.ring, reason)
@@ -1174,7 +1178,7 @@ defmodule Synod.Hub.Coordinator do
 
   defp perform_one(state, :send_orphans) do
     send_orphans(state)
-    state
+    %{state | lost: nil}
   end
 
   defp perform_one(state, :suspend_children) do
@@ -1185,9 +1189,18 @@ defmodule Synod.Hub.Coordinator do
   end
 
   # A redistribution: every row decided again against the ring, timed.
+  # After a leave, only the rows the leave can have changed (the others'
+  # decision is nil under any ring, Placement.after_loss/4).
   defp perform_one(state, {:reconcile, old_ring, reason}) do
     started = System.monotonic_time()
-    {state, moved} = reconcile_counted(state, :ets.tab2list(state.registry), old_ring)
+
+    rows =
+      case {state.lost, reason} do
+        {{node, rows}, {:left, node}} -> rows
+        _ -> :ets.tab2list(state.registry)
+      end
+
+    {state, moved} = reconcile_counted(%{state | lost: nil}, rows, old_ring)
     duration = System.monotonic_time() - started
     perform(state, Events.redistribution(state.hub, state.me, reason, duration, moved))
   end

@@ -6,7 +6,7 @@ defmodule Synod.Hub.Table do
   # row is decided by Synod.Hub.Registry's pure transitions; this module
   # looks the rows up and stores the results. Rows as in Synod.Hub.Registry.
 
-  alias Synod.Hub.Registry
+  alias Synod.Hub.{Placement, Registry}
 
   @doc "The row of `id`, or nil."
   @spec row(:ets.tid(), term()) :: Registry.row() | nil
@@ -115,6 +115,18 @@ defmodule Synod.Hub.Table do
       )
 
     :ets.insert(registry, changed)
+  end
+
+  @doc """
+  Node `lost` left: drops its copies from the rows in one pass and returns
+  the rows a reconcile must decide, whatever the new ring
+  (`Synod.Hub.Placement.after_loss/4`).
+  """
+  @spec drop_lost(:ets.tid(), node(), node(), pos_integer()) :: [Registry.row()]
+  def drop_lost(registry, lost, me, rf) do
+    {changed, candidates} = Placement.after_loss(:ets.tab2list(registry), lost, me, rf)
+    :ets.insert(registry, changed)
+    candidates
   end
 
   @doc "Adds a row without a copy for each orphan that has none; returns the rows added."
