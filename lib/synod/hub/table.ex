@@ -17,6 +17,10 @@ defmodule Synod.Hub.Table do
     end
   end
 
+  @doc "The rows of `ids` that exist."
+  @spec rows(:ets.tid(), [term()]) :: [Registry.row()]
+  def rows(registry, ids), do: Enum.flat_map(ids, &:ets.lookup(registry, &1))
+
   @doc "The copies of `id` (`[]` when none or no row)."
   @spec pids(:ets.tid(), term()) :: [pid()]
   def pids(registry, id) do
