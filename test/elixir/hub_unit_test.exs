@@ -198,7 +198,7 @@ defmodule Synod.HubUnitTest do
 
         rows =
           for i <- 1..300 do
-            pids = for _ <- 1..Enum.random(0..4), do: fake_pid(Enum.random(nodes))
+            pids = for _ <- 1..Enum.random(0..4)//1, do: fake_pid(Enum.random(nodes))
             {"id-#{round}-#{i}", {M, :f, []}, nil, pids}
           end
 
@@ -215,6 +215,17 @@ defmodule Synod.HubUnitTest do
           fast = Placement.reconcile_many(:a, ring, rf, candidates)
           sorted = fn {s, m, t} -> {s, Map.new(m, fn {k, v} -> {k, Enum.sort(v)} end), t} end
           assert sorted.(fast) == sorted.(full)
+
+          # the table's pass (which for rf 1 selects before it decides)
+          # keeps the same rows and stores the same changes
+          table = :ets.new(:loss, [:set])
+          :ets.insert(table, rows)
+
+          assert Enum.sort(Synod.Hub.Table.drop_lost(table, lost, :a, rf)) ==
+                   Enum.sort(candidates)
+
+          assert Enum.sort(:ets.tab2list(table)) == Enum.sort(dropped)
+          :ets.delete(table)
 
           one_by_one = for row <- dropped, d = Placement.reconcile(:a, ring, rf, row), do: d
           {starts, _, stops} = full

@@ -128,10 +128,25 @@ defmodule Synod.Hub.Table do
   """
   @spec drop_lost(:ets.tid(), node(), node(), pos_integer()) :: [Registry.row()]
   def drop_lost(registry, lost, me, rf) do
-    {changed, candidates} = Placement.after_loss(:ets.tab2list(registry), lost, me, rf)
+    {changed, candidates} = Placement.after_loss(loss_rows(registry, lost, me, rf), lost, me, rf)
     :ets.insert(registry, changed)
     candidates
   end
+
+  # With replication factor 1, the rows with one copy on a third node
+  # neither change nor are decided (`after_loss/4` would leave them out):
+  # the table does not even copy them out.
+  defp loss_rows(registry, lost, me, 1) do
+    on = fn node -> {:==, {:node, :"$1"}, {:const, node}} end
+
+    :ets.select(registry, [
+      {{:_, :_, :_, []}, [], [:"$_"]},
+      {{:_, :_, :_, [:"$1"]}, [{:orelse, on.(lost), on.(me)}], [:"$_"]},
+      {{:_, :_, :_, [:_, :_ | :_]}, [], [:"$_"]}
+    ])
+  end
+
+  defp loss_rows(registry, _lost, _me, _rf), do: :ets.tab2list(registry)
 
   @doc "Adds a row without a copy for each orphan that has none; returns the rows added."
   @spec add_orphans(:ets.tid(), [tuple()]) :: [Registry.row()]
