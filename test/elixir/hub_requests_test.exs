@@ -86,18 +86,18 @@ defmodule Synod.HubRequestsTest do
       here = self()
       there = fake_pid(:other@h)
 
-      rows = %{
+      rows = [
         # incarnation 5, a copy here and one there: covered by 9, stopped here
-        "a" => {"a", @spec_ok, {5, %{}}, [there, here]},
+        {9, {"a", @spec_ok, {5, %{}}, [there, here]}},
         # incarnation 20: a start after the stop, not covered
-        "b" => {"b", @spec_ok, 20, [here]},
+        {9, {"b", @spec_ok, 20, [here]}},
         # covered, no copy here
-        "c" => {"c", @spec_ok, nil, [there]}
-      }
+        {9, {"c", @spec_ok, nil, [there]}}
+      ]
 
       tombstones = [{"a", 9}, {"b", 9}, {"c", 9}, {"d", 9}]
-      assert Requests.covered(tombstones, rows, node()) == {["a", "c"], ["a"]}
-      assert Requests.covered(tombstones, %{}, node()) == {[], []}
+      assert Requests.covered(rows, node()) == {["a", "c"], ["a"]}
+      assert Requests.covered([], node()) == {[], []}
 
       assert Requests.tombstones_applied(:me@h, tombstones, ["a", "c"], [{"a", here}]) == [
                {:put_tombstones, tombstones, %{"a" => here}},

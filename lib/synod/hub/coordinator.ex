@@ -686,10 +686,8 @@ defmodule Synod.Hub.Coordinator do
   defp apply_tombstones(state, []), do: state
 
   defp apply_tombstones(state, tombstones) do
-    rows =
-      Map.new(Table.rows(state.registry, Enum.map(tombstones, &elem(&1, 0))), &{elem(&1, 0), &1})
-
-    {covered, doomed} = Requests.covered(tombstones, rows, state.me)
+    rows = Table.with_rows(state.registry, tombstones)
+    {covered, doomed} = Requests.covered(rows, state.me)
     {state, _results, stopped} = stop_local(state, doomed, :stopped)
     perform(state, Requests.tombstones_applied(state.me, tombstones, covered, stopped))
   end

@@ -99,16 +99,15 @@ defmodule Synod.Hub.Requests do
   end
 
   @doc """
-  Tombstones from a peer, against this node's rows of their ids (`rows`:
-  `%{id => row}`, the ids without a row absent): `{covered, doomed}`, the
+  Tombstones from a peer, each with this node's row of its id (`rows`:
+  `[{t, row}]`, the ids without a row left out): `{covered, doomed}`, the
   ids whose row's incarnation a tombstone covers (their rows go) and,
   among them, those with a copy here (to stop).
   """
-  @spec covered([{term(), integer()}], map(), node()) :: {[term()], [term()]}
-  def covered(tombstones, rows, me) do
+  @spec covered([{integer(), tuple()}], node()) :: {[term()], [term()]}
+  def covered(rows, me) do
     covered =
-      for {id, t} <- tombstones,
-          {_, _, slot, pids} <- [Map.get(rows, id)],
+      for {t, {id, _, slot, pids}} <- rows,
           Tombstones.covers?(t, Registry.inc(slot)),
           do: {id, Registry.local_pid(pids, me)}
 

@@ -17,9 +17,10 @@ defmodule Synod.Hub.Table do
     end
   end
 
-  @doc "The rows of `ids` that exist."
-  @spec rows(:ets.tid(), [term()]) :: [Registry.row()]
-  def rows(registry, ids), do: Enum.flat_map(ids, &:ets.lookup(registry, &1))
+  @doc "`{t, row}` for each `{id, t}` whose id has a row, in order."
+  @spec with_rows(:ets.tid(), [{term(), term()}]) :: [{term(), Registry.row()}]
+  def with_rows(registry, pairs),
+    do: for({id, t} <- pairs, [row] <- [:ets.lookup(registry, id)], do: {t, row})
 
   @doc "The copies of `id` (`[]` when none or no row)."
   @spec pids(:ets.tid(), term()) :: [pid()]
