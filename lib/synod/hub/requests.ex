@@ -105,14 +105,17 @@ defmodule Synod.Hub.Requests do
   among them, those with a copy here (to stop).
   """
   @spec covered([{integer(), tuple()}], node()) :: {[term()], [term()]}
-  def covered(rows, me) do
-    covered =
-      for {t, {id, _, slot, pids}} <- rows,
-          Tombstones.covers?(t, Registry.inc(slot)),
-          do: {id, Registry.local_pid(pids, me)}
+  def covered(rows, me), do: covered(rows, me, [], [])
 
-    {Enum.map(covered, &elem(&1, 0)), for({id, pid} <- covered, pid != nil, do: id)}
+  defp covered([{t, {id, _, slot, pids}} | rows], me, covered, doomed) do
+    cond do
+      not Tombstones.covers?(t, Registry.inc(slot)) -> covered(rows, me, covered, doomed)
+      Registry.local_pid(pids, me) == nil -> covered(rows, me, [id | covered], doomed)
+      true -> covered(rows, me, [id | covered], [id | doomed])
+    end
   end
+
+  defp covered([], _me, covered, doomed), do: {Enum.reverse(covered), Enum.reverse(doomed)}
 
   @doc """
   The covered copies here are stopped (`stopped`): record the tombstones
