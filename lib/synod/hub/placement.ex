@@ -255,8 +255,12 @@ defmodule Synod.Hub.Placement do
   """
   @spec by_owner(Ring.t(), pos_integer(), node(), [tuple()]) :: %{node() => [tuple()]}
   def by_owner(ring, rf, me, orphans) do
-    Enum.reduce(orphans, %{}, fn {id, _, _} = orphan, acc ->
-      for owner <- owners(ring, rf, id),
+    # (one ring call for replication factor 1: after a loss, thousands)
+    owners = owners_many(ring, rf, Enum.map(orphans, &elem(&1, 0)))
+
+    Enum.zip(orphans, owners)
+    |> Enum.reduce(%{}, fn {orphan, owners}, acc ->
+      for owner <- owners,
           owner != me,
           reduce: acc,
           do: (acc -> Map.update(acc, owner, [orphan], &[orphan | &1]))
