@@ -41,8 +41,11 @@ await = fn count ->
   )
 end
 
+# `mix run bench/hub_reductions.exs redistribution` skips the start and stop
+only_redistribution = System.argv() == ["redistribution"]
+
 rows =
-  for _ <- 1..3 do
+  for _ <- if(only_redistribution, do: [], else: 1..3) do
     r0 = reds.()
     {_, :ok, ^n, 0} = :erpc.call(a, B, :synod_start, [:bench, n], :infinity)
     await.(n)
@@ -87,6 +90,7 @@ for run <- 1..3 do
   end
 
   moved = length(:erpc.call(victim, Synod, :children, [:bench, :local]))
+  for node <- [a, b], do: :ok = :erpc.call(node, Synod.Test.HubTelemetry, :forward, [self()])
   r0 = reds.()
   :erpc.cast(victim, :erlang, :halt, [])
 
@@ -101,8 +105,20 @@ for run <- 1..3 do
   Process.sleep(500)
   r1 = reds.()
 
+  # each survivor's reconcile after the loss, timed by the hub itself
+  # (`[:synod, :hub, :redistribution, :stop]`, its duration in native units)
+  reconcile_ms =
+    for node <- [a, b] do
+      receive do
+        {:telemetry, ^node, [:synod, :hub, :redistribution, :stop], %{duration: d}, _} ->
+          System.convert_time_unit(d, :native, :microsecond) / 1000
+      after
+        5_000 -> nil
+      end
+    end
+
   IO.puts(
-    "run #{run}: #{moved} moved, survivors' hub reductions #{r1 - r0} (#{div(r1 - r0, moved)} per moved child)"
+    "run #{run}: #{moved} moved, survivors' hub reductions #{r1 - r0} (#{div(r1 - r0, moved)} per moved child), survivors' reconcile #{inspect(reconcile_ms)} ms"
   )
 
   Synod.LocalCluster.stop(peers)

@@ -686,6 +686,18 @@ defmodule Synod.HubCoreTest do
       by = Placement.by_owner(ring, 2, :a, orphans)
       refute Map.has_key?(by, :a)
 
+      # replication factor 1 (one ring call): each orphan to its one owner
+      by1 = Placement.by_owner(ring, 1, :a, orphans)
+      refute Map.has_key?(by1, :a)
+
+      for {id, _, _} = orphan <- orphans,
+          [owner] = Placement.owners(ring, 1, id),
+          owner != :a,
+          do: assert(orphan in Map.fetch!(by1, owner))
+
+      assert Enum.sum(Enum.map(by1, fn {_, l} -> length(l) end)) ==
+               Enum.count(orphans, fn {id, _, _} -> Placement.owners(ring, 1, id) != [:a] end)
+
       for {id, _, _} = orphan <- orphans, owner <- Placement.owners(ring, 2, id), owner != :a do
         assert orphan in Map.fetch!(by, owner)
       end

@@ -4,7 +4,7 @@ defmodule Synod.HubUnitTest do
   use ExUnit.Case, async: false
 
   alias Synod.{Ring, StartResult, StopResult}
-  alias Synod.Hub.{Options, Placement, Results, Spec}
+  alias Synod.Hub.{Options, Placement, Registry, Results, Spec}
   alias Synod.Test.{HubWorker, Wait}
 
   describe "options" do
@@ -190,6 +190,56 @@ defmodule Synod.HubUnitTest do
                  )
 
         assert starts != [] or migrations != %{}
+      end
+    end
+
+    test "after a loss, deciding the candidate rows equals deciding every row" do
+      :rand.seed(:exsss, {17, 2, 2026})
+      nodes = [:a, :b, :c, :d, :e]
+
+      for round <- 1..40 do
+        members = Enum.take_random([:b, :c, :d, :e], Enum.random(1..4))
+        ring = Synod.Ring.new([:a | members])
+        lost = Enum.random([:e, :d, :z])
+
+        rows =
+          for i <- 1..300 do
+            pids = for _ <- 1..Enum.random(0..4)//1, do: fake_pid(Enum.random(nodes))
+            {"id-#{round}-#{i}", {M, :f, []}, nil, pids}
+          end
+
+        dropped = for row <- rows, do: Registry.drop_node(row, lost) || row
+
+        for rf <- 1..3 do
+          {changed, candidates} = Placement.after_loss(rows, lost, :a, rf)
+
+          assert Enum.sort(changed) ==
+                   Enum.sort(for(row <- rows, d = Registry.drop_node(row, lost), do: d))
+
+          assert candidates == Enum.filter(dropped, &(&1 in candidates))
+          full = Placement.reconcile_many(:a, ring, rf, dropped)
+          fast = Placement.reconcile_many(:a, ring, rf, candidates)
+          sorted = fn {s, m, t} -> {s, Map.new(m, fn {k, v} -> {k, Enum.sort(v)} end), t} end
+          assert sorted.(fast) == sorted.(full)
+
+          # the table's pass (which for rf 1 selects before it decides)
+          # keeps the same rows and stores the same changes
+          table = :ets.new(:loss, [:set])
+          :ets.insert(table, rows)
+
+          assert Enum.sort(Synod.Hub.Table.drop_lost(table, lost, :a, rf)) ==
+                   Enum.sort(candidates)
+
+          assert Enum.sort(:ets.tab2list(table)) == Enum.sort(dropped)
+          :ets.delete(table)
+
+          one_by_one = for row <- dropped, d = Placement.reconcile(:a, ring, rf, row), do: d
+          {starts, _, stops} = full
+          assert starts == for({:start, row} <- one_by_one, do: row)
+          assert stops == for({:stop, row} <- one_by_one, do: row)
+          # the skipped rows are not a trivial share
+          if rf == 1 and lost != :z, do: assert(length(candidates) < length(dropped))
+        end
       end
     end
 

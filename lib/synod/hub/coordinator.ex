@@ -32,6 +32,7 @@ defmodule Synod.Hub.Coordinator do
     Protocol,
     Registry,
     Replies,
+    Requests,
     Table,
     Stray,
     Tombstones
@@ -95,6 +96,10 @@ defmodule Synod.Hub.Coordinator do
       # (its two fields, kept flat here)
       migrations: %{},
       migrating: MapSet.new(),
+      # {node, rows}: the rows the reconcile after `node`'s leave decides
+      # (Table.drop_lost/4), kept from its {:drop_node, node} to its
+      # {:reconcile, _, {:left, node}} effect
+      lost: nil,
       queue: EventQueue.new(),
       # hybrid clock (µs): incarnations of starts, stamps of stops
       clock: 0,
@@ -497,17 +502,15 @@ defmodule Synod.Hub.Coordinator do
   # member (`migration: true`) moves an existing one, refused as `:stopped`
   # when a stop came first.
   defp handle_start(state, ref, reply_to, entries, opts) do
-    if state.partitioned do
-      results = for {id, _, _, _} <- entries, do: {id, {:error, :partitioned}}
-      route_replies(state, {ref, reply_to, opts}, results, [], :registered)
-      {state, results}
-    else
-      kind = if :proplists.get_bool(:migration, opts), do: :member, else: :client
-      {state, results, rows, started} = start_local(state, entries, kind)
-      route_replies(state, {ref, reply_to, opts}, results, started, :registered)
-      state = emit_started(state, state.me, started)
-      # A requester with a stale ring may have sent us children we do not own.
-      {reconcile(state, rows, nil), results}
+    request = {ref, reply_to, opts}
+
+    case Requests.start(state.partitioned, request, entries) do
+      {:refuse, results, effects} ->
+        {perform(state, effects), results}
+
+      {:start, kind} ->
+        {state, results, rows, started} = start_local(state, entries, kind)
+        {perform(state, Requests.started(request, state.me, results, rows, started)), results}
     end
   end
 
@@ -516,31 +519,22 @@ defmodule Synod.Hub.Coordinator do
   # or starts a copy (docs/hub.md, "Stops"). Ids with no copy here are
   # recorded too, and sent to every member, in case a copy is on its way.
   # A minority under :majority refuses, as it refuses starts.
-  defp handle_stop(%{partitioned: true} = state, ref, reply_to, ids, opts) do
-    results = for id <- ids, do: {id, {:error, :partitioned}}
-    route_replies(state, {ref, reply_to, opts}, results, [], :unregistered)
-    {state, results}
-  end
-
   defp handle_stop(state, ref, reply_to, ids, opts) do
-    {t, state} = tick(state)
-    {state, results, stopped} = stop_local(state, ids, {:stopped, t})
-    # A copy another member's tombstone stopped a moment ago counts as
-    # stopped by this request (the other copies' stops travel faster).
-    results = Enum.map(results, &stopped_by_tombstone(state, &1))
-    state = put_tombstones(state, for(id <- ids, do: {id, t}), Map.new(ids, &{&1, nil}))
-    absent = for {id, {:error, :not_found}} <- results, do: {id, t}
+    request = {ref, reply_to, opts}
 
-    if absent != [] do
-      for {id, _} <- absent, do: :ets.delete(state.registry, id)
+    case Requests.stop(state.partitioned, request, ids) do
+      {:refuse, results, effects} ->
+        {perform(state, effects), results}
 
-      for {node, _} <- state.peers,
-          do: send({state.hub, node}, {:synod_tombstones, state.me, absent})
+      :stop ->
+        {t, state} = tick(state)
+        {state, results, stopped} = stop_local(state, ids, {:stopped, t})
+        # A copy another member's tombstone stopped a moment ago counts as
+        # stopped by this request (the other copies' stops travel faster).
+        results = Enum.map(results, &stopped_by_tombstone(state, &1))
+        effects = Requests.stopped(request, state.me, ids, t, results, stopped)
+        {perform(state, effects), results}
     end
-
-    route_replies(state, {ref, reply_to, opts}, results, stopped, {:unregistered, {:stopped, t}})
-    state = if stopped != [], do: emit(state, :children_stopped, {state.me, stopped}), else: state
-    {state, results}
   end
 
   # Starts each entry on this node unless a copy already runs here, in which
@@ -692,18 +686,10 @@ defmodule Synod.Hub.Coordinator do
   defp apply_tombstones(state, []), do: state
 
   defp apply_tombstones(state, tombstones) do
-    covered =
-      for {id, t} <- tombstones,
-          [{_, _, slot, pids}] <- [:ets.lookup(state.registry, id)],
-          Tombstones.covers?(t, Registry.inc(slot)),
-          do: {id, Registry.local_pid(pids, state.me)}
-
-    doomed = for {id, pid} <- covered, pid != nil, do: id
+    rows = Table.with_rows(state.registry, tombstones)
+    {covered, doomed} = Requests.covered(rows, state.me)
     {state, _results, stopped} = stop_local(state, doomed, :stopped)
-    state = put_tombstones(state, tombstones, Map.new(stopped))
-    for {id, _} <- covered, do: :ets.delete(state.registry, id)
-    broadcast_unregistered(state, stopped, :stopped, %{})
-    if stopped != [], do: emit(state, :children_stopped, {state.me, stopped}), else: state
+    perform(state, Requests.tombstones_applied(state.me, tombstones, covered, stopped))
   end
 
   # Tombstones are dropped once old, and only while every member this node
@@ -806,12 +792,9 @@ defmodule Synod.Hub.Coordinator do
     :ets.insert(registry, stale)
     rows = Table.put_pids(registry, entries)
     added = Table.add_orphans(registry, orphans)
-    known = Map.from_keys(known, true)
-    state = emit_started(state, from, Enum.reject(entries, &is_map_key(known, elem(&1, 0))))
-    state = reconcile(state, stale ++ rows ++ added, nil)
-    if Enum.any?(stale, &(elem(&1, 3) == [])), do: send_orphans(state)
+    state = perform(state, Requests.synced(from, entries, stale, rows, added, known))
     after_batch(entries)
-    finish_heal(state)
+    state
   end
 
   # ── membership ───────────────────────────────────────────────────────────
@@ -1101,6 +1084,27 @@ defmodule Synod.Hub.Coordinator do
     state
   end
 
+  defp perform_one(state, {:reply, request, results, changes, kind}) do
+    route_replies(state, request, results, changes, kind)
+    state
+  end
+
+  defp perform_one(state, {:started_event, node, entries}), do: emit_started(state, node, entries)
+  defp perform_one(state, {:reconcile_rows, rows}), do: reconcile(state, rows, nil)
+
+  defp perform_one(state, {:put_tombstones, tombstones, stopped}),
+    do: put_tombstones(state, tombstones, stopped)
+
+  defp perform_one(state, {:delete_rows, ids}) do
+    for id <- ids, do: :ets.delete(state.registry, id)
+    state
+  end
+
+  defp perform_one(state, {:announce_stopped, stopped, reason}) do
+    broadcast_unregistered(state, stopped, reason, %{})
+    state
+  end
+
   defp perform_one(state, {:stop_local, ids, reason}) do
     {state, _results, stopped} = stop_local(state, ids, reason)
     broadcast_unregistered(state, stopped, reason, %{})
@@ -1165,8 +1169,8 @@ defmodule Synod.Hub.Coordinator do
   defp perform_one(state, {:cancel_moves_to, node}), do: cancel_migrations_to(state, node)
 
   defp perform_one(state, {:drop_node, node}) do
-    Table.drop_node(state.registry, node)
-    state
+    rows = Table.drop_lost(state.registry, node, state.me, state.cfg.replication_factor)
+    %{state | lost: {node, rows}}
   end
 
   defp perform_one(state, {:membership, reason}), do: apply_membership(state, state.ring, reason)
@@ -1174,7 +1178,7 @@ defmodule Synod.Hub.Coordinator do
 
   defp perform_one(state, :send_orphans) do
     send_orphans(state)
-    state
+    %{state | lost: nil}
   end
 
   defp perform_one(state, :suspend_children) do
@@ -1185,9 +1189,18 @@ defmodule Synod.Hub.Coordinator do
   end
 
   # A redistribution: every row decided again against the ring, timed.
+  # After a leave, only the rows the leave can have changed (the others'
+  # decision is nil under any ring, Placement.after_loss/4).
   defp perform_one(state, {:reconcile, old_ring, reason}) do
     started = System.monotonic_time()
-    {state, moved} = reconcile_counted(state, :ets.tab2list(state.registry), old_ring)
+
+    rows =
+      case {state.lost, reason} do
+        {{node, rows}, {:left, node}} -> rows
+        _ -> :ets.tab2list(state.registry)
+      end
+
+    {state, moved} = reconcile_counted(%{state | lost: nil}, rows, old_ring)
     duration = System.monotonic_time() - started
     perform(state, Events.redistribution(state.hub, state.me, reason, duration, moved))
   end

@@ -132,21 +132,81 @@ defmodule Synod.Hub.Placement do
   @spec reconcile_many(node(), Ring.t(), pos_integer(), [tuple()]) ::
           {[tuple()], %{node() => [tuple()]}, [tuple()]}
   def reconcile_many(me, ring, 1, rows) do
-    {mine, others} =
+    # One copy on `me` (it may move) or none (its owner starts it): both
+    # decided from one ring call; one copy elsewhere needs nothing.
+    {batched, others} =
       Enum.split_with(rows, fn
         {_, _, _, [pid]} -> node(pid) == me
+        {_, _, _, []} -> true
         _ -> false
       end)
 
-    owners = Ring.lookup_many(ring, Enum.map(mine, fn row -> Spec.ring_key(elem(row, 0)) end))
+    owners = Ring.lookup_many(ring, Enum.map(batched, fn row -> Spec.ring_key(elem(row, 0)) end))
 
-    moves = for {row, owner} <- Enum.zip(mine, owners), owner != me, do: {:migrate, row, owner}
+    decided =
+      for {row, owner} <- Enum.zip(batched, owners),
+          decision = one_owner(me, row, owner),
+          do: decision
 
-    collect(moves ++ Enum.map(others, &reconcile(me, ring, 1, &1)))
+    collect(decided ++ Enum.map(others, &reconcile(me, ring, 1, &1)))
   end
 
   def reconcile_many(me, ring, rf, rows),
     do: collect(Enum.map(rows, &reconcile(me, ring, rf, &1)))
+
+  # `reconcile/4` with replication factor 1 for a row with one copy on `me`
+  # or none, its owner being known.
+  defp one_owner(me, {_, _, _, []} = row, me), do: {:start, row}
+  defp one_owner(_me, {_, _, _, []}, _owner), do: nil
+  defp one_owner(me, _row, me), do: nil
+  defp one_owner(_me, row, owner), do: {:migrate, row, owner}
+
+  @doc """
+  The rows after node `lost` left, in one pass over `rows` (the registry
+  before): `{changed, candidates}`, `changed` being every row that had a
+  copy on `lost`, without it (to store), and `candidates` the rows (as they
+  are now, in the order given) that `reconcile/4` can decide other than
+  `nil` under any ring: those with a copy on `me` or with copies on fewer
+  than `rf` nodes. Every other row runs on at least `rf` nodes, none of
+  them `me`: `me` can only be a missing owner there, and at least as many
+  surplus copies as missing owners exist, so `me` is paired with one and
+  does nothing. `reconcile_many/4` of the candidates is thus that of every
+  row (without `lost`'s copies), for any ring.
+  """
+  @spec after_loss([tuple()], node(), node(), pos_integer()) :: {[tuple()], [tuple()]}
+  def after_loss(rows, lost, me, rf) do
+    {changed, candidates} =
+      Enum.reduce(rows, {[], []}, fn {id, spec, slot, pids} = row, {changed, candidates} ->
+        {row, changed} =
+          case drop(pids, lost, []) do
+            :same -> {row, changed}
+            rest -> {{id, spec, slot, rest}, [{id, spec, slot, rest} | changed]}
+          end
+
+        if candidate?(elem(row, 3), me, rf),
+          do: {changed, [row | candidates]},
+          else: {changed, candidates}
+      end)
+
+    {changed, Enum.reverse(candidates)}
+  end
+
+  # `pids` without those on `lost`, or :same.
+  defp drop([], _lost, _kept), do: :same
+
+  defp drop([pid | rest], lost, kept) do
+    if node(pid) == lost,
+      do: Enum.reverse(kept, Enum.reject(rest, &(node(&1) == lost))),
+      else: drop(rest, lost, [pid | kept])
+  end
+
+  defp candidate?([], _me, _rf), do: true
+  defp candidate?([pid], me, rf), do: rf > 1 or node(pid) == me
+
+  defp candidate?(pids, me, rf) do
+    nodes = pids |> Enum.map(&node/1) |> Enum.uniq()
+    me in nodes or length(nodes) < rf
+  end
 
   defp collect(decisions) do
     {starts, migrations, stops} =
@@ -195,8 +255,12 @@ defmodule Synod.Hub.Placement do
   """
   @spec by_owner(Ring.t(), pos_integer(), node(), [tuple()]) :: %{node() => [tuple()]}
   def by_owner(ring, rf, me, orphans) do
-    Enum.reduce(orphans, %{}, fn {id, _, _} = orphan, acc ->
-      for owner <- owners(ring, rf, id),
+    # (one ring call for replication factor 1: after a loss, thousands)
+    owners = owners_many(ring, rf, Enum.map(orphans, &elem(&1, 0)))
+
+    Enum.zip(orphans, owners)
+    |> Enum.reduce(%{}, fn {orphan, owners}, acc ->
+      for owner <- owners,
           owner != me,
           reduce: acc,
           do: (acc -> Map.update(acc, owner, [orphan], &[orphan | &1]))

@@ -6,7 +6,7 @@ defmodule Synod.Hub.Table do
   # row is decided by Synod.Hub.Registry's pure transitions; this module
   # looks the rows up and stores the results. Rows as in Synod.Hub.Registry.
 
-  alias Synod.Hub.Registry
+  alias Synod.Hub.{Placement, Registry}
 
   @doc "The row of `id`, or nil."
   @spec row(:ets.tid(), term()) :: Registry.row() | nil
@@ -16,6 +16,11 @@ defmodule Synod.Hub.Table do
       [] -> nil
     end
   end
+
+  @doc "`{t, row}` for each `{id, t}` whose id has a row, in order."
+  @spec with_rows(:ets.tid(), [{term(), term()}]) :: [{term(), Registry.row()}]
+  def with_rows(registry, pairs),
+    do: for({id, t} <- pairs, [row] <- [:ets.lookup(registry, id)], do: {t, row})
 
   @doc "The copies of `id` (`[]` when none or no row)."
   @spec pids(:ets.tid(), term()) :: [pid()]
@@ -116,6 +121,33 @@ defmodule Synod.Hub.Table do
 
     :ets.insert(registry, changed)
   end
+
+  @doc """
+  Node `lost` left: drops its copies from the rows in one pass and returns
+  the rows a reconcile must decide, whatever the new ring
+  (`Synod.Hub.Placement.after_loss/4`).
+  """
+  @spec drop_lost(:ets.tid(), node(), node(), pos_integer()) :: [Registry.row()]
+  def drop_lost(registry, lost, me, rf) do
+    {changed, candidates} = Placement.after_loss(loss_rows(registry, lost, me, rf), lost, me, rf)
+    :ets.insert(registry, changed)
+    candidates
+  end
+
+  # With replication factor 1, the rows with one copy on a third node
+  # neither change nor are decided (`after_loss/4` would leave them out):
+  # the table does not even copy them out.
+  defp loss_rows(registry, lost, me, 1) do
+    on = fn node -> {:==, {:node, :"$1"}, {:const, node}} end
+
+    :ets.select(registry, [
+      {{:_, :_, :_, []}, [], [:"$_"]},
+      {{:_, :_, :_, [:"$1"]}, [{:orelse, on.(lost), on.(me)}], [:"$_"]},
+      {{:_, :_, :_, [:_, :_ | :_]}, [], [:"$_"]}
+    ])
+  end
+
+  defp loss_rows(registry, _lost, _me, _rf), do: :ets.tab2list(registry)
 
   @doc "Adds a row without a copy for each orphan that has none; returns the rows added."
   @spec add_orphans(:ets.tid(), [tuple()]) :: [Registry.row()]

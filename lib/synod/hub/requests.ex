@@ -1,0 +1,156 @@
+defmodule Synod.Hub.Requests do
+  @moduledoc false
+  # Pure: what a start or stop request, a peer's tombstones and a peer's
+  # full picture (`synod_sync`) mean, as effects for the coordinator to
+  # perform (docs/hub.md, "Structure"). Starting and stopping local
+  # children needs their pids, so those are two steps: a first decision
+  # says whether to run them at all (or which), the coordinator runs them
+  # through the children's supervisor, and a second decision, given what
+  # happened, returns the rest (replies, broadcasts, events, rows to
+  # reconcile, tombstones to record). No I/O, no messages, no clock.
+  #
+  # The effects (besides those of Synod.Hub.Membership and Migrations):
+  #
+  #   * `{:reply, request, results, changes, kind}` — answer the request's
+  #     respondents (`request` = `{ref, reply_to, opts}`) with `results`,
+  #     along with the announcement of `changes` (`kind`: :registered,
+  #     :unregistered or `{:unregistered, why}`);
+  #   * `{:started_event, node, entries}` — `:children_started` for them;
+  #   * `{:reconcile_rows, rows}` — decide these rows again;
+  #   * `{:put_tombstones, [{id, t}], stopped}` — record stops
+  #     (`stopped`: `%{id => pid | nil}`, as in Tombstones.record/4);
+  #   * `{:delete_rows, ids}` — delete these registry rows;
+  #   * `{:announce_stopped, stopped, reason}` — `synod_unregistered` to
+  #     every peer;
+  #   * `:send_orphans`, `:synced`, `{:broadcast, msg}`, `{:event, id, data}`.
+
+  alias Synod.Hub.{Registry, Tombstones}
+
+  @typedoc "`{ref, reply_to, opts}` of a `synod_start` or `synod_stop`."
+  @type request :: {reference(), [pid()], keyword()}
+
+  @doc """
+  A start request: `{:refuse, results, effects}` (a partitioned side
+  answers `{:error, :partitioned}` for every child) or `{:start, kind}`
+  (start them locally as `kind`: `:member` for a member's move, which
+  keeps the entry's incarnation, else `:client`).
+  """
+  @spec start(boolean(), request(), [tuple()]) ::
+          {:refuse, list(), list()} | {:start, :client | :member}
+  def start(true = _partitioned, request, entries) do
+    results = for {id, _, _, _} <- entries, do: {id, {:error, :partitioned}}
+    {:refuse, results, [{:reply, request, results, [], :registered}]}
+  end
+
+  def start(false, {_, _, opts}, _entries),
+    do: {:start, if(:proplists.get_bool(:migration, opts), do: :member, else: :client)}
+
+  @doc """
+  The local starts of a request are done (`results` in order, `rows` as
+  now stored, `started` the new copies' entries): answer with the
+  announcement, tell subscribers, and reconcile the rows (a requester
+  with a stale ring may have sent children this node does not own).
+  """
+  @spec started(request(), node(), list(), list(), list()) :: list()
+  def started(request, me, results, rows, started),
+    do: [
+      {:reply, request, results, started, :registered},
+      {:started_event, me, started},
+      {:reconcile_rows, rows}
+    ]
+
+  @doc """
+  A stop request: `{:refuse, results, effects}` on a partitioned side
+  (under `:majority` a minority refuses stops as it refuses starts), or
+  `:stop` (stop the local copies, stamped with a new tick).
+  """
+  @spec stop(boolean(), request(), [term()]) :: {:refuse, list(), list()} | :stop
+  def stop(true = _partitioned, request, ids) do
+    results = for id <- ids, do: {id, {:error, :partitioned}}
+    {:refuse, results, [{:reply, request, results, [], :unregistered}]}
+  end
+
+  def stop(false, _request, _ids), do: :stop
+
+  @doc """
+  The local stops of a request stamped `t` are done (`results` in order,
+  a copy stopped a moment ago by another member's tombstone counted as
+  stopped; `stopped` the copies stopped here). A tombstone per id, before
+  anything goes out (ids with no copy here too, in case a copy is on its
+  way: their rows go, and every peer hears of them); then the answers
+  with the announcement, and the event.
+  """
+  @spec stopped(request(), node(), [term()], integer(), list(), list()) :: list()
+  def stopped(request, me, ids, t, results, stopped) do
+    absent = for {id, {:error, :not_found}} <- results, do: {id, t}
+
+    tell_absent =
+      if absent == [],
+        do: [],
+        else: [
+          {:delete_rows, Enum.map(absent, &elem(&1, 0))},
+          {:broadcast, {:synod_tombstones, me, absent}}
+        ]
+
+    [{:put_tombstones, for(id <- ids, do: {id, t}), Map.new(ids, &{&1, nil})}] ++
+      tell_absent ++
+      [{:reply, request, results, stopped, {:unregistered, {:stopped, t}}}] ++
+      stopped_event(me, stopped)
+  end
+
+  @doc """
+  Tombstones from a peer, each with this node's row of its id (`rows`:
+  `[{t, row}]`, the ids without a row left out): `{covered, doomed}`, the
+  ids whose row's incarnation a tombstone covers (their rows go) and,
+  among them, those with a copy here (to stop).
+  """
+  @spec covered([{integer(), tuple()}], node()) :: {[term()], [term()]}
+  def covered(rows, me), do: covered(rows, me, [], [])
+
+  defp covered([{t, {id, _, slot, pids}} | rows], me, covered, doomed) do
+    cond do
+      not Tombstones.covers?(t, Registry.inc(slot)) -> covered(rows, me, covered, doomed)
+      Registry.local_pid(pids, me) == nil -> covered(rows, me, [id | covered], doomed)
+      true -> covered(rows, me, [id | covered], [id | doomed])
+    end
+  end
+
+  defp covered([], _me, covered, doomed), do: {Enum.reverse(covered), Enum.reverse(doomed)}
+
+  @doc """
+  The covered copies here are stopped (`stopped`): record the tombstones
+  (with the pids they stopped), drop the covered rows, announce the stops.
+  """
+  @spec tombstones_applied(node(), list(), [term()], list()) :: list()
+  def tombstones_applied(me, tombstones, covered, stopped),
+    do:
+      [
+        {:put_tombstones, tombstones, Map.new(stopped)},
+        {:delete_rows, covered},
+        {:announce_stopped, stopped, :stopped}
+      ] ++ stopped_event(me, stopped)
+
+  @doc """
+  A peer `from`'s full picture was compared with the rows and stored:
+  `stale` the rows that named a copy `from` no longer runs (stored
+  without it), `rows` the copies it runs as now stored, `added` the rows
+  without a copy it told of that were missing, `known` the ids whose copy
+  there this node knew already. Subscribers hear of the new copies; every
+  changed row is reconciled; rows left without any copy go to their
+  owners; a healing side is healed.
+  """
+  @spec synced(node(), list(), list(), list(), list(), [term()]) :: list()
+  def synced(from, entries, stale, rows, added, known) do
+    known = Map.from_keys(known, true)
+
+    [
+      {:started_event, from, Enum.reject(entries, &is_map_key(known, elem(&1, 0)))},
+      {:reconcile_rows, stale ++ rows ++ added}
+    ] ++
+      if(Enum.any?(stale, &(elem(&1, 3) == [])), do: [:send_orphans], else: []) ++
+      [:synced]
+  end
+
+  defp stopped_event(_me, []), do: []
+  defp stopped_event(me, stopped), do: [{:event, :children_stopped, {me, stopped}}]
+end

@@ -1,0 +1,148 @@
+defmodule Synod.HubRequestsTest do
+  # Synod.Hub.Requests driven directly, without a coordinator or peers: what
+  # a start, a stop, a peer's tombstones and a peer's full picture mean, as
+  # the effects the coordinator performs (in their order).
+  use ExUnit.Case, async: true
+
+  alias Synod.Hub.Requests
+
+  @spec_ok {Synod.Test.HubWorker, :start_link, ["x"]}
+
+  setup do
+    %{request: {make_ref(), [self()], []}}
+  end
+
+  describe "start" do
+    test "a partitioned side refuses every child, answered with no announcement", %{request: r} do
+      entries = [{"a", @spec_ok, nil, :active}, {"b", @spec_ok, 3, :passive}]
+      results = [{"a", {:error, :partitioned}}, {"b", {:error, :partitioned}}]
+
+      assert Requests.start(true, r, entries) ==
+               {:refuse, results, [{:reply, r, results, [], :registered}]}
+    end
+
+    test "a client's start is a new incarnation, a member's keeps its own" do
+      entries = [{"a", @spec_ok, nil, :active}]
+      assert Requests.start(false, {make_ref(), [], []}, entries) == {:start, :client}
+
+      assert Requests.start(false, {make_ref(), [], [migration: true]}, entries) ==
+               {:start, :member}
+
+      assert Requests.start(false, {make_ref(), [], [relay: :n@h, migration: true]}, entries) ==
+               {:start, :member}
+    end
+
+    test "after the starts: answer with the announcement, the event, then reconcile the rows",
+         %{request: r} do
+      pid = self()
+      results = [{"a", {:ok, pid}}, {"b", {:error, :boom}}]
+      rows = [{"a", @spec_ok, nil, [pid]}]
+      started = [{"a", @spec_ok, nil, pid}]
+
+      assert Requests.started(r, :me@h, results, rows, started) == [
+               {:reply, r, results, started, :registered},
+               {:started_event, :me@h, started},
+               {:reconcile_rows, rows}
+             ]
+    end
+  end
+
+  describe "stop" do
+    test "a partitioned side refuses stops as it refuses starts", %{request: r} do
+      results = [{"a", {:error, :partitioned}}]
+
+      assert Requests.stop(true, r, ["a"]) ==
+               {:refuse, results, [{:reply, r, results, [], :unregistered}]}
+
+      assert Requests.stop(false, r, ["a"]) == :stop
+    end
+
+    test "tombstones first; absent ids lose their rows and go to every peer", %{request: r} do
+      pid = self()
+      results = [{"a", {:ok, pid}}, {"b", {:error, :not_found}}]
+      stopped = [{"a", pid}]
+
+      assert Requests.stopped(r, :me@h, ["a", "b"], 42, results, stopped) == [
+               {:put_tombstones, [{"a", 42}, {"b", 42}], %{"a" => nil, "b" => nil}},
+               {:delete_rows, ["b"]},
+               {:broadcast, {:synod_tombstones, :me@h, [{"b", 42}]}},
+               {:reply, r, results, stopped, {:unregistered, {:stopped, 42}}},
+               {:event, :children_stopped, {:me@h, stopped}}
+             ]
+    end
+
+    test "nothing absent and nothing stopped: no broadcast, no event", %{request: r} do
+      results = [{"a", {:ok, self()}}]
+
+      assert Requests.stopped(r, :me@h, ["a"], 7, results, []) == [
+               {:put_tombstones, [{"a", 7}], %{"a" => nil}},
+               {:reply, r, results, [], {:unregistered, {:stopped, 7}}}
+             ]
+    end
+  end
+
+  describe "tombstones from a peer" do
+    test "cover the rows of older incarnations; the copies here are stopped" do
+      here = self()
+      there = fake_pid(:other@h)
+
+      rows = [
+        # incarnation 5, a copy here and one there: covered by 9, stopped here
+        {9, {"a", @spec_ok, {5, %{}}, [there, here]}},
+        # incarnation 20: a start after the stop, not covered
+        {9, {"b", @spec_ok, 20, [here]}},
+        # covered, no copy here
+        {9, {"c", @spec_ok, nil, [there]}}
+      ]
+
+      tombstones = [{"a", 9}, {"b", 9}, {"c", 9}, {"d", 9}]
+      assert Requests.covered(rows, node()) == {["a", "c"], ["a"]}
+      assert Requests.covered([], node()) == {[], []}
+
+      assert Requests.tombstones_applied(:me@h, tombstones, ["a", "c"], [{"a", here}]) == [
+               {:put_tombstones, tombstones, %{"a" => here}},
+               {:delete_rows, ["a", "c"]},
+               {:announce_stopped, [{"a", here}], :stopped},
+               {:event, :children_stopped, {:me@h, [{"a", here}]}}
+             ]
+
+      assert Requests.tombstones_applied(:me@h, tombstones, ["c"], []) == [
+               {:put_tombstones, tombstones, %{}},
+               {:delete_rows, ["c"]},
+               {:announce_stopped, [], :stopped}
+             ]
+    end
+  end
+
+  describe "a peer's full picture" do
+    test "new copies are events, changed rows reconciled, copyless rows sent on, then healed" do
+      p = fake_pid(:peer@h)
+      entries = [{"a", @spec_ok, nil, p}, {"b", @spec_ok, nil, p}]
+      stale = [{"x", @spec_ok, nil, []}, {"y", @spec_ok, nil, [self()]}]
+      rows = [{"a", @spec_ok, nil, [p]}, {"b", @spec_ok, nil, [p]}]
+      added = [{"o", @spec_ok, nil, []}]
+
+      assert Requests.synced(:peer@h, entries, stale, rows, added, ["a"]) == [
+               {:started_event, :peer@h, [{"b", @spec_ok, nil, p}]},
+               {:reconcile_rows, stale ++ rows ++ added},
+               :send_orphans,
+               :synced
+             ]
+
+      # no stale row left without a copy: no orphans sent
+      assert Requests.synced(:peer@h, entries, tl(stale), rows, [], ["a", "b"]) == [
+               {:started_event, :peer@h, []},
+               {:reconcile_rows, tl(stale) ++ rows},
+               :synced
+             ]
+    end
+  end
+
+  defp fake_pid(node) do
+    name = Atom.to_string(node)
+
+    :erlang.binary_to_term(
+      <<131, 88, 100, byte_size(name)::16, name::binary, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1>>
+    )
+  end
+end
