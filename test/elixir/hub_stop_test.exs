@@ -60,15 +60,18 @@ defmodule Synod.HubStopTest do
     await_members(nodes, hub, nodes)
 
     # Once every member has handled what the heal brought, nothing runs and
-    # no registry knows any of the children.
+    # no registry knows any of the children: not as running, and not as a
+    # row without a copy either (a start would be refused as already
+    # started).
     Wait.until(fn ->
-      Enum.all?(nodes, &(:erpc.call(&1, Synod, :children, [hub]) == [])) and
+      Enum.all?(nodes, &(:erpc.call(&1, RemoteHub, :registry_size, [hub]) == 0)) and
         running(nodes, hub) == %{}
     end)
 
     for n <- nodes, do: :ok = :erpc.call(n, GenServer, :call, [hub, :synod_barrier])
     assert running(nodes, hub) == %{}
     assert Enum.all?(nodes, &(:erpc.call(&1, Synod, :children, [hub]) == []))
+    assert Enum.all?(nodes, &(:erpc.call(&1, RemoteHub, :registry_size, [hub]) == 0))
 
     # and the ids can be started again
     assert {:ok, _} = :erpc.call(c, RemoteHub, :start_many, [hub, "st", 300])

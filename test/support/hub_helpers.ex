@@ -75,6 +75,15 @@ defmodule Synod.Test.RemoteHub do
     Synod.start_children(hub, Enum.map(ids(prefix, n), &spec/1), opts)
   end
 
+  @doc """
+  How many rows this node's registry holds, those with no copy anywhere
+  (which `Synod.children/2` leaves out) included.
+  """
+  def registry_size(hub) do
+    {registry, _meta} = :persistent_term.get({Synod.Hub, hub})
+    :ets.info(registry, :size)
+  end
+
   @doc "Child ids that really run on this node (from the processes themselves)."
   def running_ids(hub) do
     for {_, pid, _, _} <- DynamicSupervisor.which_children(:"#{hub}.children"),
