@@ -1487,3 +1487,32 @@ size_t rsim_cap_count(const rsim_cap *c, uint8_t type)
         n += c->msgs[i].type == type;
     return n;
 }
+
+static uint64_t rsim_env_u64(const char *env, const char *what, uint64_t dflt)
+{
+    char name[96];
+    snprintf(name, sizeof(name), "%s_%s", env, what);
+    const char *v = getenv(name);
+    return v && *v ? strtoull(v, NULL, 0) : dflt;
+}
+
+uint64_t rsim_run_seeds(rsim_seeded_fn run, const char *env, uint64_t runs, const char *binary)
+{
+    char err[700];
+    uint64_t one = rsim_env_u64(env, "SEED", 0);
+    if (one) {
+        int rc = run(one, err, sizeof(err));
+        fprintf(stderr, "seed %llu: %s\n", (unsigned long long)one, rc ? err : "ok");
+        return rc != 0;
+    }
+    runs = rsim_env_u64(env, "RUNS", runs);
+    uint64_t base = rsim_env_u64(env, "BASE", 1), failures = 0;
+    for (uint64_t seed = base; seed < base + runs; seed++)
+        if (run(seed, err, sizeof(err)) != 0 && failures++ < 5)
+            fprintf(stderr, "seed %llu: %s\n  replay: %s_SEED=%llu %s\n", (unsigned long long)seed,
+                    err, env, (unsigned long long)seed, binary);
+    if (failures)
+        fprintf(stderr, "%llu of %llu seeded runs failed\n", (unsigned long long)failures,
+                (unsigned long long)runs);
+    return failures;
+}

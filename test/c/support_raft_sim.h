@@ -145,6 +145,13 @@ int rsim_run_random(uint64_t seed, char *err, size_t errlen);
  * witnesses must never campaign (checked on every event). */
 int rsim_run_random_witness(uint64_t seed, char *err, size_t errlen);
 
+/* Runs `run` over seeds, as the environment says: `<env>_SEED` names one
+ * seed; else `<env>_RUNS` seeds (default `runs`) from `<env>_BASE` (default
+ * 1). Prints each failure (the first 5, with the line that replays it in
+ * `binary`) and a count to stderr; returns how many runs failed. */
+typedef int (*rsim_seeded_fn)(uint64_t seed, char *err, size_t errlen);
+uint64_t rsim_run_seeds(rsim_seeded_fn run, const char *env, uint64_t runs, const char *binary);
+
 /* ---- one member driven by hand (unit tests of single rules) ----------- */
 
 /* What one or more Readies contained. Message entries and snapshot pointers

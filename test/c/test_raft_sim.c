@@ -24,43 +24,11 @@
  * crash members part way through their Readies. `make sim-long` runs 20,000. */
 #define DEFAULT_RUNS 3000
 
-static uint64_t env_u64(const char *name, uint64_t dflt)
-{
-    const char *v = getenv(name);
-    return v && *v ? strtoull(v, NULL, 0) : dflt;
-}
-
 static void test_random_runs(void **state)
 {
     (void)state;
-    char err[700];
-    const char *one = getenv("SYNOD_SIM_SEED");
-    if (one && *one) {
-        uint64_t seed = strtoull(one, NULL, 0);
-        int rc = rsim_run_random(seed, err, sizeof(err));
-        if (rc)
-            print_error("seed %llu: %s\n", (unsigned long long)seed, err);
-        else
-            print_message("seed %llu: ok\n", (unsigned long long)seed);
-        assert_int_equal(rc, 0);
-        return;
-    }
-    uint64_t runs = env_u64("SYNOD_SIM_RUNS", DEFAULT_RUNS);
-    uint64_t base = env_u64("SYNOD_SIM_BASE", 1);
-    uint64_t failures = 0;
-    for (uint64_t i = 0; i < runs; i++) {
-        uint64_t seed = base + i;
-        if (rsim_run_random(seed, err, sizeof(err)) != 0) {
-            if (failures++ < 5)
-                print_error("seed %llu: %s\n  replay: SYNOD_SIM_SEED=%llu %s\n",
-                            (unsigned long long)seed, err, (unsigned long long)seed,
-                            "build/test/test_raft_sim");
-        }
-    }
-    if (failures)
-        print_error("%llu of %llu seeded runs failed\n", (unsigned long long)failures,
-                    (unsigned long long)runs);
-    assert_int_equal(failures, 0);
+    assert_int_equal(
+        rsim_run_seeds(rsim_run_random, "SYNOD_SIM", DEFAULT_RUNS, "build/test/test_raft_sim"), 0);
 }
 
 /* ---- named scenarios ------------------------------------------------------ */

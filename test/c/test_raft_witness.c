@@ -330,12 +330,6 @@ static void test_transfer_to_witness_is_not_taken(void **state)
     rsim_free(s);
 }
 
-static uint64_t env_u64(const char *name, uint64_t dflt)
-{
-    const char *v = getenv(name);
-    return v && *v ? strtoull(v, NULL, 0) : dflt;
-}
-
 /* Seeded chaos (drops, duplicates, partitions, crashes part way through a
  * Ready, transfers, reads, compaction) with witnesses; the simulator checks
  * election safety, log matching, leader completeness, state machine safety
@@ -344,28 +338,9 @@ static uint64_t env_u64(const char *name, uint64_t dflt)
 static void test_witness_random_runs(void **state)
 {
     (void)state;
-    char err[700];
-    const char *one = getenv("SYNOD_WITNESS_SEED");
-    if (one && *one) {
-        uint64_t seed = strtoull(one, NULL, 0);
-        int rc = rsim_run_random_witness(seed, err, sizeof(err));
-        if (rc)
-            print_error("seed %llu: %s\n", (unsigned long long)seed, err);
-        assert_int_equal(rc, 0);
-        return;
-    }
-    uint64_t runs = env_u64("SYNOD_WITNESS_RUNS", DEFAULT_RUNS);
-    uint64_t failures = 0;
-    for (uint64_t seed = 1; seed <= runs; seed++) {
-        if (rsim_run_random_witness(seed, err, sizeof(err)) != 0 && failures++ < 5)
-            print_error("seed %llu: %s\n  replay: SYNOD_WITNESS_SEED=%llu "
-                        "build/test/test_raft_witness\n",
-                        (unsigned long long)seed, err, (unsigned long long)seed);
-    }
-    if (failures)
-        print_error("%llu of %llu witness runs failed\n", (unsigned long long)failures,
-                    (unsigned long long)runs);
-    assert_int_equal(failures, 0);
+    assert_int_equal(rsim_run_seeds(rsim_run_random_witness, "SYNOD_WITNESS", DEFAULT_RUNS,
+                                    "build/test/test_raft_witness"),
+                     0);
 }
 
 int main(void)
