@@ -5,7 +5,6 @@ defmodule Synod.CoordEventsTest do
   use ExUnit.Case, async: false
 
   alias Synod.{Election, Lock, Queue, Store, Tasks}
-  alias Synod.Test.Wait
 
   @events [
     [:synod, :lock, :acquired],
@@ -16,18 +15,7 @@ defmodule Synod.CoordEventsTest do
   ]
 
   setup_all do
-    Synod.LocalCluster.ensure_distributed()
-    dir = Path.join(System.tmp_dir!(), "synod-ev-#{System.unique_integer([:positive])}")
-    store = :"ev#{System.unique_integer([:positive])}"
-    :ok = Store.start(store, [node()], dir)
-    Wait.until(fn -> Synod.leader?(store) end)
-
-    on_exit(fn ->
-      Store.stop_member(store)
-      File.rm_rf(dir)
-    end)
-
-    {:ok, store: store}
+    {:ok, store: Synod.Test.Cluster.local_store!("ev")}
   end
 
   setup do

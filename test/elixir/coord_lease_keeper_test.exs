@@ -12,18 +12,7 @@ defmodule Synod.CoordLeaseKeeperTest do
   @ttl 600
 
   setup_all do
-    Synod.LocalCluster.ensure_distributed()
-    dir = Path.join(System.tmp_dir!(), "synod-lk-#{System.unique_integer([:positive])}")
-    store = :"lk#{System.unique_integer([:positive])}"
-    :ok = Store.start(store, [node()], dir)
-    Wait.until(fn -> Synod.leader?(store) end)
-
-    on_exit(fn ->
-      Store.stop_member(store)
-      File.rm_rf(dir)
-    end)
-
-    {:ok, store: store}
+    {:ok, store: Synod.Test.Cluster.local_store!("lk")}
   end
 
   defp key, do: "lk/#{System.unique_integer([:positive])}"

@@ -90,6 +90,21 @@ defmodule Synod.Test.Cluster do
     %{store: store, nodes: nodes, leader: Synod.Test.Raft.wait_leader(store, nodes), dir: dir}
   end
 
+  @doc """
+  For ExUnit: a one-voter store on this node (distributed first, if need
+  be) under a fresh name, with its data in a fresh dir; both go when the
+  test (or the module) ends. Returns the store's name.
+  """
+  def local_store!(prefix) do
+    LocalCluster.ensure_distributed()
+    dir = tmp_dir!(prefix)
+    store = :"#{prefix}#{System.unique_integer([:positive])}"
+    :ok = Store.start(store, [node()], dir)
+    ExUnit.Callbacks.on_exit(fn -> Store.stop_member(store) end)
+    Synod.Test.Wait.until(fn -> Synod.leader?(store) end)
+    store
+  end
+
   @doc "Stops every peer (paused ones are resumed first so they can stop)."
   def stop(%__MODULE__{} = c) do
     Enum.each(c.nodes, &resume(c, &1))
