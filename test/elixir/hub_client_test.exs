@@ -6,16 +6,14 @@ defmodule Synod.HubClientTest do
   use ExUnit.Case, async: false
 
   import Synod.Test.HubCase
-  alias Synod.{LocalCluster, StartResult, StopResult}
+  alias Synod.{StartResult, StopResult}
   alias Synod.Test.{RemoteHub, Wait}
 
   @moduletag :distributed
   @moduletag timeout: 120_000
 
   setup_all do
-    peers = LocalCluster.start(3, prefix: "client")
-    on_exit(fn -> LocalCluster.stop(peers) end)
-    nodes = Enum.map(peers, &elem(&1, 1))
+    nodes = Synod.Test.Cluster.peers!(3, prefix: "client")
     # Peers are connected to each other only by `global`'s mesh, in the
     # background: under load the client node may not see the members yet
     # when the first test starts (then it rightly answers :unknown_hub).

@@ -6,15 +6,12 @@ defmodule Synod.HubClusterTest do
   import Synod.Test.HubCase
   alias Synod.{StartResult, StopResult}
   alias Synod.Test.{RemoteHub, Wait}
-  alias Synod.LocalCluster
 
   @moduletag :distributed
   @moduletag timeout: 120_000
 
   setup_all do
-    peers = LocalCluster.start(3, prefix: "hub")
-    on_exit(fn -> LocalCluster.stop(peers) end)
-    nodes = Enum.map(peers, &elem(&1, 1))
+    nodes = Synod.Test.Cluster.peers!(3, prefix: "hub")
     start_hubs(nodes, name: :hub_main)
     %{nodes: nodes}
   end

@@ -8,16 +8,13 @@ defmodule Synod.HubCrashTest do
   use ExUnit.Case, async: false
 
   import Synod.Test.HubCase
-  alias Synod.LocalCluster
   alias Synod.Test.{RemoteHub, Wait}
 
   @moduletag :distributed
   @moduletag timeout: 300_000
 
   setup do
-    peers = LocalCluster.start(3, prefix: "crash")
-    on_exit(fn -> LocalCluster.stop(peers) end)
-    %{nodes: Enum.map(peers, &elem(&1, 1))}
+    %{nodes: Synod.Test.Cluster.peers!(3, prefix: "crash")}
   end
 
   # id => pid of every child, from the processes themselves.

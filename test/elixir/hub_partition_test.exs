@@ -7,15 +7,12 @@ defmodule Synod.HubPartitionTest do
   import Synod.Test.HubCase
   alias Synod.StartResult
   alias Synod.Test.{RemoteHub, Wait}
-  alias Synod.LocalCluster
 
   @moduletag :distributed
   @moduletag timeout: 120_000
 
   setup do
-    peers = LocalCluster.start(3, prefix: "part")
-    on_exit(fn -> LocalCluster.stop(peers) end)
-    %{nodes: Enum.map(peers, &elem(&1, 1))}
+    %{nodes: Synod.Test.Cluster.peers!(3, prefix: "part")}
   end
 
   # Cuts `lone` from every other node in `rest` (each pair with two different

@@ -9,15 +9,12 @@ defmodule Synod.HubRaceTest do
 
   alias Synod.{Dispatcher, Ring}
   alias Synod.Hub.Placement
-  alias Synod.LocalCluster
   alias Synod.Test.{FakeMember, HubWorker, Wait}
 
   @moduletag :distributed
 
   setup_all do
-    peers = LocalCluster.start(2, prefix: "race")
-    on_exit(fn -> LocalCluster.stop(peers) end)
-    %{nodes: Enum.map(peers, &elem(&1, 1))}
+    %{nodes: Synod.Test.Cluster.peers!(2, prefix: "race")}
   end
 
   # Registers a fake member of `hub` on each node, then starts the real hub

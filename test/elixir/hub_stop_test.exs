@@ -15,9 +15,7 @@ defmodule Synod.HubStopTest do
   @moduletag timeout: 180_000
 
   setup_all do
-    peers = LocalCluster.start(3, prefix: "stop")
-    on_exit(fn -> LocalCluster.stop(peers) end)
-    %{nodes: Enum.map(peers, &elem(&1, 1))}
+    %{nodes: Synod.Test.Cluster.peers!(3, prefix: "stop")}
   end
 
   # A refused reconnection can make the first connect fail: retry, bounded.

@@ -8,15 +8,12 @@ defmodule Synod.HubStrategyTest do
   import Synod.Test.HubCase
   alias Synod.StartResult
   alias Synod.Test.{HubLastActive, RemoteHub, Wait}
-  alias Synod.LocalCluster
 
   @moduletag :distributed
   @moduletag timeout: 120_000
 
   setup do
-    peers = LocalCluster.start(3, prefix: "strat")
-    on_exit(fn -> LocalCluster.stop(peers) end)
-    %{nodes: Enum.map(peers, &elem(&1, 1))}
+    %{nodes: Synod.Test.Cluster.peers!(3, prefix: "strat")}
   end
 
   test "an application's replication model: every copy in the mode it gives, also after a leave",

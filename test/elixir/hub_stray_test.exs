@@ -7,7 +7,6 @@ defmodule Synod.HubStrayTest do
   use ExUnit.Case, async: false
 
   import Synod.Test.HubCase
-  alias Synod.LocalCluster
   alias Synod.Test.RemoteHub
   alias Synod.HubStrayTest.Gen
 
@@ -18,9 +17,7 @@ defmodule Synod.HubStrayTest do
   @terms 10_000
 
   setup_all do
-    peers = LocalCluster.start(2, prefix: "stray")
-    on_exit(fn -> LocalCluster.stop(peers) end)
-    nodes = Enum.map(peers, &elem(&1, 1))
+    nodes = Synod.Test.Cluster.peers!(2, prefix: "stray")
     start_hubs(nodes, name: @hub)
     {:ok, _} = :erpc.call(hd(nodes), RemoteHub, :start_many, [@hub, "s", 200])
     await_placement(nodes, @hub, RemoteHub.ids("s", 200))

@@ -7,15 +7,12 @@ defmodule Synod.HubTelemetryTest do
   import Synod.Test.HubCase
   alias Synod.StartResult
   alias Synod.Test.{HubTelemetry, RemoteHub, Wait}
-  alias Synod.LocalCluster
 
   @moduletag :distributed
   @moduletag timeout: 120_000
 
   setup do
-    peers = LocalCluster.start(3, prefix: "tel")
-    on_exit(fn -> LocalCluster.stop(peers) end)
-    %{nodes: Enum.map(peers, &elem(&1, 1))}
+    %{nodes: Synod.Test.Cluster.peers!(3, prefix: "tel")}
   end
 
   # The counts of `event` each node reported for its own children, until
