@@ -866,7 +866,9 @@ static bool raft_wants_send(const raft_t *r, const raft_progress *pr)
         (pr->state == RAFT_PR_PROBE && pr->paused))
         return false;
     bool room = pr->state != RAFT_PR_REPLICATE || pr->next - 1 - pr->match < r->max_inflight;
-    return pr->next <= raft_last_index(r) && room;
+    if (pr->next <= raft_last_index(r) && room)
+        return true;
+    return raft_min_u64(r->commit, pr->next - 1) > pr->commit_sent;
 }
 
 /* Builds the leader's appends when a Ready is built, not on each proposal
@@ -883,8 +885,11 @@ static void raft_flush_sends(raft_t *r)
         raft_progress *pr = &r->peers[i];
         if (!raft_wants_send(r, pr))
             continue;
+        bool sent = false;
         while (!r->nomem && raft_send_append(r, pr, false))
-            ;
+            sent = true;
+        if (!sent && !r->nomem && raft_wants_send(r, pr))
+            raft_send_append(r, pr, true);
     }
 }
 
