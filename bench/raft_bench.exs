@@ -17,6 +17,11 @@
 #    (`Synod.Raft.Pipeline`, one client, 1,000 commands in flight), as a
 #    ratio to the 16 synchronous clients of the same run.
 #
+# 4. Counts, by call tracing on each member (`:erlang.trace_pattern/3`,
+#    `[:call_count]`): per command, `:synod_nif.raft_step/2` (messages
+#    received), `raft_ready/1` (Ready rounds, with the empty one ending each
+#    drain) and `:file.datasync/1`, for the sequential and pipelined runs.
+#
 # FAILOVER_TRIALS=0 skips part 1 (e.g. `mix run bench/raft_bench.exs 0 2000`).
 
 {_, 0} = System.cmd("epmd", ["-daemon"])
@@ -128,6 +133,47 @@ defmodule RaftBench do
   def throughput(node, group, clients, per_client),
     do: :erpc.call(node, Synod.Test.Raft, :throughput, [group, clients, per_client], 600_000)
 
+  # Per member, the calls into the core and the fsyncs made while `fun`
+  # runs, by call tracing (`:erlang.trace_pattern/3` with `[:call_count]` on
+  # each member's VM): raft_step = messages received, raft_ready = Ready
+  # rounds asked for (including the last, empty, one of each drain).
+  @counted [
+    {:synod_nif, :raft_step, 2},
+    {:synod_nif, :raft_ready, 1},
+    {:file, :datasync, 1}
+  ]
+  def counted(nodes, fun) do
+    for n <- nodes,
+        mfa <- @counted,
+        do: :erpc.call(n, :erlang, :trace_pattern, [mfa, true, [:call_count]])
+
+    result = fun.()
+
+    counts =
+      Map.new(nodes, fn n ->
+        {n,
+         for mfa <- @counted do
+           {:call_count, c} = :erpc.call(n, :erlang, :trace_info, [mfa, :call_count])
+           :erpc.call(n, :erlang, :trace_pattern, [mfa, false, [:call_count]])
+           c || 0
+         end}
+      end)
+
+    {result, counts}
+  end
+
+  def print_counts(label, leader, counts, commands) do
+    per = fn c -> Float.round(c / commands, 3) end
+
+    rows =
+      for {n, [steps, readies, syncs]} <- Enum.sort_by(counts, fn {n, _} -> n != leader end) do
+        role = if n == leader, do: "leader", else: "follower"
+        "#{role} #{per.(steps)} steps, #{per.(readies)} raft_ready, #{per.(syncs)} fdatasync"
+      end
+
+    IO.puts("  per command, #{label}: " <> Enum.join(rows, "; "))
+  end
+
   def fsync_floor(n) do
     path = Path.join(System.tmp_dir!(), "synod-fsync-#{System.unique_integer([:positive])}")
     {:ok, f} = :file.open(path, [:raw, :binary, :append])
@@ -170,7 +216,10 @@ for batch <- [true, false] do
 
   if batch do
     floor = RaftBench.fsync_floor(commands)
-    on_leader = RaftBench.latency(leader, :bench_commit, commands)
+
+    {on_leader, counts} =
+      RaftBench.counted(nodes, fn -> RaftBench.latency(leader, :bench_commit, commands) end)
+
     via_follower = RaftBench.latency(follower, :bench_commit, commands)
     f50 = RaftBench.pct(floor, 50)
 
@@ -189,6 +238,8 @@ for batch <- [true, false] do
           "(#{Float.round(p50 / max(f50, 1), 1)}x the fsync floor)"
       )
     end
+
+    RaftBench.print_counts("sequential from the leader's node", leader, counts, commands)
   end
 
   rate = RaftBench.throughput(leader, :bench_commit, 16, div(commands, 2))
@@ -202,19 +253,23 @@ for batch <- [true, false] do
       "64 clients from a follower's node: #{rate64} commands/s (#{Float.round(rate64 / rate, 2)}x 16 clients)"
     )
 
-    piped =
-      :erpc.call(
-        follower,
-        Synod.Test.Raft,
-        :pipelined_rate,
-        [:bench_commit, 10 * commands, 1_000],
-        600_000
-      )
+    {piped, counts} =
+      RaftBench.counted(nodes, fn ->
+        :erpc.call(
+          follower,
+          Synod.Test.Raft,
+          :pipelined_rate,
+          [:bench_commit, 10 * commands, 1_000],
+          600_000
+        )
+      end)
 
     IO.puts(
       "pipelined, 1 client on a follower's node, 1,000 in flight: #{piped} commands/s " <>
         "(#{Float.round(piped / rate, 2)}x 16 synchronous clients)"
     )
+
+    RaftBench.print_counts("pipelined", leader, counts, 10 * commands)
   end
 
   LocalCluster.stop(peers)

@@ -46,6 +46,7 @@ typedef struct raft_progress {
     uint64_t snap_sent;        /* SNAPSHOT: bytes sent (next chunk's offset) */
     uint64_t snap_acked;       /* SNAPSHOT: bytes the follower acknowledged */
     uint64_t read_ack;         /* highest read round acknowledged */
+    uint64_t commit_sent;      /* highest commit index sent there */
     uint32_t snap_elapsed;     /* SNAPSHOT: ticks without ack progress */
     bool snap_all_sent;        /* SNAPSHOT: the last chunk went out */
     uint8_t state;             /* raft_pr_state */
@@ -515,7 +516,6 @@ static void raft_become_candidate(raft_t *r, raft_cause cause)
     raft_set_role(r, RAFT_CANDIDATE, 0, cause);
 }
 
-static void raft_bcast_append(raft_t *r);
 static bool raft_maybe_commit(raft_t *r);
 
 /* Leader appends an entry of its own term and replicates it. */
@@ -529,9 +529,10 @@ static bool raft_leader_append(raft_t *r, uint8_t type, const uint8_t *data, siz
         self->match = raft_last_index(r);
         self->next = self->match + 1;
     }
-    raft_maybe_commit(r); /* a group with one voter commits at once */
-    if (r->role == RAFT_LEADER)
-        raft_bcast_append(r);
+    /* A group with one voter commits at once. The appends to the followers
+     * are not built here but when the Ready is (raft_flush_sends): every
+     * entry proposed until then leaves in one append per follower. */
+    raft_maybe_commit(r);
     return true;
 }
 
@@ -832,6 +833,7 @@ static bool raft_send_append(raft_t *r, raft_progress *pr, bool allow_empty)
     m->index = prev;
     m->log_term = prev_term;
     m->commit = r->commit;
+    pr->commit_sent = r->commit;
     if (n) {
         /* Deep copy: the log may be truncated before the message is sent. */
         raft_entry *ents = (raft_entry *)(void *)mem;
@@ -855,10 +857,50 @@ static bool raft_send_append(raft_t *r, raft_progress *pr, bool allow_empty)
     return true;
 }
 
-static void raft_bcast_append(raft_t *r)
+/* Whether the leader owes pr an append: entries it has not been sent and
+ * room for them, or a commit index it has not been told that it can use
+ * (at most the last index sent to it). */
+static bool raft_wants_send(const raft_t *r, const raft_progress *pr)
 {
+    if (pr->id == r->id || pr->state == RAFT_PR_SNAPSHOT ||
+        (pr->state == RAFT_PR_PROBE && pr->paused))
+        return false;
+    bool room = pr->state != RAFT_PR_REPLICATE || pr->next - 1 - pr->match < r->max_inflight;
+    if (pr->next <= raft_last_index(r) && room)
+        return true;
+    return raft_min_u64(r->commit, pr->next - 1) > pr->commit_sent;
+}
+
+/* Builds the leader's appends when a Ready is built, not on each proposal
+ * or answer: every entry proposed and every commit learned since the last
+ * Ready leave in as few appends per follower as the window and
+ * max_msg_entries / max_msg_bytes allow, each carrying the latest commit
+ * index, and a follower that gets no new entries gets the commit index in
+ * one empty append. */
+static void raft_flush_sends(raft_t *r)
+{
+    if (r->role != RAFT_LEADER)
+        return;
+    for (size_t i = 0; i < r->n_peers && !r->nomem; i++) {
+        raft_progress *pr = &r->peers[i];
+        if (!raft_wants_send(r, pr))
+            continue;
+        bool sent = false;
+        while (!r->nomem && raft_send_append(r, pr, false))
+            sent = true;
+        if (!sent && !r->nomem && raft_wants_send(r, pr))
+            raft_send_append(r, pr, true);
+    }
+}
+
+static bool raft_leader_owes_sends(const raft_t *r)
+{
+    if (r->role != RAFT_LEADER)
+        return false;
     for (size_t i = 0; i < r->n_peers; i++)
-        raft_send_append(r, &r->peers[i], true);
+        if (raft_wants_send(r, &r->peers[i]))
+            return true;
+    return false;
 }
 
 static void raft_bcast_heartbeat(raft_t *r)
@@ -873,6 +915,7 @@ static void raft_bcast_heartbeat(raft_t *r)
         /* Never tell a follower to commit beyond what it is known to hold. */
         m->commit = raft_min_u64(pr->match, r->commit);
         m->ctx = r->read_seq;
+        pr->commit_sent = raft_max_u64(pr->commit_sent, m->commit);
     }
 }
 
@@ -981,7 +1024,6 @@ static void raft_handle_append_resp(raft_t *r, const raft_msg *m)
         raft_send_append(r, pr, true);
         return;
     }
-    bool was_paused = pr->state == RAFT_PR_PROBE && pr->paused;
     if (m->index > pr->match) {
         pr->match = m->index;
         pr->paused = false;
@@ -993,15 +1035,11 @@ static void raft_handle_append_resp(raft_t *r, const raft_msg *m)
     if (pr->state == RAFT_PR_PROBE ||
         (pr->state == RAFT_PR_SNAPSHOT && pr->match + 1 >= r->log.snap_index + 1))
         raft_pr_become_replicate(pr);
-    if (raft_maybe_commit(r)) {
-        if (r->role != RAFT_LEADER)
-            return;
-        raft_bcast_append(r);
-    } else if (was_paused) {
-        raft_send_append(r, pr, true);
-    }
-    while (raft_send_append(r, pr, false))
-        ;
+    /* The new commit index and the next entries for this follower go out
+     * when the Ready is built (raft_flush_sends): one append per follower
+     * for all the answers stepped before it, not one per answer. */
+    if (raft_maybe_commit(r) && r->role != RAFT_LEADER)
+        return;
     if (m->from == r->transferee && pr->match == raft_last_index(r))
         raft_send_timeout_now(r, m->from);
 }
@@ -1664,10 +1702,10 @@ bool raft_has_ready(const raft_t *r)
         return true;
     if (r->in_ready)
         return false;
-    return r->snap_pending || r->unstable <= raft_last_index(r) || r->n_msgs || r->n_events ||
-           r->n_chunks || r->n_reads || r->commit >= raft_apply_from(r) ||
-           r->term != r->hs_given.term || r->vote != r->hs_given.vote ||
-           r->commit != r->hs_given.commit;
+    return r->snap_pending || r->unstable <= raft_last_index(r) || r->n_msgs ||
+           raft_leader_owes_sends(r) || r->n_events || r->n_chunks || r->n_reads ||
+           r->commit >= raft_apply_from(r) || r->term != r->hs_given.term ||
+           r->vote != r->hs_given.vote || r->commit != r->hs_given.commit;
 }
 
 int raft_ready(raft_t *r, raft_ready_t *rd)
@@ -1675,6 +1713,9 @@ int raft_ready(raft_t *r, raft_ready_t *rd)
     int rc = raft_enter(r);
     if (rc != RAFT_OK)
         return rc;
+    raft_flush_sends(r);
+    if (r->nomem)
+        return RAFT_ERR_NOMEM;
     memset(rd, 0, sizeof(*rd));
     uint64_t last = raft_last_index(r);
     if (r->snap_pending)

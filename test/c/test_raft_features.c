@@ -245,6 +245,102 @@ static void test_pipelining_window(void **state)
     raft_free(r);
 }
 
+static raft_t *solo_leader(uint64_t id, size_t n, bool cq);
+
+static size_t msgs_of(const rsim_cap *c, uint8_t type, uint64_t to)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < c->n_msgs; i++)
+        n += c->msgs[i].type == type && c->msgs[i].to == to;
+    return n;
+}
+
+/* The leader builds its appends when the Ready is built: everything
+ * proposed since the last Ready leaves in one append per follower, and a
+ * commit learned from any number of answers costs one empty append per
+ * follower per Ready (none if an append with entries goes out anyway). */
+static void test_appends_coalesced_per_ready(void **state)
+{
+    (void)state;
+    raft_t *r = solo_leader(1, 3, false);
+    for (uint64_t p = 2; p <= 3; p++) /* both acknowledge the no-op: REPLICATE */
+        step(r,
+             (raft_msg){.type = RAFT_MSG_APPEND_RESP, .from = p, .to = 1, .term = 2, .index = 2});
+    assert_int_equal(status(r).commit, 2);
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(raft_propose(r, "c", 1, NULL), RAFT_OK);
+    rsim_solo_drain(r, &cap);
+    assert_int_equal(cap.n_readies, 1);
+    assert_true(cap.must_sync);
+    for (uint64_t p = 2; p <= 3; p++) {
+        assert_int_equal(msgs_of(&cap, RAFT_MSG_APPEND, p), 1);
+        const raft_msg *a = rsim_cap_find(&cap, RAFT_MSG_APPEND, p);
+        assert_int_equal(a->n_entries, 10);
+        assert_int_equal(a->index, 2);
+        assert_int_equal(a->commit, 2);
+    }
+    /* Both answers stepped before one Ready: the commit moves to 12 and
+     * each follower is told in one empty append, whatever the number of
+     * answers. */
+    for (uint64_t p = 2; p <= 3; p++) {
+        raft_msg m = {.type = RAFT_MSG_APPEND_RESP, .from = p, .to = 1, .term = 2, .index = 12};
+        assert_int_equal(raft_step(r, &m), RAFT_OK);
+    }
+    rsim_solo_drain(r, &cap);
+    assert_int_equal(status(r).commit, 12);
+    assert_int_equal(cap.committed_last, 12);
+    assert_false(cap.must_sync);
+    assert_int_equal(cap.n_msgs, 2);
+    for (uint64_t p = 2; p <= 3; p++) {
+        assert_int_equal(msgs_of(&cap, RAFT_MSG_APPEND, p), 1);
+        const raft_msg *a = rsim_cap_find(&cap, RAFT_MSG_APPEND, p);
+        assert_int_equal(a->n_entries, 0);
+        assert_int_equal(a->index, 12);
+        assert_int_equal(a->commit, 12);
+    }
+    /* Nothing new: no further Ready, no repeat. */
+    assert_false(raft_has_ready(r));
+    /* The next proposal's append carries the commit index too. */
+    assert_int_equal(raft_propose(r, "d", 1, NULL), RAFT_OK);
+    rsim_solo_drain(r, &cap);
+    for (uint64_t p = 2; p <= 3; p++) {
+        assert_int_equal(msgs_of(&cap, RAFT_MSG_APPEND, p), 1);
+        const raft_msg *a = rsim_cap_find(&cap, RAFT_MSG_APPEND, p);
+        assert_int_equal(a->n_entries, 1);
+        assert_int_equal(a->index, 12);
+        assert_int_equal(a->commit, 12);
+    }
+    raft_free(r);
+
+    /* A follower commits what an append vouches for in the Ready that
+     * persists it: one Ready, one sync, one answer. */
+    raft_t *f = rsim_solo_new(2, 3, 5, false, false);
+    raft_entry ents[3];
+    for (int i = 0; i < 3; i++)
+        ents[i] = (raft_entry){.index = 2 + (uint64_t)i,
+                               .term = 2,
+                               .type = RAFT_ENTRY_NORMAL,
+                               .data = (const uint8_t *)"x",
+                               .len = 1};
+    raft_msg a = {.type = RAFT_MSG_APPEND,
+                  .from = 1,
+                  .to = 2,
+                  .term = 2,
+                  .index = 1,
+                  .log_term = 1,
+                  .commit = 3,
+                  .entries = ents,
+                  .n_entries = 3};
+    step(f, a);
+    assert_int_equal(cap.n_readies, 1);
+    assert_true(cap.must_sync);
+    assert_int_equal(cap.n_msgs, 1);
+    assert_int_equal(cap.msgs[0].type, RAFT_MSG_APPEND_RESP);
+    assert_int_equal(cap.msgs[0].index, 4);
+    assert_int_equal(cap.committed_last, 3);
+    raft_free(f);
+}
+
 /* ---- check-quorum and stickiness ----------------------------------------- */
 
 static raft_t *solo_leader(uint64_t id, size_t n, bool cq)
@@ -884,6 +980,7 @@ int main(void)
         cmocka_unit_test(test_prevote_changes_no_hard_state),
         cmocka_unit_test(test_persistence_rule),
         cmocka_unit_test(test_pipelining_window),
+        cmocka_unit_test(test_appends_coalesced_per_ready),
         cmocka_unit_test(test_check_quorum_steps_down),
         cmocka_unit_test(test_stickiness_ignores_votes_near_live_leader),
         cmocka_unit_test(test_forget_leader_lifts_stickiness),

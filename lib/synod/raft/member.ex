@@ -460,9 +460,18 @@ defmodule Synod.Raft.Member do
 
   defp after_input(%{batch: true, flush_scheduled: true} = state), do: state
 
+  # With nothing else in the mailbox there is nothing to batch with: drain
+  # now instead of a `:flush` round trip through the mailbox (which would
+  # find the same empty mailbox behind it).
   defp after_input(%{batch: true} = state) do
-    send(self(), :flush)
-    %{state | flush_scheduled: true}
+    case Process.info(self(), :message_queue_len) do
+      {:message_queue_len, 0} ->
+        drain(state)
+
+      _ ->
+        send(self(), :flush)
+        %{state | flush_scheduled: true}
+    end
   end
 
   defp after_input(state), do: drain(state)
