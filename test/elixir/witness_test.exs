@@ -72,16 +72,18 @@ defmodule Synod.WitnessTest do
   defp other(ctx, n), do: if(n == ctx.a, do: ctx.b, else: ctx.a)
 
   # The leader as `node` sees it, once it is `node` itself or the other BEAM node.
+  # The leader `node` names once it names itself: right after a kill -9 it
+  # may still name the dead leader until it sees the node go down. Returns
+  # the last leader it named if it never names itself in time.
   defp wait_own_leader(group, node, timeout \\ 20_000) do
-    Wait.until(
-      fn ->
-        case :erpc.call(node, Raft, :leader, [group]) do
-          nil -> nil
-          l -> l
-        end
-      end,
-      timeout
-    )
+    deadline = System.monotonic_time(:millisecond) + timeout
+
+    Stream.repeatedly(fn -> :erpc.call(node, Raft, :leader, [group]) end)
+    |> Enum.reduce_while(nil, fn leader, _ ->
+      if leader == node or System.monotonic_time(:millisecond) > deadline,
+        do: {:halt, leader},
+        else: Process.sleep(20) && {:cont, leader}
+    end)
   end
 
   defp check_events!(ctx) do
