@@ -1516,3 +1516,15 @@ uint64_t rsim_run_seeds(rsim_seeded_fn run, const char *env, uint64_t runs, cons
                 (unsigned long long)runs);
     return failures;
 }
+
+bool rsim_has_leader(rsim *s, void *ctx)
+{
+    (void)ctx;
+    return rsim_leader(s) != 0;
+}
+
+bool rsim_has_other_leader(rsim *s, void *ctx)
+{
+    uint64_t l = rsim_leader(s);
+    return l && l != *(const uint64_t *)ctx;
+}

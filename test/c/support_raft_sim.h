@@ -93,6 +93,10 @@ void rsim_run_units(rsim *s, uint64_t units);
 void rsim_run_ticks(rsim *s, uint64_t ticks);
 /* Runs until pred holds (checked every unit) or max_ticks pass. */
 bool rsim_run_until(rsim *s, bool (*pred)(rsim *, void *), void *ctx, uint64_t max_ticks);
+/* Predicates for rsim_run_until: some member leads; some member other than
+ * *(const uint64_t *)ctx leads. */
+bool rsim_has_leader(rsim *s, void *ctx);
+bool rsim_has_other_leader(rsim *s, void *ctx);
 void rsim_set_faults(rsim *s, uint32_t drop_pm, uint32_t dup_pm);
 
 /* manual mode (also usable in automatic mode) */

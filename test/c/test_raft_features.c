@@ -33,17 +33,11 @@ static void step(raft_t *r, raft_msg m)
     rsim_solo_drain(r, &cap);
 }
 
-static bool has_leader(rsim *s, void *ctx)
-{
-    (void)ctx;
-    return rsim_leader(s) != 0;
-}
-
 static rsim *cluster_opts(rsim_opts *o)
 {
     rsim *s = rsim_new(o);
     assert_non_null(s);
-    assert_true(rsim_run_until(s, has_leader, NULL, 100));
+    assert_true(rsim_run_until(s, rsim_has_leader, NULL, 100));
     return s;
 }
 
@@ -672,7 +666,7 @@ static void test_membership_removed_leader_steps_down(void **state)
     rsim_run_ticks(s, 5);
     assert_int_not_equal(node(s, leader).role, RAFT_LEADER);
     assert_false(node(s, leader).is_voter);
-    assert_true(rsim_run_until(s, has_leader, NULL, 60));
+    assert_true(rsim_run_until(s, rsim_has_leader, NULL, 60));
     assert_int_not_equal(rsim_leader(s), leader);
     assert_int_equal(voters_of(s, rsim_leader(s)), 2);
     assert_null(rsim_error(s));

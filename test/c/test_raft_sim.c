@@ -33,29 +33,13 @@ static void test_random_runs(void **state)
 
 /* ---- named scenarios ------------------------------------------------------ */
 
-static bool has_leader(rsim *s, void *ctx)
-{
-    (void)ctx;
-    return rsim_leader(s) != 0;
-}
-
-typedef struct {
-    uint64_t exclude;
-} leader_not;
-
-static bool has_other_leader(rsim *s, void *ctx)
-{
-    uint64_t l = rsim_leader(s);
-    return l && l != ((leader_not *)ctx)->exclude;
-}
-
 static rsim *cluster(size_t n, uint64_t seed)
 {
     rsim_opts o;
     rsim_opts_default(&o, n, seed);
     rsim *s = rsim_new(&o);
     assert_non_null(s);
-    assert_true(rsim_run_until(s, has_leader, NULL, 100));
+    assert_true(rsim_run_until(s, rsim_has_leader, NULL, 100));
     return s;
 }
 
@@ -91,7 +75,7 @@ static bool everyone_applied(rsim *s, void *ctx)
 /* Converge: after healing, a new entry reaches every member. */
 static void assert_converges(rsim *s, size_t n)
 {
-    assert_true(rsim_run_until(s, has_leader, NULL, 200));
+    assert_true(rsim_run_until(s, rsim_has_leader, NULL, 200));
     uint64_t idx = 0;
     for (int i = 0; i < 20 && rsim_propose(s, rsim_leader(s), "z", 1, &idx) != RAFT_OK; i++)
         rsim_run_ticks(s, 5);
@@ -108,8 +92,8 @@ static void test_partition_isolate_leader(void **state)
         rsim *s = cluster(n, 100 + n);
         uint64_t old = rsim_leader(s);
         rsim_isolate(s, old);
-        leader_not ln = {old};
-        assert_true(rsim_run_until(s, has_other_leader, &ln, 100));
+        uint64_t ln = old;
+        assert_true(rsim_run_until(s, rsim_has_other_leader, &ln, 100));
         uint64_t fresh = rsim_leader(s);
         uint64_t before = commit_of(s, fresh);
         propose_some(s, fresh, 5);
@@ -137,8 +121,8 @@ static void test_partition_split_halves(void **state)
             if (id != leader)
                 minority[k++] = id;
         rsim_split(s, minority, k);
-        leader_not ln = {leader};
-        assert_true(rsim_run_until(s, has_other_leader, &ln, 100));
+        uint64_t ln = leader;
+        assert_true(rsim_run_until(s, rsim_has_other_leader, &ln, 100));
         uint64_t fresh = rsim_leader(s);
         uint64_t min_commit = commit_of(s, leader);
         propose_some(s, fresh, 5);
@@ -201,7 +185,7 @@ static void test_lossy_network_makes_progress(void **state)
     o.max_delay = 30; /* up to three ticks: heavy reordering */
     o.compact_every = 8;
     rsim *s = rsim_new(&o);
-    assert_true(rsim_run_until(s, has_leader, NULL, 300));
+    assert_true(rsim_run_until(s, rsim_has_leader, NULL, 300));
     for (int i = 0; i < 200; i++) {
         uint64_t l = rsim_leader(s);
         if (l)
@@ -307,12 +291,12 @@ static rsim *snap_cluster(uint64_t seed, uint32_t window, chunk_count *cc)
     o.snapshot_window = window;
     rsim *s = rsim_new(&o);
     assert_non_null(s);
-    assert_true(rsim_run_until(s, has_leader, NULL, 100));
+    assert_true(rsim_run_until(s, rsim_has_leader, NULL, 100));
     uint64_t leader = rsim_leader(s);
     uint64_t victim = leader == 3 ? 2 : 3;
     rsim_crash(s, victim);
     propose_some(s, leader, 30);
-    assert_true(rsim_run_until(s, has_leader, NULL, 100));
+    assert_true(rsim_run_until(s, rsim_has_leader, NULL, 100));
     cc->to = victim;
     cc->chunks = 0;
     rsim_set_filter(s, count_chunks, cc);
@@ -341,7 +325,7 @@ static void test_snapshot_chunks_under_faults(void **state)
         rsim *s = snap_cluster(seed, 1 + seed % 4, &cc);
         rsim_set_faults(s, 200, 150);
         rsim_restart(s, cc.to);
-        assert_true(rsim_run_until(s, has_leader, NULL, 200));
+        assert_true(rsim_run_until(s, rsim_has_leader, NULL, 200));
         converge(s);
         rsim_snap_stats st;
         rsim_snap_stats_get(s, &st);
@@ -368,7 +352,7 @@ static void test_snapshot_damage_and_failed_installs(void **state)
         o.bad_install_pm = 500;
         rsim *s = rsim_new(&o);
         assert_non_null(s);
-        assert_true(rsim_run_until(s, has_leader, NULL, 100));
+        assert_true(rsim_run_until(s, rsim_has_leader, NULL, 100));
         uint64_t leader = rsim_leader(s);
         uint64_t victim = leader == 3 ? 2 : 3;
         rsim_crash(s, victim);
@@ -404,8 +388,8 @@ static void test_snapshot_leader_change_mid_transfer(void **state)
         rsim_snap_stats before;
         rsim_snap_stats_get(s, &before);
         rsim_crash(s, leader);
-        leader_not ln = {leader};
-        assert_true(rsim_run_until(s, has_other_leader, &ln, 300));
+        uint64_t ln = leader;
+        assert_true(rsim_run_until(s, rsim_has_other_leader, &ln, 300));
         rsim_restart(s, leader);
         converge(s);
         rsim_snap_stats st;
@@ -452,7 +436,7 @@ static void test_snapshot_wiped_follower(void **state)
         o.snapshot_chunk = 9;
         rsim *s = rsim_new(&o);
         assert_non_null(s);
-        assert_true(rsim_run_until(s, has_leader, NULL, 100));
+        assert_true(rsim_run_until(s, rsim_has_leader, NULL, 100));
         uint64_t leader = rsim_leader(s);
         uint64_t victim = leader == 3 ? 2 : 3;
         uint64_t index = 0;
@@ -480,13 +464,13 @@ static void test_timeouts_rarely_coincide(void **state)
     rsim *s = rsim_new(&o);
     timeouts t = {0};
     rsim_set_event_hook(s, on_event, &t);
-    assert_true(rsim_run_until(s, has_leader, NULL, 100));
+    assert_true(rsim_run_until(s, rsim_has_leader, NULL, 100));
     while (t.rounds < 400) {
         uint64_t l = rsim_leader(s);
         rsim_crash(s, l);
         t.open = true;
         t.at_first = 0;
-        assert_true(rsim_run_until(s, has_leader, NULL, 200));
+        assert_true(rsim_run_until(s, rsim_has_leader, NULL, 200));
         rsim_restart(s, l);
         rsim_run_ticks(s, 15);
     }

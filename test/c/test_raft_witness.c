@@ -175,22 +175,6 @@ static void test_witness_keeps_no_bytes(void **state)
 
 /* ---- simulated groups ----------------------------------------------------- */
 
-static bool has_leader(rsim *s, void *ctx)
-{
-    (void)ctx;
-    return rsim_leader(s) != 0;
-}
-
-typedef struct {
-    uint64_t exclude;
-} leader_not;
-
-static bool has_other_leader(rsim *s, void *ctx)
-{
-    uint64_t l = rsim_leader(s);
-    return l && l != ((leader_not *)ctx)->exclude;
-}
-
 typedef struct {
     uint64_t index;
     uint64_t skip; /* a member that is down */
@@ -212,7 +196,7 @@ static rsim *group_2_plus_1(uint64_t seed)
     o.witness_mask = 1u << 3;
     rsim *s = rsim_new(&o);
     assert_non_null(s);
-    assert_true(rsim_run_until(s, has_leader, NULL, 200));
+    assert_true(rsim_run_until(s, rsim_has_leader, NULL, 200));
     assert_int_not_equal(rsim_leader(s), 3);
     return s;
 }
@@ -251,8 +235,8 @@ static void test_single_failure_survived(void **state)
             else
                 rsim_isolate(s, victim);
             if (victim == before) {
-                leader_not ln = {victim};
-                assert_true(rsim_run_until(s, has_other_leader, &ln, 300));
+                uint64_t ln = victim;
+                assert_true(rsim_run_until(s, rsim_has_other_leader, &ln, 300));
             }
             uint64_t l = rsim_leader(s);
             assert_true(l == 1 || l == 2);
@@ -307,7 +291,7 @@ static void test_voter_behind_witness_waits_for_the_other(void **state)
     raft_status_get(rsim_raft(s, 3), &st);
     assert_int_equal(st.role, RAFT_FOLLOWER);
     rsim_restart(s, a);
-    assert_true(rsim_run_until(s, has_leader, NULL, 300));
+    assert_true(rsim_run_until(s, rsim_has_leader, NULL, 300));
     all_applied aa = {idx, 0};
     assert_true(rsim_run_until(s, everyone_applied, &aa, 300));
     (void)commit_one(s, 0);

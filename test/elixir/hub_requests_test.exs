@@ -5,6 +5,7 @@ defmodule Synod.HubRequestsTest do
   use ExUnit.Case, async: true
 
   alias Synod.Hub.Requests
+  import Synod.Test.HubCase, only: [fake_pid: 1]
 
   @spec_ok {Synod.Test.HubWorker, :start_link, ["x"]}
 
@@ -136,13 +137,5 @@ defmodule Synod.HubRequestsTest do
                :synced
              ]
     end
-  end
-
-  defp fake_pid(node) do
-    name = Atom.to_string(node)
-
-    :erlang.binary_to_term(
-      <<131, 88, 100, byte_size(name)::16, name::binary, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1>>
-    )
   end
 end

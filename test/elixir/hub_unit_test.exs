@@ -6,6 +6,7 @@ defmodule Synod.HubUnitTest do
   alias Synod.{Ring, StartResult, StopResult}
   alias Synod.Hub.{Options, Placement, Registry, Results, Spec}
   alias Synod.Test.{HubWorker, Wait}
+  import Synod.Test.HubCase, only: [fake_pid: 1]
 
   describe "options" do
     test "hub options are validated eagerly, naming the bad option" do
@@ -427,13 +428,5 @@ defmodule Synod.HubUnitTest do
       assert {:error, {:unknown_hub, :hub_local}} = Synod.start_children(:hub_local, [])
       assert_raise ArgumentError, ~r/unknown hub :hub_local/, fn -> Synod.members(:hub_local) end
     end
-  end
-
-  defp fake_pid(node) do
-    name = Atom.to_string(node)
-
-    :erlang.binary_to_term(
-      <<131, 88, 100, byte_size(name)::16, name::binary, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1>>
-    )
   end
 end

@@ -4,6 +4,15 @@ defmodule Synod.Test.HubCase do
 
   alias Synod.Test.{RemoteHub, Wait}
 
+  @doc "A pid of `node` made from its external term format (no such process runs)."
+  def fake_pid(node) do
+    name = Atom.to_string(node)
+
+    :erlang.binary_to_term(
+      <<131, 88, 100, byte_size(name)::16, name::binary, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1>>
+    )
+  end
+
   @doc "Starts hub `opts` on every node and waits until all see all."
   def start_hubs(nodes, opts) do
     for n <- nodes, do: {:ok, _} = :erpc.call(n, RemoteHub, :start_hub, [opts])
