@@ -22,6 +22,7 @@ defmodule Synod.Hub.Coordinator do
   require Logger
 
   alias Synod.Hub.{
+    Announcements,
     Children,
     EventQueue,
     Events,
@@ -317,35 +318,23 @@ defmodule Synod.Hub.Coordinator do
 
   # ── registry sync between members ────────────────────────────────────────
 
+  # Announcements from peers: Synod.Hub.Announcements decides, given
+  # whether the sender is a peer and the tombstones of the ids (read here).
   defp info({:synod_registered, from, entries, replies}, state) do
-    if Map.has_key?(state.peers, from) do
-      entries = live(state, entries)
-      rows = Table.put_pids(state.registry, entries)
-      deliver_replies(replies, from)
-      state = emit_started(state, from, entries)
-      state = reconcile(state, rows, nil)
-      after_batch(entries)
-      {:noreply, state}
-    else
-      deliver_replies(replies, from)
-      {:noreply, state}
-    end
+    peer? = Map.has_key?(state.peers, from)
+    entries = if peer?, do: live(state, entries), else: entries
+    state = perform(state, Announcements.registered(peer?, from, entries, replies))
+    after_batch(entries)
+    {:noreply, state}
   end
 
   defp info({:synod_sync, from, entries, orphans, tombstones}, state) do
-    if Map.has_key?(state.peers, from) do
-      state = apply_tombstones(state, tombstones)
-      {:noreply, apply_sync(state, from, live(state, entries), live(state, orphans))}
-    else
-      {:noreply, state}
-    end
+    peer? = Map.has_key?(state.peers, from)
+    {:noreply, perform(state, Announcements.sync(peer?, from, entries, orphans, tombstones))}
   end
 
-  defp info({:synod_tombstones, from, tombstones}, state) do
-    if Map.has_key?(state.peers, from),
-      do: {:noreply, apply_tombstones(state, tombstones)},
-      else: {:noreply, state}
-  end
+  defp info({:synod_tombstones, from, tombstones}, state),
+    do: {:noreply, perform(state, Announcements.tombstones(peer?(state, from), tombstones))}
 
   defp info({:synod_sweep, token}, %{token: token} = state) do
     Process.send_after(self(), {:synod_sweep, token}, @sweep_every)
@@ -353,39 +342,14 @@ defmodule Synod.Hub.Coordinator do
   end
 
   defp info({:synod_orphans, from, orphans}, state) do
-    if Map.has_key?(state.peers, from) do
-      {:noreply, reconcile(state, Table.add_orphans(state.registry, live(state, orphans)), nil)}
-    else
-      {:noreply, state}
-    end
+    peer? = peer?(state, from)
+    orphans = if peer?, do: live(state, orphans), else: orphans
+    {:noreply, perform(state, Announcements.orphans(peer?, orphans))}
   end
 
   defp info({:synod_unregistered, from, stopped, reason, replies}, state) do
-    state =
-      if Map.has_key?(state.peers, from) do
-        rows =
-          for {id, pid} <- stopped,
-              row = Table.remove_pid(state.registry, id, pid, reason),
-              do: row
-
-        state = if stopped != [], do: emit(state, :children_stopped, {from, stopped}), else: state
-
-        case reason do
-          # A stop request: the child is stopped everywhere, for good.
-          {:stopped, t} -> apply_tombstones(state, for({id, _} <- stopped, do: {id, t}))
-          # The other copies of a child that exited are going too: an owner
-          # must not restart it.
-          :stopped -> state
-          # A copy that moves or is suspended must run again somewhere: every
-          # member looks at the row again, as for any other change to it.
-          _ -> reconcile(state, rows, nil)
-        end
-      else
-        state
-      end
-
-    deliver_replies(replies, from)
-    {:noreply, state}
+    effects = Announcements.unregistered(peer?(state, from), from, stopped, reason, replies)
+    {:noreply, perform(state, effects)}
   end
 
   # ── membership ───────────────────────────────────────────────────────────
@@ -672,14 +636,16 @@ defmodule Synod.Hub.Coordinator do
   end
 
   # Entries, orphans or rows whose incarnation a tombstone covers are
-  # stopped children: dropped.
+  # stopped children: dropped (Announcements.live/2 decides, given the
+  # tombstones read here).
   defp live(%{tombs: false}, list), do: list
+  defp live(state, list), do: Announcements.live(list, stamps(state, list))
 
-  defp live(state, list) do
-    Enum.reject(list, fn item ->
-      Tombstones.covers?(tombstone(state, elem(item, 0)), Registry.inc(elem(item, 2)))
-    end)
+  defp stamps(state, list) do
+    for item <- list, t = tombstone(state, elem(item, 0)), into: %{}, do: {elem(item, 0), t}
   end
+
+  defp peer?(state, node), do: Map.has_key?(state.peers, node)
 
   # Tombstones from another member: recorded, and every copy here and row
   # they cover goes (a copy whose stop request never came here included).
@@ -706,20 +672,13 @@ defmodule Synod.Hub.Coordinator do
     end
   end
 
-  # A local child exited by itself: restarted under `new_pid`, or gone.
-  defp child_exited(state, {id, spec, meta, _} = row, old_pid, new_pid) when is_pid(new_pid) do
+  # A local child exited by itself: restarted under `new_pid`, or gone
+  # (Announcements.child_exited/5 decides, given its mode read here).
+  defp child_exited(state, {id, _, _, _} = row, old_pid, new_pid) do
     %{cfg: cfg, ring: ring, me: me} = state
-    :ets.insert(state.registry, Registry.replace_pid(row, old_pid, new_pid))
     owners = Placement.owners(ring, cfg.replication_factor, id)
-    tell_mode(state, new_pid, Placement.mode(cfg.replication_model, owners, me))
-    broadcast_registered(state, [{id, spec, meta, new_pid}], %{})
-    emit(state, :children_started, {me, [{id, new_pid}]})
-  end
-
-  defp child_exited(state, {id, _, _, _}, old_pid, nil) do
-    Table.remove_pid(state.registry, id, old_pid, :stopped)
-    broadcast_unregistered(state, [{id, old_pid}], :stopped, %{})
-    emit(state, :children_stopped, {state.me, [{id, old_pid}]})
+    mode = Placement.mode(cfg.replication_model, owners, me)
+    perform(state, Announcements.child_exited(me, row, old_pid, new_pid, mode))
   end
 
   # ── replies and registry broadcasts ──────────────────────────────────────
@@ -778,11 +737,10 @@ defmodule Synod.Hub.Coordinator do
 
   # A peer's full picture (send_sync/2): what it runs replaces whatever this
   # node believed runs there, and its rows without a copy are added when
-  # missing. Rows changed either way are reconciled; rows left with no copy
-  # (the peer's coordinator restarted without its children) also go to
-  # their owners as orphans.
-  defp apply_sync(state, from, entries, orphans) do
+  # missing (the reads and writes here, Requests.synced/6 decides the rest).
+  defp compare_sync(state, from, entries, orphans) do
     %{registry: registry} = state
+    entries = live(state, entries)
     announced = Map.new(entries, fn {id, _, _, pid} -> {id, pid} end)
 
     # rows naming a copy on `from` that it no longer runs; copies it runs
@@ -791,7 +749,7 @@ defmodule Synod.Hub.Coordinator do
 
     :ets.insert(registry, stale)
     rows = Table.put_pids(registry, entries)
-    added = Table.add_orphans(registry, orphans)
+    added = Table.add_orphans(registry, live(state, orphans))
     state = perform(state, Requests.synced(from, entries, stale, rows, added, known))
     after_batch(entries)
     state
@@ -1140,6 +1098,56 @@ defmodule Synod.Hub.Coordinator do
   end
 
   defp perform_one(state, :resume_events), do: resume_events(state)
+
+  # Announcements (Synod.Hub.Announcements): the rows written here, the
+  # rows as now stored fed back into its second step.
+  defp perform_one(state, {:put_copies, from, entries, replies}) do
+    rows = Table.put_pids(state.registry, entries)
+    perform(state, Announcements.copies_put(from, entries, rows, replies))
+  end
+
+  defp perform_one(state, {:remove_copies, from, stopped, reason, replies}) do
+    rows =
+      for {id, pid} <- stopped,
+          row = Table.remove_pid(state.registry, id, pid, reason),
+          do: row
+
+    perform(state, Announcements.copies_removed(from, stopped, reason, rows, replies))
+  end
+
+  defp perform_one(state, {:add_orphans, orphans}),
+    do: perform(state, Announcements.orphans_added(Table.add_orphans(state.registry, orphans)))
+
+  defp perform_one(state, {:apply_tombstones, tombstones}),
+    do: apply_tombstones(state, tombstones)
+
+  defp perform_one(state, {:compare_sync, from, entries, orphans}),
+    do: compare_sync(state, from, entries, orphans)
+
+  defp perform_one(state, {:deliver_replies, replies, from}) do
+    deliver_replies(replies, from)
+    state
+  end
+
+  defp perform_one(state, {:put_row, row}) do
+    :ets.insert(state.registry, row)
+    state
+  end
+
+  defp perform_one(state, {:remove_copy, id, pid, reason}) do
+    Table.remove_pid(state.registry, id, pid, reason)
+    state
+  end
+
+  defp perform_one(state, {:tell_mode, pid, mode}) do
+    tell_mode(state, pid, mode)
+    state
+  end
+
+  defp perform_one(state, {:broadcast_registered, entries}) do
+    broadcast_registered(state, entries, %{})
+    state
+  end
 
   defp perform_one(state, {:watch_peer, node, pid}) do
     case state.peers do
