@@ -138,4 +138,108 @@ defmodule Synod.HubRequestsTest do
              ]
     end
   end
+
+  describe "local starts and stops, planned from what the shell read" do
+    test "a plan per entry: running here, a stopped move, a new incarnation, a kept one" do
+      me = :a@h
+      here = fake_pid(me)
+      there = fake_pid(:b@h)
+
+      entries = [
+        {"run", @spec_ok, 3, :active},
+        {"new", @spec_ok, nil, :active},
+        {"after_stop", @spec_ok, 4, :passive},
+        {"kept", @spec_ok, 9, :active}
+      ]
+
+      rows = %{"run" => {"run", @spec_ok, 3, [here]}, "kept" => {"kept", @spec_ok, 9, [there]}}
+      stamps = %{"after_stop" => 4}
+
+      assert {plan, 9} = Requests.plan_starts(:client, entries, rows, stamps, me, 100)
+
+      assert plan == [
+               {:running, "run", here},
+               {:start, "new", @spec_ok, 100, :active, []},
+               {:start, "after_stop", @spec_ok, 100, :passive, []},
+               {:start, "kept", @spec_ok, 9, :active, [there]}
+             ]
+
+      assert Requests.to_start(plan) ==
+               [{"new", @spec_ok}, {"after_stop", @spec_ok}, {"kept", @spec_ok}]
+
+      # a member's move keeps its incarnation and is refused once stopped
+      assert {[{:stopped, "after_stop"}], 4} =
+               Requests.plan_starts(:member, [Enum.at(entries, 2)], %{}, stamps, me, 100)
+    end
+
+    test "the supervisor's answers merged: results in order, rows, new copies, modes" do
+      there = fake_pid(:b@h)
+      p1 = self()
+
+      plan = [
+        {:running, "run", there},
+        {:stopped, "gone"},
+        {:start, "ok", @spec_ok, 7, :passive, [there]},
+        {:start, "bad", @spec_ok, 8, :active, []}
+      ]
+
+      answers = [{"ok", {:ok, p1}}, {"bad", {:error, :boom}}]
+
+      assert Requests.merge_starts(plan, answers) == {
+               [
+                 {"run", {:ok, there}},
+                 {"gone", {:error, :stopped}},
+                 {"ok", {:ok, p1}},
+                 {"bad", {:error, :boom}}
+               ],
+               [{"ok", @spec_ok, 7, [p1, there]}],
+               [{"ok", @spec_ok, 7, p1}],
+               [{p1, :passive}]
+             }
+    end
+
+    test "stops: absent ids answer :not_found; the reason decides whether the row stays" do
+      me = :a@h
+      here = fake_pid(me)
+      there = fake_pid(:b@h)
+
+      rows = %{
+        "solo" => {"solo", @spec_ok, 1, [here]},
+        "pair" => {"pair", @spec_ok, 2, [here, there]},
+        "elsewhere" => {"elsewhere", @spec_ok, 3, [there]}
+      }
+
+      plan = Requests.plan_stops(["solo", "pair", "elsewhere", "none"], rows, me)
+
+      assert plan == [
+               {:stop, "solo", @spec_ok, 1, here, []},
+               {:stop, "pair", @spec_ok, 2, here, [there]},
+               {:absent, "elsewhere"},
+               {:absent, "none"}
+             ]
+
+      assert Requests.to_stop(plan) == ["solo", "pair"]
+
+      results = [
+        {"solo", {:ok, here}},
+        {"pair", {:ok, here}},
+        {"elsewhere", {:error, :not_found}},
+        {"none", {:error, :not_found}}
+      ]
+
+      stopped = [{"solo", here}, {"pair", here}]
+
+      # a stop request deletes every row
+      assert Requests.merge_stops(plan, {:stopped, 5}) ==
+               {results, stopped, [], ["solo", "pair"]}
+
+      # an exit keeps a row that still has a copy
+      assert Requests.merge_stops(plan, :stopped) ==
+               {results, stopped, [{"pair", @spec_ok, 2, [there]}], ["solo"]}
+
+      # a move or a suspension keeps every row
+      assert Requests.merge_stops(plan, :migrating) ==
+               {results, stopped, [{"solo", @spec_ok, 1, []}, {"pair", @spec_ok, 2, [there]}], []}
+    end
+  end
 end

@@ -515,54 +515,23 @@ defmodule Synod.Hub.Coordinator do
     %{registry: registry, me: me} = state
     {now, state} = tick(state)
 
-    # what runs already, and what to start (with the row's other copies)
+    # the reads; Requests decides what runs already and what to start
+    ids = for {id, _, _, _} <- entries, do: id
+
     {plan, newest} =
-      Enum.map_reduce(entries, 0, fn {id, _, slot, _} = entry, newest ->
-        step =
-          Registry.start_step(kind, entry, Table.row(registry, id), me, tombstone(state, id), now)
+      Requests.plan_starts(kind, entries, rows_of(state, ids), stamps(state, entries), me, now)
 
-        {step, max(newest, Registry.inc(slot))}
-      end)
-
-    answers =
-      Children.start_batch(state.sup, for({:start, id, spec, _, _, _} <- plan, do: {id, spec}))
-
-    {results, rows, started} = merge_starts(plan, answers, state, [], [], [])
+    answers = Children.start_batch(state.sup, Requests.to_start(plan))
+    {results, rows, started, modes} = Requests.merge_starts(plan, answers)
+    for {pid, mode} <- modes, do: tell_mode(state, pid, mode)
     :ets.insert(registry, rows)
     {observe(state, newest), results, rows, started}
   end
 
-  defp merge_starts([{:running, id, pid} | plan], answers, state, results, rows, started),
-    do: merge_starts(plan, answers, state, [{id, {:ok, pid}} | results], rows, started)
-
-  defp merge_starts([{:stopped, id} | plan], answers, state, results, rows, started),
-    do: merge_starts(plan, answers, state, [{id, {:error, :stopped}} | results], rows, started)
-
-  defp merge_starts(
-         [{:start, id, spec, meta, mode, others} | plan],
-         [{id, answer} | answers],
-         state,
-         results,
-         rows,
-         started
-       ) do
-    case answer do
-      {:ok, pid} ->
-        row = {id, spec, meta, [pid | others]}
-        tell_mode(state, pid, mode)
-        results = [{id, answer} | results]
-
-        merge_starts(plan, answers, state, results, [row | rows], [
-          {id, spec, meta, pid} | started
-        ])
-
-      {:error, _} ->
-        merge_starts(plan, answers, state, [{id, answer} | results], rows, started)
-    end
+  # `%{id => row}` for the ids that have a row.
+  defp rows_of(state, ids) do
+    for id <- ids, row = Table.row(state.registry, id), into: %{}, do: {id, row}
   end
-
-  defp merge_starts([], [], _state, results, rows, started),
-    do: {Enum.reverse(results), Enum.reverse(rows), Enum.reverse(started)}
 
   defp tell_mode(%{cfg: %{replication_factor: 1}}, _pid, _mode), do: :ok
   defp tell_mode(state, pid, mode), do: send(pid, {:synod_mode, state.hub, mode})
@@ -575,25 +544,12 @@ defmodule Synod.Hub.Coordinator do
   # of each child runs now (a restart it has not told us about yet included).
   defp stop_local(state, ids, reason) do
     %{registry: registry, me: me} = state
-
-    plan = for id <- ids, do: Registry.stop_step(id, Table.row(registry, id), me)
-
-    _ = Children.stop_batch(state.sup, for({:stop, id, _, _, _, _} <- plan, do: id))
-
-    {results, stopped} =
-      Enum.map_reduce(plan, [], fn
-        {:absent, id}, stopped ->
-          {{id, {:error, :not_found}}, stopped}
-
-        {:stop, id, spec, meta, pid, rest}, stopped ->
-          if Registry.keep_row?(reason, rest),
-            do: :ets.insert(registry, {id, spec, meta, rest}),
-            else: :ets.delete(registry, id)
-
-          {{id, {:ok, pid}}, [{id, pid} | stopped]}
-      end)
-
-    {state, results, Enum.reverse(stopped)}
+    plan = Requests.plan_stops(ids, rows_of(state, ids), me)
+    _ = Children.stop_batch(state.sup, Requests.to_stop(plan))
+    {results, stopped, puts, deletes} = Requests.merge_stops(plan, reason)
+    :ets.insert(registry, puts)
+    for id <- deletes, do: :ets.delete(registry, id)
+    {state, results, stopped}
   end
 
   # ── stops that hold: the clock and the tombstones (Synod.Hub.Tombstones) ─

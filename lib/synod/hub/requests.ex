@@ -60,6 +60,111 @@ defmodule Synod.Hub.Requests do
     ]
 
   @doc """
+  The local starts of `entries` on `me`, given what the shell read: `rows`
+  (`%{id => row}`, ids without a row left out), `stamps` (`%{id => t}`,
+  the latest stop of each id) and the clock's tick `now`. Returns
+  `{plan, newest}`: a `Registry.start_step/6` per entry, in order, and the
+  highest incarnation the entries carry (the clock observes it). The
+  shell starts the plan's `{:start, ...}` steps in one supervisor call and
+  gives the answers to `merge_starts/2`.
+  """
+  @spec plan_starts(:client | :member, list(), map(), map(), node(), integer()) ::
+          {list(), non_neg_integer()}
+  def plan_starts(kind, entries, rows, stamps, me, now) do
+    Enum.map_reduce(entries, 0, fn {id, _, slot, _} = entry, newest ->
+      step = Registry.start_step(kind, entry, Map.get(rows, id), me, Map.get(stamps, id), now)
+
+      {step, max(newest, Registry.inc(slot))}
+    end)
+  end
+
+  @doc "The `{id, spec}` to start for a plan of `plan_starts/6`, in order."
+  @spec to_start(list()) :: [{term(), term()}]
+  def to_start(plan), do: for({:start, id, spec, _, _, _} <- plan, do: {id, spec})
+
+  @doc """
+  The supervisor answered the starts of `plan` (`answers`: `[{id, {:ok,
+  pid} | {:error, reason}}]`, in the plan's order): `{results, rows,
+  started, modes}` — an answer per entry in order (a copy already running
+  here answers with its pid, a stopped move `{:error, :stopped}`), the
+  rows to store, the new copies' entries `{id, spec, slot, pid}`, and the
+  `{pid, mode}` each new copy is told.
+  """
+  @spec merge_starts(list(), list()) :: {list(), list(), list(), list()}
+  def merge_starts(plan, answers), do: merge_starts(plan, answers, [], [], [], [])
+
+  defp merge_starts([{:running, id, pid} | plan], answers, results, rows, started, modes),
+    do: merge_starts(plan, answers, [{id, {:ok, pid}} | results], rows, started, modes)
+
+  defp merge_starts([{:stopped, id} | plan], answers, results, rows, started, modes),
+    do: merge_starts(plan, answers, [{id, {:error, :stopped}} | results], rows, started, modes)
+
+  defp merge_starts(
+         [{:start, id, spec, meta, mode, others} | plan],
+         [{id, answer} | answers],
+         results,
+         rows,
+         started,
+         modes
+       ) do
+    case answer do
+      {:ok, pid} ->
+        merge_starts(
+          plan,
+          answers,
+          [{id, answer} | results],
+          [{id, spec, meta, [pid | others]} | rows],
+          [{id, spec, meta, pid} | started],
+          [{pid, mode} | modes]
+        )
+
+      {:error, _} ->
+        merge_starts(plan, answers, [{id, answer} | results], rows, started, modes)
+    end
+  end
+
+  defp merge_starts([], [], results, rows, started, modes),
+    do: {Enum.reverse(results), Enum.reverse(rows), Enum.reverse(started), Enum.reverse(modes)}
+
+  @doc """
+  The local stops of `ids` on `me`, given their rows as the shell read
+  them (`%{id => row}`): a `Registry.stop_step/3` per id, in order. The
+  shell stops the plan's copies (`to_stop/1`) in one supervisor call.
+  """
+  @spec plan_stops([term()], map(), node()) :: list()
+  def plan_stops(ids, rows, me), do: for(id <- ids, do: Registry.stop_step(id, rows[id], me))
+
+  @doc "The ids whose local copy a plan of `plan_stops/3` stops, in order."
+  @spec to_stop(list()) :: [term()]
+  def to_stop(plan), do: for({:stop, id, _, _, _, _} <- plan, do: id)
+
+  @doc """
+  The copies of `plan` are stopped for `reason`: `{results, stopped, puts,
+  deletes}` — an answer per id in order (`{:error, :not_found}` for no
+  copy here), the copies stopped `{id, pid}`, the rows to store (those
+  `Registry.keep_row?/2` keeps, without the copy) and the ids whose row
+  goes.
+  """
+  @spec merge_stops(list(), term()) :: {list(), list(), list(), list()}
+  def merge_stops(plan, reason) do
+    {results, {stopped, puts, deletes}} =
+      Enum.map_reduce(plan, {[], [], []}, fn
+        {:absent, id}, acc ->
+          {{id, {:error, :not_found}}, acc}
+
+        {:stop, id, spec, meta, pid, rest}, {stopped, puts, deletes} ->
+          acc =
+            if Registry.keep_row?(reason, rest),
+              do: {[{id, pid} | stopped], [{id, spec, meta, rest} | puts], deletes},
+              else: {[{id, pid} | stopped], puts, [id | deletes]}
+
+          {{id, {:ok, pid}}, acc}
+      end)
+
+    {results, Enum.reverse(stopped), Enum.reverse(puts), Enum.reverse(deletes)}
+  end
+
+  @doc """
   A stop request: `{:refuse, results, effects}` on a partitioned side
   (under `:majority` a minority refuses stops as it refuses starts), or
   `:stop` (stop the local copies, stamped with a new tick).
