@@ -27,10 +27,10 @@ defmodule Synod.Hub.Coordinator do
     EventQueue,
     Events,
     Membership,
-    MigrationStrategy,
     Migrations,
     Placement,
     Protocol,
+    Reconcile,
     Registry,
     Replies,
     Requests,
@@ -819,100 +819,47 @@ defmodule Synod.Hub.Coordinator do
 
   defp reconcile(state, rows, old_ring), do: state |> reconcile_counted(rows, old_ring) |> elem(0)
 
-  # Also returns how many children it started, stopped or sent away here.
-  defp reconcile_counted(%{partitioned: true} = state, _rows, _old_ring), do: {state, 0}
-
+  # Also returns how many children it started, stopped or sent away here
+  # (Synod.Hub.Reconcile decides, the effects are performed here).
   defp reconcile_counted(state, rows, old_ring) do
-    %{me: me, ring: ring, cfg: cfg} = state
-    migrating = state.migrating
+    %{cfg: cfg} = state
 
-    # Children being hot-swapped are decided when their swap is done.
-    rows =
-      if MapSet.size(migrating) == 0,
-        do: rows,
-        else: Enum.reject(rows, &MapSet.member?(migrating, elem(&1, 0)))
+    ctx = %{
+      me: state.me,
+      ring: state.ring,
+      rf: cfg.replication_factor,
+      model: cfg.replication_model,
+      migration: cfg.migration,
+      migrating: state.migrating
+    }
 
-    {starts, migrations, stops} = Placement.reconcile_many(me, ring, cfg.replication_factor, rows)
-
-    if old_ring, do: send_mode_changes(state, rows, old_ring)
-
-    moved = length(starts) + length(stops) + Enum.sum(Enum.map(migrations, &length(elem(&1, 1))))
-
-    state =
-      state
-      |> stop_surplus(stops)
-      |> start_missing(starts)
-      |> migrate(migrations)
-
-    {state, moved}
+    {moved, effects} = Reconcile.rows(ctx, state.partitioned, rows, old_ring)
+    {perform(state, effects), moved}
   end
 
-  defp send_mode_changes(
-         %{cfg: %{replication_model: model, replication_factor: rf}} = state,
-         rows,
-         old_ring
-       )
-       when rf > 1 and model != :active_active do
-    for {id, _, _, pids} <- rows do
-      with pid when is_pid(pid) <- Registry.local_pid(pids, state.me),
-           mode when mode != nil <-
-             Placement.mode_change(state.me, model, rf, old_ring, state.ring, id) do
-        send(pid, {:synod_mode, state.hub, mode})
-      end
-    end
-  end
-
-  defp send_mode_changes(_state, _rows, _old_ring), do: :ok
-
-  defp stop_surplus(state, []), do: state
-
-  defp stop_surplus(state, rows) do
-    {state, _results, stopped} = stop_local(state, Enum.map(rows, &elem(&1, 0)), :migrating)
+  defp stop_surplus(state, ids) do
+    {state, _results, stopped} = stop_local(state, ids, :migrating)
     broadcast_unregistered(state, stopped, :migrating, %{})
     emit(state, :children_stopped, {state.me, stopped})
   end
 
-  defp start_missing(state, []), do: state
-
-  defp start_missing(state, rows) do
-    %{cfg: cfg, ring: ring, me: me} = state
-
-    entries =
-      for {id, spec, meta, _} <- rows do
-        {id, spec, meta,
-         Placement.mode(
-           cfg.replication_model,
-           Placement.owners(ring, cfg.replication_factor, id),
-           me
-         )}
-      end
-
+  defp start_missing(state, entries) do
     {state, _results, _rows, started} = start_local(state, entries, :member)
     broadcast_registered(state, started, %{})
-    emit_started(state, me, started)
+    emit_started(state, state.me, started)
   end
 
-  defp migrate(state, migrations) when migrations == %{}, do: state
+  # A move begins (Synod.Hub.Migrations), with the old copies it hands
+  # over from (read here) unless it stops them first.
+  defp migrate(state, target, plan, entries) do
+    ids = for {id, _, _, _} <- entries, do: id
 
-  defp migrate(state, migrations) do
-    Enum.reduce(migrations, state, fn {target, rows}, state ->
-      %{cfg: cfg, ring: ring} = state
-      owners = fn id -> Placement.owners(ring, cfg.replication_factor, id) end
+    old =
+      if plan == :stop_then_start,
+        do: %{},
+        else: Map.new(ids, &{&1, Table.local_copy(state.registry, &1, state.me)})
 
-      entries =
-        for {id, spec, meta, _} <- rows,
-            do: {id, spec, meta, Placement.mode(cfg.replication_model, owners.(id), target)}
-
-      ids = Enum.map(rows, &elem(&1, 0))
-      plan = MigrationStrategy.plan(cfg.migration, ids, target)
-
-      old =
-        if plan == :stop_then_start,
-          do: %{},
-          else: Map.new(ids, &{&1, Table.local_copy(state.registry, &1, state.me)})
-
-      step_moves(state, &Migrations.begin(&1, make_ref(), plan, target, entries, old))
-    end)
+    step_moves(state, &Migrations.begin(&1, make_ref(), plan, target, entries, old))
   end
 
   # Runs outside the coordinator: copies each old process's state into its
@@ -1054,6 +1001,12 @@ defmodule Synod.Hub.Coordinator do
   end
 
   defp perform_one(state, :resume_events), do: resume_events(state)
+
+  defp perform_one(state, {:stop_surplus, ids}), do: stop_surplus(state, ids)
+  defp perform_one(state, {:start_missing, entries}), do: start_missing(state, entries)
+
+  defp perform_one(state, {:migrate, target, plan, entries}),
+    do: migrate(state, target, plan, entries)
 
   # Announcements (Synod.Hub.Announcements): the rows written here, the
   # rows as now stored fed back into its second step.
