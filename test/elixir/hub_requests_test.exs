@@ -242,4 +242,30 @@ defmodule Synod.HubRequestsTest do
                {results, stopped, [{"solo", @spec_ok, 1, []}, {"pair", @spec_ok, 2, [there]}], []}
     end
   end
+
+  describe "a stop racing another member's tombstone" do
+    test "a copy a tombstone stopped within the window answers as stopped by this request" do
+      p = fake_pid(:a@h)
+
+      results = [
+        {"raced", {:error, :not_found}},
+        {"old", {:error, :not_found}},
+        {"nopid", {:error, :not_found}},
+        {"none", {:error, :not_found}},
+        {"ran", {:ok, p}}
+      ]
+
+      tombs = %{"raced" => {7, 1_000, p}, "old" => {7, -5_000, p}, "nopid" => {7, 1_000, nil}}
+
+      assert Requests.raced(results, tombs, 1_500, 5_000) == [
+               {"raced", {:ok, p}},
+               {"old", {:error, :not_found}},
+               {"nopid", {:error, :not_found}},
+               {"none", {:error, :not_found}},
+               {"ran", {:ok, p}}
+             ]
+
+      assert Requests.raced(results, %{}, 1_500, 5_000) == results
+    end
+  end
 end

@@ -495,7 +495,8 @@ defmodule Synod.Hub.Coordinator do
         {state, results, stopped} = stop_local(state, ids, {:stopped, t})
         # A copy another member's tombstone stopped a moment ago counts as
         # stopped by this request (the other copies' stops travel faster).
-        results = Enum.map(results, &stopped_by_tombstone(state, &1))
+        now = System.monotonic_time(:millisecond)
+        results = Requests.raced(results, raced(state, results), now, @tomb_answer_window)
         effects = Requests.stopped(request, state.me, ids, t, results, stopped)
         {perform(state, effects), results}
     end
@@ -571,16 +572,15 @@ defmodule Synod.Hub.Coordinator do
     end
   end
 
-  defp stopped_by_tombstone(%{tombs: true} = state, {id, {:error, :not_found}} = result) do
-    now = System.monotonic_time(:millisecond)
+  # The tombstones of the ids a stop found no copy of (Requests.raced/4).
+  defp raced(%{tombs: false}, _results), do: %{}
 
-    case Tombstones.lookup(state.meta, id) do
-      {_, at, pid} when is_pid(pid) and now - at < @tomb_answer_window -> {id, {:ok, pid}}
-      _ -> result
-    end
+  defp raced(state, results) do
+    for {id, {:error, :not_found}} <- results,
+        tomb = Tombstones.lookup(state.meta, id),
+        into: %{},
+        do: {id, tomb}
   end
-
-  defp stopped_by_tombstone(_state, result), do: result
 
   # Records `[{id, t}]`; `stopped` as in Tombstones.record/4.
   defp put_tombstones(state, [], _stopped), do: state

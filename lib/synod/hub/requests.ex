@@ -204,6 +204,30 @@ defmodule Synod.Hub.Requests do
   end
 
   @doc """
+  A stop's answers, given the tombstones the shell read for the ids it
+  found no copy of (`tombs`: `%{id => {t, recorded_at_ms, pid | nil}}`)
+  and the monotonic time `now` (ms): a copy that another member's
+  tombstone stopped here less than `window` ms ago counts as stopped by
+  this request (the request and the tombstone raced; the other copies'
+  stops travel faster), answered with its pid.
+  """
+  @spec raced(list(), map(), integer(), non_neg_integer()) :: list()
+  def raced(results, tombs, _now, _window) when tombs == %{}, do: results
+
+  def raced(results, tombs, now, window) do
+    Enum.map(results, fn
+      {id, {:error, :not_found}} = result ->
+        case tombs do
+          %{^id => {_t, at, pid}} when is_pid(pid) and now - at < window -> {id, {:ok, pid}}
+          _ -> result
+        end
+
+      result ->
+        result
+    end)
+  end
+
+  @doc """
   Tombstones from a peer, each with this node's row of its id (`rows`:
   `[{t, row}]`, the ids without a row left out): `{covered, doomed}`, the
   ids whose row's incarnation a tombstone covers (their rows go) and,
