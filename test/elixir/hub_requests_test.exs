@@ -152,7 +152,7 @@ defmodule Synod.HubRequestsTest do
         {"kept", @spec_ok, 9, :active}
       ]
 
-      rows = %{"run" => {"run", @spec_ok, 3, [here]}, "kept" => {"kept", @spec_ok, 9, [there]}}
+      rows = [{"run", @spec_ok, 3, [here]}, nil, nil, {"kept", @spec_ok, 9, [there]}]
       stamps = %{"after_stop" => 4}
 
       assert {plan, 9} = Requests.plan_starts(:client, entries, rows, stamps, me, 100)
@@ -169,7 +169,7 @@ defmodule Synod.HubRequestsTest do
 
       # a member's move keeps its incarnation and is refused once stopped
       assert {[{:stopped, "after_stop"}], 4} =
-               Requests.plan_starts(:member, [Enum.at(entries, 2)], %{}, stamps, me, 100)
+               Requests.plan_starts(:member, [Enum.at(entries, 2)], [nil], stamps, me, 100)
     end
 
     test "the supervisor's answers merged: results in order, rows, new copies, modes" do
@@ -203,11 +203,12 @@ defmodule Synod.HubRequestsTest do
       here = fake_pid(me)
       there = fake_pid(:b@h)
 
-      rows = %{
-        "solo" => {"solo", @spec_ok, 1, [here]},
-        "pair" => {"pair", @spec_ok, 2, [here, there]},
-        "elsewhere" => {"elsewhere", @spec_ok, 3, [there]}
-      }
+      rows = [
+        {"solo", @spec_ok, 1, [here]},
+        {"pair", @spec_ok, 2, [here, there]},
+        {"elsewhere", @spec_ok, 3, [there]},
+        nil
+      ]
 
       plan = Requests.plan_stops(["solo", "pair", "elsewhere", "none"], rows, me)
 

@@ -529,10 +529,8 @@ defmodule Synod.Hub.Coordinator do
     {observe(state, newest), results, rows, started}
   end
 
-  # `%{id => row}` for the ids that have a row.
-  defp rows_of(state, ids) do
-    for id <- ids, row = Table.row(state.registry, id), into: %{}, do: {id, row}
-  end
+  # The row of each id (or nil), in order.
+  defp rows_of(state, ids), do: for(id <- ids, do: Table.row(state.registry, id))
 
   defp tell_mode(%{cfg: %{replication_factor: 1}}, _pid, _mode), do: :ok
   defp tell_mode(state, pid, mode), do: send(pid, {:synod_mode, state.hub, mode})

@@ -61,22 +61,44 @@ defmodule Synod.Hub.Requests do
 
   @doc """
   The local starts of `entries` on `me`, given what the shell read: `rows`
-  (`%{id => row}`, ids without a row left out), `stamps` (`%{id => t}`,
-  the latest stop of each id) and the clock's tick `now`. Returns
-  `{plan, newest}`: a `Registry.start_step/6` per entry, in order, and the
-  highest incarnation the entries carry (the clock observes it). The
-  shell starts the plan's `{:start, ...}` steps in one supervisor call and
-  gives the answers to `merge_starts/2`.
+  (the row of each entry's id or nil, in the entries' order), `stamps`
+  (`%{id => t}`, the latest stop of each id) and the clock's tick `now`.
+  Returns `{plan, newest}`: a `Registry.start_step/6` per entry, in order,
+  and the highest incarnation the entries carry (the clock observes it).
+  The shell starts the plan's `{:start, ...}` steps in one supervisor call
+  and gives the answers to `merge_starts/2`.
   """
-  @spec plan_starts(:client | :member, list(), map(), map(), node(), integer()) ::
+  @spec plan_starts(:client | :member, list(), list(), map(), node(), integer()) ::
           {list(), non_neg_integer()}
-  def plan_starts(kind, entries, rows, stamps, me, now) do
-    Enum.map_reduce(entries, 0, fn {id, _, slot, _} = entry, newest ->
-      step = Registry.start_step(kind, entry, Map.get(rows, id), me, Map.get(stamps, id), now)
+  def plan_starts(kind, entries, rows, stamps, me, now),
+    do: plan_starts(kind, entries, rows, stamps, me, now, [], 0)
 
-      {step, max(newest, Registry.inc(slot))}
-    end)
+  defp plan_starts(
+         kind,
+         [{id, _, slot, _} = entry | entries],
+         [row | rows],
+         stamps,
+         me,
+         now,
+         plan,
+         newest
+       ) do
+    step = Registry.start_step(kind, entry, row, me, Map.get(stamps, id), now)
+
+    plan_starts(
+      kind,
+      entries,
+      rows,
+      stamps,
+      me,
+      now,
+      [step | plan],
+      max(newest, Registry.inc(slot))
+    )
   end
+
+  defp plan_starts(_kind, [], [], _stamps, _me, _now, plan, newest),
+    do: {Enum.reverse(plan), newest}
 
   @doc "The `{id, spec}` to start for a plan of `plan_starts/6`, in order."
   @spec to_start(list()) :: [{term(), term()}]
@@ -128,11 +150,13 @@ defmodule Synod.Hub.Requests do
 
   @doc """
   The local stops of `ids` on `me`, given their rows as the shell read
-  them (`%{id => row}`): a `Registry.stop_step/3` per id, in order. The
-  shell stops the plan's copies (`to_stop/1`) in one supervisor call.
+  them (the row of each id or nil, in the ids' order): a
+  `Registry.stop_step/3` per id, in order. The shell stops the plan's
+  copies (`to_stop/1`) in one supervisor call.
   """
-  @spec plan_stops([term()], map(), node()) :: list()
-  def plan_stops(ids, rows, me), do: for(id <- ids, do: Registry.stop_step(id, rows[id], me))
+  @spec plan_stops([term()], list(), node()) :: list()
+  def plan_stops(ids, rows, me),
+    do: Enum.zip_with(ids, rows, &Registry.stop_step(&1, &2, me))
 
   @doc "The ids whose local copy a plan of `plan_stops/3` stops, in order."
   @spec to_stop(list()) :: [term()]
