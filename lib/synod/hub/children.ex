@@ -142,25 +142,16 @@ defmodule Synod.Hub.Children do
   end
 
   defp call({:stop_batch, ids}, _from, state) do
-    results =
-      for id <- ids do
-        case state.ids do
-          %{^id => {pid, _spec}} -> {id, {:ok, pid}}
-          _ -> {id, {:error, :not_found}}
-        end
-      end
-
-    found = for {id, {:ok, _}} <- results, do: id
-    shutdown(for id <- found, do: Map.fetch!(state.ids, id))
-    stopped_pids = for {_, {:ok, pid}} <- results, do: pid
-    # (An exit a stopped child sent before it was unlinked arrives later and
-    # is ignored: its pid is no longer a child. A restart being tried again
-    # is called off: the child is stopped.)
+    {results, found} = stop_plan(ids, state.ids, [], [])
+    shutdown(found)
+    # (An exit a stopped child sent before it was stopped is taken by
+    # shutdown/1 with the others. A restart being tried again is called
+    # off: the child is stopped.)
     state = %{
       state
-      | ids: Map.drop(state.ids, found),
-        pids: Map.drop(state.pids, stopped_pids),
-        retrying: Map.drop(state.retrying, ids)
+      | ids: Map.drop(state.ids, ids),
+        pids: Map.drop(state.pids, for({pid, _} <- found, do: pid)),
+        retrying: if(state.retrying == %{}, do: %{}, else: Map.drop(state.retrying, ids))
     }
 
     {:reply, results, state}
@@ -329,11 +320,28 @@ defmodule Synod.Hub.Children do
 
   # ── stopping ─────────────────────────────────────────────────────────────
 
-  # Stops `[{pid, spec}]` all at once, each by its shutdown: unlinks it (its
-  # exit is not a crash), asks it to exit, kills it when its time is up.
-  # Returns when every one is gone. (No per-child flush of an earlier exit
-  # message: that selective receive would scan a mailbox filling with
-  # :DOWN messages, once per child.)
+  # One pass: the answers in order and the `{pid, spec}` of the children found.
+  defp stop_plan([id | ids], children, results, found) do
+    case children do
+      %{^id => {pid, _spec} = child} ->
+        stop_plan(ids, children, [{id, {:ok, pid}} | results], [child | found])
+
+      _ ->
+        stop_plan(ids, children, [{id, {:error, :not_found}} | results], found)
+    end
+  end
+
+  defp stop_plan([], _children, results, found), do: {:lists.reverse(results), found}
+
+  # Stops `[{pid, spec}]` all at once, each by its shutdown: asks it to
+  # exit, kills it when its time is up, and returns when every one is gone.
+  # The children are linked to this process, which traps exits: the link's
+  # `{:EXIT, pid, _}` is how each one's end is seen, so a stop costs one
+  # exit signal each way per child (no monitor, no unlink, whose signals
+  # and acknowledgements cost as much again; docs/hub.md, "Performance").
+  # A child that unlinked itself sends no EXIT: every @recheck ms the ones
+  # still pending that are no longer alive are counted as gone.
+  @recheck 1_000
   defp shutdown([]), do: :ok
 
   defp shutdown(children) do
@@ -342,8 +350,6 @@ defmodule Synod.Hub.Children do
     pending =
       Map.new(children, fn {pid, spec} ->
         {_mfa, _restart, shutdown, _type, _modules} = Spec.child_info(spec)
-        ref = Process.monitor(pid)
-        Process.unlink(pid)
 
         deadline =
           case shutdown do
@@ -360,43 +366,60 @@ defmodule Synod.Hub.Children do
               now + ms
           end
 
-        {ref, {pid, deadline}}
+        {pid, deadline}
       end)
 
     # the distinct deadlines, soonest first (few: one per shutdown value)
-    deadlines = pending |> Enum.map(fn {_, {_, d}} -> d end) |> Enum.uniq() |> Enum.sort()
+    deadlines = pending |> Enum.map(fn {_, d} -> d end) |> Enum.uniq() |> Enum.sort()
 
-    await_down(pending, deadlines)
+    await_exits(pending, deadlines, now + @recheck)
   end
 
-  defp await_down(pending, _deadlines) when pending == %{}, do: :ok
+  defp await_exits(pending, _deadlines, _recheck) when pending == %{}, do: :ok
 
-  defp await_down(pending, deadlines) do
+  defp await_exits(pending, deadlines, recheck) do
+    now = System.monotonic_time(:millisecond)
+
     timeout =
       case deadlines do
-        [next | _] when next != :infinity -> max(next - System.monotonic_time(:millisecond), 0)
-        _ -> :infinity
+        [next | _] when next != :infinity -> max(min(next, recheck) - now, 0)
+        _ -> max(recheck - now, 0)
       end
 
     receive do
-      {:DOWN, ref, :process, _, _} when is_map_key(pending, ref) ->
-        await_down(Map.delete(pending, ref), deadlines)
+      {:EXIT, pid, _} when is_map_key(pending, pid) ->
+        await_exits(Map.delete(pending, pid), deadlines, recheck)
     after
-      timeout ->
-        # the soonest deadline passed: kill those still running
-        [due | later] = deadlines
+      timeout -> overdue(pending, deadlines, recheck)
+    end
+  end
 
+  defp overdue(pending, deadlines, recheck) do
+    now = System.monotonic_time(:millisecond)
+    # (a child that unlinked itself: gone without an EXIT)
+    pending =
+      if now >= recheck, do: Map.filter(pending, fn {pid, _} -> alive?(pid) end), else: pending
+
+    case deadlines do
+      [due | later] when due != :infinity and due <= now ->
+        # the soonest deadline passed: kill those still running
         pending =
           Map.new(pending, fn
-            {ref, {pid, ^due}} ->
+            {pid, ^due} ->
               Process.exit(pid, :kill)
-              {ref, {pid, :infinity}}
+              {pid, :infinity}
 
             other ->
               other
           end)
 
-        await_down(pending, later)
+        await_exits(pending, later, if(now >= recheck, do: now + @recheck, else: recheck))
+
+      _ ->
+        await_exits(pending, deadlines, if(now >= recheck, do: now + @recheck, else: recheck))
     end
   end
+
+  defp alive?(pid) when node(pid) == node(), do: Process.alive?(pid)
+  defp alive?(_pid), do: true
 end

@@ -149,7 +149,7 @@ defmodule Synod.Hub.Coordinator do
     for {tab, kind} <- [{registry, :registry}, {meta, :meta}],
         do: :ets.setopts(tab, {:heir, state.sup, {:synod_table, kind}})
 
-    :ets.insert(registry, Registry.adopt(:ets.tab2list(registry), state.me, local))
+    Table.insert(registry, Registry.adopt(Table.rows(registry), state.me, local))
     {awaited, gone} = Membership.after_restart(meta_get(meta, :members), state.me, Node.list())
 
     subs =
@@ -564,7 +564,7 @@ defmodule Synod.Hub.Coordinator do
       Children.start_batch(state.sup, for({:start, id, spec, _, _, _} <- plan, do: {id, spec}))
 
     {results, rows, started} = merge_starts(plan, answers, state, [], [], [])
-    :ets.insert(registry, rows)
+    Table.insert(registry, rows)
     {observe(state, newest), results, rows, started}
   end
 
@@ -623,7 +623,7 @@ defmodule Synod.Hub.Coordinator do
 
         {:stop, id, spec, meta, pid, rest}, stopped ->
           if Registry.keep_row?(reason, rest),
-            do: :ets.insert(registry, {id, spec, meta, rest}),
+            do: Table.insert(registry, {id, spec, meta, rest}),
             else: :ets.delete(registry, id)
 
           {{id, {:ok, pid}}, [{id, pid} | stopped]}
@@ -709,7 +709,7 @@ defmodule Synod.Hub.Coordinator do
   # A local child exited by itself: restarted under `new_pid`, or gone.
   defp child_exited(state, {id, spec, meta, _} = row, old_pid, new_pid) when is_pid(new_pid) do
     %{cfg: cfg, ring: ring, me: me} = state
-    :ets.insert(state.registry, Registry.replace_pid(row, old_pid, new_pid))
+    Table.insert(state.registry, Registry.replace_pid(row, old_pid, new_pid))
     owners = Placement.owners(ring, cfg.replication_factor, id)
     tell_mode(state, new_pid, Placement.mode(cfg.replication_model, owners, me))
     broadcast_registered(state, [{id, spec, meta, new_pid}], %{})
@@ -789,7 +789,7 @@ defmodule Synod.Hub.Coordinator do
     # that this node knew already (after a restart: most of them)
     {stale, known} = Table.against_sync(registry, from, announced)
 
-    :ets.insert(registry, stale)
+    Table.insert(registry, stale)
     rows = Table.put_pids(registry, entries)
     added = Table.add_orphans(registry, orphans)
     state = perform(state, Requests.synced(from, entries, stale, rows, added, known))
@@ -1197,7 +1197,7 @@ defmodule Synod.Hub.Coordinator do
     rows =
       case {state.lost, reason} do
         {{node, rows}, {:left, node}} -> rows
-        _ -> :ets.tab2list(state.registry)
+        _ -> Table.rows(state.registry)
       end
 
     {state, moved} = reconcile_counted(%{state | lost: nil}, rows, old_ring)
