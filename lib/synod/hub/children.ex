@@ -241,7 +241,7 @@ defmodule Synod.Hub.Children do
   defp start_all([], ids, pids, results), do: {Enum.reverse(results), ids, pids}
 
   defp start_one(spec) do
-    {{m, f, a}, _restart, _shutdown, _type, _modules} = Spec.child_info(spec)
+    {m, f, a} = start_mfa(spec)
 
     # (link/1 is a no-op for a child its start function linked, as it
     # should; one that did not is linked now, so its exit is seen.)
@@ -257,6 +257,11 @@ defmodule Synod.Hub.Children do
     :error, reason -> {:error, {reason, __STACKTRACE__}}
     :throw, value -> {:error, {:nocatch, value}}
   end
+
+  # (the start MFA of a stored spec, as Spec.child_info/1 has it, without
+  # building the rest of the child's info for every start)
+  defp start_mfa({_, _, _} = mfa), do: mfa
+  defp start_mfa(%{start: mfa}), do: mfa
 
   defp link(pid) do
     Process.link(pid)
