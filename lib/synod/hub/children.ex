@@ -343,86 +343,109 @@ defmodule Synod.Hub.Children do
   # The children are linked to this process, which traps exits: the link's
   # `{:EXIT, pid, _}` is how each one's end is seen, so a stop costs one
   # exit signal each way per child (no monitor, no unlink, whose signals
-  # and acknowledgements cost as much again; docs/hub.md, "Performance").
-  # A child that unlinked itself sends no EXIT: every @recheck ms the ones
-  # still pending that are no longer alive are counted as gone.
+  # and acknowledgements cost as much again; docs/hub.md, "Performance"),
+  # and the wait is a count going down (no clock read, no map update per
+  # child). A child that unlinked itself sends no EXIT: every @recheck ms
+  # the pending children that are no longer alive are counted as gone.
   @recheck 1_000
   defp shutdown([]), do: :ok
 
   defp shutdown(children) do
     now = System.monotonic_time(:millisecond)
-
-    pending =
-      Map.new(children, fn {pid, spec} ->
-        {_mfa, _restart, shutdown, _type, _modules} = Spec.child_info(spec)
-
-        deadline =
-          case shutdown do
-            :brutal_kill ->
-              Process.exit(pid, :kill)
-              :infinity
-
-            :infinity ->
-              Process.exit(pid, :shutdown)
-              :infinity
-
-            ms ->
-              Process.exit(pid, :shutdown)
-              now + ms
-          end
-
-        {pid, deadline}
-      end)
-
+    {pending, deadlines} = exit_all(children, now, %{}, %{})
     # the distinct deadlines, soonest first (few: one per shutdown value)
-    deadlines = pending |> Enum.map(fn {_, d} -> d end) |> Enum.uniq() |> Enum.sort()
-
-    await_exits(pending, deadlines, now + @recheck)
+    deadlines = deadlines |> Map.keys() |> Enum.sort()
+    timer = next_timer(deadlines, now + @recheck, now)
+    await_exits(pending, map_size(pending), deadlines, now + @recheck, timer)
   end
 
-  defp await_exits(pending, _deadlines, _recheck) when pending == %{}, do: :ok
+  defp exit_all([{pid, spec} | children], now, pending, deadlines) do
+    deadline =
+      case shutdown_of(spec) do
+        :brutal_kill ->
+          Process.exit(pid, :kill)
+          :infinity
 
-  defp await_exits(pending, deadlines, recheck) do
-    now = System.monotonic_time(:millisecond)
+        :infinity ->
+          Process.exit(pid, :shutdown)
+          :infinity
 
-    timeout =
-      case deadlines do
-        [next | _] when next != :infinity -> max(min(next, recheck) - now, 0)
-        _ -> max(recheck - now, 0)
+        ms ->
+          Process.exit(pid, :shutdown)
+          now + ms
       end
 
+    exit_all(children, now, Map.put(pending, pid, deadline), Map.put(deadlines, deadline, true))
+  end
+
+  defp exit_all([], _now, pending, deadlines), do: {pending, deadlines}
+
+  # (a stored spec's shutdown, as Spec.child_info/1 has it)
+  defp shutdown_of({_, _, _}), do: 5_000
+  defp shutdown_of(spec), do: elem(Spec.child_info(spec), 2)
+
+  # `pending`: pid => deadline of the children being stopped; `left`: how
+  # many of them have not exited yet (each sends one EXIT).
+  defp await_exits(_pending, 0, _deadlines, _recheck, timer) do
+    cancel_timer(timer)
+    :ok
+  end
+
+  defp await_exits(pending, left, deadlines, recheck, timer) do
     receive do
       {:EXIT, pid, _} when is_map_key(pending, pid) ->
-        await_exits(Map.delete(pending, pid), deadlines, recheck)
-    after
-      timeout -> overdue(pending, deadlines, recheck)
+        await_exits(pending, left - 1, deadlines, recheck, timer)
+
+      {:timeout, ^timer, :synod_shutdown} ->
+        overdue(pending, deadlines, recheck)
     end
   end
 
+  # A deadline or the recheck is due: the children still alive stay
+  # pending (one that unlinked itself is gone without an EXIT), and those
+  # past their deadline are killed.
   defp overdue(pending, deadlines, recheck) do
     now = System.monotonic_time(:millisecond)
-    # (a child that unlinked itself: gone without an EXIT)
-    pending =
-      if now >= recheck, do: Map.filter(pending, fn {pid, _} -> alive?(pid) end), else: pending
+    pending = Map.filter(pending, fn {pid, _} -> alive?(pid) end)
+    {due, later} = Enum.split_while(deadlines, &(&1 != :infinity and &1 <= now))
 
-    case deadlines do
-      [due | later] when due != :infinity and due <= now ->
-        # the soonest deadline passed: kill those still running
-        pending =
-          Map.new(pending, fn
-            {pid, ^due} ->
+    pending =
+      if due == [],
+        do: pending,
+        else:
+          Map.new(pending, fn {pid, deadline} ->
+            if deadline in due do
               Process.exit(pid, :kill)
               {pid, :infinity}
-
-            other ->
-              other
+            else
+              {pid, deadline}
+            end
           end)
 
-        await_exits(pending, later, if(now >= recheck, do: now + @recheck, else: recheck))
+    recheck = if now >= recheck, do: now + @recheck, else: recheck
+    await_exits(pending, map_size(pending), later, recheck, next_timer(later, recheck, now))
+  end
 
-      _ ->
-        await_exits(pending, deadlines, if(now >= recheck, do: now + @recheck, else: recheck))
+  defp next_timer(deadlines, recheck, now) do
+    at =
+      case deadlines do
+        [next | _] when next != :infinity -> min(next, recheck)
+        _ -> recheck
+      end
+
+    :erlang.start_timer(max(at - now, 0), self(), :synod_shutdown)
+  end
+
+  defp cancel_timer(timer) do
+    if :erlang.cancel_timer(timer) == false do
+      receive do
+        {:timeout, ^timer, :synod_shutdown} -> :ok
+      after
+        0 -> :ok
+      end
     end
+
+    :ok
   end
 
   defp alive?(pid) when node(pid) == node(), do: Process.alive?(pid)

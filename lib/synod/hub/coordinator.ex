@@ -103,7 +103,10 @@ defmodule Synod.Hub.Coordinator do
       queue: EventQueue.new(),
       # hybrid clock (µs): incarnations of starts, stamps of stops
       clock: 0,
-      # whether any tombstone may exist (skips the lookups when not)
+      # false when no tombstone exists, else a stamp no tombstone here is
+      # above: an incarnation above it is stopped by none, so the lookups
+      # are skipped (a start after the stops it follows: docs/hub.md,
+      # "Performance")
       tombs: false,
       # healed, waiting for a sync before reconciling (apply_membership/2)
       healing: false
@@ -163,7 +166,7 @@ defmodule Synod.Hub.Coordinator do
         partitioned: meta_get(meta, :partitioned),
         ring: meta_get(meta, :ring),
         subs: subs,
-        tombs: Tombstones.any?(meta)
+        tombs: tomb_bound(meta)
     }
 
     Logger.warning(
@@ -185,6 +188,14 @@ defmodule Synod.Hub.Coordinator do
   end
 
   defp meta_get(meta, key), do: :ets.lookup_element(meta, key, 2)
+
+  # `tombs` for tombstones a predecessor left: their newest stamp
+  defp tomb_bound(meta) do
+    case Tombstones.all(meta) do
+      [] -> false
+      all -> all |> Enum.map(&elem(&1, 1)) |> Enum.max()
+    end
+  end
 
   # Only a hub that stops says goodbye: a coordinator that crashed is
   # restarted and adopts the children, and its peers wait for it.
@@ -555,7 +566,14 @@ defmodule Synod.Hub.Coordinator do
     {plan, newest} =
       Enum.map_reduce(entries, 0, fn {id, _, slot, _} = entry, newest ->
         step =
-          Registry.start_step(kind, entry, Table.row(registry, id), me, tombstone(state, id), now)
+          Registry.start_step(
+            kind,
+            entry,
+            Table.row(registry, id),
+            me,
+            tombstone(state, id, Registry.inc(slot)),
+            now
+          )
 
         {step, max(newest, Registry.inc(slot))}
       end)
@@ -641,17 +659,20 @@ defmodule Synod.Hub.Coordinator do
 
   defp observe(state, t), do: %{state | clock: Tombstones.observe(state.clock, t)}
 
-  # The stamp of the latest stop of `id` this node knows, or nil.
-  defp tombstone(%{tombs: false}, _id), do: nil
+  # The stamp of the latest stop of `id` this node knows, or nil; nil
+  # without looking when no tombstone can cover incarnation `inc`.
+  defp tombstone(%{tombs: false}, _id, _inc), do: nil
+  defp tombstone(%{tombs: bound}, _id, inc) when inc > bound, do: nil
 
-  defp tombstone(state, id) do
+  defp tombstone(state, id, _inc) do
     case Tombstones.lookup(state.meta, id) do
       {t, _at, _pid} -> t
       nil -> nil
     end
   end
 
-  defp stopped_by_tombstone(%{tombs: true} = state, {id, {:error, :not_found}} = result) do
+  defp stopped_by_tombstone(%{tombs: bound} = state, {id, {:error, :not_found}} = result)
+       when bound != false do
     now = System.monotonic_time(:millisecond)
 
     case Tombstones.lookup(state.meta, id) do
@@ -668,7 +689,7 @@ defmodule Synod.Hub.Coordinator do
   defp put_tombstones(state, tombstones, stopped) do
     :ok = Tombstones.record(state.meta, tombstones, stopped, System.monotonic_time(:millisecond))
     newest = Enum.reduce(tombstones, 0, fn {_, t}, acc -> max(t, acc) end)
-    observe(%{state | tombs: true}, newest)
+    observe(%{state | tombs: max(state.tombs || 0, newest)}, newest)
   end
 
   # Entries, orphans or rows whose incarnation a tombstone covers are
@@ -677,7 +698,8 @@ defmodule Synod.Hub.Coordinator do
 
   defp live(state, list) do
     Enum.reject(list, fn item ->
-      Tombstones.covers?(tombstone(state, elem(item, 0)), Registry.inc(elem(item, 2)))
+      inc = Registry.inc(elem(item, 2))
+      Tombstones.covers?(tombstone(state, elem(item, 0), inc), inc)
     end)
   end
 
@@ -700,7 +722,7 @@ defmodule Synod.Hub.Coordinator do
   defp sweep_tombstones(state) do
     if Membership.complete?(state.known, state.peers, state.restarting) do
       Tombstones.sweep(state.meta, System.monotonic_time(:millisecond) - @tomb_keep)
-      %{state | tombs: Tombstones.any?(state.meta)}
+      %{state | tombs: if(Tombstones.any?(state.meta), do: state.tombs, else: false)}
     else
       state
     end
