@@ -117,7 +117,7 @@ defmodule Synod.Status do
     children =
       :ets.foldl(
         fn row, acc ->
-          Enum.reduce(elem(row, 3), acc, fn pid, acc ->
+          Enum.reduce(Synod.Hub.Registry.copies(elem(row, 3)), acc, fn pid, acc ->
             Map.update(acc, node(pid), 1, &(&1 + 1))
           end)
         end,

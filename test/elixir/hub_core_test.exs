@@ -601,6 +601,7 @@ defmodule Synod.HubCoreTest do
 
       assert Registry.remove_pid(row, here, :migrating) == {:put, {"x", :spec, 5, [there]}}
       assert Registry.remove_pid({"x", :spec, 5, [here]}, here, :stopped) == :delete
+      assert Registry.remove_pid({"x", :spec, 5, [here]}, here, {:stopped, 9}) == :delete
       # a moved or suspended child keeps its row, with no copy
       assert Registry.remove_pid({"x", :spec, 5, [here]}, here, :suspended) ==
                {:put, {"x", :spec, 5, []}}

@@ -124,6 +124,15 @@ defmodule Synod.HubUnitTest do
       end
     end
 
+    test "grouping one request's children with its slot gives the same batches", %{ring: ring} do
+      pairs = for i <- 1..300, do: {"k#{i}", {M, :f, [i]}}
+
+      for {rf, model} <- [{1, :active_active}, {2, :active_passive}, {3, :active_active}] do
+        assert Placement.group(ring, rf, model, pairs, 1_234) ==
+                 Placement.group(ring, rf, model, for({id, spec} <- pairs, do: {id, spec, 1_234}))
+      end
+    end
+
     test "reconcile pairs surplus copies with missing owners, the same on every member", %{
       ring2: ring
     } do
@@ -231,7 +240,7 @@ defmodule Synod.HubUnitTest do
           assert Enum.sort(Synod.Hub.Table.drop_lost(table, lost, :a, rf)) ==
                    Enum.sort(candidates)
 
-          assert Enum.sort(:ets.tab2list(table)) == Enum.sort(dropped)
+          assert Enum.sort(Synod.Hub.Table.rows(table)) == Enum.sort(dropped)
           :ets.delete(table)
 
           one_by_one = for row <- dropped, d = Placement.reconcile(:a, ring, rf, row), do: d
@@ -276,6 +285,39 @@ defmodule Synod.HubUnitTest do
 
       assert {:error, %StartResult{started: [{1, :a, :p1}], errors: errors}} = Results.finish(r)
       assert Enum.sort(errors) == [{2, :a, :boom}, {3, :b, {:nodedown, :b}}, {4, :c, :timeout}]
+    end
+
+    test "a batch answered whole, in the order sent or not, short or with a stranger" do
+      ids = Enum.to_list(1..50)
+      answers = for id <- ids, do: {id, {:ok, id * 10}}
+      in_order = Results.record(Results.new(:start, %{a: ids, b: [99]}), :a, answers)
+
+      shuffled =
+        Results.record(Results.new(:start, %{a: ids, b: [99]}), :a, Enum.reverse(answers))
+
+      for r <- [in_order, shuffled] do
+        refute Results.done?(r)
+        r = Results.record(r, :b, [{99, {:error, :boom}}])
+        assert Results.done?(r)
+        {:error, %StartResult{started: started, errors: [{99, :b, :boom}]}} = Results.finish(r)
+        assert Enum.sort(started) == for(id <- ids, do: {id, :a, id * 10})
+      end
+
+      # one answer missing, or one for another id in its place: still pending
+      short = Results.record(Results.new(:start, %{a: ids}), :a, tl(answers))
+      refute Results.done?(short)
+      other = Results.record(Results.new(:start, %{a: ids}), :a, [{0, {:ok, 0}} | tl(answers)])
+      refute Results.done?(other)
+      assert Results.done?(Results.record(other, :a, [{1, {:ok, 10}}]))
+    end
+
+    test "a stop with no errors lists every stopped copy in order" do
+      r = Results.new(:stop, %{a: [1, 2], b: [3]})
+      r = Results.record(r, :a, [{1, {:ok, :p1}}, {2, {:ok, :p2}}])
+      r = Results.record(r, :b, [{3, {:ok, :p3}}])
+
+      assert Results.finish(r) ==
+               {:ok, %StopResult{stopped: [{1, :a, :p1}, {2, :a, :p2}, {3, :b, :p3}], errors: []}}
     end
 
     test "stops: any copy stopped wins; unknown children are reported once" do

@@ -98,8 +98,11 @@ defmodule Synod.Test.RemoteHub do
     {registry, _} = :persistent_term.get({Synod.Hub, hub})
 
     case :ets.lookup(registry, id) do
-      [{^id, _spec, _meta, pids}] -> {:row, for(pid <- pids, do: {node(pid), pid})}
-      [] -> nil
+      [{^id, _spec, _meta, pids}] ->
+        {:row, for(pid <- Synod.Hub.Registry.copies(pids), do: {node(pid), pid})}
+
+      [] ->
+        nil
     end
   end
 

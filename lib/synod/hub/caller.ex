@@ -139,11 +139,10 @@ defmodule Synod.Hub.Caller do
       %{replication_factor: rf, replication_model: model} = view.cfg
       # One incarnation for the request: every replica carries the same.
       slot = Registry.slot(opts.metadata, System.os_time(:microsecond))
-      children = for {id, spec} <- children, do: {id, spec, slot}
-      groups = Placement.group(view.ring, rf, model, children)
+      groups = Placement.group(view.ring, rf, model, children, slot)
 
       expected =
-        Map.new(groups, fn {node, entries} -> {node, Enum.map(entries, &elem(&1, 0))} end)
+        Map.new(groups, fn {node, entries} -> {node, for({id, _, _, _} <- entries, do: id)} end)
 
       handle =
         dispatch(view, :start, expected, opts, ids, fn ref ->
@@ -164,10 +163,17 @@ defmodule Synod.Hub.Caller do
 
     with {:ok, view} <- view(hub),
          :ok <- check_partition(view) do
-      handle = dispatch_stop(view, Enum.uniq(child_ids), opts)
+      handle = dispatch_stop(view, uniq(child_ids), opts)
       if opts.await, do: await(handle), else: {:ok, handle}
     end
   end
+
+  # Usually there are no duplicates: one map built in C says so.
+  defp uniq(ids) when is_list(ids) do
+    if map_size(Map.from_keys(ids, true)) == length(ids), do: ids, else: Enum.uniq(ids)
+  end
+
+  defp uniq(ids), do: Enum.uniq(ids)
 
   @doc "See `Synod.await/1`."
   @spec await(Handle.t()) :: {:ok | :error, Synod.StartResult.t() | Synod.StopResult.t()}
@@ -222,17 +228,19 @@ defmodule Synod.Hub.Caller do
     # Ask every node the registry says runs a copy, and the owners too in
     # case the registry has not heard of a start yet.
     owners = Placement.owners_many(view.ring, rf, ids)
-    running = Map.new(locate(view, ids))
+
+    # one pass over the ids: the copies the registry knows (a member's
+    # table read in the same pass; a client's relay asked once)
+    copies =
+      case view do
+        %{registry: nil} -> {:map, Map.new(locate(view, ids))}
+        %{registry: registry} -> {:table, registry}
+      end
 
     requests =
       ids
-      |> Enum.zip(owners)
-      |> Enum.reduce(%{}, fn {id, owners}, acc ->
-        runs = for pid <- Map.get(running, id, []), do: node(pid)
-        nodes = if runs == owners, do: owners, else: Enum.uniq(runs ++ owners)
-        Enum.reduce(nodes, acc, fn node, acc -> Map.update(acc, node, [id], &[id | &1]) end)
-      end)
-      |> Map.new(fn {node, ids} -> {node, Enum.reverse(ids)} end)
+      |> stop_targets(owners, copies, %{})
+      |> Map.new(fn {node, ids} -> {node, :lists.reverse(ids)} end)
 
     dispatch(view, :stop, requests, Map.put(opts, :on_failure, :continue), ids, fn ref ->
       Dispatcher.children_stop(
@@ -241,6 +249,45 @@ defmodule Synod.Hub.Caller do
       )
     end)
   end
+
+  # `%{node => ids (reversed)}`: each id under every node the registry
+  # says runs a copy and every owner.
+  defp stop_targets([id | ids], [owners | rest], copies, acc) do
+    nodes =
+      case copies(copies, id) do
+        [] ->
+          owners
+
+        pids ->
+          runs = for pid <- pids, do: node(pid)
+          if runs == owners, do: owners, else: Enum.uniq(runs ++ owners)
+      end
+
+    stop_targets(ids, rest, copies, add_id(nodes, id, acc))
+  end
+
+  defp stop_targets([], [], _copies, acc), do: acc
+
+  defp copies({:table, registry}, id), do: Synod.Hub.Table.pids(registry, id)
+
+  defp copies({:map, map}, id) do
+    case map do
+      %{^id => pids} -> pids
+      _ -> []
+    end
+  end
+
+  defp add_id([node | nodes], id, acc) do
+    acc =
+      case acc do
+        %{^node => list} -> %{acc | node => [id | list]}
+        _ -> Map.put(acc, node, [id])
+      end
+
+    add_id(nodes, id, acc)
+  end
+
+  defp add_id([], _id, acc), do: acc
 
   # `expected` maps each target node to the child ids it must answer for.
   defp dispatch(view, kind, expected, opts, ids, send_fun) do

@@ -142,25 +142,16 @@ defmodule Synod.Hub.Children do
   end
 
   defp call({:stop_batch, ids}, _from, state) do
-    results =
-      for id <- ids do
-        case state.ids do
-          %{^id => {pid, _spec}} -> {id, {:ok, pid}}
-          _ -> {id, {:error, :not_found}}
-        end
-      end
-
-    found = for {id, {:ok, _}} <- results, do: id
-    shutdown(for id <- found, do: Map.fetch!(state.ids, id))
-    stopped_pids = for {_, {:ok, pid}} <- results, do: pid
-    # (An exit a stopped child sent before it was unlinked arrives later and
-    # is ignored: its pid is no longer a child. A restart being tried again
-    # is called off: the child is stopped.)
+    {results, found} = stop_plan(ids, state.ids, [], [])
+    shutdown(found)
+    # (An exit a stopped child sent before it was stopped is taken by
+    # shutdown/1 with the others. A restart being tried again is called
+    # off: the child is stopped.)
     state = %{
       state
-      | ids: Map.drop(state.ids, found),
-        pids: Map.drop(state.pids, stopped_pids),
-        retrying: Map.drop(state.retrying, ids)
+      | ids: Map.drop(state.ids, ids),
+        pids: Map.drop(state.pids, for({pid, _} <- found, do: pid)),
+        retrying: if(state.retrying == %{}, do: %{}, else: Map.drop(state.retrying, ids))
     }
 
     {:reply, results, state}
@@ -250,7 +241,7 @@ defmodule Synod.Hub.Children do
   defp start_all([], ids, pids, results), do: {Enum.reverse(results), ids, pids}
 
   defp start_one(spec) do
-    {{m, f, a}, _restart, _shutdown, _type, _modules} = Spec.child_info(spec)
+    {m, f, a} = start_mfa(spec)
 
     # (link/1 is a no-op for a child its start function linked, as it
     # should; one that did not is linked now, so its exit is seen.)
@@ -266,6 +257,11 @@ defmodule Synod.Hub.Children do
     :error, reason -> {:error, {reason, __STACKTRACE__}}
     :throw, value -> {:error, {:nocatch, value}}
   end
+
+  # (the start MFA of a stored spec, as Spec.child_info/1 has it, without
+  # building the rest of the child's info for every start)
+  defp start_mfa({_, _, _} = mfa), do: mfa
+  defp start_mfa(%{start: mfa}), do: mfa
 
   defp link(pid) do
     Process.link(pid)
@@ -329,74 +325,129 @@ defmodule Synod.Hub.Children do
 
   # ── stopping ─────────────────────────────────────────────────────────────
 
-  # Stops `[{pid, spec}]` all at once, each by its shutdown: unlinks it (its
-  # exit is not a crash), asks it to exit, kills it when its time is up.
-  # Returns when every one is gone. (No per-child flush of an earlier exit
-  # message: that selective receive would scan a mailbox filling with
-  # :DOWN messages, once per child.)
+  # One pass: the answers in order and the `{pid, spec}` of the children found.
+  defp stop_plan([id | ids], children, results, found) do
+    case children do
+      %{^id => {pid, _spec} = child} ->
+        stop_plan(ids, children, [{id, {:ok, pid}} | results], [child | found])
+
+      _ ->
+        stop_plan(ids, children, [{id, {:error, :not_found}} | results], found)
+    end
+  end
+
+  defp stop_plan([], _children, results, found), do: {:lists.reverse(results), found}
+
+  # Stops `[{pid, spec}]` all at once, each by its shutdown: asks it to
+  # exit, kills it when its time is up, and returns when every one is gone.
+  # The children are linked to this process, which traps exits: the link's
+  # `{:EXIT, pid, _}` is how each one's end is seen, so a stop costs one
+  # exit signal each way per child (no monitor, no unlink, whose signals
+  # and acknowledgements cost as much again; docs/hub.md, "Performance"),
+  # and the wait is a count going down (no clock read, no map update per
+  # child). A child that unlinked itself sends no EXIT: every @recheck ms
+  # the pending children that are no longer alive are counted as gone.
+  @recheck 1_000
   defp shutdown([]), do: :ok
 
   defp shutdown(children) do
     now = System.monotonic_time(:millisecond)
-
-    pending =
-      Map.new(children, fn {pid, spec} ->
-        {_mfa, _restart, shutdown, _type, _modules} = Spec.child_info(spec)
-        ref = Process.monitor(pid)
-        Process.unlink(pid)
-
-        deadline =
-          case shutdown do
-            :brutal_kill ->
-              Process.exit(pid, :kill)
-              :infinity
-
-            :infinity ->
-              Process.exit(pid, :shutdown)
-              :infinity
-
-            ms ->
-              Process.exit(pid, :shutdown)
-              now + ms
-          end
-
-        {ref, {pid, deadline}}
-      end)
-
+    {pending, deadlines} = exit_all(children, now, %{}, %{})
     # the distinct deadlines, soonest first (few: one per shutdown value)
-    deadlines = pending |> Enum.map(fn {_, {_, d}} -> d end) |> Enum.uniq() |> Enum.sort()
-
-    await_down(pending, deadlines)
+    deadlines = deadlines |> Map.keys() |> Enum.sort()
+    timer = next_timer(deadlines, now + @recheck, now)
+    await_exits(pending, map_size(pending), deadlines, now + @recheck, timer)
   end
 
-  defp await_down(pending, _deadlines) when pending == %{}, do: :ok
+  defp exit_all([{pid, spec} | children], now, pending, deadlines) do
+    deadline =
+      case shutdown_of(spec) do
+        :brutal_kill ->
+          Process.exit(pid, :kill)
+          :infinity
 
-  defp await_down(pending, deadlines) do
-    timeout =
-      case deadlines do
-        [next | _] when next != :infinity -> max(next - System.monotonic_time(:millisecond), 0)
-        _ -> :infinity
+        :infinity ->
+          Process.exit(pid, :shutdown)
+          :infinity
+
+        ms ->
+          Process.exit(pid, :shutdown)
+          now + ms
       end
 
+    exit_all(children, now, Map.put(pending, pid, deadline), Map.put(deadlines, deadline, true))
+  end
+
+  defp exit_all([], _now, pending, deadlines), do: {pending, deadlines}
+
+  # (a stored spec's shutdown, as Spec.child_info/1 has it)
+  defp shutdown_of({_, _, _}), do: 5_000
+  defp shutdown_of(spec), do: elem(Spec.child_info(spec), 2)
+
+  # `pending`: pid => deadline of the children being stopped; `left`: how
+  # many of them have not exited yet (each sends one EXIT).
+  defp await_exits(_pending, 0, _deadlines, _recheck, timer) do
+    cancel_timer(timer)
+    :ok
+  end
+
+  defp await_exits(pending, left, deadlines, recheck, timer) do
     receive do
-      {:DOWN, ref, :process, _, _} when is_map_key(pending, ref) ->
-        await_down(Map.delete(pending, ref), deadlines)
-    after
-      timeout ->
-        # the soonest deadline passed: kill those still running
-        [due | later] = deadlines
+      {:EXIT, pid, _} when is_map_key(pending, pid) ->
+        await_exits(pending, left - 1, deadlines, recheck, timer)
 
-        pending =
-          Map.new(pending, fn
-            {ref, {pid, ^due}} ->
-              Process.exit(pid, :kill)
-              {ref, {pid, :infinity}}
-
-            other ->
-              other
-          end)
-
-        await_down(pending, later)
+      {:timeout, ^timer, :synod_shutdown} ->
+        overdue(pending, deadlines, recheck)
     end
   end
+
+  # A deadline or the recheck is due: the children still alive stay
+  # pending (one that unlinked itself is gone without an EXIT), and those
+  # past their deadline are killed.
+  defp overdue(pending, deadlines, recheck) do
+    now = System.monotonic_time(:millisecond)
+    pending = Map.filter(pending, fn {pid, _} -> alive?(pid) end)
+    {due, later} = Enum.split_while(deadlines, &(&1 != :infinity and &1 <= now))
+
+    pending =
+      if due == [],
+        do: pending,
+        else:
+          Map.new(pending, fn {pid, deadline} ->
+            if deadline in due do
+              Process.exit(pid, :kill)
+              {pid, :infinity}
+            else
+              {pid, deadline}
+            end
+          end)
+
+    recheck = if now >= recheck, do: now + @recheck, else: recheck
+    await_exits(pending, map_size(pending), later, recheck, next_timer(later, recheck, now))
+  end
+
+  defp next_timer(deadlines, recheck, now) do
+    at =
+      case deadlines do
+        [next | _] when next != :infinity -> min(next, recheck)
+        _ -> recheck
+      end
+
+    :erlang.start_timer(max(at - now, 0), self(), :synod_shutdown)
+  end
+
+  defp cancel_timer(timer) do
+    if :erlang.cancel_timer(timer) == false do
+      receive do
+        {:timeout, ^timer, :synod_shutdown} -> :ok
+      after
+        0 -> :ok
+      end
+    end
+
+    :ok
+  end
+
+  defp alive?(pid) when node(pid) == node(), do: Process.alive?(pid)
+  defp alive?(_pid), do: true
 end

@@ -104,7 +104,10 @@ defmodule Synod.Hub.Coordinator do
       queue: EventQueue.new(),
       # hybrid clock (µs): incarnations of starts, stamps of stops
       clock: 0,
-      # whether any tombstone may exist (skips the lookups when not)
+      # false when no tombstone exists, else a stamp no tombstone here is
+      # above: an incarnation above it is stopped by none, so the lookups
+      # are skipped (a start after the stops it follows: docs/hub.md,
+      # "Performance")
       tombs: false,
       # healed, waiting for a sync before reconciling (apply_membership/2)
       healing: false
@@ -150,7 +153,7 @@ defmodule Synod.Hub.Coordinator do
     for {tab, kind} <- [{registry, :registry}, {meta, :meta}],
         do: :ets.setopts(tab, {:heir, state.sup, {:synod_table, kind}})
 
-    :ets.insert(registry, Registry.adopt(:ets.tab2list(registry), state.me, local))
+    Table.insert(registry, Registry.adopt(Table.rows(registry), state.me, local))
     {awaited, gone} = Membership.after_restart(meta_get(meta, :members), state.me, Node.list())
 
     subs =
@@ -164,7 +167,7 @@ defmodule Synod.Hub.Coordinator do
         partitioned: meta_get(meta, :partitioned),
         ring: meta_get(meta, :ring),
         subs: subs,
-        tombs: Tombstones.any?(meta)
+        tombs: tomb_bound(meta)
     }
 
     Logger.warning(
@@ -186,6 +189,14 @@ defmodule Synod.Hub.Coordinator do
   end
 
   defp meta_get(meta, key), do: :ets.lookup_element(meta, key, 2)
+
+  # `tombs` for tombstones a predecessor left: their newest stamp
+  defp tomb_bound(meta) do
+    case Tombstones.all(meta) do
+      [] -> false
+      all -> all |> Enum.map(&elem(&1, 1)) |> Enum.max()
+    end
+  end
 
   # Only a hub that stops says goodbye: a coordinator that crashed is
   # restarted and adopts the children, and its peers wait for it.
@@ -525,7 +536,7 @@ defmodule Synod.Hub.Coordinator do
     answers = Children.start_batch(state.sup, Requests.to_start(plan))
     {results, rows, started, modes} = Requests.merge_starts(plan, answers)
     for {pid, mode} <- modes, do: tell_mode(state, pid, mode)
-    :ets.insert(registry, rows)
+    Table.insert(registry, rows)
     {observe(state, newest), results, rows, started}
   end
 
@@ -546,7 +557,7 @@ defmodule Synod.Hub.Coordinator do
     plan = Requests.plan_stops(ids, rows_of(state, ids), me)
     _ = Children.stop_batch(state.sup, Requests.to_stop(plan))
     {results, stopped, puts, deletes} = Requests.merge_stops(plan, reason)
-    :ets.insert(registry, puts)
+    Table.insert(registry, puts)
     for id <- deletes, do: :ets.delete(registry, id)
     {state, results, stopped}
   end
@@ -560,10 +571,12 @@ defmodule Synod.Hub.Coordinator do
 
   defp observe(state, t), do: %{state | clock: Tombstones.observe(state.clock, t)}
 
-  # The stamp of the latest stop of `id` this node knows, or nil.
-  defp tombstone(%{tombs: false}, _id), do: nil
+  # The stamp of the latest stop of `id` this node knows, or nil; nil
+  # without looking when no tombstone can cover incarnation `inc`.
+  defp tombstone(%{tombs: false}, _id, _inc), do: nil
+  defp tombstone(%{tombs: bound}, _id, inc) when inc > bound, do: nil
 
-  defp tombstone(state, id) do
+  defp tombstone(state, id, _inc) do
     case Tombstones.lookup(state.meta, id) do
       {t, _at, _pid} -> t
       nil -> nil
@@ -586,7 +599,7 @@ defmodule Synod.Hub.Coordinator do
   defp put_tombstones(state, tombstones, stopped) do
     :ok = Tombstones.record(state.meta, tombstones, stopped, System.monotonic_time(:millisecond))
     newest = Enum.reduce(tombstones, 0, fn {_, t}, acc -> max(t, acc) end)
-    observe(%{state | tombs: true}, newest)
+    observe(%{state | tombs: max(state.tombs || 0, newest)}, newest)
   end
 
   # Entries, orphans or rows whose incarnation a tombstone covers are
@@ -596,7 +609,10 @@ defmodule Synod.Hub.Coordinator do
   defp live(state, list), do: Announcements.live(list, stamps(state, list))
 
   defp stamps(state, list) do
-    for item <- list, t = tombstone(state, elem(item, 0)), into: %{}, do: {elem(item, 0), t}
+    for item <- list,
+        t = tombstone(state, elem(item, 0), Registry.inc(elem(item, 2))),
+        into: %{},
+        do: {elem(item, 0), t}
   end
 
   defp peer?(state, node), do: Map.has_key?(state.peers, node)
@@ -620,7 +636,7 @@ defmodule Synod.Hub.Coordinator do
   defp sweep_tombstones(state) do
     if Membership.complete?(state.known, state.peers, state.restarting) do
       Tombstones.sweep(state.meta, System.monotonic_time(:millisecond) - @tomb_keep)
-      %{state | tombs: Tombstones.any?(state.meta)}
+      %{state | tombs: if(Tombstones.any?(state.meta), do: state.tombs, else: false)}
     else
       state
     end
@@ -701,7 +717,7 @@ defmodule Synod.Hub.Coordinator do
     # that this node knew already (after a restart: most of them)
     {stale, known} = Table.against_sync(registry, from, announced)
 
-    :ets.insert(registry, stale)
+    Table.insert(registry, stale)
     rows = Table.put_pids(registry, entries)
     added = Table.add_orphans(registry, live(state, orphans))
     state = perform(state, Requests.synced(from, entries, stale, rows, added, known))
@@ -1037,7 +1053,7 @@ defmodule Synod.Hub.Coordinator do
   end
 
   defp perform_one(state, {:put_row, row}) do
-    :ets.insert(state.registry, row)
+    Table.insert(state.registry, row)
     state
   end
 
@@ -1112,7 +1128,7 @@ defmodule Synod.Hub.Coordinator do
     rows =
       case {state.lost, reason} do
         {{node, rows}, {:left, node}} -> rows
-        _ -> :ets.tab2list(state.registry)
+        _ -> Table.rows(state.registry)
       end
 
     {state, moved} = reconcile_counted(%{state | lost: nil}, rows, old_ring)

@@ -5,7 +5,7 @@ defmodule Synod.Hub.Placement do
   # registry rows, so they all reach the same decisions without talking.
   # No I/O, no messages, no clock.
 
-  alias Synod.Hub.Spec
+  alias Synod.Hub.{Registry, Spec}
   alias Synod.Ring
 
   @doc "Owners (preference list) of a child id: `rf` distinct members, owner first."
@@ -54,6 +54,38 @@ defmodule Synod.Hub.Placement do
     end)
     |> Map.new(fn {node, list} -> {node, Enum.reverse(list)} end)
   end
+
+  @doc """
+  `group/4` for `{id, spec}` children that all carry the same `slot` (one
+  request's): the entries are built as they are grouped, with no pass to
+  add the slot first.
+  """
+  @spec group(Ring.t(), pos_integer(), atom(), [{term(), term()}], Registry.slot()) ::
+          %{node() => list()}
+  def group(ring, 1, _model, children, slot) do
+    owners = Ring.lookup_many(ring, for({id, _} <- children, do: Spec.ring_key(id)))
+
+    children
+    |> group_slot(slot, owners, %{})
+    |> Map.new(fn {node, list} -> {node, :lists.reverse(list)} end)
+  end
+
+  def group(ring, rf, model, children, slot),
+    do: group(ring, rf, model, for({id, spec} <- children, do: {id, spec, slot}))
+
+  defp group_slot([{id, spec} | children], slot, [node | owners], acc) do
+    entry = {id, spec, slot, :active}
+
+    acc =
+      case acc do
+        %{^node => list} -> %{acc | node => [entry | list]}
+        _ -> Map.put(acc, node, [entry])
+      end
+
+    group_slot(children, slot, owners, acc)
+  end
+
+  defp group_slot([], _slot, [], acc), do: acc
 
   # One owner per child, from one ring call: a plain walk of both lists.
   defp group_one([{id, spec, meta} | children], [node | owners], acc) do
@@ -133,26 +165,44 @@ defmodule Synod.Hub.Placement do
           {[tuple()], %{node() => [tuple()]}, [tuple()]}
   def reconcile_many(me, ring, 1, rows) do
     # One copy on `me` (it may move) or none (its owner starts it): both
-    # decided from one ring call; one copy elsewhere needs nothing.
-    {batched, others} =
-      Enum.split_with(rows, fn
-        {_, _, _, [pid]} -> node(pid) == me
-        {_, _, _, []} -> true
-        _ -> false
-      end)
+    # decided from one ring call; one copy elsewhere needs nothing (the
+    # rows of a batch another member just started: skipped in the same
+    # pass that picks the others).
+    {batched, others} = split_one(rows, me, [], [])
 
-    owners = Ring.lookup_many(ring, Enum.map(batched, fn row -> Spec.ring_key(elem(row, 0)) end))
+    owners = Ring.lookup_many(ring, for(row <- batched, do: Spec.ring_key(elem(row, 0))))
 
-    decided =
-      for {row, owner} <- Enum.zip(batched, owners),
-          decision = one_owner(me, row, owner),
-          do: decision
-
-    collect(decided ++ Enum.map(others, &reconcile(me, ring, 1, &1)))
+    decided = one_owners(me, batched, owners, [])
+    collect(decided ++ for(row <- others, do: reconcile(me, ring, 1, row)))
   end
 
   def reconcile_many(me, ring, rf, rows),
     do: collect(Enum.map(rows, &reconcile(me, ring, rf, &1)))
+
+  # The rows with one copy on `me` or none (`batched`), and those with
+  # more than one copy (`others`), in order; one copy elsewhere: neither.
+  defp split_one([{_, _, _, [pid]} = row | rows], me, batched, others) when node(pid) == me,
+    do: split_one(rows, me, [row | batched], others)
+
+  defp split_one([{_, _, _, [_]} | rows], me, batched, others),
+    do: split_one(rows, me, batched, others)
+
+  defp split_one([{_, _, _, []} = row | rows], me, batched, others),
+    do: split_one(rows, me, [row | batched], others)
+
+  defp split_one([row | rows], me, batched, others),
+    do: split_one(rows, me, batched, [row | others])
+
+  defp split_one([], _me, batched, others), do: {:lists.reverse(batched), :lists.reverse(others)}
+
+  defp one_owners(me, [row | rows], [owner | owners], acc) do
+    case one_owner(me, row, owner) do
+      nil -> one_owners(me, rows, owners, acc)
+      decision -> one_owners(me, rows, owners, [decision | acc])
+    end
+  end
+
+  defp one_owners(_me, [], [], acc), do: :lists.reverse(acc)
 
   # `reconcile/4` with replication factor 1 for a row with one copy on `me`
   # or none, its owner being known.

@@ -6,6 +6,13 @@ defmodule Synod.Hub.Registry do
   #
   #   {child_id, spec, slot, [pid]}   — one pid per member running a copy
   #
+  # Stored in the table (Synod.Hub.Table, the only reader and writer of
+  # the table) with a single copy as the bare pid, `{child_id, spec, slot,
+  # pid}`: in a compressed table that is 24 bytes less per row than the
+  # one-element list (152 against 176 bytes per child for the bench's
+  # children; docs/hub.md, "Performance"). `store/1` and `load/1` convert;
+  # every function here and in Placement sees rows with a pid list.
+  #
   # `slot` holds the user's metadata and the child's incarnation together,
   # as `nil | map` (incarnation 0), `inc` (no metadata) or `{inc, map}`: in
   # the registry's compressed rows that costs no more than the metadata
@@ -20,6 +27,21 @@ defmodule Synod.Hub.Registry do
   # of its id is a stopped child (docs/hub.md, "Stops").
 
   @type slot :: nil | map() | non_neg_integer() | {non_neg_integer(), map()}
+
+  @doc "A row as the table stores it (a single copy as the bare pid)."
+  @spec store(tuple()) :: tuple()
+  def store({id, spec, slot, [pid]}), do: {id, spec, slot, pid}
+  def store(row), do: row
+
+  @doc "A stored row as the functions over rows see it (the copies as a list)."
+  @spec load(tuple()) :: tuple()
+  def load({id, spec, slot, pid}) when is_pid(pid), do: {id, spec, slot, [pid]}
+  def load(row), do: row
+
+  @doc "The copies of a stored row's last element, as a list."
+  @spec copies(pid() | [pid()]) :: [pid()]
+  def copies(pid) when is_pid(pid), do: [pid]
+  def copies(pids), do: pids
 
   @doc "The slot for `meta` (nil or a map) and incarnation `inc`."
   @spec slot(nil | map(), non_neg_integer()) :: slot()
@@ -103,13 +125,16 @@ defmodule Synod.Hub.Registry do
 
   @doc """
   What becomes of `row` once its copy `pid` is gone: `:delete` (the last
-  copy of a child that exited or stopped, `reason` :stopped), `:unchanged`
-  (no such copy), or `{:put, row}`.
+  copy of a child that exited, `reason` :stopped, or was stopped by a stop
+  request, `{:stopped, t}`), `:unchanged` (no such copy), or `{:put, row}`.
+  (A stop request's row would go anyway, with its tombstone: deleting it
+  here spares a write and a lookup per child on every member.)
   """
   @spec remove_pid(row(), pid(), term()) :: :delete | :unchanged | {:put, row()}
   def remove_pid({id, spec, slot, pids}, pid, reason) do
     case List.delete(pids, pid) do
       [] when reason == :stopped -> :delete
+      [] when is_tuple(reason) and elem(reason, 0) == :stopped -> :delete
       ^pids -> :unchanged
       rest -> {:put, {id, spec, slot, rest}}
     end
@@ -199,7 +224,7 @@ defmodule Synod.Hub.Registry do
   def keep_row?(:stopped, rest), do: rest != []
   def keep_row?(_moving, _rest), do: true
 
-  @doc "Match specs selecting `{child_id, [pid]}` of the rows tagged `tag`."
+  @doc "Match specs selecting `{child_id, pids}` of the rows tagged `tag` (`pids` as stored: see `copies/1`)."
   @spec tagged(term()) :: :ets.match_spec()
   def tagged(tag) do
     for slot <- [%{tag: tag}, {:_, %{tag: tag}}],

@@ -46,6 +46,18 @@ defmodule Synod.Hub.Results do
   # the usual batch answer, which can then be taken as it is instead of one
   # by one against a set of pending ids.
   defp covers?(ids, results) when is_list(ids) and is_list(results) do
+    # A coordinator answers in the order it was sent: one walk of both
+    # lists says so, with no map built.
+    in_order?(ids, results) or any_order?(ids, results)
+  end
+
+  defp covers?(_ids, _results), do: false
+
+  defp in_order?([id | ids], [{id, _} | results]), do: in_order?(ids, results)
+  defp in_order?([], []), do: true
+  defp in_order?(_ids, _results), do: false
+
+  defp any_order?(ids, results) do
     n = length(ids)
     answered = :maps.from_list(results)
     length(results) == n and map_size(answered) == n and Enum.all?(ids, &is_map_key(answered, &1))
@@ -54,15 +66,8 @@ defmodule Synod.Hub.Results do
     ArgumentError -> false
   end
 
-  defp covers?(_ids, _results), do: false
-
   defp record_all(state, node, results) do
-    {ok, errors} =
-      Enum.reduce(results, {state.ok, state.errors}, fn
-        {id, {:ok, pid}}, {ok, errors} -> {[{id, node, pid} | ok], errors}
-        {id, {:error, reason}}, {ok, errors} -> {ok, [{id, node, reason} | errors]}
-        {id, other}, {ok, errors} -> {ok, [{id, node, {:bad_result, other}} | errors]}
-      end)
+    {ok, errors} = take_all(results, node, state.ok, state.errors)
 
     %{
       state
@@ -72,6 +77,17 @@ defmodule Synod.Hub.Results do
         count: state.count - length(results)
     }
   end
+
+  defp take_all([{id, {:ok, pid}} | results], node, ok, errors),
+    do: take_all(results, node, [{id, node, pid} | ok], errors)
+
+  defp take_all([{id, {:error, reason}} | results], node, ok, errors),
+    do: take_all(results, node, ok, [{id, node, reason} | errors])
+
+  defp take_all([{id, other} | results], node, ok, errors),
+    do: take_all(results, node, ok, [{id, node, {:bad_result, other}} | errors])
+
+  defp take_all([], _node, ok, errors), do: {ok, errors}
 
   defp record_some(state, node, ids, results) do
     %__MODULE__{pending: pending} = state
@@ -136,6 +152,9 @@ defmodule Synod.Hub.Results do
     result = %StartResult{started: Enum.reverse(state.ok), errors: Enum.reverse(state.errors)}
     {if(result.errors == [], do: :ok, else: :error), result}
   end
+
+  def finish(%__MODULE__{kind: :stop, errors: []} = state),
+    do: {:ok, %StopResult{stopped: Enum.reverse(state.ok), errors: []}}
 
   def finish(%__MODULE__{kind: :stop} = state) do
     stopped_ids = MapSet.new(state.ok, fn {id, _, _} -> id end)

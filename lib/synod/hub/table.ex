@@ -4,7 +4,10 @@ defmodule Synod.Hub.Table do
   # rows, for the coordinator (the table's owner, the only writer) and for
   # the read API (Synod, Synod.Hub.Caller) alike. What a change does to a
   # row is decided by Synod.Hub.Registry's pure transitions; this module
-  # looks the rows up and stores the results. Rows as in Synod.Hub.Registry.
+  # looks the rows up and stores the results. Rows as in Synod.Hub.Registry:
+  # stored with a single copy as the bare pid (Registry.store/1), handed
+  # out with the copies as a list (Registry.load/1), so no caller sees the
+  # stored form. Rows written with a list (any length) read back the same.
 
   alias Synod.Hub.{Placement, Registry}
 
@@ -12,21 +15,32 @@ defmodule Synod.Hub.Table do
   @spec row(:ets.tid(), term()) :: Registry.row() | nil
   def row(registry, id) do
     case :ets.lookup(registry, id) do
-      [row] -> row
+      [row] -> Registry.load(row)
       [] -> nil
     end
   end
 
+  @doc "Stores rows (or one row) given with their copies as a list."
+  @spec insert(:ets.tid(), Registry.row() | [Registry.row()]) :: true
+  def insert(registry, rows) when is_list(rows),
+    do: :ets.insert(registry, for(row <- rows, do: Registry.store(row)))
+
+  def insert(registry, row), do: :ets.insert(registry, Registry.store(row))
+
+  @doc "Every row (the whole table copied out)."
+  @spec rows(:ets.tid()) :: [Registry.row()]
+  def rows(registry), do: for(row <- :ets.tab2list(registry), do: Registry.load(row))
+
   @doc "`{t, row}` for each `{id, t}` whose id has a row, in order."
   @spec with_rows(:ets.tid(), [{term(), term()}]) :: [{term(), Registry.row()}]
   def with_rows(registry, pairs),
-    do: for({id, t} <- pairs, [row] <- [:ets.lookup(registry, id)], do: {t, row})
+    do: for({id, t} <- pairs, [row] <- [:ets.lookup(registry, id)], do: {t, Registry.load(row)})
 
   @doc "The copies of `id` (`[]` when none or no row)."
   @spec pids(:ets.tid(), term()) :: [pid()]
   def pids(registry, id) do
     case :ets.lookup(registry, id) do
-      [{_, _, _, pids}] -> pids
+      [{_, _, _, pids}] -> Registry.copies(pids)
       [] -> []
     end
   end
@@ -34,7 +48,12 @@ defmodule Synod.Hub.Table do
   @doc "`[{id, [pid]}]` for the ids that have a row."
   @spec locate(:ets.tid(), [term()]) :: [{term(), [pid()]}]
   def locate(registry, ids),
-    do: for(id <- ids, [{_, _, _, pids}] <- [:ets.lookup(registry, id)], do: {id, pids})
+    do:
+      for(
+        id <- ids,
+        [{_, _, _, pids}] <- [:ets.lookup(registry, id)],
+        do: {id, Registry.copies(pids)}
+      )
 
   @doc "This node's (`me`) copy of `id`, or nil."
   @spec local_copy(:ets.tid(), term(), node()) :: pid() | nil
@@ -45,7 +64,7 @@ defmodule Synod.Hub.Table do
   def local_entries(registry, me) do
     :ets.foldl(
       fn {id, spec, slot, pids}, acc ->
-        case Registry.local_pid(pids, me) do
+        case Registry.local_pid(Registry.copies(pids), me) do
           nil -> acc
           pid -> [{id, spec, slot, pid} | acc]
         end
@@ -67,10 +86,8 @@ defmodule Synod.Hub.Table do
   """
   @spec put_pids(:ets.tid(), [tuple()]) :: [Registry.row()]
   def put_pids(registry, entries) do
-    rows = for {id, spec, slot, pid} <- entries, do: {id, spec, slot, [pid]}
-
-    if :ets.insert_new(registry, rows),
-      do: rows,
+    if :ets.insert_new(registry, entries),
+      do: for({id, spec, slot, pid} <- entries, do: {id, spec, slot, [pid]}),
       else: for({id, spec, slot, pid} <- entries, do: put_pid(registry, id, spec, slot, pid))
   end
 
@@ -78,7 +95,7 @@ defmodule Synod.Hub.Table do
   @spec put_pid(:ets.tid(), term(), term(), Registry.slot(), pid()) :: Registry.row()
   def put_pid(registry, id, spec, slot, pid) do
     row = Registry.put_pid(row(registry, id), id, spec, slot, pid)
-    :ets.insert(registry, row)
+    insert(registry, row)
     row
   end
 
@@ -98,7 +115,7 @@ defmodule Synod.Hub.Table do
           row
 
         {:put, row} ->
-          :ets.insert(registry, row)
+          insert(registry, row)
           row
       end
     end
@@ -110,7 +127,7 @@ defmodule Synod.Hub.Table do
     changed =
       :ets.foldl(
         fn row, acc ->
-          case Registry.drop_node(row, node) do
+          case Registry.drop_node(Registry.load(row), node) do
             nil -> acc
             row -> [row | acc]
           end
@@ -119,7 +136,7 @@ defmodule Synod.Hub.Table do
         registry
       )
 
-    :ets.insert(registry, changed)
+    insert(registry, changed)
   end
 
   @doc """
@@ -130,7 +147,7 @@ defmodule Synod.Hub.Table do
   @spec drop_lost(:ets.tid(), node(), node(), pos_integer()) :: [Registry.row()]
   def drop_lost(registry, lost, me, rf) do
     {changed, candidates} = Placement.after_loss(loss_rows(registry, lost, me, rf), lost, me, rf)
-    :ets.insert(registry, changed)
+    insert(registry, changed)
     candidates
   end
 
@@ -140,14 +157,18 @@ defmodule Synod.Hub.Table do
   defp loss_rows(registry, lost, me, 1) do
     on = fn node -> {:==, {:node, :"$1"}, {:const, node}} end
 
-    :ets.select(registry, [
-      {{:_, :_, :_, []}, [], [:"$_"]},
-      {{:_, :_, :_, [:"$1"]}, [{:orelse, on.(lost), on.(me)}], [:"$_"]},
-      {{:_, :_, :_, [:_, :_ | :_]}, [], [:"$_"]}
-    ])
+    selected =
+      :ets.select(registry, [
+        {{:_, :_, :_, []}, [], [:"$_"]},
+        {{:_, :_, :_, :"$1"}, [{:is_pid, :"$1"}, {:orelse, on.(lost), on.(me)}], [:"$_"]},
+        {{:_, :_, :_, [:"$1"]}, [{:orelse, on.(lost), on.(me)}], [:"$_"]},
+        {{:_, :_, :_, [:_, :_ | :_]}, [], [:"$_"]}
+      ])
+
+    for row <- selected, do: Registry.load(row)
   end
 
-  defp loss_rows(registry, _lost, _me, _rf), do: :ets.tab2list(registry)
+  defp loss_rows(registry, _lost, _me, _rf), do: rows(registry)
 
   @doc "Adds a row without a copy for each orphan that has none; returns the rows added."
   @spec add_orphans(:ets.tid(), [tuple()]) :: [Registry.row()]
@@ -166,7 +187,7 @@ defmodule Synod.Hub.Table do
   def against_sync(registry, from, announced) do
     :ets.foldl(
       fn row, {stale, known} ->
-        case Registry.against_sync(row, from, announced) do
+        case Registry.against_sync(Registry.load(row), from, announced) do
           :none -> {stale, known}
           :known -> {stale, [elem(row, 0) | known]}
           {:stale, row} -> {[row | stale], known}
@@ -182,8 +203,9 @@ defmodule Synod.Hub.Table do
   @doc "Every child with a copy, as `{id, [{node, pid}]}`."
   @spec running(:ets.tid()) :: [{term(), [{node(), pid()}]}]
   def running(registry) do
-    for {id, _, _, [_ | _] = pids} <- :ets.tab2list(registry),
-        do: {id, for(pid <- pids, do: {node(pid), pid})}
+    for {id, _, _, pids} <- :ets.tab2list(registry),
+        pids != [],
+        do: {id, for(pid <- Registry.copies(pids), do: {node(pid), pid})}
   end
 
   @doc "The children with a copy on `me`, as `{id, pid}`."
@@ -191,7 +213,7 @@ defmodule Synod.Hub.Table do
   def local_children(registry, me) do
     :ets.foldl(
       fn {id, _, _, pids}, acc ->
-        case Registry.local_pid(pids, me) do
+        case Registry.local_pid(Registry.copies(pids), me) do
           nil -> acc
           pid -> [{id, pid} | acc]
         end
@@ -204,7 +226,8 @@ defmodule Synod.Hub.Table do
   @doc "The children with a copy started with `metadata: %{tag: tag}`, as `{id, [{node, pid}]}`."
   @spec tagged(:ets.tid(), term()) :: [{term(), [{node(), pid()}]}]
   def tagged(registry, tag) do
-    for {id, [_ | _] = pids} <- :ets.select(registry, Registry.tagged(tag)),
-        do: {id, for(pid <- pids, do: {node(pid), pid})}
+    for {id, pids} <- :ets.select(registry, Registry.tagged(tag)),
+        pids != [],
+        do: {id, for(pid <- Registry.copies(pids), do: {node(pid), pid})}
   end
 end

@@ -1,0 +1,98 @@
+defmodule Synod.HubChildrenTest do
+  # The children's supervisor (Synod.Hub.Children) on its own, this test
+  # process standing in for the coordinator (registered under the hub's
+  # name): a batch stop waits for every child's end through its link, and
+  # also ends for a child that unlinked itself (no EXIT ever comes).
+  use ExUnit.Case, async: false
+
+  alias Synod.Hub.Children
+
+  defmodule Child do
+    @moduledoc false
+    # `start/1`: a process linked to its caller (the supervisor) that, on
+    # `{:unlink, from}`, unlinks from it and acknowledges; `:trap` makes it
+    # trap exits and finish only after `ms` on a shutdown.
+    def start(mode) do
+      parent = self()
+      {:ok, spawn_link(fn -> init(parent, mode) end)}
+    end
+
+    defp init(parent, {:trap, ms}) do
+      Process.flag(:trap_exit, true)
+      loop(parent, ms)
+    end
+
+    defp init(parent, _mode), do: loop(parent, nil)
+
+    defp loop(parent, ms) do
+      receive do
+        {:unlink, from} ->
+          Process.unlink(parent)
+          send(from, {:unlinked, self()})
+          loop(parent, ms)
+
+        {:EXIT, _, :shutdown} when is_integer(ms) ->
+          Process.sleep(ms)
+      end
+    end
+  end
+
+  setup do
+    hub = :"children_test_#{System.unique_integer([:positive])}"
+    Process.register(self(), hub)
+    cfg = %{name: hub, max_restarts: 1_000, max_seconds: 5}
+    {:ok, sup} = Children.start_link(cfg)
+    {_token, nil, []} = Children.attach(sup)
+    %{sup: sup}
+  end
+
+  defp spec(mode), do: {Child, :start, [mode]}
+
+  test "a stop batch answers in order and every child it found is gone", %{sup: sup} do
+    children = for i <- 1..200, do: {"c#{i}", spec(:plain)}
+    started = Children.start_batch(sup, children)
+    pids = for {_, {:ok, pid}} <- started, do: pid
+    assert length(pids) == 200
+    refs = Enum.map(pids, &Process.monitor/1)
+
+    ids = ["c5", "missing", "c1" | for(i <- 2..200, i != 5, do: "c#{i}")]
+    answers = Children.stop_batch(sup, ids)
+    assert Enum.map(answers, &elem(&1, 0)) == ids
+    assert {"missing", {:error, :not_found}} in answers
+    assert {"c1", {:ok, hd(pids)}} in answers
+
+    for ref <- refs, do: assert_receive({:DOWN, ^ref, :process, _, _}, 1_000)
+    # no exit of a stopped child reaches the coordinator as a crash
+    refute_receive {:synod_child_exit, _, _, _, _, _}, 100
+    assert DynamicSupervisor.count_children(sup).active == 0
+  end
+
+  test "a child that unlinked itself from the supervisor is stopped all the same", %{sup: sup} do
+    [{"u", {:ok, pid}}, {"p", {:ok, other}}] =
+      Children.start_batch(sup, [{"u", spec(:plain)}, {"p", spec(:plain)}])
+
+    send(pid, {:unlink, self()})
+    assert_receive {:unlinked, ^pid}
+    ref = Process.monitor(pid)
+
+    # (with only its link to wait on, this call would never return)
+    assert Children.stop_batch(sup, ["u", "p"]) == [{"u", {:ok, pid}}, {"p", {:ok, other}}]
+    assert_receive {:DOWN, ^ref, :process, _, :shutdown}
+    refute Process.alive?(other)
+  end
+
+  test "a child that traps exits gets its shutdown time, then is killed", %{sup: sup} do
+    # the stored spec with a 100 ms shutdown: one child finishes in 10 ms,
+    # the other would take 10 s and is killed at its deadline
+    quick = %{start: {Child, :start, [{:trap, 10}]}, shutdown: 100}
+    slow = %{start: {Child, :start, [{:trap, 10_000}]}, shutdown: 100}
+    [{"q", {:ok, q}}, {"s", {:ok, s}}] = Children.start_batch(sup, [{"q", quick}, {"s", slow}])
+    refs = for pid <- [q, s], do: {pid, Process.monitor(pid)}
+
+    assert Children.stop_batch(sup, ["q", "s"]) == [{"q", {:ok, q}}, {"s", {:ok, s}}]
+    {_, rq} = List.keyfind(refs, q, 0)
+    {_, rs} = List.keyfind(refs, s, 0)
+    assert_receive {:DOWN, ^rq, :process, _, :normal}
+    assert_receive {:DOWN, ^rs, :process, _, :killed}
+  end
+end
