@@ -165,6 +165,8 @@ const char *raft_strerror(int err)
         return "unknown wire version";
     case RAFT_ERR_TRAILING:
         return "trailing bytes";
+    case RAFT_ERR_CHECKSUM:
+        return "snapshot chunk fails its checksum";
     }
     return "unknown error";
 }
@@ -202,6 +204,8 @@ const char *raft_err_name(int err)
         return "version";
     case RAFT_ERR_TRAILING:
         return "trailing";
+    case RAFT_ERR_CHECKSUM:
+        return "bad_checksum";
     }
     return "unknown";
 }

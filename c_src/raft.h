@@ -183,6 +183,8 @@ enum raft_err {
     RAFT_ERR_TRUNCATED = -12,    /* decode: input ends inside a field */
     RAFT_ERR_VERSION = -13,      /* decode: unknown wire version */
     RAFT_ERR_TRAILING = -14,     /* decode: bytes left after the message */
+    RAFT_ERR_CHECKSUM = -15,     /* decode: a snapshot chunk's bytes fail their
+                                    CRC-32C (damaged in transit) */
 };
 
 const char *raft_strerror(int err);

@@ -761,7 +761,7 @@ int raft_msg_decode(const uint8_t *buf, size_t len, raft_msg *out)
         out->len = c.err ? 0 : (size_t)dlen;
         /* A chunk damaged in transit is refused here; the leader resends. */
         if (!c.err && crc != raft_crc32c(out->data, out->len))
-            c.err = RAFT_ERR_INVALID;
+            c.err = RAFT_ERR_CHECKSUM;
         break;
     }
     case RAFT_MSG_SNAPSHOT_RESP:

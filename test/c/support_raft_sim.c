@@ -1021,7 +1021,7 @@ static void rsim_deliver(rsim *s, rsim_msg *qm)
     int rc = raft_msg_decode(qm->bytes, qm->len, &m);
     if (rc != RAFT_OK) {
         /* Only a chunk damaged on purpose may fail, and it must. */
-        if (!qm->corrupted || rc != RAFT_ERR_INVALID)
+        if (!qm->corrupted || rc != RAFT_ERR_CHECKSUM)
             rsim_fail(s, "decode of a message the core encoded failed: %s", raft_strerror(rc));
         return;
     }

@@ -129,12 +129,17 @@ defmodule Synod.Test.Cluster do
     :ok
   end
 
-  @doc "Restarts a killed peer under its own name and its member from its own data dir."
-  def restart(c, node) do
+  @doc """
+  Restarts a killed peer under its own name and its member from its own
+  data dir; `before_member` (a function of the node) runs on the new VM's
+  behalf before the member starts (e.g. to attach a log handler there).
+  """
+  def restart(c, node, before_member \\ fn _ -> :ok end) do
     [alive, _host] = node |> Atom.to_string() |> String.split("@")
     [{pid, ^node}] = LocalCluster.start(1, names: [alive])
     c = %{c | peers: Map.put(c.peers, node, pid)}
     c = %{c | os_pids: Map.put(c.os_pids, node, :erpc.call(node, :os, :getpid, []))}
+    before_member.(node)
 
     opts = [name: c.store, voters: c.nodes, data_dir: data_dir(c, node)] ++ c.store_opts
     {:ok, _} = :erpc.call(node, Store, :start_member, [opts], 30_000)

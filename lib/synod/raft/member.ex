@@ -61,12 +61,17 @@ defmodule Synod.Raft.Member do
     :machine_arg,
     :machine_state,
     :tick_ms,
+    :election_tick,
     :snapshot_every,
     :failover_step_ms,
     :watches,
     # nil, or while the storage cannot persist (a full disk): %{reason,
     # since, backoff, retries, unapplied} (see "A full disk" below)
     stuck: nil,
+    # A received snapshot that failed its check, refused after a backoff:
+    # nil or {Ref, Index, Term}; and how many failed in a row.
+    refusing: nil,
+    refused: 0,
     batch: true,
     fast_failover: true,
     flush_scheduled: false,
@@ -119,6 +124,7 @@ defmodule Synod.Raft.Member do
         machine_arg: arg,
         machine_state: machine_state,
         tick_ms: opts[:tick_ms],
+        election_tick: opts[:election_tick],
         snapshot_every: opts[:snapshot_every],
         failover_step_ms: opts[:failover_step_ms],
         batch: opts[:batch],
@@ -240,6 +246,15 @@ defmodule Synod.Raft.Member do
   end
 
   def handle_info(:retry_storage, state), do: {:noreply, retry_storage(state)}
+
+  def handle_info({:refuse_snapshot, ref}, %{refusing: {ref, index, term}} = state) do
+    state = %{state | refusing: nil}
+
+    case :synod_nif.raft_snapshot_received(state.raft, index, term, false) do
+      :ok -> {:noreply, after_input(state)}
+      {:error, why} -> exit({:raft_snapshot_received, why})
+    end
+  end
 
   def handle_info(
         {:nodedown, node},
@@ -656,9 +671,16 @@ defmodule Synod.Raft.Member do
   # A snapshot chunk the core asked for: its bytes come from our snapshot
   # file (the core holds only the snapshot's metadata).
   defp chunk_message(state, to, {:chunk, index, offset, len, size, template}) do
+    fault = chunk_fault(state, offset)
+
     case Storage.read_chunk(state.storage, index, offset, len) do
+      {:ok, _data} when fault == :drop ->
+        nil
+
       {:ok, data} ->
+        data = if fault == :corrupt_data, do: damage(data), else: data
         bin = :synod_nif.raft_chunk_encode(template, data)
+        bin = if fault == :corrupt, do: damage(bin), else: bin
 
         if offset + len == size do
           Synod.Telemetry.execute([:synod, :raft, :snapshot, :sent], %{bytes: offset + len}, %{
@@ -681,10 +703,54 @@ defmodule Synod.Raft.Member do
     end
   end
 
+  # Test builds only (MIX_ENV=test): test/elixir/raft_snapshot_fault_test.exs
+  # damages the chunks a leader sends by setting the persistent term
+  # {Synod.Raft.Member, :chunk_fault} to %{group: Group, fault: Fault, nth:
+  # N, count: C | :all, tag: Tag, notify: Pid}: counting this member's chunk
+  # sends (per Tag), the Nth and the C - 1 after it (every one from the Nth
+  # with :all) are :drop (not sent: lost in transit), :corrupt (one byte of
+  # the encoded message flipped after its CRC was computed: damaged in
+  # transit, the receiver's decoder refuses it) or :corrupt_data (one byte
+  # flipped before encoding: a chunk whose CRC matches its damaged bytes, so
+  # only the whole file's checksum refuses it). Pid gets {:chunk_fault,
+  # node(), Fault, Offset} for each. Other builds compile this to :none.
+  if Mix.env() == :test do
+    defp chunk_fault(state, offset) do
+      case :persistent_term.get({__MODULE__, :chunk_fault}, nil) do
+        %{group: group} = f when group == state.group ->
+          n = Process.get({:chunk_fault, f.tag}, 0) + 1
+          Process.put({:chunk_fault, f.tag}, n)
+
+          if n >= f.nth and (f.count == :all or n < f.nth + f.count) do
+            send(f.notify, {:chunk_fault, node(), f.fault, offset})
+            f.fault
+          else
+            :none
+          end
+
+        _ ->
+          :none
+      end
+    end
+
+    defp damage(<<>>), do: <<>>
+
+    defp damage(bin) do
+      last = byte_size(bin) - 1
+      <<head::binary-size(last), byte>> = bin
+      <<head::binary, Bitwise.bxor(byte, 0xFF)>>
+    end
+  else
+    defp chunk_fault(_state, _offset), do: :none
+    defp damage(bin), do: bin
+  end
+
   # Received chunks go to the receive file (no fsync: an ack of a chunk
   # that is not the last promises nothing durable; raft.h, SNAPSHOTS IN
-  # CHUNKS). A write error abandons the transfer; the core is told when the
-  # last chunk's turn comes, or the leader restarts it after its timeout.
+  # CHUNKS). A write error fails the transfer: logged once, its file
+  # deleted, its later chunks skipped, and at its last chunk the core is told
+  # it failed, so the leader starts over (or after its timeout, if the last
+  # chunk never comes).
   defp write_chunks(state, []), do: state
 
   defp write_chunks(state, chunks) do
@@ -694,33 +760,60 @@ defmodule Synod.Raft.Member do
           %{state | storage: storage}
 
         {:error, why, storage} ->
-          Logger.warning("raft #{state.group}: snapshot chunk not written: #{inspect(why)}")
+          {index, _, _, _, offset, _, _} = chunk
+
+          Logger.warning(
+            "raft #{state.group}: snapshot #{index} chunk at #{offset} not written: " <>
+              "#{inspect(why)}; this transfer fails and starts over"
+          )
+
           %{state | storage: storage}
       end
     end)
   end
 
   # After the Ready with the last chunk: fsync the whole file and check its
-  # size and checksum, then tell the core. A failure is logged and the
-  # transfer restarts from offset 0; partial state is never served.
+  # size and checksum, then tell the core. A failure is logged (with its
+  # cause) and refused after a backoff: one election timeout, doubled for
+  # each failure in a row up to @refuse_max_ms, so a follower that cannot
+  # install (a full disk) is retried without the leader streaming the
+  # snapshot to it in a loop. Meanwhile the core waits for the answer (it
+  # takes no other transfer); then it rejects with offset 0 and the leader
+  # starts over. Partial state is never served.
+  @refuse_max_ms 10_000
+
   defp snapshot_received(state, chunks) do
     case List.last(chunks) do
       {index, term, _size, _checksum, _offset, _data, true} ->
         {result, storage} = Storage.finish_receive(state.storage)
         state = %{state | storage: storage}
-        ok? = result == :ok
 
-        unless ok?,
-          do: Logger.warning("raft #{state.group}: snapshot #{index} refused: #{inspect(result)}")
+        if result == :ok do
+          case :synod_nif.raft_snapshot_received(state.raft, index, term, true) do
+            :ok -> %{state | refused: 0}
+            {:error, why} -> exit({:raft_snapshot_received, why})
+          end
+        else
+          delay = refuse_delay(state)
 
-        case :synod_nif.raft_snapshot_received(state.raft, index, term, ok?) do
-          :ok -> state
-          {:error, why} -> exit({:raft_snapshot_received, why})
+          Logger.warning(
+            "raft #{state.group}: snapshot #{index} refused: #{inspect(result)}; " <>
+              "the leader sends it again in #{delay} ms"
+          )
+
+          ref = make_ref()
+          Process.send_after(self(), {:refuse_snapshot, ref}, delay)
+          %{state | refusing: {ref, index, term}, refused: state.refused + 1}
         end
 
       _ ->
         state
     end
+  end
+
+  defp refuse_delay(state) do
+    base = state.tick_ms * state.election_tick
+    min(base * Bitwise.bsl(1, min(state.refused, 16)), max(base, @refuse_max_ms))
   end
 
   defp reconnect(state, node) do

@@ -393,6 +393,13 @@ defmodule Synod.Raft.Storage do
   file). Chunks arrive in order (the core hands out only the one at the
   offset it expects); they are written without fsync. `finish_receive/1`
   after the last one fsyncs the file and checks size and checksum.
+
+  A chunk that cannot be written (a full disk, a read-only dir) fails the
+  whole transfer: `{:error, why, storage}` once, the partial file is
+  deleted at once (its space is the member's again, for its log), and the
+  later chunks of that transfer are skipped (`{:ok, storage}`, nothing to
+  report twice); `finish_receive/1` then refuses it with
+  `{:write_failed, why}`, and the core has the leader start over.
   """
   @spec write_chunk(t(), tuple()) :: {:ok, t()} | {:error, term(), t()}
   def write_chunk(storage, {index, term, size, checksum, 0, _data, _last} = chunk) do
@@ -405,7 +412,7 @@ defmodule Synod.Raft.Storage do
         append_chunk(%{storage | recv: recv}, chunk)
 
       {:error, why} ->
-        {:error, why, storage}
+        {:error, why, fail_receive(storage, index, term, why)}
     end
   end
 
@@ -413,8 +420,14 @@ defmodule Synod.Raft.Storage do
       when i == recv.index and t == recv.term,
       do: append_chunk(storage, chunk)
 
-  def write_chunk(storage, {_, _, _, _, offset, _, _}),
-    do: {:error, {:unexpected_chunk, offset}, abort_receive(storage)}
+  def write_chunk(%__MODULE__{recv: %{failed: _} = recv} = storage, {i, t, _, _, _, _, _})
+      when i == recv.index and t == recv.term,
+      do: {:ok, storage}
+
+  def write_chunk(storage, {i, t, _, _, offset, _, _}) do
+    why = {:unexpected_chunk, offset}
+    {:error, why, fail_receive(storage, i, t, why)}
+  end
 
   defp append_chunk(%__MODULE__{recv: recv} = storage, {_, _, _, _, at, data, _}) do
     case :file.write(recv.fd, data) do
@@ -423,8 +436,13 @@ defmodule Synod.Raft.Storage do
         {:ok, %{storage | recv: recv}}
 
       {:error, why} ->
-        {:error, why, abort_receive(storage)}
+        {:error, why, fail_receive(storage, recv.index, recv.term, why)}
     end
+  end
+
+  defp fail_receive(storage, index, term, why) do
+    storage = abort_receive(storage)
+    %{storage | recv: %{failed: why, index: index, term: term}}
   end
 
   @doc """
@@ -432,6 +450,9 @@ defmodule Synod.Raft.Storage do
   checksum. `:ok` means it may be installed (the core is then told so).
   """
   @spec finish_receive(t()) :: {:ok | {:error, term()}, t()}
+  def finish_receive(%__MODULE__{recv: %{failed: why}} = storage),
+    do: {{:error, {:write_failed, why}}, %{storage | recv: nil}}
+
   def finish_receive(%__MODULE__{recv: %{fd: f} = recv} = storage) do
     result =
       with :ok <- :file.sync(f),
@@ -449,12 +470,14 @@ defmodule Synod.Raft.Storage do
 
   def finish_receive(storage), do: {{:error, :no_transfer}, storage}
 
-  defp abort_receive(%__MODULE__{recv: nil} = storage), do: storage
-
+  # A transfer given up: its file goes (a new one starts at offset 0).
   defp abort_receive(%__MODULE__{recv: %{fd: f}} = storage) do
     :file.close(f)
+    File.rm(Path.join(storage.dir, @recv_file))
     %{storage | recv: nil}
   end
+
+  defp abort_receive(storage), do: %{storage | recv: nil}
 
   # -- records ---------------------------------------------------------------
 
