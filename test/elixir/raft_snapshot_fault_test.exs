@@ -75,16 +75,14 @@ defmodule Synod.RaftSnapshotFaultTest do
     run_fault(:corrupt, fn %{victim: victim} ->
       assert_receive {:chunk_fault, _, :corrupt, _offset}, 30_000
       # the follower's decoder refused it, by name
-      assert_receive {:peer_log, ^victim, :warning, "raft " <> text}, 30_000
-      assert text =~ "refused: bad_checksum"
+      assert_logged(victim, ~r/message from .* refused: bad_checksum$/)
     end)
   end
 
   test "a chunk whose bytes were damaged before its CRC fails the file's checksum: a new transfer" do
     run_fault(:corrupt_data, fn %{victim: victim} ->
       assert_receive {:chunk_fault, _, :corrupt_data, _offset}, 30_000
-      assert_receive {:peer_log, ^victim, :warning, "raft " <> text}, 30_000
-      assert text =~ ~r/snapshot \d+ refused: \{:error, \{:checksum, \d+, \d+\}\}/
+      assert_logged(victim, ~r/snapshot \d+ refused: \{:error, \{:checksum, \d+, \d+\}\}/)
     end)
   end
 
@@ -378,6 +376,18 @@ defmodule Synod.RaftSnapshotFaultTest do
         0 -> nil
       end
     end)
+  end
+
+  # Waits for a warning of `node` that matches `re`; fails with the
+  # warnings it logged meanwhile.
+  defp assert_logged(node, re, seen \\ []) do
+    receive do
+      {:peer_log, ^node, :warning, text} ->
+        if text =~ re, do: text, else: assert_logged(node, re, [text | seen])
+    after
+      30_000 ->
+        flunk("#{node} logged no #{inspect(re)}; it logged #{inspect(Enum.reverse(seen))}")
+    end
   end
 
   # The first `want` "snapshot N refused" warnings of `victim`.
