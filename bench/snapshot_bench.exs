@@ -1,11 +1,12 @@
 # Snapshot transfer benchmark on 3 real :peer nodes (a Synod.Store, fsync on).
 #
-#   MIX_ENV=test mix run bench/snapshot_bench.exs [MIB] [ROUNDS]
+#   MIX_ENV=test mix run bench/snapshot_bench.exs [MIB] [ROUNDS] [CHUNK_KIB]
 #
 # Builds a store of MIB MiB (default 256; values of 512 KiB), then ROUNDS
 # times (default 3): kills a follower, wipes its data dir, restarts it and
 # times until it has caught up through a chunked snapshot (the leader reads
-# 1 MiB chunks from its snapshot file, 4 in flight; the follower writes
+# chunks of CHUNK_KIB KiB from its snapshot file (default: the
+# `snapshot_chunk` default of Synod.Raft), 4 in flight; the follower writes
 # them to recv.snapshot, fsyncs, checks the CRC, installs and restores its
 # store). Two figures per round, both in MiB/s of snapshot file:
 #
@@ -21,11 +22,12 @@
 {_, 0} = System.cmd("epmd", ["-daemon"])
 alias Synod.Test.{Cluster, Stats}
 
-[mib, rounds] =
-  case System.argv() do
-    [m, r] -> [String.to_integer(m), String.to_integer(r)]
-    [m] -> [String.to_integer(m), 3]
-    [] -> [256, 3]
+[mib, rounds, chunk_opts] =
+  case Enum.map(System.argv(), &String.to_integer/1) do
+    [m, r, k] -> [m, r, [snapshot_chunk: k * 1024]]
+    [m, r] -> [m, r, []]
+    [m] -> [m, 3, []]
+    [] -> [256, 3, []]
   end
 
 defmodule SnapshotBench do
@@ -103,7 +105,7 @@ c =
     data_root: root,
     prefix: "snapb",
     store: :snapbench,
-    store_opts: [snapshot_every: 50]
+    store_opts: [snapshot_every: 50] ++ chunk_opts
   )
 
 try do
@@ -111,6 +113,7 @@ try do
   t0 = System.monotonic_time(:millisecond)
   SnapshotBench.fill(c, leader, mib)
   IO.puts("store of #{mib} MiB built in #{System.monotonic_time(:millisecond) - t0} ms")
+  IO.puts("snapshot_chunk: #{inspect(Keyword.get(chunk_opts, :snapshot_chunk, :default))}")
 
   # One snapshot covering all of it on the leader.
   Process.sleep(2_000)

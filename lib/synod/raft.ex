@@ -58,7 +58,7 @@ defmodule Synod.Raft do
     batch: true,
     max_inflight: 1024,
     witnesses: [],
-    snapshot_chunk: 1_048_576
+    snapshot_chunk: 262_144
   ]
 
   @doc """
@@ -94,7 +94,8 @@ defmodule Synod.Raft do
       follower beyond what it has acknowledged, in as many appends as that
       takes, before it waits for answers (default 1024, at most 1048576)
     * `:snapshot_chunk` — bytes per chunk of a snapshot sent to a follower
-      (default 1 MiB, at most 16 MiB; 4 chunks in flight)
+      (default 256 KiB, at most 16 MiB; 4 chunks in flight; docs/raft.md,
+      "Snapshots in chunks", says why not more)
   """
   @spec child_spec(keyword()) :: Supervisor.child_spec()
   def child_spec(opts) do
