@@ -171,4 +171,35 @@ defmodule Synod.Raft.StorageTest do
     <<before::binary-size(at), byte, rest::binary>> = bin
     <<before::binary, Bitwise.bxor(byte, 0xFF), rest::binary>>
   end
+
+  test "a received chunk that cannot be written fails its transfer once: file gone, rest skipped, refused with the cause",
+       %{tmp_dir: dir} do
+    recv = Path.join(dir, "recv.snapshot")
+    data = :binary.copy("0123456789abcdef", 3)
+    crc = Storage.checksum(data)
+
+    chunk = fn offset, len ->
+      {5, 2, 48, crc, offset, binary_part(data, offset, len), offset + len == 48}
+    end
+
+    {:ok, s, _} = Storage.open(dir)
+
+    {:ok, s} = Storage.write_chunk(s, chunk.(0, 16))
+    assert File.stat!(recv).size == 16
+    # a chunk the file cannot take (here: not at the offset it is at)
+    assert {:error, {:unexpected_chunk, 32}, s} = Storage.write_chunk(s, chunk.(32, 16))
+    refute File.exists?(recv)
+    # the rest of that transfer is skipped, and its end refused with the cause
+    assert {:ok, s} = Storage.write_chunk(s, chunk.(16, 16))
+    refute File.exists?(recv)
+    assert {{:error, {:write_failed, {:unexpected_chunk, 32}}}, s} = Storage.finish_receive(s)
+
+    # a new transfer from offset 0 goes through
+    {:ok, s} = Storage.write_chunk(s, chunk.(0, 16))
+    {:ok, s} = Storage.write_chunk(s, chunk.(16, 16))
+    {:ok, s} = Storage.write_chunk(s, chunk.(32, 16))
+    assert {:ok, s} = Storage.finish_receive(s)
+    assert File.read!(recv) == data
+    Storage.close(s)
+  end
 end

@@ -21,7 +21,8 @@ defmodule Synod.Raft.Storage do
   #                bytes, `size` of them, read in chunks at any offset), then
   #                a trailer (below).
   #   recv.snapshot a snapshot being received in chunks (written without
-  #                fsync until its last chunk; deleted when the member opens)
+  #                fsync until its last chunk; deleted when the member opens,
+  #                and as soon as its transfer fails)
   #
   # Installing snapshot N writes snapshot.N, then log.N (each to a .tmp file,
   # fsync, rename, fsync the directory), then deletes the older pair.
