@@ -214,7 +214,7 @@ defmodule Synod.Hub.Coordinator do
   # Announcements from peers: Synod.Hub.Announcements decides, given
   # whether the sender is a peer and the tombstones of the ids (read here).
   defp info({:synod_registered, from, entries, replies}, state) do
-    peer? = Map.has_key?(state.peers, from)
+    peer? = peer?(state, from)
     entries = if peer?, do: live(state, entries), else: entries
     state = perform(state, Announcements.registered(peer?, from, entries, replies))
     after_batch(entries)
@@ -222,7 +222,7 @@ defmodule Synod.Hub.Coordinator do
   end
 
   defp info({:synod_sync, from, entries, orphans, tombstones}, state) do
-    peer? = Map.has_key?(state.peers, from)
+    peer? = peer?(state, from)
     {:noreply, perform(state, Announcements.sync(peer?, from, entries, orphans, tombstones))}
   end
 
