@@ -2,9 +2,10 @@ defmodule Synod.Hub.Adopt do
   @moduledoc false
   # A coordinator's start: fresh tables, or the tables and children a
   # predecessor that crashed left with the children's supervisor (which
-  # outlives the coordinator), adopted (docs/hub.md, "Structure").
-
-  require Logger
+  # outlives the coordinator), adopted (docs/hub.md, "Structure"). What an
+  # adoption means is decided by plan/4 (pure); the rest is the small shell
+  # part: the tables' heir, the rows rebuilt, the meta table read, the
+  # subscribers monitored again, the effects handed to Synod.Hub.Perform.
 
   alias Synod.Hub.{EventQueue, Membership, Perform, Registry, Table, Tombstones}
 
@@ -86,55 +87,63 @@ defmodule Synod.Hub.Adopt do
 
   # A predecessor crashed: its tables (which every reader kept using) and
   # the children running here are still there. The rows of this node are
-  # rebuilt from the children; the other members' rows are kept until each
-  # member's sync replaces them (add_peer/3). The members it knew are
-  # awaited, not forgotten: the ring does not change, so nothing moves.
+  # rebuilt from the children (Registry.adopt/3); what the predecessor
+  # kept in the meta table is read, and plan/4 decides the rest.
   defp adopt(state, registry, meta, local) do
     for {tab, kind} <- [{registry, :registry}, {meta, :meta}],
         do: :ets.setopts(tab, {:heir, state.sup, {:synod_table, kind}})
 
     Table.insert(registry, Registry.adopt(Table.rows(registry), state.me, local))
-    {awaited, gone} = Membership.after_restart(meta_get(meta, :members), state.me, Node.list())
 
-    subs =
-      Map.new(meta_get(meta, :subs), fn {pid, {_, ids}} -> {pid, {Process.monitor(pid), ids}} end)
+    kept =
+      Map.new([:members, :known, :partitioned, :ring, :subs], &{&1, meta_get(meta, &1)})
+      |> Map.put(:tombstones, Tombstones.all(meta))
 
-    state = %{
-      state
-      | registry: registry,
-        meta: meta,
-        known: meta_get(meta, :known),
-        partitioned: meta_get(meta, :partitioned),
-        ring: meta_get(meta, :ring),
-        subs: subs,
-        tombs: tomb_bound(meta)
+    {fields, effects} = plan(kept, state.me, length(local), Node.list())
+    # the subscribers are watched again (the monitors died with the predecessor)
+    subs = Map.new(kept.subs, fn {pid, {_, ids}} -> {pid, {Process.monitor(pid), ids}} end)
+    state = Map.merge(%{state | registry: registry, meta: meta, subs: subs}, fields)
+    Perform.perform(state, effects)
+  end
+
+  @doc """
+  What a coordinator that adopted its predecessor's tables makes of what
+  the predecessor `kept` in the meta table (`members`, `known`,
+  `partitioned`, `ring` and the `tombstones` as `[{id, t}]`), on `me`
+  with `adopted` children found running and the nodes `connected` now.
+  Returns the state's fields (`known`, `partitioned`, `ring`, `tombs`)
+  and the effects, in order: a warning; `{:await_peer, node, :nodedown}`
+  for each member still connected (awaited, not forgotten: the ring does
+  not change, so nothing moves; the other members' rows are kept until
+  each member's sync replaces them); and for the members whose node went
+  away meanwhile, which are gone (their children move): `{:drop_copies,
+  node}` for each, `{:event, :member_left, {node, :nodedown}}` for each,
+  then `{:membership, {:left, gone}}`.
+  """
+  @spec plan(map(), node(), non_neg_integer(), [node()]) :: {map(), list()}
+  def plan(kept, me, adopted, connected) do
+    {awaited, gone} = Membership.after_restart(kept.members, me, connected)
+
+    fields = %{
+      known: kept.known,
+      partitioned: kept.partitioned,
+      ring: kept.ring,
+      tombs: Tombstones.bound(kept.tombstones)
     }
 
-    Logger.warning(
-      "#{Perform.who(state)} restarted: adopted #{length(local)} children, waiting for #{length(awaited)} members"
-    )
+    log = "restarted: adopted #{adopted} children, waiting for #{length(awaited)} members"
 
-    state = Enum.reduce(awaited, state, &Perform.await_peer(&2, &1, :nodedown))
+    left =
+      if gone == [],
+        do: [],
+        else:
+          for(node <- gone, do: {:drop_copies, node}) ++
+            for(node <- gone, do: {:event, :member_left, {node, :nodedown}}) ++
+            [{:membership, {:left, gone}}]
 
-    # Members whose node went away meanwhile are gone (their children move).
-    case gone do
-      [] ->
-        state
-
-      gone ->
-        Enum.each(gone, &Table.drop_node(registry, &1))
-        state = Enum.reduce(gone, state, &Perform.emit(&2, :member_left, {&1, :nodedown}))
-        Perform.apply_membership(state, state.ring, {:left, gone})
-    end
+    {fields,
+     [{:log, :warning, log}] ++ for(node <- awaited, do: {:await_peer, node, :nodedown}) ++ left}
   end
 
   defp meta_get(meta, key), do: :ets.lookup_element(meta, key, 2)
-
-  # `tombs` for tombstones a predecessor left: their newest stamp
-  defp tomb_bound(meta) do
-    case Tombstones.all(meta) do
-      [] -> false
-      all -> all |> Enum.map(&elem(&1, 1)) |> Enum.max()
-    end
-  end
 end

@@ -38,12 +38,6 @@ defmodule Synod.Hub.Perform do
   # there) before it counts the peer as gone; and how long a coordinator
   # that adopted waits for the members it knew to answer its hello.
   @peer_restart_grace 5_000
-  # Tombstones (docs/hub.md, "Stops") are dropped once this old while
-  # every member ever known is connected.
-  @tomb_keep 60_000
-  # A stop request finding a copy that a tombstone stopped this recently
-  # answers with that copy (the request and the tombstone raced).
-  @tomb_answer_window 5_000
 
   @doc "The hub and node, for log lines."
   @spec who(state()) :: String.t()
@@ -96,11 +90,14 @@ defmodule Synod.Hub.Perform do
       :stop ->
         {t, state} = tick(state)
         {state, results, stopped} = stop_local(state, ids, {:stopped, t})
-        # A copy another member's tombstone stopped a moment ago counts as
-        # stopped by this request (the other copies' stops travel faster).
+        # the tombstones of the ids found with no copy, for a stop that
+        # raced another member's (Requests.answer_stop/7 decides)
+        tombs = raced(state, results)
         now = System.monotonic_time(:millisecond)
-        results = Requests.raced(results, raced(state, results), now, @tomb_answer_window)
-        effects = Requests.stopped(request, state.me, ids, t, results, stopped)
+
+        {results, effects} =
+          Requests.answer_stop(request, state.me, ids, t, {results, stopped}, tombs, now)
+
         {perform(state, effects), results}
     end
   end
@@ -232,11 +229,15 @@ defmodule Synod.Hub.Perform do
   def sweep_tombstones(%{tombs: false} = state), do: state
 
   def sweep_tombstones(state) do
-    if Membership.complete?(state.known, state.peers, state.restarting) do
-      Tombstones.sweep(state.meta, System.monotonic_time(:millisecond) - @tomb_keep)
-      %{state | tombs: if(Tombstones.any?(state.meta), do: state.tombs, else: false)}
-    else
-      state
+    complete? = Membership.complete?(state.known, state.peers, state.restarting)
+
+    case Tombstones.sweep_cutoff(complete?, System.monotonic_time(:millisecond)) do
+      nil ->
+        state
+
+      cutoff ->
+        Tombstones.sweep(state.meta, cutoff)
+        %{state | tombs: if(Tombstones.any?(state.meta), do: state.tombs, else: false)}
     end
   end
 
@@ -527,14 +528,9 @@ defmodule Synod.Hub.Perform do
     state
   end
 
-  # Builds the (possibly large) event only when someone listens.
-  defp emit_started(state, _node, []), do: state
-
-  defp emit_started(%{subs: subs} = state, node, entries) when subs == %{},
-    do: perform(state, Events.children(state.hub, :started, node, length(entries)))
-
+  # Builds the (possibly large) event only when someone listens (Events.started/4).
   defp emit_started(state, node, entries),
-    do: emit(state, :children_started, {node, for({id, _, _, pid} <- entries, do: {id, pid})})
+    do: perform(state, Events.started(state.hub, node, entries, state.subs != %{}))
 
   defp deliver_all(state, effects) do
     for {:deliver, id, data} <- effects,
@@ -722,6 +718,11 @@ defmodule Synod.Hub.Perform do
   end
 
   defp perform_one(state, {:cancel_moves_to, node}), do: cancel_migrations_to(state, node)
+
+  defp perform_one(state, {:drop_copies, node}) do
+    Table.drop_node(state.registry, node)
+    state
+  end
 
   defp perform_one(state, {:drop_node, node}) do
     rows = Table.drop_lost(state.registry, node, state.me, state.cfg.replication_factor)
