@@ -56,9 +56,6 @@ defmodule Synod.Hub.Coordinator do
       child_exited: 4
     ]
 
-  # Tombstones (docs/hub.md, "Stops") are swept this often.
-  @sweep_every 10_000
-
   # ── lifecycle ────────────────────────────────────────────────────────────
 
   def start_link(cfg), do: GenServer.start_link(__MODULE__, cfg, name: cfg.name)
@@ -76,9 +73,9 @@ defmodule Synod.Hub.Coordinator do
     {token, tables, local} = Children.attach(sup)
     :ok = :net_kernel.monitor_nodes(true)
     state = Adopt.state(cfg, sup, token)
-    Process.send_after(self(), {:synod_sweep, token}, @sweep_every)
+    Perform.arm_sweep(state)
     state = Adopt.tables(state, tables, local)
-    for node <- Node.list(), do: send({state.hub, node}, hello(state, :synod_hello))
+    Perform.greet(state, Node.list())
     {:ok, state}
   end
 
@@ -87,8 +84,7 @@ defmodule Synod.Hub.Coordinator do
   @impl true
   def terminate(reason, state) do
     if reason in [:normal, :shutdown] or match?({:shutdown, _}, reason) do
-      for {node, _} <- state.peers, do: send({state.hub, node}, {:synod_bye, state.me})
-      :persistent_term.erase({Synod.Hub, state.hub})
+      Perform.bye(state)
     end
 
     :ok
@@ -132,7 +128,7 @@ defmodule Synod.Hub.Coordinator do
       name ->
         known = Membership.rename(state.known, me, name)
         state = apply_membership(%{state | me: name, known: known}, state.ring, :renamed)
-        for node <- Node.list(), do: send({state.hub, node}, hello(state, :synod_hello))
+        Perform.greet(state, Node.list())
         state
     end
   end
@@ -144,26 +140,11 @@ defmodule Synod.Hub.Coordinator do
     {:reply, {:ok, answer}, state}
   end
 
-  defp call({:synod_subscribe, pid, ids}, _from, state) do
-    subs =
-      case state.subs do
-        %{^pid => {mref, _}} -> Map.put(state.subs, pid, {mref, ids})
-        subs -> Map.put(subs, pid, {Process.monitor(pid), ids})
-      end
+  defp call({:synod_subscribe, pid, ids}, _from, state),
+    do: {:reply, :ok, Perform.subscribe(state, pid, ids)}
 
-    {:reply, :ok, put_subs(state, subs)}
-  end
-
-  defp call({:synod_unsubscribe, pid}, _from, state) do
-    case Map.pop(state.subs, pid) do
-      {nil, _} ->
-        {:reply, :ok, state}
-
-      {{mref, _}, subs} ->
-        Process.demonitor(mref, [:flush])
-        {:reply, :ok, put_subs(state, subs)}
-    end
-  end
+  defp call({:synod_unsubscribe, pid}, _from, state),
+    do: {:reply, :ok, Perform.unsubscribe(state, pid)}
 
   defp call({:start_children, entries}, _from, state) do
     {state, results} = handle_start(state, make_ref(), [], entries, [])
@@ -230,7 +211,7 @@ defmodule Synod.Hub.Coordinator do
     do: {:noreply, perform(state, Announcements.tombstones(peer?(state, from), tombstones))}
 
   defp info({:synod_sweep, token}, %{token: token} = state) do
-    Process.send_after(self(), {:synod_sweep, token}, @sweep_every)
+    Perform.arm_sweep(state)
     {:noreply, sweep_tombstones(state)}
   end
 
@@ -274,7 +255,7 @@ defmodule Synod.Hub.Coordinator do
   end
 
   defp info({:nodeup, node}, state) do
-    send({state.hub, node}, hello(state, :synod_hello))
+    Perform.greet(state, [node])
     {:noreply, state}
   end
 
@@ -300,7 +281,7 @@ defmodule Synod.Hub.Coordinator do
     end
   end
 
-  # Tables handed over by the children's supervisor (adopt/4).
+  # Tables handed over by the children's supervisor (Synod.Hub.Adopt).
   defp info({:"ETS-TRANSFER", _tab, _from, :synod_adopted}, state), do: {:noreply, state}
 
   # ── children of this node ────────────────────────────────────────────────

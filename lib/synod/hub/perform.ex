@@ -3,8 +3,8 @@ defmodule Synod.Hub.Perform do
   # The coordinator's hands: the one place that does I/O for it
   # (docs/hub.md, "Structure: the shell and its effects"). `perform/2`
   # carries out the effects the pure modules (Requests, Announcements,
-  # Membership, Migrations, Reconcile, EventQueue, Events) return, one
-  # function per effect, in list order; the other functions here are the
+  # Membership, Migrations, Reconcile, EventQueue, Events, Adopt) return, one
+  # clause per effect, in list order; the other functions here are the
   # reads a decision takes (rows, tombstones, the clock's tick, whether a
   # sender is a peer) and the steps that need the children's supervisor
   # between two pure decisions (a request's local starts and stops).
@@ -30,7 +30,7 @@ defmodule Synod.Hub.Perform do
 
   alias Synod.Ring
 
-  @typedoc "The coordinator's state (Synod.Hub.Coordinator.init/1)."
+  @typedoc "The coordinator's state (built by Synod.Hub.Adopt.state/3)."
   @type state :: map()
 
   # How long a member that lost a peer's coordinator while the peer's node
@@ -327,6 +327,52 @@ defmodule Synod.Hub.Perform do
   end
 
   # ── membership ───────────────────────────────────────────────────────────
+
+  # Tombstones (docs/hub.md, "Stops") are swept this often.
+  @sweep_every 10_000
+
+  @doc "Arms the next `synod_sweep` of the tombstones."
+  @spec arm_sweep(state()) :: reference()
+  def arm_sweep(state), do: Process.send_after(self(), {:synod_sweep, state.token}, @sweep_every)
+
+  @doc "Says hello to the coordinators of `nodes`."
+  @spec greet(state(), [node()]) :: :ok
+  def greet(state, nodes) do
+    for node <- nodes, do: send({state.hub, node}, hello(state, :synod_hello))
+    :ok
+  end
+
+  @doc "A hub that stops says goodbye to its peers and drops its tables' name."
+  @spec bye(state()) :: true
+  def bye(state) do
+    for {node, _} <- state.peers, do: send({state.hub, node}, {:synod_bye, state.me})
+    :persistent_term.erase({Synod.Hub, state.hub})
+  end
+
+  @doc "Subscriber `pid` listens to `ids` (`:all` or a list), monitored once."
+  @spec subscribe(state(), pid(), :all | [term()]) :: state()
+  def subscribe(state, pid, ids) do
+    subs =
+      case state.subs do
+        %{^pid => {mref, _}} -> Map.put(state.subs, pid, {mref, ids})
+        subs -> Map.put(subs, pid, {Process.monitor(pid), ids})
+      end
+
+    put_subs(state, subs)
+  end
+
+  @doc "Subscriber `pid` stops listening (nothing if it did not)."
+  @spec unsubscribe(state(), pid()) :: state()
+  def unsubscribe(state, pid) do
+    case Map.pop(state.subs, pid) do
+      {nil, _} ->
+        state
+
+      {{mref, _}, subs} ->
+        Process.demonitor(mref, [:flush])
+        put_subs(state, subs)
+    end
+  end
 
   @doc "The handshake message `tag` (`:synod_hello` or `:synod_welcome`) of this coordinator."
   @spec hello(state(), atom()) :: tuple()
