@@ -277,15 +277,7 @@ defmodule Synod.Hub.Caller do
     end
   end
 
-  defp add_id([node | nodes], id, acc) do
-    acc =
-      case acc do
-        %{^node => list} -> %{acc | node => [id | list]}
-        _ -> Map.put(acc, node, [id])
-      end
-
-    add_id(nodes, id, acc)
-  end
+  defp add_id([node | nodes], id, acc), do: add_id(nodes, id, Placement.prepend(acc, node, id))
 
   defp add_id([], _id, acc), do: acc
 

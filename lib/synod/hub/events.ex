@@ -38,6 +38,19 @@ defmodule Synod.Hub.Events do
 
   def telemetry(_hub, _me, _id, _data), do: []
 
+  @doc """
+  New copies `entries` (`{id, spec, slot, pid}`) on `node`: nothing for
+  none; with no subscribers (`subscribed?` false) only their count's
+  telemetry (the event, possibly large, is not built); else the
+  `:children_started` event.
+  """
+  @spec started(atom(), node(), list(), boolean()) :: [tuple()]
+  def started(_hub, _node, [], _subscribed?), do: []
+  def started(hub, node, entries, false), do: children(hub, :started, node, length(entries))
+
+  def started(_hub, node, entries, true),
+    do: [{:event, :children_started, {node, for({id, _, _, pid} <- entries, do: {id, pid})}}]
+
   @doc "`count` children started or stopped on `node` (none for 0)."
   @spec children(atom(), :started | :stopped, node(), non_neg_integer()) :: [effect()]
   def children(_hub, _what, _node, 0), do: []

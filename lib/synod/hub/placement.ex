@@ -48,8 +48,7 @@ defmodule Synod.Hub.Placement do
       owners = owners(ring, rf, id)
 
       Enum.reduce(owners, acc, fn node, acc ->
-        entry = {id, spec, meta, mode(model, owners, node)}
-        Map.update(acc, node, [entry], &[entry | &1])
+        prepend(acc, node, {id, spec, meta, mode(model, owners, node)})
       end)
     end)
     |> Map.new(fn {node, list} -> {node, Enum.reverse(list)} end)
@@ -73,34 +72,28 @@ defmodule Synod.Hub.Placement do
   def group(ring, rf, model, children, slot),
     do: group(ring, rf, model, for({id, spec} <- children, do: {id, spec, slot}))
 
-  defp group_slot([{id, spec} | children], slot, [node | owners], acc) do
-    entry = {id, spec, slot, :active}
-
-    acc =
-      case acc do
-        %{^node => list} -> %{acc | node => [entry | list]}
-        _ -> Map.put(acc, node, [entry])
-      end
-
-    group_slot(children, slot, owners, acc)
-  end
+  defp group_slot([{id, spec} | children], slot, [node | owners], acc),
+    do: group_slot(children, slot, owners, prepend(acc, node, {id, spec, slot, :active}))
 
   defp group_slot([], _slot, [], acc), do: acc
 
   # One owner per child, from one ring call: a plain walk of both lists.
-  defp group_one([{id, spec, meta} | children], [node | owners], acc) do
-    entry = {id, spec, meta, :active}
-
-    acc =
-      case acc do
-        %{^node => list} -> %{acc | node => [entry | list]}
-        _ -> Map.put(acc, node, [entry])
-      end
-
-    group_one(children, owners, acc)
-  end
+  defp group_one([{id, spec, meta} | children], [node | owners], acc),
+    do: group_one(children, owners, prepend(acc, node, {id, spec, meta, :active}))
 
   defp group_one([], [], acc), do: acc
+
+  @doc """
+  `acc` (`%{key => list}`) with `item` put in front of `key`'s list (a new
+  list for a new key): how children and ids are grouped per node.
+  """
+  @spec prepend(map(), term(), term()) :: map()
+  def prepend(acc, key, item) do
+    case acc do
+      %{^key => list} -> %{acc | key => [item | list]}
+      _ -> Map.put(acc, key, [item])
+    end
+  end
 
   @doc """
   What `me` must do about one registry row `{id, spec, meta, pids}` so that

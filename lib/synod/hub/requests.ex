@@ -227,6 +227,26 @@ defmodule Synod.Hub.Requests do
       stopped_event(me, stopped)
   end
 
+  # A stop request finding no copy of an id that another member's
+  # tombstone stopped here this recently answers with that copy (the
+  # request and the tombstone raced).
+  @answer_window 5_000
+
+  @doc """
+  The local stops of a request stamped `t` are done (`results` in order,
+  `stopped` the copies stopped here), given the tombstones the shell read
+  for the ids it found no copy of (`tombs`, as in `raced/4`) at monotonic
+  time `now` (ms): `{results, effects}` — the answers, a copy that another
+  member's tombstone stopped here less than 5 s ago counted as stopped by
+  this request (`raced/4`), and the effects of `stopped/6`.
+  """
+  @spec answer_stop(request(), node(), [term()], integer(), {list(), list()}, map(), integer()) ::
+          {list(), list()}
+  def answer_stop(request, me, ids, t, {results, stopped}, tombs, now) do
+    results = raced(results, tombs, now, @answer_window)
+    {results, stopped(request, me, ids, t, results, stopped)}
+  end
+
   @doc """
   A stop's answers, given the tombstones the shell read for the ids it
   found no copy of (`tombs`: `%{id => {t, recorded_at_ms, pid | nil}}`)

@@ -32,6 +32,29 @@ defmodule Synod.Hub.Tombstones do
   def covers?(nil, _inc), do: false
   def covers?(t, inc), do: inc <= t
 
+  # Tombstones are dropped once this old (ms since they were recorded).
+  @keep 60_000
+
+  @doc """
+  The sweep at monotonic time `now_ms`: the tombstones recorded before the
+  returned time go, or none (nil) unless every member this node has known
+  is connected and none is awaited (`complete?`, `Membership.complete?/3`):
+  a member cut off may still hold a copy or a row that its tombstone must
+  meet when it comes back.
+  """
+  @spec sweep_cutoff(boolean(), integer()) :: integer() | nil
+  def sweep_cutoff(false = _complete?, _now_ms), do: nil
+  def sweep_cutoff(true, now_ms), do: now_ms - @keep
+
+  @doc """
+  The stamp no tombstone is above among `[{id, t}]` (false: there is
+  none), what a restarted coordinator finds in the meta table: an
+  incarnation above it is stopped by none.
+  """
+  @spec bound([{term(), non_neg_integer()}]) :: non_neg_integer() | false
+  def bound([]), do: false
+  def bound(tombstones), do: tombstones |> Enum.map(&elem(&1, 1)) |> Enum.max()
+
   # ── the table ────────────────────────────────────────────────────────────
 
   @doc "The tombstone of `id`: `{t, recorded_at_ms, pid | nil}`, or nil."
