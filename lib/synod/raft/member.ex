@@ -480,10 +480,12 @@ defmodule Synod.Raft.Member do
 
   # Campaigns in turn by rank among the voters left (all of them for a new
   # group, whose first election then takes one step instead of a timeout).
+  # The order is the group's rendezvous order (Synod.Raft.Balancer.rank/2),
+  # so groups elect different nodes first and spread a dead node's groups.
   defp schedule_failover(state, down) do
     st = :synod_nif.raft_status(state.raft)
     down_id = down && Synod.Raft.member_id(down)
-    survivors = st.voters |> List.delete(down_id) |> Enum.sort()
+    survivors = Synod.Raft.Balancer.rank(state.group, List.delete(st.voters, down_id))
     rank = Enum.find_index(survivors, &(&1 == state.id)) || length(survivors)
     step = state.failover_step_ms
     delay = rank * step + :rand.uniform(max(div(step, 2), 1))
