@@ -111,7 +111,7 @@ defmodule Synod.Raft.Balancer.Shell do
 
   defp transfer({group, to}, moved, round) do
     case GenServer.call(Synod.Raft.member_name(group), {:transfer_leader, to}, @call_timeout) do
-      :ok -> Logger.debug("raft balancer: #{group} leader to #{to}")
+      :ok -> :ok
       other -> Logger.debug("raft balancer: #{group} to #{to}: #{inspect(other)}")
     end
 
