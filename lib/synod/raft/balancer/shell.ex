@@ -8,7 +8,9 @@ defmodule Synod.Raft.Balancer.Shell do
   # than some node, reads the voters of the groups it leads (their status),
   # asks Synod.Raft.Balancer.plan/5 what to move (at most
   # `:raft_balance_moves`, default 8, a round) and asks those members to
-  # transfer leadership. A group it moved is left alone for 3 rounds.
+  # transfer leadership. A group it moved is left alone for 3 rounds. The
+  # voters read are kept for 30 rounds, and the nodes they name (with the
+  # nodes seen leading) are the ones "some node" above is taken from.
   # `:raft_balance` false turns it off (checked every round).
   #
   # It takes no input from other nodes: every call, cast and unknown message
@@ -22,6 +24,7 @@ defmodule Synod.Raft.Balancer.Shell do
 
   @who "raft balancer"
   @cooldown_rounds 3
+  @voters_rounds 30
   @call_timeout 2_000
 
   @doc false
@@ -30,7 +33,12 @@ defmodule Synod.Raft.Balancer.Shell do
   @impl true
   def init([]) do
     :ok = :net_kernel.monitor_nodes(true)
-    {:ok, schedule(%{round: 0, moved: %{}, timer: nil, due: nil}, env(:raft_balance_ms, 2_000))}
+
+    {:ok,
+     schedule(
+       %{round: 0, moved: %{}, voters: %{}, timer: nil, due: nil},
+       env(:raft_balance_ms, 2_000)
+     )}
   end
 
   @impl true
@@ -73,23 +81,56 @@ defmodule Synod.Raft.Balancer.Shell do
 
   defp run_round(state) do
     seen = seen()
-    live = [node() | Node.list()]
+    live = MapSet.new([node() | Node.list()])
     loads = Balancer.leaders_per_node(seen)
     mine = Map.get(loads, node(), 0)
-    least = live |> Enum.map(&Map.get(loads, &1, 0)) |> Enum.min()
+    # Nodes that could lead: the leaders seen and the voters read before.
+    known = for {_g, {vs, _r}} <- state.voters, v <- vs, into: MapSet.new(Map.keys(loads)), do: v
+
+    least =
+      known
+      |> MapSet.intersection(live)
+      |> Enum.map(&Map.get(loads, &1, 0))
+      |> Enum.min(fn -> 0 end)
+
+    fresh? = map_size(state.voters) == 0
 
     # Only a node that leads 2 more than some node can move anything: the
-    # voters (a call to each member this node leads) are read only then.
-    if mine - least >= 2 do
+    # voters (a call to each member this node leads) are read only then,
+    # and kept for @voters_rounds rounds.
+    if mine - least >= 2 or (fresh? and mine >= 2) do
       skip = for {g, r} <- state.moved, state.round - r < @cooldown_rounds, do: g
-      led = for {g, l} <- seen, l == node(), g not in skip, into: %{}, do: {g, voters(g)}
-      led = for {g, vs} when is_list(vs) <- led, into: %{}, do: {g, vs}
-      moves = Balancer.plan(node(), seen, led, live, max_moves: env(:raft_balance_moves, 8))
+      state = read_voters(state, for({g, l} <- seen, l == node(), g not in skip, do: g))
+
+      led =
+        for {g, l} <- seen,
+            l == node(),
+            g not in skip,
+            {vs, _r} <- [state.voters[g]],
+            into: %{},
+            do: {g, vs}
+
+      opts = [max_moves: env(:raft_balance_moves, 8)]
+      moves = Balancer.plan(node(), seen, led, MapSet.to_list(live), opts)
       moved = Enum.reduce(moves, state.moved, &transfer(&1, &2, state.round))
       %{state | moved: Map.filter(moved, fn {_g, r} -> state.round - r < @cooldown_rounds end)}
     else
       state
     end
+  end
+
+  # Voters of the groups this node leads, read again after @voters_rounds;
+  # groups no longer led here are forgotten.
+  defp read_voters(state, groups) do
+    voters =
+      Map.new(groups, fn g ->
+        case state.voters[g] do
+          {vs, r} when state.round - r < @voters_rounds -> {g, {vs, r}}
+          _ -> {g, {voters(g), state.round}}
+        end
+      end)
+
+    %{state | voters: Map.filter(voters, &is_list(elem(elem(&1, 1), 0)))}
   end
 
   # Every group with a live member here, with the leader its view names.
