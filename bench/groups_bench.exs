@@ -8,10 +8,11 @@
 # 1. Idle (first, on fresh peers; the groups are stopped before part 2):
 #    starts N groups (one start_member per group on each node, the 3 nodes
 #    in parallel) and times until every node names a leader for every
-#    group; leaders per node then and once the balancer has settled (or after
-#    30 s); memory per member (BEAM process memory of the members, and the
-#    VmRSS growth of each peer divided by N, which includes the C cores and
-#    the open files' buffers); CPU per node over 10 s with no traffic
+#    group; leaders per node then and once the balancer has settled (or
+#    after 30 s); memory per member (BEAM process memory of the members,
+#    each right after a GC, and the VmRSS growth of each peer divided by N,
+#    which includes the C cores and the open files' buffers); CPU per node
+#    over 10 s with no traffic
 #    (`:erlang.statistics(:runtime)` and utime+stime from /proc/<pid>/stat).
 # 2. Throughput: 32 synchronous clients (spread evenly over the groups and
 #    over the 3 nodes, each routing to its group's leader) over 1, 8 and 32

@@ -214,12 +214,18 @@ defmodule Synod.Test.Raft do
     {Enum.count(leaders, &(&1 != nil)), Enum.frequencies(Enum.reject(leaders, &is_nil/1))}
   end
 
-  @doc "Bytes of process memory of this node's members of `groups` (the BEAM side only)."
+  @doc """
+  Bytes of process memory of this node's members of `groups` (the BEAM side
+  only), each measured right after a garbage collection of the member.
+  """
   def members_memory(groups) do
     groups
     |> Enum.map(&Process.whereis(Synod.Raft.member_name(&1)))
     |> Enum.reject(&is_nil/1)
-    |> Enum.map(fn pid -> elem(Process.info(pid, :memory) || {:memory, 0}, 1) end)
+    |> Enum.map(fn pid ->
+      :erlang.garbage_collect(pid)
+      elem(Process.info(pid, :memory) || {:memory, 0}, 1)
+    end)
     |> Enum.sum()
   end
 
