@@ -18,8 +18,9 @@ defmodule Synod.Raft.Member do
   # When the leader's node goes down, each surviving voter forgets the leader
   # at once (ending leader stickiness, so it will grant votes) and campaigns
   # after `rank * failover_step_ms` plus a little jitter, where `rank` is its
-  # place among the surviving voters' ids: the survivors start their
-  # pre-votes one after another instead of all at once. Heartbeat timeouts
+  # place in the group's rendezvous order of the surviving voters
+  # (Synod.Raft.Balancer.rank/2, so groups prefer different nodes): the
+  # survivors start their pre-votes one after another instead of all at once. Heartbeat timeouts
   # remain the fallback for partitions that send no nodedown.
   #
   # Messages between members:
