@@ -2,7 +2,8 @@ defmodule Synod.Application do
   @moduledoc false
   # Node-wide processes: Synod.Telemetry's handler table, the table behind Synod.leader/1 and friends, the
   # leader cache of Synod.Raft.Router, and the supervisor that
-  # Synod.Raft.start_member/1 starts group members under.
+  # Synod.Raft.start_member/1 starts group members under, and the balancer
+  # that spreads group leaders over the nodes (Synod.Raft.Balancer.Shell).
 
   use Application
 
@@ -12,7 +13,8 @@ defmodule Synod.Application do
       Synod.Telemetry,
       Synod.Raft.Info,
       Synod.Raft.Router,
-      {DynamicSupervisor, name: Synod.Raft.Supervisor, strategy: :one_for_one}
+      {DynamicSupervisor, name: Synod.Raft.Supervisor, strategy: :one_for_one},
+      Synod.Raft.Balancer.Shell
     ]
 
     Supervisor.start_link(children, strategy: :one_for_one, name: Synod.Supervisor)

@@ -190,4 +190,92 @@ defmodule Synod.Test.Raft do
       {:timeout, pipe} -> {pipe, results}
     end
   end
+
+  # -- for bench/groups_bench.exs (run on a peer) --
+
+  @doc """
+  Starts a member of each of `groups` on this node (voters `nodes`, data
+  under `root/<group>/<node>`, the KV machine) and returns how many started.
+  """
+  def start_members(groups, nodes, root) do
+    Enum.count(groups, fn g ->
+      dir = Path.join([root, Atom.to_string(g), Atom.to_string(node())])
+      opts = [name: g, voters: nodes, data_dir: dir, machine: Synod.Raft.KV]
+      match?({:ok, _}, Synod.Raft.start_member(opts))
+    end)
+  end
+
+  @doc "Stops this node's members of `groups`."
+  def stop_members(groups), do: Enum.each(groups, &Synod.Raft.stop_member/1)
+
+  @doc "How many of `groups` this node's members name a leader for, and how many each node leads."
+  def leaders_seen(groups) do
+    leaders = Enum.map(groups, &Synod.Raft.leader/1)
+    {Enum.count(leaders, &(&1 != nil)), Enum.frequencies(Enum.reject(leaders, &is_nil/1))}
+  end
+
+  @doc """
+  Bytes of process memory of this node's members of `groups` (the BEAM side
+  only), each measured right after a garbage collection of the member.
+  """
+  def members_memory(groups) do
+    groups
+    |> Enum.map(&Process.whereis(Synod.Raft.member_name(&1)))
+    |> Enum.reject(&is_nil/1)
+    |> Enum.map(fn pid ->
+      :erlang.garbage_collect(pid)
+      elem(Process.info(pid, :memory) || {:memory, 0}, 1)
+    end)
+    |> Enum.sum()
+  end
+
+  @doc "This VM's resident set in bytes (/proc/self/status VmRSS)."
+  def rss do
+    [kb] =
+      for line <- String.split(File.read!("/proc/self/status"), "\n"),
+          String.starts_with?(line, "VmRSS:"),
+          do: line |> String.split() |> Enum.at(1) |> String.to_integer()
+
+    kb * 1024
+  end
+
+  @doc """
+  CPU this VM used over `ms` of wall time, as {runtime ms (`:erlang.statistics(:runtime)`,
+  user time of all schedulers), utime+stime ms from /proc/self/stat}.
+  """
+  def cpu_over(ms) do
+    {r0, _} = :erlang.statistics(:runtime)
+    p0 = proc_cpu_ms()
+    Process.sleep(ms)
+    {r1, _} = :erlang.statistics(:runtime)
+    {r1 - r0, proc_cpu_ms() - p0}
+  end
+
+  # utime + stime of this OS process in ms (clock ticks of 1/100 s).
+  defp proc_cpu_ms do
+    stat = File.read!("/proc/self/stat")
+    [_, after_comm] = String.split(stat, ") ", parts: 2)
+    fields = String.split(after_comm)
+    (String.to_integer(Enum.at(fields, 11)) + String.to_integer(Enum.at(fields, 12))) * 10
+  end
+
+  @doc """
+  One synchronous client: puts to `group` until `ms` have passed; returns
+  {commands, microseconds}.
+  """
+  def client_for(group, c, ms) do
+    t0 = System.monotonic_time(:microsecond)
+    deadline = t0 + ms * 1_000
+    n = client_loop(group, c, deadline, 0)
+    {n, System.monotonic_time(:microsecond) - t0}
+  end
+
+  defp client_loop(group, c, deadline, n) do
+    if System.monotonic_time(:microsecond) >= deadline do
+      n
+    else
+      {:ok, _} = Synod.Raft.command(group, {:put, {c, n}, n}, timeout: 30_000)
+      client_loop(group, c, deadline, n + 1)
+    end
+  end
 end

@@ -18,8 +18,9 @@ defmodule Synod.Raft.Member do
   # When the leader's node goes down, each surviving voter forgets the leader
   # at once (ending leader stickiness, so it will grant votes) and campaigns
   # after `rank * failover_step_ms` plus a little jitter, where `rank` is its
-  # place among the surviving voters' ids: the survivors start their
-  # pre-votes one after another instead of all at once. Heartbeat timeouts
+  # place in the group's rendezvous order of the surviving voters
+  # (Synod.Raft.Balancer.rank/2, so groups prefer different nodes): the
+  # survivors start their pre-votes one after another instead of all at once. Heartbeat timeouts
   # remain the fallback for partitions that send no nodedown.
   #
   # Messages between members:
@@ -495,10 +496,12 @@ defmodule Synod.Raft.Member do
 
   # Campaigns in turn by rank among the voters left (all of them for a new
   # group, whose first election then takes one step instead of a timeout).
+  # The order is the group's rendezvous order (Synod.Raft.Balancer.rank/2),
+  # so groups elect different nodes first and spread a dead node's groups.
   defp schedule_failover(state, down) do
     st = :synod_nif.raft_status(state.raft)
     down_id = down && Synod.Raft.member_id(down)
-    survivors = st.voters |> List.delete(down_id) |> Enum.sort()
+    survivors = Synod.Raft.Balancer.rank(state.group, List.delete(st.voters, down_id))
     rank = Enum.find_index(survivors, &(&1 == state.id)) || length(survivors)
     step = state.failover_step_ms
     delay = rank * step + :rand.uniform(max(div(step, 2), 1))

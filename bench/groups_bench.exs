@@ -1,0 +1,192 @@
+# Many Raft groups on 3 real :peer nodes (3 voters each, fsync on, KV machine).
+#
+#   MIX_ENV=test mix run bench/groups_bench.exs [N] [ROUNDS] [ROUND_MS]
+#
+# N idle groups (default 100), ROUNDS rounds (default 3) of ROUND_MS
+# (default 3,000) per throughput shape.
+#
+# 1. Idle (first, on fresh peers; the groups are stopped before part 2):
+#    starts N groups (one start_member per group on each node, the 3 nodes
+#    in parallel) and times until every node names a leader for every
+#    group; leaders per node then and once the balancer has settled (or
+#    after 30 s); memory per member (BEAM process memory of the members,
+#    each right after a GC, and the VmRSS growth of each peer divided by N,
+#    which includes the C cores and the open files' buffers); CPU per node
+#    over 10 s with no traffic
+#    (`:erlang.statistics(:runtime)` and utime+stime from /proc/<pid>/stat).
+# 2. Throughput: 32 synchronous clients (spread evenly over the groups and
+#    over the 3 nodes, each routing to its group's leader) over 1, 8 and 32
+#    groups, fresh groups for each shape; aggregate commands/s, median of
+#    ROUNDS rounds, each shape's rounds alternating with the others. The
+#    1-group figure of the same run is the baseline of the ratio. Leaders per
+#    node printed for each shape once the balancer has settled (it balances
+#    all the groups on a node together, not each shape).
+
+{_, 0} = System.cmd("epmd", ["-daemon"])
+alias Synod.LocalCluster
+alias Synod.Test.Raft
+
+[n_idle, rounds, round_ms] =
+  case Enum.map(System.argv(), &String.to_integer/1) do
+    [n, r, ms] -> [n, r, ms]
+    [n, r] -> [n, r, 3_000]
+    [n] -> [n, 3, 3_000]
+    [] -> [100, 3, 3_000]
+  end
+
+defmodule GroupsBench do
+  # Starts the members, then waits (up to 300 s) until every node names a
+  # leader for every group; prints both times, or how many groups each node
+  # knows a leader for when the wait runs out.
+  def start(groups, nodes, root) do
+    t0 = System.monotonic_time(:millisecond)
+    results = :erpc.multicall(nodes, Raft, :start_members, [groups, nodes, root], 600_000)
+    for {:ok, n} <- results, do: true = n == length(groups)
+    true = length(results) == length(nodes)
+    t1 = System.monotonic_time(:millisecond)
+    known = wait_known(groups, nodes, t1 + 300_000)
+    t2 = System.monotonic_time(:millisecond)
+
+    IO.puts(
+      "  #{length(groups)} groups: members started in #{t1 - t0} ms, then #{t2 - t1} ms until leaders known: #{inspect(known)}"
+    )
+
+    t2 - t0
+  end
+
+  defp wait_known(groups, nodes, deadline) do
+    known = Enum.map(nodes, &elem(:erpc.call(&1, Raft, :leaders_seen, [groups], 60_000), 0))
+
+    cond do
+      Enum.all?(known, &(&1 == length(groups))) -> :all
+      System.monotonic_time(:millisecond) > deadline -> {:not_all, known}
+      true -> Process.sleep(200) && wait_known(groups, nodes, deadline)
+    end
+  end
+
+  def leaders(groups, nodes) do
+    {_, per} = :erpc.call(hd(nodes), Raft, :leaders_seen, [groups], 60_000)
+    Map.new(nodes, &{short(&1), Map.get(per, &1, 0)})
+  end
+
+  def settle(groups, nodes, ms) do
+    deadline = System.monotonic_time(:millisecond) + ms
+
+    Stream.repeatedly(fn ->
+      per = leaders(groups, nodes)
+      counts = Map.values(per)
+
+      if Enum.max(counts) - Enum.min(counts) <= 1 or
+           System.monotonic_time(:millisecond) > deadline,
+         do: per,
+         else: Process.sleep(200) && nil
+    end)
+    |> Enum.find(& &1)
+  end
+
+  def short(node), do: node |> Atom.to_string() |> String.split("@") |> hd()
+
+  def stop(groups, nodes), do: :erpc.multicall(nodes, Raft, :stop_members, [groups], 600_000)
+
+  # 32 clients, client c on node c mod 3 for group c mod G; commands/s.
+  def rate(groups, nodes, round_ms) do
+    g = List.to_tuple(groups)
+
+    0..31
+    |> Enum.map(fn c ->
+      node = Enum.at(nodes, rem(c, length(nodes)))
+      group = elem(g, rem(c, tuple_size(g)))
+
+      Task.async(fn ->
+        :erpc.call(node, Raft, :client_for, [group, c, round_ms], round_ms + 60_000)
+      end)
+    end)
+    |> Task.await_many(round_ms + 120_000)
+    |> Enum.map(fn {n, us} -> n / (us / 1_000_000) end)
+    |> Enum.sum()
+    |> round()
+  end
+
+  def median(xs), do: Enum.at(Enum.sort(xs), div(length(xs), 2))
+end
+
+root = Path.join(System.tmp_dir!(), "synod-groups-bench-#{System.unique_integer([:positive])}")
+u = System.unique_integer([:positive])
+peers = LocalCluster.start(3, prefix: "grb")
+nodes = Enum.map(peers, &elem(&1, 1))
+
+try do
+  {load, _} = System.cmd("uptime", [])
+
+  IO.puts(
+    "groups bench: 3 nodes, N=#{n_idle}, #{rounds} rounds of #{round_ms} ms; #{String.trim(load)}"
+  )
+
+  # -- 1. N idle groups ------------------------------------------------------
+  rss0 = Map.new(nodes, &{&1, :erpc.call(&1, Raft, :rss, [])})
+  idle = for i <- 1..n_idle, do: :"idle#{u}_#{i}"
+  ms = GroupsBench.start(idle, nodes, root)
+  IO.puts("#{n_idle} idle groups: started and leaders known (or the wait ran out) in #{ms} ms")
+  IO.puts("leaders per node at once: #{inspect(GroupsBench.leaders(idle, nodes))}")
+  t0 = System.monotonic_time(:millisecond)
+  settled = GroupsBench.settle(idle, nodes, 30_000)
+
+  IO.puts(
+    "leaders per node after #{System.monotonic_time(:millisecond) - t0} ms of balancing: #{inspect(settled)}"
+  )
+
+  Process.sleep(2_000)
+
+  cpu = :erpc.multicall(nodes, Raft, :cpu_over, [10_000], 60_000)
+  {load, _} = System.cmd("uptime", [])
+  IO.puts("\nidle, 10 s: #{String.trim(load)}")
+
+  IO.puts(
+    "| node | runtime ms / 10 s | utime+stime ms / 10 s | CPU % of one core | member process bytes | VmRSS growth per member |"
+  )
+
+  IO.puts("| --- | --- | --- | --- | --- | --- |")
+
+  for {n, {:ok, {rt, os}}} <- Enum.zip(nodes, cpu) do
+    mem = :erpc.call(n, Raft, :members_memory, [idle], 60_000)
+    rss = :erpc.call(n, Raft, :rss, []) - rss0[n]
+
+    IO.puts(
+      "| #{GroupsBench.short(n)} | #{rt} | #{os} | #{Float.round(os / 100, 1)} | #{div(mem, n_idle)} | #{div(rss, n_idle)} |"
+    )
+  end
+
+  GroupsBench.stop(idle, nodes)
+
+  # -- 2. throughput over 1, 8, 32 groups ------------------------------------
+  shapes = [1, 8, 32]
+  sets = Map.new(shapes, fn s -> {s, for(i <- 1..s, do: :"tp#{u}_#{s}_#{i}")} end)
+  for s <- shapes, do: GroupsBench.start(sets[s], nodes, root)
+  all = Enum.flat_map(shapes, &sets[&1])
+  per = GroupsBench.settle(all, nodes, 30_000)
+  IO.puts("\nthroughput groups (#{length(all)}), leaders per node once balanced: #{inspect(per)}")
+
+  for s <- shapes,
+      do: IO.puts("#{s} groups: leaders per node #{inspect(GroupsBench.leaders(sets[s], nodes))}")
+
+  # warm-up
+  for s <- shapes, do: GroupsBench.rate(sets[s], nodes, 500)
+
+  runs =
+    for(_r <- 1..rounds, s <- shapes, do: {s, GroupsBench.rate(sets[s], nodes, round_ms)})
+    |> Enum.group_by(&elem(&1, 0), &elem(&1, 1))
+
+  base = GroupsBench.median(runs[1])
+
+  IO.puts("\n32 clients: #{String.trim(elem(System.cmd("uptime", []), 0))}")
+  IO.puts("| groups | commands/s, every round | median | ratio to 1 group |")
+  IO.puts("| --- | --- | --- | --- |")
+
+  for s <- shapes do
+    med = GroupsBench.median(runs[s])
+    IO.puts("| #{s} | #{Enum.join(runs[s], ", ")} | #{med} | #{Float.round(med / base, 2)} |")
+  end
+after
+  LocalCluster.stop(peers)
+  File.rm_rf(root)
+end
