@@ -271,6 +271,9 @@ defmodule Synod.Tasks do
     Options.check!(pid, :pid, :pid)
   end
 
+  # `lease` is the lease in hand (`{id, granted_at}`, from a lost race) or
+  # nil; once the scan found a candidate, a missing lease is fetched while
+  # the candidate's record is read (`lease_ahead/3`).
   defp try_reserve(store, _topic, _pid, _ms, call, lease, 100) do
     Recipe.drop_lease(store, lease && elem(lease, 0), call)
     {:error, :contention}
@@ -279,8 +282,8 @@ defmodule Synod.Tasks do
   defp try_reserve(store, topic, pid, ms, call, lease, tries) do
     again = fn lease -> try_reserve(store, topic, pid, ms, call, lease, tries + 1) end
 
-    case candidate(store, topic, pid, ms, call) do
-      {:ok, view} ->
+    case candidate(store, topic, pid, ms, call, lease) do
+      {:ok, view, lease} ->
         case Recipe.fresh_lease(store, lease, ms, call) do
           {:ok, {id, _} = lease} ->
             case apply_plan(store, view, {:reserve, pid, id, ms}, call) do
@@ -294,42 +297,124 @@ defmodule Synod.Tasks do
             error
         end
 
-      :taken ->
+      {:taken, lease} ->
         again.(lease)
 
       {:none, rev} ->
-        Recipe.drop_lease(store, lease && elem(lease, 0), call)
         {:none, rev}
 
-      {:error, reason} ->
+      {:error, reason, lease} ->
         fail_reserve(store, lease, reason, call)
     end
   end
 
+  # ---- the caller's spare lease ----
+  #
+  # A terminate or fail by the owner's own process leaves the task's lease
+  # with no key on it (its one key, the task's lease key, is deleted by the
+  # txn). Instead of revoking it (a log write) and granting a new one for
+  # the next reserve (another), the process keeps it, one per store, and
+  # the next reserve of the same TTL restarts its countdown with
+  # keep_alive/3 (the leader confirms its leadership: no log write) and
+  # uses it. A spare that is never used expires with its TTL, holding no
+  # key.
+
+  # Fetches the lease of a reservation in a process of its own, so that it
+  # overlaps the read of the candidate: the spare restarted at its full TTL
+  # (keep_alive/3 answers only once the leader confirmed it leads), else a
+  # new grant. `lease_wait/1` answers `{id, sent_at}`, or nil when neither
+  # worked (the reserve then grants as before).
+  defp lease_ahead(store, ms, call) do
+    spare = Process.delete({__MODULE__, :spare, store})
+    parent = self()
+    ref = make_ref()
+    {_pid, monitor} = spawn_monitor(fn -> send(parent, {ref, obtain(store, spare, ms, call)}) end)
+    {ref, monitor}
+  end
+
+  defp lease_wait({ref, monitor}) do
+    receive do
+      {^ref, lease} ->
+        Process.demonitor(monitor, [:flush])
+        lease
+
+      {:DOWN, ^monitor, :process, _, _} ->
+        nil
+    end
+  end
+
+  defp obtain(store, {id, ms}, ms, call) do
+    sent = System.monotonic_time(:millisecond)
+
+    case Store.keep_alive(store, id, Deadline.opts(call)) do
+      {:ok, ^ms} -> {id, sent}
+      _expired_or_error -> obtain(store, nil, ms, call)
+    end
+  end
+
+  defp obtain(store, {id, _other_ttl}, ms, call) do
+    Recipe.drop_lease(store, id, call)
+    obtain(store, nil, ms, call)
+  end
+
+  defp obtain(store, nil, ms, call) do
+    case Recipe.fresh_lease(store, nil, ms, call) do
+      {:ok, lease} -> lease
+      {:error, _} -> nil
+    end
+  end
+
+  # Keeps `lease` (`{id, _}` or an id, of `ms`, holding no key) as this
+  # process's spare; one spare per store: an older one is revoked.
+  defp spare(_store, nil, _ms, _call), do: :ok
+  defp spare(store, {id, _}, ms, call), do: spare(store, id, ms, call)
+
+  defp spare(store, id, ms, call) do
+    case Process.put({__MODULE__, :spare, store}, {id, ms}) do
+      {old, _} when old != id -> Recipe.drop_lease(store, old, call)
+      _ -> :ok
+    end
+  end
+
   # The first task of the topic without a live lease key, read with its
-  # lease key; :taken when it changed between the scan and the read.
-  defp candidate(store, topic, pid, ms, call) do
+  # lease key (`{:ok, view, lease}`); `{:taken, lease}` when it changed
+  # between the scan and the read. The lease in hand comes back, or the one
+  # fetched meanwhile (nil if that failed).
+  defp candidate(store, topic, pid, ms, call, lease) do
     prefix = active_prefix(topic)
 
-    with {:ok, akv} <- Recipe.first_free(store, prefix, lease_prefix(topic), call) do
-      probe = %Task{id: akv.value, topic: topic, seq: Recipe.seq_of(akv.key, prefix)}
+    case Recipe.first_free(store, prefix, lease_prefix(topic), call) do
+      {:ok, akv} ->
+        probe = %Task{id: akv.value, topic: topic, seq: Recipe.seq_of(akv.key, prefix)}
+        ahead = if lease == nil, do: lease_ahead(store, ms, call)
+        read = read_view(store, probe, call)
+        lease = if ahead, do: lease_wait(ahead), else: lease
 
-      case read_view(store, probe, call) do
-        {:ok, view} ->
-          if match?({:ok, _, _}, Rules.plan(view, {:reserve, pid, 0, ms}, 0)),
-            do: {:ok, view},
-            else: :taken
+        case read do
+          {:ok, view} ->
+            if match?({:ok, _, _}, Rules.plan(view, {:reserve, pid, 0, ms}, 0)),
+              do: {:ok, view, lease},
+              else: {:taken, lease}
 
-        {:error, :no_task_found} ->
-          :taken
+          {:error, :no_task_found} ->
+            {:taken, lease}
 
-        {:error, {:undecodable_task, _id} = undecodable} ->
-          set_aside(store, akv, call)
-          {:error, undecodable}
+          {:error, {:undecodable_task, _id} = undecodable} ->
+            set_aside(store, akv, call)
+            spare(store, lease, ms, call)
+            {:error, undecodable, nil}
 
-        {:error, {:store, reason}} ->
-          {:error, reason}
-      end
+          {:error, {:store, reason}} ->
+            {:error, reason, lease}
+        end
+
+      {:none, rev} ->
+        # A lease in hand from a lost race holds no key: kept for the next reserve.
+        spare(store, lease, ms, call)
+        {:none, rev}
+
+      {:error, reason} ->
+        {:error, reason, lease}
     end
   end
 
@@ -443,29 +528,63 @@ defmodule Synod.Tasks do
   defp change(store, task, request, opts) do
     with {:ok, call} <- call(store, opts) do
       result =
-        with {:ok, view} <- read_view(store, task, call),
-             do: apply_plan(store, view, request, call)
+        case speculate(store, task, request, call) do
+          :read ->
+            with {:ok, view} <- read_view(store, task, call),
+                 do: apply_plan(store, view, request, call)
+
+          result ->
+            result
+        end
 
       unwrap(result)
     end
   end
 
+  # A task struct the caller holds (the one reserve_task/4 or a change
+  # returned) is taken as the view without a read: the txn compares the
+  # record's bytes as well as its mod_revision, so it applies only if the
+  # stored record is exactly the struct, and the lease key's lease; if any
+  # of them differs the failure branch reads the real view and the request
+  # is planned again on it. A plan the struct refuses, an id, or a record
+  # too large to compare cheaply is read first (`:read`): every refusal is
+  # decided on what the store holds.
+  @speculate_max 4_096
+
+  defp speculate(store, %Task{} = t, request, call) do
+    bytes = encode(t)
+    live = t.status in [:running, :snoozed] and t.lease_id > 0
+
+    with true <- byte_size(bytes) <= @speculate_max,
+         {:ok, _, _} <- Rules.plan({t, live}, request, 0) do
+      apply_plan(store, {t, live}, request, call, 0, [{:value, rec_key(t.id), :==, bytes}])
+    else
+      _ -> :read
+    end
+  end
+
+  defp speculate(_store, _id, _request, _call), do: :read
+
   # Plans `request` on `view` and writes the plan in one txn that compares
   # the record's mod_revision and the lease key's state to the view. A lost
   # race (compare failed) writes nothing and plans again on the view the
   # failure branch read.
-  defp apply_plan(store, view, request, call, tries \\ 0)
+  defp apply_plan(store, view, request, call, tries \\ 0, pin \\ [])
 
-  defp apply_plan(_store, _view, _request, _call, 20), do: {:error, :contention}
+  defp apply_plan(_store, _view, _request, _call, 20, _pin), do: {:error, :contention}
 
-  defp apply_plan(store, {t, live} = view, request, call, tries) do
+  defp apply_plan(store, {t, live} = view, request, call, tries, pin) do
     with {:ok, new, effects} <- Rules.plan(view, request, System.system_time(:millisecond)) do
-      compares = [{:mod_revision, rec_key(t.id), :==, t.record_ver}, lease_compare(t, live)]
+      compares = [
+        {:mod_revision, rec_key(t.id), :==, t.record_ver},
+        lease_compare(t, live) | pin
+      ]
+
       ops = [{:put, rec_key(t.id), encode(new)} | key_ops(new, effects)]
 
       case Store.txn(store, compares, ops, view_reads(t), Deadline.opts(call)) do
         {:ok, rev, true, _} ->
-          Recipe.drop_lease(store, effects.drop_lease, call)
+          release(store, effects.drop_lease, request, t, call)
           transition(store, t.id, Rules.effective(t, live).status, new.status)
           {:ok, Rules.effective(%{new | record_ver: rev}, true)}
 
@@ -477,6 +596,19 @@ defmodule Synod.Tasks do
           {:error, {:store, reason}}
       end
     end
+  end
+
+  # The lease a change left without a key: the owner's own process keeps
+  # it as its spare after a terminate or fail (the next reserve reuses it),
+  # anyone else revokes it.
+  defp release(store, nil, _request, _t, call), do: Recipe.drop_lease(store, nil, call)
+
+  defp release(store, lease, request, t, call) do
+    owner = elem(request, 1)
+
+    if elem(request, 0) in [:terminate, :fail] and owner == self() and is_integer(t.lease_ms),
+      do: spare(store, lease, t.lease_ms, call),
+      else: Recipe.drop_lease(store, lease, call)
   end
 
   # [:synod, :tasks, :transition] for each change this node made (`from`

@@ -193,6 +193,14 @@ defmodule Synod.Test.Queue do
     end
   end
 
+  @doc "Microseconds of each of `n` raw store puts (the baseline of the issue 18 targets)."
+  def puts(store, n) do
+    for i <- 1..n do
+      key = "bench/put/#{i}"
+      timed(fn -> {:ok, _, _} = Synod.Store.put(store, key, "v#{i}") end)
+    end
+  end
+
   @doc "Microseconds of each of `n` raw store put + delete pairs (the baseline)."
   def raw_pairs(store, n) do
     for i <- 1..n do
