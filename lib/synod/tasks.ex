@@ -381,13 +381,14 @@ defmodule Synod.Tasks do
   # between the scan and the read. The lease in hand comes back, or the one
   # fetched meanwhile (nil if that failed).
   defp candidate(store, topic, pid, ms, call, lease) do
-    prefix = active_prefix(topic)
+    hint = Process.get({__MODULE__, :next, store, topic})
+    # A hint says the scan will likely find a task: fetch the lease now.
+    ahead = if lease == nil and hint != nil, do: lease_ahead(store, ms, call)
 
-    case Recipe.first_free(store, prefix, lease_prefix(topic), call) do
-      {:ok, akv} ->
-        probe = %Task{id: akv.value, topic: topic, seq: Recipe.seq_of(akv.key, prefix)}
-        ahead = if lease == nil, do: lease_ahead(store, ms, call)
-        read = read_view(store, probe, call)
+    case scan(store, topic, hint, call) do
+      {:ok, akv, read} ->
+        ahead = ahead || (lease == nil and lease_ahead(store, ms, call))
+        read = read || read_view(store, probe(topic, akv), call)
         lease = if ahead, do: lease_wait(ahead), else: lease
 
         case read do
@@ -409,12 +410,63 @@ defmodule Synod.Tasks do
         end
 
       {:none, rev} ->
-        # A lease in hand from a lost race holds no key: kept for the next reserve.
-        spare(store, lease, ms, call)
+        # A lease in hand holds no key: kept for the next reserve.
+        spare(store, if(ahead, do: lease_wait(ahead), else: lease), ms, call)
         {:none, rev}
 
       {:error, reason} ->
-        {:error, reason, lease}
+        {:error, reason, if(ahead, do: lease_wait(ahead), else: lease)}
+    end
+  end
+
+  defp probe(topic, akv) do
+    %Task{id: akv.value, topic: topic, seq: Recipe.seq_of(akv.key, active_prefix(topic))}
+  end
+
+  # The topic's first page of active keys and lease keys in one read-only
+  # txn, with the record and lease key of the task the last scan of this
+  # process saw next in line (`hint`, `{seq, id}`): if that task is still
+  # the first free one, its view comes from the same read (`{:ok, akv,
+  # view}`), else it is read after (`{:ok, akv, nil}`). The hint is only a
+  # guess about which keys to read: everything used is read now.
+  defp scan(store, topic, hint, call) do
+    {active, leases} = {active_prefix(topic), lease_prefix(topic)}
+    extra = if hint, do: view_reads(%Task{id: elem(hint, 1), topic: topic, seq: elem(hint, 0)})
+    reads = Recipe.page_reads(active, leases) ++ (extra || [])
+    key = {__MODULE__, :next, store, topic}
+
+    case Store.txn(store, [], reads, [], Deadline.opts(call)) do
+      {:ok, rev, true, [ipage, cpage | views]} ->
+        case Recipe.free_in([ipage, cpage], active, leases) do
+          {:ok, akv} ->
+            remember_next(key, ipage, cpage, akv, active, leases)
+            seq = Recipe.seq_of(akv.key, active)
+            read = if hint == {seq, akv.value}, do: view_of(views)
+            {:ok, akv, read}
+
+          :none ->
+            Process.delete(key)
+            {:none, rev}
+
+          {:more, _} ->
+            Process.delete(key)
+
+            with {:ok, akv} <- Recipe.first_free(store, active, leases, call),
+                 do: {:ok, akv, nil}
+        end
+
+      {:error, _} = error ->
+        error
+    end
+  end
+
+  # The next free task after `akv` in the same pages, as the next scan's hint.
+  defp remember_next(key, {:range, ikvs, count, more}, cpage, akv, active, leases) do
+    with [_ | _] = later <- Enum.drop_while(ikvs, &(&1.key <= akv.key)),
+         {:ok, next} <- Recipe.free_in([{:range, later, count, more}, cpage], active, leases) do
+      Process.put(key, {Recipe.seq_of(next.key, active), next.value})
+    else
+      _ -> Process.delete(key)
     end
   end
 
