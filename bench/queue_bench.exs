@@ -10,10 +10,12 @@
 # 2. Reserve + terminate cycles: the same, on one topic.
 # Baselines: a single Synod.Store put (the issue 18 targets: enqueue +
 # dequeue p50 <= 2.2x a put's p50, reserve + terminate <= 2.5x, each round
-# against the put measured in that round), and raw Synod.Store put + delete pairs (two logged writes
-# per pair, no reads, no contention) — the floor that any recipe of two
-# writes on this store pays. The ratio says what the recipes cost on top
-# (reads, compares, lease grants and revokes, contention).
+# against the put measured in that round), and raw Synod.Store put +
+# delete pairs (two logged writes per pair, no reads, no contention) — the
+# floor that any recipe of two writes on this store pays. The ratio says
+# what the recipes cost on top (reads, compares, lease calls, contention).
+# 3. Counts per operation (store round trips by kind, log entries, fsyncs
+#    per member), which do not depend on the machine's load.
 # Each measurement runs ROUNDS times (default 3); medians are printed.
 
 {_, 0} = System.cmd("epmd", ["-daemon"])
@@ -106,6 +108,53 @@ IO.puts(
     "enqueue+dequeue #{Float.round(ratio.(:pair), 2)}x put (target <= 2.2x), " <>
     "reserve+terminate #{Float.round(ratio.(:cycle), 2)}x put (target <= 2.5x)"
 )
+
+# Counts, the same on a quiet and a loaded machine: per operation, the
+# store requests the client made (round trips, by kind; a :txn is a
+# read-only one or a logged one), the Raft log entries the leader
+# committed (its commit index before and after) and the fdatasync/fsync
+# calls of each member (call-count tracing of :file.datasync/1 and
+# :file.sync/1, as bench/fsync_bench.exs).
+k = 100
+fsyncs = [{:file, :datasync, 1}, {:file, :sync, 1}]
+
+for node <- ctx.nodes,
+    mfa <- fsyncs,
+    do: 1 = :erpc.call(node, :erlang, :trace_pattern, [mfa, true, [:call_count]])
+
+synced = fn ->
+  Map.new(ctx.nodes, fn node ->
+    {node,
+     Enum.sum(
+       for mfa <- fsyncs do
+         {:call_count, c} = :erpc.call(node, :erlang, :trace_info, [mfa, :call_count])
+         c || 0
+       end
+     )}
+  end)
+end
+
+commit = fn -> :erpc.call(ctx.leader, Synod.Raft, :status, [s]).commit end
+
+counted = fn label, fun, args ->
+  {f0, c0} = {synced.(), commit.()}
+  requests = :erpc.call(client, Q, :count_requests, [fun, args], 600_000)
+  {f1, c1} = {synced.(), commit.()}
+  per = fn x -> Float.round(x / k, 2) end
+  leader_f = per.(f1[ctx.leader] - f0[ctx.leader])
+  follower_f = for n <- ctx.nodes -- [ctx.leader], do: per.(f1[n] - f0[n])
+  trips = Enum.map_join(Enum.sort(requests), ", ", fn {kind, c} -> "#{kind} #{per.(c)}" end)
+
+  IO.puts(
+    "#{String.pad_trailing(label, 26)} per op: store round trips #{per.(Enum.sum(Map.values(requests)))} (#{trips}); " <>
+      "log entries #{per.(c1 - c0)}; fsyncs leader #{leader_f}, followers #{Enum.join(follower_f, " / ")}"
+  )
+end
+
+counted.("store put", :puts, [s, k])
+counted.("enqueue + dequeue", :pairs, [{s, "count"}, k])
+on.(:create_many, [s, "count", k, "count"])
+counted.("reserve + terminate", :run_cycles, [s, "count", k])
 
 row = fn label, p50, p99, rate ->
   IO.puts(
