@@ -52,8 +52,16 @@ defmodule Synod.Tasks do
   nil)` cancels a task before it runs.
 
   A task can be passed as its id or as a `Synod.Tasks.Task` read before: a
-  struct saves one read (its topic and place locate its lease key), and
-  nothing else in it is trusted.
+  struct saves the reads (its topic and place locate its lease key, and
+  `terminate/4`, `fail/5`, `snooze/5` and `revoke_lease/4` write at once
+  with a compare of the stored record's bytes against it), and nothing in
+  it is trusted: a struct that is not what the store holds costs a failed
+  compare, and the change is decided on the record read then.
+
+  A terminate or fail by the owner's own process keeps the task's lease,
+  now holding no key, as that process's spare: its next `reserve_task/4` of
+  the same `ttl:` restarts it with a keep-alive instead of a new grant
+  (docs/coordination.md, "The spare lease").
 
   docs/coordination.md has the key layout, the txn of each transition and
   the figures.
