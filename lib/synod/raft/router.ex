@@ -64,9 +64,14 @@ defmodule Synod.Raft.Router do
   def handle_call(request, from, state),
     do: Stray.call(request, from, state, "raft router", false, fn _, _, s -> {:noreply, s} end)
 
+  # Only after this node's caller set the group's flag row, and only to a
+  # connected node: a cast from elsewhere cannot make it dial anyone.
   @impl true
-  def handle_cast({:watch, group, node}, state) when is_atom(group) and is_atom(node),
-    do: {:noreply, subscribe_on(state, group, [node])}
+  def handle_cast({:watch, group, node} = request, state) when is_atom(group) and is_atom(node) do
+    if :ets.member(@table, {:watching, group}) and node in Node.list(),
+      do: {:noreply, subscribe_on(state, group, [node])},
+      else: Stray.cast(request, state, "raft router")
+  end
 
   def handle_cast(request, state), do: Stray.cast(request, state, "raft router")
 
@@ -140,8 +145,8 @@ defmodule Synod.Raft.Router do
   defp subscribe_on(state, group, nodes) do
     watched = Map.get(state.watched, group, %{})
     router = self()
-
-    new = for n <- Enum.uniq(nodes), is_atom(n), n != node(), not Map.has_key?(watched, n), do: n
+    connected = Node.list()
+    new = for n <- Enum.uniq(nodes), n in connected, not Map.has_key?(watched, n), do: n
 
     for n <- new do
       spawn(fn ->
@@ -165,8 +170,12 @@ defmodule Synod.Raft.Router do
 
   defp more_voters(state, _group, _view), do: state
 
-  defp heard(state, group, %{term: term, leader: leader}) when is_integer(term) do
+  # A report names a connected node as leader, or none.
+  defp heard(state, group, %{term: term, leader: leader})
+       when is_integer(term) and (leader == nil or is_atom(leader)) do
     known = Map.get(state.terms, group, 0)
+
+    leader = if leader in Node.list(), do: leader
 
     cond do
       term > known and leader != nil -> learn(group, leader)
