@@ -157,16 +157,39 @@ defmodule Synod.Queue do
       ])
 
     with :ok <- Stores.check(store) do
-      take(%{
+      s = %{
         store: store,
         name: name,
         vis: opts.visibility_timeout,
         lease: nil,
         call: Deadline.budget(:infinity, opts.call_timeout),
         deadline: Deadline.new(opts.timeout)
-      })
+      }
+
+      # The head this process's last take saw behind the value it took: tried
+      # at once, without a scan (the take's compares decide, and a stale
+      # guess learns the real head from its failure branch).
+      case Process.delete(head_key(s)) do
+        nil -> take(s)
+        kv -> take(s, kv)
+      end
     end
   end
+
+  defp head_key(s), do: {__MODULE__, :head, s.store, s.name}
+
+  # A take's success branch read the pages behind the value it took: the
+  # next free one (keys only) is the next dequeue's first guess.
+  defp behind(s, pages) do
+    case Recipe.free_in(pages, items(s.name), claims(s.name)) do
+      {:ok, kv} -> Process.put(head_key(s), kv)
+      _none_or_more -> :ok
+    end
+  end
+
+  defp pages_behind(s, kv),
+    do:
+      Recipe.page_reads(items(s.name), claims(s.name), Recipe.suffix(kv.key, items(s.name)), true)
 
   # Linearizable looks only: a consumer's own last take is usually not yet
   # applied on its node's member, so a stale look would offer the value it
@@ -214,13 +237,19 @@ defmodule Synod.Queue do
     case Store.txn(
            s.store,
            compares,
-           [{:delete, kv.key, prev_kv: true}],
+           [{:delete, kv.key, prev_kv: true} | pages_behind(s, kv)],
            pages,
            Deadline.opts(s.call)
          ) do
-      {:ok, rev, true, [{:delete, 1, [taken]}]} -> {:ok, item(taken, rev, nil)}
-      {:ok, rev, false, pages} -> retake(s, pages, rev)
-      error -> error
+      {:ok, rev, true, [{:delete, 1, [taken]} | behind]} ->
+        behind(s, behind)
+        {:ok, item(taken, rev, nil)}
+
+      {:ok, rev, false, pages} ->
+        retake(s, pages, rev)
+
+      error ->
+        error
     end
   end
 
@@ -230,7 +259,7 @@ defmodule Synod.Queue do
       suffix = Recipe.suffix(kv.key, items(s.name))
       claim = claim_key(s.name, suffix)
       compares = [{:mod_revision, kv.key, :==, kv.mod_revision}, {:absent, claim}]
-      put = [{:put, claim, "", [lease: lease]}, {:range, kv.key}]
+      put = [{:put, claim, "", [lease: lease]}, {:range, kv.key} | pages_behind(s, kv)]
 
       failure = [
         {:range, claim},
@@ -238,7 +267,8 @@ defmodule Synod.Queue do
       ]
 
       case Store.txn(s.store, compares, put, failure, Deadline.opts(s.call)) do
-        {:ok, rev, true, [_put, {:range, [taken], _, _}]} ->
+        {:ok, rev, true, [_put, {:range, [taken], _, _} | behind]} ->
+          behind(s, behind)
           {:ok, item(taken, rev, {:receipt, suffix, lease})}
 
         # The claim is ours: the store applied this txn before, unheard.
