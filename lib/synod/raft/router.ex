@@ -131,8 +131,9 @@ defmodule Synod.Raft.Router do
   # of `group` subscribes to the voters' leader watches, once (the flag row
   # goes when every watched node is down or failed).
   defp watch_from(group, node) do
-    if node != node() and Info.view(group) == nil and
-         :ets.insert_new(@table, {{:watching, group}, true}),
+    # A lookup first: most answers find the flag set (no write lock).
+    if node != node() and not :ets.member(@table, {:watching, group}) and
+         Info.view(group) == nil and :ets.insert_new(@table, {{:watching, group}, true}),
        do: GenServer.cast(__MODULE__, {:watch, group, node})
 
     :ok
