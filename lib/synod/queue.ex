@@ -157,49 +157,99 @@ defmodule Synod.Queue do
       ])
 
     with :ok <- Stores.check(store) do
-      take(%{
+      s = %{
         store: store,
         name: name,
         vis: opts.visibility_timeout,
         lease: nil,
         call: Deadline.budget(:infinity, opts.call_timeout),
         deadline: Deadline.new(opts.timeout)
-      })
+      }
+
+      # The head this process's last take saw behind the value it took: tried
+      # at once, without a scan (the take's compares decide, and a stale
+      # guess learns the real head from its failure branch).
+      case Process.delete(head_key(s)) do
+        nil -> take(s)
+        kv -> take(s, kv)
+      end
     end
   end
 
+  defp head_key(s), do: {__MODULE__, :head, s.store, s.name}
+
+  # A take's success branch read the pages behind the value it took: the
+  # next free one (keys only) is the next dequeue's first guess.
+  defp behind(s, pages) do
+    case Recipe.free_in(pages, items(s.name), claims(s.name)) do
+      {:ok, kv} -> Process.put(head_key(s), kv)
+      _none_or_more -> :ok
+    end
+  end
+
+  defp pages_behind(s, kv),
+    do:
+      Recipe.page_reads(items(s.name), claims(s.name), Recipe.suffix(kv.key, items(s.name)), true)
+
+  # Linearizable looks only: a consumer's own last take is usually not yet
+  # applied on its node's member, so a stale look would offer the value it
+  # just took and cost a failed txn (a log write) to learn better.
   defp take(s) do
-    case Recipe.first_free(s.store, items(s.name), claims(s.name), s.call) do
-      {:ok, kv} ->
-        take(s, kv)
+    case Recipe.first_free(s.store, items(s.name), claims(s.name), s.call, keys_only: true) do
+      {:ok, kv} -> take(s, kv)
+      {:none, rev} -> wait(s, rev)
+      error -> give_up(s, error)
+    end
+  end
 
-      {:none, rev} ->
-        case Watch.await_change(s.store, root(s.name), rev, s.deadline, Deadline.opts(s.call)) do
-          :changed ->
-            take(s)
+  defp wait(s, rev) do
+    case Watch.await_change(s.store, root(s.name), rev, s.deadline, Deadline.opts(s.call)) do
+      :changed ->
+        take(s)
 
-          :timeout ->
-            Recipe.drop_lease(s.store, s.lease && elem(s.lease, 0), s.call)
-            depth(s.store, s.name, 0)
-            {:error, :empty}
-
-          error ->
-            give_up(s, error)
-        end
+      :timeout ->
+        Recipe.drop_lease(s.store, s.lease && elem(s.lease, 0), s.call)
+        depth(s.store, s.name, 0)
+        {:error, :empty}
 
       error ->
         give_up(s, error)
     end
   end
 
+  # A take that lost its race read the head of the queue as it is now in
+  # its failure branch: the next candidate, or nothing free at `rev`.
+  defp retake(s, pages, rev) do
+    case Recipe.free_in(pages, items(s.name), claims(s.name)) do
+      {:ok, kv} -> take(s, kv)
+      :none -> wait(s, rev)
+      {:more, _} -> take(s)
+    end
+  end
+
+  # One txn: the value unchanged and unclaimed -> delete it (its value comes
+  # back as the delete's prev_kv). The scan read keys only.
   defp take(%{vis: nil} = s, kv) do
     claim = claim_key(s.name, Recipe.suffix(kv.key, items(s.name)))
     compares = [{:mod_revision, kv.key, :==, kv.mod_revision}, {:absent, claim}]
+    pages = Recipe.page_reads(items(s.name), claims(s.name), nil, true)
 
-    case Store.txn(s.store, compares, [{:delete, kv.key}], [], Deadline.opts(s.call)) do
-      {:ok, rev, true, _} -> {:ok, item(kv, rev, nil)}
-      {:ok, _, false, _} -> take(s)
-      error -> error
+    case Store.txn(
+           s.store,
+           compares,
+           [{:delete, kv.key, prev_kv: true} | pages_behind(s, kv)],
+           pages,
+           Deadline.opts(s.call)
+         ) do
+      {:ok, rev, true, [{:delete, 1, [taken]} | behind]} ->
+        behind(s, behind)
+        {:ok, item(taken, rev, nil)}
+
+      {:ok, rev, false, pages} ->
+        retake(s, pages, rev)
+
+      error ->
+        error
     end
   end
 
@@ -209,18 +259,25 @@ defmodule Synod.Queue do
       suffix = Recipe.suffix(kv.key, items(s.name))
       claim = claim_key(s.name, suffix)
       compares = [{:mod_revision, kv.key, :==, kv.mod_revision}, {:absent, claim}]
-      put = [{:put, claim, "", [lease: lease]}]
+      put = [{:put, claim, "", [lease: lease]}, {:range, kv.key} | pages_behind(s, kv)]
 
-      case Store.txn(s.store, compares, put, [{:range, claim}], Deadline.opts(s.call)) do
-        {:ok, rev, true, _} ->
-          {:ok, item(kv, rev, {:receipt, suffix, lease})}
+      failure = [
+        {:range, claim},
+        {:range, kv.key} | Recipe.page_reads(items(s.name), claims(s.name), nil, true)
+      ]
+
+      case Store.txn(s.store, compares, put, failure, Deadline.opts(s.call)) do
+        {:ok, rev, true, [_put, {:range, [taken], _, _} | behind]} ->
+          behind(s, behind)
+          {:ok, item(taken, rev, {:receipt, suffix, lease})}
 
         # The claim is ours: the store applied this txn before, unheard.
-        {:ok, _, false, [{:range, [%{lease: ^lease, mod_revision: rev}], _, _}]} ->
-          {:ok, item(kv, rev, {:receipt, suffix, lease})}
+        {:ok, _, false,
+         [{:range, [%{lease: ^lease, mod_revision: rev}], _, _}, {:range, [taken], _, _} | _]} ->
+          {:ok, item(taken, rev, {:receipt, suffix, lease})}
 
-        {:ok, _, false, _} ->
-          take(s)
+        {:ok, rev, false, [_claim, _item | pages]} ->
+          retake(s, pages, rev)
 
         {:error, :lease_not_found} ->
           take(%{s | lease: nil}, kv)

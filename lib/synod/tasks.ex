@@ -52,8 +52,16 @@ defmodule Synod.Tasks do
   nil)` cancels a task before it runs.
 
   A task can be passed as its id or as a `Synod.Tasks.Task` read before: a
-  struct saves one read (its topic and place locate its lease key), and
-  nothing else in it is trusted.
+  struct saves the reads (its topic and place locate its lease key, and
+  `terminate/4`, `fail/5`, `snooze/5` and `revoke_lease/4` write at once
+  with a compare of the stored record's bytes against it), and nothing in
+  it is trusted: a struct that is not what the store holds costs a failed
+  compare, and the change is decided on the record read then.
+
+  A terminate or fail by the owner's own process keeps the task's lease,
+  now holding no key, as that process's spare: its next `reserve_task/4` of
+  the same `ttl:` restarts it with a keep-alive instead of a new grant
+  (docs/coordination.md, "The spare lease").
 
   docs/coordination.md has the key layout, the txn of each transition and
   the figures.
@@ -271,6 +279,9 @@ defmodule Synod.Tasks do
     Options.check!(pid, :pid, :pid)
   end
 
+  # `lease` is the lease in hand (`{id, granted_at}`, from a lost race) or
+  # nil; once the scan found a candidate, a missing lease is fetched while
+  # the candidate's record is read (`lease_ahead/3`).
   defp try_reserve(store, _topic, _pid, _ms, call, lease, 100) do
     Recipe.drop_lease(store, lease && elem(lease, 0), call)
     {:error, :contention}
@@ -279,8 +290,8 @@ defmodule Synod.Tasks do
   defp try_reserve(store, topic, pid, ms, call, lease, tries) do
     again = fn lease -> try_reserve(store, topic, pid, ms, call, lease, tries + 1) end
 
-    case candidate(store, topic, pid, ms, call) do
-      {:ok, view} ->
+    case candidate(store, topic, pid, ms, call, lease) do
+      {:ok, view, lease} ->
         case Recipe.fresh_lease(store, lease, ms, call) do
           {:ok, {id, _} = lease} ->
             case apply_plan(store, view, {:reserve, pid, id, ms}, call) do
@@ -294,42 +305,176 @@ defmodule Synod.Tasks do
             error
         end
 
-      :taken ->
+      {:taken, lease} ->
         again.(lease)
 
       {:none, rev} ->
-        Recipe.drop_lease(store, lease && elem(lease, 0), call)
         {:none, rev}
 
-      {:error, reason} ->
+      {:error, reason, lease} ->
         fail_reserve(store, lease, reason, call)
     end
   end
 
+  # ---- the caller's spare lease ----
+  #
+  # A terminate or fail by the owner's own process leaves the task's lease
+  # with no key on it (its one key, the task's lease key, is deleted by the
+  # txn). Instead of revoking it (a log write) and granting a new one for
+  # the next reserve (another), the process keeps it, one per store, and
+  # the next reserve of the same TTL restarts its countdown with
+  # keep_alive/3 (the leader confirms its leadership: no log write) and
+  # uses it. A spare that is never used expires with its TTL, holding no
+  # key.
+
+  # Fetches the lease of a reservation in a process of its own, so that it
+  # overlaps the read of the candidate: the spare restarted at its full TTL
+  # (keep_alive/3 answers only once the leader confirmed it leads), else a
+  # new grant. `lease_wait/1` answers `{id, sent_at}`, or nil when neither
+  # worked (the reserve then grants as before).
+  defp lease_ahead(store, ms, call) do
+    spare = Process.delete({__MODULE__, :spare, store})
+    parent = self()
+    ref = make_ref()
+    {_pid, monitor} = spawn_monitor(fn -> send(parent, {ref, obtain(store, spare, ms, call)}) end)
+    {ref, monitor}
+  end
+
+  defp lease_wait({ref, monitor}) do
+    receive do
+      {^ref, lease} ->
+        Process.demonitor(monitor, [:flush])
+        lease
+
+      {:DOWN, ^monitor, :process, _, _} ->
+        nil
+    end
+  end
+
+  defp obtain(store, {id, ms}, ms, call) do
+    sent = System.monotonic_time(:millisecond)
+
+    case Store.keep_alive(store, id, Deadline.opts(call)) do
+      {:ok, ^ms} -> {id, sent}
+      _expired_or_error -> obtain(store, nil, ms, call)
+    end
+  end
+
+  defp obtain(store, {id, _other_ttl}, ms, call) do
+    Recipe.drop_lease(store, id, call)
+    obtain(store, nil, ms, call)
+  end
+
+  defp obtain(store, nil, ms, call) do
+    case Recipe.fresh_lease(store, nil, ms, call) do
+      {:ok, lease} -> lease
+      {:error, _} -> nil
+    end
+  end
+
+  # Keeps `lease` (`{id, _}` or an id, of `ms`, holding no key) as this
+  # process's spare; one spare per store: an older one is revoked.
+  defp spare(_store, nil, _ms, _call), do: :ok
+  defp spare(store, {id, _}, ms, call), do: spare(store, id, ms, call)
+
+  defp spare(store, id, ms, call) do
+    case Process.put({__MODULE__, :spare, store}, {id, ms}) do
+      {old, _} when old != id -> Recipe.drop_lease(store, old, call)
+      _ -> :ok
+    end
+  end
+
   # The first task of the topic without a live lease key, read with its
-  # lease key; :taken when it changed between the scan and the read.
-  defp candidate(store, topic, pid, ms, call) do
-    prefix = active_prefix(topic)
+  # lease key (`{:ok, view, lease}`); `{:taken, lease}` when it changed
+  # between the scan and the read. The lease in hand comes back, or the one
+  # fetched meanwhile (nil if that failed).
+  defp candidate(store, topic, pid, ms, call, lease) do
+    hint = Process.get({__MODULE__, :next, store, topic})
+    # A hint says the scan will likely find a task: fetch the lease now.
+    ahead = if lease == nil and hint != nil, do: lease_ahead(store, ms, call)
 
-    with {:ok, akv} <- Recipe.first_free(store, prefix, lease_prefix(topic), call) do
-      probe = %Task{id: akv.value, topic: topic, seq: Recipe.seq_of(akv.key, prefix)}
+    case scan(store, topic, hint, call) do
+      {:ok, akv, read} ->
+        ahead = ahead || (lease == nil and lease_ahead(store, ms, call))
+        read = read || read_view(store, probe(topic, akv), call)
+        lease = if ahead, do: lease_wait(ahead), else: lease
 
-      case read_view(store, probe, call) do
-        {:ok, view} ->
-          if match?({:ok, _, _}, Rules.plan(view, {:reserve, pid, 0, ms}, 0)),
-            do: {:ok, view},
-            else: :taken
+        case read do
+          {:ok, view} ->
+            if match?({:ok, _, _}, Rules.plan(view, {:reserve, pid, 0, ms}, 0)),
+              do: {:ok, view, lease},
+              else: {:taken, lease}
 
-        {:error, :no_task_found} ->
-          :taken
+          {:error, :no_task_found} ->
+            {:taken, lease}
 
-        {:error, {:undecodable_task, _id} = undecodable} ->
-          set_aside(store, akv, call)
-          {:error, undecodable}
+          {:error, {:undecodable_task, _id} = undecodable} ->
+            set_aside(store, akv, call)
+            spare(store, lease, ms, call)
+            {:error, undecodable, nil}
 
-        {:error, {:store, reason}} ->
-          {:error, reason}
-      end
+          {:error, {:store, reason}} ->
+            {:error, reason, lease}
+        end
+
+      {:none, rev} ->
+        # A lease in hand holds no key: kept for the next reserve.
+        spare(store, if(ahead, do: lease_wait(ahead), else: lease), ms, call)
+        {:none, rev}
+
+      {:error, reason} ->
+        {:error, reason, if(ahead, do: lease_wait(ahead), else: lease)}
+    end
+  end
+
+  defp probe(topic, akv) do
+    %Task{id: akv.value, topic: topic, seq: Recipe.seq_of(akv.key, active_prefix(topic))}
+  end
+
+  # The topic's first page of active keys and lease keys in one read-only
+  # txn, with the record and lease key of the task the last scan of this
+  # process saw next in line (`hint`, `{seq, id}`): if that task is still
+  # the first free one, its view comes from the same read (`{:ok, akv,
+  # view}`), else it is read after (`{:ok, akv, nil}`). The hint is only a
+  # guess about which keys to read: everything used is read now.
+  defp scan(store, topic, hint, call) do
+    {active, leases} = {active_prefix(topic), lease_prefix(topic)}
+    extra = if hint, do: view_reads(%Task{id: elem(hint, 1), topic: topic, seq: elem(hint, 0)})
+    reads = Recipe.page_reads(active, leases) ++ (extra || [])
+    key = {__MODULE__, :next, store, topic}
+
+    case Store.txn(store, [], reads, [], Deadline.opts(call)) do
+      {:ok, rev, true, [ipage, cpage | views]} ->
+        case Recipe.free_in([ipage, cpage], active, leases) do
+          {:ok, akv} ->
+            remember_next(key, ipage, cpage, akv, active, leases)
+            seq = Recipe.seq_of(akv.key, active)
+            read = if hint == {seq, akv.value}, do: view_of(views)
+            {:ok, akv, read}
+
+          :none ->
+            Process.delete(key)
+            {:none, rev}
+
+          {:more, _} ->
+            Process.delete(key)
+
+            with {:ok, akv} <- Recipe.first_free(store, active, leases, call),
+                 do: {:ok, akv, nil}
+        end
+
+      {:error, _} = error ->
+        error
+    end
+  end
+
+  # The next free task after `akv` in the same pages, as the next scan's hint.
+  defp remember_next(key, {:range, ikvs, count, more}, cpage, akv, active, leases) do
+    with [_ | _] = later <- Enum.drop_while(ikvs, &(&1.key <= akv.key)),
+         {:ok, next} <- Recipe.free_in([{:range, later, count, more}, cpage], active, leases) do
+      Process.put(key, {Recipe.seq_of(next.key, active), next.value})
+    else
+      _ -> Process.delete(key)
     end
   end
 
@@ -443,29 +588,63 @@ defmodule Synod.Tasks do
   defp change(store, task, request, opts) do
     with {:ok, call} <- call(store, opts) do
       result =
-        with {:ok, view} <- read_view(store, task, call),
-             do: apply_plan(store, view, request, call)
+        case speculate(store, task, request, call) do
+          :read ->
+            with {:ok, view} <- read_view(store, task, call),
+                 do: apply_plan(store, view, request, call)
+
+          result ->
+            result
+        end
 
       unwrap(result)
     end
   end
 
+  # A task struct the caller holds (the one reserve_task/4 or a change
+  # returned) is taken as the view without a read: the txn compares the
+  # record's bytes as well as its mod_revision, so it applies only if the
+  # stored record is exactly the struct, and the lease key's lease; if any
+  # of them differs the failure branch reads the real view and the request
+  # is planned again on it. A plan the struct refuses, an id, or a record
+  # too large to compare cheaply is read first (`:read`): every refusal is
+  # decided on what the store holds.
+  @speculate_max 4_096
+
+  defp speculate(store, %Task{} = t, request, call) do
+    bytes = encode(t)
+    live = t.status in [:running, :snoozed] and t.lease_id > 0
+
+    with true <- byte_size(bytes) <= @speculate_max,
+         {:ok, _, _} <- Rules.plan({t, live}, request, 0) do
+      apply_plan(store, {t, live}, request, call, 0, [{:value, rec_key(t.id), :==, bytes}])
+    else
+      _ -> :read
+    end
+  end
+
+  defp speculate(_store, _id, _request, _call), do: :read
+
   # Plans `request` on `view` and writes the plan in one txn that compares
   # the record's mod_revision and the lease key's state to the view. A lost
   # race (compare failed) writes nothing and plans again on the view the
   # failure branch read.
-  defp apply_plan(store, view, request, call, tries \\ 0)
+  defp apply_plan(store, view, request, call, tries \\ 0, pin \\ [])
 
-  defp apply_plan(_store, _view, _request, _call, 20), do: {:error, :contention}
+  defp apply_plan(_store, _view, _request, _call, 20, _pin), do: {:error, :contention}
 
-  defp apply_plan(store, {t, live} = view, request, call, tries) do
+  defp apply_plan(store, {t, live} = view, request, call, tries, pin) do
     with {:ok, new, effects} <- Rules.plan(view, request, System.system_time(:millisecond)) do
-      compares = [{:mod_revision, rec_key(t.id), :==, t.record_ver}, lease_compare(t, live)]
+      compares = [
+        {:mod_revision, rec_key(t.id), :==, t.record_ver},
+        lease_compare(t, live) | pin
+      ]
+
       ops = [{:put, rec_key(t.id), encode(new)} | key_ops(new, effects)]
 
       case Store.txn(store, compares, ops, view_reads(t), Deadline.opts(call)) do
         {:ok, rev, true, _} ->
-          Recipe.drop_lease(store, effects.drop_lease, call)
+          release(store, effects.drop_lease, request, t, call)
           transition(store, t.id, Rules.effective(t, live).status, new.status)
           {:ok, Rules.effective(%{new | record_ver: rev}, true)}
 
@@ -477,6 +656,19 @@ defmodule Synod.Tasks do
           {:error, {:store, reason}}
       end
     end
+  end
+
+  # The lease a change left without a key: the owner's own process keeps
+  # it as its spare after a terminate or fail (the next reserve reuses it),
+  # anyone else revokes it.
+  defp release(store, nil, _request, _t, call), do: Recipe.drop_lease(store, nil, call)
+
+  defp release(store, lease, request, t, call) do
+    owner = elem(request, 1)
+
+    if elem(request, 0) in [:terminate, :fail] and owner == self() and is_integer(t.lease_ms),
+      do: spare(store, lease, t.lease_ms, call),
+      else: Recipe.drop_lease(store, lease, call)
   end
 
   # [:synod, :tasks, :transition] for each change this node made (`from`

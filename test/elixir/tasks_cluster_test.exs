@@ -152,6 +152,78 @@ defmodule Synod.TasksClusterTest do
     assert {:error, :already_exists} = Tasks.create_task(s, %{id: t.id, topic: topic})
   end
 
+  @doc false
+  def count_request(_event, _measurements, %{kind: kind}, {pid, tag}),
+    do: if(self() == pid, do: send(pid, {tag, kind}))
+
+  # The store requests this process makes while `fun` runs, in order.
+  defp requests(fun) do
+    tag = make_ref()
+    id = {__MODULE__, tag}
+    handler = &__MODULE__.count_request/4
+    :ok = Synod.Telemetry.attach(id, [:synod, :store, :request], handler, {self(), tag})
+    fun.()
+    Synod.Telemetry.detach(id)
+    collect(tag, [])
+  end
+
+  defp collect(tag, acc) do
+    receive do
+      {^tag, kind} -> collect(tag, [kind | acc])
+    after
+      0 -> Enum.reverse(acc)
+    end
+  end
+
+  test "a change on a held struct is one txn; a struct that is not the stored record changes nothing",
+       %{store: s} do
+    topic = topic()
+    {:ok, _} = Tasks.create_tasks(s, [%{topic: topic}, %{topic: topic}])
+    owner = idle_pid()
+    {:ok, t} = Tasks.reserve_task(s, topic, owner, ttl: 60_000)
+
+    # Same record_ver and lease, another owner: planned on the struct it
+    # would pass; the record's bytes differ, so the store's record decides.
+    forged = %{t | owner: self()}
+    assert {:error, :wrong_owner} = Tasks.terminate(s, forged, self())
+    assert {:error, :wrong_owner} = Tasks.fail(s, %{forged | data: :other}, self(), :no)
+    assert {:ok, ^t} = Tasks.task(s, t.id)
+
+    # The owner's own struct: one txn, no read, no revoke.
+    {:ok, mine} = Tasks.reserve_task(s, topic, self(), ttl: 60_000)
+
+    assert requests(fn -> {:ok, %Rec{status: :terminated}} = Tasks.terminate(s, mine, self()) end) ==
+             [:txn]
+
+    # A stale struct (the task changed since) is refused on the fresh view.
+    assert {:error, :already_done} = Tasks.terminate(s, mine, self())
+    assert {:ok, %Rec{status: :terminated}} = Tasks.task(s, mine.id)
+  end
+
+  test "the owner's terminated lease is its next reservation's, restarted at its full TTL",
+       %{store: s} do
+    topic = topic()
+    {:ok, _} = Tasks.create_tasks(s, for(_ <- 1..3, do: %{topic: topic}))
+    {:ok, a} = Tasks.reserve_task(s, topic, self(), ttl: 60_000)
+    {:ok, _} = Tasks.terminate(s, a, self())
+    # The lease stays, holding no key, until the next reserve.
+    {:ok, leases} = Synod.Store.leases(s)
+    assert {a.lease_id, 60_000, []} in leases
+
+    {:ok, b} = Tasks.reserve_task(s, topic, self(), ttl: 60_000)
+    assert b.id != a.id and b.lease_id == a.lease_id and b.status == :running
+    {:ok, leases} = Synod.Store.leases(s)
+    assert {b.lease_id, 60_000, [Tasks.lease_key(b)]} in leases
+
+    # Another TTL: a new lease, and the spare is revoked.
+    {:ok, _} = Tasks.terminate(s, b, self())
+    {:ok, c} = Tasks.reserve_task(s, topic, self(), ttl: 30_000)
+    assert c.lease_id != b.lease_id
+    {:ok, leases} = Synod.Store.leases(s)
+    refute List.keymember?(leases, b.lease_id, 0)
+    assert {c.lease_id, 30_000, [Tasks.lease_key(c)]} in leases
+  end
+
   test "list_tasks pages through 10k tasks without gaps or repeats", %{store: s, nodes: nodes} do
     topics = for i <- 0..2, do: "list-#{i}-#{System.unique_integer([:positive])}"
 

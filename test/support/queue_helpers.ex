@@ -193,6 +193,14 @@ defmodule Synod.Test.Queue do
     end
   end
 
+  @doc "Microseconds of each of `n` raw store puts (the baseline of the issue 18 targets)."
+  def puts(store, n) do
+    for i <- 1..n do
+      key = "bench/put/#{i}"
+      timed(fn -> {:ok, _, _} = Synod.Store.put(store, key, "v#{i}") end)
+    end
+  end
+
   @doc "Microseconds of each of `n` raw store put + delete pairs (the baseline)."
   def raw_pairs(store, n) do
     for i <- 1..n do
@@ -208,7 +216,11 @@ defmodule Synod.Test.Queue do
   @doc "Microseconds of each of `n` reserve + terminate cycles on `topic` (tasks created first)."
   def cycles(store, topic, n) do
     create_many(store, topic, n, "bench-#{topic}")
+    run_cycles(store, topic, n)
+  end
 
+  @doc "Microseconds of each of `n` reserve + terminate cycles on `topic` (its tasks exist)."
+  def run_cycles(store, topic, n) do
     for _ <- 1..n do
       timed(fn ->
         {:ok, %Tasks.Task{} = t} = Tasks.reserve_task(store, topic, self())
@@ -255,6 +267,38 @@ defmodule Synod.Test.Queue do
       end)
 
     rate(clients * per_client, us)
+  end
+
+  @kinds [:put, :delete, :txn, :range, :revision, :leases, :grant, :keep_alive, :revoke]
+
+  @doc """
+  Runs `fun(args...)` of this module on this node and counts the store
+  requests it made, by kind (`[:synod, :store, :request]` telemetry of the
+  calling process and the processes it started): `%{kind => count}`.
+  """
+  def count_requests(fun, args) do
+    ref = :counters.new(length(@kinds), [:write_concurrency])
+    id = {__MODULE__, :count, make_ref()}
+    :ok = Synod.Telemetry.attach(id, [:synod, :store, :request], &__MODULE__.counted/4, ref)
+
+    try do
+      apply(__MODULE__, fun, args)
+    after
+      Synod.Telemetry.detach(id)
+    end
+
+    for {kind, i} <- Enum.with_index(@kinds, 1),
+        (c = :counters.get(ref, i)) > 0,
+        into: %{},
+        do: {kind, c}
+  end
+
+  @doc false
+  def counted(_event, _measurements, %{kind: kind}, ref) do
+    case Enum.find_index(@kinds, &(&1 == kind)) do
+      nil -> :ok
+      i -> :counters.add(ref, i + 1, 1)
+    end
   end
 
   defp rate(count, us), do: round(count / (us / 1_000_000))

@@ -10,7 +10,7 @@ defmodule Synod.Coord.Recipe do
       `<prefix><seq::64>`, seq = 1, 2, 3 ... assigned by a compare-and-swap
       on a counter key inside the txn that writes the entry, so key order
       is commit (revision) order;
-    * first free entry (`first_free/4`): the lowest entry key
+    * first free entry (`first_free/5`): the lowest entry key
       `<items><suffix>` that has no twin `<claims><suffix>` (a claim is a
       key on a store lease, so it vanishes when the lease expires).
 
@@ -126,54 +126,84 @@ defmodule Synod.Coord.Recipe do
   `{:ok, item_kv}`, or `{:none, revision}` with a revision to watch from
   (every change after it is seen by a watch `from: revision + 1`).
 
-  Reads are linearizable range queries (read-index, no log write): items
-  first, then claims, so an item is taken as free only if it had no claim
-  when the claims were read. The txn that takes it compares both again.
-  When nothing is free, the store's revision is read first and the scan
-  repeated, so nothing that came before the revision is missed.
+  Each page of items and the page of claims beside it are read in one
+  read-only txn (read-index on the leader: no log entry, no fsync), so an
+  item is taken as free only if it had no claim at the revision it was
+  read at. The txn that takes it compares both again, so what a scan shows
+  is only a candidate.
+
+  `keys_only: true` reads the items without their values (the take reads
+  the value it takes).
   """
-  @spec first_free(atom(), binary(), binary(), Deadline.budget()) ::
+  @spec first_free(atom(), binary(), binary(), Deadline.budget(), keyword()) ::
           {:ok, map()} | {:none, non_neg_integer()} | {:error, term()}
-  def first_free(store, items, claims, opts) do
-    with :none <- scan(store, items, claims, nil, opts),
-         {:ok, rev} <- Store.revision(store, Deadline.opts(opts)),
-         :none <- scan(store, items, claims, nil, opts) do
-      {:none, rev}
+  def first_free(store, items, claims, opts, read \\ []),
+    do: scan(store, {items, claims, Keyword.get(read, :keys_only, false)}, nil, nil, opts)
+
+  # `first` is the revision of this scan's first page: a change after it is
+  # seen by a watch from first + 1, one at or before it by the pages.
+  defp scan(store, {items, claims, keys_only} = where, after_suffix, first, opts) do
+    reads = page_reads(items, claims, after_suffix, keys_only)
+
+    case Store.txn(store, [], reads, [], Deadline.opts(opts)) do
+      {:ok, rev, true, results} ->
+        case free_in(results, items, claims) do
+          {:ok, kv} -> {:ok, kv}
+          :none -> {:none, first || rev}
+          {:more, suffix} -> scan(store, where, suffix, first || rev, opts)
+        end
+
+      {:error, _} = error ->
+        error
     end
   end
 
-  defp scan(store, items, claims, after_suffix, opts) do
-    page = fn prefix ->
-      Store.range(
-        store,
-        from(prefix, after_suffix),
-        [range_end: Command.prefix_end(prefix), limit: @page] ++ Deadline.opts(opts)
-      )
+  @doc """
+  The two range reads of one page of `items` and of `claims` after
+  `after_suffix` (nil: from the start), for a txn. `first_free/5` runs them
+  as a read-only txn; a take txn puts them in its failure branch, so a
+  take that lost a race learns the new head of the line from its own
+  answer (`free_in/3`) without another read. Claims are read keys only;
+  items too with `keys_only`.
+  """
+  @spec page_reads(binary(), binary(), binary() | nil, boolean()) :: [Command.op()]
+  def page_reads(items, claims, after_suffix \\ nil, keys_only \\ false) do
+    page = fn prefix, keys_only ->
+      {:range, from(prefix, after_suffix),
+       range_end: Command.prefix_end(prefix), limit: @page, keys_only: keys_only}
     end
 
-    with {:ok, ikvs, _, imore} <- page.(items),
-         {:ok, ckvs, _, cmore} <- page.(claims) do
-      claimed = MapSet.new(ckvs, &suffix(&1.key, claims))
-      # Claims past the last one read are unknown: only items up to it count.
-      known = if cmore, do: suffix(List.last(ckvs).key, claims), else: nil
+    [page.(items, keys_only), page.(claims, true)]
+  end
 
-      free =
-        Enum.find(ikvs, fn kv ->
-          s = suffix(kv.key, items)
-          (known == nil or s <= known) and not MapSet.member?(claimed, s)
-        end)
+  @doc """
+  What the results of `page_reads/4` (the first two of `results`) show:
+  `{:ok, item_kv}` the first free item, `:none` when no item is free at
+  the revision they were read at, or `{:more, suffix}` when the answer
+  lies past these pages (scan on after `suffix`).
+  """
+  @spec free_in(list(), binary(), binary()) :: {:ok, map()} | :none | {:more, binary()}
+  def free_in([{:range, ikvs, _, imore}, {:range, ckvs, _, cmore} | _], items, claims) do
+    claimed = MapSet.new(ckvs, &suffix(&1.key, claims))
+    # Claims past the last one read are unknown: only items up to it count.
+    known = if cmore, do: suffix(List.last(ckvs).key, claims), else: nil
 
-      cond do
-        free != nil ->
-          {:ok, free}
+    free =
+      Enum.find(ikvs, fn kv ->
+        s = suffix(kv.key, items)
+        (known == nil or s <= known) and not MapSet.member?(claimed, s)
+      end)
 
-        not imore and known == nil ->
-          :none
+    cond do
+      free != nil ->
+        {:ok, free}
 
-        true ->
-          last_item = if imore, do: suffix(List.last(ikvs).key, items)
-          scan(store, items, claims, min_suffix(last_item, known), opts)
-      end
+      not imore and known == nil ->
+        :none
+
+      true ->
+        last_item = if imore, do: suffix(List.last(ikvs).key, items)
+        {:more, min_suffix(last_item, known)}
     end
   end
 

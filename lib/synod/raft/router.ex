@@ -9,8 +9,12 @@ defmodule Synod.Raft.Router do
   # answers (a node that answered a leader-only request leads), from
   # `{:error, {:not_leader, Hint}}` hints, and from the local member's view
   # changes (Synod.Raft.Info.put/3 calls learn/2 and forget/1: the leader
-  # watch of a member's node). It is dropped on nodedown and on a
-  # `not_leader` without a hint.
+  # watch of a member's node). A node that runs no member of a group
+  # subscribes once, after its first answer from the group, to the leader
+  # watches of the group's voters (`subscribe/2`, run on each of them): their
+  # changes come to this process and fill the cache too, so such a node
+  # learns a new leader after a failover without a failed call first. It is
+  # dropped on nodedown and on a `not_leader` without a hint.
   #
   # A call goes straight to the cached leader. On a miss it asks the local
   # member's view, else every connected node's (one parallel round of
@@ -44,33 +48,164 @@ defmodule Synod.Raft.Router do
   @doc false
   def start_link(_), do: GenServer.start_link(__MODULE__, [], name: __MODULE__)
 
+  # State: per group, the voters' nodes whose leader watch reports here and
+  # the highest term a report carried (`watched`, `terms`).
   @impl true
   def init([]) do
     :ets.new(@table, [:named_table, :public, :set, read_concurrency: true])
     :ok = :net_kernel.monitor_nodes(true)
-    {:ok, nil}
+    {:ok, %{watched: %{}, terms: %{}}}
   end
 
-  # It takes no calls or casts: every one is stray (Synod.Stray: a call is
-  # answered {:error, {:bad_request, _}}; logged at most once a second).
+  # It takes no calls: every one is stray (Synod.Stray: a call is answered
+  # {:error, {:bad_request, _}}; logged at most once a second). The one
+  # cast is this node's callers asking it to subscribe (watch_from/2).
   @impl true
   def handle_call(request, from, state),
     do: Stray.call(request, from, state, "raft router", false, fn _, _, s -> {:noreply, s} end)
 
+  # Only after this node's caller set the group's flag row, and only to a
+  # connected node: a cast from elsewhere cannot make it dial anyone.
   @impl true
+  def handle_cast({:watch, group, node} = request, state) when is_atom(group) and is_atom(node) do
+    if :ets.member(@table, {:watching, group}) and node in Node.list(),
+      do: {:noreply, subscribe_on(state, group, [node])},
+      else: Stray.cast(request, state, "raft router")
+  end
+
   def handle_cast(request, state), do: Stray.cast(request, state, "raft router")
 
   @impl true
   def handle_info({:nodedown, node}, state) do
     :ets.match_delete(@table, {:_, node})
-    {:noreply, state}
+    {:noreply, unwatch(state, node)}
   end
 
   def handle_info({:nodeup, _node}, state), do: {:noreply, state}
 
+  # A voter's leader watch (subscribe/2): the leader it names, if its term
+  # is the highest reported, or the same term with a leader.
+  def handle_info({:synod_leader_watch, group, {__MODULE__, _}, _event, _before, after_}, state)
+      when is_map_key(state.watched, group) and is_map(after_) do
+    {:noreply, state |> heard(group, after_) |> more_voters(group, after_)}
+  end
+
+  # A subscription made (or not) on `node`: `{:ok, voters}` or an error.
+  def handle_info({:subscribed, group, node, result}, state)
+      when is_map_key(state.watched, group) do
+    case result do
+      {:ok, voters} when is_list(voters) ->
+        state = put_in(state.watched[group][node], :watching)
+        {:noreply, subscribe_on(state, group, voters)}
+
+      _ ->
+        {:noreply, drop_watch(state, group, node)}
+    end
+  end
+
   def handle_info(msg, state) do
     Stray.ignored("raft router", :message, msg)
     {:noreply, state}
+  end
+
+  # -- leader watches of a group this node runs no member of ------------------------------
+
+  @doc false
+  # Run on a voter's node (by :erpc from a router): adds a leader watch of
+  # this node's member that reports to `router`, and answers
+  # `{:ok, voter_nodes}` (the router subscribes on those too), or
+  # `{:error, :no_member}`. The watch ends with the router (a monitor).
+  @spec subscribe(atom(), pid()) :: {:ok, [node()]} | {:error, :no_member}
+  def subscribe(group, router) when is_atom(group) and is_pid(router) do
+    with :ok <- Synod.Raft.add_leader_watch(group, {__MODULE__, node(router)}, router) do
+      case Synod.Raft.status(group) do
+        %{voter_nodes: voters} -> {:ok, voters}
+        _ -> {:ok, []}
+      end
+    end
+  catch
+    :exit, _ -> {:error, :no_member}
+  end
+
+  # After an answer from `node` (which runs a member): a node with no member
+  # of `group` subscribes to the voters' leader watches, once (the flag row
+  # goes when every watched node is down or failed).
+  defp watch_from(group, node) do
+    # A lookup first: most answers find the flag set (no write lock).
+    if node != node() and not :ets.member(@table, {:watching, group}) and
+         Info.view(group) == nil and :ets.insert_new(@table, {{:watching, group}, true}),
+       do: GenServer.cast(__MODULE__, {:watch, group, node})
+
+    :ok
+  rescue
+    ArgumentError -> :ok
+  end
+
+  # Subscribes on each of `nodes` not yet asked, each in a process of its
+  # own (the router never waits on another node).
+  defp subscribe_on(state, group, nodes) do
+    watched = Map.get(state.watched, group, %{})
+    router = self()
+    connected = Node.list()
+    new = for n <- Enum.uniq(nodes), n in connected, not Map.has_key?(watched, n), do: n
+
+    for n <- new do
+      spawn(fn ->
+        result =
+          try do
+            :erpc.call(n, __MODULE__, :subscribe, [group, router], @discover_timeout)
+          catch
+            _, _ -> {:error, :unreachable}
+          end
+
+        send(router, {:subscribed, group, n, result})
+      end)
+    end
+
+    watched = Enum.reduce(new, watched, &Map.put(&2, &1, :asking))
+    %{state | watched: Map.put(state.watched, group, watched)}
+  end
+
+  defp more_voters(state, group, %{voters: voters}) when is_list(voters),
+    do: subscribe_on(state, group, voters)
+
+  defp more_voters(state, _group, _view), do: state
+
+  # A report names a connected node as leader, or none.
+  defp heard(state, group, %{term: term, leader: leader})
+       when is_integer(term) and (leader == nil or is_atom(leader)) do
+    known = Map.get(state.terms, group, 0)
+
+    leader = if leader in Node.list(), do: leader
+
+    cond do
+      term > known and leader != nil -> learn(group, leader)
+      term > known -> forget(group)
+      term == known and leader != nil -> learn(group, leader)
+      true -> :stale
+    end
+
+    %{state | terms: Map.put(state.terms, group, max(term, known))}
+  end
+
+  defp heard(state, _group, _view), do: state
+
+  defp unwatch(state, node) do
+    Enum.reduce(state.watched, state, fn {group, nodes}, state ->
+      if Map.has_key?(nodes, node), do: drop_watch(state, group, node), else: state
+    end)
+  end
+
+  # The last watched node of a group gone: the next answer subscribes again.
+  defp drop_watch(state, group, node) do
+    nodes = Map.delete(Map.get(state.watched, group, %{}), node)
+
+    if nodes == %{} do
+      :ets.delete(@table, {:watching, group})
+      %{state | watched: Map.delete(state.watched, group), terms: Map.delete(state.terms, group)}
+    else
+      put_in(state.watched[group], nodes)
+    end
   end
 
   # -- the cache ----------------------------------------------------------------------
@@ -229,6 +364,7 @@ defmodule Synod.Raft.Router do
 
       answer ->
         learn(group, target)
+        watch_from(group, target)
         answer
     end
   end
