@@ -1,14 +1,16 @@
 # Coordination cost counter (not a speed bench: no wall clock, so no
 # baseline ratio): what one operation of bench/coord_bench.exs costs in
 # counts that do not depend on the machine's load, so two builds can be
-# compared on a busy machine (docs/coordination.md, "Figures").
+# compared on a busy machine (docs/coordination.md, "Against 47d4d8d").
 #
 #   MIX_ENV=test mix run bench/coord_counts.exs [OPS]
 #
 # On 3 real :peer nodes (a 3-voter store, fsync on), client on a follower,
 # OPS (default 200) sequential operations of each kind: put, lock + unlock
 # (Synod.Lock.lock/4, empty fun), election claim (a fresh candidate: start,
-# elected, close). Per operation:
+# elected, close), and bench/queue_bench.exs's queue enqueue + dequeue and
+# task reserve + terminate (with the task's creation, which the bench does
+# before it times). Per operation:
 #   * the client's store requests by function (Synod.Store.*);
 #   * Raft proposals on the leader (:synod_nif.raft_propose/2);
 #   * Raft messages stepped and fsyncs on each node;
@@ -16,7 +18,7 @@
 # Call counts come from :cprof (call-count breakpoints), switched on for the
 # counted functions only after the warm-up; the reductions are measured in
 # a second pass without them. Runs unchanged on older commits (it uses only
-# Synod.Test.CoordBench's loops and Synod's public API).
+# Synod.Test.CoordBench's and Synod.Test.Queue's loops).
 
 {_, 0} = System.cmd("epmd", ["-daemon"])
 alias Synod.LocalCluster
@@ -104,10 +106,15 @@ try do
   on.(:locks, [store, "bench/warm", 20])
   on.(:claims, [store, 5])
 
+  q = fn fun, args -> :erpc.call(client, Synod.Test.Queue, fun, args, 600_000) end
+
+  # Each kind runs twice (counted, then measured in reductions): `pass` is 1 or 2.
   kinds = [
-    {"put", fn -> on.(:puts, [store, ops]) end},
-    {"lock + unlock", fn -> on.(:locks, [store, "bench/lock", ops]) end},
-    {"election claim (+ close)", fn -> on.(:claims, [store, ops]) end}
+    {"put", fn _pass -> on.(:puts, [store, ops]) end},
+    {"lock + unlock", fn _pass -> on.(:locks, [store, "bench/lock", ops]) end},
+    {"election claim (+ close)", fn _pass -> on.(:claims, [store, ops]) end},
+    {"queue enqueue + dequeue", fn pass -> q.(:pairs, [{store, "cq#{pass}"}, ops]) end},
+    {"task create + reserve + terminate", fn pass -> q.(:cycles, [store, "ct#{pass}", ops]) end}
   ]
 
   IO.puts(
@@ -119,10 +126,10 @@ try do
 
   for {name, run} <- kinds do
     CoordCounts.start(nodes)
-    run.()
+    run.(1)
     counts = CoordCounts.collect(nodes)
     r0 = CoordCounts.reductions(nodes, store)
-    run.()
+    run.(2)
     r1 = CoordCounts.reductions(nodes, store)
 
     store_calls =
