@@ -9,10 +9,19 @@ defmodule Synod.Stray do
   # not `{pid, tag}` (which gen_server's reply would crash on) is dropped
   # without an answer. `warn/1` is the same rate-limited warning for other
   # repeated conditions (a member that cannot write its disk).
+  #
+  # `who` names the process in the log line: a string, or a function that
+  # builds it, called only when something is logged. The processes on the
+  # store's request path (the Raft member, the leases and the watcher) pass
+  # a function: building "raft :name member" with inspect/1 costs more than
+  # the rest of an accepted call's checks, and they take every request.
 
   require Logger
 
   @interval 1_000
+
+  @typedoc "The process's name in a log line, or a function that builds it when one is logged."
+  @type who :: String.t() | (() -> String.t())
 
   @doc "The answer to a call the process does not know."
   @spec bad_request(term()) :: {:error, {:bad_request, term()}}
@@ -23,7 +32,7 @@ defmodule Synod.Stray do
   nodes: `fun.(request, from, state)` when `accepted?`, else the bad-request
   answer; nothing (and no crash in gen_server's reply) for a bad `from`.
   """
-  @spec call(term(), term(), state, String.t(), boolean(), (term(), term(), state -> result)) ::
+  @spec call(term(), term(), state, who(), boolean(), (term(), term(), state -> result)) ::
           result | {:reply, term(), state} | {:noreply, state}
         when state: term(), result: term()
   def call(request, from, state, who, accepted?, fun) do
@@ -42,7 +51,7 @@ defmodule Synod.Stray do
   end
 
   @doc "A gen_server's `handle_cast/2` for a process that takes no casts."
-  @spec cast(term(), state, String.t()) :: {:noreply, state} when state: term()
+  @spec cast(term(), state, who()) :: {:noreply, state} when state: term()
   def cast(request, state, who) do
     ignored(who, :cast, request)
     {:noreply, state}
@@ -54,7 +63,9 @@ defmodule Synod.Stray do
   def from?(_), do: false
 
   @doc "Logs (rate-limited) that `who` ignored a `kind` (call, cast, message)."
-  @spec ignored(String.t(), atom(), term()) :: :ok
+  @spec ignored(who(), atom(), term()) :: :ok
+  def ignored(who, kind, term) when is_function(who, 0), do: ignored(who.(), kind, term)
+
   def ignored(who, kind, term),
     do: warn("#{who} ignored a #{kind}: #{inspect(term, limit: 8, printable_limit: 100)}")
 

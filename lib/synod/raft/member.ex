@@ -301,7 +301,7 @@ defmodule Synod.Raft.Member do
   def handle_info({:nodeup, _}, state), do: {:noreply, state}
 
   def handle_info(msg, state) do
-    Stray.ignored(who(state), :message, msg)
+    Stray.ignored(who(state.group), :message, msg)
     {:noreply, state}
   end
 
@@ -310,10 +310,10 @@ defmodule Synod.Raft.Member do
   # an unknown message is dropped, each logged at most once a second.
   @impl true
   def handle_call(request, from, state),
-    do: Stray.call(request, from, state, who(state), known?(request), &call/3)
+    do: Stray.call(request, from, state, who(state.group), known?(request), &call/3)
 
   @impl true
-  def handle_cast(request, state), do: Stray.cast(request, state, who(state))
+  def handle_cast(request, state), do: Stray.cast(request, state, who(state.group))
 
   defp known?({:command, _cmd, _request_id}), do: true
   defp known?({:peer, id, node}), do: is_integer(id) and id > 0 and is_atom(node)
@@ -327,7 +327,8 @@ defmodule Synod.Raft.Member do
   defp known?({:subscribe_applied, pid}), do: is_pid(pid)
   defp known?(request), do: request in [:campaign, :status]
 
-  defp who(state), do: "raft #{inspect(state.group)} member"
+  # The name in Synod.Stray's log lines, built only when one is logged.
+  defp who(name), do: fn -> "raft #{inspect(name)} member" end
 
   defp call({:command, cmd, request_id}, from, state) do
     case state.sessions do

@@ -62,10 +62,12 @@ defmodule Synod.Raft.Watches do
 
   def handle_call(request, from, state),
     do:
-      Stray.call(request, from, state, who(state), false, fn _, _, state -> {:noreply, state} end)
+      Stray.call(request, from, state, who(state.group), false, fn _, _, state ->
+        {:noreply, state}
+      end)
 
   @impl true
-  def handle_cast(request, state), do: Stray.cast(request, state, who(state))
+  def handle_cast(request, state), do: Stray.cast(request, state, who(state.group))
 
   @impl true
   def handle_info({:raft_events, changes}, state) do
@@ -101,11 +103,12 @@ defmodule Synod.Raft.Watches do
   end
 
   def handle_info(other, state) do
-    Stray.ignored(who(state), :message, other)
+    Stray.ignored(who(state.group), :message, other)
     {:noreply, state}
   end
 
-  defp who(state), do: "raft #{inspect(state.group)} leader watches"
+  # The name in Synod.Stray's log lines, built only when one is logged.
+  defp who(name), do: fn -> "raft #{inspect(name)} leader watches" end
 
   # The parts of the member's view that its changes do not carry.
   defp indexes(group) do

@@ -44,14 +44,15 @@ defmodule Synod.Store.Leases do
   # each logged at most once a second.
   @impl true
   def handle_call(request, from, state),
-    do: Stray.call(request, from, state, who(state), known?(request), &call/3)
+    do: Stray.call(request, from, state, who(state.store), known?(request), &call/3)
 
   defp known?({:grant, ttl}), do: ttl in 1..@max_ttl
   defp known?({:keep_alive, id}), do: id in 1..@max_id
   defp known?({:revoke, id}), do: id in 1..@max_id
   defp known?(_), do: false
 
-  defp who(state), do: "store #{inspect(state.store)} leases"
+  # The name in Synod.Stray's log lines, built only when one is logged.
+  defp who(name), do: fn -> "store #{inspect(name)} leases" end
 
   defp call(_request, _from, %{leading: false} = state),
     do: {:reply, {:error, {:not_leader, Synod.Raft.leader(state.store)}}, state}
@@ -92,7 +93,7 @@ defmodule Synod.Store.Leases do
   end
 
   @impl true
-  def handle_cast(request, state), do: Stray.cast(request, state, who(state))
+  def handle_cast(request, state), do: Stray.cast(request, state, who(state.store))
 
   @impl true
   def handle_info({:synod_leader_watch, _, _, :become_leader, _, _}, state),
@@ -128,7 +129,7 @@ defmodule Synod.Store.Leases do
   def handle_info(:expire, state), do: {:noreply, %{state | timer: nil}}
 
   def handle_info(msg, state) do
-    Stray.ignored(who(state), :message, msg)
+    Stray.ignored(who(state.store), :message, msg)
     {:noreply, state}
   end
 

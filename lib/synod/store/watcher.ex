@@ -63,7 +63,7 @@ defmodule Synod.Store.Watcher do
   # each logged at most once a second.
   @impl true
   def handle_call(request, from, state),
-    do: Stray.call(request, from, state, who(state), known?(request), &call/3)
+    do: Stray.call(request, from, state, who(state.store), known?(request), &call/3)
 
   defp known?({:watch, ref, pid, range, from}),
     do: is_reference(ref) and is_pid(pid) and is_integer(from) and from > 0 and range?(range)
@@ -78,7 +78,8 @@ defmodule Synod.Store.Watcher do
   defp range?({:range, from, to}), do: is_binary(from) and (is_binary(to) or to == :end)
   defp range?(_), do: false
 
-  defp who(state), do: "store #{inspect(state.store)} watcher"
+  # The name in Synod.Stray's log lines, built only when one is logged.
+  defp who(name), do: fn -> "store #{inspect(name)} watcher" end
 
   defp call({:watch, ref, pid, range, from}, _from, state) do
     owners =
@@ -115,7 +116,7 @@ defmodule Synod.Store.Watcher do
   end
 
   @impl true
-  def handle_cast(request, state), do: Stray.cast(request, state, who(state))
+  def handle_cast(request, state), do: Stray.cast(request, state, who(state.store))
 
   @impl true
   def handle_info({:synod_raft_applied, _store, _index}, state), do: {:noreply, pump(state)}
@@ -133,7 +134,7 @@ defmodule Synod.Store.Watcher do
   end
 
   def handle_info(msg, state) do
-    Stray.ignored(who(state), :message, msg)
+    Stray.ignored(who(state.store), :message, msg)
     {:noreply, state}
   end
 
