@@ -121,6 +121,36 @@ defmodule Synod.Hub.Table do
     end
   end
 
+  @doc """
+  `remove_pid/4` for each `{id, pid}` of `stopped`, in one pass: the rows
+  as now stored of the ids that still have one, in order.
+  """
+  @spec remove_pids(:ets.tid(), [{term(), pid()}], term()) :: [Registry.row()]
+  def remove_pids(registry, stopped, reason), do: remove_pids(registry, stopped, reason, [])
+
+  defp remove_pids(registry, [{id, pid} | rest], reason, acc) do
+    case :ets.lookup(registry, id) do
+      [row] ->
+        case Registry.remove_pid(Registry.load(row), pid, reason) do
+          :delete ->
+            :ets.delete(registry, id)
+            remove_pids(registry, rest, reason, acc)
+
+          :unchanged ->
+            remove_pids(registry, rest, reason, [Registry.load(row) | acc])
+
+          {:put, row} ->
+            insert(registry, row)
+            remove_pids(registry, rest, reason, [row | acc])
+        end
+
+      [] ->
+        remove_pids(registry, rest, reason, acc)
+    end
+  end
+
+  defp remove_pids(_registry, [], _reason, acc), do: :lists.reverse(acc)
+
   @doc "Drops every copy on `node` from the rows."
   @spec drop_node(:ets.tid(), node()) :: true
   def drop_node(registry, node) do

@@ -49,18 +49,72 @@ defmodule Synod.Hub.Tombstones do
   tombstones stopped (nil: none); other ids keep what was recorded.
   """
   @spec record(:ets.tid(), [{term(), non_neg_integer()}], map(), integer()) :: :ok
-  def record(meta, tombstones, stopped, now_ms) do
-    rows =
-      for {id, t} <- tombstones,
-          old <- [lookup(meta, id)],
-          old == nil or elem(old, 0) < t or is_map_key(stopped, id) do
-        {old_t, old_pid} = if old, do: {elem(old, 0), elem(old, 2)}, else: {t, nil}
-        {{:tomb, id}, max(t, old_t), now_ms, Map.get(stopped, id, old_pid)}
-      end
+  def record(meta, tombstones, stopped, now_ms),
+    do: record(meta, tombstones, stopped, now_ms, :unknown)
 
-    :ets.insert(meta, rows)
+  @doc """
+  `record/4`, given `bound`: a stamp no tombstone in `meta` is above
+  (false: there is none; `:unknown`: not known). A stamp above it is the
+  later one of its id for sure, so it is written without reading the
+  tombstone it replaces: put whole for the ids in `stopped` and when there
+  is no tombstone at all, else its stamp and time updated in place (the
+  recorded copy kept), or put when none was there. Other stamps are
+  compared with what is recorded, as `record/4` does. (A peer's stop
+  announcement and a stop request here always carry a stamp above the
+  bound: the clock has seen every recorded stamp.)
+  """
+  @spec record(:ets.tid(), [{term(), non_neg_integer()}], map(), integer(), term()) :: :ok
+  def record(meta, tombstones, stopped, now_ms, bound) do
+    :ets.insert(meta, rows(meta, tombstones, stopped, now_ms, bound, []))
     :ok
   end
+
+  defp rows(meta, [{id, t} | rest], stopped, now_ms, bound, acc) do
+    cond do
+      bound == false or (is_map_key(stopped, id) and above?(t, bound)) ->
+        row = {{:tomb, id}, t, now_ms, Map.get(stopped, id)}
+        rows(meta, rest, stopped, now_ms, bound, [row | acc])
+
+      above?(t, bound) ->
+        if :ets.update_element(meta, {:tomb, id}, [{2, t}, {3, now_ms}]),
+          do: rows(meta, rest, stopped, now_ms, bound, acc),
+          else: rows(meta, rest, stopped, now_ms, bound, [{{:tomb, id}, t, now_ms, nil} | acc])
+
+      true ->
+        case compared(meta, id, t, stopped, now_ms) do
+          nil -> rows(meta, rest, stopped, now_ms, bound, acc)
+          row -> rows(meta, rest, stopped, now_ms, bound, [row | acc])
+        end
+    end
+  end
+
+  defp rows(_meta, [], _stopped, _now_ms, _bound, acc), do: :lists.reverse(acc)
+
+  defp above?(_t, :unknown), do: false
+  defp above?(t, bound), do: t > bound
+
+  # The row to write for stamp `t` of `id` against the one recorded, or
+  # nil when the recorded one stands (a later stamp, and not stopped here).
+  defp compared(meta, id, t, stopped, now_ms) do
+    case lookup(meta, id) do
+      nil ->
+        {{:tomb, id}, t, now_ms, Map.get(stopped, id)}
+
+      {old_t, _at, old_pid} when old_t < t or is_map_key(stopped, id) ->
+        {{:tomb, id}, max(t, old_t), now_ms, Map.get(stopped, id, old_pid)}
+
+      _ ->
+        nil
+    end
+  end
+
+  @doc "The latest stamp of `[{id, t}]` (0 for none)."
+  @spec newest([{term(), non_neg_integer()}]) :: non_neg_integer()
+  def newest(tombstones), do: newest(tombstones, 0)
+
+  defp newest([{_, t} | rest], acc) when t > acc, do: newest(rest, t)
+  defp newest([_ | rest], acc), do: newest(rest, acc)
+  defp newest([], acc), do: acc
 
   @doc "Every tombstone as `{id, t}`."
   @spec all(:ets.tid()) :: [{term(), non_neg_integer()}]
