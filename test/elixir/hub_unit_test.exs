@@ -289,6 +289,25 @@ defmodule Synod.HubUnitTest do
       end
     end
 
+    test "the copies of an id read from its row's copies alone, none without a row" do
+      table = :ets.new(:rows, [:set, :compressed])
+      [p, q] = [fake_pid(:b), fake_pid(:c)]
+
+      Synod.Hub.Table.insert(table, [
+        {"one", {M, :f, []}, 3, [p]},
+        {"two", {M, :f, []}, nil, [p, q]}
+      ])
+
+      :ets.insert(table, {"none", {M, :f, []}, nil, []})
+      assert Synod.Hub.Table.pids(table, "one") == [p]
+      assert Synod.Hub.Table.pids(table, "two") == [p, q]
+      assert Synod.Hub.Table.pids(table, "none") == []
+      assert Synod.Hub.Table.pids(table, "missing") == []
+
+      assert Synod.Hub.Table.locate(table, ["missing", "two", "one", "none"]) ==
+               [{"two", [p, q]}, {"one", [p]}, {"none", []}]
+    end
+
     test "mode changes only where the first owner changed", %{ring: ring, ring2: ring2} do
       ids = for i <- 1..500, do: "x#{i}"
 

@@ -58,8 +58,9 @@ defmodule Synod.Hub.Tombstones do
   later one of its id for sure, so it is written without reading the
   tombstone it replaces: put whole for the ids in `stopped` and when there
   is no tombstone at all, else its stamp and time updated in place (the
-  recorded copy kept), or put when none was there. Other stamps are
-  compared with what is recorded, as `record/4` does. (A peer's stop
+  recorded copy kept), or put when none was there. Other stamps are put
+  when their id has none, else compared with the one recorded, as
+  `record/4` does, reading and writing only the fields that change. (A peer's stop
   announcement and a stop request here always carry a stamp above the
   bound: the clock has seen every recorded stamp.)
   """
@@ -80,11 +81,12 @@ defmodule Synod.Hub.Tombstones do
           do: rows(meta, rest, stopped, now_ms, bound, acc),
           else: rows(meta, rest, stopped, now_ms, bound, [{{:tomb, id}, t, now_ms, nil} | acc])
 
+      :ets.insert_new(meta, {{:tomb, id}, t, now_ms, Map.get(stopped, id)}) ->
+        rows(meta, rest, stopped, now_ms, bound, acc)
+
       true ->
-        case compared(meta, id, t, stopped, now_ms) do
-          nil -> rows(meta, rest, stopped, now_ms, bound, acc)
-          row -> rows(meta, rest, stopped, now_ms, bound, [row | acc])
-        end
+        compare(meta, {:tomb, id}, t, stopped, now_ms)
+        rows(meta, rest, stopped, now_ms, bound, acc)
     end
   end
 
@@ -93,19 +95,20 @@ defmodule Synod.Hub.Tombstones do
   defp above?(_t, :unknown), do: false
   defp above?(t, bound), do: t > bound
 
-  # The row to write for stamp `t` of `id` against the one recorded, or
-  # nil when the recorded one stands (a later stamp, and not stopped here).
-  defp compared(meta, id, t, stopped, now_ms) do
-    case lookup(meta, id) do
-      nil ->
-        {{:tomb, id}, t, now_ms, Map.get(stopped, id)}
+  # Stamp `t` of the id of `key` against the tombstone recorded: the later
+  # stamp is kept, the time and the copy change when `t` is the later or
+  # the id is in `stopped`. Only the fields read or written are touched.
+  defp compare(meta, {:tomb, id} = key, t, stopped, now_ms) do
+    old_t = :ets.lookup_element(meta, key, 2)
 
-      {old_t, _at, old_pid} when old_t < t or is_map_key(stopped, id) ->
-        {{:tomb, id}, max(t, old_t), now_ms, Map.get(stopped, id, old_pid)}
+    changes =
+      case stopped do
+        %{^id => pid} -> [{2, max(t, old_t)}, {3, now_ms}, {4, pid}]
+        _ when old_t < t -> [{2, t}, {3, now_ms}]
+        _ -> []
+      end
 
-      _ ->
-        nil
-    end
+    changes == [] or :ets.update_element(meta, key, changes)
   end
 
   @doc "The latest stamp of `[{id, t}]` (0 for none)."
