@@ -3,7 +3,7 @@ defmodule Synod.Hub.Migrations do
   # Pure: the moves this node started, from the start it sent to the new
   # owner until the move is answered, handed over, timed out, or given up
   # because its target left. Each transition returns the new books and the
-  # effects for the coordinator to carry out (Synod.Hub.Coordinator.perform/2):
+  # effects for the coordinator to carry out (Synod.Hub.Perform.perform/2):
   #
   #   {:stop_local, ids, :migrating}   stop these local copies, keep their rows
   #   {:send_start, target, ref, entries}  ask `target` to start the entries
