@@ -106,7 +106,9 @@ defmodule Synod.Hub.Protocol do
 
   defp pids?(list), do: all?(list, &is_pid/1)
   defp atoms?(list), do: all?(list, &is_atom/1)
-  defp proper?(list), do: all?(list, fn _ -> true end)
+  defp proper?([_ | rest]), do: proper?(rest)
+  defp proper?([]), do: true
+  defp proper?(_), do: false
 
   # Enum.all?/2 for proper lists only: false for anything else (an improper
   # list included), never an exception.
