@@ -54,15 +54,14 @@ defmodule Synod.Hub.Tombstones do
 
   @doc """
   `record/4`, given `bound`: a stamp no tombstone in `meta` is above
-  (false: there is none; `:unknown`: not known). A stamp above it is the
-  later one of its id for sure, so it is written without reading the
-  tombstone it replaces: put whole for the ids in `stopped` and when there
-  is no tombstone at all, else its stamp and time updated in place (the
-  recorded copy kept), or put when none was there. Other stamps are put
-  when their id has none, else compared with the one recorded, as
-  `record/4` does, reading and writing only the fields that change. (A peer's stop
-  announcement and a stop request here always carry a stamp above the
-  bound: the clock has seen every recorded stamp.)
+  (false: there is none; `:unknown`: not known). With no tombstone at all
+  every one is put whole, in one table call. A stamp above the bound is
+  the later one of its id for sure: its fields are written in place
+  without reading the tombstone they replace (or it is put when there was
+  none). Any other stamp is compared with the recorded one, reading and
+  writing only the fields that change. (A stop request here, stamped by
+  this node's clock, which has seen every recorded stamp, is always above
+  the bound; a peer's stop stamped a moment before this node's own is not.)
   """
   @spec record(:ets.tid(), [{term(), non_neg_integer()}], map(), integer(), term()) :: :ok
   def record(meta, tombstones, stopped, now_ms, bound) do
@@ -70,24 +69,23 @@ defmodule Synod.Hub.Tombstones do
     :ok
   end
 
+  defp rows(meta, [{id, t} | rest], stopped, now_ms, false, acc) do
+    row = {{:tomb, id}, t, now_ms, Map.get(stopped, id)}
+    rows(meta, rest, stopped, now_ms, false, [row | acc])
+  end
+
   defp rows(meta, [{id, t} | rest], stopped, now_ms, bound, acc) do
-    cond do
-      bound == false or (is_map_key(stopped, id) and above?(t, bound)) ->
-        row = {{:tomb, id}, t, now_ms, Map.get(stopped, id)}
-        rows(meta, rest, stopped, now_ms, bound, [row | acc])
+    key = {:tomb, id}
 
-      above?(t, bound) ->
-        if :ets.update_element(meta, {:tomb, id}, [{2, t}, {3, now_ms}]),
-          do: rows(meta, rest, stopped, now_ms, bound, acc),
-          else: rows(meta, rest, stopped, now_ms, bound, [{{:tomb, id}, t, now_ms, nil} | acc])
+    written =
+      if above?(t, bound),
+        do: :ets.update_element(meta, key, later(id, t, stopped, now_ms)),
+        else: compare(meta, key, id, t, stopped, now_ms)
 
-      :ets.insert_new(meta, {{:tomb, id}, t, now_ms, Map.get(stopped, id)}) ->
-        rows(meta, rest, stopped, now_ms, bound, acc)
-
-      true ->
-        compare(meta, {:tomb, id}, t, stopped, now_ms)
-        rows(meta, rest, stopped, now_ms, bound, acc)
-    end
+    if written,
+      do: rows(meta, rest, stopped, now_ms, bound, acc),
+      else:
+        rows(meta, rest, stopped, now_ms, bound, [{key, t, now_ms, Map.get(stopped, id)} | acc])
   end
 
   defp rows(_meta, [], _stopped, _now_ms, _bound, acc), do: :lists.reverse(acc)
@@ -95,20 +93,33 @@ defmodule Synod.Hub.Tombstones do
   defp above?(_t, :unknown), do: false
   defp above?(t, bound), do: t > bound
 
-  # Stamp `t` of the id of `key` against the tombstone recorded: the later
-  # stamp is kept, the time and the copy change when `t` is the later or
-  # the id is in `stopped`. Only the fields read or written are touched.
-  defp compare(meta, {:tomb, id} = key, t, stopped, now_ms) do
-    old_t = :ets.lookup_element(meta, key, 2)
+  # The fields a later stamp `t` writes: the stamp and the time, and for
+  # an id in `stopped` the copy.
+  defp later(id, t, stopped, now_ms) do
+    case stopped do
+      %{^id => pid} -> [{2, t}, {3, now_ms}, {4, pid}]
+      _ -> [{2, t}, {3, now_ms}]
+    end
+  end
 
-    changes =
-      case stopped do
-        %{^id => pid} -> [{2, max(t, old_t)}, {3, now_ms}, {4, pid}]
-        _ when old_t < t -> [{2, t}, {3, now_ms}]
-        _ -> []
-      end
+  # Stamp `t` against the tombstone recorded, if any (always written, so
+  # true). The stamp is read by a zero increment, which puts the new
+  # tombstone whole when there is none; the later stamp is kept, and
+  # the time and the copy change when `t` is the later or the id is in
+  # `stopped`. Only the fields read or written are touched.
+  defp compare(meta, key, id, t, stopped, now_ms) do
+    new = {key, t, now_ms, Map.get(stopped, id)}
 
-    changes == [] or :ets.update_element(meta, key, changes)
+    case :ets.update_counter(meta, key, {2, 0}, new) do
+      old_t when old_t < t ->
+        :ets.update_element(meta, key, later(id, t, stopped, now_ms))
+
+      _ when is_map_key(stopped, id) ->
+        :ets.update_element(meta, key, [{3, now_ms}, {4, stopped[id]}])
+
+      _ ->
+        true
+    end
   end
 
   @doc "The latest stamp of `[{id, t}]` (0 for none)."
