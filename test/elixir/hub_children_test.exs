@@ -67,6 +67,31 @@ defmodule Synod.HubChildrenTest do
     assert DynamicSupervisor.count_children(sup).active == 0
   end
 
+  test "after stops of a few and of most, the child left is still supervised", %{sup: sup} do
+    children = for i <- 1..40, do: {"c#{i}", spec(:plain)}
+    started = Map.new(Children.start_batch(sup, children), fn {id, {:ok, pid}} -> {id, pid} end)
+    answers = fn ids -> for id <- ids, do: {id, {:ok, started[id]}} end
+
+    # a few of many (taken out one by one), then most of the rest (the
+    # rest rebuilt without them)
+    few = ["c1", "c2", "c3"]
+    assert Children.stop_batch(sup, few) == answers.(few)
+    assert DynamicSupervisor.count_children(sup).active == 37
+    most = for i <- 5..40, do: "c#{i}"
+    assert Children.stop_batch(sup, most) == answers.(most)
+    assert [{:undefined, c4, _, _}] = DynamicSupervisor.which_children(sup)
+    assert c4 == started["c4"]
+
+    # the one left crashes: seen as its own and restarted (:permanent)
+    Process.exit(c4, :crash)
+    assert_receive {:synod_child_exit, _, "c4", ^c4, :crash, new} when is_pid(new)
+
+    assert Children.stop_batch(sup, ["c4", "c1"]) ==
+             [{"c4", {:ok, new}}, {"c1", {:error, :not_found}}]
+
+    assert DynamicSupervisor.count_children(sup).active == 0
+  end
+
   test "a child that unlinked itself from the supervisor is stopped all the same", %{sup: sup} do
     [{"u", {:ok, pid}}, {"p", {:ok, other}}] =
       Children.start_batch(sup, [{"u", spec(:plain)}, {"p", spec(:plain)}])

@@ -65,6 +65,10 @@ defmodule Synod.HubCoreTest do
             {:synod_registered, :n@h, [], [{ref, [:nope], []}]},
             {:synod_unregistered, :n@h, [{"x", me}], :gone, []},
             {:synod_unregistered, :n@h, [{"x", me}], {:stopped, :later}, []},
+            {:synod_unregistered, :n@h, [{"x", me}, {"y", :not_a_pid}], {:stopped, 1}, []},
+            {:synod_unregistered, :n@h, [{"x", me}, {"y"}], :stopped, []},
+            {:synod_unregistered, :n@h, [{"x", me} | :improper], :stopped, []},
+            {:synod_unregistered, :n@h, :stopped, :stopped, []},
             {:synod_orphans, :n@h, [{"x", @spec_ok}]},
             {:synod_sync, :n@h, [], [], [{"z", :t}]},
             {:synod_hello, :other@host, me, :config},
@@ -231,6 +235,55 @@ defmodule Synod.HubCoreTest do
       assert Tombstones.sweep(meta, 5) == 1
       refute Tombstones.any?(meta)
       assert Tombstones.lookup(meta, "a") == nil
+    end
+
+    test "record/4 and record/5 (given the bound the shell keeps) keep the later stamp" do
+      :rand.seed(:exsss, {3, 12, 2026})
+      slow = :ets.new(:slow, [:set])
+      fast = :ets.new(:fast, [:set])
+      pids = [nil, self(), spawn(fn -> :ok end)]
+
+      # the rule, on a map: the later stamp wins; the time and the copy
+      # change when the stamp is the later one or the id is stopped here
+      model = fn model, tombstones, stopped, now ->
+        Enum.reduce(tombstones, model, fn {id, t}, model ->
+          case model do
+            %{^id => {old_t, _, old_pid}} when old_t < t or is_map_key(stopped, id) ->
+              Map.put(model, id, {max(t, old_t), now, Map.get(stopped, id, old_pid)})
+
+            %{^id => _} ->
+              model
+
+            _ ->
+              Map.put(model, id, {t, now, Map.get(stopped, id)})
+          end
+        end)
+      end
+
+      # batches of stamps, mostly above everything recorded (a stop here or
+      # a peer's), sometimes older ones (a late sync), some ids stopped
+      Enum.reduce(1..300, {false, 0, %{}}, fn now, {bound, clock, expected} ->
+        t = if :rand.uniform(4) == 1, do: :rand.uniform(clock + 1), else: clock + :rand.uniform(5)
+        ids = Enum.take_random(Enum.map(1..12, &"id#{&1}"), :rand.uniform(6))
+        tombstones = for id <- ids, do: {id, if(:rand.uniform(3) == 1, do: t + 1, else: t)}
+        stopped = Map.new(Enum.take_random(ids, :rand.uniform(3) - 1), &{&1, Enum.random(pids)})
+        :ok = Tombstones.record(slow, tombstones, stopped, now)
+        :ok = Tombstones.record(fast, tombstones, stopped, now, bound)
+        expected = model.(expected, tombstones, stopped, now)
+        table = Enum.sort(for {id, {t, at, pid}} <- expected, do: {{:tomb, id}, t, at, pid})
+        assert Enum.sort(:ets.tab2list(slow)) == table
+        assert Enum.sort(:ets.tab2list(fast)) == table
+        newest = Tombstones.newest(tombstones)
+        assert newest == tombstones |> Enum.map(&elem(&1, 1)) |> Enum.max()
+        {max(bound || 0, newest), max(clock, newest), expected}
+      end)
+
+      # with no tombstone at all (bound false) every stamp is put whole
+      none = :ets.new(:none, [:set])
+      :ok = Tombstones.record(none, [{"a", 3}, {"b", 4}], %{"b" => self()}, 9, false)
+      assert Tombstones.lookup(none, "a") == {3, 9, nil}
+      assert Tombstones.lookup(none, "b") == {4, 9, self()}
+      assert Tombstones.newest([]) == 0
     end
   end
 

@@ -253,6 +253,61 @@ defmodule Synod.HubUnitTest do
       end
     end
 
+    test "a batch of copies leaves its rows as one remove_pid/4 per copy does" do
+      :rand.seed(:exsss, {3, 12, 2026})
+      nodes = [:a, :b, :c]
+
+      for reason <- [{:stopped, 7}, :stopped, :migrating, :suspended], round <- 1..20 do
+        rows =
+          for i <- 1..60 do
+            pids = for _ <- 1..Enum.random(0..3)//1, do: fake_pid(Enum.random(nodes))
+            {"id-#{round}-#{i}", {M, :f, []}, nil, pids}
+          end
+
+        # copies named by the announcement: most in their row, some not,
+        # some ids without a row
+        stopped =
+          for {id, _, _, pids} <- Enum.take_random(rows, 40) ++ [{"gone", nil, nil, []}] do
+            {id,
+             if(pids != [] and :rand.uniform(4) > 1, do: Enum.random(pids), else: fake_pid(:b))}
+          end
+
+        [one, batch] =
+          for _ <- 1..2 do
+            table = :ets.new(:rows, [:set])
+            Synod.Hub.Table.insert(table, rows)
+            table
+          end
+
+        expected =
+          for {id, pid} <- stopped,
+              row = Synod.Hub.Table.remove_pid(one, id, pid, reason),
+              do: row
+
+        assert Synod.Hub.Table.remove_pids(batch, stopped, reason) == expected
+        assert Enum.sort(:ets.tab2list(batch)) == Enum.sort(:ets.tab2list(one))
+      end
+    end
+
+    test "the copies of an id read from its row's copies alone, none without a row" do
+      table = :ets.new(:rows, [:set, :compressed])
+      [p, q] = [fake_pid(:b), fake_pid(:c)]
+
+      Synod.Hub.Table.insert(table, [
+        {"one", {M, :f, []}, 3, [p]},
+        {"two", {M, :f, []}, nil, [p, q]}
+      ])
+
+      :ets.insert(table, {"none", {M, :f, []}, nil, []})
+      assert Synod.Hub.Table.pids(table, "one") == [p]
+      assert Synod.Hub.Table.pids(table, "two") == [p, q]
+      assert Synod.Hub.Table.pids(table, "none") == []
+      assert Synod.Hub.Table.pids(table, "missing") == []
+
+      assert Synod.Hub.Table.locate(table, ["missing", "two", "one", "none"]) ==
+               [{"two", [p, q]}, {"one", [p]}, {"none", []}]
+    end
+
     test "mode changes only where the first owner changed", %{ring: ring, ring2: ring2} do
       ids = for i <- 1..500, do: "x#{i}"
 

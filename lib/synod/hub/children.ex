@@ -143,14 +143,14 @@ defmodule Synod.Hub.Children do
 
   defp call({:stop_batch, ids}, _from, state) do
     {results, found} = stop_plan(ids, state.ids, [], [])
-    shutdown(found)
+    gone = shutdown(found)
     # (An exit a stopped child sent before it was stopped is taken by
     # shutdown/1 with the others. A restart being tried again is called
     # off: the child is stopped.)
     state = %{
       state
-      | ids: Map.drop(state.ids, ids),
-        pids: Map.drop(state.pids, for({pid, _} <- found, do: pid)),
+      | ids: without(state.ids, Map.from_keys(ids, true)),
+        pids: without(state.pids, gone),
         retrying: if(state.retrying == %{}, do: %{}, else: Map.drop(state.retrying, ids))
     }
 
@@ -347,17 +347,29 @@ defmodule Synod.Hub.Children do
   # and the wait is a count going down (no clock read, no map update per
   # child). A child that unlinked itself sends no EXIT: every @recheck ms
   # the pending children that are no longer alive are counted as gone.
+  # Returns the children's pids (as a map, `pid => deadline`).
   @recheck 1_000
-  defp shutdown([]), do: :ok
+  defp shutdown([]), do: %{}
 
   defp shutdown(children) do
     now = System.monotonic_time(:millisecond)
-    {pending, deadlines} = exit_all(children, now, %{}, %{})
+    {pending, deadlines} = exit_all(children, now, [], %{})
+    # one map built in C, not one put per child
+    pending = :maps.from_list(pending)
     # the distinct deadlines, soonest first (few: one per shutdown value)
     deadlines = deadlines |> Map.keys() |> Enum.sort()
     timer = next_timer(deadlines, now + @recheck, now)
     await_exits(pending, map_size(pending), deadlines, now + @recheck, timer)
+    pending
   end
+
+  # `map` without the keys of the map `gone`. Removing most of a big map
+  # key by key costs many times what rebuilding it from the keys that stay
+  # does (each removal copies a path of the map's tree).
+  defp without(map, gone) when map_size(gone) * 2 < map_size(map),
+    do: Map.drop(map, Map.keys(gone))
+
+  defp without(map, gone), do: :maps.filter(fn key, _ -> not is_map_key(gone, key) end, map)
 
   defp exit_all([{pid, spec} | children], now, pending, deadlines) do
     deadline =
@@ -375,7 +387,10 @@ defmodule Synod.Hub.Children do
           now + ms
       end
 
-    exit_all(children, now, Map.put(pending, pid, deadline), Map.put(deadlines, deadline, true))
+    deadlines =
+      if is_map_key(deadlines, deadline), do: deadlines, else: Map.put(deadlines, deadline, true)
+
+    exit_all(children, now, [{pid, deadline} | pending], deadlines)
   end
 
   defp exit_all([], _now, pending, deadlines), do: {pending, deadlines}

@@ -186,8 +186,9 @@ defmodule Synod.Hub.Perform do
   defp put_tombstones(state, [], _stopped), do: state
 
   defp put_tombstones(state, tombstones, stopped) do
-    :ok = Tombstones.record(state.meta, tombstones, stopped, System.monotonic_time(:millisecond))
-    newest = Enum.reduce(tombstones, 0, fn {_, t}, acc -> max(t, acc) end)
+    now = System.monotonic_time(:millisecond)
+    :ok = Tombstones.record(state.meta, tombstones, stopped, now, state.tombs)
+    newest = Tombstones.newest(tombstones)
     observe(%{state | tombs: max(state.tombs || 0, newest)}, newest)
   end
 
@@ -212,10 +213,10 @@ defmodule Synod.Hub.Perform do
 
   # Tombstones from another member: recorded, and every copy here and row
   # they cover goes (a copy whose stop request never came here included).
-  defp apply_tombstones(state, []), do: state
+  defp apply_tombstones(state, [], _rows), do: state
 
-  defp apply_tombstones(state, tombstones) do
-    rows = Table.with_rows(state.registry, tombstones)
+  # `rows`: `[{t, row}]`, the rows the ids of `tombstones` have (Table.with_rows/2).
+  defp apply_tombstones(state, tombstones, rows) do
     {covered, doomed} = Requests.covered(rows, state.me)
     {state, _results, stopped} = stop_local(state, doomed, :stopped)
     perform(state, Requests.tombstones_applied(state.me, tombstones, covered, stopped))
@@ -610,6 +611,16 @@ defmodule Synod.Hub.Perform do
   def perform(state, []), do: state
   def perform(state, [effect | rest]), do: state |> perform_one(effect) |> perform(rest)
 
+  # `perform/2`, with `rows` (`[{t, row}]`) the rows of the ids of its
+  # `{:apply_tombstones, _}` as just stored (see `{:remove_copies, ...}`).
+  defp perform_stored(state, [{:apply_tombstones, tombstones} | rest], rows),
+    do: state |> apply_tombstones(tombstones, rows) |> perform(rest)
+
+  defp perform_stored(state, [effect | rest], rows),
+    do: state |> perform_one(effect) |> perform_stored(rest, rows)
+
+  defp perform_stored(state, [], _rows), do: state
+
   defp perform_one(state, {:send, node, message}) do
     send({state.hub, node}, message)
     state
@@ -695,20 +706,24 @@ defmodule Synod.Hub.Perform do
     perform(state, Announcements.copies_put(from, entries, rows, replies))
   end
 
+  # A stop request's copies (`{:stopped, t}`) are followed by their
+  # tombstones, `{:apply_tombstones, _}` of the same ids, whose rows this
+  # clause has just stored: those are given to it rather than read again.
   defp perform_one(state, {:remove_copies, from, stopped, reason, replies}) do
-    rows =
-      for {id, pid} <- stopped,
-          row = Table.remove_pid(state.registry, id, pid, reason),
-          do: row
+    rows = Table.remove_pids(state.registry, stopped, reason)
+    effects = Announcements.copies_removed(from, stopped, reason, rows, replies)
 
-    perform(state, Announcements.copies_removed(from, stopped, reason, rows, replies))
+    case reason do
+      {:stopped, t} -> perform_stored(state, effects, for(row <- rows, do: {t, row}))
+      _ -> perform(state, effects)
+    end
   end
 
   defp perform_one(state, {:add_orphans, orphans}),
     do: perform(state, Announcements.orphans_added(Table.add_orphans(state.registry, orphans)))
 
   defp perform_one(state, {:apply_tombstones, tombstones}),
-    do: apply_tombstones(state, tombstones)
+    do: apply_tombstones(state, tombstones, Table.with_rows(state.registry, tombstones))
 
   defp perform_one(state, {:compare_sync, from, entries, orphans}),
     do: compare_sync(state, from, entries, orphans)

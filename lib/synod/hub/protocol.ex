@@ -21,7 +21,7 @@ defmodule Synod.Hub.Protocol do
     do: is_atom(from) and all?(entries, &registered_entry?/1) and replies?(replies)
 
   def message?({:synod_unregistered, from, stopped, why, replies}),
-    do: is_atom(from) and why?(why) and all?(stopped, &id_pid?/1) and replies?(replies)
+    do: is_atom(from) and why?(why) and id_pids?(stopped) and replies?(replies)
 
   def message?({:synod_orphans, from, orphans}),
     do: is_atom(from) and all?(orphans, &orphan?/1)
@@ -93,8 +93,11 @@ defmodule Synod.Hub.Protocol do
 
   defp tombstones?(tombstones), do: all?(tombstones, &match?({_id, t} when is_integer(t), &1))
 
-  defp id_pid?({_id, pid}), do: is_pid(pid)
-  defp id_pid?(_), do: false
+  # `[{id, pid}]`, the shape of a stop announcement (tens of thousands of
+  # entries): one clause per entry, no function called on each.
+  defp id_pids?([{_id, pid} | rest]) when is_pid(pid), do: id_pids?(rest)
+  defp id_pids?([]), do: true
+  defp id_pids?(_), do: false
 
   defp replies?(replies), do: all?(replies, &reply?/1)
 
@@ -103,7 +106,9 @@ defmodule Synod.Hub.Protocol do
 
   defp pids?(list), do: all?(list, &is_pid/1)
   defp atoms?(list), do: all?(list, &is_atom/1)
-  defp proper?(list), do: all?(list, fn _ -> true end)
+  defp proper?([_ | rest]), do: proper?(rest)
+  defp proper?([]), do: true
+  defp proper?(_), do: false
 
   # Enum.all?/2 for proper lists only: false for anything else (an improper
   # list included), never an exception.

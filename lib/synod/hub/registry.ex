@@ -124,6 +124,15 @@ defmodule Synod.Hub.Registry do
   end
 
   @doc """
+  Whether a row goes with its last copy when that copy leaves for
+  `reason`: an exit (`:stopped`) or a stop request (`{:stopped, t}`) takes
+  it along; a move or a suspension leaves it without a copy. (A guard.)
+  """
+  defguard is_deleting_reason(reason)
+           when reason == :stopped or
+                  (is_tuple(reason) and tuple_size(reason) == 2 and elem(reason, 0) == :stopped)
+
+  @doc """
   What becomes of `row` once its copy `pid` is gone: `:delete` (the last
   copy of a child that exited, `reason` :stopped, or was stopped by a stop
   request, `{:stopped, t}`), `:unchanged` (no such copy), or `{:put, row}`.
@@ -133,8 +142,7 @@ defmodule Synod.Hub.Registry do
   @spec remove_pid(row(), pid(), term()) :: :delete | :unchanged | {:put, row()}
   def remove_pid({id, spec, slot, pids}, pid, reason) do
     case List.delete(pids, pid) do
-      [] when reason == :stopped -> :delete
-      [] when is_tuple(reason) and elem(reason, 0) == :stopped -> :delete
+      [] when is_deleting_reason(reason) -> :delete
       ^pids -> :unchanged
       rest -> {:put, {id, spec, slot, rest}}
     end

@@ -10,6 +10,7 @@ defmodule Synod.Hub.Table do
   # stored form. Rows written with a list (any length) read back the same.
 
   alias Synod.Hub.{Placement, Registry}
+  require Registry
 
   @doc "The row of `id`, or nil."
   @spec row(:ets.tid(), term()) :: Registry.row() | nil
@@ -39,21 +40,27 @@ defmodule Synod.Hub.Table do
   @doc "The copies of `id` (`[]` when none or no row)."
   @spec pids(:ets.tid(), term()) :: [pid()]
   def pids(registry, id) do
-    case :ets.lookup(registry, id) do
-      [{_, _, _, pids}] -> Registry.copies(pids)
-      [] -> []
+    case stored_copies(registry, id) do
+      nil -> []
+      copies -> Registry.copies(copies)
     end
   end
 
   @doc "`[{id, [pid]}]` for the ids that have a row."
   @spec locate(:ets.tid(), [term()]) :: [{term(), [pid()]}]
   def locate(registry, ids),
-    do:
-      for(
-        id <- ids,
-        [{_, _, _, pids}] <- [:ets.lookup(registry, id)],
-        do: {id, Registry.copies(pids)}
-      )
+    do: for(id <- ids, copies = stored_copies(registry, id), do: {id, Registry.copies(copies)})
+
+  # The copies of `id`'s row as stored, or nil when it has none. Only that
+  # element is read: a compressed row copied out whole (`:ets.lookup/2`)
+  # costs two to three times as much. Readers run beside the coordinator,
+  # which may delete the row at any moment: a missing row raises, read as
+  # nil.
+  defp stored_copies(registry, id) do
+    :ets.lookup_element(registry, id, 4)
+  rescue
+    ArgumentError -> nil
+  end
 
   @doc "This node's (`me`) copy of `id`, or nil."
   @spec local_copy(:ets.tid(), term(), node()) :: pid() | nil
@@ -118,6 +125,47 @@ defmodule Synod.Hub.Table do
           insert(registry, row)
           row
       end
+    end
+  end
+
+  @doc """
+  `remove_pid/4` for each `{id, pid}` of `stopped`, in one pass: the rows
+  as now stored of the ids that still have one, in order.
+  """
+  @spec remove_pids(:ets.tid(), [{term(), pid()}], term()) :: [Registry.row()]
+  def remove_pids(registry, stopped, reason), do: remove_pids(registry, stopped, reason, [])
+
+  # The usual copy leaving for good is its row's one copy: seen in the
+  # copies alone (stored_copies/2), and the row deleted without reading it.
+  defp remove_pids(registry, [{id, pid} | rest], reason, acc) do
+    if stored_copies(registry, id) == pid and Registry.is_deleting_reason(reason) do
+      :ets.delete(registry, id)
+      remove_pids(registry, rest, reason, acc)
+    else
+      remove_row_pid(registry, id, pid, rest, reason, acc)
+    end
+  end
+
+  defp remove_pids(_registry, [], _reason, acc), do: :lists.reverse(acc)
+
+  defp remove_row_pid(registry, id, pid, rest, reason, acc) do
+    case :ets.lookup(registry, id) do
+      [row] ->
+        case Registry.remove_pid(Registry.load(row), pid, reason) do
+          :delete ->
+            :ets.delete(registry, id)
+            remove_pids(registry, rest, reason, acc)
+
+          :unchanged ->
+            remove_pids(registry, rest, reason, [Registry.load(row) | acc])
+
+          {:put, row} ->
+            insert(registry, row)
+            remove_pids(registry, rest, reason, [row | acc])
+        end
+
+      [] ->
+        remove_pids(registry, rest, reason, acc)
     end
   end
 
