@@ -17,32 +17,7 @@ defmodule Synod.RaftFullDiskTest do
   @store :full_disk
   @disk_mb 8
 
-  # Mounting needs root (or CAP_SYS_ADMIN); without it the test is skipped
-  # with the reason rather than silently passing.
-  mount_probe =
-    try do
-      dir =
-        Path.join(System.tmp_dir!(), "synod_mount_probe_#{System.unique_integer([:positive])}")
-
-      File.mkdir_p!(dir)
-
-      result =
-        case System.cmd("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", dir],
-               stderr_to_stdout: true
-             ) do
-          {_, 0} ->
-            System.cmd("umount", [dir], stderr_to_stdout: true)
-            :ok
-
-          {out, code} ->
-            "cannot mount a tmpfs here (mount exited #{code}: #{String.trim(out)})"
-        end
-
-      File.rm_rf(dir)
-      result
-    rescue
-      e -> "cannot mount a tmpfs here (#{Exception.message(e)})"
-    end
+  mount_probe = Synod.Test.Tmpfs.probe()
 
   if mount_probe != :ok, do: @moduletag(skip: mount_probe)
 
@@ -50,9 +25,7 @@ defmodule Synod.RaftFullDiskTest do
     root = Path.join(System.tmp_dir!(), "synod_full_disk_#{System.unique_integer([:positive])}")
 
     mount = fn nodes ->
-      dir = Path.join(root, Atom.to_string(List.last(nodes)))
-      File.mkdir_p!(dir)
-      {_, 0} = System.cmd("mount", ["-t", "tmpfs", "-o", "size=#{@disk_mb}m", "tmpfs", dir])
+      Synod.Test.Tmpfs.mount!(Path.join(root, Atom.to_string(List.last(nodes))), @disk_mb)
     end
 
     c =
@@ -70,7 +43,7 @@ defmodule Synod.RaftFullDiskTest do
 
     on_exit(fn ->
       Cluster.stop(c)
-      System.cmd("umount", ["-l", disk], stderr_to_stdout: true)
+      Synod.Test.Tmpfs.unmount(disk)
       File.rm_rf!(root)
     end)
 
@@ -149,11 +122,10 @@ defmodule Synod.RaftFullDiskTest do
 
   test "storage: a sync that fails on a full disk leaves no partial record and loses nothing" do
     dir = Path.join(System.tmp_dir!(), "synod_full_storage_#{System.unique_integer([:positive])}")
-    File.mkdir_p!(dir)
-    {_, 0} = System.cmd("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", dir])
+    Synod.Test.Tmpfs.mount!(dir, 1)
 
     on_exit(fn ->
-      System.cmd("umount", ["-l", dir], stderr_to_stdout: true)
+      Synod.Test.Tmpfs.unmount(dir)
       File.rm_rf!(dir)
     end)
 

@@ -35,32 +35,7 @@ defmodule Synod.RaftSnapshotFaultTest do
   @chunk 16 * 1024
   @fault_key {Synod.Raft.Member, :chunk_fault}
 
-  # Mounting needs root (or CAP_SYS_ADMIN); without it the disk-full test
-  # is skipped with the reason rather than silently passing.
-  mount_probe =
-    try do
-      dir =
-        Path.join(System.tmp_dir!(), "synod_snapf_probe_#{System.unique_integer([:positive])}")
-
-      File.mkdir_p!(dir)
-
-      result =
-        case System.cmd("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", dir],
-               stderr_to_stdout: true
-             ) do
-          {_, 0} ->
-            System.cmd("umount", [dir], stderr_to_stdout: true)
-            :ok
-
-          {out, code} ->
-            "cannot mount a tmpfs here (mount exited #{code}: #{String.trim(out)})"
-        end
-
-      File.rm_rf(dir)
-      result
-    rescue
-      e -> "cannot mount a tmpfs here (#{Exception.message(e)})"
-    end
+  mount_probe = Synod.Test.Tmpfs.probe()
 
   @mount_probe mount_probe
 
@@ -108,14 +83,12 @@ defmodule Synod.RaftSnapshotFaultTest do
     root = Path.join(System.tmp_dir!(), "synod-snapf-#{System.unique_integer([:positive])}")
 
     mount = fn nodes ->
-      dir = Path.join(root, Atom.to_string(List.last(nodes)))
-      File.mkdir_p!(dir)
-      {_, 0} = System.cmd("mount", ["-t", "tmpfs", "-o", "size=8m", "tmpfs", dir])
+      Synod.Test.Tmpfs.mount!(Path.join(root, Atom.to_string(List.last(nodes))), 8)
     end
 
     c = start_cluster(data_root: root, before_store: mount)
     disk = Cluster.data_dir(c, List.last(c.nodes))
-    on_exit(fn -> System.cmd("umount", ["-l", disk], stderr_to_stdout: true) end)
+    on_exit(fn -> Synod.Test.Tmpfs.unmount(disk) end)
 
     # the victim is the node whose dir is the tmpfs
     ctx = prepare(c, List.last(c.nodes))
