@@ -15,24 +15,9 @@
 
 alias Synod.Test.HubBench, as: B
 
-[n, rounds] =
-  case System.argv() do
-    [n, r] -> [String.to_integer(n), String.to_integer(r)]
-    [n] -> [String.to_integer(n), 3]
-    [] -> [100_000, 3]
-  end
+[n, rounds] = B.args()
 
-median = fn list -> list |> Enum.sort() |> Enum.at(div(length(list), 2)) end
-
-# every node's registry holds `count` children
-await_registries = fn nodes, count ->
-  Synod.Test.Wait.until(
-    fn ->
-      Enum.all?(nodes, &(length(:erpc.call(&1, Synod, :children, [:bench, :global])) == count))
-    end,
-    60_000
-  )
-end
+median = &Synod.Test.Stats.median/1
 
 rate = fn us -> round(n / (us / 1_000_000)) end
 
@@ -85,7 +70,7 @@ end)
     {acc, memory} ->
       {start_us, :ok, ^n, 0} = :erpc.call(a, B, :synod_start, [:bench, n], :infinity)
       # every registry complete before measuring memory or stopping
-      await_registries.(nodes, n)
+      B.await_children(nodes, n)
 
       memory =
         if round == 1,
@@ -110,7 +95,7 @@ from_client =
   for _ <- 1..rounds do
     {start_us, :ok, ^n, 0} = :erpc.call(client, B, :synod_start, [:bench, n], :infinity)
 
-    await_registries.(nodes, n)
+    B.await_children(nodes, n)
 
     {stop_us, :ok, ^n, 0} = :erpc.call(client, B, :synod_stop, [:bench, n], :infinity)
     {start_us, stop_us}
@@ -139,7 +124,7 @@ redistribute = fn nodes, total ->
   [a | _] = nodes
   {_, :ok, ^total, 0} = :erpc.call(a, B, :synod_start, [:bench, total], :infinity)
 
-  await_registries.(nodes, total)
+  B.await_children(nodes, total)
 
   [_, _, victim] = nodes
   survivors = nodes -- [victim]

@@ -18,14 +18,9 @@
 {_, 0} = System.cmd("epmd", ["-daemon"])
 alias Synod.Test.HubBench, as: B
 
-[n, rounds] =
-  case System.argv() do
-    [n, r] -> [String.to_integer(n), String.to_integer(r)]
-    [n] -> [String.to_integer(n), 3]
-    [] -> [100_000, 3]
-  end
+[n, rounds] = B.args()
 
-median = fn list -> list |> Enum.sort() |> Enum.at(div(length(list), 2)) end
+median = &Synod.Test.Stats.median/1
 
 peers = Synod.LocalCluster.start(3, prefix: "cpu")
 nodes = Enum.map(peers, &elem(&1, 1))
@@ -37,14 +32,7 @@ end
 
 spent = fn before -> for {b, x} <- Enum.zip(before, per_node.()), do: x - b end
 
-await = fn count ->
-  Synod.Test.Wait.until(
-    fn ->
-      Enum.all?(nodes, &(length(:erpc.call(&1, Synod, :children, [:bench, :global])) == count))
-    end,
-    60_000
-  )
-end
+await = &B.await_children(nodes, &1)
 
 for node <- nodes, do: :ok = :erpc.call(node, B, :baseline_sup, [])
 

@@ -32,14 +32,7 @@ reds = fn ->
   end
 end
 
-await = fn count ->
-  Synod.Test.Wait.until(
-    fn ->
-      Enum.all?(nodes, &(length(:erpc.call(&1, Synod, :children, [:bench, :global])) == count))
-    end,
-    60_000
-  )
-end
+await = &B.await_children(nodes, &1)
 
 # `mix run bench/hub_reductions.exs redistribution` skips the start and stop
 only_redistribution = System.argv() == ["redistribution"]

@@ -1,8 +1,28 @@
 defmodule Synod.Test.HubBench do
   @moduledoc false
-  # Code the hub benchmark (bench/hub_bench.exs) runs on peers.
+  # Code the hub benchmarks (bench/hub_bench.exs, hub_cpu.exs,
+  # hub_reductions.exs) run on peers, and the setup they share.
 
   alias Synod.Test.HubWorker
+
+  @doc "`[n, rounds]` from the bench's `[N] [ROUNDS]` arguments (100,000 and 3 by default)."
+  def args do
+    case System.argv() do
+      [n, r] -> [String.to_integer(n), String.to_integer(r)]
+      [n] -> [String.to_integer(n), 3]
+      [] -> [100_000, 3]
+    end
+  end
+
+  @doc "Waits (60 s at most) until every node's registry of hub `:bench` holds `count` children."
+  def await_children(nodes, count) do
+    Synod.Test.Wait.until(
+      fn ->
+        Enum.all?(nodes, &(length(:erpc.call(&1, Synod, :children, [:bench, :global])) == count))
+      end,
+      60_000
+    )
+  end
 
   def ids(range), do: Enum.map(range, &"child-#{&1}")
 
