@@ -11,8 +11,9 @@ defmodule Synod.Stray do
   # repeated conditions (a member that cannot write its disk).
   #
   # `who` names the process in the log line: a string, or a function that
-  # builds it, called only when something is logged. The processes on the
-  # store's request path (the Raft member, the leases and the watcher) pass
+  # builds it, called for every ignored stray (even one whose line the rate
+  # limit then drops), never for an accepted request. The processes on
+  # the store's request path (the Raft member, the leases and the watcher) pass
   # a function: building "raft :name member" with inspect/1 costs more than
   # the rest of an accepted call's checks, and they take every request.
 
@@ -20,7 +21,7 @@ defmodule Synod.Stray do
 
   @interval 1_000
 
-  @typedoc "The process's name in a log line, or a function that builds it when one is logged."
+  @typedoc "The process's name in a log line, or a function that builds it for an ignored stray."
   @type who :: String.t() | (() -> String.t())
 
   @doc "The answer to a call the process does not know."
