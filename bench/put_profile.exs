@@ -9,7 +9,9 @@
 # OPS (default 2000) sequential puts (Synod.Test.CoordBench.puts/2), three
 # passes after a warm-up:
 #   1. reductions per put of every process on each node (the top ones by
-#      name or initial call), the caller's, and each node's total;
+#      name or initial call), the caller's, and each node's total; each
+#      node's garbage collections and its CPU time (statistics(:runtime),
+#      all its threads: less load-bound than wall clock, not free of it);
 #   2. per-function profiles of the leader's Raft member, a follower's
 #      member and the caller: calls per put (call_time breakpoints, counted
 #      for that process only), sorted by calls, with the microseconds as a
@@ -148,7 +150,8 @@ try do
         do:
           {n,
            {at.(n, :reductions, []), :erpc.call(n, :erlang, :statistics, [:exact_reductions]),
-            :erpc.call(n, :erlang, :statistics, [:garbage_collection])}}
+            :erpc.call(n, :erlang, :statistics, [:garbage_collection]),
+            :erpc.call(n, :erlang, :statistics, [:runtime])}}
 
   caller = at.(client, :puts, [store, ops])
 
@@ -158,13 +161,14 @@ try do
         do:
           {n,
            {at.(n, :reductions, []), :erpc.call(n, :erlang, :statistics, [:exact_reductions]),
-            :erpc.call(n, :erlang, :statistics, [:garbage_collection])}}
+            :erpc.call(n, :erlang, :statistics, [:garbage_collection]),
+            :erpc.call(n, :erlang, :statistics, [:runtime])}}
 
   IO.puts("\n== reductions per put (caller process #{per.(caller)})")
 
   for {role, node} <- roles do
-    {before, {t0, _}, {gcs0, words0, _}} = r0[node]
-    {after_, {t1, _}, {gcs1, words1, _}} = r1[node]
+    {before, {t0, _}, {gcs0, words0, _}, {cpu0, _}} = r0[node]
+    {after_, {t1, _}, {gcs1, words1, _}, {cpu1, _}} = r1[node]
 
     rows =
       for {pid, {label, r}} <- after_ do
@@ -184,7 +188,8 @@ try do
 
     IO.puts(
       "#{role}: total #{per.(t1 - t0)}, live processes #{per.(live)}, member #{per.(mr1 - mr0)}; " <>
-        "node GCs #{per.(gcs1 - gcs0)}, words reclaimed #{per.(words1 - words0)}; member heap #{heap} words"
+        "node GCs #{per.(gcs1 - gcs0)}, words reclaimed #{per.(words1 - words0)}; member heap #{heap} words; " <>
+        "node CPU #{per.((cpu1 - cpu0) * 1000)} us"
     )
 
     for {label, r} <- Enum.take(rows, 8), r > 0, do: IO.puts("    #{per.(r)}  #{label}")
