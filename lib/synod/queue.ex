@@ -47,8 +47,11 @@ defmodule Synod.Queue do
   `dequeue` blocks on a store watch of the queue (no polling) until a value
   is there or `timeout:` ms have passed. Concurrent producers of one queue
   contend on its counter (losers retry at once with the counter's new
-  state, read in the same round trip); concurrent consumers contend on the
-  oldest value. docs/coordination.md has the key layout and the figures.
+  state, read in the same round trip). A plain dequeue is one txn that
+  takes whatever value is first when the store applies it, so plain
+  consumers do not race; acknowledged consumers (and plain ones while
+  values are claimed) contend on the oldest free value.
+  docs/coordination.md has the key layout and the figures.
   """
 
   alias Synod.Coord.{Deadline, Options, Recipe, Stores, Watch}
