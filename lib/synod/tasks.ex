@@ -61,7 +61,10 @@ defmodule Synod.Tasks do
   A terminate or fail by the owner's own process keeps the task's lease,
   now holding no key, as that process's spare: its next `reserve_task/4` of
   the same `ttl:` restarts it with a keep-alive instead of a new grant
-  (docs/coordination.md, "The spare lease").
+  (docs/coordination.md, "The spare lease"). A reservation also reads the
+  next task in line; the same process's next reservation of that topic is
+  then one txn (no scan) that compares what was read, including that every
+  older task still holds its lease ("Reserve ahead").
 
   docs/coordination.md has the key layout, the txn of each transition and
   the figures.
