@@ -105,6 +105,19 @@ defmodule Synod.HubUnitTest do
       %{ring: Ring.new([:a, :b, :c]), ring2: Ring.new([:a, :b, :c, :d])}
     end
 
+    test "one owner per id in one ring call, any id", %{ring: ring} do
+      binaries = for i <- 1..200, do: "k#{i}"
+      mixed = binaries ++ [:atom, {:tuple, 1}, 42, ["list"]]
+
+      for ids <- [binaries, mixed, []] do
+        assert Placement.owner_many(ring, ids) ==
+                 for(id <- ids, do: hd(Placement.owners(ring, 1, id)))
+
+        assert Placement.owners_many(ring, 1, ids) ==
+                 for(id <- ids, do: Placement.owners(ring, 1, id))
+      end
+    end
+
     test "groups one batch per owner, modes by preference order", %{ring: ring} do
       children = for i <- 1..200, do: {"k#{i}", {M, :f, []}, nil}
       groups = Placement.group(ring, 1, :active_active, children)
@@ -286,6 +299,60 @@ defmodule Synod.HubUnitTest do
 
         assert Synod.Hub.Table.remove_pids(batch, stopped, reason) == expected
         assert Enum.sort(:ets.tab2list(batch)) == Enum.sort(:ets.tab2list(one))
+      end
+    end
+
+    test "a peer's stop request takes that node's copy out of each row (remove_node_copies/3)" do
+      :rand.seed(:exsss, {4, 12, 2026})
+      nodes = [:a, :b, :c]
+
+      for round <- 1..20 do
+        rows =
+          for i <- 1..60 do
+            pids = for node <- Enum.take_random(nodes, Enum.random(0..3)), do: fake_pid(node)
+            {"id-#{round}-#{i}", {M, :f, []}, nil, pids}
+          end
+
+        ids = Enum.map(Enum.take_random(rows, 40), &elem(&1, 0)) ++ ["gone"]
+        table = :ets.new(:rows, [:set, :compressed])
+        Synod.Hub.Table.insert(table, rows)
+        by_id = Map.new(rows, &{elem(&1, 0), &1})
+
+        # the rule, row by row: the copy on :b leaves; a row left without a
+        # copy goes; rows without a copy there stay as they were
+        {gone, kept} =
+          Enum.reduce(ids, {[], []}, fn id, {gone, kept} ->
+            case by_id do
+              %{^id => {_, spec, slot, pids} = row} ->
+                case Enum.split_with(pids, &(node(&1) == :b)) do
+                  {[], _} -> {gone, [row | kept]}
+                  {[pid], []} -> {[{id, pid} | gone], kept}
+                  {[pid], rest} -> {[{id, pid} | gone], [{id, spec, slot, rest} | kept]}
+                end
+
+              _ ->
+                {gone, kept}
+            end
+          end)
+
+        assert Synod.Hub.Table.remove_node_copies(table, ids, :b) ==
+                 {Enum.reverse(gone), Enum.reverse(kept)}
+
+        for {id, _} <- gone,
+            not Enum.any?(kept, &(elem(&1, 0) == id)),
+            do: refute(:ets.member(table, id))
+
+        for {id, _, _, _} = row <- kept, do: assert(Synod.Hub.Table.row(table, id) == row)
+
+        assert Synod.Hub.Table.copy_rows(table, Enum.take(ids, 5)) ==
+                 for(id <- Enum.take(ids, 5), do: copies_row(table, id))
+      end
+    end
+
+    defp copies_row(table, id) do
+      case Synod.Hub.Table.row(table, id) do
+        nil -> nil
+        {^id, _, _, pids} -> {id, nil, nil, pids}
       end
     end
 

@@ -221,6 +221,11 @@ defmodule Synod.Hub.Coordinator do
     {:noreply, perform(state, Announcements.orphans(peer?, orphans))}
   end
 
+  defp info({:synod_stopped, from, t, ids, replies}, state) do
+    effects = Announcements.stopped(peer?(state, from), from, t, ids, replies)
+    {:noreply, perform(state, effects)}
+  end
+
   defp info({:synod_unregistered, from, stopped, reason, replies}, state) do
     effects = Announcements.unregistered(peer?(state, from), from, stopped, reason, replies)
     {:noreply, perform(state, effects)}
