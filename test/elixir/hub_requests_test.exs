@@ -115,6 +115,22 @@ defmodule Synod.HubRequestsTest do
     end
   end
 
+  describe "a stop's answer" do
+    test "the pids alone when asked and every id stopped, else the results as they are" do
+      [p, q] = [fake_pid(:a@h), fake_pid(:b@h)]
+      ok = [{"a", {:ok, p}}, {"b", {:ok, q}}]
+      mixed = [{"a", {:ok, p}}, {"b", {:error, :not_found}}]
+      asked = {make_ref(), [self()], [answers: :pids, relay: :r@h]}
+      assert Requests.stop_answer(asked, ok) == {:stopped, [p, q]}
+      assert Requests.stop_answer(asked, mixed) == mixed
+      assert Requests.stop_answer(asked, []) == {:stopped, []}
+      assert Requests.stop_answer({make_ref(), [self()], []}, ok) == ok
+
+      assert [_, {:reply, ^asked, {:stopped, [^p, ^q]}, ["a", "b"], {:stopped, 7}}, _] =
+               Requests.stopped(asked, :me@h, ["a", "b"], 7, ok, [{"a", p}, {"b", q}])
+    end
+  end
+
   describe "a peer's stop request applied here" do
     test "a tombstone per id with the copies it stopped here; covered rows go; stops announced" do
       here = self()

@@ -433,6 +433,27 @@ defmodule Synod.HubUnitTest do
       assert Results.done?(Results.record(other, :a, [{1, {:ok, 10}}]))
     end
 
+    test "a stop answered with the pids alone ({:stopped, pids}, in the order sent)" do
+      [p1, p2, p3] = for node <- [:a, :a, :b], do: fake_pid(node)
+      r = Results.new(:stop, %{a: [1, 2], b: [3]})
+      r = Results.record(r, :a, {:stopped, [p1, p2]})
+      refute Results.done?(r)
+      # the wrong count, a non-pid, or a node not asked: ignored, still pending
+      assert Results.record(r, :b, {:stopped, [p3, p3]}) == r
+      assert Results.record(r, :b, {:stopped, [:nope]}) == r
+      assert Results.record(r, :b, {:stopped, :nope}) == r
+      assert Results.record(r, :z, {:stopped, [p3]}) == r
+      r = Results.record(r, :b, {:stopped, [p3]})
+      assert Results.done?(r)
+
+      assert Results.finish(r) ==
+               {:ok, %StopResult{stopped: [{1, :a, p1}, {2, :a, p2}, {3, :b, p3}], errors: []}}
+
+      # after answers one by one, the pids alone are not matched to ids
+      r = Results.record(Results.new(:stop, %{a: [1, 2]}), :a, [{1, {:ok, p1}}])
+      assert Results.record(r, :a, {:stopped, [p2]}) == r
+    end
+
     test "a stop with no errors lists every stopped copy in order" do
       r = Results.new(:stop, %{a: [1, 2], b: [3]})
       r = Results.record(r, :a, [{1, {:ok, :p1}}, {2, {:ok, :p2}}])

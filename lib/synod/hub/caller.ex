@@ -247,7 +247,10 @@ defmodule Synod.Hub.Caller do
     dispatch(view, :stop, requests, Map.put(opts, :on_failure, :continue), ids, fn ref ->
       Dispatcher.children_stop(
         view.hub,
-        for({node, ids} <- requests, do: {node, {ref, [self()], ids, relay(view)}})
+        for(
+          {node, ids} <- requests,
+          do: {node, {ref, [self()], ids, [{:answers, :pids} | relay(view)]}}
+        )
       )
     end)
   end

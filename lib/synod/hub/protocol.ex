@@ -104,6 +104,7 @@ defmodule Synod.Hub.Protocol do
 
   defp replies?(replies), do: all?(replies, &reply?/1)
 
+  defp reply?({_ref, pids, {:stopped, stopped}}), do: pids?(pids) and pids?(stopped)
   defp reply?({_ref, pids, results}), do: pids?(pids) and proper?(results)
   defp reply?(_), do: false
 

@@ -228,9 +228,33 @@ defmodule Synod.Hub.Requests do
 
     [{:put_stop, ids, t}] ++
       tell_absent ++
-      [{:reply, request, results, for({id, _} <- stopped, do: id), {:stopped, t}}] ++
+      [
+        {:reply, request, stop_answer(request, results), for({id, _} <- stopped, do: id),
+         {:stopped, t}}
+      ] ++
       stopped_event(me, stopped)
   end
+
+  @doc """
+  The answer a stop request's respondents get for `results` (in the
+  request's order): `results` as they are, or, when the request asked for
+  it (`{:answers, :pids}` in its options, as Synod's callers do) and every
+  id was stopped, `{:stopped, pids}`: the pids in the request's order,
+  without the ids the caller already has (an answer a fraction of the
+  size to send, decode and pass on).
+  """
+  @spec stop_answer(request(), list()) :: list() | {:stopped, [pid()]}
+  def stop_answer({_ref, _reply_to, opts}, results) do
+    if :proplists.get_value(:answers, opts) == :pids,
+      do: compact(results, results, []),
+      else: results
+  end
+
+  defp compact(results, [{_id, {:ok, pid}} | rest], pids),
+    do: compact(results, rest, [pid | pids])
+
+  defp compact(_results, [], pids), do: {:stopped, :lists.reverse(pids)}
+  defp compact(results, _other, _pids), do: results
 
   # A stop request finding no copy of an id that another member's
   # tombstone stopped here this recently answers with that copy (the
