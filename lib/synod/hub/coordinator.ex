@@ -98,7 +98,7 @@ defmodule Synod.Hub.Coordinator do
   @impl true
   def handle_call(request, from, state) do
     state = follow_node_name(state)
-    Stray.call(request, from, state, who(state), Protocol.call?(request), &call/3)
+    Stray.call(request, from, state, fn -> who(state) end, Protocol.call?(request), &call/3)
   end
 
   @impl true
