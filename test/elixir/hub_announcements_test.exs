@@ -58,6 +58,33 @@ defmodule Synod.HubAnnouncementsTest do
     end
   end
 
+  describe "synod_stopped" do
+    test "from a peer the copies leave their rows first; from another node only the answers", c do
+      assert Announcements.stopped(true, :b@h, 42, ["a"], c.replies) ==
+               [{:remove_stopped, :b@h, 42, ["a"], c.replies}]
+
+      assert Announcements.stopped(false, :b@h, 42, ["a"], c.replies) ==
+               [{:deliver_replies, c.replies, :b@h}]
+
+      assert Announcements.stopped(false, :b@h, 42, ["a"], []) == []
+    end
+
+    test "then the event, the stop applied here for good, and the answers, in that order", c do
+      gone = [{"a", c.pid}]
+      rows = [{"b", @spec_ok, 5, [fake_pid(:c@h)]}]
+
+      assert Announcements.stops_removed(:b@h, 42, ["a", "b"], gone, rows, c.replies) == [
+               {:event, :children_stopped, {:b@h, gone}},
+               {:apply_stop, ["a", "b"], 42, rows},
+               {:deliver_replies, c.replies, :b@h}
+             ]
+
+      # no copy was known here: no event, the tombstones still recorded
+      assert Announcements.stops_removed(:b@h, 42, ["a"], [], [], []) ==
+               [{:apply_stop, ["a"], 42, []}]
+    end
+  end
+
   describe "synod_unregistered" do
     test "from a peer the copies leave their rows first", c do
       stopped = [{"a", c.pid}]

@@ -25,6 +25,9 @@ defmodule Synod.HubCoreTest do
              [{ref, [me], [{"x", {:ok, me}}]}]},
             {:synod_unregistered, :n@h, [{"x", me}], :migrating, []},
             {:synod_unregistered, :n@h, [{"x", me}], {:stopped, 12}, []},
+            {:synod_stopped, :n@h, 12, ["x", {:any, :term}], [{ref, [me], [{"x", {:ok, me}}]}]},
+            {:synod_stopped, :n@h, 12, [], []},
+            {:synod_stopped, :n@h, 12, ["x"], [{ref, [me], {:stopped, [me]}}]},
             {:synod_orphans, :n@h, [{"x", @spec_ok, nil}]},
             {:synod_sync, :n@h, [{"x", @spec_ok, nil, me}], [{"y", @spec_ok, 3}], [{"z", 9}]},
             {:synod_tombstones, :n@h, [{"z", 9}]},
@@ -69,6 +72,14 @@ defmodule Synod.HubCoreTest do
             {:synod_unregistered, :n@h, [{"x", me}, {"y"}], :stopped, []},
             {:synod_unregistered, :n@h, [{"x", me} | :improper], :stopped, []},
             {:synod_unregistered, :n@h, :stopped, :stopped, []},
+            {:synod_stopped, "node", 12, ["x"], []},
+            {:synod_stopped, :n@h, :later, ["x"], []},
+            {:synod_stopped, :n@h, 12, ["x" | :improper], []},
+            {:synod_stopped, :n@h, 12, :ids, []},
+            {:synod_stopped, :n@h, 12, ["x"], [{ref, [:nope], []}]},
+            {:synod_stopped, :n@h, 12, ["x"]},
+            {:synod_stopped, :n@h, 12, ["x"], [{ref, [me], {:stopped, [:not_a_pid]}}]},
+            {:synod_stopped, :n@h, 12, ["x"], [{ref, [me], {:stopped, :pids}}]},
             {:synod_orphans, :n@h, [{"x", @spec_ok}]},
             {:synod_sync, :n@h, [], [], [{"z", :t}]},
             {:synod_hello, :other@host, me, :config},
@@ -284,6 +295,41 @@ defmodule Synod.HubCoreTest do
       assert Tombstones.lookup(none, "a") == {3, 9, nil}
       assert Tombstones.lookup(none, "b") == {4, 9, self()}
       assert Tombstones.newest([]) == 0
+    end
+
+    test "record_ids/6 and record_stop/5 (one stamp for a batch) are record/4" do
+      :rand.seed(:exsss, {12, 3, 2026})
+      slow = :ets.new(:slow, [:set])
+      fast = :ets.new(:fast, [:set])
+      pids = [self(), spawn(fn -> :ok end)]
+
+      # batches of one stamp each: a stop request here (record_stop/5, its
+      # stamp above the bound), a peer's (record_ids/6, mostly above the
+      # bound, sometimes not), over ids old and new
+      Enum.reduce(1..300, {false, 0}, fn now, {bound, clock} ->
+        ids = Enum.take_random(Enum.map(1..40, &"id#{&1}"), :rand.uniform(8))
+
+        {t, stopped} =
+          case :rand.uniform(3) do
+            1 ->
+              t = clock + :rand.uniform(5)
+              :ok = Tombstones.record_stop(fast, ids, t, now, bound)
+              {t, Map.new(ids, &{&1, nil})}
+
+            _ ->
+              t = if :rand.uniform(4) == 1, do: :rand.uniform(clock + 1), else: clock + 1
+
+              stopped =
+                Map.new(Enum.take_random(ids, :rand.uniform(3) - 1), &{&1, Enum.random(pids)})
+
+              :ok = Tombstones.record_ids(fast, ids, t, stopped, now, bound)
+              {t, stopped}
+          end
+
+        :ok = Tombstones.record(slow, for(id <- ids, do: {id, t}), stopped, now)
+        assert Enum.sort(:ets.tab2list(fast)) == Enum.sort(:ets.tab2list(slow))
+        {max(bound || 0, t), max(clock, t)}
+      end)
     end
   end
 

@@ -64,10 +64,10 @@ defmodule Synod.HubRequestsTest do
       stopped = [{"a", pid}]
 
       assert Requests.stopped(r, :me@h, ["a", "b"], 42, results, stopped) == [
-               {:put_tombstones, [{"a", 42}, {"b", 42}], %{"a" => nil, "b" => nil}},
+               {:put_stop, ["a", "b"], 42},
                {:delete_rows, ["b"]},
                {:broadcast, {:synod_tombstones, :me@h, [{"b", 42}]}},
-               {:reply, r, results, stopped, {:unregistered, {:stopped, 42}}},
+               {:reply, r, results, ["a"], {:stopped, 42}},
                {:event, :children_stopped, {:me@h, stopped}}
              ]
     end
@@ -76,8 +76,8 @@ defmodule Synod.HubRequestsTest do
       results = [{"a", {:ok, self()}}]
 
       assert Requests.stopped(r, :me@h, ["a"], 7, results, []) == [
-               {:put_tombstones, [{"a", 7}], %{"a" => nil}},
-               {:reply, r, results, [], {:unregistered, {:stopped, 7}}}
+               {:put_stop, ["a"], 7},
+               {:reply, r, results, [], {:stopped, 7}}
              ]
     end
   end
@@ -112,6 +112,39 @@ defmodule Synod.HubRequestsTest do
                {:delete_rows, ["c"]},
                {:announce_stopped, [], :stopped}
              ]
+    end
+  end
+
+  describe "a stop's answer" do
+    test "the pids alone when asked and every id stopped, else the results as they are" do
+      [p, q] = [fake_pid(:a@h), fake_pid(:b@h)]
+      ok = [{"a", {:ok, p}}, {"b", {:ok, q}}]
+      mixed = [{"a", {:ok, p}}, {"b", {:error, :not_found}}]
+      asked = {make_ref(), [self()], [answers: :pids, relay: :r@h]}
+      assert Requests.stop_answer(asked, ok) == {:stopped, [p, q]}
+      assert Requests.stop_answer(asked, mixed) == mixed
+      assert Requests.stop_answer(asked, []) == {:stopped, []}
+      assert Requests.stop_answer({make_ref(), [self()], []}, ok) == ok
+
+      assert [_, {:reply, ^asked, {:stopped, [^p, ^q]}, ["a", "b"], {:stopped, 7}}, _] =
+               Requests.stopped(asked, :me@h, ["a", "b"], 7, ok, [{"a", p}, {"b", q}])
+    end
+  end
+
+  describe "a peer's stop request applied here" do
+    test "a tombstone per id with the copies it stopped here; covered rows go; stops announced" do
+      here = self()
+
+      assert Requests.stops_applied(:me@h, ["a", "b", "c"], 9, ["a", "c"], [{"a", here}]) == [
+               {:put_stop_ids, ["a", "b", "c"], 9, %{"a" => here}},
+               {:delete_rows, ["a", "c"]},
+               {:announce_stopped, [{"a", here}], :stopped},
+               {:event, :children_stopped, {:me@h, [{"a", here}]}}
+             ]
+    end
+
+    test "nothing covered here (the usual case): only the tombstones" do
+      assert Requests.stops_applied(:me@h, ["a"], 9, [], []) == [{:put_stop_ids, ["a"], 9, %{}}]
     end
   end
 

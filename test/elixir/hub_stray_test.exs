@@ -148,6 +148,7 @@ defmodule Synod.HubStrayTest.Gen do
       {:synod_stop, ref, [self()], ["x"], []},
       {:synod_registered, :nobody@nowhere, [{"x", spec, nil, self()}], []},
       {:synod_unregistered, :nobody@nowhere, [{"x", self()}], :stopped, []},
+      {:synod_stopped, :nobody@nowhere, 1, ["x"], []},
       {:synod_orphans, :nobody@nowhere, [{"x", spec, nil}]},
       {:synod_sync, :nobody@nowhere, [{"x", spec, nil, self()}], [], []},
       {:synod_hello, :nobody@nowhere, self(), {1, :active_active, 128, 0, :divergence}},

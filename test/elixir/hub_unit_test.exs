@@ -105,6 +105,19 @@ defmodule Synod.HubUnitTest do
       %{ring: Ring.new([:a, :b, :c]), ring2: Ring.new([:a, :b, :c, :d])}
     end
 
+    test "one owner per id in one ring call, any id", %{ring: ring} do
+      binaries = for i <- 1..200, do: "k#{i}"
+      mixed = binaries ++ [:atom, {:tuple, 1}, 42, ["list"]]
+
+      for ids <- [binaries, mixed, []] do
+        assert Placement.owner_many(ring, ids) ==
+                 for(id <- ids, do: hd(Placement.owners(ring, 1, id)))
+
+        assert Placement.owners_many(ring, 1, ids) ==
+                 for(id <- ids, do: Placement.owners(ring, 1, id))
+      end
+    end
+
     test "groups one batch per owner, modes by preference order", %{ring: ring} do
       children = for i <- 1..200, do: {"k#{i}", {M, :f, []}, nil}
       groups = Placement.group(ring, 1, :active_active, children)
@@ -289,6 +302,60 @@ defmodule Synod.HubUnitTest do
       end
     end
 
+    test "a peer's stop request takes that node's copy out of each row (remove_node_copies/3)" do
+      :rand.seed(:exsss, {4, 12, 2026})
+      nodes = [:a, :b, :c]
+
+      for round <- 1..20 do
+        rows =
+          for i <- 1..60 do
+            pids = for node <- Enum.take_random(nodes, Enum.random(0..3)), do: fake_pid(node)
+            {"id-#{round}-#{i}", {M, :f, []}, nil, pids}
+          end
+
+        ids = Enum.map(Enum.take_random(rows, 40), &elem(&1, 0)) ++ ["gone"]
+        table = :ets.new(:rows, [:set, :compressed])
+        Synod.Hub.Table.insert(table, rows)
+        by_id = Map.new(rows, &{elem(&1, 0), &1})
+
+        # the rule, row by row: the copy on :b leaves; a row left without a
+        # copy goes; rows without a copy there stay as they were
+        {gone, kept} =
+          Enum.reduce(ids, {[], []}, fn id, {gone, kept} ->
+            case by_id do
+              %{^id => {_, spec, slot, pids} = row} ->
+                case Enum.split_with(pids, &(node(&1) == :b)) do
+                  {[], _} -> {gone, [row | kept]}
+                  {[pid], []} -> {[{id, pid} | gone], kept}
+                  {[pid], rest} -> {[{id, pid} | gone], [{id, spec, slot, rest} | kept]}
+                end
+
+              _ ->
+                {gone, kept}
+            end
+          end)
+
+        assert Synod.Hub.Table.remove_node_copies(table, ids, :b) ==
+                 {Enum.reverse(gone), Enum.reverse(kept)}
+
+        for {id, _} <- gone,
+            not Enum.any?(kept, &(elem(&1, 0) == id)),
+            do: refute(:ets.member(table, id))
+
+        for {id, _, _, _} = row <- kept, do: assert(Synod.Hub.Table.row(table, id) == row)
+
+        assert Synod.Hub.Table.copy_rows(table, Enum.take(ids, 5)) ==
+                 for(id <- Enum.take(ids, 5), do: copies_row(table, id))
+      end
+    end
+
+    defp copies_row(table, id) do
+      case Synod.Hub.Table.row(table, id) do
+        nil -> nil
+        {^id, _, _, pids} -> {id, nil, nil, pids}
+      end
+    end
+
     test "the copies of an id read from its row's copies alone, none without a row" do
       table = :ets.new(:rows, [:set, :compressed])
       [p, q] = [fake_pid(:b), fake_pid(:c)]
@@ -364,6 +431,27 @@ defmodule Synod.HubUnitTest do
       other = Results.record(Results.new(:start, %{a: ids}), :a, [{0, {:ok, 0}} | tl(answers)])
       refute Results.done?(other)
       assert Results.done?(Results.record(other, :a, [{1, {:ok, 10}}]))
+    end
+
+    test "a stop answered with the pids alone ({:stopped, pids}, in the order sent)" do
+      [p1, p2, p3] = for node <- [:a, :a, :b], do: fake_pid(node)
+      r = Results.new(:stop, %{a: [1, 2], b: [3]})
+      r = Results.record(r, :a, {:stopped, [p1, p2]})
+      refute Results.done?(r)
+      # the wrong count, a non-pid, or a node not asked: ignored, still pending
+      assert Results.record(r, :b, {:stopped, [p3, p3]}) == r
+      assert Results.record(r, :b, {:stopped, [:nope]}) == r
+      assert Results.record(r, :b, {:stopped, :nope}) == r
+      assert Results.record(r, :z, {:stopped, [p3]}) == r
+      r = Results.record(r, :b, {:stopped, [p3]})
+      assert Results.done?(r)
+
+      assert Results.finish(r) ==
+               {:ok, %StopResult{stopped: [{1, :a, p1}, {2, :a, p2}, {3, :b, p3}], errors: []}}
+
+      # after answers one by one, the pids alone are not matched to ids
+      r = Results.record(Results.new(:stop, %{a: [1, 2]}), :a, [{1, {:ok, p1}}])
+      assert Results.record(r, :a, {:stopped, [p2]}) == r
     end
 
     test "a stop with no errors lists every stopped copy in order" do

@@ -21,6 +21,12 @@ defmodule Synod.Hub.Announcements do
   #     (`Requests.covered/2`, `Requests.tombstones_applied/4`);
   #   * `{:compare_sync, from, entries, orphans}` — compare a peer's full
   #     picture with the rows and store it, then `Requests.synced/6`;
+  #   * `{:remove_stopped, from, t, ids, replies}` — a peer's stop request:
+  #     take the copies on `from` of `ids` out of their rows
+  #     (`Table.remove_node_copies/3`), then `stops_removed/6`;
+  #   * `{:apply_stop, ids, t, rows}` — a peer's stop request's tombstones,
+  #     applied here to `rows`, the rows the ids still have
+  #     (`Requests.covered/2`, `Requests.stops_applied/5`);
   #   * `{:deliver_replies, replies, from}` — answers that came inside an
   #     announcement, to their respondents on this node.
 
@@ -93,6 +99,30 @@ defmodule Synod.Hub.Announcements do
       end
 
     event ++ next ++ deliver(replies, from)
+  end
+
+  @doc """
+  `synod_stopped` from `from`: a stop request stamped `t` that stopped
+  the copies of `ids` there. From a peer, those copies leave their rows
+  first; from a node that is no peer, only the answers are delivered.
+  """
+  @spec stopped(boolean(), node(), integer(), [term()], replies()) :: list()
+  def stopped(true = _peer?, from, t, ids, replies),
+    do: [{:remove_stopped, from, t, ids, replies}]
+
+  def stopped(false, from, _t, _ids, replies), do: deliver(replies, from)
+
+  @doc """
+  The copies on `from` of a `synod_stopped` left their rows (`gone`:
+  `[{id, pid}]`, the copies removed; `rows`: the rows the ids still have
+  here): the subscribers' event, the stop applied here for good (a
+  tombstone per id, which stops this node's copy of a row it covers),
+  then the answers.
+  """
+  @spec stops_removed(node(), integer(), [term()], list(), list(), replies()) :: list()
+  def stops_removed(from, t, ids, gone, rows, replies) do
+    event = if gone == [], do: [], else: [{:event, :children_stopped, {from, gone}}]
+    event ++ [{:apply_stop, ids, t, rows}] ++ deliver(replies, from)
   end
 
   @doc "`synod_orphans` from `from`: the missing rows are added (from a peer only)."

@@ -225,10 +225,6 @@ defmodule Synod.Hub.Caller do
   defp dispatch_stop(view, ids, opts) do
     rf = view.cfg.replication_factor
 
-    # Ask every node the registry says runs a copy, and the owners too in
-    # case the registry has not heard of a start yet.
-    owners = Placement.owners_many(view.ring, rf, ids)
-
     # one pass over the ids: the copies the registry knows (a member's
     # table read in the same pass; a client's relay asked once)
     copies =
@@ -237,15 +233,24 @@ defmodule Synod.Hub.Caller do
         %{registry: registry} -> {:table, registry}
       end
 
-    requests =
-      ids
-      |> stop_targets(owners, copies, %{})
-      |> Map.new(fn {node, ids} -> {node, :lists.reverse(ids)} end)
+    # Ask every node the registry says runs a copy, and the owners too in
+    # case the registry has not heard of a start yet. With one owner per
+    # id, the ring's answer is taken as it is (no list per id).
+    targets =
+      case rf do
+        1 -> stop_targets_one(ids, Placement.owner_many(view.ring, ids), copies, %{})
+        _ -> stop_targets(ids, Placement.owners_many(view.ring, rf, ids), copies, %{})
+      end
+
+    requests = Map.new(targets, fn {node, ids} -> {node, :lists.reverse(ids)} end)
 
     dispatch(view, :stop, requests, Map.put(opts, :on_failure, :continue), ids, fn ref ->
       Dispatcher.children_stop(
         view.hub,
-        for({node, ids} <- requests, do: {node, {ref, [self()], ids, relay(view)}})
+        for(
+          {node, ids} <- requests,
+          do: {node, {ref, [self()], ids, [{:answers, :pids} | relay(view)]}}
+        )
       )
     end)
   end
@@ -267,6 +272,27 @@ defmodule Synod.Hub.Caller do
   end
 
   defp stop_targets([], [], _copies, acc), do: acc
+
+  # `stop_targets/4` with one owner per id (`owners`: a node per id): the
+  # usual id's one copy runs on its owner, which is then its only target.
+  defp stop_targets_one([id | ids], [owner | rest], copies, acc) do
+    acc =
+      case copies(copies, id) do
+        [pid] when node(pid) == owner ->
+          Placement.prepend(acc, owner, id)
+
+        [] ->
+          Placement.prepend(acc, owner, id)
+
+        pids ->
+          runs = for pid <- pids, do: node(pid)
+          add_id(Enum.uniq(runs ++ [owner]), id, acc)
+      end
+
+    stop_targets_one(ids, rest, copies, acc)
+  end
+
+  defp stop_targets_one([], [], _copies, acc), do: acc
 
   defp copies({:table, registry}, id), do: Synod.Hub.Table.pids(registry, id)
 

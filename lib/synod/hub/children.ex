@@ -106,7 +106,7 @@ defmodule Synod.Hub.Children do
       request in [:which_children, :count_children] or
         (coordinator?(from, state) and coordinator_call?(request))
 
-    Stray.call(request, from, state, who(state), accepted?, &call/3)
+    Stray.call(request, from, state, fn -> who(state) end, accepted?, &call/3)
   end
 
   @impl true

@@ -98,7 +98,7 @@ defmodule Synod.Hub.Coordinator do
   @impl true
   def handle_call(request, from, state) do
     state = follow_node_name(state)
-    Stray.call(request, from, state, who(state), Protocol.call?(request), &call/3)
+    Stray.call(request, from, state, fn -> who(state) end, Protocol.call?(request), &call/3)
   end
 
   @impl true
@@ -219,6 +219,11 @@ defmodule Synod.Hub.Coordinator do
     peer? = peer?(state, from)
     orphans = if peer?, do: live(state, orphans), else: orphans
     {:noreply, perform(state, Announcements.orphans(peer?, orphans))}
+  end
+
+  defp info({:synod_stopped, from, t, ids, replies}, state) do
+    effects = Announcements.stopped(peer?(state, from), from, t, ids, replies)
+    {:noreply, perform(state, effects)}
   end
 
   defp info({:synod_unregistered, from, stopped, reason, replies}, state) do

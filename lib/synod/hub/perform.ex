@@ -132,6 +132,12 @@ defmodule Synod.Hub.Perform do
   # The row of each id (or nil), in order.
   defp rows_of(state, ids), do: for(id <- ids, do: Table.row(state.registry, id))
 
+  # The rows a local stop for `reason` reads: a stop request deletes every
+  # row it stops (Registry.keep_row?/2), so only the copies are read, not
+  # the spec and the slot (Table.copy_rows/2); other stops may keep the row.
+  defp stop_rows(state, ids, {:stopped, _t}), do: Table.copy_rows(state.registry, ids)
+  defp stop_rows(state, ids, _reason), do: rows_of(state, ids)
+
   defp tell_mode(%{cfg: %{replication_factor: 1}}, _pid, _mode), do: :ok
   defp tell_mode(state, pid, mode), do: send(pid, {:synod_mode, state.hub, mode})
 
@@ -143,7 +149,7 @@ defmodule Synod.Hub.Perform do
   # of each child runs now (a restart it has not told us about yet included).
   defp stop_local(state, ids, reason) do
     %{registry: registry, me: me} = state
-    plan = Requests.plan_stops(ids, rows_of(state, ids), me)
+    plan = Requests.plan_stops(ids, stop_rows(state, ids, reason), me)
     _ = Children.stop_batch(state.sup, Requests.to_stop(plan))
     {results, stopped, puts, deletes} = Requests.merge_stops(plan, reason)
     Table.insert(registry, puts)
@@ -180,6 +186,33 @@ defmodule Synod.Hub.Perform do
         tomb = Tombstones.lookup(state.meta, id),
         into: %{},
         do: {id, tomb}
+  end
+
+  # A stop request's tombstones, stamped `t` by this node's clock.
+  defp put_stop(state, [], _t), do: state
+
+  defp put_stop(state, ids, t) do
+    now = System.monotonic_time(:millisecond)
+    :ok = Tombstones.record_stop(state.meta, ids, t, now, state.tombs)
+    observe(%{state | tombs: max(state.tombs || 0, t)}, t)
+  end
+
+  # A peer's stop request's tombstones; `stopped` as in Tombstones.record/4.
+  defp put_stop_ids(state, [], _t, _stopped), do: state
+
+  defp put_stop_ids(state, ids, t, stopped) do
+    now = System.monotonic_time(:millisecond)
+    :ok = Tombstones.record_ids(state.meta, ids, t, stopped, now, state.tombs)
+    observe(%{state | tombs: max(state.tombs || 0, t)}, t)
+  end
+
+  # A peer's stop request stamped `t` of `ids`, whose copies on the peer
+  # already left `rows` (those the ids still have here): every copy here
+  # and row the tombstones cover goes.
+  defp apply_stop(state, ids, t, rows) do
+    {covered, doomed} = Requests.covered(for(row <- rows, do: {t, row}), state.me)
+    {state, _results, stopped} = stop_local(state, doomed, :stopped)
+    perform(state, Requests.stops_applied(state.me, ids, t, covered, stopped))
   end
 
   # Records `[{id, t}]`; `stopped` as in Tombstones.record/4.
@@ -272,7 +305,22 @@ defmodule Synod.Hub.Perform do
       :registered -> broadcast_registered(state, changes, replies)
       :unregistered -> broadcast_unregistered(state, changes, :stopped, replies)
       {:unregistered, why} -> broadcast_unregistered(state, changes, why, replies)
+      {:stopped, t} -> broadcast_stopped(state, t, changes, replies)
     end
+  end
+
+  # A stop request's registry change: the ids whose copy it stopped here,
+  # stamped `t` (the receivers know the rows and read the pids there).
+  defp broadcast_stopped(state, t, ids, replies) do
+    for {node, _} <- state.peers do
+      node_replies = Map.get(replies, node, [])
+
+      if ids != [] or node_replies != [] do
+        send({state.hub, node}, {:synod_stopped, state.me, t, ids, node_replies})
+      end
+    end
+
+    :ok
   end
 
   defp broadcast_registered(state, entries, replies) do
@@ -646,6 +694,20 @@ defmodule Synod.Hub.Perform do
 
   defp perform_one(state, {:put_tombstones, tombstones, stopped}),
     do: put_tombstones(state, tombstones, stopped)
+
+  defp perform_one(state, {:put_stop, ids, t}), do: put_stop(state, ids, t)
+
+  defp perform_one(state, {:put_stop_ids, ids, t, stopped}),
+    do: put_stop_ids(state, ids, t, stopped)
+
+  defp perform_one(state, {:apply_stop, ids, t, rows}), do: apply_stop(state, ids, t, rows)
+
+  # A peer's stop request: its copies leave the rows, the rows left are
+  # given to the next step (Announcements.stops_removed/6).
+  defp perform_one(state, {:remove_stopped, from, t, ids, replies}) do
+    {gone, rows} = Table.remove_node_copies(state.registry, ids, from)
+    perform(state, Announcements.stops_removed(from, t, ids, gone, rows, replies))
+  end
 
   defp perform_one(state, {:delete_rows, ids}) do
     for id <- ids, do: :ets.delete(state.registry, id)

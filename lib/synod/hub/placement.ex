@@ -14,10 +14,23 @@ defmodule Synod.Hub.Placement do
   def owners(ring, 1, id), do: [:synod_ring.lookup(ring, Spec.ring_key(id))]
   def owners(ring, rf, id), do: :synod_ring.owners(ring, Spec.ring_key(id), rf)
 
+  @doc "The one owner (replication factor 1) of each id, in order: one ring call."
+  @spec owner_many(Ring.t(), [term()]) :: [node()]
+  def owner_many(ring, ids), do: Ring.lookup_many(ring, ring_keys(ids))
+
+  # The ring keys of `ids`: the list itself when every id is its own key
+  # (binaries and atoms, the usual ids), so no second list is built.
+  defp ring_keys(ids) do
+    if own_keys?(ids), do: ids, else: Enum.map(ids, &Spec.ring_key/1)
+  end
+
+  defp own_keys?([id | ids]) when is_binary(id) or is_atom(id), do: own_keys?(ids)
+  defp own_keys?([]), do: true
+  defp own_keys?(_), do: false
+
   @doc "`owners/3` of each id, in order (one ring call for replication factor 1)."
   @spec owners_many(Ring.t(), pos_integer(), [term()]) :: [[node()]]
-  def owners_many(ring, 1, ids),
-    do: ring |> Ring.lookup_many(Enum.map(ids, &Spec.ring_key/1)) |> Enum.map(&[&1])
+  def owners_many(ring, 1, ids), do: ring |> owner_many(ids) |> Enum.map(&[&1])
 
   def owners_many(ring, rf, ids), do: Enum.map(ids, &owners(ring, rf, &1))
 

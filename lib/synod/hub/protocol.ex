@@ -23,6 +23,9 @@ defmodule Synod.Hub.Protocol do
   def message?({:synod_unregistered, from, stopped, why, replies}),
     do: is_atom(from) and why?(why) and id_pids?(stopped) and replies?(replies)
 
+  def message?({:synod_stopped, from, t, ids, replies}),
+    do: is_atom(from) and is_integer(t) and proper?(ids) and replies?(replies)
+
   def message?({:synod_orphans, from, orphans}),
     do: is_atom(from) and all?(orphans, &orphan?/1)
 
@@ -101,6 +104,7 @@ defmodule Synod.Hub.Protocol do
 
   defp replies?(replies), do: all?(replies, &reply?/1)
 
+  defp reply?({_ref, pids, {:stopped, stopped}}), do: pids?(pids) and pids?(stopped)
   defp reply?({_ref, pids, results}), do: pids?(pids) and proper?(results)
   defp reply?(_), do: false
 

@@ -14,7 +14,12 @@ defmodule Synod.Hub.Requests do
   #   * `{:reply, request, results, changes, kind}` — answer the request's
   #     respondents (`request` = `{ref, reply_to, opts}`) with `results`,
   #     along with the announcement of `changes` (`kind`: :registered,
-  #     :unregistered or `{:unregistered, why}`);
+  #     :unregistered, `{:unregistered, why}`, or `{:stopped, t}`: a stop
+  #     request's `synod_stopped`, `changes` the ids it stopped);
+  #   * `{:put_stop, ids, t}` — record a stop request's tombstone `{id, t}`
+  #     of each id (`Tombstones.record_stop/5`);
+  #   * `{:put_stop_ids, ids, t, stopped}` — record a peer's stop request's
+  #     tombstones (`Tombstones.record_ids/6`; `stopped` as below);
   #   * `{:started_event, node, entries}` — `:children_started` for them;
   #   * `{:reconcile_rows, rows}` — decide these rows again;
   #   * `{:put_tombstones, [{id, t}], stopped}` — record stops
@@ -221,11 +226,35 @@ defmodule Synod.Hub.Requests do
           {:broadcast, {:synod_tombstones, me, absent}}
         ]
 
-    [{:put_tombstones, for(id <- ids, do: {id, t}), Map.new(ids, &{&1, nil})}] ++
+    [{:put_stop, ids, t}] ++
       tell_absent ++
-      [{:reply, request, results, stopped, {:unregistered, {:stopped, t}}}] ++
+      [
+        {:reply, request, stop_answer(request, results), for({id, _} <- stopped, do: id),
+         {:stopped, t}}
+      ] ++
       stopped_event(me, stopped)
   end
+
+  @doc """
+  The answer a stop request's respondents get for `results` (in the
+  request's order): `results` as they are, or, when the request asked for
+  it (`{:answers, :pids}` in its options, as Synod's callers do) and every
+  id was stopped, `{:stopped, pids}`: the pids in the request's order,
+  without the ids the caller already has (an answer a fraction of the
+  size to send, decode and pass on).
+  """
+  @spec stop_answer(request(), list()) :: list() | {:stopped, [pid()]}
+  def stop_answer({_ref, _reply_to, opts}, results) do
+    if :proplists.get_value(:answers, opts) == :pids,
+      do: compact(results, results, []),
+      else: results
+  end
+
+  defp compact(results, [{_id, {:ok, pid}} | rest], pids),
+    do: compact(results, rest, [pid | pids])
+
+  defp compact(_results, [], pids), do: {:stopped, :lists.reverse(pids)}
+  defp compact(results, _other, _pids), do: results
 
   # A stop request finding no copy of an id that another member's
   # tombstone stopped here this recently answers with that copy (the
@@ -302,6 +331,19 @@ defmodule Synod.Hub.Requests do
         {:delete_rows, covered},
         {:announce_stopped, stopped, :stopped}
       ] ++ stopped_event(me, stopped)
+
+  @doc """
+  A peer's stop request stamped `t` of `ids` is applied here: the covered
+  copies here are stopped (`stopped`). Record a tombstone per id (with the
+  pids they stopped), drop the covered rows, announce the stops.
+  """
+  @spec stops_applied(node(), [term()], integer(), [term()], list()) :: list()
+  def stops_applied(me, ids, t, covered, stopped),
+    do:
+      [{:put_stop_ids, ids, t, Map.new(stopped)}] ++
+        if(covered == [], do: [], else: [{:delete_rows, covered}]) ++
+        if(stopped == [], do: [], else: [{:announce_stopped, stopped, :stopped}]) ++
+        stopped_event(me, stopped)
 
   @doc """
   A peer `from`'s full picture was compared with the rows and stored:

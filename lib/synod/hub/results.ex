@@ -26,8 +26,22 @@ defmodule Synod.Hub.Results do
     }
   end
 
-  @doc "Records `[{id, result}]` answered by `node`; unexpected answers are ignored."
-  @spec record(t(), node(), [{term(), term()}]) :: t()
+  @doc """
+  Records `[{id, result}]` answered by `node`, or `{:stopped, pids}` (every
+  id sent to `node` stopped, their pids in the order sent); unexpected
+  answers are ignored.
+  """
+  @spec record(t(), node(), [{term(), term()}] | {:stopped, [pid()]}) :: t()
+  def record(%__MODULE__{pending: pending} = state, node, {:stopped, pids}) do
+    with {:ok, ids} when is_list(ids) <- Map.fetch(pending, node),
+         {:ok, ok, n} <- take_pids(ids, pids, node, state.ok, 0) do
+      %{state | pending: Map.delete(pending, node), ok: ok, count: state.count - n}
+    else
+      # not the ids as sent (some answered one by one), or not a pid per id
+      _ -> state
+    end
+  end
+
   def record(%__MODULE__{pending: pending} = state, node, results) do
     case Map.fetch(pending, node) do
       :error ->
@@ -88,6 +102,12 @@ defmodule Synod.Hub.Results do
     do: take_all(results, node, ok, [{id, node, {:bad_result, other}} | errors])
 
   defp take_all([], _node, ok, errors), do: {ok, errors}
+
+  defp take_pids([id | ids], [pid | pids], node, ok, n) when is_pid(pid),
+    do: take_pids(ids, pids, node, [{id, node, pid} | ok], n + 1)
+
+  defp take_pids([], [], _node, ok, n), do: {:ok, ok, n}
+  defp take_pids(_ids, _pids, _node, _ok, _n), do: :error
 
   defp record_some(state, node, ids, results) do
     %__MODULE__{pending: pending} = state

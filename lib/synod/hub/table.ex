@@ -62,6 +62,78 @@ defmodule Synod.Hub.Table do
     ArgumentError -> nil
   end
 
+  @doc """
+  The row of each id in order, its copies only (`{id, nil, nil, [pid]}`),
+  or nil: for a stop that deletes the rows it stops, which needs neither
+  the spec nor the slot (copied out of the table, they cost most of a
+  row's read).
+  """
+  @spec copy_rows(:ets.tid(), [term()]) :: [tuple() | nil]
+  def copy_rows(registry, ids) do
+    for id <- ids do
+      case stored_copies(registry, id) do
+        nil -> nil
+        copies -> {id, nil, nil, Registry.copies(copies)}
+      end
+    end
+  end
+
+  @doc """
+  A stop request on `node` stopped its copies of `ids`: each row loses its
+  copy on `node`, and goes when no copy is left. Returns `{gone, rows}`:
+  the copies removed `[{id, pid}]`, and the rows the ids still have, as
+  now stored (ids without a row are skipped). The usual row, whose one
+  copy is the one on `node`, is seen in its copies alone and deleted
+  without being read whole.
+  """
+  @spec remove_node_copies(:ets.tid(), [term()], node()) :: {[{term(), pid()}], [Registry.row()]}
+  def remove_node_copies(registry, ids, node), do: remove_node_copies(registry, ids, node, [], [])
+
+  defp remove_node_copies(registry, [id | ids], node, gone, rows) do
+    case stored_copies(registry, id) do
+      nil ->
+        remove_node_copies(registry, ids, node, gone, rows)
+
+      pid when is_pid(pid) and node(pid) == node ->
+        :ets.delete(registry, id)
+        remove_node_copies(registry, ids, node, [{id, pid} | gone], rows)
+
+      _other ->
+        {gone, rows} = remove_node_copy(registry, id, node, gone, rows)
+        remove_node_copies(registry, ids, node, gone, rows)
+    end
+  end
+
+  defp remove_node_copies(_registry, [], _node, gone, rows),
+    do: {:lists.reverse(gone), :lists.reverse(rows)}
+
+  defp remove_node_copy(registry, id, node, gone, rows) do
+    case :ets.lookup(registry, id) do
+      [stored] ->
+        {_, spec, slot, pids} = row = Registry.load(stored)
+
+        case for(p <- pids, node(p) == node, do: p) do
+          [] ->
+            {gone, [row | rows]}
+
+          [pid | _] ->
+            case List.delete(pids, pid) do
+              [] ->
+                :ets.delete(registry, id)
+                {[{id, pid} | gone], rows}
+
+              rest ->
+                row = {id, spec, slot, rest}
+                insert(registry, row)
+                {[{id, pid} | gone], [row | rows]}
+            end
+        end
+
+      [] ->
+        {gone, rows}
+    end
+  end
+
   @doc "This node's (`me`) copy of `id`, or nil."
   @spec local_copy(:ets.tid(), term(), node()) :: pid() | nil
   def local_copy(registry, id, me), do: Registry.local_pid(pids(registry, id), me)

@@ -92,6 +92,45 @@ defmodule Synod.Hub.Tombstones do
     :ok
   end
 
+  @doc """
+  A stop request stamped `t` by this node's clock (so above `bound`,
+  which is `record/5`'s): a tombstone `{t, now_ms, nil}` for each of
+  `ids`, put whole in one table call. The result is `record/5`'s with
+  every id in `stopped` as nil; a `t` not above `bound` takes that path.
+  """
+  @spec record_stop(:ets.tid(), [term()], non_neg_integer(), integer(), term()) :: :ok
+  def record_stop(meta, ids, t, now_ms, bound) do
+    if bound == false or above?(t, bound) do
+      :ets.insert(meta, for(id <- ids, do: {{:tomb, id}, t, now_ms, nil}))
+      :ok
+    else
+      record(meta, for(id <- ids, do: {id, t}), Map.new(ids, &{&1, nil}), now_ms, bound)
+    end
+  end
+
+  @doc """
+  `record/5` for a tombstone `{id, t}` of each of `ids` (one stamp: a
+  peer's stop request). When `t` is above `bound` and none of the ids has
+  a tombstone yet (the usual first stop of them), they are put whole in
+  one table call; otherwise as `record/5` does.
+  """
+  @spec record_ids(:ets.tid(), [term()], non_neg_integer(), map(), integer(), term()) :: :ok
+  def record_ids(meta, ids, t, stopped, now_ms, bound) do
+    whole = fn -> for id <- ids, do: {{:tomb, id}, t, now_ms, Map.get(stopped, id)} end
+
+    cond do
+      bound == false ->
+        :ets.insert(meta, whole.())
+        :ok
+
+      above?(t, bound) and :ets.insert_new(meta, whole.()) ->
+        :ok
+
+      true ->
+        record(meta, for(id <- ids, do: {id, t}), stopped, now_ms, bound)
+    end
+  end
+
   defp rows(meta, [{id, t} | rest], stopped, now_ms, false, acc) do
     row = {{:tomb, id}, t, now_ms, Map.get(stopped, id)}
     rows(meta, rest, stopped, now_ms, false, [row | acc])
