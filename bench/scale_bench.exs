@@ -24,9 +24,8 @@
 #              node) while a snapshot streams to the wiped follower, against
 #              the same puts with nothing streaming, just before.
 #
-# The whole-snapshot path this replaces could not do this at all above
-# 32 MiB (`snapshot ... refused: too_large`), so there is no before/after
-# ratio for the big figures; the baselines are the disk's.
+# The baselines are the disk's; a before/after comparison needs a baseline
+# worktree of main run the same way.
 
 {_, 0} = System.cmd("epmd", ["-daemon"])
 alias Synod.Test.Cluster
