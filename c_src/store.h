@@ -325,4 +325,54 @@ int store_snapshot_write(const store_t *s, uint8_t *buf, size_t cap, size_t *len
  * (or STORE_ERR_VERSION / STORE_ERR_NOMEM), never a crash. */
 store_t *store_restore(const uint8_t *buf, size_t len, int *err);
 
+/* ---- streaming snapshots (the same bytes, in bounded pieces) ----
+ *
+ * A writer freezes the store's state when it is made: it copies the lease
+ * table and takes a reference on every live record and every history event
+ * (O(keys + events) pointers, about 8 bytes per key and 32 per event; no key
+ * or value byte is copied). Records are immutable once shared, so the store
+ * may go on applying while the pieces are produced: the snapshot is the
+ * state at store_snap_writer_new, byte for byte what store_snapshot_write
+ * would have written then.
+ *
+ * Threads: store_snap_writer_new and store_snap_writer_free change reference
+ * counts the store changes too, so they run under the same exclusion as
+ * store_apply (the NIF's store mutex). store_snap_writer_next reads only the
+ * frozen records and may run concurrently with the store's apply. */
+typedef struct store_snap_writer store_snap_writer;
+/* NULL (and *err = STORE_ERR_NOMEM) if memory ran out; nothing changed. */
+store_snap_writer *store_snap_writer_new(store_t *s, int *err);
+/* The next piece: *piece points at *len bytes (at least `target` unless it
+ * is the last; at most target + the largest record's encoding), valid until
+ * the next call or free. *len == 0 once everything (checksum included) was
+ * handed out. STORE_ERR_NOMEM if the piece buffer cannot grow (the writer
+ * stays where it was; a later call may retry). */
+int store_snap_writer_next(store_snap_writer *w, size_t target, const uint8_t **piece, size_t *len);
+/* Bytes handed out so far. */
+uint64_t store_snap_writer_written(const store_snap_writer *w);
+void store_snap_writer_free(store_snap_writer *w);
+
+/* A restorer is fed a snapshot of `len` bytes in pieces of any size and
+ * builds the store as they come: only the bytes of one unfinished record are
+ * kept between pieces (at most one key and one value, twice with prev_kv).
+ * It makes every check store_restore makes (store_restore is a restorer fed
+ * once); the checksum, which covers everything, is compared at the end, so
+ * until store_restorer_finish returns a store nothing built is visible.
+ * The first failure is kept: feed returns it (and every later feed does
+ * too), everything built so far is freed at once. */
+typedef struct store_restorer store_restorer;
+/* NULL if memory ran out. */
+store_restorer *store_restorer_new(uint64_t len);
+/* STORE_OK or the first failure (STORE_ERR_CORRUPT, _VERSION, _NOMEM).
+ * More bytes than `len` in all is STORE_ERR_CORRUPT. */
+int store_restorer_feed(store_restorer *r, const uint8_t *p, size_t n);
+/* The store, if exactly `len` bytes were fed and every check passed
+ * (STORE_ERR_CORRUPT for a short input). Frees r either way. */
+store_t *store_restorer_finish(store_restorer *r, int *err);
+/* Gives up: frees r and whatever it built. */
+void store_restorer_free(store_restorer *r);
+/* Bytes the restorer holds besides the store it builds (its carry-over
+ * buffer), for tests and benches. */
+size_t store_restorer_buffered(const store_restorer *r);
+
 #endif

@@ -6,7 +6,12 @@
  *
  *   - A snapshot is magic "SYST", a version byte, the body, and a 16-byte
  *     BLAKE2b (crypto_generichash) of everything before it; a snapshot
- *     whose sum does not match is refused before any byte is parsed.
+ *     whose sum does not match is refused, and the store built from it
+ *     (restore parses as the bytes come, store_restorer) is freed: nothing
+ *     is handed out before the sum was compared.
+ *   - A streaming writer's pieces, joined, are the bytes store_snapshot_write
+ *     would have written when the writer was made: it holds a reference on
+ *     every record of that state, and records are immutable once shared.
  *   - The body depends only on the store's contents (config, revisions,
  *     leases, keys in order, history), never on the skip list's shape, so
  *     two members that agree write the same bytes.

@@ -41,7 +41,8 @@
     X(put) X(delete) X(range) X(txn) X(lease_granted) X(lease_revoked)                       \
     X(compacted) X(key) X(value) X(create_revision) X(mod_revision) X(version)               \
     X(lease) X(revision) X(compact_revision) X(next_lease_id) X(keys) X(leases)              \
-    X(events) X(history_bytes) X(history_max_events) X(history_max_bytes) X(history_prev_kv)
+    X(events) X(history_bytes) X(history_max_events) X(history_max_bytes) X(history_prev_kv) \
+    X(eof)
 /* clang-format on */
 
 typedef struct nif_atoms {
@@ -55,6 +56,8 @@ typedef struct nif_priv {
     ErlNifResourceType *ring_type;
     ErlNifResourceType *raft_type;
     ErlNifResourceType *store_type;
+    ErlNifResourceType *store_writer_type;
+    ErlNifResourceType *store_restorer_type;
     nif_atoms atoms;
 } nif_priv;
 
@@ -125,6 +128,12 @@ ERL_NIF_TERM synod_store_lease(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
 ERL_NIF_TERM synod_store_info(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM synod_store_snapshot(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM synod_store_restore(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM synod_store_snapshot_open(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM synod_store_snapshot_next(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM synod_store_snapshot_close(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM synod_store_restore_open(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM synod_store_restore_feed(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM synod_store_restore_finish(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 
 #define SYNOD_NIF_STORE_FUNCS                                                                      \
     {"store_new", 1, synod_store_new, 0}, {"store_apply", 2, synod_store_apply, 0},                \
@@ -133,6 +142,12 @@ ERL_NIF_TERM synod_store_restore(ErlNifEnv *env, int argc, const ERL_NIF_TERM ar
         {"store_leases", 1, synod_store_leases, ERL_NIF_DIRTY_JOB_CPU_BOUND},                      \
         {"store_lease", 2, synod_store_lease, 0}, {"store_info", 1, synod_store_info, 0},          \
         {"store_snapshot", 1, synod_store_snapshot, ERL_NIF_DIRTY_JOB_CPU_BOUND},                  \
+        {"store_snapshot_open", 1, synod_store_snapshot_open, ERL_NIF_DIRTY_JOB_CPU_BOUND},        \
+        {"store_snapshot_next", 2, synod_store_snapshot_next, ERL_NIF_DIRTY_JOB_CPU_BOUND},        \
+        {"store_snapshot_close", 1, synod_store_snapshot_close, ERL_NIF_DIRTY_JOB_CPU_BOUND},      \
+        {"store_restore_open", 1, synod_store_restore_open, 0},                                    \
+        {"store_restore_feed", 2, synod_store_restore_feed, ERL_NIF_DIRTY_JOB_CPU_BOUND},          \
+        {"store_restore_finish", 1, synod_store_restore_finish, ERL_NIF_DIRTY_JOB_CPU_BOUND},      \
     {                                                                                              \
         "store_restore", 1, synod_store_restore, ERL_NIF_DIRTY_JOB_CPU_BOUND                       \
     }

@@ -42,11 +42,62 @@ static void store_resource_dtor(ErlNifEnv *env, void *obj)
         enif_mutex_destroy(res->lock);
 }
 
+/* A streaming snapshot writer keeps its store alive (enif_keep_resource):
+ * it holds references on the store's records. Its own mutex serializes
+ * next/close; reference counts change under the store's mutex. */
+typedef struct nif_writer {
+    ErlNifMutex *lock;
+    nif_store *store;
+    store_snap_writer *w;
+} nif_writer;
+
+typedef struct nif_restorer {
+    ErlNifMutex *lock;
+    store_restorer *r;
+} nif_restorer;
+
+static void writer_close(nif_writer *res)
+{
+    if (res->w) {
+        enif_mutex_lock(res->store->lock);
+        store_snap_writer_free(res->w);
+        enif_mutex_unlock(res->store->lock);
+        res->w = NULL;
+    }
+    if (res->store) {
+        enif_release_resource(res->store);
+        res->store = NULL;
+    }
+}
+
+static void writer_resource_dtor(ErlNifEnv *env, void *obj)
+{
+    (void)env;
+    nif_writer *res = obj;
+    writer_close(res);
+    if (res->lock)
+        enif_mutex_destroy(res->lock);
+}
+
+static void restorer_resource_dtor(ErlNifEnv *env, void *obj)
+{
+    (void)env;
+    nif_restorer *res = obj;
+    store_restorer_free(res->r);
+    if (res->lock)
+        enif_mutex_destroy(res->lock);
+}
+
 int synod_nif_store_load(ErlNifEnv *env, nif_priv *priv)
 {
-    priv->store_type = enif_open_resource_type(env, NULL, "synod_store", store_resource_dtor,
-                                               ERL_NIF_RT_CREATE | ERL_NIF_RT_TAKEOVER, NULL);
-    return priv->store_type ? 0 : 1;
+    int flags = ERL_NIF_RT_CREATE | ERL_NIF_RT_TAKEOVER;
+    priv->store_type =
+        enif_open_resource_type(env, NULL, "synod_store", store_resource_dtor, flags, NULL);
+    priv->store_writer_type =
+        enif_open_resource_type(env, NULL, "synod_store_writer", writer_resource_dtor, flags, NULL);
+    priv->store_restorer_type = enif_open_resource_type(env, NULL, "synod_store_restorer",
+                                                        restorer_resource_dtor, flags, NULL);
+    return priv->store_type && priv->store_writer_type && priv->store_restorer_type ? 0 : 1;
 }
 
 /* ---- conversions ---- */
@@ -523,6 +574,163 @@ ERL_NIF_TERM synod_store_restore(ErlNifEnv *env, int argc, const ERL_NIF_TERM ar
         return synod_raise_badarg(env, "a store snapshot must be a binary");
     int err = STORE_OK;
     store_t *s = store_restore(bin.data, bin.size, &err);
+    if (!s)
+        return error_term(env, err, 0);
+    return wrap_store(env, s);
+}
+
+/* ---- streaming snapshots (docs/store.md, "Streaming snapshots") ----
+ *
+ * store_snapshot_open(S) -> {ok, W} | {error, nomem}      (dirty: O(keys))
+ * store_snapshot_next(W, Target) -> binary() | eof        (dirty)
+ * store_snapshot_close(W) -> ok                           (dirty)
+ * store_restore_open(Size) -> R
+ * store_restore_feed(R, Bin) -> ok | {error, Reason}      (dirty)
+ * store_restore_finish(R) -> {ok, S} | {error, Reason}    (dirty)
+ *
+ * The writer's pieces are today's snapshot bytes of the state at open, in
+ * order; the store may be applied to meanwhile. A piece is one copy into a
+ * fresh binary of about Target bytes (a record never splits). */
+
+/* Pieces bigger than this are refused as an argument (a piece is a binary
+ * the caller holds). */
+#define PIECE_MAX (64u << 20)
+
+ERL_NIF_TERM synod_store_snapshot_open(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    WITH_STORE(env, argv[0], store);
+    nif_writer *res = enif_alloc_resource(synod_priv(env)->store_writer_type, sizeof *res);
+    if (!res)
+        return error_term(env, STORE_ERR_NOMEM, 0);
+    res->w = NULL;
+    res->store = NULL;
+    res->lock = enif_mutex_create("synod_store_writer");
+    ERL_NIF_TERM term = enif_make_resource(env, res);
+    enif_release_resource(res);
+    if (!res->lock)
+        return error_term(env, STORE_ERR_NOMEM, 0);
+    int err = STORE_OK;
+    enif_mutex_lock(store->lock);
+    res->w = store_snap_writer_new(store->s, &err);
+    enif_mutex_unlock(store->lock);
+    if (!res->w)
+        return error_term(env, err, 0);
+    enif_keep_resource(store);
+    res->store = store;
+    return enif_make_tuple2(env, ATOM(env, ok), term);
+}
+
+static nif_writer *get_writer(ErlNifEnv *env, ERL_NIF_TERM t)
+{
+    nif_writer *res;
+    if (!enif_get_resource(env, t, synod_priv(env)->store_writer_type, (void **)&res))
+        return NULL;
+    return res;
+}
+
+ERL_NIF_TERM synod_store_snapshot_next(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    nif_writer *res = get_writer(env, argv[0]);
+    if (!res)
+        return synod_raise_badarg(env, "not a store snapshot writer");
+    ErlNifUInt64 target;
+    if (!enif_get_uint64(env, argv[1], &target) || target == 0 || target > PIECE_MAX)
+        return synod_raise_badarg(env, "a piece size must be an integer in 1..67108864");
+    enif_mutex_lock(res->lock);
+    if (!res->w) {
+        enif_mutex_unlock(res->lock);
+        return synod_raise_badarg(env, "the store snapshot writer is closed");
+    }
+    const uint8_t *piece;
+    size_t len;
+    int err = store_snap_writer_next(res->w, (size_t)target, &piece, &len);
+    ERL_NIF_TERM reply;
+    if (err != STORE_OK) {
+        reply = error_term(env, err, 0);
+    } else if (len == 0) {
+        reply = ATOM(env, eof);
+    } else {
+        unsigned char *buf = enif_make_new_binary(env, len, &reply);
+        if (buf)
+            memcpy(buf, piece, len);
+        else
+            reply = error_term(env, STORE_ERR_NOMEM, 0);
+    }
+    enif_mutex_unlock(res->lock);
+    return reply;
+}
+
+ERL_NIF_TERM synod_store_snapshot_close(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    nif_writer *res = get_writer(env, argv[0]);
+    if (!res)
+        return synod_raise_badarg(env, "not a store snapshot writer");
+    enif_mutex_lock(res->lock);
+    writer_close(res);
+    enif_mutex_unlock(res->lock);
+    return ATOM(env, ok);
+}
+
+static nif_restorer *get_restorer(ErlNifEnv *env, ERL_NIF_TERM t)
+{
+    nif_restorer *res;
+    if (!enif_get_resource(env, t, synod_priv(env)->store_restorer_type, (void **)&res))
+        return NULL;
+    return res;
+}
+
+ERL_NIF_TERM synod_store_restore_open(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    ErlNifUInt64 size;
+    if (!enif_get_uint64(env, argv[0], &size))
+        return synod_raise_badarg(env, "a snapshot size must be a non-negative integer");
+    nif_restorer *res = enif_alloc_resource(synod_priv(env)->store_restorer_type, sizeof *res);
+    if (!res)
+        return error_term(env, STORE_ERR_NOMEM, 0);
+    res->r = store_restorer_new(size);
+    res->lock = enif_mutex_create("synod_store_restorer");
+    ERL_NIF_TERM term = enif_make_resource(env, res);
+    enif_release_resource(res);
+    if (!res->r || !res->lock)
+        return error_term(env, STORE_ERR_NOMEM, 0);
+    return enif_make_tuple2(env, ATOM(env, ok), term);
+}
+
+ERL_NIF_TERM synod_store_restore_feed(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    nif_restorer *res = get_restorer(env, argv[0]);
+    if (!res)
+        return synod_raise_badarg(env, "not a store restorer");
+    ErlNifBinary bin;
+    if (!enif_inspect_binary(env, argv[1], &bin))
+        return synod_raise_badarg(env, "a snapshot piece must be a binary");
+    enif_mutex_lock(res->lock);
+    int err = res->r ? store_restorer_feed(res->r, bin.data, bin.size) : STORE_ERR_INVALID;
+    enif_mutex_unlock(res->lock);
+    if (err == STORE_ERR_INVALID)
+        return synod_raise_badarg(env, "the store restorer is finished");
+    return err == STORE_OK ? ATOM(env, ok) : error_term(env, err, 0);
+}
+
+ERL_NIF_TERM synod_store_restore_finish(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    nif_restorer *res = get_restorer(env, argv[0]);
+    if (!res)
+        return synod_raise_badarg(env, "not a store restorer");
+    enif_mutex_lock(res->lock);
+    store_restorer *r = res->r;
+    res->r = NULL;
+    enif_mutex_unlock(res->lock);
+    if (!r)
+        return synod_raise_badarg(env, "the store restorer is finished");
+    int err = STORE_OK;
+    store_t *s = store_restorer_finish(r, &err);
     if (!s)
         return error_term(env, err, 0);
     return wrap_store(env, s);

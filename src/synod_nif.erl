@@ -9,7 +9,9 @@
 -export([raft_new/1, raft_tick/1, raft_step/2, raft_propose/2, raft_conf_change/3,
          raft_read_index/2, raft_control/3, raft_compact/4, raft_snapshot_received/4, raft_chunk_encode/2, raft_ready/1, raft_status/1, raft_seed/0]).
 -export([store_new/1, store_apply/2, store_range/2, store_events_since/3, store_leases/1,
-         store_lease/2, store_info/1, store_snapshot/1, store_restore/1]).
+         store_lease/2, store_info/1, store_snapshot/1, store_restore/1,
+         store_snapshot_open/1, store_snapshot_next/2, store_snapshot_close/1,
+         store_restore_open/1, store_restore_feed/2, store_restore_finish/1]).
 
 -on_load(init/0).
 
@@ -66,3 +68,9 @@ store_lease(_Store, _Id) -> ?NOT_LOADED.
 store_info(_Store) -> ?NOT_LOADED.
 store_snapshot(_Store) -> ?NOT_LOADED.
 store_restore(_Snapshot) -> ?NOT_LOADED.
+store_snapshot_open(_Store) -> ?NOT_LOADED.
+store_snapshot_next(_Writer, _Target) -> ?NOT_LOADED.
+store_snapshot_close(_Writer) -> ?NOT_LOADED.
+store_restore_open(_Size) -> ?NOT_LOADED.
+store_restore_feed(_Restorer, _Piece) -> ?NOT_LOADED.
+store_restore_finish(_Restorer) -> ?NOT_LOADED.

@@ -951,6 +951,200 @@ static void test_snapshot_corrupt_refused(void **state)
     store_free(s);
 }
 
+/* ---- streaming snapshots ---- */
+
+/* sample_store plus values that span many pieces, and prev_kv events. */
+static store_t *big_store(void)
+{
+    store_t *s = sample_store();
+    static char value[20001];
+    for (int i = 0; i < 4; i++) {
+        memset(value, 'a' + i, sizeof value - 1);
+        value[sizeof value - 1] = 0;
+        char key[16];
+        snprintf(key, sizeof key, "big/%d", i % 3);
+        assert_int_equal(do_put(s, key, value, 0), STORE_OK);
+    }
+    return s;
+}
+
+/* Every piece of a writer, concatenated (pieces >= target but the last). */
+static uint8_t *stream_of(store_snap_writer *w, size_t target, size_t *len)
+{
+    uint8_t *out = NULL;
+    size_t n = 0;
+    for (;;) {
+        const uint8_t *piece;
+        size_t plen;
+        assert_int_equal(store_snap_writer_next(w, target, &piece, &plen), STORE_OK);
+        if (plen == 0)
+            break;
+        out = realloc(out, n + plen);
+        assert_non_null(out);
+        memcpy(out + n, piece, plen);
+        n += plen;
+        const uint8_t *again;
+        size_t alen = 1;
+        if (plen < target) { /* only the last piece is short */
+            assert_int_equal(store_snap_writer_next(w, target, &again, &alen), STORE_OK);
+            assert_int_equal(alen, 0);
+            break;
+        }
+        assert_true(plen <= target + 2 * 20001 + 300); /* an event: a record and its prev */
+    }
+    assert_true(store_snap_writer_written(w) >= n);
+    *len = n;
+    return out;
+}
+
+static void test_snapshot_stream_same_bytes(void **state)
+{
+    (void)state;
+    store_t *s = big_store();
+    size_t len;
+    uint8_t *whole = snapshot_of(s, &len);
+    const size_t targets[] = {1, 7, 64, 4096, 65536, 1u << 20};
+    for (size_t t = 0; t < sizeof targets / sizeof *targets; t++) {
+        store_snap_writer *w = store_snap_writer_new(s, NULL);
+        assert_non_null(w);
+        size_t n;
+        uint8_t *streamed = stream_of(w, targets[t], &n);
+        assert_int_equal(n, len);
+        assert_int_equal(store_snap_writer_written(w), len);
+        assert_memory_equal(streamed, whole, len);
+        free(streamed);
+        store_snap_writer_free(w);
+    }
+    /* a writer sees the state it was made at while the store goes on */
+    store_snap_writer *w = store_snap_writer_new(s, NULL);
+    assert_non_null(w);
+    const uint8_t *piece;
+    size_t plen;
+    assert_int_equal(store_snap_writer_next(w, 100, &piece, &plen), STORE_OK);
+    uint8_t *first = malloc(plen);
+    memcpy(first, piece, plen);
+    for (int i = 0; i < 40; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "key/%02d", i % 15);
+        assert_int_equal(do_put(s, key, "changed", 0), STORE_OK);
+    }
+    assert_int_equal(do_delete(s, "big/", "big0", NULL), STORE_OK);
+    assert_int_equal(do_revoke(s, 10), STORE_OK);
+    size_t rest_len;
+    uint8_t *rest = stream_of(w, 333, &rest_len);
+    assert_int_equal(plen + rest_len, len);
+    assert_memory_equal(first, whole, plen);
+    assert_memory_equal(rest, whole + plen, rest_len);
+    store_snap_writer_free(w);
+    assert_int_equal(do_put(s, "after", "x", 0), STORE_OK); /* store_check runs after it */
+    /* and what it wrote restores to the state it saw */
+    int err = 1;
+    store_t *t = store_restore(whole, len, &err);
+    assert_non_null(t);
+    size_t len2;
+    uint8_t *again = snapshot_of(t, &len2);
+    assert_int_equal(len2, len);
+    assert_memory_equal(again, whole, len);
+    free(again);
+    free(first);
+    free(rest);
+    free(whole);
+    store_free(t);
+    store_free(s);
+}
+
+/* Feeds buf[0, len) in pieces of `step` bytes (a last shorter one). */
+static store_t *restore_fed(const uint8_t *buf, size_t total, size_t len, size_t step, int *err,
+                            size_t *peak)
+{
+    store_restorer *r = store_restorer_new(total);
+    assert_non_null(r);
+    size_t most = 0;
+    for (size_t at = 0; at < len; at += step) {
+        size_t n = len - at < step ? len - at : step;
+        int rc = store_restorer_feed(r, buf + at, n);
+        if (store_restorer_buffered(r) > most)
+            most = store_restorer_buffered(r);
+        if (rc != STORE_OK) {
+            /* the failure is kept */
+            assert_int_equal(store_restorer_feed(r, buf, 1), rc);
+            break;
+        }
+    }
+    if (peak)
+        *peak = most;
+    return store_restorer_finish(r, err);
+}
+
+static void test_snapshot_restorer_pieces(void **state)
+{
+    (void)state;
+    store_t *s = big_store();
+    size_t len;
+    uint8_t *snap = snapshot_of(s, &len);
+    int err;
+    /* split once at every offset, and fed in pieces of every small size */
+    for (size_t k = 0; k <= len; k += (k < 200 || len - k < 200) ? 1 : 997) {
+        store_restorer *r = store_restorer_new(len);
+        assert_int_equal(store_restorer_feed(r, snap, k), STORE_OK);
+        assert_int_equal(store_restorer_feed(r, snap + k, len - k), STORE_OK);
+        store_t *t = store_restorer_finish(r, &err);
+        assert_non_null(t);
+        assert_int_equal(err, STORE_OK);
+        size_t len2;
+        uint8_t *again = snapshot_of(t, &len2);
+        assert_int_equal(len2, len);
+        assert_memory_equal(again, snap, len);
+        free(again);
+        assert_int_equal(do_put(t, "after", "x", 0), STORE_OK);
+        store_free(t);
+    }
+    const size_t steps[] = {1, 2, 3, 5, 16, 1000, 4096};
+    for (size_t i = 0; i < sizeof steps / sizeof *steps; i++) {
+        size_t peak;
+        store_t *t = restore_fed(snap, len, len, steps[i], &err, &peak);
+        assert_non_null(t);
+        /* carried over between pieces: one unfinished event (a record and
+         * its previous version) kept until the bytes double, in a buffer
+         * rounded up to a power of 2 */
+        assert_true(peak <= 4 * (2 * (20001 + 200) + steps[i]));
+        store_free(t);
+    }
+    /* cut short at every offset, fed in pieces: refused, nothing leaks */
+    for (size_t cut = 0; cut < len; cut += (cut < 300 || len - cut < 300) ? 1 : 997) {
+        assert_null(restore_fed(snap, len, cut, 7, &err, NULL));
+        assert_int_equal(err, STORE_ERR_CORRUPT);
+        /* and announced short: every piece boundary is an end */
+        assert_null(restore_fed(snap, cut, cut, 7, &err, NULL));
+        assert_int_not_equal(err, STORE_OK);
+    }
+    /* a flipped byte anywhere, fed in pieces */
+    for (size_t i = 0; i < len; i += (i < 300 || len - i < 300) ? 1 : 997) {
+        snap[i] ^= (uint8_t)(1u << (i % 8));
+        assert_null(restore_fed(snap, len, len, 11, &err, NULL));
+        assert_int_not_equal(err, STORE_OK);
+        snap[i] ^= (uint8_t)(1u << (i % 8));
+    }
+    /* more bytes than announced */
+    store_restorer *r = store_restorer_new(len - 1);
+    assert_int_equal(store_restorer_feed(r, snap, len), STORE_ERR_CORRUPT);
+    assert_null(store_restorer_finish(r, &err));
+    assert_int_equal(err, STORE_ERR_CORRUPT);
+    /* a version refused at the first piece that holds it */
+    snap[4] = 9;
+    r = store_restorer_new(len);
+    assert_int_equal(store_restorer_feed(r, snap, 4), STORE_OK);
+    assert_int_equal(store_restorer_feed(r, snap + 4, 1), STORE_ERR_VERSION);
+    store_restorer_free(r);
+    snap[4] = STORE_SNAPSHOT_VERSION;
+    /* given up half way: freed */
+    r = store_restorer_new(len);
+    assert_int_equal(store_restorer_feed(r, snap, len / 2), STORE_OK);
+    store_restorer_free(r);
+    free(snap);
+    store_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -970,6 +1164,8 @@ int main(void)
         cmocka_unit_test(test_decoder_rejections),
         cmocka_unit_test(test_snapshot_roundtrip),
         cmocka_unit_test(test_snapshot_corrupt_refused),
+        cmocka_unit_test(test_snapshot_stream_same_bytes),
+        cmocka_unit_test(test_snapshot_restorer_pieces),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -17,6 +17,13 @@ defmodule Synod.Raft.Machine do
     * `snapshot/1` returns a term that `restore/2` turns back into the
       state; the driver takes one every `snapshot_every` applied entries,
       writes it to disk and compacts the log.
+    * Optionally, a machine whose state is large streams it instead:
+      `snapshot_open/1` freezes the state (the member goes on applying while
+      the snapshot is written), `snapshot_next/1` returns its bytes piece by
+      piece until `:eof` (called from another process), `snapshot_close/1`
+      lets go; `restore_open/2`, `restore_feed/2` and `restore_finish/2`
+      rebuild the state from those bytes fed in pieces. A streamed snapshot
+      is never whole in memory. A machine exports all six or none.
 
   Queries (`Synod.Raft.query/3`) are plain functions of the state, or
   `{module, function, args}` called with the state first, run on the
@@ -31,4 +38,17 @@ defmodule Synod.Raft.Machine do
               {new_state :: term(), result :: term()}
   @callback snapshot(state :: term()) :: term()
   @callback restore(snapshot :: term(), arg :: term()) :: state :: term()
+
+  @callback snapshot_open(state :: term()) :: writer :: term()
+  @callback snapshot_next(writer :: term()) :: binary() | :eof
+  @callback snapshot_close(writer :: term()) :: :ok
+  @callback restore_open(size :: non_neg_integer(), arg :: term()) :: restorer :: term()
+  @callback restore_feed(restorer :: term(), piece :: binary()) :: restorer :: term()
+  @callback restore_finish(restorer :: term(), arg :: term()) :: state :: term()
+  @optional_callbacks snapshot_open: 1,
+                      snapshot_next: 1,
+                      snapshot_close: 1,
+                      restore_open: 2,
+                      restore_feed: 2,
+                      restore_finish: 2
 end

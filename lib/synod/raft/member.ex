@@ -78,6 +78,9 @@ defmodule Synod.Raft.Member do
     flush_scheduled: false,
     applied: 0,
     since_snapshot: 0,
+    # a snapshot being streamed to its file by a linked process:
+    # nil or {Ref, Index, Path} (see "snapshots" below)
+    snap_job: nil,
     node_of: %{},
     # Witness nodes as the group recorded them ({:witness, Id, Node}
     # entries, snapshots), and those named by this member's :witnesses
@@ -160,12 +163,15 @@ defmodule Synod.Raft.Member do
     do: {:ok, machine.init(arg), {%{}, []}, {%{}, :queue.new()}, 0}
 
   defp recover_machine(storage, %{snapshot: snap}, machine, arg) do
-    with {:ok, data} <- Storage.read_snapshot_data(storage, snap),
-         {:ok, {node_of, sessions, machine_snapshot, witnesses}} <- decode_snapshot(data) do
-      {:ok, machine.restore(machine_snapshot, arg), {node_of, witnesses}, sessions, snap.index}
-    else
-      {:error, {:unsafe_term, why}} -> {:error, {:unsafe_term, :snapshot, snap.index, why}}
-      {:error, why} -> {:error, why}
+    case load_snapshot(storage, snap, machine, arg) do
+      {:ok, {node_of, sessions, machine_state, witnesses}} ->
+        {:ok, machine_state, {node_of, witnesses}, sessions, snap.index}
+
+      {:error, {:unsafe_term, why}} ->
+        {:error, {:unsafe_term, :snapshot, snap.index, why}}
+
+      {:error, why} ->
+        {:error, why}
     end
   end
 
@@ -247,6 +253,19 @@ defmodule Synod.Raft.Member do
   end
 
   def handle_info(:retry_storage, state), do: {:noreply, retry_storage(state)}
+
+  # A leader's snapshot file open for sending is closed after this long
+  # without a chunk (chunk_message/3).
+  @send_idle_ms 30_000
+
+  def handle_info({:snapshot_written, ref, result}, %{snap_job: {ref, _, _}} = state),
+    do: {:noreply, state |> snapshot_written(result) |> after_input()}
+
+  def handle_info(:close_idle_snapshot, state) do
+    {open?, storage} = Storage.close_idle_send(state.storage, @send_idle_ms)
+    if open?, do: Process.send_after(self(), :close_idle_snapshot, @send_idle_ms)
+    {:noreply, %{state | storage: storage}}
+  end
 
   def handle_info({:refuse_snapshot, ref}, %{refusing: {ref, index, term}} = state) do
     state = %{state | refusing: nil}
@@ -666,7 +685,9 @@ defmodule Synod.Raft.Member do
           dest = {Synod.Raft.member_name(state.group), node}
 
           if MapSet.member?(connected, node) do
-            bin = if is_binary(payload), do: payload, else: chunk_message(state, to, payload)
+            {bin, state} =
+              if is_binary(payload), do: {payload, state}, else: chunk_message(state, to, payload)
+
             if bin, do: send(dest, {:synod_raft, state.group, state.id, node(), bin})
             state
           else
@@ -681,11 +702,25 @@ defmodule Synod.Raft.Member do
   end
 
   # A snapshot chunk the core asked for: its bytes come from our snapshot
-  # file (the core holds only the snapshot's metadata).
-  defp chunk_message(state, to, {:chunk, index, offset, len, size, template}) do
+  # file (the core holds only the snapshot's metadata), kept open across a
+  # transfer's chunks (closed after the last one, or idle for
+  # @send_idle_ms). Returns the message (nil: not sent) and the state.
+
+  defp chunk_message(state, to, {:chunk, index, offset, len, size, _template} = chunk) do
+    open? = Storage.sending?(state.storage)
+    {result, storage} = Storage.send_chunk(state.storage, index, offset, len)
+    storage = if offset + len >= size, do: Storage.done_sending(storage), else: storage
+
+    if not open? and Storage.sending?(storage),
+      do: Process.send_after(self(), :close_idle_snapshot, @send_idle_ms)
+
+    {chunk_bin(state, to, chunk, result), %{state | storage: storage}}
+  end
+
+  defp chunk_bin(state, to, {:chunk, index, offset, len, size, template}, result) do
     fault = chunk_fault(state, offset)
 
-    case Storage.read_chunk(state.storage, index, offset, len) do
+    case result do
       {:ok, _data} when fault == :drop ->
         nil
 
@@ -856,16 +891,15 @@ defmodule Synod.Raft.Member do
   defp restore(state, nil), do: state
 
   defp restore(state, {index, _term, _voters, _learners, size, _checksum}) do
-    data =
-      case Storage.read_snapshot_data(state.storage, %{index: index, size: size}) do
-        {:ok, data} -> data
-        {:error, why} -> exit({:raft_storage, why})
-      end
+    snap = %{index: index, size: size}
 
-    {node_of, sessions, machine_snapshot, witnesses} =
-      case decode_snapshot(data) do
-        {:ok, decoded} ->
-          decoded
+    {node_of, sessions, machine_state, witnesses} =
+      case load_snapshot(state.storage, snap, state.machine, state.machine_arg) do
+        {:ok, loaded} ->
+          loaded
+
+        {:error, {:corrupt, _, _, _} = why} ->
+          exit({:raft_storage, why})
 
         {:error, {:unsafe_term, why}} ->
           Logger.error(
@@ -886,7 +920,7 @@ defmodule Synod.Raft.Member do
     %{
       state
       | pending: Map.new(pending),
-        machine_state: state.machine.restore(machine_snapshot, state.machine_arg),
+        machine_state: machine_state,
         node_of: Map.merge(state.node_of, node_of),
         witnesses: witnesses,
         sessions: sessions,
@@ -971,6 +1005,82 @@ defmodule Synod.Raft.Member do
       end
 
     [<<1, byte_size(head)::32>>, head | machine]
+  end
+
+  # A snapshot's data as {NodeOf, Sessions, MachineState, Witnesses}. A
+  # machine that restores from pieces (Synod.Raft.Machine's restore_open/2)
+  # is fed the file in @restore_piece reads: the data is never whole in
+  # memory. Others get the whole data, decoded.
+  @restore_piece 1024 * 1024
+
+  defp load_snapshot(storage, snap, machine, arg) do
+    if streams?(machine, :restore_open, 2) do
+      with {:ok, reader} <- Storage.open_snapshot(storage, snap) do
+        try do
+          stream_restore(reader, snap.size, machine, arg)
+        after
+          Storage.close_snapshot(reader)
+        end
+      end
+    else
+      with {:ok, data} <- Storage.read_snapshot_data(storage, snap),
+           {:ok, {node_of, sessions, machine_snapshot, witnesses}} <- decode_snapshot(data) do
+        {:ok, {node_of, sessions, machine.restore(machine_snapshot, arg), witnesses}}
+      end
+    end
+  end
+
+  defp streams?(machine, fun, arity) do
+    Code.ensure_loaded(machine)
+    function_exported?(machine, fun, arity)
+  end
+
+  defp stream_restore(reader, size, machine, arg) do
+    with {:ok, <<1, len::32>>} when size >= 6 + len <- Storage.pread_snapshot(reader, 0, 5),
+         {:ok, <<head::binary-size(len), kind>>} when kind in [0, 1] <-
+           Storage.pread_snapshot(reader, 5, len + 1),
+         {:ok, {node_of, sessions, witnesses}} <- snapshot_head(head) do
+      at = 6 + len
+
+      machine_state =
+        if kind == 1 do
+          restorer = machine.restore_open(size - at, arg)
+          feed_pieces(reader, at, size, machine, restorer) |> machine.restore_finish(arg)
+        else
+          with {:ok, bin} <- Storage.pread_snapshot(reader, at, size - at),
+               {:ok, term} <- SafeTerm.decode(bin) do
+            machine.restore(term, arg)
+          end
+        end
+
+      case machine_state do
+        {:error, {:corrupt, _, _, _}} = error -> error
+        {:error, why} when kind == 0 -> {:error, {:unsafe_term, why}}
+        _ -> {:ok, {node_of, sessions, machine_state, witnesses}}
+      end
+    else
+      {:error, {:corrupt, _, _, _}} = error -> error
+      {:error, why} -> {:error, {:unsafe_term, why}}
+      _ -> {:error, {:unsafe_term, :not_a_snapshot}}
+    end
+  end
+
+  defp feed_pieces(_reader, at, size, _machine, restorer) when at >= size, do: restorer
+
+  defp feed_pieces(reader, at, size, machine, restorer) do
+    case Storage.pread_snapshot(reader, at, min(@restore_piece, size - at)) do
+      {:ok, piece} ->
+        feed_pieces(
+          reader,
+          at + byte_size(piece),
+          size,
+          machine,
+          machine.restore_feed(restorer, piece)
+        )
+
+      {:error, why} ->
+        exit({:raft_storage, why})
+    end
   end
 
   # Decoded by Synod.Raft.SafeTerm, as entries are (decode_entry/4).
@@ -1154,7 +1264,97 @@ defmodule Synod.Raft.Member do
   defp maybe_snapshot(%{since_snapshot: n, snapshot_every: every} = state) when n < every,
     do: state
 
+  defp maybe_snapshot(%{snap_job: {_, _, _}} = state), do: state
+
   defp maybe_snapshot(state) do
+    if streams?(state.machine, :snapshot_open, 1),
+      do: start_snapshot(state),
+      else: snapshot_whole(state)
+  end
+
+  # A machine that streams (Synod.Raft.Machine's snapshot_open/1): its state
+  # is frozen here (for the store, a reference on each record: O(keys), no
+  # byte copied), the group's part of the snapshot taken with it, and a
+  # linked process writes the pieces to snapshot.N.tmp while this member
+  # goes on applying. Both parts are of the state at `applied` exactly, so
+  # the file is what encode_snapshot/1 would have written here. When it is
+  # written, {:snapshot_written, Ref, Result} compacts the core and installs
+  # the file (compact_written/4), as snapshot_whole/1 does at once.
+  defp start_snapshot(state) do
+    head = :erlang.term_to_binary({state.node_of, state.sessions, state.witnesses})
+    prefix = [<<1, byte_size(head)::32>>, head, 1]
+    machine = state.machine
+    writer = machine.snapshot_open(state.machine_state)
+    path = Storage.snapshot_tmp_path(state.storage, state.applied)
+    member = self()
+    ref = make_ref()
+
+    spawn_link(fn ->
+      result =
+        try do
+          Storage.write_snapshot_data(path, prefix, fn -> machine.snapshot_next(writer) end)
+        catch
+          kind, why -> {:error, {kind, why}}
+        after
+          machine.snapshot_close(writer)
+        end
+
+      send(member, {:snapshot_written, ref, result})
+    end)
+
+    %{state | snap_job: {ref, state.applied, path}, since_snapshot: 0}
+  end
+
+  defp snapshot_written(%{snap_job: {_, index, path}} = state, result) do
+    state = %{state | snap_job: nil}
+
+    case result do
+      {:ok, size, crc} when state.stuck == nil ->
+        compact_written(state, index, path, size, crc)
+
+      {:ok, _, _} ->
+        File.rm(path)
+        state
+
+      {:error, why} ->
+        File.rm(path)
+        Stray.warn("raft #{state.group}: snapshot at #{index} not written: #{inspect(why)}")
+        state
+    end
+  end
+
+  defp compact_written(state, index, path, size, crc) do
+    case :synod_nif.raft_compact(state.raft, index, size, crc) do
+      {:ok, {^index, term, voters, learners}, after_} ->
+        snap = %{
+          index: index,
+          term: term,
+          meta: :erlang.term_to_binary({voters, learners}),
+          size: size,
+          checksum: crc,
+          written: path
+        }
+
+        hs = hs_map(current_hard_state(state))
+
+        case Storage.install_snapshot(state.storage, snap, hs, Enum.map(after_, &entry_map/1)) do
+          {:ok, storage} ->
+            %{state | storage: storage}
+
+          {:error, why} ->
+            File.rm(path)
+            Stray.warn("raft #{state.group}: snapshot at #{index} not written: #{inspect(why)}")
+            state
+        end
+
+      {:error, why} ->
+        File.rm(path)
+        Logger.warning("raft #{state.group}: snapshot at #{index} refused: #{why}")
+        state
+    end
+  end
+
+  defp snapshot_whole(state) do
     data = encode_snapshot(state)
     size = IO.iodata_length(data)
 

@@ -88,6 +88,9 @@ defmodule Synod.Raft.Storage do
     # :atomics cell, 1 when a write or fsync failed since the last good sync
     # (nil: always check the length)
     :suspect,
+    # the snapshot file a leader is sending, kept open across its chunks:
+    # nil or {index, fd, last_used_ms}
+    :send,
     size: 0,
     pending: [],
     pending_bytes: 0
@@ -152,13 +155,18 @@ defmodule Synod.Raft.Storage do
   """
   @spec close(t()) :: :ok
   def close(%__MODULE__{log: log, deferred: nil} = storage) do
+    close_send(storage)
+
     with :ok <- at_good_length(log, storage.size), do: :file.write(log, buffered(storage))
     :file.close(log)
   end
 
   # What was buffered after a snapshot that could not be installed follows
   # that snapshot, not this log: it is not written (none of it was promised).
-  def close(%__MODULE__{log: log}), do: :file.close(log)
+  def close(%__MODULE__{log: log} = storage) do
+    close_send(storage)
+    :file.close(log)
+  end
 
   @doc """
   Buffers a Ready's log entries and hard state (either may be empty/nil).
@@ -317,6 +325,8 @@ defmodule Synod.Raft.Storage do
     later = Enum.filter(entries_after, &(&1.index > n))
     log_body = [Enum.map(later, &entry_record/1), hard_state_record(hard_state)]
 
+    storage = close_send(storage)
+
     with :ok <- write_snapshot_file(storage, snapshot),
          :ok <- write_durably(dir, file(dir, "log", n), log_body),
          :ok <- :file.close(log),
@@ -337,9 +347,13 @@ defmodule Synod.Raft.Storage do
     end
   end
 
-  # A snapshot from compaction carries its data; a received one is in
-  # recv.snapshot (complete, fsynced and checked by `finish_receive/1`):
-  # its trailer is appended and it is renamed into place.
+  # A snapshot from compaction carries its data, or was streamed to a file
+  # by `write_snapshot_data/3` (`written:` its path); a received one is in
+  # recv.snapshot (complete, fsynced and checked by `finish_receive/1`).
+  # A file's trailer is appended, it is fsynced and renamed into place.
+  defp write_snapshot_file(%__MODULE__{dir: dir}, %{index: n, written: path} = snap),
+    do: seal_snapshot_file(dir, path, file(dir, "snapshot", n), snap)
+
   defp write_snapshot_file(%__MODULE__{dir: dir}, %{index: n, data: data} = snap) do
     snap =
       snap
@@ -349,17 +363,65 @@ defmodule Synod.Raft.Storage do
     write_durably(dir, file(dir, "snapshot", n), [data, snapshot_trailer(snap)])
   end
 
-  defp write_snapshot_file(%__MODULE__{dir: dir}, %{index: n, received: true} = snap) do
-    recv = Path.join(dir, @recv_file)
+  defp write_snapshot_file(%__MODULE__{dir: dir}, %{index: n, received: true} = snap),
+    do: seal_snapshot_file(dir, Path.join(dir, @recv_file), file(dir, "snapshot", n), snap)
 
-    with {:ok, f} <- :file.open(recv, [:raw, :binary, :read, :write]),
+  defp seal_snapshot_file(dir, from, to, snap) do
+    with {:ok, f} <- :file.open(from, [:raw, :binary, :read, :write]),
          {:ok, size} <- :file.position(f, :eof),
          true <- size == snap.size || {:error, {:received_size, size, snap.size}},
          :ok <- :file.write(f, snapshot_trailer(snap)),
          :ok <- :file.sync(f),
          :ok <- :file.close(f),
-         :ok <- :file.rename(recv, file(dir, "snapshot", n)) do
+         :ok <- :file.rename(from, to) do
       :synod_nif.fsync_dir(dir)
+    end
+  end
+
+  @doc """
+  Where a snapshot at `index` is streamed to before it is installed (a
+  `.tmp` file: removed at open and by every install).
+  """
+  @spec snapshot_tmp_path(t(), pos_integer()) :: Path.t()
+  def snapshot_tmp_path(%__MODULE__{dir: dir}, index), do: file(dir, "snapshot", index) <> ".tmp"
+
+  @doc """
+  Streams a snapshot's data to `path`: `prefix`, then every binary `next`
+  returns until `:eof`, one at a time (the data is never whole in memory).
+  Not fsynced: `install_snapshot/4` with `written: path` appends the
+  trailer, fsyncs and renames it. Returns the size and CRC-32 of the data;
+  a file that could not be written is removed. Runs in any process (it
+  opens the file itself).
+  """
+  @spec write_snapshot_data(Path.t(), iodata(), (() -> binary() | :eof)) ::
+          {:ok, non_neg_integer(), non_neg_integer()} | {:error, term()}
+  def write_snapshot_data(path, prefix, next) do
+    with {:ok, f} <- :file.open(path, [:raw, :binary, :write]) do
+      result =
+        with :ok <- :file.write(f, prefix),
+             do: write_pieces(f, next, IO.iodata_length(prefix), checksum(prefix))
+
+      closed = :file.close(f)
+
+      case result do
+        {:ok, _, _} when closed == :ok ->
+          result
+
+        _ ->
+          _ = :file.delete(path)
+          if match?({:ok, _, _}, result), do: closed, else: result
+      end
+    end
+  end
+
+  defp write_pieces(f, next, size, crc) do
+    case next.() do
+      :eof ->
+        {:ok, size, crc}
+
+      piece when is_binary(piece) ->
+        with :ok <- :file.write(f, piece),
+             do: write_pieces(f, next, size + byte_size(piece), :erlang.crc32(crc, piece))
     end
   end
 
@@ -394,6 +456,116 @@ defmodule Synod.Raft.Storage do
       :file.close(f)
       result
     end
+  end
+
+  @doc """
+  `read_chunk/4` for a leader sending chunks: the file stays open across
+  them (one open per transfer, not one per chunk) until `done_sending/1`
+  (after a transfer's last chunk), `close_idle_send/2`, an install or
+  `close/1`.
+  """
+  @spec send_chunk(t(), pos_integer(), non_neg_integer(), non_neg_integer()) ::
+          {{:ok, binary()} | {:error, term()}, t()}
+  def send_chunk(%__MODULE__{dir: dir} = storage, index, offset, len) do
+    path = file(dir, "snapshot", index)
+
+    case send_fd(storage, index, path) do
+      {:ok, f, storage} ->
+        case :file.pread(f, offset, len) do
+          {:ok, bin} when byte_size(bin) == len ->
+            {{:ok, bin}, storage}
+
+          {:ok, bin} ->
+            {{:error, {:short_read, path, offset, byte_size(bin)}}, close_send(storage)}
+
+          :eof when len == 0 ->
+            {{:ok, <<>>}, storage}
+
+          other ->
+            {{:error, {other, path, offset}}, close_send(storage)}
+        end
+
+      {:error, why, storage} ->
+        {{:error, {why, path}}, storage}
+    end
+  end
+
+  defp send_fd(%__MODULE__{send: {index, f, _}} = storage, index, _path),
+    do: {:ok, f, %{storage | send: {index, f, now_ms()}}}
+
+  defp send_fd(storage, index, path) do
+    storage = close_send(storage)
+
+    case :file.open(path, [:raw, :binary, :read]) do
+      {:ok, f} -> {:ok, f, %{storage | send: {index, f, now_ms()}}}
+      {:error, why} -> {:error, why, storage}
+    end
+  end
+
+  @doc "After a transfer's last chunk: closes the file kept open for sending."
+  @spec done_sending(t()) :: t()
+  def done_sending(storage), do: close_send(storage)
+
+  @doc """
+  Closes the snapshot file kept open for sending if no chunk was read from
+  it for `idle_ms`. Returns whether one is still open.
+  """
+  @spec close_idle_send(t(), non_neg_integer()) :: {boolean(), t()}
+  def close_idle_send(%__MODULE__{send: {_, _, used}} = storage, idle_ms) do
+    if now_ms() - used >= idle_ms, do: {false, close_send(storage)}, else: {true, storage}
+  end
+
+  def close_idle_send(storage, _idle_ms), do: {false, storage}
+
+  @doc "Whether a snapshot file is open for sending."
+  @spec sending?(t()) :: boolean()
+  def sending?(%__MODULE__{send: send}), do: send != nil
+
+  defp close_send(%__MODULE__{send: {_, f, _}} = storage) do
+    _ = :file.close(f)
+    %{storage | send: nil}
+  end
+
+  defp close_send(storage), do: storage
+
+  defp now_ms, do: System.monotonic_time(:millisecond)
+
+  @doc """
+  Opens the data of the current snapshot to read it in pieces
+  (`pread_snapshot/3`: a machine that restores from pieces never has it
+  whole). Close it with `close_snapshot/1`.
+  """
+  @spec open_snapshot(t(), snapshot()) :: {:ok, {term(), Path.t()}} | {:error, term()}
+  def open_snapshot(%__MODULE__{dir: dir}, %{index: n}) do
+    path = file(dir, "snapshot", n)
+
+    case :file.open(path, [:raw, :binary, :read]) do
+      {:ok, f} -> {:ok, {f, path}}
+      {:error, why} -> {:error, {:corrupt, path, 0, "snapshot unreadable: #{inspect(why)}"}}
+    end
+  end
+
+  @doc "Reads exactly `len` bytes at `offset` of an opened snapshot's data."
+  @spec pread_snapshot({term(), Path.t()}, non_neg_integer(), non_neg_integer()) ::
+          {:ok, binary()} | {:error, term()}
+  def pread_snapshot(_reader, _offset, 0), do: {:ok, <<>>}
+
+  def pread_snapshot({f, path}, offset, len) do
+    case :file.pread(f, offset, len) do
+      {:ok, bin} when byte_size(bin) == len ->
+        {:ok, bin}
+
+      other ->
+        {:error,
+         {:corrupt, path, offset, "snapshot data unreadable: #{inspect(other, limit: 5)}"}}
+    end
+  end
+
+  @doc "Closes an opened snapshot."
+  @spec close_snapshot({term(), Path.t()}) :: :ok
+  def close_snapshot({f, _path}) do
+    _ = :file.close(f)
+    :ok
   end
 
   @doc "The whole data of the current snapshot (to restore the machine)."

@@ -96,6 +96,71 @@ defmodule Synod.Store.Machine do
     end
   end
 
+  # Bytes per streamed piece: one dirty NIF call each (a copy and BLAKE2b).
+  @piece 1024 * 1024
+
+  @doc """
+  Freezes the store for a streamed snapshot: a reference on every record
+  (about 8 bytes per key, 32 per history event; no key or value copied).
+  The store may be applied to while the pieces are taken.
+  """
+  @impl true
+  @spec snapshot_open(t()) :: reference()
+  def snapshot_open(store) do
+    case :synod_nif.store_snapshot_open(store) do
+      {:ok, writer} -> writer
+      {:error, why} -> raise ArgumentError, "store snapshot not started: #{inspect(why)}"
+    end
+  end
+
+  @doc "The next piece (about 1 MiB) of the snapshot's bytes, or `:eof`."
+  @impl true
+  @spec snapshot_next(reference()) :: binary() | :eof
+  def snapshot_next(writer) do
+    case :synod_nif.store_snapshot_next(writer, @piece) do
+      {:error, why} -> raise ArgumentError, "store snapshot piece: #{inspect(why)}"
+      piece -> piece
+    end
+  end
+
+  @doc "Lets go of a snapshot writer's references."
+  @impl true
+  @spec snapshot_close(reference()) :: :ok
+  def snapshot_close(writer), do: :synod_nif.store_snapshot_close(writer)
+
+  @doc "Starts restoring a snapshot of `size` bytes, fed in pieces."
+  @impl true
+  @spec restore_open(non_neg_integer(), term()) :: reference()
+  def restore_open(size, _arg) do
+    case :synod_nif.store_restore_open(size) do
+      {:ok, restorer} -> restorer
+      {:error, why} -> raise ArgumentError, "store snapshot refused: #{inspect(why)}"
+    end
+  end
+
+  @doc """
+  Feeds the next piece. A corrupt snapshot raises `ArgumentError` at the
+  first piece that shows it (what was built is freed).
+  """
+  @impl true
+  @spec restore_feed(reference(), binary()) :: reference()
+  def restore_feed(restorer, piece) do
+    case :synod_nif.store_restore_feed(restorer, piece) do
+      :ok -> restorer
+      {:error, why} -> raise ArgumentError, "store snapshot refused: #{inspect(why)}"
+    end
+  end
+
+  @doc "The restored store, once every piece was fed and every check passed."
+  @impl true
+  @spec restore_finish(reference(), term()) :: t()
+  def restore_finish(restorer, _arg) do
+    case :synod_nif.store_restore_finish(restorer) do
+      {:ok, store} -> store
+      {:error, why} -> raise ArgumentError, "store snapshot refused: #{inspect(why)}"
+    end
+  end
+
   @doc """
   A range read on the state as it is (for `Synod.Raft.query/3`): `request`
   is a `Synod.Store.Command.range/2` binary. Returns `{kvs, count, more?}`.
