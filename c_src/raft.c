@@ -53,6 +53,7 @@ typedef struct raft_progress {
     bool voter;
     bool paused; /* PROBE: an append is in flight */
     bool active; /* heard from since the last check-quorum round */
+    bool recent; /* active in the round before that */
     int8_t vote; /* election tally: 0 none, 1 granted, -1 refused */
 } raft_progress;
 
@@ -923,7 +924,10 @@ static void raft_bcast_heartbeat_flags(raft_t *r, uint8_t flags)
         raft_msg *m = raft_msg_new(r, RAFT_MSG_HEARTBEAT, pr->id);
         if (!m)
             return;
-        m->flags = flags;
+        /* QUIESCE only to a member known to hold the whole log: one that
+         * lags (its node was down) gets a plain heartbeat, and its answer,
+         * if it is back, wakes the leader (raft_wake_on_step). */
+        m->flags = pr->match == raft_last_index(r) ? flags : 0;
         /* Never tell a follower to commit beyond what it is known to hold. */
         m->commit = raft_min_u64(pr->match, r->commit);
         m->ctx = r->read_seq;
@@ -939,9 +943,9 @@ static void raft_bcast_heartbeat(raft_t *r)
 /* ---- quiescing (raft.h, QUIESCING) ------------------------------------------ */
 
 /* Whether the leader's group is idle: nothing to send, nothing to wait for,
- * every other member holding the whole log and about to learn it is all
- * committed (the quiesce heartbeat carries commit = last), and a quorum of
- * voters heard from in the current check-quorum window. */
+ * every other member heard from lately holding the whole log and about to
+ * learn it is all committed (the quiesce heartbeat carries commit = last),
+ * and a quorum of voters heard from in the current check-quorum window. */
 static bool raft_can_quiesce(const raft_t *r)
 {
     uint64_t last = raft_last_index(r);
@@ -956,7 +960,13 @@ static bool raft_can_quiesce(const raft_t *r)
             active++;
         if (pr->id == r->id)
             continue;
-        if (pr->state != RAFT_PR_REPLICATE || pr->match != last || pr->next != last + 1)
+        /* A member silent for a whole check-quorum round and more (its node
+         * is down) does not keep the group awake: when it is back, its
+         * answer to the wake-up heartbeat (the driver's raft_wake on nodeup)
+         * or its pre-vote wakes the leader, which then catches it up. */
+        bool caught_up =
+            pr->state == RAFT_PR_REPLICATE && pr->match == last && pr->next == last + 1;
+        if (!caught_up && (pr->active || pr->recent))
             return false;
     }
     /* Check-quorum would pass now: a quorum answered in this window (after
@@ -988,15 +998,18 @@ static void raft_unquiesce(raft_t *r, bool heartbeat, bool ping_leader)
 }
 
 /* A message wakes a quiesced member, except the leader's quiesce heartbeat
- * (on a follower) and a plain answer to a heartbeat (on the leader: the
- * answers to the heartbeats before it quiesced). */
+ * (on a follower) and a plain answer to a heartbeat from a member that
+ * holds the whole log (on the leader: the answers to the heartbeats before
+ * it quiesced). */
 static void raft_wake_on_step(raft_t *r, const raft_msg *m)
 {
     if (!r->quiesced)
         return;
     bool same_term = m->term == r->term;
     if (r->role == RAFT_LEADER) {
-        if (same_term && m->type == RAFT_MSG_HEARTBEAT_RESP && !(m->flags & RAFT_FLAG_WAKE))
+        const raft_progress *pr = raft_peer(r, m->from);
+        if (same_term && m->type == RAFT_MSG_HEARTBEAT_RESP && !(m->flags & RAFT_FLAG_WAKE) && pr &&
+            pr->match == raft_last_index(r))
             return;
         raft_unquiesce(r, true, false);
         return;
@@ -1576,6 +1589,7 @@ static void raft_tick_leader(raft_t *r)
                 raft_progress *pr = &r->peers[i];
                 if (pr->voter && (pr->active || pr->id == r->id))
                     active++;
+                pr->recent = pr->active;
                 pr->active = false;
             }
             if (active < raft_quorum(r)) {

@@ -152,14 +152,16 @@
  *   An idle group stops its timers and sends nothing. At a heartbeat tick a
  *   leader whose group is idle -- no transfer, no pending read, everything
  *   committed in this term and applied here, every other member in
- *   REPLICATE with match = last index and told the commit -- sends its
- *   heartbeats flagged RAFT_FLAG_QUIESCE and stops heartbeating and running
- *   check-quorum. A follower that gets that heartbeat in the leader's term
- *   while caught up (last index = commit = the heartbeat's commit) stops its
- *   election timer and does not answer; one that is not caught up answers
- *   RAFT_FLAG_WAKE. A quiesced member ignores raft_tick (the driver may stop
- *   ticking it: raft_status.quiesced) and wakes on: any raft_step except
- *   the leader's quiesce heartbeat (follower) or a plain heartbeat answer
+ *   REPLICATE with match = last index (or silent for over a check-quorum
+ *   round: its node is down), a quorum heard from this round -- sends its
+ *   heartbeats flagged RAFT_FLAG_QUIESCE (plain to a lagging member) and
+ *   stops heartbeating and running check-quorum. A follower that gets that
+ *   heartbeat in the leader's term while caught up (last index = commit =
+ *   the heartbeat's commit) stops its election timer and does not answer;
+ *   one that is not caught up answers RAFT_FLAG_WAKE. A quiesced member
+ *   ignores raft_tick (the driver may stop ticking it: raft_status.quiesced)
+ *   and wakes on: any raft_step except the leader's quiesce heartbeat
+ *   (follower) or a plain heartbeat answer from a caught-up member
  *   (leader); raft_propose, raft_propose_conf_change, raft_read_index,
  *   raft_transfer_leader, raft_campaign, raft_forget_leader, and raft_wake
  *   (the driver saw a member's node go down or come up). Waking restarts the

@@ -994,6 +994,11 @@ void rsim_heal(rsim *s)
     for (size_t a = 0; a <= RSIM_MAX_NODES; a++)
         for (size_t b = 0; b <= RSIM_MAX_NODES; b++)
             s->link[a][b] = true;
+    /* Reconnected nodes see each other come up (a partition that lasted
+     * gave a nodedown: modelled here only as the nodeup on healing). */
+    if (s->o.nodedown)
+        for (uint64_t id = 1; id <= s->o.n_nodes; id++)
+            rsim_nodeup(s, id, 0);
 }
 
 void rsim_cut(rsim *s, uint64_t a, uint64_t b)

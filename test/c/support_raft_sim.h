@@ -72,7 +72,9 @@ typedef struct rsim_opts {
     /* raft_config.quiesce on every member; with nodedown the simulated
      * driver also reports crashes and restarts as the BEAM's nodedown and
      * nodeup (rsim_crash: raft_forget_leader on the members whose leader it
-     * was, raft_wake on the others; rsim_restart: raft_wake on the others) */
+     * was, raft_wake on the others; rsim_restart: raft_wake on the others;
+     * rsim_heal: raft_wake on every member, the nodeups of reconnected
+     * nodes) */
     bool quiesce, nodedown;
 } rsim_opts;
 
