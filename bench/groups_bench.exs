@@ -119,19 +119,13 @@ defmodule GroupsBench do
 
   # Members of `groups` quiesced on `node`, of those running there.
   def quiesced(groups, node) do
-    :erpc.call(
-      node,
-      fn ->
-        Enum.count(groups, fn g ->
-          try do
-            Map.get(Synod.Raft.status(g), :quiesced, false)
-          catch
-            _, _ -> false
-          end
-        end)
-      end,
-      120_000
-    )
+    Enum.count(groups, fn g ->
+      try do
+        Map.get(:erpc.call(node, Synod.Raft, :status, [g], 10_000), :quiesced, false)
+      catch
+        _, _ -> false
+      end
+    end)
   end
 
   # kill -9 of `victim`; ms until the others name a leader for every group;
@@ -223,7 +217,7 @@ try do
   end
 
   IO.puts(
-    "members quiesced per node: #{inspect(Enum.map(nodes, &GroupsBench.quiesced(idle, &1)))} of #{n_idle}"
+    "members quiesced per node: #{inspect(Enum.map(nodes, &GroupsBench.quiesced(idle, &1)), charlists: :as_lists)} of #{n_idle}"
   )
 
   # -- 1b. restart of a node holding the N groups ------------------------------
@@ -233,7 +227,7 @@ try do
   Process.sleep(3_000)
 
   IO.puts(
-    "after the restart, members quiesced per node: #{inspect(Enum.map(nodes, &GroupsBench.quiesced(idle, &1)))} of #{n_idle}"
+    "after the restart, members quiesced per node: #{inspect(Enum.map(nodes, &GroupsBench.quiesced(idle, &1)), charlists: :as_lists)} of #{n_idle}"
   )
 
   GroupsBench.stop(idle, nodes)
