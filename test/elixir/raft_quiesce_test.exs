@@ -1,7 +1,7 @@
 defmodule Synod.RaftQuiesceTest do
   # Idle groups quiesce (docs/raft.md, "Quiescing idle groups"), on real
-  # peers with real files: once a group is idle its members receive
-  # nothing, not even their own tick timer's messages; a command wakes it
+  # peers with real files: once a group is idle its members receive no
+  # message from a member, not even their own tick timer's; a command wakes it
   # and commits; killing the leader's node still fails over through the
   # nodedown path (with an election timeout far longer than the test's
   # waits, so no other path could elect); and with `quiesce: false` the
@@ -36,8 +36,8 @@ defmodule Synod.RaftQuiesceTest do
 
     Wait.until(fn -> quiesced?(ctx.group, nodes) end)
 
-    for counts <- receives(ctx.group, nodes, 1_000),
-        do: assert(counts == %{raft: 0, tick: 0, other: 0})
+    # (other messages, such as the nodeups of other tests' peers, may come)
+    for counts <- receives(ctx.group, nodes, 1_000), do: assert(%{raft: 0, tick: 0} = counts)
 
     # A write to the quiesced group, from a follower's node: routed, woken,
     # committed everywhere; then quiet again.
