@@ -407,7 +407,9 @@ defmodule Synod.Raft do
   @doc """
   This node's member's status (term, role, leader, indexes, members):
   `members` lists every voter and learner with its kind (`:voter`,
-  `:learner` or `:witness`), `witness_nodes` the members that are witnesses.
+  `:learner` or `:witness`), `witness_nodes` the members that are witnesses;
+  `quiesced` whether the group is quiesced here (docs/raft.md, "Quiescing
+  idle groups") and `tick_timer` whether the member's tick timer runs.
   """
   @spec status(group(), node()) :: map()
   def status(group, node \\ node()), do: GenServer.call({member_name(group), node}, :status)

@@ -17,8 +17,14 @@ defmodule Synod.RaftQuiesceTest do
     {:ok, dir: Cluster.tmp_dir!("quiesce"), group: :"q#{System.unique_integer([:positive])}"}
   end
 
-  defp quiesced?(group, nodes),
-    do: Enum.all?(nodes, &:erpc.call(&1, Synod.Raft, :status, [group]).quiesced)
+  # The cores quiesced and the members' tick timers stopped (a tick already
+  # scheduled when a follower quiesces still comes, once).
+  defp quiesced?(group, nodes) do
+    Enum.all?(nodes, fn node ->
+      st = :erpc.call(node, Synod.Raft, :status, [group])
+      st.quiesced and not st.tick_timer
+    end)
+  end
 
   defp receives(group, nodes, ms) do
     nodes

@@ -436,6 +436,8 @@ defmodule Synod.Raft.Member do
         witness_nodes: witness_members(state, st),
         members: members(state, st),
         applied: state.applied,
+        # false once a quiesced member's tick timer has stopped
+        tick_timer: state.ticking,
         storage: storage_status(state),
         snapshot_index: state.storage.generation,
         log_bytes: Storage.log_bytes(state.storage)
