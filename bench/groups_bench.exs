@@ -13,14 +13,22 @@
 #    each right after a GC, and the VmRSS growth of each peer divided by N,
 #    which includes the C cores and the open files' buffers); CPU per node
 #    over 10 s with no traffic
-#    (`:erlang.statistics(:runtime)` and utime+stime from /proc/<pid>/stat).
+#    (`:erlang.statistics(:runtime)` and utime+stime from /proc/<pid>/stat),
+#    and how many members are quiesced (`status.quiesced`; builds without
+#    quiescing count none).
+# 1b. Restart: the first node is killed (kill -9) with the N groups
+#    running, the time until the other two name a leader for every group;
+#    then it is started again under its name, its N members started from
+#    their directories (recovering their logs), and the time from the
+#    start of the VM until every node names a leader for every group.
 # 2. Throughput: 32 synchronous clients (spread evenly over the groups and
 #    over the 3 nodes, each routing to its group's leader) over 1, 8 and 32
 #    groups, fresh groups for each shape; aggregate commands/s, median of
 #    ROUNDS rounds, each shape's rounds alternating with the others. The
 #    1-group figure of the same run is the baseline of the ratio. Leaders per
 #    node printed for each shape once the balancer has settled (it balances
-#    all the groups on a node together, not each shape).
+#    all the groups on a node together, not each shape). ROUNDS 0 skips
+#    part 2.
 
 {_, 0} = System.cmd("epmd", ["-daemon"])
 alias Synod.LocalCluster
@@ -54,7 +62,7 @@ defmodule GroupsBench do
     t2 - t0
   end
 
-  defp wait_known(groups, nodes, deadline) do
+  def wait_known(groups, nodes, deadline) do
     known = Enum.map(nodes, &elem(:erpc.call(&1, Raft, :leaders_seen, [groups], 60_000), 0))
 
     cond do
@@ -108,6 +116,58 @@ defmodule GroupsBench do
   end
 
   def median(xs), do: Enum.at(Enum.sort(xs), div(length(xs), 2))
+
+  # Members of `groups` quiesced on `node`, of those running there.
+  def quiesced(groups, node) do
+    Enum.count(groups, fn g ->
+      try do
+        Map.get(:erpc.call(node, Synod.Raft, :status, [g], 10_000), :quiesced, false)
+      catch
+        _, _ -> false
+      end
+    end)
+  end
+
+  # kill -9 of `victim`; ms until the others name a leader for every group;
+  # then a new VM under its name, its members started from their
+  # directories, and ms from the VM's start until every node names a leader
+  # for every group. Returns the new peer.
+  def restart(victim, groups, nodes, root) do
+    survivors = nodes -- [victim]
+    Node.monitor(victim, true)
+    t0 = System.monotonic_time(:millisecond)
+    Synod.LocalCluster.kill(victim)
+
+    receive do
+      {:nodedown, ^victim} -> :ok
+    after
+      30_000 -> raise "no nodedown of #{victim}"
+    end
+
+    known = wait_known(groups, survivors, System.monotonic_time(:millisecond) + 300_000)
+    failover = System.monotonic_time(:millisecond) - t0
+
+    IO.puts(
+      "  kill -9 of #{short(victim)}: the others name every leader after #{failover} ms: #{inspect(known)}"
+    )
+
+    Process.sleep(2_000)
+    t1 = System.monotonic_time(:millisecond)
+    [{_, ^victim} = peer] = Synod.LocalCluster.start(1, names: [short(victim)])
+    t2 = System.monotonic_time(:millisecond)
+    n = :erpc.call(victim, Raft, :start_members, [groups, nodes, root], 600_000)
+    true = n == length(groups)
+    t3 = System.monotonic_time(:millisecond)
+    known = wait_known(groups, nodes, t3 + 300_000)
+    t4 = System.monotonic_time(:millisecond)
+
+    IO.puts(
+      "  restart of #{short(victim)}: VM up in #{t2 - t1} ms, #{n} members started from disk in #{t3 - t2} ms, " <>
+        "then #{t4 - t3} ms until every node names every leader (#{inspect(known)}): #{t4 - t1} ms in all"
+    )
+
+    peer
+  end
 end
 
 root = Path.join(System.tmp_dir!(), "synod-groups-bench-#{System.unique_integer([:positive])}")
@@ -156,9 +216,24 @@ try do
     )
   end
 
+  IO.puts(
+    "members quiesced per node: #{inspect(Enum.map(nodes, &GroupsBench.quiesced(idle, &1)), charlists: :as_lists)} of #{n_idle}"
+  )
+
+  # -- 1b. restart of a node holding the N groups ------------------------------
+  [victim | _] = nodes
+  new_peer = GroupsBench.restart(victim, idle, nodes, root)
+  Process.put(:peers, [new_peer | Enum.reject(peers, &(elem(&1, 1) == victim))])
+  Process.sleep(3_000)
+
+  IO.puts(
+    "after the restart, members quiesced per node: #{inspect(Enum.map(nodes, &GroupsBench.quiesced(idle, &1)), charlists: :as_lists)} of #{n_idle}"
+  )
+
   GroupsBench.stop(idle, nodes)
 
   # -- 2. throughput over 1, 8, 32 groups ------------------------------------
+  if rounds == 0, do: throw(:done)
   shapes = [1, 8, 32]
   sets = Map.new(shapes, fn s -> {s, for(i <- 1..s, do: :"tp#{u}_#{s}_#{i}")} end)
   for s <- shapes, do: GroupsBench.start(sets[s], nodes, root)
@@ -186,7 +261,9 @@ try do
     med = GroupsBench.median(runs[s])
     IO.puts("| #{s} | #{Enum.join(runs[s], ", ")} | #{med} | #{Float.round(med / base, 2)} |")
   end
+catch
+  :done -> :ok
 after
-  LocalCluster.stop(peers)
+  LocalCluster.stop(Process.get(:peers, peers))
   File.rm_rf(root)
 end

@@ -53,6 +53,7 @@ typedef struct raft_progress {
     bool voter;
     bool paused; /* PROBE: an append is in flight */
     bool active; /* heard from since the last check-quorum round */
+    bool recent; /* active in the round before that */
     int8_t vote; /* election tally: 0 none, 1 granted, -1 refused */
 } raft_progress;
 
@@ -68,7 +69,7 @@ struct raft_t {
     uint32_t election_tick, heartbeat_tick, max_msg_entries, max_inflight;
     uint32_t snapshot_chunk, snapshot_window;
     size_t max_msg_bytes;
-    bool pre_vote, check_quorum;
+    bool pre_vote, check_quorum, quiesce;
     bool witness; /* votes and acks, never campaigns, keeps no entry bytes */
     uint64_t rng;
 
@@ -83,6 +84,7 @@ struct raft_t {
     uint64_t leader; /* 0 = unknown */
     uint32_t election_elapsed, heartbeat_elapsed;
     uint32_t timeout; /* randomized election timeout in [T, 2T) */
+    bool quiesced;    /* idle: ticks ignored until woken (raft.h, QUIESCING) */
 
     /* membership: conf is in effect; it is snap_conf with every conf entry
      * of the log applied, the last one being at conf_index */
@@ -327,6 +329,10 @@ static void raft_check(const raft_t *r)
     assert((r->role == RAFT_LEADER) == (r->leader == r->id));
     assert(r->role != RAFT_CANDIDATE || r->vote == r->id);
     assert(!r->witness || r->role == RAFT_FOLLOWER); /* a witness never campaigns */
+    /* Only a leader or a follower quiesces, and a quiesced leader owes
+     * nothing: no read waits, no transfer runs. */
+    assert(!r->quiesced || r->role == RAFT_FOLLOWER ||
+           (r->role == RAFT_LEADER && r->n_reqs == 0 && r->transferee == 0));
     assert(raft_last_term(r) <= r->term);
     assert(r->n_peers == (size_t)r->conf.n_voters + r->conf.n_learners);
     if (r->role == RAFT_LEADER) {
@@ -381,6 +387,7 @@ static void raft_set_role(raft_t *r, raft_role role, uint64_t leader, raft_cause
     }
     r->role = role;
     r->leader = leader;
+    r->quiesced = false; /* a new role or leader is not idle */
 }
 
 /* ---- membership ------------------------------------------------------------ */
@@ -483,6 +490,7 @@ static void raft_reset(raft_t *r, uint64_t term)
     }
     r->election_elapsed = 0;
     r->heartbeat_elapsed = 0;
+    r->quiesced = false;
     raft_reset_timeout(r);
     r->transferee = 0;
     r->n_reqs = 0; /* read requests die with the leadership that took them */
@@ -907,7 +915,7 @@ static bool raft_leader_owes_sends(const raft_t *r)
     return false;
 }
 
-static void raft_bcast_heartbeat(raft_t *r)
+static void raft_bcast_heartbeat_flags(raft_t *r, uint8_t flags)
 {
     for (size_t i = 0; i < r->n_peers; i++) {
         raft_progress *pr = &r->peers[i];
@@ -916,11 +924,102 @@ static void raft_bcast_heartbeat(raft_t *r)
         raft_msg *m = raft_msg_new(r, RAFT_MSG_HEARTBEAT, pr->id);
         if (!m)
             return;
+        /* QUIESCE only to a member known to hold the whole log: one that
+         * lags (its node was down) gets a plain heartbeat, and its answer,
+         * if it is back, wakes the leader (raft_wake_on_step). */
+        m->flags = pr->match == raft_last_index(r) ? flags : 0;
         /* Never tell a follower to commit beyond what it is known to hold. */
         m->commit = raft_min_u64(pr->match, r->commit);
         m->ctx = r->read_seq;
         pr->commit_sent = raft_max_u64(pr->commit_sent, m->commit);
     }
+}
+
+static void raft_bcast_heartbeat(raft_t *r)
+{
+    raft_bcast_heartbeat_flags(r, 0);
+}
+
+/* ---- quiescing (raft.h, QUIESCING) ------------------------------------------ */
+
+/* Whether the leader's group is idle: nothing to send, nothing to wait for,
+ * every other member heard from lately holding the whole log and about to
+ * learn it is all committed (the quiesce heartbeat carries commit = last),
+ * and a quorum of voters heard from in the current check-quorum window. */
+static bool raft_can_quiesce(const raft_t *r)
+{
+    uint64_t last = raft_last_index(r);
+    if (!r->quiesce || r->role != RAFT_LEADER || r->transferee || r->n_reqs || r->commit != last ||
+        r->commit < r->term_start || r->applied != r->commit || r->unstable <= last ||
+        r->conf_index > r->commit)
+        return false;
+    size_t active = 0;
+    for (size_t i = 0; i < r->n_peers; i++) {
+        const raft_progress *pr = &r->peers[i];
+        if (pr->voter && (pr->active || pr->id == r->id))
+            active++;
+        if (pr->id == r->id)
+            continue;
+        /* A member silent for a whole check-quorum round and more (its node
+         * is down) does not keep the group awake: when it is back, its
+         * answer to the wake-up heartbeat (the driver's raft_wake on nodeup)
+         * or its pre-vote wakes the leader, which then catches it up. */
+        bool caught_up =
+            pr->state == RAFT_PR_REPLICATE && pr->match == last && pr->next == last + 1;
+        if (!caught_up && (pr->active || pr->recent))
+            return false;
+    }
+    /* Check-quorum would pass now: a quorum answered in this window (after
+     * a wake-up, answered the wake-up's heartbeats). */
+    return active >= raft_quorum(r);
+}
+
+/* Wakes a quiesced member: timers restart from 0. A leader heartbeats at
+ * once (unless the caller sends something itself) and starts a fresh
+ * check-quorum window; a follower woken by anyone but its leader tells the
+ * leader to heartbeat again. */
+static void raft_unquiesce(raft_t *r, bool heartbeat, bool ping_leader)
+{
+    if (!r->quiesced)
+        return;
+    r->quiesced = false;
+    r->election_elapsed = 0;
+    r->heartbeat_elapsed = 0;
+    if (r->role == RAFT_LEADER) {
+        for (size_t i = 0; i < r->n_peers; i++)
+            r->peers[i].active = r->peers[i].id == r->id;
+        if (heartbeat)
+            raft_bcast_heartbeat(r);
+    } else if (ping_leader && r->leader && r->leader != r->id) {
+        raft_msg *m = raft_msg_new(r, RAFT_MSG_HEARTBEAT_RESP, r->leader);
+        if (m)
+            m->flags = RAFT_FLAG_WAKE;
+    }
+}
+
+/* A message wakes a quiesced member, except the leader's quiesce heartbeat
+ * (on a follower) and a plain answer to a heartbeat from a member that
+ * holds the whole log (on the leader: the answers to the heartbeats before
+ * it quiesced). */
+static void raft_wake_on_step(raft_t *r, const raft_msg *m)
+{
+    if (!r->quiesced)
+        return;
+    bool same_term = m->term == r->term;
+    if (r->role == RAFT_LEADER) {
+        const raft_progress *pr = raft_peer(r, m->from);
+        if (same_term && m->type == RAFT_MSG_HEARTBEAT_RESP && !(m->flags & RAFT_FLAG_WAKE) && pr &&
+            pr->match == raft_last_index(r))
+            return;
+        raft_unquiesce(r, true, false);
+        return;
+    }
+    bool from_leader = same_term && m->from == r->leader &&
+                       (m->type == RAFT_MSG_APPEND || m->type == RAFT_MSG_HEARTBEAT ||
+                        m->type == RAFT_MSG_SNAPSHOT || m->type == RAFT_MSG_TIMEOUT_NOW);
+    if (from_leader && m->type == RAFT_MSG_HEARTBEAT && (m->flags & RAFT_FLAG_QUIESCE))
+        return;
+    raft_unquiesce(r, false, !from_leader);
 }
 
 static void raft_release_reads(raft_t *r)
@@ -1143,6 +1242,21 @@ static void raft_handle_heartbeat(raft_t *r, const raft_msg *m)
         }
     }
     raft_commit_to(r, raft_min_u64(m->commit, last));
+    if (m->flags & RAFT_FLAG_QUIESCE) {
+        /* Caught up: nothing can come from this leader until it wakes, so
+         * stop the election timer (and say nothing: an answer would wake
+         * it). Otherwise ask it to keep heartbeating. */
+        if (r->quiesce && m->commit == last && r->commit == last) {
+            r->quiesced = true;
+            return;
+        }
+        raft_msg *wake = raft_msg_new(r, RAFT_MSG_HEARTBEAT_RESP, m->from);
+        if (wake) {
+            wake->ctx = m->ctx;
+            wake->flags = RAFT_FLAG_WAKE;
+        }
+        return;
+    }
     raft_msg *resp = raft_msg_new(r, RAFT_MSG_HEARTBEAT_RESP, m->from);
     if (resp)
         resp->ctx = m->ctx;
@@ -1439,6 +1553,7 @@ int raft_step(raft_t *r, const raft_msg *m)
         return rc;
     if (m->to != r->id)
         return RAFT_ERR_INVALID;
+    raft_wake_on_step(r, m);
     raft_step_msg(r, m);
     return raft_leave(r, RAFT_OK);
 }
@@ -1474,6 +1589,7 @@ static void raft_tick_leader(raft_t *r)
                 raft_progress *pr = &r->peers[i];
                 if (pr->voter && (pr->active || pr->id == r->id))
                     active++;
+                pr->recent = pr->active;
                 pr->active = false;
             }
             if (active < raft_quorum(r)) {
@@ -1485,7 +1601,12 @@ static void raft_tick_leader(raft_t *r)
     }
     if (r->heartbeat_elapsed >= r->heartbeat_tick) {
         r->heartbeat_elapsed = 0;
-        raft_bcast_heartbeat(r);
+        if (raft_can_quiesce(r)) {
+            raft_bcast_heartbeat_flags(r, RAFT_FLAG_QUIESCE);
+            r->quiesced = true;
+        } else {
+            raft_bcast_heartbeat(r);
+        }
     }
 }
 
@@ -1494,6 +1615,8 @@ int raft_tick(raft_t *r)
     int rc = raft_enter(r);
     if (rc != RAFT_OK)
         return rc;
+    if (r->quiesced)
+        return RAFT_OK; /* idle: no heartbeat, no election timer */
     if (r->role == RAFT_LEADER) {
         raft_tick_leader(r);
     } else {
@@ -1517,6 +1640,7 @@ int raft_propose(raft_t *r, const void *data, size_t len, uint64_t *index)
         return RAFT_ERR_NOT_LEADER;
     if (r->transferee)
         return RAFT_ERR_TRANSFERRING;
+    raft_unquiesce(r, false, false); /* the append wakes the followers */
     raft_leader_append(r, RAFT_ENTRY_NORMAL, data, len);
     if (index)
         *index = raft_last_index(r);
@@ -1547,6 +1671,7 @@ int raft_propose_conf_change(raft_t *r, raft_conf_op op, uint64_t id, uint64_t *
         return rc;
     if (op == RAFT_CONF_ADD_VOTER && raft_peer(r, id)->match < r->commit)
         return RAFT_ERR_NOT_CAUGHT_UP;
+    raft_unquiesce(r, false, false);
     raft_leader_append(r, RAFT_ENTRY_CONF, buf, len);
     if (index)
         *index = r->conf_index;
@@ -1560,6 +1685,9 @@ int raft_read_index(raft_t *r, uint64_t ctx)
         return rc;
     if (r->role != RAFT_LEADER)
         return RAFT_ERR_NOT_LEADER;
+    /* A quiesced leader confirms its leadership like any other: the read
+     * waits for a quorum's answers to the heartbeat sent below. */
+    raft_unquiesce(r, false, false); /* raft_bcast_heartbeat below */
     raft_read_req *q = raft_grow(r->reqs, &r->cap_reqs, r->n_reqs + 1, sizeof(*q), &r->nomem);
     if (!q)
         return RAFT_ERR_NOMEM;
@@ -1588,6 +1716,7 @@ int raft_transfer_leader(raft_t *r, uint64_t target)
         return RAFT_ERR_NOT_MEMBER;
     if (r->transferee == target)
         return RAFT_OK;
+    raft_unquiesce(r, false, false);
     r->transferee = target;
     r->election_elapsed = 0;
     if (pr->match == raft_last_index(r))
@@ -1602,6 +1731,7 @@ int raft_campaign(raft_t *r)
     int rc = raft_enter(r);
     if (rc != RAFT_OK)
         return rc;
+    raft_unquiesce(r, false, false);
     raft_hup(r, RAFT_CAUSE_CAMPAIGN, false);
     return raft_leave(r, RAFT_OK);
 }
@@ -1613,10 +1743,20 @@ int raft_forget_leader(raft_t *r)
         return rc;
     /* A leader steps down in its term: its driver cannot persist (a full
      * disk), so it must stop counting its own copy towards commits. */
+    raft_unquiesce(r, false, false);
     if (r->role == RAFT_LEADER)
         raft_become_follower(r, r->term, 0, RAFT_CAUSE_LEADER_LOST);
     else if (r->role == RAFT_FOLLOWER)
         raft_set_role(r, RAFT_FOLLOWER, 0, RAFT_CAUSE_LEADER_LOST);
+    return raft_leave(r, RAFT_OK);
+}
+
+int raft_wake(raft_t *r)
+{
+    int rc = raft_enter(r);
+    if (rc != RAFT_OK)
+        return rc;
+    raft_unquiesce(r, true, true);
     return raft_leave(r, RAFT_OK);
 }
 
@@ -1881,6 +2021,7 @@ raft_t *raft_new(const raft_config *cfg, int *err)
     r->heartbeat_tick = cfg->heartbeat_tick;
     r->pre_vote = cfg->pre_vote;
     r->check_quorum = cfg->check_quorum;
+    r->quiesce = cfg->quiesce;
     r->witness = cfg->witness;
     r->max_msg_entries = cfg->max_msg_entries ? cfg->max_msg_entries : 64;
     if (r->max_msg_entries > RAFT_MSG_MAX_ENTRIES)
@@ -1953,6 +2094,7 @@ void raft_status_get(const raft_t *r, raft_status *st)
     st->transferee = r->transferee;
     st->n_voters = r->conf.n_voters;
     st->n_learners = r->conf.n_learners;
+    st->quiesced = r->quiesced;
 }
 
 const raft_entry *raft_entry_get(const raft_t *r, uint64_t index)

@@ -147,6 +147,33 @@
  *   Member lookups are linear scans over at most RAFT_MAX_MEMBERS members.
  *   A step costs O(members + entries in the message).
  *
+ * QUIESCING (raft_config.quiesce; docs/raft.md, "Quiescing idle groups")
+ *
+ *   An idle group stops its timers and sends nothing. At a heartbeat tick a
+ *   leader whose group is idle -- no transfer, no pending read, everything
+ *   committed in this term and applied here, every other member in
+ *   REPLICATE with match = last index (or silent for over a check-quorum
+ *   round: its node is down), a quorum heard from this round -- sends its
+ *   heartbeats flagged RAFT_FLAG_QUIESCE (plain to a lagging member) and
+ *   stops heartbeating and running check-quorum. A follower that gets that
+ *   heartbeat in the leader's term while caught up (last index = commit =
+ *   the heartbeat's commit) stops its election timer and does not answer;
+ *   one that is not caught up answers RAFT_FLAG_WAKE. A quiesced member
+ *   ignores raft_tick (the driver may stop ticking it: raft_status.quiesced)
+ *   and wakes on: any raft_step except the leader's quiesce heartbeat
+ *   (follower) or a plain heartbeat answer from a caught-up member
+ *   (leader); raft_propose, raft_propose_conf_change, raft_read_index,
+ *   raft_transfer_leader, raft_campaign, raft_forget_leader, and raft_wake
+ *   (the driver saw a member's node go down or come up). Waking restarts the
+ *   timers from 0; a leader heartbeats at once (and its check-quorum window
+ *   starts over), a follower woken by anyone but its leader sends the leader
+ *   RAFT_FLAG_WAKE. Quiescing is volatile: a restarted member is awake.
+ *   A quiesced group notices a dead leader only through the driver (nodedown
+ *   -> raft_forget_leader) or a message: with quiescing the driver must
+ *   report node failures. Reads stay safe: the core has no lease reads, and
+ *   raft_read_index always waits for a quorum's answer to a heartbeat sent
+ *   after the request.
+ *
  * THREADS: none. One raft_t must not be used by two threads at once; distinct
  * instances are independent.
  */
@@ -293,6 +320,12 @@ const char *raft_msg_type_name(int type);
     0x04 /* APPEND_RESP (with REJECT): the follower lacks entries the                              \
             leader knows it acknowledged (its files were lost); hint is its                        \
             last index: the leader starts over from there */
+#define RAFT_FLAG_QUIESCE                                                                          \
+    0x08 /* HEARTBEAT: the leader's last one before it quiesces (see                               \
+            "QUIESCING"); a caught-up follower stops its election timer */
+#define RAFT_FLAG_WAKE                                                                             \
+    0x10 /* HEARTBEAT_RESP: the sender is awake (or would not quiesce) and                         \
+            asks the leader to heartbeat again */
 
 /* One message between members. Which fields mean what, per type:
  *
@@ -425,6 +458,8 @@ typedef struct raft_config {
      * data (only its index, term and membership). Its driver applies nothing.
      * A local setting: the other members see an ordinary voter. */
     bool witness;
+    /* Quiesce when idle (see "QUIESCING" above); off by default. */
+    bool quiesce;
     uint32_t snapshot_chunk;  /* bytes per snapshot chunk, 1..RAFT_SNAPSHOT_MAX_CHUNK */
     uint32_t snapshot_window; /* snapshot chunks in flight per follower, >= 1 */
     /* Bootstrap (fresh member of a new group, nothing persisted). */
@@ -440,6 +475,7 @@ typedef struct raft_config {
 } raft_config;
 
 /* Defaults: election_tick 10, heartbeat_tick 1, pre_vote and check_quorum on,
+ * quiesce off,
  * 64 entries / 1 MiB per append, 1024 entries in flight, snapshot chunks of
  * 1 MiB with 4 in flight. */
 void raft_config_init(raft_config *cfg, uint64_t id, uint64_t seed);
@@ -480,6 +516,12 @@ int raft_campaign(raft_t *r);
  * persist; docs/reliability.md, "A full disk"). */
 int raft_forget_leader(raft_t *r);
 
+/* The driver saw the node of a member go down or come up (or wants the
+ * group awake for another reason): a quiesced member wakes as on a message
+ * (a leader heartbeats at once and runs check-quorum again; a follower
+ * restarts its election timer and wakes its leader). No-op when awake. */
+int raft_wake(raft_t *r);
+
 /* Compaction: the driver has written the state machine's snapshot at `index`
  * (<= applied), `size` bytes with checksum `checksum`, to its snapshot file.
  * The core records the metadata (to send the snapshot to slow followers, in
@@ -519,6 +561,7 @@ typedef struct raft_status {
     uint64_t transferee;
     size_t n_voters;
     size_t n_learners;
+    bool quiesced; /* idle: ticks are ignored until something wakes it */
 } raft_status;
 
 void raft_status_get(const raft_t *r, raft_status *st);

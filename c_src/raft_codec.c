@@ -378,7 +378,12 @@ int raft_msg_check(const raft_msg *m)
 {
     if (!m || m->type < 1 || m->type > RAFT_MSG_TYPE_MAX)
         return RAFT_ERR_INVALID;
-    if (m->flags & ~(RAFT_FLAG_REJECT | RAFT_FLAG_TRANSFER | RAFT_FLAG_LOST))
+    if (m->flags & ~(RAFT_FLAG_REJECT | RAFT_FLAG_TRANSFER | RAFT_FLAG_LOST | RAFT_FLAG_QUIESCE |
+                     RAFT_FLAG_WAKE))
+        return RAFT_ERR_INVALID;
+    if ((m->flags & RAFT_FLAG_QUIESCE) && m->type != RAFT_MSG_HEARTBEAT)
+        return RAFT_ERR_INVALID;
+    if ((m->flags & RAFT_FLAG_WAKE) && m->type != RAFT_MSG_HEARTBEAT_RESP)
         return RAFT_ERR_INVALID;
     if ((m->flags & RAFT_FLAG_LOST) &&
         (m->type != RAFT_MSG_APPEND_RESP || !(m->flags & RAFT_FLAG_REJECT)))

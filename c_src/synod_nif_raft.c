@@ -306,6 +306,8 @@ static const char *parse_config(ErlNifEnv *env, ERL_NIF_TERM map, raft_config *c
         return "pre_vote must be a boolean";
     if (opt(env, map, ATOM(env, check_quorum), &v) && !get_bool(env, v, &cfg->check_quorum))
         return "check_quorum must be a boolean";
+    if (opt(env, map, ATOM(env, quiesce), &v) && !get_bool(env, v, &cfg->quiesce))
+        return "quiesce must be a boolean";
     if (opt(env, map, ATOM(env, max_msg_entries), &v) &&
         !get_u32(env, v, 1, RAFT_MSG_MAX_ENTRIES, &cfg->max_msg_entries))
         return "max_msg_entries must be an integer in 1..4096";
@@ -489,8 +491,8 @@ ERL_NIF_TERM synod_raft_read_index(ErlNifEnv *env, int argc, const ERL_NIF_TERM 
     return ok_or_error(env, err);
 }
 
-/* raft_control(R, campaign | forget_leader | transfer_leader, Arg): Arg is
- * the transfer target, and ignored by the others. */
+/* raft_control(R, campaign | forget_leader | transfer_leader | wake, Arg):
+ * Arg is the transfer target, and ignored by the others. */
 ERL_NIF_TERM synod_raft_control(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     (void)argc;
@@ -503,14 +505,18 @@ ERL_NIF_TERM synod_raft_control(ErlNifEnv *env, int argc, const ERL_NIF_TERM arg
         which = 1;
     else if (enif_is_identical(argv[1], ATOM(env, transfer_leader)))
         which = 2;
+    else if (enif_is_identical(argv[1], ATOM(env, wake)))
+        which = 3;
     else
-        return synod_raise_badarg(env, "a control is campaign, forget_leader or transfer_leader");
+        return synod_raise_badarg(env,
+                                  "a control is campaign, forget_leader, transfer_leader or wake");
     if (which == 2 && !get_id(env, argv[2], &target))
         return synod_raise_badarg(env, "a transfer target must be a member id");
     enif_mutex_lock(res->lock);
     int err = which == 0   ? raft_campaign(res->r)
               : which == 1 ? raft_forget_leader(res->r)
-                           : raft_transfer_leader(res->r, target);
+              : which == 2 ? raft_transfer_leader(res->r, target)
+                           : raft_wake(res->r);
     enif_mutex_unlock(res->lock);
     return ok_or_error(env, err);
 }
@@ -751,7 +757,7 @@ ERL_NIF_TERM synod_raft_status(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
         ATOM(env, id),          ATOM(env, term),       ATOM(env, vote),      ATOM(env, leader),
         ATOM(env, role),        ATOM(env, voter),      ATOM(env, commit),    ATOM(env, applied),
         ATOM(env, first_index), ATOM(env, last_index), ATOM(env, last_term), ATOM(env, transferee),
-        ATOM(env, voters),      ATOM(env, learners),
+        ATOM(env, voters),      ATOM(env, learners),   ATOM(env, quiesced),
     };
     ERL_NIF_TERM values[] = {
         u64(env, st.id),
@@ -768,8 +774,22 @@ ERL_NIF_TERM synod_raft_status(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
         u64(env, st.transferee),
         id_list(env, voters, nv),
         id_list(env, learners, nl),
+        synod_boolean(env, st.quiesced),
     };
     ERL_NIF_TERM map;
     enif_make_map_from_arrays(env, keys, values, sizeof keys / sizeof *keys, &map);
     return map;
+}
+
+/* raft_quiesced(R) -> boolean: whether the member is quiesced (idle: its
+ * ticks are ignored, so the driver may stop its timer until an input). */
+ERL_NIF_TERM synod_raft_quiesced(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    WITH_RAFT(env, argv[0], res);
+    raft_status st;
+    enif_mutex_lock(res->lock);
+    raft_status_get(res->r, &st);
+    enif_mutex_unlock(res->lock);
+    return synod_boolean(env, st.quiesced);
 }

@@ -55,6 +55,7 @@ defmodule Synod.Raft do
     snapshot_every: 10_000,
     failover_step_ms: 20,
     fast_failover: true,
+    quiesce: true,
     batch: true,
     max_inflight: 1024,
     witnesses: [],
@@ -78,6 +79,11 @@ defmodule Synod.Raft do
     * `:fast_failover` — campaign as soon as the leader's node goes down
       (default `true`); with `false` only the election timeout starts an
       election, as in plain Raft (the benchmark's baseline)
+    * `:quiesce` — an idle group stops heartbeating and its members stop
+      their tick timers until a command, a read, a message or a node going
+      down or up wakes it (default `true`; docs/raft.md, "Quiescing idle
+      groups"). A quiesced group notices a dead leader through nodedown
+      only (the distribution's own `net_ticktime` for a silent partition)
     * `:failover_step_ms` — delay between the survivors' campaigns when the
       leader's node goes down (default 20)
     * `:snapshot_every` — applied entries between snapshots (default 10000)
@@ -401,7 +407,9 @@ defmodule Synod.Raft do
   @doc """
   This node's member's status (term, role, leader, indexes, members):
   `members` lists every voter and learner with its kind (`:voter`,
-  `:learner` or `:witness`), `witness_nodes` the members that are witnesses.
+  `:learner` or `:witness`), `witness_nodes` the members that are witnesses;
+  `quiesced` whether the group is quiesced here (docs/raft.md, "Quiescing
+  idle groups") and `tick_timer` whether the member's tick timer runs.
   """
   @spec status(group(), node()) :: map()
   def status(group, node \\ node()), do: GenServer.call({member_name(group), node}, :status)
@@ -549,6 +557,7 @@ defmodule Synod.Raft do
     check!(opts, :join, &is_boolean/1, "a boolean")
     check!(opts, :batch, &is_boolean/1, "a boolean")
     check!(opts, :fast_failover, &is_boolean/1, "a boolean")
+    check!(opts, :quiesce, &is_boolean/1, "a boolean")
 
     check!(
       opts,

@@ -814,6 +814,7 @@ static void rsim_boot(rsim *s, uint64_t id, bool fresh)
     cfg.heartbeat_tick = s->o.heartbeat_tick;
     cfg.pre_vote = s->o.pre_vote;
     cfg.check_quorum = s->o.check_quorum;
+    cfg.quiesce = s->o.quiesce;
     cfg.witness = rsim_is_witness(s, id);
     if (s->o.max_inflight)
         cfg.max_inflight = s->o.max_inflight;
@@ -930,6 +931,31 @@ void rsim_crash(rsim *s, uint64_t id)
      * leftover one when it starts). */
     s->nodes[id].rx_len = 0;
     s->nodes[id].owe_received = false;
+    if (s->o.nodedown)
+        for (uint64_t o = 1; o <= s->o.n_nodes; o++)
+            if (o != id)
+                rsim_nodedown(s, o, id);
+}
+
+void rsim_nodedown(rsim *s, uint64_t id, uint64_t down)
+{
+    raft_t *r = rsim_raft(s, id);
+    if (!r)
+        return;
+    raft_status st;
+    raft_status_get(r, &st);
+    (void)(st.leader == down ? raft_forget_leader(r) : raft_wake(r));
+    rsim_drain(s, id);
+}
+
+void rsim_nodeup(rsim *s, uint64_t id, uint64_t up)
+{
+    (void)up;
+    raft_t *r = rsim_raft(s, id);
+    if (!r)
+        return;
+    (void)raft_wake(r);
+    rsim_drain(s, id);
 }
 
 void rsim_wipe(rsim *s, uint64_t id)
@@ -955,6 +981,10 @@ void rsim_restart(rsim *s, uint64_t id)
         return;
     rsim_boot(s, id, false);
     rsim_drain(s, id);
+    if (s->o.nodedown)
+        for (uint64_t o = 1; o <= s->o.n_nodes; o++)
+            if (o != id)
+                rsim_nodeup(s, o, id);
 }
 
 /* ---- network -------------------------------------------------------------- */
@@ -964,6 +994,11 @@ void rsim_heal(rsim *s)
     for (size_t a = 0; a <= RSIM_MAX_NODES; a++)
         for (size_t b = 0; b <= RSIM_MAX_NODES; b++)
             s->link[a][b] = true;
+    /* Reconnected nodes see each other come up (a partition that lasted
+     * gave a nodedown: modelled here only as the nodeup on healing). */
+    if (s->o.nodedown)
+        for (uint64_t id = 1; id <= s->o.n_nodes; id++)
+            rsim_nodeup(s, id, 0);
 }
 
 void rsim_cut(rsim *s, uint64_t a, uint64_t b)
@@ -1141,6 +1176,11 @@ bool rsim_run_until(rsim *s, bool (*pred)(rsim *, void *), void *ctx, uint64_t m
 int rsim_campaign(rsim *s, uint64_t id)
 {
     RSIM_CALL(s, id, raft_campaign(s->nodes[id].r));
+}
+
+int rsim_wake(rsim *s, uint64_t id)
+{
+    RSIM_CALL(s, id, raft_wake(s->nodes[id].r));
 }
 
 int rsim_propose(rsim *s, uint64_t id, const void *data, size_t len, uint64_t *index)
@@ -1330,6 +1370,9 @@ static int rsim_run_random_opts(uint64_t seed, bool witness, char *err, size_t e
     o.snapshot_window = 1 + (uint32_t)((z >> 8) % 4);
     o.bad_install_pm = (z >> 16) % 3 == 0 ? 150 : 0;
     o.corrupt_chunk_pm = (z >> 24) % 3 == 0 ? 30 : 0;
+    /* Quiescing on a third of the seeds, with the driver's node monitor
+     * (without it a quiesced group would never notice a crashed leader). */
+    o.quiesce = o.nodedown = rsim_mix(z, 5) % 3 == 0;
     rsim *s = rsim_new(&o);
     if (!s) {
         snprintf(err, errlen, "rsim_new failed");

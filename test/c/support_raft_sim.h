@@ -69,6 +69,13 @@ typedef struct rsim_opts {
      * messages damaged in transit (the codec's CRC must refuse them) */
     uint32_t snapshot_chunk, snapshot_window;
     uint32_t bad_install_pm, corrupt_chunk_pm;
+    /* raft_config.quiesce on every member; with nodedown the simulated
+     * driver also reports crashes and restarts as the BEAM's nodedown and
+     * nodeup (rsim_crash: raft_forget_leader on the members whose leader it
+     * was, raft_wake on the others; rsim_restart: raft_wake on the others;
+     * rsim_heal: raft_wake on every member, the nodeups of reconnected
+     * nodes) */
+    bool quiesce, nodedown;
 } rsim_opts;
 
 /* Snapshot bytes in the simulator: applied index, state machine hash, then
@@ -131,6 +138,12 @@ void rsim_isolate(rsim *s, uint64_t id);
 void rsim_split(rsim *s, const uint64_t *side, size_t n); /* side vs the rest */
 void rsim_ring(rsim *s); /* each member reaches just enough neighbours for a quorum */
 void rsim_heal(rsim *s);
+/* The driver's node monitor (also done by rsim_crash / rsim_restart when
+ * opts.nodedown): `id` saw `down`'s node go down (raft_forget_leader if it
+ * was its leader, else raft_wake), or come up (raft_wake). */
+void rsim_nodedown(rsim *s, uint64_t id, uint64_t down);
+void rsim_nodeup(rsim *s, uint64_t id, uint64_t up);
+int rsim_wake(rsim *s, uint64_t id);
 
 /* Hooks. The filter sees every message when it is sent (a copy it may
  * edit, e.g. to drop trailing entries); returning false drops it. */

@@ -229,6 +229,35 @@ defmodule Synod.Test.Raft do
     |> Enum.sum()
   end
 
+  @doc """
+  What this node's member of `group` receives over `ms` (traced with
+  `:erlang.trace/3`): `%{raft: n, tick: n, other: n}`, the messages from
+  other members, its `:tick` timer's messages and the rest.
+  """
+  def member_receives(group, ms) do
+    pid = Process.whereis(Synod.Raft.member_name(group))
+    tracer = spawn(fn -> count_receives(%{raft: 0, tick: 0, other: 0}) end)
+    1 = :erlang.trace(pid, true, [:receive, {:tracer, tracer}])
+    Process.sleep(ms)
+    1 = :erlang.trace(pid, false, [:receive])
+    # Trace messages already sent arrive before this one (same sender).
+    :erlang.trace_delivered(pid)
+    receive do: ({:trace_delivered, ^pid, _} -> :ok)
+    send(tracer, {:done, self()})
+    receive do: ({:receives, counts} -> counts)
+  end
+
+  defp count_receives(counts) do
+    receive do
+      {:trace, _, :receive, {:synod_raft, _, _, _, _}} -> count_receives(inc(counts, :raft))
+      {:trace, _, :receive, :tick} -> count_receives(inc(counts, :tick))
+      {:trace, _, :receive, _} -> count_receives(inc(counts, :other))
+      {:done, from} -> send(from, {:receives, counts})
+    end
+  end
+
+  defp inc(counts, key), do: Map.update!(counts, key, &(&1 + 1))
+
   @doc "This VM's resident set in bytes (/proc/self/status VmRSS)."
   def rss do
     [kb] =

@@ -76,6 +76,10 @@ defmodule Synod.Raft.Member do
     batch: true,
     fast_failover: true,
     flush_scheduled: false,
+    # A :tick timer is pending. A quiesced core ignores ticks, so the timer
+    # stops while it is quiesced and starts again after the input that
+    # wakes it (resume_tick/1).
+    ticking: false,
     applied: 0,
     since_snapshot: 0,
     # a snapshot being streamed to its file by a linked process:
@@ -143,7 +147,7 @@ defmodule Synod.Raft.Member do
       }
 
       Info.put(group, self(), state.view)
-      schedule_tick(state)
+      state = schedule_tick(state)
       if opts[:fast_failover] and bootstrap?(recovered, opts), do: schedule_failover(state, nil)
       {:ok, drain(state)}
     else
@@ -197,6 +201,7 @@ defmodule Synod.Raft.Member do
       seed: :synod_nif.raft_seed(),
       election_tick: opts[:election_tick],
       heartbeat_tick: opts[:heartbeat_tick],
+      quiesce: opts[:quiesce],
       max_inflight: opts[:max_inflight],
       snapshot_chunk: opts[:snapshot_chunk],
       voters: voters,
@@ -238,13 +243,17 @@ defmodule Synod.Raft.Member do
   end
 
   def handle_info(:tick, %{stuck: %{}} = state) do
-    schedule_tick(state)
-    {:noreply, state}
+    {:noreply, schedule_tick(state)}
   end
 
   def handle_info(:tick, state) do
     :ok = :synod_nif.raft_tick(state.raft)
-    schedule_tick(state)
+
+    state =
+      if :synod_nif.raft_quiesced(state.raft),
+        do: %{state | ticking: false},
+        else: schedule_tick(state)
+
     {:noreply, after_input(state)}
   end
 
@@ -315,6 +324,20 @@ defmodule Synod.Raft.Member do
   end
 
   def handle_info({:record_witnesses, _term}, state), do: {:noreply, state}
+
+  # A leader wakes its group when a member's node goes down or comes up:
+  # heartbeats again (check-quorum steps it down if it lost its majority;
+  # a member that came back learns who leads without waiting for its
+  # election timeout).
+  def handle_info({change, node}, %{view: %{role: :leader}, stuck: nil} = state)
+      when change in [:nodedown, :nodeup] do
+    if node in Map.values(state.node_of) do
+      _ = :synod_nif.raft_control(state.raft, :wake, 0)
+      {:noreply, after_input(state)}
+    else
+      {:noreply, state}
+    end
+  end
 
   def handle_info({:nodedown, _}, state), do: {:noreply, state}
   def handle_info({:nodeup, _}, state), do: {:noreply, state}
@@ -432,6 +455,8 @@ defmodule Synod.Raft.Member do
         witness_nodes: witness_members(state, st),
         members: members(state, st),
         applied: state.applied,
+        # false once a quiesced member's tick timer has stopped
+        tick_timer: state.ticking,
         storage: storage_status(state),
         snapshot_index: state.storage.generation,
         log_bytes: Storage.log_bytes(state.storage)
@@ -494,12 +519,14 @@ defmodule Synod.Raft.Member do
 
   defp not_leader(state), do: {:error, {:not_leader, state.view.leader}}
 
-  defp after_input(%{batch: true, flush_scheduled: true} = state), do: state
+  defp after_input(state), do: state |> resume_tick() |> flush()
+
+  defp flush(%{batch: true, flush_scheduled: true} = state), do: state
 
   # With nothing else in the mailbox there is nothing to batch with: drain
   # now instead of a `:flush` round trip through the mailbox (which would
   # find the same empty mailbox behind it).
-  defp after_input(%{batch: true} = state) do
+  defp flush(%{batch: true} = state) do
     case Process.info(self(), :message_queue_len) do
       {:message_queue_len, 0} ->
         drain(state)
@@ -510,9 +537,21 @@ defmodule Synod.Raft.Member do
     end
   end
 
-  defp after_input(state), do: drain(state)
+  defp flush(state), do: drain(state)
 
-  defp schedule_tick(state), do: Process.send_after(self(), :tick, state.tick_ms)
+  defp schedule_tick(state) do
+    Process.send_after(self(), :tick, state.tick_ms)
+    %{state | ticking: true}
+  end
+
+  # The input just handled may have woken a quiesced core (a message, a
+  # command, a read, a nodedown): it needs its ticks again. While the
+  # timer runs this costs nothing; while it is stopped, one NIF call.
+  defp resume_tick(%{ticking: true} = state), do: state
+
+  defp resume_tick(state) do
+    if :synod_nif.raft_quiesced(state.raft), do: state, else: schedule_tick(state)
+  end
 
   # Campaigns in turn by rank among the voters left (all of them for a new
   # group, whose first election then takes one step instead of a timeout).
