@@ -1,0 +1,112 @@
+defmodule Synod.Raft.Wal.Batch do
+  @moduledoc false
+  # The decisions of the shared write-ahead log (Synod.Raft.Wal), as data:
+  # what goes into one batch, when the batch is written and fsynced, and whom
+  # to tell that their records are durable. The process around it only
+  # carries these out (one write, one fdatasync, one notice per member).
+  #
+  #   add/2     an append from a member joins the open batch (in arrival
+  #             order: a member's records stay in the order it sent them)
+  #   decide/3  :sync now, or :collect (more appends are already waiting in
+  #             the mailbox and the batch is under its byte limit: take
+  #             them first, so one fsync covers them all)
+  #   cut/1     the batch as it goes to disk: the framed records (iodata, in
+  #             order), the notices ({pid, seq}: the highest seq of each
+  #             member in the batch, one notice per member), the segment
+  #             files it touched ({dir, generation}), and its byte count
+
+  alias Synod.Raft.Storage
+
+  defstruct records: [], notices: %{}, segments: MapSet.new(), bytes: 0, count: 0
+
+  @type t :: %__MODULE__{}
+  @type append :: %{
+          pid: pid(),
+          seq: integer(),
+          dir: Path.t(),
+          generation: non_neg_integer(),
+          offset: non_neg_integer(),
+          data: iodata()
+        }
+  @type cut :: %{
+          iodata: iodata(),
+          notices: [{pid(), integer()}],
+          segments: [{Path.t(), non_neg_integer()}],
+          bytes: non_neg_integer(),
+          count: non_neg_integer()
+        }
+
+  @kind_append 1
+
+  @doc "An empty batch."
+  @spec new() :: t()
+  def new, do: %__MODULE__{}
+
+  @doc "Whether the batch holds nothing."
+  @spec empty?(t()) :: boolean()
+  def empty?(%__MODULE__{count: n}), do: n == 0
+
+  @doc "Adds one member's append (framed as a WAL record) to the batch."
+  @spec add(t(), append()) :: t()
+  def add(%__MODULE__{} = batch, %{pid: pid, seq: seq} = append) do
+    record = Storage.frame(body(append))
+
+    %{
+      batch
+      | records: [batch.records | record],
+        notices: Map.update(batch.notices, pid, seq, &max(&1, seq)),
+        segments: MapSet.put(batch.segments, {append.dir, append.generation}),
+        bytes: batch.bytes + IO.iodata_length(record),
+        count: batch.count + 1
+    }
+  end
+
+  @doc """
+  Sync now, or collect first: an empty batch waits; a batch at or over
+  `max_bytes` syncs; otherwise it syncs only when no more messages wait in
+  the mailbox (`queued`), since those are most likely appends that one fsync
+  can cover too.
+  """
+  @spec decide(t(), non_neg_integer(), pos_integer()) :: :sync | :collect | :idle
+  def decide(%__MODULE__{count: 0}, _queued, _max_bytes), do: :idle
+  def decide(%__MODULE__{bytes: b}, _queued, max_bytes) when b >= max_bytes, do: :sync
+  def decide(_batch, 0, _max_bytes), do: :sync
+  def decide(_batch, _queued, _max_bytes), do: :collect
+
+  @doc "The batch as it goes to disk, and whom to tell afterwards."
+  @spec cut(t()) :: cut()
+  def cut(%__MODULE__{} = batch) do
+    %{
+      iodata: batch.records,
+      notices: Enum.sort(batch.notices),
+      segments: Enum.sort(batch.segments),
+      bytes: batch.bytes,
+      count: batch.count
+    }
+  end
+
+  @doc """
+  A WAL record's body: <<1, dir_len::16, dir, generation::64, offset::64,
+  data>>, where data is the bytes the member wrote at `offset` of its
+  segment file `dir/log.<generation>` (Synod.Raft.Storage records).
+  """
+  @spec body(append()) :: iodata()
+  def body(%{dir: dir, generation: g, offset: o, data: data}) do
+    [<<@kind_append, byte_size(dir)::16, dir::binary, g::64, o::64>>, data]
+  end
+
+  @doc "Decodes a WAL record's body."
+  @spec decode(binary()) ::
+          {:ok,
+           %{
+             dir: Path.t(),
+             generation: non_neg_integer(),
+             offset: non_neg_integer(),
+             data: binary()
+           }}
+          | :error
+  def decode(<<@kind_append, len::16, dir::binary-size(len), g::64, o::64, data::binary>>),
+    do: {:ok, %{dir: dir, generation: g, offset: o, data: data}}
+
+  def decode(_body), do: :error
+end
