@@ -195,12 +195,19 @@ defmodule Synod.Test.Raft do
 
   @doc """
   Starts a member of each of `groups` on this node (voters `nodes`, data
-  under `root/<group>/<node>`, the KV machine) and returns how many started.
+  under `root/<group>/<node>`, the KV machine, plus the member options
+  `extra`) and returns how many started.
   """
-  def start_members(groups, nodes, root) do
+  def start_members(groups, nodes, root, extra \\ []) do
+    # With log: :wal the node's WAL is under root/wal/<node>.
+    extra =
+      if extra[:log] == :wal,
+        do: [wal_dir: Path.join([root, "wal", Atom.to_string(node())])] ++ extra,
+        else: extra
+
     Enum.count(groups, fn g ->
       dir = Path.join([root, Atom.to_string(g), Atom.to_string(node())])
-      opts = [name: g, voters: nodes, data_dir: dir, machine: Synod.Raft.KV]
+      opts = [name: g, voters: nodes, data_dir: dir, machine: Synod.Raft.KV] ++ extra
       match?({:ok, _}, Synod.Raft.start_member(opts))
     end)
   end

@@ -204,6 +204,7 @@ defmodule Synod.Raft.Wal do
 
   defp write_batch(state) do
     cut = Batch.cut(state.batch)
+    test_delay()
 
     with :ok <- :file.write(state.fd, cut.iodata),
          :ok <- :file.datasync(state.fd) do
@@ -255,6 +256,22 @@ defmodule Synod.Raft.Wal do
     else
       {:error, why} -> exit({:wal_roll, state.dir, why})
     end
+  end
+
+  # Test builds only (MIX_ENV=test): test/elixir/raft_wal_crash_test.exs
+  # widens the window between a batch's arrival and its write by setting the
+  # persistent term {Synod.Raft.Wal, :delay_ms}, so a kill -9 finds records
+  # not yet written (a member that did not wait for its notice would then
+  # lose acknowledged entries). Other builds compile this to nothing.
+  if Mix.env() == :test do
+    defp test_delay do
+      case :persistent_term.get({__MODULE__, :delay_ms}, 0) do
+        0 -> :ok
+        ms -> Process.sleep(ms)
+      end
+    end
+  else
+    defp test_delay, do: :ok
   end
 
   defp open_file(state, n) do
