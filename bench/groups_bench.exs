@@ -21,6 +21,15 @@
 #    1-group figure of the same run is the baseline of the ratio. Leaders per
 #    node printed for each shape once the balancer has settled (it balances
 #    all the groups on a node together, not each shape).
+#
+# GROUPS_BENCH_LOG=files|wal|both (default files) picks the members' log
+# (`log:` option; with wal each node's shared WAL is under the bench's
+# root). With both, every shape runs once per log in each round, the two
+# alternating, and the 1-group :files figure of the same run is the
+# baseline. Each round also counts, per node, the member persists and the
+# WAL's fdatasyncs (Synod.Test.Raft.fsync_counts/0): with files each
+# persist is one fdatasync; with wal the WAL's count is the node's
+# fdatasyncs. N = 0 skips part 1.
 
 {_, 0} = System.cmd("epmd", ["-daemon"])
 alias Synod.LocalCluster
@@ -38,9 +47,11 @@ defmodule GroupsBench do
   # Starts the members, then waits (up to 300 s) until every node names a
   # leader for every group; prints both times, or how many groups each node
   # knows a leader for when the wait runs out.
-  def start(groups, nodes, root) do
+  def start(groups, nodes, root, extra \\ []) do
     t0 = System.monotonic_time(:millisecond)
-    results = :erpc.multicall(nodes, Raft, :start_members, [groups, nodes, root], 600_000)
+
+    results = :erpc.multicall(nodes, Raft, :start_members, [groups, nodes, root, extra], 600_000)
+
     for {:ok, n} <- results, do: true = n == length(groups)
     true = length(results) == length(nodes)
     t1 = System.monotonic_time(:millisecond)
@@ -108,6 +119,25 @@ defmodule GroupsBench do
   end
 
   def median(xs), do: Enum.at(Enum.sort(xs), div(length(xs), 2))
+
+  # {commands/s, fdatasyncs/s per node}: the rate of one round and, per
+  # node, the persists (log: :files) or the WAL's fdatasyncs (log: :wal)
+  # per second over it.
+  def counted_rate(groups, nodes, round_ms, log) do
+    before = Map.new(nodes, &{&1, :erpc.call(&1, Raft, :fsync_counts, [])})
+    t0 = System.monotonic_time(:millisecond)
+    rate = rate(groups, nodes, round_ms)
+    secs = (System.monotonic_time(:millisecond) - t0) / 1000
+
+    syncs =
+      Enum.map(nodes, fn n ->
+        {p1, w1} = :erpc.call(n, Raft, :fsync_counts, [])
+        {p0, w0} = before[n]
+        round(if(log == :wal, do: w1 - w0, else: p1 - p0) / secs)
+      end)
+
+    {rate, syncs}
+  end
 end
 
 root = Path.join(System.tmp_dir!(), "synod-groups-bench-#{System.unique_integer([:positive])}")
@@ -122,69 +152,101 @@ try do
     "groups bench: 3 nodes, N=#{n_idle}, #{rounds} rounds of #{round_ms} ms; #{String.trim(load)}"
   )
 
-  # -- 1. N idle groups ------------------------------------------------------
-  rss0 = Map.new(nodes, &{&1, :erpc.call(&1, Raft, :rss, [])})
-  idle = for i <- 1..n_idle, do: :"idle#{u}_#{i}"
-  ms = GroupsBench.start(idle, nodes, root)
-  IO.puts("#{n_idle} idle groups: started and leaders known (or the wait ran out) in #{ms} ms")
-  IO.puts("leaders per node at once: #{inspect(GroupsBench.leaders(idle, nodes))}")
-  t0 = System.monotonic_time(:millisecond)
-  settled = GroupsBench.settle(idle, nodes, 30_000)
+  logs =
+    case System.get_env("GROUPS_BENCH_LOG", "files") do
+      "both" -> [:files, :wal]
+      "wal" -> [:wal]
+      "files" -> [:files]
+    end
+
+  IO.puts("logs: #{inspect(logs)}")
+
+  if n_idle > 0 do
+    # -- 1. N idle groups ------------------------------------------------------
+    rss0 = Map.new(nodes, &{&1, :erpc.call(&1, Raft, :rss, [])})
+    idle = for i <- 1..n_idle, do: :"idle#{u}_#{i}"
+    ms = GroupsBench.start(idle, nodes, root)
+    IO.puts("#{n_idle} idle groups: started and leaders known (or the wait ran out) in #{ms} ms")
+    IO.puts("leaders per node at once: #{inspect(GroupsBench.leaders(idle, nodes))}")
+    t0 = System.monotonic_time(:millisecond)
+    settled = GroupsBench.settle(idle, nodes, 30_000)
+
+    IO.puts(
+      "leaders per node after #{System.monotonic_time(:millisecond) - t0} ms of balancing: #{inspect(settled)}"
+    )
+
+    Process.sleep(2_000)
+
+    cpu = :erpc.multicall(nodes, Raft, :cpu_over, [10_000], 60_000)
+    {load, _} = System.cmd("uptime", [])
+    IO.puts("\nidle, 10 s: #{String.trim(load)}")
+
+    IO.puts(
+      "| node | runtime ms / 10 s | utime+stime ms / 10 s | CPU % of one core | member process bytes | VmRSS growth per member |"
+    )
+
+    IO.puts("| --- | --- | --- | --- | --- | --- |")
+
+    for {n, {:ok, {rt, os}}} <- Enum.zip(nodes, cpu) do
+      mem = :erpc.call(n, Raft, :members_memory, [idle], 60_000)
+      rss = :erpc.call(n, Raft, :rss, []) - rss0[n]
+
+      IO.puts(
+        "| #{GroupsBench.short(n)} | #{rt} | #{os} | #{Float.round(os / 100, 1)} | #{div(mem, n_idle)} | #{div(rss, n_idle)} |"
+      )
+    end
+
+    GroupsBench.stop(idle, nodes)
+  end
+
+  # -- 2. throughput over 1, 8, 32 groups ------------------------------------
+  shapes = [1, 8, 32]
+  keys = for s <- shapes, log <- logs, do: {s, log}
+
+  sets =
+    Map.new(keys, fn {s, log} -> {{s, log}, for(i <- 1..s, do: :"tp#{u}_#{log}_#{s}_#{i}")} end)
+
+  extra = fn log -> if log == :wal, do: [log: :wal], else: [] end
+  for {s, log} <- keys, do: GroupsBench.start(sets[{s, log}], nodes, root, extra.(log))
+  all = Enum.flat_map(keys, &sets[&1])
+  per = GroupsBench.settle(all, nodes, 30_000)
+  IO.puts("\nthroughput groups (#{length(all)}), leaders per node once balanced: #{inspect(per)}")
+
+  for {s, log} <- keys,
+      do:
+        IO.puts(
+          "#{s} groups (#{log}): leaders per node #{inspect(GroupsBench.leaders(sets[{s, log}], nodes))}"
+        )
+
+  # warm-up
+  for k <- keys, do: GroupsBench.rate(sets[k], nodes, 500)
+
+  runs =
+    for(
+      _r <- 1..rounds,
+      k <- keys,
+      do: {k, GroupsBench.counted_rate(sets[k], nodes, round_ms, elem(k, 1))}
+    )
+    |> Enum.group_by(&elem(&1, 0), &elem(&1, 1))
+
+  base = GroupsBench.median(Enum.map(runs[{1, hd(logs)}], &elem(&1, 0)))
+
+  IO.puts("\n32 clients: #{String.trim(elem(System.cmd("uptime", []), 0))}")
 
   IO.puts(
-    "leaders per node after #{System.monotonic_time(:millisecond) - t0} ms of balancing: #{inspect(settled)}"
-  )
-
-  Process.sleep(2_000)
-
-  cpu = :erpc.multicall(nodes, Raft, :cpu_over, [10_000], 60_000)
-  {load, _} = System.cmd("uptime", [])
-  IO.puts("\nidle, 10 s: #{String.trim(load)}")
-
-  IO.puts(
-    "| node | runtime ms / 10 s | utime+stime ms / 10 s | CPU % of one core | member process bytes | VmRSS growth per member |"
+    "| groups | log | commands/s, every round | median | ratio to 1 group (#{hd(logs)}) | fdatasyncs/s per node, every round |"
   )
 
   IO.puts("| --- | --- | --- | --- | --- | --- |")
 
-  for {n, {:ok, {rt, os}}} <- Enum.zip(nodes, cpu) do
-    mem = :erpc.call(n, Raft, :members_memory, [idle], 60_000)
-    rss = :erpc.call(n, Raft, :rss, []) - rss0[n]
+  for {s, log} = k <- keys do
+    rates = Enum.map(runs[k], &elem(&1, 0))
+    syncs = Enum.map(runs[k], &inspect(elem(&1, 1), charlists: :as_lists))
+    med = GroupsBench.median(rates)
 
     IO.puts(
-      "| #{GroupsBench.short(n)} | #{rt} | #{os} | #{Float.round(os / 100, 1)} | #{div(mem, n_idle)} | #{div(rss, n_idle)} |"
+      "| #{s} | #{log} | #{Enum.join(rates, ", ")} | #{med} | #{Float.round(med / base, 2)} | #{Enum.join(syncs, " ")} |"
     )
-  end
-
-  GroupsBench.stop(idle, nodes)
-
-  # -- 2. throughput over 1, 8, 32 groups ------------------------------------
-  shapes = [1, 8, 32]
-  sets = Map.new(shapes, fn s -> {s, for(i <- 1..s, do: :"tp#{u}_#{s}_#{i}")} end)
-  for s <- shapes, do: GroupsBench.start(sets[s], nodes, root)
-  all = Enum.flat_map(shapes, &sets[&1])
-  per = GroupsBench.settle(all, nodes, 30_000)
-  IO.puts("\nthroughput groups (#{length(all)}), leaders per node once balanced: #{inspect(per)}")
-
-  for s <- shapes,
-      do: IO.puts("#{s} groups: leaders per node #{inspect(GroupsBench.leaders(sets[s], nodes))}")
-
-  # warm-up
-  for s <- shapes, do: GroupsBench.rate(sets[s], nodes, 500)
-
-  runs =
-    for(_r <- 1..rounds, s <- shapes, do: {s, GroupsBench.rate(sets[s], nodes, round_ms)})
-    |> Enum.group_by(&elem(&1, 0), &elem(&1, 1))
-
-  base = GroupsBench.median(runs[1])
-
-  IO.puts("\n32 clients: #{String.trim(elem(System.cmd("uptime", []), 0))}")
-  IO.puts("| groups | commands/s, every round | median | ratio to 1 group |")
-  IO.puts("| --- | --- | --- | --- |")
-
-  for s <- shapes do
-    med = GroupsBench.median(runs[s])
-    IO.puts("| #{s} | #{Enum.join(runs[s], ", ")} | #{med} | #{Float.round(med / base, 2)} |")
   end
 after
   LocalCluster.stop(peers)

@@ -212,6 +212,41 @@ defmodule Synod.Test.Raft do
     end)
   end
 
+  @doc """
+  Counters on this node, for bench/groups_bench.exs: `{persists, wal_syncs}`,
+  the member persists that made records durable since the first call
+  ([:synod, :raft, :fsync] events: with `log: :files` each is one fdatasync
+  of the member's log; with `log: :wal` one wait for the WAL) and the
+  fdatasyncs of the node's shared WAL (0 while it does not run).
+  """
+  def fsync_counts do
+    counter =
+      case :persistent_term.get({__MODULE__, :persists}, nil) do
+        nil ->
+          c = :counters.new(1, [:write_concurrency])
+          :persistent_term.put({__MODULE__, :persists}, c)
+
+          :ok =
+            Synod.Telemetry.attach(
+              {__MODULE__, :persists},
+              [:synod, :raft, :fsync],
+              &__MODULE__.count_persist/4,
+              c
+            )
+
+          c
+
+        c ->
+          c
+      end
+
+    wal = if stats = Synod.Raft.Wal.stats(), do: stats.syncs, else: 0
+    {:counters.get(counter, 1), wal}
+  end
+
+  @doc false
+  def count_persist(_event, _measurements, _metadata, counter), do: :counters.add(counter, 1, 1)
+
   @doc "Stops this node's members of `groups`."
   def stop_members(groups), do: Enum.each(groups, &Synod.Raft.stop_member/1)
 
