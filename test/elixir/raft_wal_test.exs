@@ -136,6 +136,26 @@ defmodule Synod.RaftWalTest do
     assert Path.wildcard(Path.join(ctx.wal_dir, "wal.*")) == [Path.join(ctx.wal_dir, "wal.2")]
   end
 
+  test "a member's open record drops its dir's earlier records and cuts its log there", ctx do
+    seg = Path.join(ctx.dir, "g1")
+    File.mkdir_p!(seg)
+    log = Path.join(seg, "log.0")
+    {:ok, wal} = Wal.ensure_started(ctx.wal_dir)
+    # An old group's records, then its dir made again (a new group, an
+    # empty durable log), and one record of the new group.
+    :ok = Wal.append(wal, 1, seg, 0, 0, "old-group-bytes")
+    assert_receive {:synod_wal_synced, 1}
+    File.write!(log, "")
+    :ok = Wal.opened(wal, 2, seg, 0, 0)
+    assert_receive {:synod_wal_synced, 2}
+    :ok = Wal.append(wal, 3, seg, 0, 0, "new")
+    assert_receive {:synod_wal_synced, 3}
+    kill_wal()
+    File.write!(log, "newjunk")
+    {:ok, _} = Wal.ensure_started(ctx.wal_dir)
+    assert File.read!(log) == "new"
+  end
+
   test "a segment file that no longer exists is skipped on replay", ctx do
     seg = Path.join(ctx.dir, "gone")
     {:ok, wal} = Wal.ensure_started(ctx.wal_dir)

@@ -658,7 +658,9 @@ defmodule Synod.Raft.Member do
   # queues meanwhile (the next batch, for group commit). It opens its files
   # only after the WAL has replayed its records into them (ensure_started/2
   # returns after recovery) and fdatasyncs its log once then, so what it
-  # recovered is durable before any WAL record points past its end.
+  # recovered is durable before any WAL record points past its end; then it
+  # tells the WAL so (Wal.opened/5: recovery cuts its log there and drops
+  # the WAL's older records of its dir).
   defp open_wal(opts) do
     if opts[:log] == :wal do
       case Wal.ensure_started(opts[:wal_dir]) do
@@ -676,10 +678,15 @@ defmodule Synod.Raft.Member do
 
   defp wal_opened(_storage, nil), do: :ok
 
-  defp wal_opened(storage, _wal) do
+  defp wal_opened(storage, wal) do
     case Storage.sync_file(storage) do
-      :ok -> :ok
-      {:error, why} -> {:error, {:storage, storage.dir, why}}
+      :ok ->
+        seq = System.unique_integer([:monotonic, :positive])
+        :ok = Wal.opened(wal, seq, Path.expand(storage.dir), storage.generation, storage.size)
+        await_wal(%{wal: wal, storage: storage, group: nil}, seq)
+
+      {:error, why} ->
+        {:error, {:storage, storage.dir, why}}
     end
   end
 

@@ -118,6 +118,19 @@ defmodule Synod.Raft.Wal do
     :ok
   end
 
+  @doc """
+  Tells the WAL that the caller opened its files and its
+  `dir/log.<generation>` is durable up to `size` bytes (it fdatasynced
+  it): recovery then drops every earlier record for `dir` and cuts that
+  file at `size` before the later records. The caller gets
+  {:synod_wal_synced, S} with S >= seq once this is durable.
+  """
+  @spec opened(pid(), integer(), Path.t(), non_neg_integer(), non_neg_integer()) :: :ok
+  def opened(wal, seq, dir, generation, size) do
+    send(wal, {:wal_open, self(), seq, dir, generation, size})
+    :ok
+  end
+
   @doc "Counters: fdatasyncs of the WAL, records, bytes, rolls, records replayed at start."
   @spec stats() :: map() | nil
   def stats do
@@ -162,6 +175,21 @@ defmodule Synod.Raft.Wal do
   def handle_info({:wal_append, pid, seq, dir, generation, offset, data}, state)
       when is_pid(pid) and is_integer(seq) do
     append = %{pid: pid, seq: seq, dir: dir, generation: generation, offset: offset, data: data}
+    {:noreply, maybe_sync(%{state | batch: Batch.add(state.batch, append)})}
+  end
+
+  def handle_info({:wal_open, pid, seq, dir, generation, size}, state)
+      when is_pid(pid) and is_integer(seq) do
+    append = %{
+      open: true,
+      pid: pid,
+      seq: seq,
+      dir: dir,
+      generation: generation,
+      offset: size,
+      data: <<>>
+    }
+
     {:noreply, maybe_sync(%{state | batch: Batch.add(state.batch, append)})}
   end
 
@@ -361,7 +389,15 @@ defmodule Synod.Raft.Wal do
     end
   end
 
+  # A member's open record (it opened its files, its log durable up to
+  # there) makes every earlier record of that dir moot: those before it are
+  # dropped (a dir deleted and made again by a new group does not get the
+  # old group's records), and the open cuts the file at its offset.
   defp replay(records) do
+    indexed = Enum.with_index(records)
+    last_open = for {%{open: true, dir: dir}, i} <- indexed, into: %{}, do: {dir, i}
+    records = for {rec, i} <- indexed, i >= Map.get(last_open, rec.dir, -1), do: rec
+
     result =
       Enum.reduce_while(records, {:ok, %{}, 0}, fn rec, {:ok, open, n} ->
         path = segment(rec.dir, rec.generation)

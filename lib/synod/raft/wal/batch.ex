@@ -21,6 +21,7 @@ defmodule Synod.Raft.Wal.Batch do
 
   @type t :: %__MODULE__{}
   @type append :: %{
+          optional(:open) => true,
           pid: pid(),
           seq: integer(),
           dir: Path.t(),
@@ -37,6 +38,7 @@ defmodule Synod.Raft.Wal.Batch do
         }
 
   @kind_append 1
+  @kind_open 2
 
   @doc "An empty batch."
   @spec new() :: t()
@@ -88,9 +90,15 @@ defmodule Synod.Raft.Wal.Batch do
   @doc """
   A WAL record's body: <<1, dir_len::16, dir, generation::64, offset::64,
   data>>, where data is the bytes the member wrote at `offset` of its
-  segment file `dir/log.<generation>` (Synod.Raft.Storage records).
+  segment file `dir/log.<generation>` (Synod.Raft.Storage records); or,
+  for an append with `open: true` (a member opened its files, and its
+  log.<generation> is durable up to `offset`), <<2, dir_len::16, dir,
+  generation::64, offset::64>>.
   """
   @spec body(append()) :: iodata()
+  def body(%{open: true, dir: dir, generation: g, offset: o}),
+    do: <<@kind_open, byte_size(dir)::16, dir::binary, g::64, o::64>>
+
   def body(%{dir: dir, generation: g, offset: o, data: data}) do
     [<<@kind_append, byte_size(dir)::16, dir::binary, g::64, o::64>>, data]
   end
@@ -99,6 +107,7 @@ defmodule Synod.Raft.Wal.Batch do
   @spec decode(binary()) ::
           {:ok,
            %{
+             optional(:open) => true,
              dir: Path.t(),
              generation: non_neg_integer(),
              offset: non_neg_integer(),
@@ -107,6 +116,9 @@ defmodule Synod.Raft.Wal.Batch do
           | :error
   def decode(<<@kind_append, len::16, dir::binary-size(len), g::64, o::64, data::binary>>),
     do: {:ok, %{dir: dir, generation: g, offset: o, data: data}}
+
+  def decode(<<@kind_open, len::16, dir::binary-size(len), g::64, o::64>>),
+    do: {:ok, %{open: true, dir: dir, generation: g, offset: o, data: <<>>}}
 
   def decode(_body), do: :error
 end
