@@ -100,7 +100,10 @@ defmodule GroupsBench do
   def stop(groups, nodes), do: :erpc.multicall(nodes, Raft, :stop_members, [groups], 600_000)
 
   # 32 clients, client c on node c mod 3 for group c mod G; commands/s.
-  def rate(groups, nodes, round_ms) do
+  def rate(groups, nodes, round_ms), do: elem(rate_and_count(groups, nodes, round_ms), 0)
+
+  # {commands/s, commands}
+  def rate_and_count(groups, nodes, round_ms) do
     g = List.to_tuple(groups)
 
     0..31
@@ -113,30 +116,35 @@ defmodule GroupsBench do
       end)
     end)
     |> Task.await_many(round_ms + 120_000)
-    |> Enum.map(fn {n, us} -> n / (us / 1_000_000) end)
-    |> Enum.sum()
-    |> round()
+    |> then(fn results ->
+      rate = results |> Enum.map(fn {n, us} -> n / (us / 1_000_000) end) |> Enum.sum()
+      {round(rate), results |> Enum.map(&elem(&1, 0)) |> Enum.sum()}
+    end)
   end
 
   def median(xs), do: Enum.at(Enum.sort(xs), div(length(xs), 2))
 
-  # {commands/s, fdatasyncs/s per node}: the rate of one round and, per
-  # node, the persists (log: :files) or the WAL's fdatasyncs (log: :wal)
-  # per second over it.
+  # {commands/s, fdatasyncs/s per node, CPU ms per 1,000 commands}: the
+  # rate of one round; per node, the persists (log: :files) or the WAL's
+  # fdatasyncs (log: :wal) per second over it; and the 3 nodes' CPU time
+  # (:erlang.statistics(:runtime), summed) per 1,000 commands, which the
+  # load of other processes does not change much.
   def counted_rate(groups, nodes, round_ms, log) do
     before = Map.new(nodes, &{&1, :erpc.call(&1, Raft, :fsync_counts, [])})
     t0 = System.monotonic_time(:millisecond)
-    rate = rate(groups, nodes, round_ms)
+    {rate, commands} = rate_and_count(groups, nodes, round_ms)
     secs = (System.monotonic_time(:millisecond) - t0) / 1000
+    after_ = Map.new(nodes, &{&1, :erpc.call(&1, Raft, :fsync_counts, [])})
 
     syncs =
       Enum.map(nodes, fn n ->
-        {p1, w1} = :erpc.call(n, Raft, :fsync_counts, [])
-        {p0, w0} = before[n]
+        {p1, w1, _} = after_[n]
+        {p0, w0, _} = before[n]
         round(if(log == :wal, do: w1 - w0, else: p1 - p0) / secs)
       end)
 
-    {rate, syncs}
+    cpu = Enum.sum(Enum.map(nodes, fn n -> elem(after_[n], 2) - elem(before[n], 2) end))
+    {rate, syncs, Float.round(cpu * 1000 / max(commands, 1), 1)}
   end
 end
 
@@ -185,7 +193,7 @@ try do
       "| node | runtime ms / 10 s | utime+stime ms / 10 s | CPU % of one core | member process bytes | VmRSS growth per member |"
     )
 
-    IO.puts("| --- | --- | --- | --- | --- | --- |")
+    IO.puts("| --- | --- | --- | --- | --- | --- | --- |")
 
     for {n, {:ok, {rt, os}}} <- Enum.zip(nodes, cpu) do
       mem = :erpc.call(n, Raft, :members_memory, [idle], 60_000)
@@ -234,7 +242,7 @@ try do
   IO.puts("\n32 clients: #{String.trim(elem(System.cmd("uptime", []), 0))}")
 
   IO.puts(
-    "| groups | log | commands/s, every round | median | ratio to 1 group (#{hd(logs)}) | fdatasyncs/s per node, every round |"
+    "| groups | log | commands/s, every round | median | ratio to 1 group (#{hd(logs)}) | fdatasyncs/s per node, every round | CPU ms per 1,000 commands (3 nodes), every round |"
   )
 
   IO.puts("| --- | --- | --- | --- | --- | --- |")
@@ -242,10 +250,11 @@ try do
   for {s, log} = k <- keys do
     rates = Enum.map(runs[k], &elem(&1, 0))
     syncs = Enum.map(runs[k], &inspect(elem(&1, 1), charlists: :as_lists))
+    cpu = Enum.map(runs[k], &elem(&1, 2))
     med = GroupsBench.median(rates)
 
     IO.puts(
-      "| #{s} | #{log} | #{Enum.join(rates, ", ")} | #{med} | #{Float.round(med / base, 2)} | #{Enum.join(syncs, " ")} |"
+      "| #{s} | #{log} | #{Enum.join(rates, ", ")} | #{med} | #{Float.round(med / base, 2)} | #{Enum.join(syncs, " ")} | #{Enum.join(cpu, ", ")} |"
     )
   end
 after

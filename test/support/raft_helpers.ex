@@ -213,11 +213,13 @@ defmodule Synod.Test.Raft do
   end
 
   @doc """
-  Counters on this node, for bench/groups_bench.exs: `{persists, wal_syncs}`,
+  Counters on this node, for bench/groups_bench.exs: `{persists, wal_syncs,
+  runtime_ms}`,
   the member persists that made records durable since the first call
   ([:synod, :raft, :fsync] events: with `log: :files` each is one fdatasync
   of the member's log; with `log: :wal` one wait for the WAL) and the
-  fdatasyncs of the node's shared WAL (0 while it does not run).
+  fdatasyncs of the node's shared WAL (0 while it does not run), and the
+  VM's CPU time so far (`:erlang.statistics(:runtime)`, ms).
   """
   def fsync_counts do
     counter =
@@ -241,7 +243,8 @@ defmodule Synod.Test.Raft do
       end
 
     wal = if stats = Synod.Raft.Wal.stats(), do: stats.syncs, else: 0
-    {:counters.get(counter, 1), wal}
+    {runtime, _} = :erlang.statistics(:runtime)
+    {:counters.get(counter, 1), wal, runtime}
   end
 
   @doc false
