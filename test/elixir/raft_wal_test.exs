@@ -67,6 +67,14 @@ defmodule Synod.RaftWalTest do
     assert decode_all(bin) == [{"/a", 0, "one"}, {"/b", 0, "two"}, {"/a", 3, "three"}]
   end
 
+  test "an append over the piece size becomes several records at consecutive offsets" do
+    batch = Batch.add(Batch.new(), append(1, "/a", 100, ["abcdefg", "hij"]), 4)
+    cut = Batch.cut(batch)
+    assert cut.notices == [{self(), 1}]
+    bin = IO.iodata_to_binary(cut.iodata)
+    assert decode_all(bin) == [{"/a", 100, "abcd"}, {"/a", 104, "efgh"}, {"/a", 108, "ij"}]
+  end
+
   test "sync when nothing else waits or the batch is full; collect while appends queue" do
     assert Batch.decide(Batch.new(), 0, 100) == :idle
     batch = Batch.add(Batch.new(), append(1, "/a", 0, "x"))

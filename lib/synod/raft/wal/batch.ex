@@ -38,6 +38,7 @@ defmodule Synod.Raft.Wal.Batch do
         }
 
   @kind_append 1
+  @max_data 64 * 1024 * 1024
   @kind_open 2
 
   @doc "An empty batch."
@@ -48,19 +49,39 @@ defmodule Synod.Raft.Wal.Batch do
   @spec empty?(t()) :: boolean()
   def empty?(%__MODULE__{count: n}), do: n == 0
 
-  @doc "Adds one member's append (framed as a WAL record) to the batch."
-  @spec add(t(), append()) :: t()
-  def add(%__MODULE__{} = batch, %{pid: pid, seq: seq} = append) do
-    record = Storage.frame(body(append))
+  @doc """
+  Adds one member's append to the batch, framed as WAL records: one, or,
+  when its bytes are over `max_data` (default 64 MiB, well under the
+  record limit recovery enforces), one per `max_data` piece, each at its
+  own offset (replay writes them one after the other: the same bytes).
+  """
+  @spec add(t(), append(), pos_integer()) :: t()
+  def add(%__MODULE__{} = batch, %{pid: pid, seq: seq} = append, max_data \\ @max_data) do
+    records =
+      if IO.iodata_length(append.data) > max_data,
+        do: Enum.map(pieces(append, max_data), &Storage.frame(body(&1))),
+        else: [Storage.frame(body(append))]
 
     %{
       batch
-      | records: [batch.records | record],
+      | records: [batch.records | records],
         notices: Map.update(batch.notices, pid, seq, &max(&1, seq)),
         segments: MapSet.put(batch.segments, {append.dir, append.generation}),
-        bytes: batch.bytes + IO.iodata_length(record),
-        count: batch.count + 1
+        bytes: batch.bytes + IO.iodata_length(records),
+        count: batch.count + length(records)
     }
+  end
+
+  defp pieces(%{data: data, offset: offset} = append, max_data) do
+    bin = IO.iodata_to_binary(data)
+
+    for at <- 0..(byte_size(bin) - 1)//max_data do
+      %{
+        append
+        | offset: offset + at,
+          data: binary_part(bin, at, min(max_data, byte_size(bin) - at))
+      }
+    end
   end
 
   @doc """
