@@ -193,7 +193,7 @@ try do
       "| node | runtime ms / 10 s | utime+stime ms / 10 s | CPU % of one core | member process bytes | VmRSS growth per member |"
     )
 
-    IO.puts("| --- | --- | --- | --- | --- | --- | --- |")
+    IO.puts("| --- | --- | --- | --- | --- | --- |")
 
     for {n, {:ok, {rt, os}}} <- Enum.zip(nodes, cpu) do
       mem = :erpc.call(n, Raft, :members_memory, [idle], 60_000)
@@ -245,7 +245,7 @@ try do
     "| groups | log | commands/s, every round | median | ratio to 1 group (#{hd(logs)}) | fdatasyncs/s per node, every round | CPU ms per 1,000 commands (3 nodes), every round |"
   )
 
-  IO.puts("| --- | --- | --- | --- | --- | --- |")
+  IO.puts("| --- | --- | --- | --- | --- | --- | --- |")
 
   for {s, log} = k <- keys do
     rates = Enum.map(runs[k], &elem(&1, 0))
