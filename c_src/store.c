@@ -86,8 +86,28 @@ void store_result_release(store_result *r)
 
 /* ---- apply: transactions (PUT, DELETE and RANGE are one-op txns) ---- */
 
+/* The keys in the compare's range, counted up to number + 1: enough to
+ * decide every operator against number, and bounded by the compare. */
+static uint64_t compare_count(const store_t *s, const store_compare *c)
+{
+    store_op range = {.type = STORE_CMD_RANGE, .key = c->key, .range_end = c->range_end};
+    uint64_t n = 0;
+    for (store_node *x = store_range_first(s, &range); x && n <= c->number;
+         x = store_range_next(&range, x))
+        n++;
+    return n;
+}
+
 static bool compare_holds(const store_t *s, const store_compare *c)
 {
+    if (c->target == STORE_CMP_COUNT) {
+        uint64_t n = compare_count(s, c);
+        int cmp = (n > c->number) - (n < c->number);
+        return c->result == STORE_CMP_EQUAL     ? cmp == 0
+               : c->result == STORE_CMP_GREATER ? cmp > 0
+               : c->result == STORE_CMP_LESS    ? cmp < 0
+                                                : cmp != 0;
+    }
     const store_node *n = store_find_eq(s, c->key.p, c->key.len);
     const store_rec *r = n ? n->rec : NULL;
     int cmp;
@@ -156,7 +176,8 @@ static int txn_prepare(store_t *s, const store_op *ops, size_t n, txn_prep *p)
             max_events++;
             max_kvs += prev;
         } else if (op->type == STORE_CMD_DELETE) {
-            uint64_t c = store_range_count(s, op);
+            uint64_t c = op->flags & STORE_FLAG_FIRST ? store_range_first(s, op) != NULL
+                                                      : store_range_count(s, op);
             max_events += c;
             max_kvs += prev ? c : 0;
         } else if (!(op->flags & STORE_FLAG_COUNT_ONLY)) {
@@ -264,6 +285,8 @@ static int txn_apply(store_t *s, const store_cmd *c, store_result *out)
                 delete_node(s, x, rev);
                 res->count++;
                 changed = true;
+                if (op->flags & STORE_FLAG_FIRST)
+                    break;
             }
         } else {
             bool want = !(op->flags & STORE_FLAG_COUNT_ONLY);

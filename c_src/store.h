@@ -126,10 +126,13 @@ enum store_cmd_type {
 };
 
 /* Op flags. PUT and DELETE accept PREV_KV; RANGE accepts KEYS_ONLY and
- * COUNT_ONLY. */
+ * COUNT_ONLY; DELETE accepts FIRST: only the first key of its range in key
+ * order is deleted (none if the range is empty), so a txn takes the head of
+ * a sequence in one log entry (the queue's dequeue, docs/store.md). */
 #define STORE_FLAG_PREV_KV 0x01u
 #define STORE_FLAG_KEYS_ONLY 0x02u
 #define STORE_FLAG_COUNT_ONLY 0x04u
+#define STORE_FLAG_FIRST 0x08u
 
 typedef struct store_bytes {
     const uint8_t *p;
@@ -157,6 +160,7 @@ enum store_cmp_target {
     STORE_CMP_MOD = 3,    /* mod_revision */
     STORE_CMP_VALUE = 4,  /* bytewise; false whatever the operator if the key is absent */
     STORE_CMP_LEASE = 5,
+    STORE_CMP_COUNT = 6, /* the number of keys in [key, range_end) (store_op's range rules) */
 };
 enum store_cmp_result {
     STORE_CMP_EQUAL = 0,
@@ -166,12 +170,16 @@ enum store_cmp_result {
 };
 
 /* Numeric targets compare the key's field with `number`; an absent key has
- * version, revisions and lease 0. */
+ * version, revisions and lease 0. COUNT compares the number of keys in the
+ * range key..range_end (the ranges of store_op) with `number`; it counts at
+ * most number + 1 keys, so its cost is bounded by the compare, not the
+ * range. */
 typedef struct store_compare {
     uint8_t target, result;
     store_bytes key;
-    store_bytes value; /* VALUE */
-    uint64_t number;   /* VERSION, CREATE, MOD, LEASE */
+    store_bytes range_end; /* COUNT only */
+    store_bytes value;     /* VALUE */
+    uint64_t number;       /* VERSION, CREATE, MOD, LEASE, COUNT */
 } store_compare;
 
 typedef struct store_cmd {

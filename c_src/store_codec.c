@@ -91,6 +91,8 @@ static void decode_compare(store_cursor *c, store_compare *cmp)
     cmp->target = store_cur_u8(c);
     cmp->result = store_cur_u8(c);
     cmp->key = store_cur_bytes(c, STORE_MAX_KEY);
+    if (cmp->target == STORE_CMP_COUNT)
+        cmp->range_end = store_cur_bytes(c, STORE_MAX_KEY);
     if (cmp->target == STORE_CMP_VALUE)
         cmp->value = store_cur_bytes(c, STORE_MAX_VALUE);
     else if (cmp->target != STORE_CMP_EXISTS)
@@ -149,7 +151,7 @@ int store_check_op(const store_op *op)
 {
     static const uint8_t allowed[] = {
         [STORE_CMD_PUT] = STORE_FLAG_PREV_KV,
-        [STORE_CMD_DELETE] = STORE_FLAG_PREV_KV,
+        [STORE_CMD_DELETE] = STORE_FLAG_PREV_KV | STORE_FLAG_FIRST,
         [STORE_CMD_RANGE] = STORE_FLAG_KEYS_ONLY | STORE_FLAG_COUNT_ONLY,
     };
     if (op->type < STORE_CMD_PUT || op->type > STORE_CMD_RANGE || (op->flags & ~allowed[op->type]))
@@ -173,14 +175,18 @@ int store_check_op(const store_op *op)
 
 static int check_compare(const store_compare *c)
 {
-    if (c->target > STORE_CMP_LEASE || c->result > STORE_CMP_NOT_EQUAL)
+    if (c->target > STORE_CMP_COUNT || c->result > STORE_CMP_NOT_EQUAL)
         return STORE_ERR_INVALID;
     if (c->target == STORE_CMP_EXISTS && c->result != STORE_CMP_EQUAL &&
         c->result != STORE_CMP_NOT_EQUAL)
         return STORE_ERR_INVALID;
-    if (c->key.len > STORE_MAX_KEY || c->value.len > STORE_MAX_VALUE)
+    if (c->key.len > STORE_MAX_KEY || c->range_end.len > STORE_MAX_KEY ||
+        c->value.len > STORE_MAX_VALUE)
         return STORE_ERR_TOO_LARGE;
-    if (c->key.len == 0 || !c->key.p || (c->value.len && !c->value.p))
+    if (c->key.len == 0 || !c->key.p || (c->value.len && !c->value.p) ||
+        (c->range_end.len && !c->range_end.p))
+        return STORE_ERR_INVALID;
+    if (c->target != STORE_CMP_COUNT && c->range_end.len)
         return STORE_ERR_INVALID;
     if (c->target != STORE_CMP_VALUE && c->value.len)
         return STORE_ERR_INVALID;
@@ -370,6 +376,8 @@ static void encode_cmd(store_writer *w, const store_cmd *c)
             store_put_u8(w, cmp->target);
             store_put_u8(w, cmp->result);
             store_put_bytes(w, cmp->key.p, cmp->key.len);
+            if (cmp->target == STORE_CMP_COUNT)
+                store_put_bytes(w, cmp->range_end.p, cmp->range_end.len);
             if (cmp->target == STORE_CMP_VALUE)
                 store_put_bytes(w, cmp->value.p, cmp->value.len);
             else if (cmp->target != STORE_CMP_EXISTS)

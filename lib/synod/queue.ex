@@ -47,8 +47,11 @@ defmodule Synod.Queue do
   `dequeue` blocks on a store watch of the queue (no polling) until a value
   is there or `timeout:` ms have passed. Concurrent producers of one queue
   contend on its counter (losers retry at once with the counter's new
-  state, read in the same round trip); concurrent consumers contend on the
-  oldest value. docs/coordination.md has the key layout and the figures.
+  state, read in the same round trip). A plain dequeue is one txn that
+  takes whatever value is first when the store applies it, so plain
+  consumers do not race; acknowledged consumers (and plain ones while
+  values are claimed) contend on the oldest free value.
+  docs/coordination.md has the key layout and the figures.
   """
 
   alias Synod.Coord.{Deadline, Options, Recipe, Stores, Watch}
@@ -166,12 +169,15 @@ defmodule Synod.Queue do
         deadline: Deadline.new(opts.timeout)
       }
 
-      # The head this process's last take saw behind the value it took: tried
-      # at once, without a scan (the take's compares decide, and a stale
-      # guess learns the real head from its failure branch).
-      case Process.delete(head_key(s)) do
-        nil -> take(s)
-        kv -> take(s, kv)
+      # The head this process's last take saw behind the value it took (left
+      # only by a take that went past claims): tried at once, without a scan
+      # (the take's compares decide, and a stale guess learns the real head
+      # from its failure branch). Else a plain dequeue is one txn that takes
+      # the first value if no value is claimed (`take_first/1`).
+      case {Process.delete(head_key(s)), s.vis} do
+        {nil, nil} -> take_first(s)
+        {nil, _ms} -> take(s)
+        {kv, _} -> take(s, kv)
       end
     end
   end
@@ -191,6 +197,30 @@ defmodule Synod.Queue do
     do:
       Recipe.page_reads(items(s.name), claims(s.name), Recipe.suffix(kv.key, items(s.name)), true)
 
+  # Plain mode in one round trip and one log entry: if the queue holds no
+  # claim (no acknowledged consumer holds a value), the first value in key
+  # order, which is the oldest, is deleted and returned by the store
+  # (DELETE's FIRST flag, docs/store.md); the whole decision is the txn's,
+  # so no read comes before it. An empty queue answers with the revision it
+  # was empty at (the txn changed nothing). If claims exist, the failure
+  # branch reads the head of the line as `retake/3` wants it.
+  defp take_first(s) do
+    {items, claims} = {items(s.name), claims(s.name)}
+
+    case Store.txn(
+           s.store,
+           [{:count, claims, [prefix: true], :==, 0}],
+           [{:delete, items, prefix: true, first: true, prev_kv: true}],
+           Recipe.page_reads(items, claims, nil, true),
+           Deadline.opts(s.call)
+         ) do
+      {:ok, rev, true, [{:delete, 1, [taken]}]} -> {:ok, item(taken, rev, nil)}
+      {:ok, rev, true, [{:delete, 0, []}]} -> wait(s, rev)
+      {:ok, rev, false, pages} -> retake(s, pages, rev)
+      error -> error
+    end
+  end
+
   # Linearizable looks only: a consumer's own last take is usually not yet
   # applied on its node's member, so a stale look would offer the value it
   # just took and cost a failed txn (a log write) to learn better.
@@ -205,7 +235,7 @@ defmodule Synod.Queue do
   defp wait(s, rev) do
     case Watch.await_change(s.store, root(s.name), rev, s.deadline, Deadline.opts(s.call)) do
       :changed ->
-        take(s)
+        if s.vis, do: take(s), else: take_first(s)
 
       :timeout ->
         Recipe.drop_lease(s.store, s.lease && elem(s.lease, 0), s.call)

@@ -61,7 +61,10 @@ defmodule Synod.Tasks do
   A terminate or fail by the owner's own process keeps the task's lease,
   now holding no key, as that process's spare: its next `reserve_task/4` of
   the same `ttl:` restarts it with a keep-alive instead of a new grant
-  (docs/coordination.md, "The spare lease").
+  (docs/coordination.md, "The spare lease"). A reservation also reads the
+  next task in line; the same process's next reservation of that topic is
+  then one txn (no scan) that compares what was read, including that every
+  older task still holds its lease ("Reserve ahead").
 
   docs/coordination.md has the key layout, the txn of each transition and
   the figures.
@@ -287,14 +290,28 @@ defmodule Synod.Tasks do
     {:error, :contention}
   end
 
-  defp try_reserve(store, topic, pid, ms, call, lease, tries) do
+  defp try_reserve(store, topic, pid, ms, call, nil, 0) do
+    case ahead_reserve(store, topic, pid, ms, call) do
+      :no -> scan_reserve(store, topic, pid, ms, call, nil, 0)
+      {:again, lease} -> scan_reserve(store, topic, pid, ms, call, lease, 1)
+      result -> result
+    end
+  end
+
+  defp try_reserve(store, topic, pid, ms, call, lease, tries),
+    do: scan_reserve(store, topic, pid, ms, call, lease, tries)
+
+  defp scan_reserve(store, topic, pid, ms, call, lease, tries) do
     again = fn lease -> try_reserve(store, topic, pid, ms, call, lease, tries + 1) end
 
     case candidate(store, topic, pid, ms, call, lease) do
       {:ok, view, lease} ->
         case Recipe.fresh_lease(store, lease, ms, call) do
           {:ok, {id, _} = lease} ->
-            case apply_plan(store, view, {:reserve, pid, id, ms}, call) do
+            later = Process.get(later_key(store, topic), [])
+            ahead = {topic, later, ahead_reads(topic, later)}
+
+            case apply_plan(store, view, {:reserve, pid, id, ms}, call, 0, [], ahead) do
               {:ok, task} -> {:ok, task}
               {:error, {:store, :lease_not_found}} -> again.(nil)
               {:error, {:store, reason}} -> fail_reserve(store, lease, reason, call)
@@ -313,6 +330,122 @@ defmodule Synod.Tasks do
 
       {:error, reason, lease} ->
         fail_reserve(store, lease, reason, call)
+    end
+  end
+
+  # ---- reserving ahead: one txn, no scan ----
+  #
+  # A reservation's txn also reads the task the scan saw next in line (its
+  # record, its lease key) and how many active keys and lease keys lie below
+  # it. If that task was reservable and the two counts were equal (every
+  # older task held a lease or a snooze: lease keys exist only beside active
+  # keys), the process keeps that view (`{__MODULE__, :ahead, store,
+  # topic}`). Its next reservation of the topic is then one txn with no scan
+  # before it: it compares the record's mod_revision, the lease key's state
+  # and both counts to what was read, so it applies only if that task is
+  # still the oldest reservable one; it reads the next one ahead the same
+  # way. The lease is the spare restarted by a keep-alive sent at the same
+  # time (no log write). A terminate or fail of one of this process's own
+  # older tasks deletes one active key and one lease key: the counts kept are
+  # lowered to match. Anything else that changed makes the compares fail and
+  # the reservation scans as before (`scan_reserve/7`); nothing kept is
+  # trusted without a compare.
+
+  defp ahead_key(store, topic), do: {__MODULE__, :ahead, store, topic}
+  defp later_key(store, topic), do: {__MODULE__, :later, store, topic}
+
+  # With a view kept ahead and the spare of the same TTL: one txn.
+  # `:no` when there is nothing to try, `{:again, lease}` when the compares
+  # (or the spare) failed: scan then, with the lease the keep-alive left.
+  defp ahead_reserve(store, topic, pid, ms, call) do
+    with %{view: {t, live} = view, below: below, later: rest} <-
+           Process.delete(ahead_key(store, topic)),
+         {id, ^ms} <- Process.get({__MODULE__, :spare, store}),
+         request = {:reserve, pid, id, ms},
+         {:ok, new, effects} <- Rules.plan(view, request, System.system_time(:millisecond)) do
+      lease = lease_ahead(store, ms, call)
+
+      compares = [
+        {:mod_revision, rec_key(t.id), :==, t.record_ver},
+        lease_compare(t, live),
+        {:count, active_prefix(topic), [range_end: active_key(t)], :==, below},
+        {:count, lease_prefix(topic), [range_end: lease_key(t)], :==, below}
+      ]
+
+      writes = [{:put, rec_key(t.id), encode(new)} | key_ops(new, effects)]
+
+      result =
+        Store.txn(store, compares, writes ++ ahead_reads(topic, rest), [], Deadline.opts(call))
+
+      case {result, lease_wait(lease)} do
+        {{:ok, rev, true, results}, {^id, _}} ->
+          keep_ahead(store, topic, rest, Enum.drop(results, length(writes)))
+          transition(store, t.id, Rules.effective(t, live).status, new.status)
+          {:ok, Rules.effective(%{new | record_ver: rev}, true)}
+
+        # Lost a race, or the spare ran out (a reservation applied with it
+        # ends with the lease, as one whose worker died).
+        {{:ok, _, _, _}, got} ->
+          {:again, got}
+
+        {{:error, :lease_not_found}, got} ->
+          {:again, got}
+
+        {{:error, reason}, got} ->
+          fail_reserve(store, got, reason, call)
+      end
+    else
+      _ -> :no
+    end
+  end
+
+  # The reads of the first of `later` (`{seq, id}` of the free tasks the
+  # scan saw behind the one reserved), for a reservation txn's success
+  # branch: its record and lease key, and the active and lease keys below it.
+  defp ahead_reads(_topic, []), do: []
+
+  defp ahead_reads(topic, [{seq, id} | _]) do
+    next = %Task{id: id, topic: topic, seq: seq}
+
+    view_reads(next) ++
+      [
+        {:range, active_prefix(topic), range_end: active_key(next), count_only: true},
+        {:range, lease_prefix(topic), range_end: lease_key(next), count_only: true}
+      ]
+  end
+
+  # Keeps the view `ahead_reads/2` read if that task is reservable and every
+  # task below it held a lease key then; else keeps nothing.
+  defp keep_ahead(store, topic, [{seq, id} | rest], [
+         rec,
+         lkey,
+         {:range, _, a, _},
+         {:range, _, b, _}
+       ]) do
+    with {:ok, {t, _} = view} <- view_of([rec, lkey]),
+         true <- a == b and t.id == id and t.seq == seq and t.topic == topic,
+         {:ok, _, _} <- Rules.plan(view, {:reserve, self(), 1, 1}, 0) do
+      Process.put(ahead_key(store, topic), %{view: view, below: a, later: rest})
+      Process.put({__MODULE__, :next, store, topic}, {seq, id})
+    else
+      _ -> Process.delete(ahead_key(store, topic))
+    end
+  end
+
+  defp keep_ahead(store, topic, _later, _results), do: Process.delete(ahead_key(store, topic))
+
+  # A final change of a task below the kept view: with its lease key (it
+  # was live) both counts lost one; without, they no longer match.
+  defp lower_ahead(store, t, live) do
+    case Process.get(ahead_key(store, t.topic)) do
+      %{view: {h, _}, below: below} = kept when t.seq < h.seq and live and below > 0 ->
+        Process.put(ahead_key(store, t.topic), %{kept | below: below - 1})
+
+      %{view: {h, _}} when t.seq < h.seq ->
+        Process.delete(ahead_key(store, t.topic))
+
+      _ ->
+        :ok
     end
   end
 
@@ -454,10 +587,12 @@ defmodule Synod.Tasks do
 
           :none ->
             Process.delete(key)
+            Process.delete(later_key(store, topic))
             {:none, rev}
 
           {:more, _} ->
             Process.delete(key)
+            Process.delete(later_key(store, topic))
 
             with {:ok, akv} <- Recipe.first_free(store, active, leases, call),
                  do: {:ok, akv, nil}
@@ -468,14 +603,34 @@ defmodule Synod.Tasks do
     end
   end
 
-  # The next free task after `akv` in the same pages, as the next scan's hint.
+  # The next free task after `akv` in the same pages, as the next scan's hint,
+  # and every free one after it that the pages show (`later_key/2`: the
+  # tasks a reservation reads ahead, `ahead_reads/2`).
   defp remember_next(key, {:range, ikvs, count, more}, cpage, akv, active, leases) do
+    {__MODULE__, :next, store, topic} = key
+    later = free_after(ikvs, cpage, akv, active, leases)
+    Process.put(later_key(store, topic), later)
+
     with [_ | _] = later <- Enum.drop_while(ikvs, &(&1.key <= akv.key)),
          {:ok, next} <- Recipe.free_in([{:range, later, count, more}, cpage], active, leases) do
       Process.put(key, {Recipe.seq_of(next.key, active), next.value})
     else
       _ -> Process.delete(key)
     end
+  end
+
+  # `{seq, id}` of the active keys after `akv` that have no lease key in the
+  # page of lease keys (past its last key when it was cut, nothing is known).
+  defp free_after(ikvs, {:range, lkvs, _, lmore}, akv, active, leases) do
+    leased = MapSet.new(lkvs, &Recipe.suffix(&1.key, leases))
+    known = if lmore, do: Recipe.suffix(List.last(lkvs).key, leases)
+
+    for kv <- ikvs,
+        kv.key > akv.key,
+        suffix = Recipe.suffix(kv.key, active),
+        known == nil or suffix <= known,
+        not MapSet.member?(leased, suffix),
+        do: {Recipe.seq_of(kv.key, active), kv.value}
   end
 
   # A record that does not decode would block its topic forever (it is the
@@ -629,28 +784,33 @@ defmodule Synod.Tasks do
   # the record's mod_revision and the lease key's state to the view. A lost
   # race (compare failed) writes nothing and plans again on the view the
   # failure branch read.
-  defp apply_plan(store, view, request, call, tries \\ 0, pin \\ [])
+  defp apply_plan(store, view, request, call, tries \\ 0, pin \\ [], ahead \\ nil)
 
-  defp apply_plan(_store, _view, _request, _call, 20, _pin), do: {:error, :contention}
+  defp apply_plan(_store, _view, _request, _call, 20, _pin, _ahead), do: {:error, :contention}
 
-  defp apply_plan(store, {t, live} = view, request, call, tries, pin) do
+  defp apply_plan(store, {t, live} = view, request, call, tries, pin, ahead) do
     with {:ok, new, effects} <- Rules.plan(view, request, System.system_time(:millisecond)) do
       compares = [
         {:mod_revision, rec_key(t.id), :==, t.record_ver},
         lease_compare(t, live) | pin
       ]
 
-      ops = [{:put, rec_key(t.id), encode(new)} | key_ops(new, effects)]
+      writes = [{:put, rec_key(t.id), encode(new)} | key_ops(new, effects)]
+      reads = if ahead, do: elem(ahead, 2), else: []
 
-      case Store.txn(store, compares, ops, view_reads(t), Deadline.opts(call)) do
-        {:ok, rev, true, _} ->
+      case Store.txn(store, compares, writes ++ reads, view_reads(t), Deadline.opts(call)) do
+        {:ok, rev, true, results} ->
+          if ahead,
+            do: keep_ahead(store, t.topic, elem(ahead, 1), Enum.drop(results, length(writes)))
+
+          if effects.active == :delete, do: lower_ahead(store, t, live)
           release(store, effects.drop_lease, request, t, call)
           transition(store, t.id, Rules.effective(t, live).status, new.status)
           {:ok, Rules.effective(%{new | record_ver: rev}, true)}
 
         {:ok, _, false, results} ->
           with {:ok, view} <- view_of(results),
-               do: apply_plan(store, view, request, call, tries + 1)
+               do: apply_plan(store, view, request, call, tries + 1, [], ahead)
 
         {:error, reason} ->
           {:error, {:store, reason}}

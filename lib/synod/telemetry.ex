@@ -56,6 +56,20 @@ defmodule Synod.Telemetry do
   end
 
   @doc """
+  Whether an event named `event` would reach a handler: `:telemetry` is
+  loaded (its handlers are not looked up here), or a handler is attached
+  here to `event`. An emitter whose event costs work to build (a clock
+  read, a map split) checks this first and skips the work when it is
+  false; `execute/3` does not need it. One ETS lookup.
+  """
+  @spec attached?(event()) :: boolean()
+  def attached?(event) do
+    :erlang.function_exported(:telemetry, :execute, 3) or :ets.member(@table, event)
+  rescue
+    ArgumentError -> false
+  end
+
+  @doc """
   Runs `fun` and emits `event ++ [:start]` before it and `event ++ [:stop]`
   after it with its `duration` (native time units), or `event ++
   [:exception]` with `kind`, `reason` and `stacktrace` in the metadata if it

@@ -284,6 +284,136 @@ static void test_txn_compares(void **state)
     store_free(s);
 }
 
+/* A COUNT compare over a range, and its refusals. */
+static store_compare cmp_count(const char *key, const char *range_end, uint8_t result,
+                               uint64_t number)
+{
+    store_compare c = cmp_num(STORE_CMP_COUNT, key, result, number);
+    c.range_end = range_end ? sbn(range_end, range_end[0] ? strlen(range_end) : 1) : sb("");
+    return c;
+}
+
+static void test_txn_count_compare(void **state)
+{
+    (void)state;
+    store_t *s = fresh();
+    assert_int_equal(do_put(s, "q/1", "a", 0), STORE_OK);
+    assert_int_equal(do_put(s, "q/2", "b", 0), STORE_OK);
+    assert_int_equal(do_put(s, "q/3", "c", 0), STORE_OK);
+    assert_int_equal(do_put(s, "r/1", "d", 0), STORE_OK);
+    enum {
+        EQ = STORE_CMP_EQUAL,
+        GT = STORE_CMP_GREATER,
+        LT = STORE_CMP_LESS,
+        NE = STORE_CMP_NOT_EQUAL
+    };
+    /* [q/, q0) holds 3 keys */
+    assert_true(txn_holds(s, cmp_count("q/", "q0", EQ, 3)));
+    assert_false(txn_holds(s, cmp_count("q/", "q0", EQ, 2)));
+    assert_false(txn_holds(s, cmp_count("q/", "q0", EQ, 0)));
+    assert_true(txn_holds(s, cmp_count("q/", "q0", GT, 2)));
+    assert_false(txn_holds(s, cmp_count("q/", "q0", GT, 3)));
+    assert_true(txn_holds(s, cmp_count("q/", "q0", LT, 4)));
+    assert_false(txn_holds(s, cmp_count("q/", "q0", LT, 3)));
+    assert_true(txn_holds(s, cmp_count("q/", "q0", NE, 1)));
+    assert_false(txn_holds(s, cmp_count("q/", "q0", NE, 3)));
+    /* an empty range; one key; every key from a key on ("\0") */
+    assert_true(txn_holds(s, cmp_count("p/", "p0", EQ, 0)));
+    assert_true(txn_holds(s, cmp_count("q/2", NULL, EQ, 1)));
+    assert_true(txn_holds(s, cmp_count("q/9", NULL, EQ, 0)));
+    assert_true(txn_holds(s, cmp_count("q/2", "\0", EQ, 3))); /* q/2 q/3 r/1 ("out" sorts before) */
+    store_free(s);
+
+    /* refusals: range_end on another target; a range end over the limit */
+    store_cmd d;
+    const uint8_t count_ok[] = {
+        1, STORE_CMD_TXN, 1, STORE_CMP_COUNT, STORE_CMP_EQUAL, 1, 'k', 1, 'l', 0, 0, 0};
+    assert_int_equal(store_cmd_decode(count_ok, sizeof count_ok, &d), STORE_OK);
+    assert_int_equal(d.compares[0].range_end.len, 1);
+    store_cmd_release(&d);
+    const uint8_t unknown_target[] = {
+        1, STORE_CMD_TXN, 1, STORE_CMP_COUNT + 1, STORE_CMP_EQUAL, 1, 'k', 0, 0, 0};
+    assert_int_equal(store_cmd_decode(unknown_target, sizeof unknown_target, &d),
+                     STORE_ERR_INVALID);
+    store_compare bad = cmp_num(STORE_CMP_MOD, "k", STORE_CMP_EQUAL, 1);
+    bad.range_end = sb("l");
+    store_cmd c = {.type = STORE_CMD_TXN, .compares = &bad, .n_compares = 1};
+    assert_int_equal(store_cmd_check(&c), STORE_ERR_INVALID);
+    static uint8_t big[STORE_MAX_KEY + 1];
+    memset(big, 'x', sizeof big);
+    bad = cmp_count("k", NULL, STORE_CMP_EQUAL, 0);
+    bad.range_end = sbn(big, sizeof big);
+    assert_int_equal(store_cmd_check(&c), STORE_ERR_TOO_LARGE);
+}
+
+/* DELETE with FIRST takes the first key of its range (with PREV_KV, its
+ * value) and nothing else; an empty range deletes nothing and leaves the
+ * revision where it was. */
+static void test_delete_first(void **state)
+{
+    (void)state;
+    store_t *s = fresh();
+    assert_int_equal(do_put(s, "q/2", "b", 0), STORE_OK);
+    assert_int_equal(do_put(s, "q/1", "a", 0), STORE_OK);
+    assert_int_equal(do_put(s, "r/1", "x", 0), STORE_OK); /* rev 3 */
+    store_compare none = cmp_count("c/", "c0", STORE_CMP_EQUAL, 0);
+    store_op take = del_op("q/", "q0", STORE_FLAG_FIRST | STORE_FLAG_PREV_KV);
+    store_cmd c = {.type = STORE_CMD_TXN,
+                   .compares = &none,
+                   .n_compares = 1,
+                   .success = &take,
+                   .n_success = 1};
+    store_result r;
+    const char *order[] = {"a", "b"};
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(apply_cmd(s, &c, &r), STORE_OK);
+        assert_true(r.succeeded);
+        assert_int_equal(r.revision, 4 + i);
+        assert_int_equal(r.ops[0].count, 1);
+        assert_int_equal(r.ops[0].n_kvs, 1);
+        assert_kv(&r.ops[0].kvs[0], i ? "q/2" : "q/1", order[i], 2 - i, 2 - i, 1);
+        store_result_release(&r);
+    }
+    /* empty now: nothing deleted, no new revision, r/1 untouched */
+    assert_int_equal(apply_cmd(s, &c, &r), STORE_OK);
+    assert_true(r.succeeded);
+    assert_int_equal(r.revision, 5);
+    assert_int_equal(r.ops[0].count, 0);
+    assert_int_equal(r.ops[0].n_kvs, 0);
+    store_result_release(&r);
+    assert_true(get_key(s, "r/1").found);
+    /* a claim under c/ makes the compare fail: the failure branch runs */
+    assert_int_equal(do_put(s, "q/3", "c", 0), STORE_OK);
+    assert_int_equal(do_put(s, "c/3", "", 0), STORE_OK);
+    assert_int_equal(apply_cmd(s, &c, &r), STORE_OK);
+    assert_false(r.succeeded);
+    store_result_release(&r);
+    assert_true(get_key(s, "q/3").found);
+    /* one-op DELETE command with FIRST, without PREV_KV */
+    store_cmd one = {.type = STORE_CMD_DELETE, .op = del_op("c/", "c0", STORE_FLAG_FIRST)};
+    assert_int_equal(apply_cmd(s, &one, &r), STORE_OK);
+    uint64_t deleted = r.ops[0].count;
+    assert_int_equal(r.ops[0].n_kvs, 0);
+    store_result_release(&r);
+    assert_int_equal(deleted, 1);
+    assert_false(get_key(s, "c/3").found);
+    assert_true(get_key(s, "q/3").found);
+    /* one event per taken key in the history */
+    store_stats st;
+    store_stats_get(s, &st);
+    assert_int_equal(st.keys, 2);
+    /* FIRST is a delete flag only */
+    store_cmd bad = {.type = STORE_CMD_PUT, .op = put_op("k", "v", 0, STORE_FLAG_FIRST)};
+    assert_int_equal(store_cmd_check(&bad), STORE_ERR_INVALID);
+    bad = (store_cmd){.type = STORE_CMD_RANGE, .op = range_op("k", NULL, 0, STORE_FLAG_FIRST)};
+    assert_int_equal(store_cmd_check(&bad), STORE_ERR_INVALID);
+    /* and a put into the range it covers is still a duplicate */
+    store_op two[] = {del_op("q/", "q0", STORE_FLAG_FIRST), put_op("q/9", "z", 0, 0)};
+    bad = (store_cmd){.type = STORE_CMD_TXN, .success = two, .n_success = 2};
+    assert_int_equal(store_cmd_check(&bad), STORE_ERR_DUPLICATE_KEY);
+    store_free(s);
+}
+
 static void test_txn_is_one_revision_and_ops_see_earlier_writes(void **state)
 {
     (void)state;
@@ -589,8 +719,10 @@ static void test_decoder_roundtrip_and_truncation(void **state)
     (void)state;
     store_compare cmps[] = {cmp_num(STORE_CMP_MOD, "k", STORE_CMP_LESS, 300),
                             cmp_value("k", STORE_CMP_EQUAL, "v"),
-                            cmp_num(STORE_CMP_EXISTS, "e", STORE_CMP_NOT_EQUAL, 0)};
-    store_op ops[] = {put_op("a", "b", 5, STORE_FLAG_PREV_KV), del_op("x", "y", 0),
+                            cmp_num(STORE_CMP_EXISTS, "e", STORE_CMP_NOT_EQUAL, 0),
+                            cmp_count("c/", "c0", STORE_CMP_GREATER, 2)};
+    store_op ops[] = {put_op("a", "b", 5, STORE_FLAG_PREV_KV),
+                      del_op("x", "y", STORE_FLAG_FIRST | STORE_FLAG_PREV_KV),
                       range_op("r", "\0", 10, STORE_FLAG_KEYS_ONLY)};
     store_cmd cmds[] = {
         {.type = STORE_CMD_PUT, .op = put_op("key", "value", 0, 0)},
@@ -598,7 +730,7 @@ static void test_decoder_roundtrip_and_truncation(void **state)
         {.type = STORE_CMD_RANGE, .op = range_op("a", NULL, 3, STORE_FLAG_COUNT_ONLY)},
         {.type = STORE_CMD_TXN,
          .compares = cmps,
-         .n_compares = 3,
+         .n_compares = 4,
          .success = ops,
          .n_success = 3,
          .failure = ops + 1,
@@ -827,6 +959,8 @@ int main(void)
         cmocka_unit_test(test_range_prefix_limit_count),
         cmocka_unit_test(test_prefix_end),
         cmocka_unit_test(test_txn_compares),
+        cmocka_unit_test(test_txn_count_compare),
+        cmocka_unit_test(test_delete_first),
         cmocka_unit_test(test_txn_is_one_revision_and_ops_see_earlier_writes),
         cmocka_unit_test(test_txn_refusals_change_nothing),
         cmocka_unit_test(test_leases),

@@ -1,6 +1,7 @@
 /* test_store_model.c -- the store against a reference model, over seeded
  * random operations: puts (with and without leases, some unknown), deletes
- * of keys and ranges, range reads, txns with random compares and branches,
+ * of keys and ranges (some of the first key only), range reads, txns with
+ * random compares (count compares over ranges among them) and branches,
  * lease grants and revokes, compactions, watches from random revisions, and
  * snapshot/restore swaps. The model is the obvious one: one slot per
  * possible key, a list of events, the eviction rule of docs/store.md.
@@ -223,7 +224,13 @@ static bool model_compare(const model *m, const store_compare *c)
     int cmp;
     if (c->target == STORE_CMP_EXISTS)
         return (r != NULL) == (c->result == STORE_CMP_EQUAL);
-    if (c->target == STORE_CMP_VALUE) {
+    if (c->target == STORE_CMP_COUNT) {
+        store_op range = {.type = STORE_CMD_RANGE, .key = c->key, .range_end = c->range_end};
+        uint64_t n = 0;
+        for (int j = 0; j < NKEYS; j++)
+            n += m->live[j] && op_contains(&range, j);
+        cmp = (n > c->number) - (n < c->number);
+    } else if (c->target == STORE_CMP_VALUE) {
         if (!r)
             return false;
         cmp = key_cmp(r->value, r->vlen, c->value.p, c->value.len);
@@ -311,6 +318,8 @@ static int model_txn(model *m, const store_cmd *c, bool *succeeded, expect_op *r
                 model_delete(m, k, rev);
                 e->count++;
                 changed = true;
+                if (op->flags & STORE_FLAG_FIRST)
+                    break; /* keys[] is in key order */
             }
         } else {
             model_range(m, op, e);
@@ -387,7 +396,8 @@ static store_op rand_op(void)
         op = (store_op){.type = STORE_CMD_DELETE,
                         .key = rand_key(),
                         .range_end = rnd(5) ? sbn(NULL, 0) : rand_end(),
-                        .flags = rnd(2) ? STORE_FLAG_PREV_KV : 0};
+                        .flags = (uint8_t)((rnd(2) ? STORE_FLAG_PREV_KV : 0) |
+                                           (rnd(3) ? 0 : STORE_FLAG_FIRST))};
         break;
     default:
         op = (store_op){.type = STORE_CMD_RANGE,
@@ -404,10 +414,13 @@ static store_op rand_op(void)
 
 static store_compare rand_compare(const model *m)
 {
-    store_compare c = {.target = (uint8_t)rnd(6), .result = (uint8_t)rnd(4), .key = rand_key()};
+    store_compare c = {.target = (uint8_t)rnd(7), .result = (uint8_t)rnd(4), .key = rand_key()};
     if (c.target == STORE_CMP_EXISTS)
         c.result = rnd(2) ? STORE_CMP_EQUAL : STORE_CMP_NOT_EQUAL;
-    else if (c.target == STORE_CMP_VALUE)
+    else if (c.target == STORE_CMP_COUNT) {
+        c.range_end = rand_end();
+        c.number = rnd(5);
+    } else if (c.target == STORE_CMP_VALUE)
         c.value = rand_value();
     else
         c.number = rnd(m->revision + 3);
@@ -445,7 +458,10 @@ static void step_lease(run *t)
     store_result r;
     if (rnd(2)) {
         uint64_t id = rnd(3) ? 0 : 1 + rnd(MAX_LEASES - 4), ttl = 1 + rnd(100000);
-        if (m->n_leases >= MAX_LEASES - 4 && id == 0)
+        /* the model holds MAX_LEASES: no new lease past MAX_LEASES - 4 (an
+         * explicit id of 1..MAX_LEASES - 4 can be free when the store picked
+         * ids above them) */
+        if (m->n_leases >= MAX_LEASES - 4 && (id == 0 || lease_index(m, id) < 0))
             return;
         store_cmd c = {.type = STORE_CMD_LEASE_GRANT, .lease_id = id, .ttl_ms = ttl};
         int rc = apply_cmd(t->s, &c, &r);

@@ -87,6 +87,31 @@ defmodule Synod.QueueClusterTest do
     assert {:error, :empty} = Queue.dequeue(s, q, timeout: 0)
   end
 
+  test "a plain dequeue is one txn; a claimed value is gone past, never taken", ctx do
+    [node | _] = ctx.nodes
+    # Counted on a peer: 20 enqueue + dequeue pairs, one txn each.
+    assert %{txn: 40} = counts = Q.on(node, :count_requests, [:pairs, [{ctx.store, "one"}, 20]])
+    assert Map.keys(counts) == [:txn]
+
+    # A claim in the queue: a plain dequeue takes the oldest unclaimed value.
+    {s, q} = {ctx.store, "mixed"}
+    for v <- ~w(a b c), do: {:ok, _, _} = Queue.enqueue(s, q, v)
+
+    assert {:ok, %{value: "a", receipt: receipt}} =
+             Queue.dequeue(s, q, timeout: 1_000, visibility_timeout: 60_000)
+
+    assert {:ok, %{value: "b", receipt: nil}} = Queue.dequeue(s, q, timeout: 1_000)
+    assert {:ok, %{value: "c"}} = Queue.dequeue(s, q, timeout: 1_000)
+    assert {:error, :empty} = Queue.dequeue(s, q, timeout: 0)
+    assert :ok = Queue.ack(s, q, receipt)
+    assert {:ok, 0} = Queue.count(s, q)
+    # Empty and unclaimed: one txn answers empty (and a blocked one wakes).
+    waiter = Task.async(fn -> Queue.dequeue(s, q, timeout: 5_000) end)
+    Process.sleep(100)
+    {:ok, _, rev} = Queue.enqueue(s, q, "d")
+    assert {:ok, %{value: "d", revision: ^rev}} = Task.await(waiter)
+  end
+
   test "a value with a TTL leaves the queue when its lease expires; bad arguments raise", ctx do
     {s, q} = {ctx.store, "ttl"}
     {:ok, _, _} = Queue.enqueue(s, q, "short", ttl: 300)

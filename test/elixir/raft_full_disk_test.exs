@@ -145,11 +145,14 @@ defmodule Synod.RaftFullDiskTest do
     assert {:error, :enospc} = Storage.sync(more)
     # the failed write was cut back: the log is what was synced, whole
     assert File.stat!(Path.join(dir, "log.0")).size == good
+    # and marked, so the retry checks the length before it appends
+    assert :atomics.get(more.suspect, 1) == 1
     assert {:error, :enospc} = Storage.sync(more)
     assert File.stat!(Path.join(dir, "log.0")).size == good
 
     File.rm!(filler)
     assert {:ok, s} = Storage.sync(more)
+    assert :atomics.get(s.suspect, 1) == 0
     Storage.close(s)
     {:ok, s, recovered} = Storage.open(dir)
     assert Enum.map(recovered.entries, & &1.index) == Enum.to_list(1..40)

@@ -51,6 +51,36 @@ defmodule Synod.Raft.StorageTest do
              reopen(dir)
   end
 
+  # Only a sync after a failed one checks the log's length (an lseek): the
+  # failure marks the storage's suspect cell, and that sync cuts the bytes
+  # a failed write left (when its own cut failed too) before it appends.
+  test "a failed sync marks the log; the next sync cuts it to its good length first", %{
+    tmp_dir: dir
+  } do
+    {:ok, s, _} = Storage.open(dir)
+    {:ok, s} = s |> Storage.write([entry(1, 1)], hs(1, 1, 0)) |> Storage.sync()
+    assert :atomics.get(s.suspect, 1) == 0
+    good = File.stat!(Path.join(dir, "log.0")).size
+
+    # A write that fails (here: its file is closed under it) marks the cell,
+    # which every copy of the storage shares.
+    {:ok, other} = :file.open(Path.join(dir, "other"), [:raw, :binary, :write])
+    :ok = :file.close(other)
+    broken = %{Storage.write(s, [entry(2, 1)]) | log: other}
+    assert {:error, _} = Storage.sync(broken)
+    assert :atomics.get(s.suspect, 1) == 1
+
+    # As if that write's bytes had stayed: the next sync cuts them first.
+    File.write!(Path.join(dir, "log.0"), "half a record", [:append])
+    {:ok, s} = s |> Storage.write([entry(2, 1), entry(3, 1)], hs(1, 1, 2)) |> Storage.sync()
+    assert :atomics.get(s.suspect, 1) == 0
+    assert File.stat!(Path.join(dir, "log.0")).size > good
+    Storage.close(s)
+
+    assert %{entries: [%{index: 1}, %{index: 2}, %{index: 3}], hard_state: %{commit: 2}} =
+             reopen(dir)
+  end
+
   test "an entry replaces every entry at or after its index (Raft's conflict rule)", %{
     tmp_dir: dir
   } do

@@ -42,6 +42,29 @@ defmodule Synod.Store.CommandTest do
              ])
   end
 
+  test "a count compare and a delete of the first key encode to the documented bytes" do
+    assert Command.delete("q/", prefix: true, first: true, prev_kv: true) ==
+             <<1, 2, 9, 2, "q/", 2, "q0">>
+
+    assert Command.txn([{:count, "c/", [prefix: true], :==, 0}, {:count, "k", [], :>, 3}], []) ==
+             IO.iodata_to_binary(
+               [[1, 4, 2], [6, 0, 2, "c/", 2, "c0", 0], [6, 1, 1, "k", 0, 3]] ++
+                 [0, 0]
+             )
+
+    assert_raise ArgumentError, ~r/unknown option :limit/, fn ->
+      Command.txn([{:count, "c/", [limit: 1], :==, 0}], [])
+    end
+
+    assert_raise ArgumentError, ~r/count must be an integer/, fn ->
+      Command.txn([{:count, "c/", [prefix: true], :==, -1}], [])
+    end
+
+    assert_raise ArgumentError, ~r/first must be a boolean/, fn ->
+      Command.delete("q/", first: :yes)
+    end
+  end
+
   test "bad arguments raise ArgumentError naming the problem" do
     assert_raise ArgumentError, ~r/a key must be a binary of 1..4096 bytes/, fn ->
       Command.put("", "v")

@@ -87,6 +87,35 @@ defmodule Synod.Store.MachineTest do
     assert get(s, "a") == nil
   end
 
+  test "a txn takes the first key of a range, if a count compare holds" do
+    s = Machine.init([])
+    {:ok, 1, _} = run(s, Command.put("q/2", "b"))
+    {:ok, 2, _} = run(s, Command.put("q/1", "a"))
+
+    take =
+      Command.txn(
+        [{:count, "c/", [prefix: true], :==, 0}],
+        [{:delete, "q/", prefix: true, first: true, prev_kv: true}],
+        [{:range, "c/", prefix: true}]
+      )
+
+    assert {:ok, 3, {:txn, true, [{:delete, 1, [%{key: "q/1", value: "a"}]}]}} = run(s, take)
+    assert {:ok, 4, {:txn, true, [{:delete, 1, [%{key: "q/2", value: "b"}]}]}} = run(s, take)
+    # empty: nothing deleted, no new revision
+    assert {:ok, 4, {:txn, true, [{:delete, 0, []}]}} = run(s, take)
+
+    {:ok, 5, _} = run(s, Command.put("q/3", "c"))
+    {:ok, 6, _} = run(s, Command.put("c/3", ""))
+    assert {:ok, 6, {:txn, false, [{:range, [%{key: "c/3"}], 1, false}]}} = run(s, take)
+    assert %{value: "c"} = get(s, "q/3")
+
+    # counts compare against the number, whatever the range holds beyond it
+    for {op, n, holds} <- [{:==, 2, true}, {:>, 1, true}, {:<, 2, false}, {:!=, 0, true}] do
+      assert {:ok, 6, {:txn, ^holds, []}} =
+               run(s, Command.txn([{:count, "c/3", [range_end: :end], op, n}], []))
+    end
+  end
+
   test "revoking a lease deletes its keys in one revision, visible to watches" do
     s = Machine.init([])
     assert {:ok, 0, {:lease_granted, 1, 3000}} = run(s, Command.lease_grant(0, 3000))

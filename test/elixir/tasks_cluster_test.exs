@@ -224,6 +224,39 @@ defmodule Synod.TasksClusterTest do
     assert {c.lease_id, 30_000, [Tasks.lease_key(c)]} in leases
   end
 
+  test "a reservation after the owner's terminate is one txn; an older task freed meanwhile comes first",
+       %{store: s, nodes: nodes} do
+    # Counted on a peer (the store requests of that node's client): after
+    # the first cycle each reservation reads ahead, so the next one is one
+    # txn (and a keep-alive of the spare beside it), with no scan.
+    [node | _] = nodes
+    topic = topic()
+    Q.on(node, :create_many, [s, topic, 20, "ahead-" <> topic])
+    counts = Q.on(node, :count_requests, [:run_cycles, [s, topic, 20]])
+    # 20 terminates, 20 reservations, and the first one's scan and read
+    # (the txns of the scan path: 3 per cycle)
+    assert counts.txn <= 42, inspect(counts)
+    assert counts.keep_alive >= 19
+
+    # t1 and t2 held, t3 kept ahead; t0 terminated (its lease the spare).
+    topic = topic()
+    {:ok, [t0, t1, t2, t3 | _]} = Tasks.create_tasks(s, for(_ <- 1..5, do: %{topic: topic}))
+    {:ok, %Rec{id: id0} = r0} = Tasks.reserve_task(s, topic, self(), ttl: 60_000)
+    {:ok, %Rec{id: id1} = r1} = Tasks.reserve_task(s, topic, self(), ttl: 60_000)
+    assert {id0, id1} == {t0.id, t1.id}
+    {:ok, _} = Tasks.terminate(s, r0, self())
+    # Another process frees t1: it is the oldest reservable task again,
+    # although this process kept t2's view as the next in line.
+    {:ok, _} = Task.async(fn -> Tasks.revoke_lease(s, t1.id, r1.record_ver) end) |> Task.await()
+    {:ok, again} = Tasks.reserve_task(s, topic, self(), ttl: 60_000)
+    assert again.id == t1.id
+    {:ok, next} = Tasks.reserve_task(s, topic, self(), ttl: 60_000)
+    assert next.id == t2.id
+    {:ok, _} = Tasks.terminate(s, again, self())
+    {:ok, last} = Tasks.reserve_task(s, topic, self(), ttl: 60_000)
+    assert last.id == t3.id
+  end
+
   test "list_tasks pages through 10k tasks without gaps or repeats", %{store: s, nodes: nodes} do
     topics = for i <- 0..2, do: "list-#{i}-#{System.unique_integer([:positive])}"
 

@@ -31,6 +31,17 @@ defmodule Synod.TelemetryTest do
     refute_receive {_, %{count: 4}, _, _}, 50
   end
 
+  test "attached? says whether an event reaches a handler attached here" do
+    # the test build does not load :telemetry
+    refute :erlang.function_exported(:telemetry, :execute, 3)
+    refute Synod.Telemetry.attached?([:synod, :test, :seen])
+    :ok = Synod.Telemetry.attach("t2", [:synod, :test, :seen], fn _, _, _, _ -> :ok end, nil)
+    assert Synod.Telemetry.attached?([:synod, :test, :seen])
+    refute Synod.Telemetry.attached?([:synod, :test, :unseen])
+    :ok = Synod.Telemetry.detach("t2")
+    refute Synod.Telemetry.attached?([:synod, :test, :seen])
+  end
+
   test "a handler that raises is detached and the emitter goes on" do
     :ok =
       Synod.Telemetry.attach("bad", [:synod, :test, :boom], fn _, _, _, _ -> raise "no" end, nil)

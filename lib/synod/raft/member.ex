@@ -476,14 +476,14 @@ defmodule Synod.Raft.Member do
 
   # The caller is answered when the entry at `index` is applied: with the
   # result if it is the entry proposed in this term, else {:error, :dropped}.
+  # The proposal's time is kept only for a commit event that reaches a
+  # handler (Emit.commit/3); with none attached no clock is read.
   defp wait_for(state, index, term, from) do
-    now = System.monotonic_time()
+    state = %{state | pending: Map.put(state.pending, index, {term, from})}
 
-    %{
-      state
-      | pending: Map.put(state.pending, index, {term, from}),
-        proposed_at: Map.put(state.proposed_at, index, now)
-    }
+    if Emit.commit?(),
+      do: %{state | proposed_at: Map.put(state.proposed_at, index, System.monotonic_time())},
+      else: state
   end
 
   defp not_leader(state), do: {:error, {:not_leader, state.view.leader}}
@@ -637,12 +637,17 @@ defmodule Synod.Raft.Member do
     end
   end
 
+  # The fsync event's clock and byte count only when it reaches a handler.
   defp timed_sync(storage, group) do
-    start = System.monotonic_time()
-    bytes = Storage.pending_bytes(storage)
-    result = Storage.sync(storage)
-    if bytes > 0 and match?({:ok, _}, result), do: Emit.fsync(group, start, bytes)
-    result
+    if Emit.fsync?() do
+      start = System.monotonic_time()
+      bytes = Storage.pending_bytes(storage)
+      result = Storage.sync(storage)
+      if bytes > 0 and match?({:ok, _}, result), do: Emit.fsync(group, start, bytes)
+      result
+    else
+      Storage.sync(storage)
+    end
   end
 
   # -- the shared write-ahead log ----------------------------------------------
@@ -694,7 +699,8 @@ defmodule Synod.Raft.Member do
   defp durable(storage, %{wal: nil} = state), do: timed_sync(storage, state.group)
 
   defp durable(storage, state) do
-    start = System.monotonic_time()
+    # The persist event's clock only when it reaches a handler.
+    start = if Emit.fsync?(), do: System.monotonic_time()
 
     case Storage.flush(storage) do
       {:ok, storage, nil} ->
@@ -704,7 +710,7 @@ defmodule Synod.Raft.Member do
         seq = System.unique_integer([:monotonic, :positive])
         :ok = Wal.append(state.wal, seq, Path.expand(storage.dir), generation, offset, data)
         await_wal(state, seq)
-        Emit.fsync(state.group, start, IO.iodata_length(data))
+        if start, do: Emit.fsync(state.group, start, IO.iodata_length(data))
         {:ok, storage}
 
       {:error, _} = error ->
@@ -740,6 +746,9 @@ defmodule Synod.Raft.Member do
 
   # While the storage cannot persist, nothing leaves: every message may
   # depend on a record that is not on disk (Raft resends what is lost).
+  # (Most Readys have no early messages, or no later ones: an empty list
+  # costs no look at the connected nodes.)
+  defp send_out(state, []), do: state
   defp send_out(%{stuck: %{}} = state, _msgs), do: state
   defp send_out(state, msgs), do: send_all(state, msgs)
 
@@ -883,6 +892,8 @@ defmodule Synod.Raft.Member do
   # takes no other transfer); then it rejects with offset 0 and the leader
   # starts over. Partial state is never served.
   @refuse_max_ms 10_000
+
+  defp snapshot_received(state, []), do: state
 
   defp snapshot_received(state, chunks) do
     case List.last(chunks) do

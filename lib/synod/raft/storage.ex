@@ -67,7 +67,13 @@ defmodule Synod.Raft.Storage do
   # synced); a retry first truncates the file back to it (truncating needs
   # no free space), so the bytes of a short write, or of a write whose fsync
   # failed (Linux may drop such pages and report success on the next fsync),
-  # are written again in full, never built upon. A snapshot install that
+  # are written again in full, never built upon. Only a sync after a failed
+  # one looks at the file's length (an lseek): a failure marks the log's
+  # `suspect` cell (an :atomics shared by every copy of the struct, since the
+  # driver retries with the storage it passed in, not a returned one), and
+  # the next sync that finds it marked checks and cuts the length first,
+  # then clears it. A sync after good ones appends at once (the log is
+  # opened in append mode; its length is `size`). A snapshot install that
   # failed is deferred (`defer_install/4`): the next `sync/1` installs it
   # first, then writes what was buffered after it.
 
@@ -79,6 +85,9 @@ defmodule Synod.Raft.Storage do
     :pending_hs,
     :deferred,
     :recv,
+    # :atomics cell, 1 when a write or fsync failed since the last good sync
+    # (nil: always check the length)
+    :suspect,
     size: 0,
     pending: [],
     pending_bytes: 0
@@ -131,6 +140,7 @@ defmodule Synod.Raft.Storage do
          log: log,
          log_path: log_path,
          generation: generation,
+         suspect: :atomics.new(1, signed: false),
          size: valid_bytes
        }, recovered}
     end
@@ -206,12 +216,12 @@ defmodule Synod.Raft.Storage do
 
   def sync(%__MODULE__{pending_bytes: 0, pending_hs: nil} = storage), do: {:ok, storage}
 
-  def sync(%__MODULE__{log: log, size: size} = storage) do
+  def sync(%__MODULE__{log: log, size: size, suspect: suspect} = storage) do
     data = buffered(storage)
 
-    with :ok <- at_good_length(log, size),
-         :ok <- write_or_undo(log, size, data),
-         :ok <- datasync_or_undo(log, size) do
+    with :ok <- checked_length(log, size, suspect),
+         :ok <- write_or_undo(log, size, data, suspect),
+         :ok <- datasync_or_undo(log, size, suspect) do
       {:ok,
        %{
          storage
@@ -250,11 +260,11 @@ defmodule Synod.Raft.Storage do
 
   def flush(%__MODULE__{pending_bytes: 0, pending_hs: nil} = storage), do: {:ok, storage, nil}
 
-  def flush(%__MODULE__{log: log, size: size} = storage) do
+  def flush(%__MODULE__{log: log, size: size, suspect: suspect} = storage) do
     data = buffered(storage)
 
-    with :ok <- at_good_length(log, size),
-         :ok <- write_or_undo(log, size, data) do
+    with :ok <- checked_length(log, size, suspect),
+         :ok <- write_or_undo(log, size, data, suspect) do
       written = %{
         storage
         | pending: [],
@@ -306,6 +316,20 @@ defmodule Synod.Raft.Storage do
 
   # The log ends where the last good sync left it: the bytes of a failed
   # write or fsync after that point are cut off before anything is appended.
+  # Only after a failure (see the top of the file): the lseek of
+  # at_good_length/2 costs a syscall per sync.
+  defp checked_length(log, size, suspect) when suspect != nil do
+    case :atomics.get(suspect, 1) do
+      0 ->
+        :ok
+
+      _ ->
+        with :ok <- at_good_length(log, size), do: :atomics.put(suspect, 1, 0)
+    end
+  end
+
+  defp checked_length(log, size, nil), do: at_good_length(log, size)
+
   defp at_good_length(log, size) do
     case :file.position(log, :eof) do
       {:ok, ^size} -> :ok
@@ -314,21 +338,23 @@ defmodule Synod.Raft.Storage do
     end
   end
 
-  defp write_or_undo(log, size, data) do
+  defp write_or_undo(log, size, data, suspect) do
     case :file.write(log, data) do
       :ok -> :ok
-      {:error, _} = error -> undo(log, size, error)
+      {:error, _} = error -> undo(log, size, suspect, error)
     end
   end
 
-  defp datasync_or_undo(log, size) do
+  defp datasync_or_undo(log, size, suspect) do
     case :file.datasync(log) do
       :ok -> :ok
-      {:error, _} = error -> undo(log, size, error)
+      {:error, _} = error -> undo(log, size, suspect, error)
     end
   end
 
-  defp undo(log, size, error) do
+  # Marked before the cut, which may fail too: the next sync checks again.
+  defp undo(log, size, suspect, error) do
+    if suspect, do: :atomics.put(suspect, 1, 1)
     _ = cut(log, size)
     error
   end

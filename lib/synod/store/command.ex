@@ -28,12 +28,23 @@ defmodule Synod.Store.Command do
     * `{:exists, key}` / `{:absent, key}`;
     * `{:version | :create_revision | :mod_revision | :lease, key, op, integer}`
       where `op` is `:==`, `:!=`, `:<` or `:>` (an absent key has 0 in each);
-    * `{:value, key, op, binary}` (bytewise; false for an absent key).
+    * `{:value, key, op, binary}` (bytewise; false for an absent key);
+    * `{:count, key, range_opts, op, integer}`: the number of keys in the
+      range of `key` and `range_opts` (`prefix: true`, `range_end:`, or `[]`
+      for the key alone) against the integer; the store counts at most
+      integer + 1 keys, so the compare costs what it compares, not the
+      range.
 
   Ops: `{:put, key, value}`, `{:put, key, value, opts}`, `{:delete, key}`,
   `{:delete, key, opts}`, `{:range, key}`, `{:range, key, opts}` with the
   options of `put/3`, `delete/2` and `range/2`. One branch may not write a
   key twice (the store answers `{:error, :duplicate_key}`).
+
+  A delete with `first: true` deletes only the first key of its range in
+  key order (none if the range is empty): with `prev_kv: true` a txn takes
+  the head of a sequence and returns it, in one log entry (the queue's
+  dequeue). The duplicate-key rule still treats it as covering its whole
+  range.
   """
 
   import Bitwise
@@ -50,6 +61,7 @@ defmodule Synod.Store.Command do
   @prev_kv 0x01
   @keys_only 0x02
   @count_only 0x04
+  @first 0x08
 
   @max_key 4096
   @max_value 1_048_576
@@ -58,13 +70,21 @@ defmodule Synod.Store.Command do
   @max_ttl_ms 1 <<< 40
   @num_max 1 <<< 62
 
-  @targets %{exists: 0, version: 1, create_revision: 2, mod_revision: 3, value: 4, lease: 5}
+  @targets %{
+    exists: 0,
+    version: 1,
+    create_revision: 2,
+    mod_revision: 3,
+    value: 4,
+    lease: 5,
+    count: 6
+  }
   @results %{==: 0, >: 1, <: 2, !=: 3}
 
   @type key :: binary()
   @type range_option :: {:range_end, binary() | :end} | {:prefix, boolean()}
   @type put_option :: {:lease, non_neg_integer()} | {:prev_kv, boolean()}
-  @type delete_option :: range_option() | {:prev_kv, boolean()}
+  @type delete_option :: range_option() | {:prev_kv, boolean()} | {:first, boolean()}
   @type range_read_option ::
           range_option()
           | {:limit, non_neg_integer()}
@@ -77,6 +97,7 @@ defmodule Synod.Store.Command do
           | {:version | :create_revision | :mod_revision | :lease, key(), compare_op(),
              non_neg_integer()}
           | {:value, key(), compare_op(), binary()}
+          | {:count, key(), [range_option()], compare_op(), non_neg_integer()}
   @type op ::
           {:put, key(), binary()}
           | {:put, key(), binary(), [put_option()]}
@@ -93,7 +114,10 @@ defmodule Synod.Store.Command do
   @spec put(key(), binary(), [put_option()]) :: binary()
   def put(key, value, opts \\ []), do: <<@version, @put, put_body(key, value, opts)::binary>>
 
-  @doc "A delete of `key`, or of a range (see the module doc); `prev_kv: true` returns what went."
+  @doc """
+  A delete of `key`, or of a range (see the module doc); `prev_kv: true`
+  returns what went; `first: true` deletes only the range's first key.
+  """
   @spec delete(key(), [delete_option()]) :: binary()
   def delete(key, opts \\ []), do: <<@version, @delete, delete_body(key, opts)::binary>>
 
@@ -178,9 +202,10 @@ defmodule Synod.Store.Command do
   end
 
   defp delete_body(key, opts) do
-    opts = opts!(opts, [:range_end, :prefix, :prev_kv])
+    opts = opts!(opts, [:range_end, :prefix, :prev_kv, :first])
     key = key!(key)
-    IO.iodata_to_binary([flag(opts, :prev_kv, @prev_kv), bytes(key), bytes(range_end(key, opts))])
+    flags = flag(opts, :prev_kv, @prev_kv) ||| flag(opts, :first, @first)
+    IO.iodata_to_binary([flags, bytes(key), bytes(range_end(key, opts))])
   end
 
   defp range_body(key, opts) do
@@ -235,6 +260,19 @@ defmodule Synod.Store.Command do
 
   defp compare({:value, key, op, value}) when is_binary(value) and byte_size(value) <= @max_value,
     do: [@targets.value, result!(op), bytes(key!(key)), bytes(value)]
+
+  defp compare({:count, key, range_opts, op, n}) do
+    key = key!(key)
+    range_opts = opts!(range_opts, [:range_end, :prefix])
+
+    [
+      @targets.count,
+      result!(op),
+      bytes(key),
+      bytes(range_end(key, range_opts)),
+      varint(num!(n, "count"))
+    ]
+  end
 
   defp compare({target, key, op, n})
        when target in [:version, :create_revision, :mod_revision, :lease],

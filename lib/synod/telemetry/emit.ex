@@ -40,6 +40,20 @@ defmodule Synod.Telemetry.Emit do
     end)
   end
 
+  @doc """
+  Whether an fsync event would reach a handler: if not, the driver reads no
+  clock for it (`fsync/3` is not called).
+  """
+  @spec fsync?() :: boolean()
+  def fsync?, do: Telemetry.attached?([:synod, :raft, :fsync])
+
+  @doc """
+  Whether a commit event would reach a handler: if not, the driver records
+  no proposal times (so `commit/3` has none to report).
+  """
+  @spec commit?() :: boolean()
+  def commit?, do: Telemetry.attached?([:synod, :raft, :commit])
+
   @doc "An fsync of `bytes` that started at `start` (native monotonic time)."
   @spec fsync(atom(), integer(), non_neg_integer()) :: :ok
   def fsync(group, start, bytes) do
@@ -100,6 +114,12 @@ defmodule Synod.Telemetry.Emit do
   @doc "Runs a store request of `kind` and emits `[:synod, :store, :request]`; returns its result."
   @spec store_request(atom(), atom(), (() -> result)) :: result when result: term()
   def store_request(store, kind, fun) do
+    if Telemetry.attached?([:synod, :store, :request]),
+      do: timed_request(store, kind, fun),
+      else: fun.()
+  end
+
+  defp timed_request(store, kind, fun) do
     start = System.monotonic_time()
     result = fun.()
 

@@ -2,8 +2,9 @@ defmodule Synod.Proper.StoreModel do
   @moduledoc false
   # A PropEr stateful model (proper_statem) of Synod.Store: puts (with and
   # without a lease), deletes, prefix ranges, transactions comparing every
-  # target, lease grant and revoke with their keys, compaction and watches,
-  # against a real store on real peers.
+  # target (a count over the case's keys among them), takes of the first key
+  # (a txn deleting with `first: true`), lease grant and revoke with their
+  # keys, compaction and watches, against a real store on real peers.
   #
   # The model is the store's rules (docs/store.md) in a map: each key's value,
   # create and mod revisions, version and lease; one store-wide revision
@@ -86,6 +87,9 @@ defmodule Synod.Proper.StoreModel do
         {:absent, ck} ->
           {:absent, key(ck)}
 
+        {:count, op, n} ->
+          {:count, ctx().prefix, [prefix: true], op, n}
+
         {t, ck, op, n} when t in [:create_revision, :mod_revision] ->
           {t, key(ck), op, absolute(n)}
 
@@ -95,6 +99,17 @@ defmodule Synod.Proper.StoreModel do
 
     case on_member(:txn, [[compare], [{:put, key(k), v_then}], [{:put, key(k), v_else}]]) do
       {:ok, rev, ok?, _} -> {ok?, rel(rev)}
+      other -> other
+    end
+  end
+
+  # The first key of the case (key order) deleted and returned, in one txn.
+  def take_first do
+    take = {:delete, ctx().prefix, prefix: true, first: true, prev_kv: true}
+
+    case on_member(:txn, [[], [take], []]) do
+      {:ok, rev, true, [{:delete, 1, [kv]}]} -> {unkey(kv.key), kv(kv), rel(rev)}
+      {:ok, rev, true, [{:delete, 0, []}]} -> {nil, rel(rev)}
       other -> other
     end
   end
@@ -164,6 +179,7 @@ defmodule Synod.Proper.StoreModel do
       {2, {:call, __MODULE__, :delete, [k]}},
       {2, {:call, __MODULE__, :range, []}},
       {4, {:call, __MODULE__, :txn, [compare(s), k, v, v]}},
+      {2, {:call, __MODULE__, :take_first, []}},
       {1, {:call, __MODULE__, :grant, []}}
     ]
 
@@ -194,6 +210,7 @@ defmodule Synod.Proper.StoreModel do
     :proper_types.oneof([
       {:exists, k},
       {:absent, k},
+      {:count, op, :proper_types.integer(0, length(@keys))},
       {:version, k, op, :proper_types.integer(0, 3)},
       {:create_revision, k, op, :proper_types.integer(0, max(s.rev, 0))},
       {:mod_revision, k, op, :proper_types.integer(0, max(s.rev, 0))},
@@ -217,6 +234,13 @@ defmodule Synod.Proper.StoreModel do
 
   def next_state(s, _res, {:call, _, :txn, [compare, k, v_then, v_else]}),
     do: write(s, k, if(holds?(s, compare), do: v_then, else: v_else), 0)
+
+  def next_state(s, _res, {:call, _, :take_first, []}) do
+    case Enum.sort(Map.keys(s.kv)) do
+      [k | _] -> remove(bump(s), [k])
+      [] -> s
+    end
+  end
 
   def next_state(s, id, {:call, _, :grant, []}), do: %{s | leases: s.leases ++ [id]}
 
@@ -252,6 +276,7 @@ defmodule Synod.Proper.StoreModel do
   # An absent key has 0 for each number and fails every value compare.
   defp holds?(s, {:exists, k}), do: Map.has_key?(s.kv, k)
   defp holds?(s, {:absent, k}), do: not Map.has_key?(s.kv, k)
+  defp holds?(s, {:count, op, n}), do: cmp(map_size(s.kv), op, n)
 
   defp holds?(s, {:value, k, op, x}) do
     case s.kv do
@@ -283,6 +308,13 @@ defmodule Synod.Proper.StoreModel do
 
   def postcondition(s, {:call, _, :txn, [compare | _]}, res),
     do: res == {holds?(s, compare), s.rev + 1}
+
+  def postcondition(s, {:call, _, :take_first, []}, res) do
+    case Enum.sort(s.kv) do
+      [{k, entry} | _] -> res == {k, entry, s.rev + 1}
+      [] -> res == {nil, s.rev}
+    end
+  end
 
   def postcondition(s, {:call, _, :grant, []}, id), do: is_integer(id) and id not in s.leases
 
