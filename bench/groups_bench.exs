@@ -144,7 +144,7 @@ defmodule GroupsBench do
       end)
 
     cpu = Enum.sum(Enum.map(nodes, fn n -> elem(after_[n], 2) - elem(before[n], 2) end))
-    {rate, syncs, Float.round(cpu * 1000 / max(commands, 1), 1)}
+    {rate, syncs, :erlang.float_to_binary(cpu * 1000 / max(commands, 1), decimals: 1)}
   end
 end
 
