@@ -29,6 +29,15 @@
 #    node printed for each shape once the balancer has settled (it balances
 #    all the groups on a node together, not each shape). ROUNDS 0 skips
 #    part 2.
+#
+# GROUPS_BENCH_LOG=files|wal|both (default files) picks the members' log
+# (`log:` option; with wal each node's shared WAL is under the bench's
+# root). With both, every shape runs once per log in each round, the two
+# alternating, and the 1-group :files figure of the same run is the
+# baseline. Each round also counts, per node, the member persists and the
+# WAL's fdatasyncs (Synod.Test.Raft.fsync_counts/0): with files each
+# persist is one fdatasync; with wal the WAL's count is the node's
+# fdatasyncs. N = 0 skips part 1.
 
 {_, 0} = System.cmd("epmd", ["-daemon"])
 alias Synod.LocalCluster
@@ -46,9 +55,11 @@ defmodule GroupsBench do
   # Starts the members, then waits (up to 300 s) until every node names a
   # leader for every group; prints both times, or how many groups each node
   # knows a leader for when the wait runs out.
-  def start(groups, nodes, root) do
+  def start(groups, nodes, root, extra \\ []) do
     t0 = System.monotonic_time(:millisecond)
-    results = :erpc.multicall(nodes, Raft, :start_members, [groups, nodes, root], 600_000)
+
+    results = :erpc.multicall(nodes, Raft, :start_members, [groups, nodes, root, extra], 600_000)
+
     for {:ok, n} <- results, do: true = n == length(groups)
     true = length(results) == length(nodes)
     t1 = System.monotonic_time(:millisecond)
@@ -97,7 +108,10 @@ defmodule GroupsBench do
   def stop(groups, nodes), do: :erpc.multicall(nodes, Raft, :stop_members, [groups], 600_000)
 
   # 32 clients, client c on node c mod 3 for group c mod G; commands/s.
-  def rate(groups, nodes, round_ms) do
+  def rate(groups, nodes, round_ms), do: elem(rate_and_count(groups, nodes, round_ms), 0)
+
+  # {commands/s, commands}
+  def rate_and_count(groups, nodes, round_ms) do
     g = List.to_tuple(groups)
 
     0..31
@@ -110,9 +124,10 @@ defmodule GroupsBench do
       end)
     end)
     |> Task.await_many(round_ms + 120_000)
-    |> Enum.map(fn {n, us} -> n / (us / 1_000_000) end)
-    |> Enum.sum()
-    |> round()
+    |> then(fn results ->
+      rate = results |> Enum.map(fn {n, us} -> n / (us / 1_000_000) end) |> Enum.sum()
+      {round(rate), results |> Enum.map(&elem(&1, 0)) |> Enum.sum()}
+    end)
   end
 
   def median(xs), do: Enum.at(Enum.sort(xs), div(length(xs), 2))
@@ -168,6 +183,29 @@ defmodule GroupsBench do
 
     peer
   end
+
+  # {commands/s, fdatasyncs/s per node, CPU ms per 1,000 commands}: the
+  # rate of one round; per node, the persists (log: :files) or the WAL's
+  # fdatasyncs (log: :wal) per second over it; and the 3 nodes' CPU time
+  # (:erlang.statistics(:runtime), summed) per 1,000 commands, which the
+  # load of other processes does not change much.
+  def counted_rate(groups, nodes, round_ms, log) do
+    before = Map.new(nodes, &{&1, :erpc.call(&1, Raft, :fsync_counts, [])})
+    t0 = System.monotonic_time(:millisecond)
+    {rate, commands} = rate_and_count(groups, nodes, round_ms)
+    secs = (System.monotonic_time(:millisecond) - t0) / 1000
+    after_ = Map.new(nodes, &{&1, :erpc.call(&1, Raft, :fsync_counts, [])})
+
+    syncs =
+      Enum.map(nodes, fn n ->
+        {p1, w1, _} = after_[n]
+        {p0, w0, _} = before[n]
+        round(if(log == :wal, do: w1 - w0, else: p1 - p0) / secs)
+      end)
+
+    cpu = Enum.sum(Enum.map(nodes, fn n -> elem(after_[n], 2) - elem(before[n], 2) end))
+    {rate, syncs, :erlang.float_to_binary(cpu * 1000 / max(commands, 1), decimals: 1)}
+  end
 end
 
 root = Path.join(System.tmp_dir!(), "synod-groups-bench-#{System.unique_integer([:positive])}")
@@ -182,84 +220,117 @@ try do
     "groups bench: 3 nodes, N=#{n_idle}, #{rounds} rounds of #{round_ms} ms; #{String.trim(load)}"
   )
 
-  # -- 1. N idle groups ------------------------------------------------------
-  rss0 = Map.new(nodes, &{&1, :erpc.call(&1, Raft, :rss, [])})
-  idle = for i <- 1..n_idle, do: :"idle#{u}_#{i}"
-  ms = GroupsBench.start(idle, nodes, root)
-  IO.puts("#{n_idle} idle groups: started and leaders known (or the wait ran out) in #{ms} ms")
-  IO.puts("leaders per node at once: #{inspect(GroupsBench.leaders(idle, nodes))}")
-  t0 = System.monotonic_time(:millisecond)
-  settled = GroupsBench.settle(idle, nodes, 30_000)
+  logs =
+    case System.get_env("GROUPS_BENCH_LOG", "files") do
+      "both" -> [:files, :wal]
+      "wal" -> [:wal]
+      "files" -> [:files]
+    end
 
-  IO.puts(
-    "leaders per node after #{System.monotonic_time(:millisecond) - t0} ms of balancing: #{inspect(settled)}"
-  )
+  IO.puts("logs: #{inspect(logs)}")
 
-  Process.sleep(2_000)
-
-  cpu = :erpc.multicall(nodes, Raft, :cpu_over, [10_000], 60_000)
-  {load, _} = System.cmd("uptime", [])
-  IO.puts("\nidle, 10 s: #{String.trim(load)}")
-
-  IO.puts(
-    "| node | runtime ms / 10 s | utime+stime ms / 10 s | CPU % of one core | member process bytes | VmRSS growth per member |"
-  )
-
-  IO.puts("| --- | --- | --- | --- | --- | --- |")
-
-  for {n, {:ok, {rt, os}}} <- Enum.zip(nodes, cpu) do
-    mem = :erpc.call(n, Raft, :members_memory, [idle], 60_000)
-    rss = :erpc.call(n, Raft, :rss, []) - rss0[n]
+  if n_idle > 0 do
+    # -- 1. N idle groups ------------------------------------------------------
+    rss0 = Map.new(nodes, &{&1, :erpc.call(&1, Raft, :rss, [])})
+    idle = for i <- 1..n_idle, do: :"idle#{u}_#{i}"
+    ms = GroupsBench.start(idle, nodes, root)
+    IO.puts("#{n_idle} idle groups: started and leaders known (or the wait ran out) in #{ms} ms")
+    IO.puts("leaders per node at once: #{inspect(GroupsBench.leaders(idle, nodes))}")
+    t0 = System.monotonic_time(:millisecond)
+    settled = GroupsBench.settle(idle, nodes, 30_000)
 
     IO.puts(
-      "| #{GroupsBench.short(n)} | #{rt} | #{os} | #{Float.round(os / 100, 1)} | #{div(mem, n_idle)} | #{div(rss, n_idle)} |"
+      "leaders per node after #{System.monotonic_time(:millisecond) - t0} ms of balancing: #{inspect(settled)}"
     )
+
+    Process.sleep(2_000)
+
+    cpu = :erpc.multicall(nodes, Raft, :cpu_over, [10_000], 60_000)
+    {load, _} = System.cmd("uptime", [])
+    IO.puts("\nidle, 10 s: #{String.trim(load)}")
+
+    IO.puts(
+      "| node | runtime ms / 10 s | utime+stime ms / 10 s | CPU % of one core | member process bytes | VmRSS growth per member |"
+    )
+
+    IO.puts("| --- | --- | --- | --- | --- | --- |")
+
+    for {n, {:ok, {rt, os}}} <- Enum.zip(nodes, cpu) do
+      mem = :erpc.call(n, Raft, :members_memory, [idle], 60_000)
+      rss = :erpc.call(n, Raft, :rss, []) - rss0[n]
+
+      IO.puts(
+        "| #{GroupsBench.short(n)} | #{rt} | #{os} | #{Float.round(os / 100, 1)} | #{div(mem, n_idle)} | #{div(rss, n_idle)} |"
+      )
+    end
+
+    IO.puts(
+      "members quiesced per node: #{inspect(Enum.map(nodes, &GroupsBench.quiesced(idle, &1)), charlists: :as_lists)} of #{n_idle}"
+    )
+
+    # -- 1b. restart of a node holding the N groups ------------------------------
+    [victim | _] = nodes
+    new_peer = GroupsBench.restart(victim, idle, nodes, root)
+    Process.put(:peers, [new_peer | Enum.reject(peers, &(elem(&1, 1) == victim))])
+    Process.sleep(3_000)
+
+    IO.puts(
+      "after the restart, members quiesced per node: #{inspect(Enum.map(nodes, &GroupsBench.quiesced(idle, &1)), charlists: :as_lists)} of #{n_idle}"
+    )
+
+    GroupsBench.stop(idle, nodes)
   end
-
-  IO.puts(
-    "members quiesced per node: #{inspect(Enum.map(nodes, &GroupsBench.quiesced(idle, &1)), charlists: :as_lists)} of #{n_idle}"
-  )
-
-  # -- 1b. restart of a node holding the N groups ------------------------------
-  [victim | _] = nodes
-  new_peer = GroupsBench.restart(victim, idle, nodes, root)
-  Process.put(:peers, [new_peer | Enum.reject(peers, &(elem(&1, 1) == victim))])
-  Process.sleep(3_000)
-
-  IO.puts(
-    "after the restart, members quiesced per node: #{inspect(Enum.map(nodes, &GroupsBench.quiesced(idle, &1)), charlists: :as_lists)} of #{n_idle}"
-  )
-
-  GroupsBench.stop(idle, nodes)
 
   # -- 2. throughput over 1, 8, 32 groups ------------------------------------
   if rounds == 0, do: throw(:done)
   shapes = [1, 8, 32]
-  sets = Map.new(shapes, fn s -> {s, for(i <- 1..s, do: :"tp#{u}_#{s}_#{i}")} end)
-  for s <- shapes, do: GroupsBench.start(sets[s], nodes, root)
-  all = Enum.flat_map(shapes, &sets[&1])
+  keys = for s <- shapes, log <- logs, do: {s, log}
+
+  sets =
+    Map.new(keys, fn {s, log} -> {{s, log}, for(i <- 1..s, do: :"tp#{u}_#{log}_#{s}_#{i}")} end)
+
+  extra = fn log -> if log == :wal, do: [log: :wal], else: [] end
+  for {s, log} <- keys, do: GroupsBench.start(sets[{s, log}], nodes, root, extra.(log))
+  all = Enum.flat_map(keys, &sets[&1])
   per = GroupsBench.settle(all, nodes, 30_000)
   IO.puts("\nthroughput groups (#{length(all)}), leaders per node once balanced: #{inspect(per)}")
 
-  for s <- shapes,
-      do: IO.puts("#{s} groups: leaders per node #{inspect(GroupsBench.leaders(sets[s], nodes))}")
+  for {s, log} <- keys,
+      do:
+        IO.puts(
+          "#{s} groups (#{log}): leaders per node #{inspect(GroupsBench.leaders(sets[{s, log}], nodes))}"
+        )
 
   # warm-up
-  for s <- shapes, do: GroupsBench.rate(sets[s], nodes, 500)
+  for k <- keys, do: GroupsBench.rate(sets[k], nodes, 500)
 
   runs =
-    for(_r <- 1..rounds, s <- shapes, do: {s, GroupsBench.rate(sets[s], nodes, round_ms)})
+    for(
+      _r <- 1..rounds,
+      k <- keys,
+      do: {k, GroupsBench.counted_rate(sets[k], nodes, round_ms, elem(k, 1))}
+    )
     |> Enum.group_by(&elem(&1, 0), &elem(&1, 1))
 
-  base = GroupsBench.median(runs[1])
+  base = GroupsBench.median(Enum.map(runs[{1, hd(logs)}], &elem(&1, 0)))
 
   IO.puts("\n32 clients: #{String.trim(elem(System.cmd("uptime", []), 0))}")
-  IO.puts("| groups | commands/s, every round | median | ratio to 1 group |")
-  IO.puts("| --- | --- | --- | --- |")
 
-  for s <- shapes do
-    med = GroupsBench.median(runs[s])
-    IO.puts("| #{s} | #{Enum.join(runs[s], ", ")} | #{med} | #{Float.round(med / base, 2)} |")
+  IO.puts(
+    "| groups | log | commands/s, every round | median | ratio to 1 group (#{hd(logs)}) | fdatasyncs/s per node, every round | CPU ms per 1,000 commands (3 nodes), every round |"
+  )
+
+  IO.puts("| --- | --- | --- | --- | --- | --- | --- |")
+
+  for {s, log} = k <- keys do
+    rates = Enum.map(runs[k], &elem(&1, 0))
+    syncs = Enum.map(runs[k], &inspect(elem(&1, 1), charlists: :as_lists))
+    cpu = Enum.map(runs[k], &elem(&1, 2))
+    med = GroupsBench.median(rates)
+
+    IO.puts(
+      "| #{s} | #{log} | #{Enum.join(rates, ", ")} | #{med} | #{Float.round(med / base, 2)} | #{Enum.join(syncs, " ")} | #{Enum.join(cpu, ", ")} |"
+    )
   end
 catch
   :done -> :ok

@@ -51,6 +51,11 @@ defmodule Synod.LocalCluster do
       their number
     * `:env` — environment variables for the peers' OS processes, as
       `[{"NAME", "value"}]` (default none)
+    * `:raft_log` — `:wal` boots every peer with `config :synod, raft_log:
+      :wal` and its own WAL directory (`<tmp>/synod-peer-wal/<name>`, so a
+      peer restarted under its name finds its WAL); default: `:wal` when the
+      OS environment has `SYNOD_TEST_RAFT_LOG=wal` (to run a suite on the
+      shared WAL), else the application's default (`:files`)
 
   Peers are not linked to the caller; stop them with `stop/1`.
   """
@@ -61,6 +66,8 @@ defmodule Synod.LocalCluster do
     apps = Keyword.get(opts, :apps, [:synod])
     cookie = Atom.to_charlist(Node.get_cookie())
     env = for {k, v} <- Keyword.get(opts, :env, []), do: {to_charlist(k), to_charlist(v)}
+    default_log = if System.get_env("SYNOD_TEST_RAFT_LOG") == "wal", do: :wal
+    raft_log = Keyword.get(opts, :raft_log, default_log)
 
     names =
       case Keyword.fetch(opts, :names) do
@@ -82,6 +89,7 @@ defmodule Synod.LocalCluster do
             ~c"-kernel",
             ~c"prevent_overlapping_partitions",
             ~c"false"
+            | wal_args(raft_log, name)
           ]
         })
 
@@ -90,6 +98,15 @@ defmodule Synod.LocalCluster do
       {pid, node}
     end
   end
+
+  defp wal_args(:wal, name) do
+    dir = Path.join([System.tmp_dir!(), "synod-peer-wal", to_string(name)])
+    # (an Erlang binary on the command line: <<"...">>)
+    dir = to_charlist("<<#{inspect(dir)}>>")
+    [~c"-synod", ~c"raft_log", ~c"wal", ~c"-synod", ~c"wal_dir", dir]
+  end
+
+  defp wal_args(_log, _name), do: []
 
   @doc """
   Kills a peer's VM at once (`kill -9` of its OS process), as a crash would:

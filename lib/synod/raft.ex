@@ -102,6 +102,14 @@ defmodule Synod.Raft do
     * `:snapshot_chunk` — bytes per chunk of a snapshot sent to a follower
       (default 256 KiB, at most 16 MiB; 4 chunks in flight; docs/raft.md,
       "Snapshots in chunks", says why not more)
+    * `:log` — `:files` (default: the member fsyncs its own log file) or
+      `:wal` (the node's shared write-ahead log, `Synod.Raft.Wal`, fsyncs the
+      records of every member on the node in one batch; docs/raft.md, "One
+      write-ahead log per node"). The default is the application setting
+      `config :synod, raft_log: :files | :wal`, else `:files`
+    * `:wal_dir` — the node's WAL directory, required with `log: :wal`
+      (default: `config :synod, wal_dir: path`); every member on a node must
+      name the same one
   """
   @spec child_spec(keyword()) :: Supervisor.child_spec()
   def child_spec(opts) do
@@ -543,18 +551,34 @@ defmodule Synod.Raft do
 
   defp validate!(opts) do
     unless Keyword.keyword?(opts), do: raise(ArgumentError, "options must be a keyword list")
-    known = [:name, :machine, :data_dir, :voters | Keyword.keys(@defaults)]
+    known = [:name, :machine, :data_dir, :voters, :log, :wal_dir | Keyword.keys(@defaults)]
 
     case Keyword.keys(opts) -- known do
       [] -> :ok
       unknown -> raise ArgumentError, "unknown options: #{inspect(unknown)}"
     end
 
-    opts = Keyword.merge(@defaults, opts)
+    opts =
+      @defaults
+      |> Keyword.merge(opts)
+      |> Keyword.put_new_lazy(:log, fn -> Application.get_env(:synod, :raft_log, :files) end)
+      |> Keyword.put_new_lazy(:wal_dir, fn -> Application.get_env(:synod, :wal_dir) end)
+
     check!(opts, :name, &is_atom/1, "an atom")
     opts = Keyword.update!(opts, :machine, &machine!/1)
     check!(opts, :data_dir, &(is_binary(&1) and &1 != ""), "a non-empty path string")
     check!(opts, :join, &is_boolean/1, "a boolean")
+    check!(opts, :log, &(&1 in [:files, :wal]), ":files or :wal")
+
+    if opts[:log] == :wal,
+      do:
+        check!(
+          opts,
+          :wal_dir,
+          &(is_binary(&1) and &1 != ""),
+          "a non-empty path string with log: :wal (or config :synod, wal_dir: path)"
+        )
+
     check!(opts, :batch, &is_boolean/1, "a boolean")
     check!(opts, :fast_failover, &is_boolean/1, "a boolean")
     check!(opts, :quiesce, &is_boolean/1, "a boolean")

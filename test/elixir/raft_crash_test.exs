@@ -29,49 +29,56 @@ defmodule Synod.RaftCrashTest do
               step <- [:before_sync, :after_sync, :after_send],
               do: {kind, who, step}
 
-  test "kill -9 between each step of persist and send loses no committed entry, gives no vote twice",
-       ctx do
-    names = for i <- 1..3, do: "rk#{i}-#{System.unique_integer([:positive])}"
-    # Every peer started, restarted ones too, for on_exit (another process).
-    {:ok, started} = Agent.start(fn -> [] end)
+  # Each case runs with the members' own log files (log: :files, the
+  # default) and with the node's shared write-ahead log (log: :wal,
+  # Synod.Raft.Wal), set on every peer (use_log/3).
+  for log <- [:files, :wal] do
+    test "kill -9 between each step of persist and send loses no committed entry, gives no vote twice#{if log == :wal, do: " (shared WAL)", else: ""}",
+         ctx do
+      ctx = Map.put(ctx, :log, unquote(log))
+      names = for i <- 1..3, do: "rk#{i}-#{System.unique_integer([:positive])}"
+      # Every peer started, restarted ones too, for on_exit (another process).
+      {:ok, started} = Agent.start(fn -> [] end)
 
-    on_exit(fn ->
-      LocalCluster.stop(Agent.get(started, & &1))
-      Agent.stop(started)
-    end)
-
-    peers = LocalCluster.start(3, names: names)
-    Agent.update(started, &(peers ++ &1))
-    ctx = Map.put(ctx, :started, started)
-    nodes = Enum.map(peers, &elem(&1, 1))
-    Raft.start_group(ctx.group, nodes, ctx.dir)
-    Raft.watch_all(ctx.group, nodes)
-
-    acked =
-      Enum.reduce(@trials, [], fn {kind, who, step}, acked ->
-        leader = Raft.wait_leader(ctx.group, nodes, 30_000)
-        followers = nodes -- [leader]
-        victim = if who == :leader, do: leader, else: hd(followers)
-        arm = {ctx.group, step, kind}
-        :ok = :erpc.call(victim, :persistent_term, :put, [{Synod.Raft.Member, :crash_at}, arm])
-        acked = trigger(kind, ctx.group, victim, leader, nodes, acked)
-        restart(victim, names, nodes, ctx)
-        # The group goes on, with the victim back.
-        acked = commands(ctx.group, nodes -- [victim], acked, 3)
-        Raft.wait_converged(ctx.group, nodes, 30_000)
-        acked
+      on_exit(fn ->
+        LocalCluster.stop(Agent.get(started, & &1))
+        Agent.stop(started)
       end)
 
-    Raft.wait_converged(ctx.group, nodes, 30_000)
+      peers = LocalCluster.start(3, names: names)
+      Agent.update(started, &(peers ++ &1))
+      ctx = Map.put(ctx, :started, started)
+      nodes = Enum.map(peers, &elem(&1, 1))
+      use_log(nodes, ctx.log, ctx.dir)
+      Raft.start_group(ctx.group, nodes, ctx.dir)
+      Raft.watch_all(ctx.group, nodes)
 
-    for n <- nodes do
-      state = Raft.local_state(n, ctx.group)
-      lost = Enum.reject(acked, fn i -> Map.get(state, i) == i end)
-      assert lost == [], "#{n} lost acknowledged commands #{inspect(lost)}"
-      check_votes(Path.join(ctx.dir, Atom.to_string(n)))
+      acked =
+        Enum.reduce(@trials, [], fn {kind, who, step}, acked ->
+          leader = Raft.wait_leader(ctx.group, nodes, 30_000)
+          followers = nodes -- [leader]
+          victim = if who == :leader, do: leader, else: hd(followers)
+          arm = {ctx.group, step, kind}
+          :ok = :erpc.call(victim, :persistent_term, :put, [{Synod.Raft.Member, :crash_at}, arm])
+          acked = trigger(kind, ctx.group, victim, leader, nodes, acked)
+          restart(victim, names, nodes, ctx)
+          # The group goes on, with the victim back.
+          acked = commands(ctx.group, nodes -- [victim], acked, 3)
+          Raft.wait_converged(ctx.group, nodes, 30_000)
+          acked
+        end)
+
+      Raft.wait_converged(ctx.group, nodes, 30_000)
+
+      for n <- nodes do
+        state = Raft.local_state(n, ctx.group)
+        lost = Enum.reject(acked, fn i -> Map.get(state, i) == i end)
+        assert lost == [], "#{n} lost acknowledged commands #{inspect(lost)}"
+        check_votes(Path.join(ctx.dir, Atom.to_string(n)))
+      end
+
+      Raft.check_events(Raft.drain_events())
     end
-
-    Raft.check_events(Raft.drain_events())
   end
 
   # The case that needs the order: a follower's answer is the only copy the
@@ -81,8 +88,10 @@ defmodule Synod.RaftCrashTest do
   # follower dies at each step of the Ready that persists the entry; when
   # the command was acknowledged, it must survive. (Sending the driver's
   # late messages before the persist makes the :before_sync case fail.)
-  for step <- [:before_sync, :after_sync, :after_send] do
-    test "an entry acknowledged by a follower killed #{step} survives the leader's death", ctx do
+  for step <- [:before_sync, :after_sync, :after_send], log <- [:files, :wal] do
+    test "an entry acknowledged by a follower killed #{step} survives the leader's death#{if log == :wal, do: " (shared WAL)", else: ""}",
+         ctx do
+      ctx = Map.put(ctx, :log, unquote(log))
       {:ok, started} = Agent.start(fn -> [] end)
 
       on_exit(fn ->
@@ -95,6 +104,7 @@ defmodule Synod.RaftCrashTest do
       Agent.update(started, &(peers ++ &1))
       ctx = Map.put(ctx, :started, started)
       nodes = Enum.map(peers, &elem(&1, 1))
+      use_log(nodes, ctx.log, ctx.dir)
       leader = Raft.start_group(ctx.group, nodes, ctx.dir)
       [a, b] = nodes -- [leader]
       assert {:ok, _} = Raft.command(leader, ctx.group, {:put, :before, 1})
@@ -195,10 +205,25 @@ defmodule Synod.RaftCrashTest do
     _, _ -> :unknown
   end
 
+  # log: :wal makes the members started on `nodes` (now and after a
+  # restart) use their node's shared WAL, under dir/wal/<node>.
+  defp use_log(_nodes, :files, _dir), do: :ok
+
+  defp use_log(nodes, :wal, dir) do
+    for n <- nodes do
+      wal_dir = Path.join([dir, "wal", Atom.to_string(n)])
+      :ok = :erpc.call(n, Application, :put_env, [:synod, :raft_log, :wal])
+      :ok = :erpc.call(n, Application, :put_env, [:synod, :wal_dir, wal_dir])
+    end
+
+    :ok
+  end
+
   defp restart(victim, names, nodes, ctx) do
     name = Enum.at(names, Enum.find_index(nodes, &(&1 == victim)))
     [{_, ^victim} = peer] = LocalCluster.start(1, names: [name])
     Agent.update(ctx.started, &[peer | &1])
+    use_log([victim], ctx.log, ctx.dir)
 
     {:ok, _} =
       :erpc.call(victim, Synod.Raft, :start_member, [

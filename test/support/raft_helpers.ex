@@ -195,15 +195,60 @@ defmodule Synod.Test.Raft do
 
   @doc """
   Starts a member of each of `groups` on this node (voters `nodes`, data
-  under `root/<group>/<node>`, the KV machine) and returns how many started.
+  under `root/<group>/<node>`, the KV machine, plus the member options
+  `extra`) and returns how many started.
   """
-  def start_members(groups, nodes, root) do
+  def start_members(groups, nodes, root, extra \\ []) do
+    # With log: :wal the node's WAL is under root/wal/<node>.
+    extra =
+      if extra[:log] == :wal,
+        do: [wal_dir: Path.join([root, "wal", Atom.to_string(node())])] ++ extra,
+        else: extra
+
     Enum.count(groups, fn g ->
       dir = Path.join([root, Atom.to_string(g), Atom.to_string(node())])
-      opts = [name: g, voters: nodes, data_dir: dir, machine: Synod.Raft.KV]
+      opts = [name: g, voters: nodes, data_dir: dir, machine: Synod.Raft.KV] ++ extra
       match?({:ok, _}, Synod.Raft.start_member(opts))
     end)
   end
+
+  @doc """
+  Counters on this node, for bench/groups_bench.exs: `{persists, wal_syncs,
+  runtime_ms}`,
+  the member persists that made records durable since the first call
+  ([:synod, :raft, :fsync] events: with `log: :files` each is one fdatasync
+  of the member's log; with `log: :wal` one wait for the WAL) and the
+  fdatasyncs of the node's shared WAL (0 while it does not run), and the
+  VM's CPU time so far (`:erlang.statistics(:runtime)`, ms).
+  """
+  def fsync_counts do
+    counter =
+      case :persistent_term.get({__MODULE__, :persists}, nil) do
+        nil ->
+          c = :counters.new(1, [:write_concurrency])
+          :persistent_term.put({__MODULE__, :persists}, c)
+
+          :ok =
+            Synod.Telemetry.attach(
+              {__MODULE__, :persists},
+              [:synod, :raft, :fsync],
+              &__MODULE__.count_persist/4,
+              c
+            )
+
+          c
+
+        c ->
+          c
+      end
+
+    wal = if stats = Synod.Raft.Wal.stats(), do: stats.syncs, else: 0
+    {runtime, _} = :erlang.statistics(:runtime)
+    {:counters.get(counter, 1), wal, runtime}
+  end
+
+  @doc false
+  def count_persist(_event, _measurements, _metadata, counter), do: :counters.add(counter, 1, 1)
 
   @doc "Stops this node's members of `groups`."
   def stop_members(groups), do: Enum.each(groups, &Synod.Raft.stop_member/1)

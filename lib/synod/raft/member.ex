@@ -44,7 +44,7 @@ defmodule Synod.Raft.Member do
   use GenServer
   require Logger
 
-  alias Synod.Raft.{Info, SafeTerm, Storage, Watches}
+  alias Synod.Raft.{Info, SafeTerm, Storage, Wal, Watches}
   alias Synod.Stray
   alias Synod.Telemetry.Emit
 
@@ -73,6 +73,10 @@ defmodule Synod.Raft.Member do
     # nil or {Ref, Index, Term}; and how many failed in a row.
     refusing: nil,
     refused: 0,
+    # :files, or :wal with the node's shared WAL (its pid): see "The shared
+    # write-ahead log" below
+    log: :files,
+    wal: nil,
     batch: true,
     fast_failover: true,
     flush_scheduled: false,
@@ -116,7 +120,9 @@ defmodule Synod.Raft.Member do
     {machine, arg} = opts[:machine]
     id = Synod.Raft.member_id(node())
 
-    with {:ok, storage, recovered} <- open_storage(opts[:data_dir]),
+    with {:ok, wal} <- open_wal(opts),
+         {:ok, storage, recovered} <- open_storage(opts[:data_dir]),
+         :ok <- wal_opened(storage, wal),
          {:ok, machine_state, {node_of, witnesses}, sessions, applied} <-
            recover_machine(storage, recovered, machine, arg),
          {:ok, raft} <- new_raft(id, opts, recovered, applied) do
@@ -136,6 +142,8 @@ defmodule Synod.Raft.Member do
         snapshot_every: opts[:snapshot_every],
         failover_step_ms: opts[:failover_step_ms],
         batch: opts[:batch],
+        log: if(wal, do: :wal, else: :files),
+        wal: wal,
         witnesses: witnesses,
         seed_witnesses: opts[:witnesses] || [],
         fast_failover: opts[:fast_failover],
@@ -305,6 +313,11 @@ defmodule Synod.Raft.Member do
 
     {:noreply, after_input(state)}
   end
+
+  def handle_info({:DOWN, _ref, :process, wal, why}, %{wal: wal} = state) when wal != nil,
+    do: wal_down(state, why)
+
+  def handle_info({:synod_wal_synced, _seq}, state), do: {:noreply, state}
 
   def handle_info({:DOWN, ref, :process, _pid, _reason}, state) do
     {:noreply, %{state | subscribers: Map.delete(state.subscribers, ref)}}
@@ -644,7 +657,7 @@ defmodule Synod.Raft.Member do
         %{state | storage: storage}
 
       true ->
-        case timed_sync(storage, state.group) do
+        case durable(storage, state) do
           {:ok, storage} -> %{state | storage: storage}
           {:error, why} -> get_stuck(%{state | storage: storage}, why)
         end
@@ -693,6 +706,92 @@ defmodule Synod.Raft.Member do
     else
       Storage.sync(storage)
     end
+  end
+
+  # -- the shared write-ahead log ----------------------------------------------
+  #
+  # With `log: :wal` the member still writes its records into its own log
+  # file (Storage.flush/1: the same bytes as Storage.sync/1, no fsync) and
+  # hands them to the node's Synod.Raft.Wal, which writes the records of
+  # every member on the node in one batch with one fdatasync and sends
+  # {:synod_wal_synced, Seq}. The member waits for that notice where it
+  # would have waited for its own fsync (the Ready's late messages, its
+  # applies and the next raft_ready all come after it), so the order
+  # raft.h requires is unchanged: only who fsyncs changed. Its mailbox
+  # queues meanwhile (the next batch, for group commit). It opens its files
+  # only after the WAL has replayed its records into them (ensure_started/2
+  # returns after recovery) and fdatasyncs its log once then, so what it
+  # recovered is durable before any WAL record points past its end; then it
+  # tells the WAL so (Wal.opened/5: recovery cuts its log there and drops
+  # the WAL's older records of its dir).
+  defp open_wal(opts) do
+    if opts[:log] == :wal do
+      case Wal.ensure_started(opts[:wal_dir]) do
+        {:ok, wal} ->
+          Process.monitor(wal)
+          {:ok, wal}
+
+        {:error, _} = error ->
+          error
+      end
+    else
+      {:ok, nil}
+    end
+  end
+
+  defp wal_opened(_storage, nil), do: :ok
+
+  defp wal_opened(storage, wal) do
+    case Storage.sync_file(storage) do
+      :ok ->
+        seq = System.unique_integer([:monotonic, :positive])
+        :ok = Wal.opened(wal, seq, Path.expand(storage.dir), storage.generation, storage.size)
+        await_wal(%{wal: wal, storage: storage, group: nil}, seq)
+
+      {:error, why} ->
+        {:error, {:storage, storage.dir, why}}
+    end
+  end
+
+  # What makes a Ready's records durable: the member's own fsync, or the WAL.
+  defp durable(storage, %{wal: nil} = state), do: timed_sync(storage, state.group)
+
+  defp durable(storage, state) do
+    # The persist event's clock only when it reaches a handler.
+    start = if Emit.fsync?(), do: System.monotonic_time()
+
+    case Storage.flush(storage) do
+      {:ok, storage, nil} ->
+        {:ok, storage}
+
+      {:ok, storage, {generation, offset, data}} ->
+        seq = System.unique_integer([:monotonic, :positive])
+        :ok = Wal.append(state.wal, seq, Path.expand(storage.dir), generation, offset, data)
+        await_wal(state, seq)
+        if start, do: Emit.fsync(state.group, start, IO.iodata_length(data))
+        {:ok, storage}
+
+      {:error, _} = error ->
+        error
+    end
+  end
+
+  defp await_wal(%{wal: wal} = state, seq) do
+    receive do
+      {:synod_wal_synced, synced} when synced >= seq -> :ok
+      {:DOWN, _ref, :process, ^wal, why} -> wal_down(state, why)
+    end
+  end
+
+  # Without its WAL the member cannot make anything durable: it stops and
+  # its supervisor starts it again, from its files, once a new WAL has
+  # replayed its records into them.
+  # Its log file is closed first, unwritten: a new WAL may be replaying
+  # into it already, and what was buffered (a commit index) is no promise.
+  defp wal_down(state, why) do
+    Logger.warning("raft #{state.group}: the node's WAL went down (#{inspect(why)}); restarting")
+    _ = :file.close(state.storage.log)
+    exit({:shutdown, {:wal_down, why}})
   end
 
   defp current_hard_state(state) do
@@ -1477,7 +1576,7 @@ defmodule Synod.Raft.Member do
   defp retry_storage(%{stuck: nil} = state), do: state
 
   defp retry_storage(%{stuck: stuck} = state) do
-    case Storage.sync(state.storage) do
+    case durable(state.storage, state) do
       {:ok, storage} ->
         waited = System.monotonic_time(:millisecond) - stuck.since
 

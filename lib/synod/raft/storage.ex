@@ -242,6 +242,70 @@ defmodule Synod.Raft.Storage do
   end
 
   @doc """
+  The shared write-ahead log's half of `sync/1` (`Synod.Raft.Wal`,
+  docs/raft.md "One write-ahead log per node"): writes everything buffered
+  (as `sync/1` would, the same records) but does not fsync; durability is
+  the WAL's. Returns what was written, `{generation, offset, data}` (the log
+  file log.N it went to, where in it, and the bytes), for the WAL record, or
+  `nil` when nothing was buffered. A deferred snapshot install is performed
+  first, durably, as in `sync/1`. On `{:error, why}` the storage passed in
+  still holds the whole buffer, as with `sync/1`.
+  """
+  @spec flush(t()) ::
+          {:ok, t(), {non_neg_integer(), non_neg_integer(), iodata()} | nil}
+          | {:error, term()}
+  def flush(%__MODULE__{deferred: {snapshot, hard_state, entries}} = storage) do
+    with {:ok, installed} <-
+           install_snapshot(%{storage | deferred: nil}, snapshot, hard_state, entries) do
+      flush(%{
+        installed
+        | pending: storage.pending,
+          pending_bytes: storage.pending_bytes,
+          pending_hs: storage.pending_hs
+      })
+    end
+  end
+
+  def flush(%__MODULE__{pending_bytes: 0, pending_hs: nil} = storage), do: {:ok, storage, nil}
+
+  def flush(%__MODULE__{log: log, size: size, suspect: suspect} = storage) do
+    data = buffered(storage)
+
+    with :ok <- checked_length(log, size, suspect),
+         :ok <- write_or_undo(log, size, data, suspect) do
+      written = %{
+        storage
+        | pending: [],
+          pending_bytes: 0,
+          pending_hs: nil,
+          size: size + IO.iodata_length(data)
+      }
+
+      {:ok, written, {storage.generation, size, data}}
+    end
+  end
+
+  @doc """
+  fdatasyncs the current log file as it is (nothing buffered is written):
+  with the shared WAL, a member does this once when it opens, so the log it
+  recovered is durable before any WAL record points past its end.
+  """
+  @spec sync_file(t()) :: :ok | {:error, term()}
+  def sync_file(%__MODULE__{log: log}), do: :file.datasync(log)
+
+  @doc false
+  # The record framing, for Synod.Raft.Wal (its records are framed alike).
+  @spec frame(iodata()) :: iodata()
+  def frame(body), do: record(body)
+
+  @doc false
+  # Reads the framed record at `offset` of `bin`:
+  # {:ok, body, next_offset} | :torn | {:corrupt, why}.
+  @spec read_record(binary(), non_neg_integer()) ::
+          {:ok, binary(), non_neg_integer()} | :torn | {:corrupt, String.t()}
+  def read_record(bin, offset), do: next_record(bin, offset)
+
+  @doc """
   Keeps a snapshot install that failed (`install_snapshot/4` returned an
   error) for the next `sync/1`, which performs it before anything buffered
   after it. The install supersedes what was buffered before it (its log
