@@ -74,7 +74,7 @@ defmodule Synod.RaftCrashTest do
         state = Raft.local_state(n, ctx.group)
         lost = Enum.reject(acked, fn i -> Map.get(state, i) == i end)
         assert lost == [], "#{n} lost acknowledged commands #{inspect(lost)}"
-        check_votes(Path.join(ctx.dir, Atom.to_string(n)))
+        Raft.check_votes(Path.join(ctx.dir, Atom.to_string(n)))
       end
 
       Raft.check_events(Raft.drain_events())
@@ -237,24 +237,4 @@ defmodule Synod.RaftCrashTest do
 
     Raft.watch_all(ctx.group, [victim])
   end
-
-  # Every hard-state record the member's log ever made durable, in order
-  # (Synod.Raft.Storage's record format): terms never go down, and once a
-  # term has a vote, every later record of that term has the same vote.
-  defp check_votes(dir) do
-    Enum.reduce(hard_states(File.read!(Path.join(dir, "log.0"))), {0, 0}, fn {t, v}, {pt, pv} ->
-      assert t >= pt, "#{dir}: term went from #{pt} to #{t}"
-      if t == pt and pv != 0, do: assert(v == pv, "#{dir}: term #{t} voted #{pv}, then #{v}")
-      {t, v}
-    end)
-  end
-
-  defp hard_states(<<len::32, _crc::32, _hcrc::32, body::binary-size(len), rest::binary>>) do
-    case body do
-      <<1, t::64, v::64, _c::64>> -> [{t, v} | hard_states(rest)]
-      _ -> hard_states(rest)
-    end
-  end
-
-  defp hard_states(_torn_or_empty), do: []
 end

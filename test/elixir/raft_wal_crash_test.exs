@@ -72,7 +72,7 @@ defmodule Synod.RaftWalCrashTest do
       state = Raft.local_state(n, g)
       lost = Enum.reject(Map.fetch!(acked, g), fn i -> Map.get(state, i) == i end)
       assert lost == [], "#{n} lost acknowledged commands of #{g}: #{inspect(lost)}"
-      check_votes(Path.join([ctx.dir, Atom.to_string(g), Atom.to_string(n)]))
+      Raft.check_votes(Path.join([ctx.dir, Atom.to_string(g), Atom.to_string(n)]))
     end
   end
 
@@ -138,24 +138,4 @@ defmodule Synod.RaftWalCrashTest do
       true -> Process.sleep(20) && wait_down(node, tries - 1)
     end
   end
-
-  # Every hard-state record in the member's segment (Synod.Raft.Storage's
-  # record format), in order: terms never go down, and once a term has a
-  # vote, every later record of that term has the same vote.
-  defp check_votes(dir) do
-    Enum.reduce(hard_states(File.read!(Path.join(dir, "log.0"))), {0, 0}, fn {t, v}, {pt, pv} ->
-      assert t >= pt, "#{dir}: term went from #{pt} to #{t}"
-      if t == pt and pv != 0, do: assert(v == pv, "#{dir}: term #{t} voted #{pv}, then #{v}")
-      {t, v}
-    end)
-  end
-
-  defp hard_states(<<len::32, _crc::32, _hcrc::32, body::binary-size(len), rest::binary>>) do
-    case body do
-      <<1, t::64, v::64, _c::64>> -> [{t, v} | hard_states(rest)]
-      _ -> hard_states(rest)
-    end
-  end
-
-  defp hard_states(_torn_or_empty), do: []
 end

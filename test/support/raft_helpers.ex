@@ -352,4 +352,27 @@ defmodule Synod.Test.Raft do
       client_loop(group, c, deadline, n + 1)
     end
   end
+
+  @doc """
+  Asserts that the hard-state records the member in `dir` made durable in its
+  log.0 (Synod.Raft.Storage's record format), in order, never vote twice:
+  terms never go down, and once a term has a vote, every later record of
+  that term has the same vote.
+  """
+  def check_votes(dir) do
+    Enum.reduce(hard_states(File.read!(Path.join(dir, "log.0"))), {0, 0}, fn {t, v}, {pt, pv} ->
+      assert t >= pt, "#{dir}: term went from #{pt} to #{t}"
+      if t == pt and pv != 0, do: assert(v == pv, "#{dir}: term #{t} voted #{pv}, then #{v}")
+      {t, v}
+    end)
+  end
+
+  defp hard_states(<<len::32, _crc::32, _hcrc::32, body::binary-size(len), rest::binary>>) do
+    case body do
+      <<1, t::64, v::64, _c::64>> -> [{t, v} | hard_states(rest)]
+      _ -> hard_states(rest)
+    end
+  end
+
+  defp hard_states(_torn_or_empty), do: []
 end

@@ -210,16 +210,8 @@ defmodule Synod.Raft.Storage do
   # in still holds it, and a later `sync/1` of that same storage writes it
   # again from the last good length of the log (see the top of the file).
   @spec sync(t()) :: {:ok, t()} | {:error, term()}
-  def sync(%__MODULE__{deferred: {snapshot, hard_state, entries}} = storage) do
-    with {:ok, installed} <-
-           install_snapshot(%{storage | deferred: nil}, snapshot, hard_state, entries) do
-      sync(%{
-        installed
-        | pending: storage.pending,
-          pending_bytes: storage.pending_bytes,
-          pending_hs: storage.pending_hs
-      })
-    end
+  def sync(%__MODULE__{deferred: {_, _, _}} = storage) do
+    with {:ok, installed} <- install_deferred(storage), do: sync(installed)
   end
 
   def sync(%__MODULE__{pending_bytes: 0, pending_hs: nil} = storage), do: {:ok, storage}
@@ -254,16 +246,8 @@ defmodule Synod.Raft.Storage do
   @spec flush(t()) ::
           {:ok, t(), {non_neg_integer(), non_neg_integer(), iodata()} | nil}
           | {:error, term()}
-  def flush(%__MODULE__{deferred: {snapshot, hard_state, entries}} = storage) do
-    with {:ok, installed} <-
-           install_snapshot(%{storage | deferred: nil}, snapshot, hard_state, entries) do
-      flush(%{
-        installed
-        | pending: storage.pending,
-          pending_bytes: storage.pending_bytes,
-          pending_hs: storage.pending_hs
-      })
-    end
+  def flush(%__MODULE__{deferred: {_, _, _}} = storage) do
+    with {:ok, installed} <- install_deferred(storage), do: flush(installed)
   end
 
   def flush(%__MODULE__{pending_bytes: 0, pending_hs: nil} = storage), do: {:ok, storage, nil}
@@ -320,6 +304,21 @@ defmodule Synod.Raft.Storage do
         pending_bytes: 0,
         pending_hs: nil
     }
+  end
+
+  # A deferred snapshot install (defer_install/4), performed durably before
+  # anything buffered after it; the buffer is carried over to the result.
+  defp install_deferred(%__MODULE__{deferred: {snapshot, hard_state, entries}} = storage) do
+    with {:ok, installed} <-
+           install_snapshot(%{storage | deferred: nil}, snapshot, hard_state, entries) do
+      {:ok,
+       %{
+         installed
+         | pending: storage.pending,
+           pending_bytes: storage.pending_bytes,
+           pending_hs: storage.pending_hs
+       }}
+    end
   end
 
   # The log ends where the last good sync left it: the bytes of a failed
