@@ -4,7 +4,8 @@ defmodule Synod.RaftQuiesceTest do
   # message from a member, not even their own tick timer's; a command wakes it
   # and commits; killing the leader's node still fails over through the
   # nodedown path (with an election timeout far longer than the test's
-  # waits, so no other path could elect); and with `quiesce: false` the
+  # waits, so no other path could elect), and a leader's member stopped on a
+  # node that stays up through the followers' monitor of it; and with `quiesce: false` the
   # heartbeats and ticks go on (the test can fail).
   use ExUnit.Case, async: false
 
@@ -61,6 +62,23 @@ defmodule Synod.RaftQuiesceTest do
     Raft.wait_converged(ctx.group, survivors)
     Wait.until(fn -> quiesced?(ctx.group, survivors) end)
     Raft.check_events(Raft.drain_events())
+  end
+
+  test "a quiesced group whose leader's member stops on a node that stays up elects another",
+       ctx do
+    nodes = Cluster.peers!(3, prefix: "qs")
+    # election timeouts of 10-20 s, and no nodedown: only the followers'
+    # monitor of the leader's member elects in time
+    leader = Raft.start_group(ctx.group, nodes, ctx.dir, election_tick: 400)
+    assert {:ok, nil} = Raft.command(leader, ctx.group, {:put, :k, 1})
+    Wait.until(fn -> quiesced?(ctx.group, nodes) end)
+
+    :ok = :erpc.call(leader, Synod.Raft, :stop_member, [ctx.group])
+    survivors = nodes -- [leader]
+    new = Raft.wait_leader(ctx.group, survivors, 5_000)
+    assert new != leader
+    assert {:ok, 1} = Raft.command(hd(survivors), ctx.group, {:put, :k, 2})
+    Raft.wait_converged(ctx.group, survivors)
   end
 
   test "with quiesce: false an idle group keeps ticking and heartbeating", ctx do

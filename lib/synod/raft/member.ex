@@ -84,6 +84,11 @@ defmodule Synod.Raft.Member do
     # stops while it is quiesced and starts again after the input that
     # wakes it (resume_tick/1).
     ticking: false,
+    # A follower monitors its leader's member process ({Ref, Node} or nil):
+    # a quiesced group has no election timer running, so a leader member
+    # that stops or crashes on a node that stays up must be noticed by its
+    # DOWN (a lost node still by nodedown). See watch_leader/1.
+    leader_mon: nil,
     applied: 0,
     since_snapshot: 0,
     # a snapshot being streamed to its file by a linked process:
@@ -318,6 +323,22 @@ defmodule Synod.Raft.Member do
     do: wal_down(state, why)
 
   def handle_info({:synod_wal_synced, _seq}, state), do: {:noreply, state}
+
+  # The leader's member went away on a node that is still up (a lost node
+  # is handled by its nodedown): as on nodedown, forget it and campaign in
+  # turn, since a quiesced follower's election timer is not running.
+  def handle_info({:DOWN, ref, :process, _, why}, %{leader_mon: {ref, node}} = state) do
+    state = %{state | leader_mon: nil}
+
+    if why != :noconnection and state.fast_failover and state.stuck == nil and
+         state.view.role == :follower and state.view.leader == node do
+      _ = :synod_nif.raft_control(state.raft, :forget_leader, 0)
+      schedule_failover(state, node)
+      {:noreply, after_input(state)}
+    else
+      {:noreply, state}
+    end
+  end
 
   def handle_info({:DOWN, ref, :process, _pid, _reason}, state) do
     {:noreply, %{state | subscribers: Map.delete(state.subscribers, ref)}}
@@ -1334,8 +1355,24 @@ defmodule Synod.Raft.Member do
     changes = Enum.reverse(changes)
     send(state.watches, {:raft_events, changes})
     Emit.raft_changes(state.group, changes)
-    state = %{state | view: view}
+    state = watch_leader(%{state | view: view})
     if view.role == :leader, do: record_seed_witnesses(state), else: drop_reads(state)
+  end
+
+  # Keeps leader_mon on the member of the leader this follower knows of.
+  defp watch_leader(%{view: %{role: :follower, leader: node}, leader_mon: {_, node}} = state)
+       when node != nil,
+       do: state
+
+  defp watch_leader(%{view: view, leader_mon: mon} = state) do
+    if mon, do: Process.demonitor(elem(mon, 0), [:flush])
+
+    if view.role == :follower and view.leader not in [nil, node()] do
+      ref = Process.monitor({Synod.Raft.member_name(state.group), view.leader})
+      %{state | leader_mon: {ref, view.leader}}
+    else
+      %{state | leader_mon: nil}
+    end
   end
 
   # A leader records the bootstrap witnesses (its :witnesses option) the
