@@ -454,6 +454,22 @@ defmodule Synod.HubUnitTest do
       assert Results.record(r, :a, {:stopped, [p2]}) == r
     end
 
+    test "a start answered with the pids alone ({:started, pids}), for a start only" do
+      [p1, p2, p3] = for node <- [:a, :a, :b], do: fake_pid(node)
+      r = Results.new(:start, %{a: [1, 2], b: [3]})
+      # the other kind's tag is not this request's answer
+      assert Results.record(r, :a, {:stopped, [p1, p2]}) == r
+      assert Results.record(Results.new(:stop, %{a: [1]}), :a, {:started, [p1]}).count == 1
+      r = Results.record(r, :a, {:started, [p1, p2]})
+      refute Results.done?(r)
+      assert Results.record(r, :b, {:started, [p3, p3]}) == r
+      r = Results.record(r, :b, {:started, [p3]})
+      assert Results.done?(r)
+
+      assert Results.finish(r) ==
+               {:ok, %StartResult{started: [{1, :a, p1}, {2, :a, p2}, {3, :b, p3}], errors: []}}
+    end
+
     test "a stop with no errors lists every stopped copy in order" do
       r = Results.new(:stop, %{a: [1, 2], b: [3]})
       r = Results.record(r, :a, [{1, {:ok, :p1}}, {2, {:ok, :p2}}])

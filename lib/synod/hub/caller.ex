@@ -148,7 +148,10 @@ defmodule Synod.Hub.Caller do
         dispatch(view, :start, expected, opts, ids, fn ref ->
           Dispatcher.children_start(
             hub,
-            for({node, entries} <- groups, do: {node, {ref, [self()], entries, relay(view)}})
+            for(
+              {node, entries} <- groups,
+              do: {node, {ref, [self()], entries, [{:answers, :pids} | relay(view)]}}
+            )
           )
         end)
 
