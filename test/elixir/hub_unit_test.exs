@@ -90,6 +90,20 @@ defmodule Synod.HubUnitTest do
       assert {:error, [{2, :missing_start}]} =
                Spec.normalize_all([%{id: 1, start: {M, :f, []}}, %{id: 2}])
 
+      # every bad spec reported, in order, good ones between them skipped;
+      # good ones alone normalised in order, a full spec compacted
+      assert {:error, [{:a, :missing_start}, {:b, :missing_start}]} =
+               Spec.normalize_all([%{id: :a}, %{id: 1, start: {M, :f, []}}, %{id: :b}])
+
+      assert {:ok, [{1, {M, :f, []}}, {2, {M, :g, [2]}}]} =
+               Spec.normalize_all([
+                 %{id: 1, start: {M, :f, []}},
+                 {M, :g, [2]} |> then(&%{id: 2, start: &1})
+               ])
+
+      assert {:ok, [{3, %{start: {M, :f, []}, restart: :temporary}}]} =
+               Spec.normalize_all([%{id: 3, start: {M, :f, []}, restart: :temporary}])
+
       assert Spec.duplicates([1, 2, 1, 3, 2, 1]) == [1, 2]
     end
 
