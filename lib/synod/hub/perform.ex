@@ -775,8 +775,9 @@ defmodule Synod.Hub.Perform do
   # Announcements (Synod.Hub.Announcements): the rows written here, the
   # rows as now stored fed back into its second step.
   defp perform_one(state, {:put_copies, from, entries, replies}) do
-    rows = Table.put_pids(state.registry, entries)
-    perform(state, Announcements.copies_put(from, entries, rows, replies))
+    rows = Table.put_new_pids(state.registry, entries)
+    rf = state.cfg.replication_factor
+    perform(state, Announcements.copies_put(from, entries, rows, replies, rf))
   end
 
   # A stop request's copies (`{:stopped, t}`) are followed by their
