@@ -71,14 +71,15 @@ synod =
   for _ <- 1..rounds do
     c0 = per_node.()
     {_, :ok, ^n, 0} = :erpc.call(a, B, :synod_start, [:bench, n], :infinity)
-    start = Enum.sum(spent.(c0))
+    start_split = spent.(c0)
+    start = Enum.sum(start_split)
     await.(n)
     Process.sleep(200)
     c1 = per_node.()
     {_, :ok, ^n, 0} = :erpc.call(a, B, :synod_stop, [:bench, n], :infinity)
     stop = spent.(c1)
     await.(0)
-    {start, Enum.sum(stop), stop}
+    {start, Enum.sum(stop), stop, start_split}
   end
 
 Synod.LocalCluster.stop(peers)
@@ -91,6 +92,7 @@ IO.puts("""
 CPU ms of the 3 peers, #{n} children, #{rounds} rounds (medians)
 start   baseline #{bs}   Synod #{ss}   ratio #{Float.round(bs / ss, 3)}
 stop    baseline #{bt}   Synod #{st}   ratio #{Float.round(bt / st, 3)}
-all rounds (start, stop): baseline #{inspect(baseline)} Synod #{inspect(Enum.map(synod, fn {s, t, _} -> {s, t} end))}
+all rounds (start, stop): baseline #{inspect(baseline)} Synod #{inspect(Enum.map(synod, fn {s, t, _, _} -> {s, t} end))}
+Synod's start per node (the caller's first): #{inspect(Enum.map(synod, &elem(&1, 3)))}
 Synod's stop per node (the caller's first): #{inspect(Enum.map(synod, &elem(&1, 2)))}
 """)

@@ -50,6 +50,25 @@ defmodule Synod.HubAnnouncementsTest do
              ]
     end
 
+    test "all new rows: with one copy per child none is decided again, else rows built", c do
+      assert Announcements.copies_put(:b@h, c.entries, :new, c.replies, 1) == [
+               {:deliver_replies, c.replies, :b@h},
+               {:started_event, :b@h, c.entries}
+             ]
+
+      rows = for {id, spec, slot, pid} <- c.entries, do: {id, spec, slot, [pid]}
+
+      assert Announcements.copies_put(:b@h, c.entries, :new, [], 2) == [
+               {:started_event, :b@h, c.entries},
+               {:reconcile_rows, rows}
+             ]
+
+      stored = [{"a", @spec_ok, 5, [c.pid, c.pid]}]
+
+      assert Announcements.copies_put(:b@h, c.entries, stored, [], 1) ==
+               Announcements.copies_put(:b@h, c.entries, stored, [])
+    end
+
     test "from a node that is no peer only the answers go out, no row changes", c do
       assert Announcements.registered(false, :b@h, c.entries, c.replies) ==
                [{:deliver_replies, c.replies, :b@h}]

@@ -92,6 +92,37 @@ defmodule Synod.HubChildrenTest do
     assert DynamicSupervisor.count_children(sup).active == 0
   end
 
+  test "big start batches (put in the maps at once) and small ones answer alike", %{sup: sup} do
+    # a small batch first (one by one), then a big one that repeats two of
+    # its ids and has one start that fails (at once), then a big one with
+    # an id twice (one by one: the second answered with the first's pid)
+    small = Children.start_batch(sup, for(i <- 1..2, do: {"c#{i}", spec(:plain)}))
+    [{"c1", {:ok, c1}}, {"c2", {:ok, _}}] = small
+    bad = {Kernel, :apply, [fn -> {:error, :nope} end, []]}
+    big = [{"c1", spec(:plain)}, {"bad", bad} | for(i <- 3..100, do: {"c#{i}", spec(:plain)})]
+    answers = Children.start_batch(sup, big)
+    assert Enum.map(answers, &elem(&1, 0)) == Enum.map(big, &elem(&1, 0))
+    assert [{"c1", {:ok, ^c1}}, {"bad", {:error, :nope}} | rest] = answers
+    assert Enum.all?(rest, &match?({_, {:ok, pid}} when is_pid(pid), &1))
+    assert DynamicSupervisor.count_children(sup).active == 100
+
+    twice = for i <- 101..200, do: {"c#{i}", spec(:plain)}
+    answers = Children.start_batch(sup, twice ++ [{"c150", spec(:plain)}])
+    assert List.last(answers) == {"c150", {:ok, :proplists.get_value("c150", answers) |> elem(1)}}
+    assert DynamicSupervisor.count_children(sup).active == 200
+
+    # every one of them is supervised: its exit is seen and it is restarted
+    {"c50", {:ok, c50}} = List.keyfind(rest, "c50", 0)
+    Process.exit(c50, :crash)
+    assert_receive {:synod_child_exit, _, "c50", ^c50, :crash, new} when is_pid(new)
+    ids = ["c1", "c50", "bad" | for(i <- 101..200, do: "c#{i}")]
+
+    assert [{"c1", {:ok, ^c1}}, {"c50", {:ok, ^new}}, {"bad", {:error, :not_found}} | _] =
+             Children.stop_batch(sup, ids)
+
+    assert DynamicSupervisor.count_children(sup).active == 98
+  end
+
   test "a child that unlinked itself from the supervisor is stopped all the same", %{sup: sup} do
     [{"u", {:ok, pid}}, {"p", {:ok, other}}] =
       Children.start_batch(sup, [{"u", spec(:plain)}, {"p", spec(:plain)}])

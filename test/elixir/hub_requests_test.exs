@@ -131,6 +131,27 @@ defmodule Synod.HubRequestsTest do
     end
   end
 
+  describe "a start's answer" do
+    test "the pids alone when asked and every entry has a pid, else the results as they are" do
+      [p, q] = [fake_pid(:a@h), fake_pid(:b@h)]
+      ok = [{"a", {:ok, p}}, {"b", {:ok, q}}]
+      mixed = [{"a", {:ok, p}}, {"b", {:error, :stopped}}]
+      asked = {make_ref(), [self()], [answers: :pids, relay: :r@h]}
+      assert Requests.start_answer(asked, ok) == {:started, [p, q]}
+      assert Requests.start_answer(asked, mixed) == mixed
+      assert Requests.start_answer(asked, []) == {:started, []}
+      assert Requests.start_answer({make_ref(), [self()], [migration: true]}, ok) == ok
+
+      started = [{"a", :spec, 1, p}, {"b", :spec, 1, q}]
+
+      assert [{:reply, ^asked, {:started, [^p, ^q]}, ^started, :registered}, _, _] =
+               Requests.started(asked, :me@h, ok, [], started)
+
+      assert [{:reply, _, ^mixed, _, :registered}, _, _] =
+               Requests.started(asked, :me@h, mixed, [], started)
+    end
+  end
+
   describe "a peer's stop request applied here" do
     test "a tombstone per id with the copies it stopped here; covered rows go; stops announced" do
       here = self()

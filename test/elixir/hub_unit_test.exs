@@ -90,6 +90,20 @@ defmodule Synod.HubUnitTest do
       assert {:error, [{2, :missing_start}]} =
                Spec.normalize_all([%{id: 1, start: {M, :f, []}}, %{id: 2}])
 
+      # every bad spec reported, in order, good ones between them skipped;
+      # good ones alone normalised in order, a full spec compacted
+      assert {:error, [{:a, :missing_start}, {:b, :missing_start}]} =
+               Spec.normalize_all([%{id: :a}, %{id: 1, start: {M, :f, []}}, %{id: :b}])
+
+      assert {:ok, [{1, {M, :f, []}}, {2, {M, :g, [2]}}]} =
+               Spec.normalize_all([
+                 %{id: 1, start: {M, :f, []}},
+                 {M, :g, [2]} |> then(&%{id: 2, start: &1})
+               ])
+
+      assert {:ok, [{3, %{start: {M, :f, []}, restart: :temporary}}]} =
+               Spec.normalize_all([%{id: 3, start: {M, :f, []}, restart: :temporary}])
+
       assert Spec.duplicates([1, 2, 1, 3, 2, 1]) == [1, 2]
     end
 
@@ -452,6 +466,22 @@ defmodule Synod.HubUnitTest do
       # after answers one by one, the pids alone are not matched to ids
       r = Results.record(Results.new(:stop, %{a: [1, 2]}), :a, [{1, {:ok, p1}}])
       assert Results.record(r, :a, {:stopped, [p2]}) == r
+    end
+
+    test "a start answered with the pids alone ({:started, pids}), for a start only" do
+      [p1, p2, p3] = for node <- [:a, :a, :b], do: fake_pid(node)
+      r = Results.new(:start, %{a: [1, 2], b: [3]})
+      # the other kind's tag is not this request's answer
+      assert Results.record(r, :a, {:stopped, [p1, p2]}) == r
+      assert Results.record(Results.new(:stop, %{a: [1]}), :a, {:started, [p1]}).count == 1
+      r = Results.record(r, :a, {:started, [p1, p2]})
+      refute Results.done?(r)
+      assert Results.record(r, :b, {:started, [p3, p3]}) == r
+      r = Results.record(r, :b, {:started, [p3]})
+      assert Results.done?(r)
+
+      assert Results.finish(r) ==
+               {:ok, %StartResult{started: [{1, :a, p1}, {2, :a, p2}, {3, :b, p3}], errors: []}}
     end
 
     test "a stop with no errors lists every stopped copy in order" do

@@ -70,6 +70,30 @@ defmodule Synod.Hub.Announcements do
     do: deliver(replies, from) ++ [{:started_event, from, entries}, {:reconcile_rows, rows}]
 
   @doc """
+  `copies_put/4` with the replication factor `rf` known and `rows` either
+  the rows as now stored or `:new`: every entry was a new row, its one
+  copy the announced pid on `from`, another node. With one copy per child
+  such a row is never this node's to change (`Placement.reconcile/4`:
+  only the node running a child's one copy moves it), so none is decided
+  again, and no row is built for it; with more copies the rows are built
+  from the entries.
+  """
+  @spec copies_put(node(), list(), list() | :new, replies(), pos_integer()) :: list()
+  def copies_put(from, entries, :new, replies, 1),
+    do: deliver(replies, from) ++ [{:started_event, from, entries}]
+
+  def copies_put(from, entries, :new, replies, _rf),
+    do:
+      copies_put(
+        from,
+        entries,
+        for({id, spec, slot, pid} <- entries, do: {id, spec, slot, [pid]}),
+        replies
+      )
+
+  def copies_put(from, entries, rows, replies, _rf), do: copies_put(from, entries, rows, replies)
+
+  @doc """
   `synod_unregistered` from `from`: the copies leave their rows first;
   from a node that is no peer, only the answers are delivered.
   """

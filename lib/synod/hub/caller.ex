@@ -148,7 +148,10 @@ defmodule Synod.Hub.Caller do
         dispatch(view, :start, expected, opts, ids, fn ref ->
           Dispatcher.children_start(
             hub,
-            for({node, entries} <- groups, do: {node, {ref, [self()], entries, relay(view)}})
+            for(
+              {node, entries} <- groups,
+              do: {node, {ref, [self()], entries, [{:answers, :pids} | relay(view)]}}
+            )
           )
         end)
 
@@ -216,11 +219,20 @@ defmodule Synod.Hub.Caller do
   end
 
   defp check_existing(true, %{registry: registry}, ids) do
-    case Enum.filter(ids, &:ets.member(registry, &1)) do
+    case existing(ids, registry, []) do
       [] -> :ok
       existing -> {:error, {:already_started, existing}}
     end
   end
+
+  # The ids with a row, in order (one clause per id, no function called on each).
+  defp existing([id | ids], registry, found) do
+    if :ets.member(registry, id),
+      do: existing(ids, registry, [id | found]),
+      else: existing(ids, registry, found)
+  end
+
+  defp existing([], _registry, found), do: :lists.reverse(found)
 
   defp dispatch_stop(view, ids, opts) do
     rf = view.cfg.replication_factor

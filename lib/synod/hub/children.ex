@@ -137,7 +137,11 @@ defmodule Synod.Hub.Children do
   end
 
   defp call({:start_batch, children}, _from, state) do
-    {results, ids, pids} = start_all(children, state.ids, state.pids, [])
+    {results, ids, pids} =
+      if bulk_start?(children, state.ids),
+        do: start_bulk(children, state.ids, state.pids),
+        else: start_all(children, state.ids, state.pids, [])
+
     {:reply, results, %{state | ids: ids, pids: pids}}
   end
 
@@ -239,6 +243,49 @@ defmodule Synod.Hub.Children do
   end
 
   defp start_all([], ids, pids, results), do: {Enum.reverse(results), ids, pids}
+
+  # A big batch (at least `@bulk_start` children and half as many as run
+  # here already) with no id twice: the new children are collected in
+  # lists and put in the two maps at once (one map built in C and one
+  # merge each), instead of one `Map.put/3` per child and map, which copies
+  # a path of the growing map's tree every time. (A batch with an id twice
+  # goes through start_all/4, whose map answers the second with the first's
+  # pid.)
+  @bulk_start 64
+  defp bulk_start?(children, ids) do
+    n = length(children)
+
+    n >= @bulk_start and n * 2 >= map_size(ids) and
+      map_size(:maps.from_list(children)) == n
+  end
+
+  defp start_bulk(children, ids, pids) do
+    {results, new_ids, new_pids} = start_new(children, ids, [], [], [])
+
+    {results, Map.merge(ids, :maps.from_list(new_ids)),
+     Map.merge(pids, :maps.from_list(new_pids))}
+  end
+
+  defp start_new([{id, spec} | children], ids, results, new_ids, new_pids) do
+    case ids do
+      %{^id => {pid, _}} ->
+        start_new(children, ids, [{id, {:ok, pid}} | results], new_ids, new_pids)
+
+      _ ->
+        case start_one(spec) do
+          {:ok, pid} = ok ->
+            start_new(children, ids, [{id, ok} | results], [{id, {pid, spec}} | new_ids], [
+              {pid, id} | new_pids
+            ])
+
+          {:error, _} = error ->
+            start_new(children, ids, [{id, error} | results], new_ids, new_pids)
+        end
+    end
+  end
+
+  defp start_new([], _ids, results, new_ids, new_pids),
+    do: {:lists.reverse(results), new_ids, new_pids}
 
   defp start_one(spec) do
     {m, f, a} = start_mfa(spec)

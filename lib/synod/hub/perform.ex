@@ -233,12 +233,23 @@ defmodule Synod.Hub.Perform do
   def live(%{tombs: false}, list), do: list
   def live(state, list), do: Announcements.live(list, stamps(state, list))
 
-  defp stamps(state, list) do
-    for item <- list,
-        t = tombstone(state, elem(item, 0), Registry.inc(elem(item, 2))),
-        into: %{},
-        do: {elem(item, 0), t}
+  # `%{id => t}` for the items a tombstone here may cover, by a plain walk
+  # (usually none: every incarnation above the `tombs` bound, no lookup).
+  defp stamps(%{tombs: false}, _list), do: %{}
+  defp stamps(state, list), do: stamps(state, list, [])
+
+  defp stamps(state, [item | list], found) do
+    id = elem(item, 0)
+
+    case tombstone(state, id, Registry.inc(elem(item, 2))) do
+      nil -> stamps(state, list, found)
+      t -> stamps(state, list, [{id, t} | found])
+    end
   end
+
+  defp stamps(_state, [], []), do: %{}
+  # (in order, so that a later item of an id wins, as it did)
+  defp stamps(_state, [], found), do: :maps.from_list(:lists.reverse(found))
 
   @doc "Whether `node` is a peer now (an awaited one included)."
   @spec peer?(state(), node()) :: boolean()
@@ -764,8 +775,9 @@ defmodule Synod.Hub.Perform do
   # Announcements (Synod.Hub.Announcements): the rows written here, the
   # rows as now stored fed back into its second step.
   defp perform_one(state, {:put_copies, from, entries, replies}) do
-    rows = Table.put_pids(state.registry, entries)
-    perform(state, Announcements.copies_put(from, entries, rows, replies))
+    rows = Table.put_new_pids(state.registry, entries)
+    rf = state.cfg.replication_factor
+    perform(state, Announcements.copies_put(from, entries, rows, replies, rf))
   end
 
   # A stop request's copies (`{:stopped, t}`) are followed by their

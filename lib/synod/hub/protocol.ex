@@ -104,7 +104,9 @@ defmodule Synod.Hub.Protocol do
 
   defp replies?(replies), do: all?(replies, &reply?/1)
 
-  defp reply?({_ref, pids, {:stopped, stopped}}), do: pids?(pids) and pids?(stopped)
+  defp reply?({_ref, pids, {tag, answered}}) when tag in [:stopped, :started],
+    do: pids?(pids) and pids?(answered)
+
   defp reply?({_ref, pids, results}), do: pids?(pids) and proper?(results)
   defp reply?(_), do: false
 

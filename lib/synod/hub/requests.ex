@@ -59,7 +59,7 @@ defmodule Synod.Hub.Requests do
   @spec started(request(), node(), list(), list(), list()) :: list()
   def started(request, me, results, rows, started),
     do: [
-      {:reply, request, results, started, :registered},
+      {:reply, request, start_answer(request, results), started, :registered},
       {:started_event, me, started},
       {:reconcile_rows, rows}
     ]
@@ -244,17 +244,28 @@ defmodule Synod.Hub.Requests do
   size to send, decode and pass on).
   """
   @spec stop_answer(request(), list()) :: list() | {:stopped, [pid()]}
-  def stop_answer({_ref, _reply_to, opts}, results) do
+  def stop_answer(request, results), do: compact_answer(request, results, :stopped)
+
+  @doc """
+  The answer a start request's respondents get for `results` (in the
+  request's order), as `stop_answer/2` has it: `{:started, pids}` when the
+  request asked for `{:answers, :pids}` and every entry answered with a
+  pid (started here now, or already running here), else `results`.
+  """
+  @spec start_answer(request(), list()) :: list() | {:started, [pid()]}
+  def start_answer(request, results), do: compact_answer(request, results, :started)
+
+  defp compact_answer({_ref, _reply_to, opts}, results, tag) do
     if :proplists.get_value(:answers, opts) == :pids,
-      do: compact(results, results, []),
+      do: compact(results, results, tag, []),
       else: results
   end
 
-  defp compact(results, [{_id, {:ok, pid}} | rest], pids),
-    do: compact(results, rest, [pid | pids])
+  defp compact(results, [{_id, {:ok, pid}} | rest], tag, pids),
+    do: compact(results, rest, tag, [pid | pids])
 
-  defp compact(_results, [], pids), do: {:stopped, :lists.reverse(pids)}
-  defp compact(results, _other, _pids), do: results
+  defp compact(_results, [], tag, pids), do: {tag, :lists.reverse(pids)}
+  defp compact(results, _other, _tag, _pids), do: results
 
   # A stop request finding no copy of an id that another member's
   # tombstone stopped here this recently answers with that copy (the

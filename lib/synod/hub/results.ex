@@ -27,12 +27,14 @@ defmodule Synod.Hub.Results do
   end
 
   @doc """
-  Records `[{id, result}]` answered by `node`, or `{:stopped, pids}` (every
-  id sent to `node` stopped, their pids in the order sent); unexpected
-  answers are ignored.
+  Records `[{id, result}]` answered by `node`, or `{:stopped, pids}` /
+  `{:started, pids}` (every id sent to `node` stopped / started or already
+  running there, their pids in the order sent; the tag must be this
+  request's kind); unexpected answers are ignored.
   """
-  @spec record(t(), node(), [{term(), term()}] | {:stopped, [pid()]}) :: t()
-  def record(%__MODULE__{pending: pending} = state, node, {:stopped, pids}) do
+  @spec record(t(), node(), [{term(), term()}] | {:stopped | :started, [pid()]}) :: t()
+  def record(%__MODULE__{pending: pending, kind: kind} = state, node, {tag, pids})
+      when (tag == :stopped and kind == :stop) or (tag == :started and kind == :start) do
     with {:ok, ids} when is_list(ids) <- Map.fetch(pending, node),
          {:ok, ok, n} <- take_pids(ids, pids, node, state.ok, 0) do
       %{state | pending: Map.delete(pending, node), ok: ok, count: state.count - n}
@@ -41,6 +43,9 @@ defmodule Synod.Hub.Results do
       _ -> state
     end
   end
+
+  # (anything else that is not a list answers for no id)
+  def record(state, _node, results) when not is_list(results), do: state
 
   def record(%__MODULE__{pending: pending} = state, node, results) do
     case Map.fetch(pending, node) do

@@ -27,17 +27,31 @@ defmodule Synod.Hub.Spec do
   @doc "Normalises every spec; `{:ok, [{id, spec}]}` or `{:error, [{spec_or_id, reason}]}`."
   @spec normalize_all([term()]) ::
           {:ok, [{term(), tuple() | map()}]} | {:error, [{term(), term()}]}
-  def normalize_all(specs) when is_list(specs) do
-    {good, bad} =
-      Enum.reduce(specs, {[], []}, fn spec, {good, bad} ->
-        case normalize(spec) do
-          {:ok, id, stored} -> {[{id, stored} | good], bad}
-          {:error, reason} -> {good, [{spec_label(spec), reason} | bad]}
-        end
-      end)
+  def normalize_all(specs) when is_list(specs), do: normalize_all(specs, [])
 
-    if bad == [], do: {:ok, Enum.reverse(good)}, else: {:error, Enum.reverse(bad)}
+  # One clause per spec, the common one (as in normalize/1) first, with no
+  # tuple built per spec; the first bad spec hands over to collect_bad/2.
+  defp normalize_all([%{id: id, start: {m, f, a} = mfa} = spec | specs], good)
+       when map_size(spec) == 2 and is_atom(m) and is_atom(f) and is_list(a),
+       do: normalize_all(specs, [{id, mfa} | good])
+
+  defp normalize_all([spec | specs], good) do
+    case normalize(spec) do
+      {:ok, id, stored} -> normalize_all(specs, [{id, stored} | good])
+      {:error, reason} -> collect_bad(specs, [{spec_label(spec), reason}])
+    end
   end
+
+  defp normalize_all([], good), do: {:ok, :lists.reverse(good)}
+
+  defp collect_bad([spec | specs], bad) do
+    case normalize(spec) do
+      {:ok, _id, _stored} -> collect_bad(specs, bad)
+      {:error, reason} -> collect_bad(specs, [{spec_label(spec), reason} | bad])
+    end
+  end
+
+  defp collect_bad([], bad), do: {:error, :lists.reverse(bad)}
 
   defp spec_label(%{id: id}), do: id
   defp spec_label(spec), do: spec

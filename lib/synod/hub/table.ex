@@ -170,6 +170,17 @@ defmodule Synod.Hub.Table do
       else: for({id, spec, slot, pid} <- entries, do: put_pid(registry, id, spec, slot, pid))
   end
 
+  @doc """
+  `put_pids/2` for an announcement: `:new` when every entry was a new row
+  (stored in one table call, no rows built), else the rows as now stored.
+  """
+  @spec put_new_pids(:ets.tid(), [tuple()]) :: :new | [Registry.row()]
+  def put_new_pids(registry, entries) do
+    if :ets.insert_new(registry, entries),
+      do: :new,
+      else: for({id, spec, slot, pid} <- entries, do: put_pid(registry, id, spec, slot, pid))
+  end
+
   @doc "Records `pid` as the copy of `id` on its node; returns the new row."
   @spec put_pid(:ets.tid(), term(), term(), Registry.slot(), pid()) :: Registry.row()
   def put_pid(registry, id, spec, slot, pid) do
