@@ -63,7 +63,7 @@ defmodule GroupsBench do
     for {:ok, n} <- results, do: true = n == length(groups)
     true = length(results) == length(nodes)
     t1 = System.monotonic_time(:millisecond)
-    known = wait_known(groups, nodes, t1 + 300_000)
+    known = Raft.wait_known(groups, nodes, t1 + 300_000)
     t2 = System.monotonic_time(:millisecond)
 
     IO.puts(
@@ -71,16 +71,6 @@ defmodule GroupsBench do
     )
 
     t2 - t0
-  end
-
-  def wait_known(groups, nodes, deadline) do
-    known = Enum.map(nodes, &elem(:erpc.call(&1, Raft, :leaders_seen, [groups], 60_000), 0))
-
-    cond do
-      Enum.all?(known, &(&1 == length(groups))) -> :all
-      System.monotonic_time(:millisecond) > deadline -> {:not_all, known}
-      true -> Process.sleep(200) && wait_known(groups, nodes, deadline)
-    end
   end
 
   def leaders(groups, nodes) do
@@ -159,7 +149,7 @@ defmodule GroupsBench do
       30_000 -> raise "no nodedown of #{victim}"
     end
 
-    known = wait_known(groups, survivors, System.monotonic_time(:millisecond) + 300_000)
+    known = Raft.wait_known(groups, survivors, System.monotonic_time(:millisecond) + 300_000)
     failover = System.monotonic_time(:millisecond) - t0
 
     IO.puts(
@@ -173,7 +163,7 @@ defmodule GroupsBench do
     n = :erpc.call(victim, Raft, :start_members, [groups, nodes, root], 600_000)
     true = n == length(groups)
     t3 = System.monotonic_time(:millisecond)
-    known = wait_known(groups, nodes, t3 + 300_000)
+    known = Raft.wait_known(groups, nodes, t3 + 300_000)
     t4 = System.monotonic_time(:millisecond)
 
     IO.puts(

@@ -84,16 +84,6 @@ alias Synod.Test.Raft
     defp other(name) do
       if String.starts_with?(Atom.to_string(name), "Elixir.Synod"), do: :synod_other, else: :other
     end
-
-    def wait_known(groups, nodes, deadline) do
-      known = Enum.map(nodes, &elem(:erpc.call(&1, Raft, :leaders_seen, [groups], 60_000), 0))
-
-      cond do
-        Enum.all?(known, &(&1 == length(groups))) -> :all
-        System.monotonic_time(:millisecond) > deadline -> {:not_all, known}
-        true -> Process.sleep(200) && wait_known(groups, nodes, deadline)
-      end
-    end
   end
 
 root = Path.join(System.tmp_dir!(), "synod-idle-profile-#{System.unique_integer([:positive])}")
@@ -110,7 +100,7 @@ try do
   groups = for i <- 1..n, do: :"idle#{u}_#{i}"
   t0 = System.monotonic_time(:millisecond)
   _ = :erpc.multicall(nodes, Raft, :start_members, [groups, nodes, root], 600_000)
-  known = IdleProfile.wait_known(groups, nodes, System.monotonic_time(:millisecond) + 300_000)
+  known = Raft.wait_known(groups, nodes, System.monotonic_time(:millisecond) + 300_000)
 
   IO.puts(
     "#{n} groups: leaders #{inspect(known)} after #{System.monotonic_time(:millisecond) - t0} ms"

@@ -71,33 +71,6 @@ defmodule ScaleBench do
   def tmp_file(c, node),
     do: Path.wildcard(Path.join(Cluster.data_dir(c, node), "snapshot.*.tmp")) |> List.first()
 
-  def caught_up?(c, node, leader) do
-    s = :erpc.call(node, Synod.Raft, :status, [c.store], 2_000)
-    l = :erpc.call(leader, Synod.Raft, :status, [c.store], 2_000)
-    s.applied >= l.commit and s.first_index > 1
-  catch
-    _, _ -> false
-  end
-
-  def wait(fun, deadline, step \\ 2) do
-    cond do
-      fun.() -> System.monotonic_time()
-      System.monotonic_time(:millisecond) > deadline -> raise "timed out"
-      true -> Process.sleep(step) && wait(fun, deadline, step)
-    end
-  end
-
-  def copy_fsync(src, dst) do
-    t0 = System.monotonic_time()
-    {:ok, _} = File.copy(src, dst)
-    {:ok, f} = :file.open(dst, [:raw, :read, :write, :binary])
-    :ok = :file.sync(f)
-    :ok = :file.close(f)
-    t = System.monotonic_time() - t0
-    File.rm!(dst)
-    t
-  end
-
   def read_pieces(path) do
     t0 = System.monotonic_time()
     {:ok, f} = :file.open(path, [:raw, :read, :binary])
@@ -186,7 +159,7 @@ try do
   leader = Cluster.wait_leader(c, c.nodes)
   deadline = System.monotonic_time(:millisecond) + 600_000
   # a compaction started during the load finishes first
-  ScaleBench.wait(fn -> ScaleBench.tmp_file(c, leader) == nil end, deadline, 5)
+  Synod.Test.Stats.wait(fn -> ScaleBench.tmp_file(c, leader) == nil end, deadline, 5)
   before = ScaleBench.snapshot_file(c, leader)
 
   pusher =
@@ -194,11 +167,11 @@ try do
       ScaleBench.put_latencies(c, leader, 1, fn -> ScaleBench.tmp_file(c, leader) != nil end)
     end)
 
-  started = ScaleBench.wait(fn -> ScaleBench.tmp_file(c, leader) != nil end, deadline, 1)
+  started = Synod.Test.Stats.wait(fn -> ScaleBench.tmp_file(c, leader) != nil end, deadline, 1)
   Task.await(pusher, 600_000)
 
   placed =
-    ScaleBench.wait(
+    Synod.Test.Stats.wait(
       fn ->
         (f = ScaleBench.snapshot_file(c, leader)) != nil and f != before and
           ScaleBench.tmp_file(c, leader) == nil
@@ -209,7 +182,7 @@ try do
 
   src = ScaleBench.snapshot_file(c, leader)
   bytes = File.stat!(src).size
-  copy_t = ScaleBench.copy_fsync(src, Path.join(root, "copy.bin"))
+  copy_t = Synod.Test.Stats.copy_fsync(src, Path.join(root, "copy.bin"))
 
   IO.puts(
     "snapshot: #{ScaleBench.fmt(bytes / 1_048_576)} MiB in #{ScaleBench.fmt(ScaleBench.ms(placed - started))} ms " <>
@@ -246,9 +219,17 @@ try do
       end)
     end)
 
-  done = ScaleBench.wait(fn -> ScaleBench.caught_up?(c, victim, leader) end, deadline, 5)
+  done =
+    Synod.Test.Stats.wait(
+      fn -> Synod.Test.Raft.caught_up?(c.store, victim, leader) end,
+      deadline,
+      5
+    )
+
   during = Task.await(streaming, 1_800_000)
-  copy_t = ScaleBench.copy_fsync(ScaleBench.snapshot_file(c, leader), Path.join(root, "copy.bin"))
+
+  copy_t =
+    Synod.Test.Stats.copy_fsync(ScaleBench.snapshot_file(c, leader), Path.join(root, "copy.bin"))
 
   IO.puts(
     "catch-up of a wiped follower: #{ScaleBench.fmt(ScaleBench.ms(done - start) / 1000)} s " <>
@@ -275,7 +256,14 @@ try do
   # so the time includes starting the peer VM
   start = System.monotonic_time()
   c = Cluster.restart(c, victim)
-  done = ScaleBench.wait(fn -> ScaleBench.caught_up?(c, victim, leader) end, deadline, 5)
+
+  done =
+    Synod.Test.Stats.wait(
+      fn -> Synod.Test.Raft.caught_up?(c.store, victim, leader) end,
+      deadline,
+      5
+    )
+
   read_t = ScaleBench.read_pieces(ScaleBench.snapshot_file(c, victim))
 
   IO.puts(

@@ -65,33 +65,6 @@ defmodule SnapshotBench do
     end
   end
 
-  def caught_up?(c, node, leader) do
-    s = :erpc.call(node, Synod.Raft, :status, [c.store], 2_000)
-    l = :erpc.call(leader, Synod.Raft, :status, [c.store], 2_000)
-    s.applied >= l.commit and s.first_index > 1
-  catch
-    _, _ -> false
-  end
-
-  def wait(fun, deadline) do
-    cond do
-      fun.() -> System.monotonic_time()
-      System.monotonic_time(:millisecond) > deadline -> raise "timed out"
-      true -> Process.sleep(2) && wait(fun, deadline)
-    end
-  end
-
-  def copy_fsync(src, dst) do
-    t0 = System.monotonic_time()
-    {:ok, _} = File.copy(src, dst)
-    {:ok, f} = :file.open(dst, [:raw, :read, :write, :binary])
-    :ok = :file.sync(f)
-    :ok = :file.close(f)
-    t = System.monotonic_time() - t0
-    File.rm!(dst)
-    t
-  end
-
   def mibps(bytes, native),
     do: bytes / 1_048_576 / (System.convert_time_unit(native, :native, :microsecond) / 1.0e6)
 
@@ -123,14 +96,14 @@ try do
       leader = Cluster.wait_leader(c, c.nodes)
       victim = hd(c.nodes -- [leader])
 
-      SnapshotBench.wait(
+      Synod.Test.Stats.wait(
         fn -> SnapshotBench.snapshot_file(c, leader) != nil end,
         System.monotonic_time(:millisecond) + 60_000
       )
 
       src = SnapshotBench.snapshot_file(c, leader)
       bytes = File.stat!(src).size
-      copy = SnapshotBench.copy_fsync(src, Path.join(root, "copy.bin"))
+      copy = Synod.Test.Stats.copy_fsync(src, Path.join(root, "copy.bin"))
 
       Cluster.kill(c, victim)
       File.rm_rf!(Cluster.data_dir(c, victim))
@@ -139,12 +112,16 @@ try do
       deadline = System.monotonic_time(:millisecond) + 300_000
 
       placed =
-        SnapshotBench.wait(
+        Synod.Test.Stats.wait(
           fn -> SnapshotBench.snapshot_file(c, victim) != nil end,
           deadline
         )
 
-      done = SnapshotBench.wait(fn -> SnapshotBench.caught_up?(c, victim, leader) end, deadline)
+      done =
+        Synod.Test.Stats.wait(
+          fn -> Synod.Test.Raft.caught_up?(c.store, victim, leader) end,
+          deadline
+        )
 
       r = %{
         bytes: bytes,

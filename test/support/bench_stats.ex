@@ -31,4 +31,29 @@ defmodule Synod.Test.Stats do
     1..clients |> Enum.map(&Task.async(fn -> client.(&1) end)) |> Task.await_many(600_000)
     round(clients * per / ((System.monotonic_time(:microsecond) - t0) / 1_000_000))
   end
+
+  @doc """
+  Polls `fun` every `step` ms until it returns true and answers the
+  monotonic time (native units) at which it did; raises after `deadline`
+  (monotonic ms).
+  """
+  def wait(fun, deadline, step \\ 2) do
+    cond do
+      fun.() -> System.monotonic_time()
+      System.monotonic_time(:millisecond) > deadline -> raise "timed out"
+      true -> Process.sleep(step) && wait(fun, deadline, step)
+    end
+  end
+
+  @doc "Native time to copy `src` to `dst` and fsync the copy (then removed): a disk baseline."
+  def copy_fsync(src, dst) do
+    t0 = System.monotonic_time()
+    {:ok, _} = File.copy(src, dst)
+    {:ok, f} = :file.open(dst, [:raw, :read, :write, :binary])
+    :ok = :file.sync(f)
+    :ok = :file.close(f)
+    t = System.monotonic_time() - t0
+    File.rm!(dst)
+    t
+  end
 end

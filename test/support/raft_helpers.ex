@@ -375,4 +375,32 @@ defmodule Synod.Test.Raft do
   end
 
   defp hard_states(_torn_or_empty), do: []
+
+  @doc """
+  Whether `node`'s member of `group` has applied the leader's commit and
+  holds a snapshot (its log no longer starts at 1): a wiped follower caught
+  up through a snapshot.
+  """
+  def caught_up?(group, node, leader) do
+    s = :erpc.call(node, Synod.Raft, :status, [group], 2_000)
+    l = :erpc.call(leader, Synod.Raft, :status, [group], 2_000)
+    s.applied >= l.commit and s.first_index > 1
+  catch
+    _, _ -> false
+  end
+
+  @doc """
+  Polls until every node of `nodes` names a leader for each of `groups`:
+  `:all`, or `{:not_all, counts per node}` once `deadline` (monotonic ms)
+  has passed.
+  """
+  def wait_known(groups, nodes, deadline) do
+    known = Enum.map(nodes, &elem(:erpc.call(&1, __MODULE__, :leaders_seen, [groups], 60_000), 0))
+
+    cond do
+      Enum.all?(known, &(&1 == length(groups))) -> :all
+      System.monotonic_time(:millisecond) > deadline -> {:not_all, known}
+      true -> Process.sleep(200) && wait_known(groups, nodes, deadline)
+    end
+  end
 end
