@@ -36,7 +36,7 @@ defmodule SnapshotBench do
   def fill(c, leader, mib) do
     filler = :binary.copy(:rand.bytes(1024), div(@value, 1024))
 
-    1..div(mib * 1024 * 1024, @value)
+    1..puts(mib)
     |> Task.async_stream(
       fn i ->
         key = "k/" <> String.pad_leading(Integer.to_string(i), 6, "0")
@@ -55,6 +55,10 @@ defmodule SnapshotBench do
     )
     |> Stream.run()
   end
+
+  def snapshot_every(mib), do: mib |> puts() |> div(2) |> max(1) |> min(50)
+
+  defp puts(mib), do: div(mib * 1024 * 1024, @value)
 
   def snapshot_file(c, node) do
     dir = Cluster.data_dir(c, node)
@@ -78,7 +82,9 @@ c =
     data_root: root,
     prefix: "snapb",
     store: :snapbench,
-    store_opts: [snapshot_every: 50] ++ chunk_opts
+    # A snapshot every 50 applied entries, or every half of the puts when
+    # the store is small (8 MiB is 16 puts), so one covers the whole fill.
+    store_opts: [snapshot_every: SnapshotBench.snapshot_every(mib)] ++ chunk_opts
   )
 
 try do
