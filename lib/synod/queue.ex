@@ -56,6 +56,7 @@ defmodule Synod.Queue do
 
   alias Synod.Coord.{Deadline, Options, Recipe, Stores, Watch}
   alias Synod.Store
+  alias Synod.Store.Command
 
   @max_value 1_044_480
 
@@ -175,7 +176,7 @@ defmodule Synod.Queue do
       # from its failure branch). Else a plain dequeue is one txn that takes
       # the first value if no value is claimed (`take_first/1`).
       case {Process.delete(head_key(s)), s.vis} do
-        {nil, nil} -> take_first(s)
+        {nil, nil} -> if Process.get(empty_key(s)), do: look_first(s), else: take_first(s)
         {nil, _ms} -> take(s)
         {kv, _} -> take(s, kv)
       end
@@ -183,6 +184,28 @@ defmodule Synod.Queue do
   end
 
   defp head_key(s), do: {__MODULE__, :head, s.store, s.name}
+
+  # Set when this process's last plain take found the queue empty: its next
+  # dequeue looks first with a read-only txn (read-index, no log entry), so
+  # a consumer polling an empty queue (`timeout: 0`) does not write the log.
+  defp empty_key(s), do: {__MODULE__, :empty, s.store, s.name}
+
+  defp look_first(s) do
+    {items, claims} = {items(s.name), claims(s.name)}
+
+    case Store.txn(
+           s.store,
+           [{:count, claims, [prefix: true], :==, 0}],
+           [{:range, items, range_end: Command.prefix_end(items), limit: 1, keys_only: true}],
+           Recipe.page_reads(items, claims, nil, true),
+           Deadline.opts(s.call)
+         ) do
+      {:ok, rev, true, [{:range, [], _, _}]} -> wait(s, rev)
+      {:ok, _rev, true, [{:range, [_], _, _}]} -> take_first(s)
+      {:ok, rev, false, pages} -> retake(s, pages, rev)
+      error -> error
+    end
+  end
 
   # A take's success branch read the pages behind the value it took: the
   # next free one (keys only) is the next dequeue's first guess.
@@ -214,10 +237,19 @@ defmodule Synod.Queue do
            Recipe.page_reads(items, claims, nil, true),
            Deadline.opts(s.call)
          ) do
-      {:ok, rev, true, [{:delete, 1, [taken]}]} -> {:ok, item(taken, rev, nil)}
-      {:ok, rev, true, [{:delete, 0, []}]} -> wait(s, rev)
-      {:ok, rev, false, pages} -> retake(s, pages, rev)
-      error -> error
+      {:ok, rev, true, [{:delete, 1, [taken]}]} ->
+        Process.delete(empty_key(s))
+        {:ok, item(taken, rev, nil)}
+
+      {:ok, rev, true, [{:delete, 0, []}]} ->
+        Process.put(empty_key(s), true)
+        wait(s, rev)
+
+      {:ok, rev, false, pages} ->
+        retake(s, pages, rev)
+
+      error ->
+        error
     end
   end
 

@@ -16,6 +16,20 @@ defmodule Synod.QueueClusterTest do
     ctx
   end
 
+  test "polling an empty queue writes the log once, then reads only", %{store: s} = ctx do
+    name = "poll#{System.unique_integer([:positive])}"
+    commit = fn -> :erpc.call(ctx.leader, Synod.Raft, :status, [s]).commit end
+    assert {:error, :empty} = Queue.dequeue(s, name, timeout: 0)
+    c0 = commit.()
+    for _ <- 1..5, do: assert({:error, :empty} = Queue.dequeue(s, name, timeout: 0))
+    # Five looks at the empty queue: no log entry (each was one before; a
+    # lease of another test expiring meanwhile would be one).
+    assert commit.() - c0 < 5
+    {:ok, _, rev} = Queue.enqueue(s, name, :v)
+    assert {:ok, %{value: :v, revision: ^rev}} = Queue.dequeue(s, name, timeout: 0)
+    assert {:error, :empty} = Queue.dequeue(s, name, timeout: 0)
+  end
+
   test "producers and consumers on every node: each value once, in revision order", ctx do
     queue = {ctx.store, "work"}
     # Consumers first: they block on a watch until values come.
