@@ -195,8 +195,8 @@ static void test_vote_grant_withheld_until_persisted(void **state)
 }
 
 /* Entries 2..3 of term 2 are in flight when a leader of term 3 cuts them
- * and writes its own entry 2. Confirming the first write confirms the
- * term-2 entries' write, not the term-3 entry: it is not applied (though
+ * and writes its own entries 2..3. Confirming the first write confirms the
+ * term-2 entries' write, not the term-3 entries: they are not applied (though
  * committed) until its own write is confirmed. */
 static void test_stale_confirmation_ignored(void **state)
 {
@@ -208,25 +208,27 @@ static void test_stale_confirmation_ignored(void **state)
     assert_int_equal(raft_step(r, &m), RAFT_OK);
     drain(r, &o);
     uint64_t first = o.seqs[0];
-    raft_entry f[1] = {{.term = 3, .index = 2, .data = (const uint8_t *)"n", .len = 1}};
-    m = append(3, 3, 1, 1, f, 1, 2);
+    /* as long as the cut log: only the terms tell the writes apart */
+    raft_entry f[2] = {{.term = 3, .index = 2, .data = (const uint8_t *)"n", .len = 1},
+                       {.term = 3, .index = 3, .data = (const uint8_t *)"o", .len = 1}};
+    m = append(3, 3, 1, 1, f, 2, 3);
     assert_int_equal(raft_step(r, &m), RAFT_OK);
     drain(r, &o);
     assert_int_equal(o.n_seqs, 1);
     uint64_t second = o.seqs[0];
     assert_true(second > first);
-    assert_int_equal(status(r).commit, 2);
-    assert_int_equal(status(r).last_index, 2);
+    assert_int_equal(status(r).commit, 3);
+    assert_int_equal(status(r).last_index, 3);
     assert_int_equal(raft_persisted(r, first), RAFT_OK);
     drain(r, &o);
-    assert_int_equal(o.n_applied, 0); /* entry 2 of term 3 is not durable */
+    assert_int_equal(o.n_applied, 0); /* entries 2..3 of term 3 are not durable */
     assert_null(find(&o, RAFT_MSG_APPEND_RESP, 3));
     assert_int_equal(raft_persisted(r, second), RAFT_OK);
     drain(r, &o);
-    assert_int_equal(o.applied_last, 2);
+    assert_int_equal(o.applied_last, 3);
     const raft_msg *ack = find(&o, RAFT_MSG_APPEND_RESP, 3);
     assert_non_null(ack);
-    assert_int_equal(ack->index, 2);
+    assert_int_equal(ack->index, 3);
     raft_free(r);
 }
 
