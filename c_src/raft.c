@@ -70,7 +70,8 @@ struct raft_t {
     uint32_t snapshot_chunk, snapshot_window;
     size_t max_msg_bytes;
     bool pre_vote, check_quorum, quiesce;
-    bool witness; /* votes and acks, never campaigns, keeps no entry bytes */
+    bool witness;       /* votes and acks, never campaigns, keeps no entry bytes */
+    bool async_persist; /* raft.h, "ASYNCHRONOUS PERSISTENCE" */
     uint64_t rng;
 
     /* persistent state: term, vote and log */
@@ -128,6 +129,27 @@ struct raft_t {
     raft_hard_state hs_given; /* hard state of the last Ready */
     uint64_t ready_last;      /* last index when raft_ready ran */
     uint64_t ready_applied;   /* applied after that Ready */
+
+    /* async_persist only (raft.h, "ASYNCHRONOUS PERSISTENCE"). persisted:
+     * the current log (snapshot and entries) is durable up to this index.
+     * hs_durable: the term and vote known durable. writes[]: the Readies
+     * handed out with must_sync and not yet confirmed, oldest first, each
+     * with the last index and term of the log when it was handed out.
+     * held[]: late messages waiting for the confirmation of write seq. */
+    uint64_t persisted;
+    raft_hard_state hs_durable;
+    uint64_t write_seq; /* seq of the last Ready with must_sync */
+    struct raft_write {
+        uint64_t seq, last_index, last_term, term, vote;
+    } * writes;
+    size_t n_writes, cap_writes;
+    struct raft_held {
+        uint64_t seq;
+        raft_msg m;
+    } * held;
+    size_t n_held, cap_held;
+    size_t n_released;   /* msgs[0 .. n_released): held ones, now sendable */
+    size_t ready_n_sent; /* msgs handed out in the Ready (async) */
     bool in_ready;
     bool nomem;
 };
@@ -280,6 +302,19 @@ static uint64_t raft_last_term(const raft_t *r)
     return raft_log_last_term(&r->log);
 }
 
+/* The leader's own copy counts towards a commit only once it is durable. */
+static uint64_t raft_self_match(const raft_t *r)
+{
+    uint64_t last = raft_last_index(r);
+    return r->async_persist ? raft_min_u64(r->persisted, last) : last;
+}
+
+/* What the driver may apply: committed and, in async mode, durable here. */
+static uint64_t raft_applicable(const raft_t *r)
+{
+    return r->async_persist ? raft_min_u64(r->commit, r->persisted) : r->commit;
+}
+
 static size_t raft_quorum(const raft_t *r)
 {
     return r->conf.n_voters / 2 + 1;
@@ -337,7 +372,7 @@ static void raft_check(const raft_t *r)
     assert(r->n_peers == (size_t)r->conf.n_voters + r->conf.n_learners);
     if (r->role == RAFT_LEADER) {
         const raft_progress *self = raft_peer((raft_t *)r, r->id);
-        assert(!self || self->match == raft_last_index(r));
+        assert(!self || self->match == raft_self_match(r));
         assert(r->term_start >= 1 && r->term_start <= raft_last_index(r));
         for (size_t i = 0; i < r->n_peers; i++)
             assert(r->peers[i].match < r->peers[i].next &&
@@ -413,7 +448,7 @@ static void raft_sync_peers(raft_t *r)
             pr->id = id;
             pr->next = raft_last_index(r) + 1;
             if (id == r->id && r->role == RAFT_LEADER)
-                pr->match = raft_last_index(r);
+                pr->match = raft_self_match(r);
         }
         pr->voter = voter;
     }
@@ -475,6 +510,8 @@ static void raft_truncate(raft_t *r, uint64_t from)
     raft_log_truncate(&r->log, from);
     if (r->unstable > from)
         r->unstable = from;
+    if (r->persisted >= from)
+        r->persisted = from - 1; /* the entries from `from` on are new */
     if (r->conf_index >= from)
         raft_conf_rebuild(r);
 }
@@ -538,8 +575,8 @@ static bool raft_leader_append(raft_t *r, uint8_t type, const uint8_t *data, siz
         return false;
     raft_progress *self = raft_peer(r, r->id);
     if (self) {
-        self->match = raft_last_index(r);
-        self->next = self->match + 1;
+        self->match = raft_self_match(r);
+        self->next = raft_last_index(r) + 1;
     }
     /* A group with one voter commits at once. The appends to the followers
      * are not built here but when the Ready is (raft_flush_sends): every
@@ -555,7 +592,7 @@ static void raft_become_leader(raft_t *r)
     raft_set_role(r, RAFT_LEADER, r->id, RAFT_CAUSE_ELECTION_WON);
     raft_progress *self = raft_peer(r, r->id);
     if (self) {
-        self->match = raft_last_index(r);
+        self->match = raft_self_match(r);
         self->active = true;
     }
     /* The no-op lets this leader commit, by counting replicas of an entry of
@@ -1410,6 +1447,9 @@ int raft_snapshot_received(raft_t *r, uint64_t index, uint64_t term, bool ok)
     s.checksum = r->rx.checksum;
     if (!raft_install_snapshot(r, &s))
         return raft_leave(r, RAFT_ERR_INVALID);
+    /* The old durable log may disagree with the snapshot beyond what was
+     * committed; the snapshot itself is durable once its Ready is. */
+    r->persisted = raft_min_u64(r->persisted, r->commit);
     raft_log_reset(&r->log, index, term);
     r->commit = index;
     r->unstable = index + 1;
@@ -1835,6 +1875,80 @@ static size_t raft_partition_early(raft_msg *msgs, size_t n)
     return k;
 }
 
+/* Async mode (raft.h, "ASYNCHRONOUS PERSISTENCE"): messages that promise
+ * nothing about the sender's disk beyond its term. A pre-vote changes
+ * nothing persistent; a rejection, a heartbeat answer and a non-final chunk
+ * ack claim no durable entry or vote. */
+static bool raft_msg_is_async_early(const raft_msg *m)
+{
+    if (raft_msg_is_early(m))
+        return true;
+    switch (m->type) {
+    case RAFT_MSG_PREVOTE:
+    case RAFT_MSG_PREVOTE_RESP:
+    case RAFT_MSG_HEARTBEAT_RESP:
+    case RAFT_MSG_SNAPSHOT_RESP:
+        return true;
+    case RAFT_MSG_VOTE_RESP:
+    case RAFT_MSG_APPEND_RESP:
+        /* A LOST rejection claims nothing durable either: it says what is
+         * missing. */
+        return (m->flags & RAFT_FLAG_REJECT) != 0;
+    default:
+        return false;
+    }
+}
+
+/* Async mode, in raft_ready: records this Ready's write (if it must be
+ * synced) and moves every message that waits for a write still in flight
+ * into held[]; what is left in msgs[] may all be sent at once. */
+static bool raft_async_hold(raft_t *r, raft_ready_t *rd, bool term_vote_durable)
+{
+    if (rd->must_sync) {
+        struct raft_write *w =
+            raft_grow(r->writes, &r->cap_writes, r->n_writes + 1, sizeof(*w), &r->nomem);
+        if (!w)
+            return false;
+        r->writes = w;
+        w = &r->writes[r->n_writes++];
+        w->seq = ++r->write_seq;
+        w->last_index = raft_last_index(r);
+        w->last_term = raft_last_term(r);
+        w->term = r->term;
+        w->vote = r->vote;
+        rd->seq = w->seq;
+    }
+    /* A late message waits for the newest write not yet confirmed (this
+     * Ready's, or an earlier one's: it may depend on anything handed out
+     * before it); with none in flight it may leave now. Early messages also
+     * wait when the term or vote they carry is not durable yet. */
+    uint64_t wait = r->n_writes ? r->writes[r->n_writes - 1].seq : 0;
+    bool hs_durable =
+        term_vote_durable && r->term == r->hs_durable.term && r->vote == r->hs_durable.vote;
+    size_t k = r->n_released;
+    for (size_t i = r->n_released; i < r->n_msgs; i++) {
+        raft_msg *m = &r->msgs[i];
+        bool now = wait == 0 || (hs_durable && raft_msg_is_async_early(m));
+        if (now) {
+            r->msgs[k++] = *m;
+            continue;
+        }
+        struct raft_held *h =
+            raft_grow(r->held, &r->cap_held, r->n_held + 1, sizeof(*h), &r->nomem);
+        if (!h)
+            return false;
+        r->held = h;
+        r->held[r->n_held].seq = wait;
+        r->held[r->n_held].m = *m;
+        r->n_held++;
+    }
+    r->n_msgs = k;
+    rd->n_msgs = k;
+    rd->n_early = k;
+    r->ready_n_sent = k;
+    return true;
+}
+
 static uint64_t raft_apply_from(const raft_t *r)
 {
     return (r->snap_pending ? r->snap.index : r->applied) + 1;
@@ -1848,7 +1962,7 @@ bool raft_has_ready(const raft_t *r)
         return false;
     return r->snap_pending || r->unstable <= raft_last_index(r) || r->n_msgs ||
            raft_leader_owes_sends(r) || r->n_events || r->n_chunks || r->n_reads ||
-           r->commit >= raft_apply_from(r) || r->term != r->hs_given.term ||
+           raft_applicable(r) >= raft_apply_from(r) || r->term != r->hs_given.term ||
            r->vote != r->hs_given.vote || r->commit != r->hs_given.commit;
 }
 
@@ -1878,11 +1992,16 @@ int raft_ready(raft_t *r, raft_ready_t *rd)
     rd->must_sync = rd->snapshot || rd->n_entries || !term_vote_durable;
     rd->msgs = r->msgs;
     rd->n_msgs = r->n_msgs;
-    rd->n_early = term_vote_durable ? raft_partition_early(r->msgs, r->n_msgs) : 0;
-    uint64_t from = raft_apply_from(r);
-    if (r->commit >= from) {
+    if (r->async_persist) {
+        if (!raft_async_hold(r, rd, term_vote_durable))
+            return RAFT_ERR_NOMEM;
+    } else {
+        rd->n_early = term_vote_durable ? raft_partition_early(r->msgs, r->n_msgs) : 0;
+    }
+    uint64_t from = raft_apply_from(r), upto = raft_applicable(r);
+    if (upto >= from) {
         rd->committed = raft_log_get(&r->log, from);
-        rd->n_committed = (size_t)(r->commit - from + 1);
+        rd->n_committed = (size_t)(upto - from + 1);
     }
     rd->chunks = r->chunks;
     rd->n_chunks = r->n_chunks;
@@ -1891,7 +2010,7 @@ int raft_ready(raft_t *r, raft_ready_t *rd)
     rd->reads = r->reads;
     rd->n_reads = r->n_reads;
     r->ready_last = last;
-    r->ready_applied = raft_max_u64(from - 1, r->commit);
+    r->ready_applied = raft_max_u64(from - 1, upto);
     r->in_ready = true;
     return RAFT_OK;
 }
@@ -1905,6 +2024,7 @@ int raft_advance(raft_t *r, const raft_ready_t *rd)
     /* Nothing may change between ready and advance (raft_enter refuses), so
      * the Ready still describes the instance exactly. */
     assert(r->ready_last == raft_last_index(r) && rd->n_msgs == r->n_msgs);
+    assert(!r->async_persist || r->ready_n_sent == r->n_msgs);
     r->unstable = r->ready_last + 1;
     r->hs_given = rd->hard_state;
     r->applied = r->ready_applied;
@@ -1912,6 +2032,7 @@ int raft_advance(raft_t *r, const raft_ready_t *rd)
     for (size_t i = 0; i < r->n_msgs; i++)
         free(r->msgs[i].mem);
     r->n_msgs = 0;
+    r->n_released = 0;
     for (size_t i = 0; i < r->n_chunks; i++)
         free((void *)r->chunks[i].data);
     r->n_chunks = 0;
@@ -1920,6 +2041,62 @@ int raft_advance(raft_t *r, const raft_ready_t *rd)
     r->in_ready = false;
     raft_check(r);
     return RAFT_OK;
+}
+
+int raft_persisted(raft_t *r, uint64_t seq)
+{
+    int rc = raft_enter(r);
+    if (rc != RAFT_OK)
+        return rc;
+    if (!r->async_persist || seq == 0 || seq > r->write_seq)
+        return RAFT_ERR_INVALID;
+    /* Every write up to seq is durable, the later ones are not (the driver
+     * writes in order). A write's entries count only if the log still holds
+     * its last entry: by Log Matching the durable log then agrees with the
+     * current one up to there. A write whose entries were since cut by a
+     * new leader's conflicting append confirms nothing of the new ones. */
+    size_t done = 0;
+    while (done < r->n_writes && r->writes[done].seq <= seq) {
+        const struct raft_write *w = &r->writes[done++];
+        uint64_t t;
+        if (w->last_index > r->persisted && w->last_index <= raft_last_index(r) &&
+            raft_log_term(&r->log, w->last_index, &t) && t == w->last_term)
+            r->persisted = w->last_index;
+        r->hs_durable.term = w->term;
+        r->hs_durable.vote = w->vote;
+    }
+    if (done == 0)
+        return RAFT_OK; /* a stale or repeated confirmation */
+    memmove(r->writes, r->writes + done, (r->n_writes - done) * sizeof(*r->writes));
+    r->n_writes -= done;
+    /* Release the messages that waited for these writes, in order, ahead of
+     * anything stepped since. */
+    size_t rel = 0;
+    while (rel < r->n_held && r->held[rel].seq <= seq)
+        rel++;
+    if (rel) {
+        raft_msg *msgs =
+            raft_grow(r->msgs, &r->cap_msgs, r->n_msgs + rel, sizeof(*msgs), &r->nomem);
+        if (!msgs)
+            return RAFT_ERR_NOMEM;
+        r->msgs = msgs;
+        memmove(msgs + r->n_released + rel, msgs + r->n_released,
+                (r->n_msgs - r->n_released) * sizeof(*msgs));
+        for (size_t i = 0; i < rel; i++)
+            msgs[r->n_released + i] = r->held[i].m;
+        r->n_msgs += rel;
+        r->n_released += rel;
+        memmove(r->held, r->held + rel, (r->n_held - rel) * sizeof(*r->held));
+        r->n_held -= rel;
+    }
+    if (r->role == RAFT_LEADER) {
+        raft_progress *self = raft_peer(r, r->id);
+        if (self && self->match < raft_self_match(r)) {
+            self->match = raft_self_match(r);
+            raft_maybe_commit(r);
+        }
+    }
+    return raft_leave(r, RAFT_OK);
 }
 
 /* ---- construction ----------------------------------------------------------------- */
@@ -1978,7 +2155,9 @@ static int raft_restore(raft_t *r, const raft_config *cfg)
     r->vote = hs->vote;
     r->commit = raft_max_u64(raft_max_u64(hs->commit, r->log.snap_index), r->applied);
     r->hs_given = *hs;
+    r->hs_durable = *hs;
     r->unstable = raft_last_index(r) + 1;
+    r->persisted = raft_last_index(r); /* given back: durable */
     return RAFT_OK;
 }
 
@@ -2023,6 +2202,7 @@ raft_t *raft_new(const raft_config *cfg, int *err)
     r->check_quorum = cfg->check_quorum;
     r->quiesce = cfg->quiesce;
     r->witness = cfg->witness;
+    r->async_persist = cfg->async_persist;
     r->max_msg_entries = cfg->max_msg_entries ? cfg->max_msg_entries : 64;
     if (r->max_msg_entries > RAFT_MSG_MAX_ENTRIES)
         r->max_msg_entries = RAFT_MSG_MAX_ENTRIES;
@@ -2066,6 +2246,10 @@ void raft_free(raft_t *r)
     for (size_t i = 0; i < r->n_msgs; i++)
         free(r->msgs[i].mem);
     free(r->msgs);
+    for (size_t i = 0; i < r->n_held; i++)
+        free(r->held[i].m.mem);
+    free(r->held);
+    free(r->writes);
     free(r->events);
     free(r->reads);
     free(r->reqs);

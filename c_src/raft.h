@@ -174,6 +174,41 @@
  *   raft_read_index always waits for a quorum's answer to a heartbeat sent
  *   after the request.
  *
+ * ASYNCHRONOUS PERSISTENCE (raft_config.async_persist; docs/raft.md,
+ * "Members that keep stepping: raft_persisted")
+ *
+ *   Off by default: then everything above holds as written. With it on, a
+ *   handed-out Ready is not taken as persisted, and the driver need not wait
+ *   for its disk before the next input:
+ *
+ *     - Every message in rd.msgs may be sent at once (n_early == n_msgs):
+ *       the core itself holds back each message that depends on a write
+ *       not yet durable (an append ack, a vote grant, a vote request, and,
+ *       while the term or vote is not durable, everything) and hands it
+ *       out in a later Ready, once raft_persisted covers that write.
+ *     - rd.seq is non-zero exactly when rd.must_sync: the driver writes the
+ *       Ready's snapshot, entries and hard state (in order, after those of
+ *       every earlier Ready), and once they are durable calls
+ *       raft_persisted(r, rd.seq). Confirming seq confirms every earlier
+ *       write too. The driver may call raft_advance at once, and keep
+ *       calling raft_tick / raft_step / raft_propose / raft_ready meanwhile.
+ *     - rd.committed holds only entries that are committed AND durable on
+ *       this member, so the driver applies at once (step 3 does not wait).
+ *       A Ready with rd.snapshot must have its snapshot written before the
+ *       state machine is restored from it.
+ *     - The leader counts its own copy of an entry towards a commit only
+ *       once raft_persisted covers it.
+ *     - A confirmation of a write whose entries a new leader has since cut
+ *       (a conflicting append stepped while the write was in flight)
+ *       confirms the term and vote of that write, and entries only as far
+ *       as the current log still agrees with them (same index and term):
+ *       the entries that replaced them wait for their own write.
+ *
+ *   raft_persisted returns RAFT_ERR_INVALID without async_persist, for 0,
+ *   and for a seq never handed out; a seq already confirmed is ignored
+ *   (RAFT_OK). After a restart seq starts again from 1: a driver must not
+ *   carry confirmations across raft_free.
+ *
  * THREADS: none. One raft_t must not be used by two threads at once; distinct
  * instances are independent.
  */
@@ -440,6 +475,9 @@ typedef struct raft_ready {
     size_t n_events;
     const raft_read_state *reads;
     size_t n_reads;
+    /* async_persist: non-zero iff must_sync; hand it to raft_persisted once
+     * this Ready's writes are durable. Always 0 otherwise. */
+    uint64_t seq;
 } raft_ready_t;
 
 typedef struct raft_config {
@@ -460,6 +498,9 @@ typedef struct raft_config {
     bool witness;
     /* Quiesce when idle (see "QUIESCING" above); off by default. */
     bool quiesce;
+    /* Persist asynchronously (see "ASYNCHRONOUS PERSISTENCE"); off by
+     * default. */
+    bool async_persist;
     uint32_t snapshot_chunk;  /* bytes per snapshot chunk, 1..RAFT_SNAPSHOT_MAX_CHUNK */
     uint32_t snapshot_window; /* snapshot chunks in flight per follower, >= 1 */
     /* Bootstrap (fresh member of a new group, nothing persisted). */
@@ -541,6 +582,10 @@ int raft_compact(raft_t *r, uint64_t index, uint64_t size, uint64_t checksum);
  * RAFT_ERR_INVALID if no such snapshot is awaiting installation. */
 int raft_snapshot_received(raft_t *r, uint64_t index, uint64_t term, bool ok);
 const raft_snapshot *raft_snapshot_get(const raft_t *r); /* index 0: none */
+
+/* async_persist: the writes of every Ready up to the one that carried
+ * rd.seq == seq are durable (see "ASYNCHRONOUS PERSISTENCE"). */
+int raft_persisted(raft_t *r, uint64_t seq);
 
 bool raft_has_ready(const raft_t *r);
 int raft_ready(raft_t *r, raft_ready_t *rd);

@@ -36,7 +36,7 @@
     X(commit) X(applied) X(first_index) X(last_index) X(last_term) X(transferee)             \
     X(voters) X(learners) X(election_tick) X(heartbeat_tick) X(pre_vote) X(check_quorum)     \
     X(max_inflight) X(max_msg_entries) X(hard_state) X(snapshot) X(entries)                  \
-    X(snapshot_chunk) X(snapshot_window) X(chunk) X(quiesce) X(quiesced) X(wake)             \
+    X(snapshot_chunk) X(snapshot_window) X(chunk) X(quiesce) X(quiesced) X(wake) X(async_persist)             \
     /* store */                                                                              \
     X(put) X(delete) X(range) X(txn) X(lease_granted) X(lease_revoked)                       \
     X(compacted) X(key) X(value) X(create_revision) X(mod_revision) X(version)               \
@@ -104,6 +104,7 @@ ERL_NIF_TERM synod_raft_chunk_encode(ErlNifEnv *env, int argc, const ERL_NIF_TER
 ERL_NIF_TERM synod_raft_ready(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM synod_raft_status(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM synod_raft_quiesced(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM synod_raft_persisted(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 
 #define SYNOD_NIF_RAFT_FUNCS                                                                       \
     {"raft_new", 1, synod_raft_new, 0}, {"raft_tick", 1, synod_raft_tick, 0},                      \
@@ -115,6 +116,7 @@ ERL_NIF_TERM synod_raft_quiesced(ErlNifEnv *env, int argc, const ERL_NIF_TERM ar
         {"raft_chunk_encode", 2, synod_raft_chunk_encode, ERL_NIF_DIRTY_JOB_CPU_BOUND},            \
         {"raft_ready", 1, synod_raft_ready, 0}, {"raft_status", 1, synod_raft_status, 0},          \
         {"raft_quiesced", 1, synod_raft_quiesced, 0},                                              \
+        {"raft_persisted", 2, synod_raft_persisted, 0},                                            \
     {                                                                                              \
         "raft_seed", 0, synod_raft_seed, 0                                                         \
     }

@@ -21,6 +21,10 @@
  *   HardState = {Term, Vote, Commit}
  *   Sync      = boolean(): rd.must_sync, fsync what was written before Msgs
  *               leave (false: the hard state may be written without fsync)
+ *             | Seq :: pos_integer(): with async_persist, a Ready that must
+ *               be synced; every message may leave at once (Msgs is []),
+ *               and once the writes are durable the driver calls
+ *               raft_persisted(R, Seq) (raft.h, ASYNCHRONOUS PERSISTENCE)
  *   Early     = [Msg]: rd.msgs[0 .. n_early), may leave before the persist
  *   Snapshot  = {Index, Term, Voters, Learners, Size, Checksum}  (metadata:
  *               the bytes are in the driver's snapshot file)
@@ -308,6 +312,8 @@ static const char *parse_config(ErlNifEnv *env, ERL_NIF_TERM map, raft_config *c
         return "check_quorum must be a boolean";
     if (opt(env, map, ATOM(env, quiesce), &v) && !get_bool(env, v, &cfg->quiesce))
         return "quiesce must be a boolean";
+    if (opt(env, map, ATOM(env, async_persist), &v) && !get_bool(env, v, &cfg->async_persist))
+        return "async_persist must be a boolean";
     if (opt(env, map, ATOM(env, max_msg_entries), &v) &&
         !get_u32(env, v, 1, RAFT_MSG_MAX_ENTRIES, &cfg->max_msg_entries))
         return "max_msg_entries must be an integer in 1..4096";
@@ -702,7 +708,7 @@ static ERL_NIF_TERM ready_term(ErlNifEnv *env, const raft_ready_t *rd, int *err)
                              u64(env, rd->snapshot->size), u64(env, rd->snapshot->checksum));
     ERL_NIF_TERM items[] = {
         rd->hard_state_changed ? hard_state_term(env, &rd->hard_state) : nil,
-        synod_boolean(env, rd->must_sync),
+        rd->seq ? u64(env, rd->seq) : synod_boolean(env, rd->must_sync),
         snapshot,
         entry_list(env, rd->entries, rd->n_entries),
         msg_list(env, rd->msgs, rd->n_early, err),
@@ -735,6 +741,23 @@ ERL_NIF_TERM synod_raft_ready(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
     }
     enif_mutex_unlock(res->lock);
     return err == RAFT_OK ? reply : error_term(env, err);
+}
+
+/* raft_persisted(R, Seq) -> ok | {error, invalid}: the writes of every
+ * Ready up to the one whose Sync was Seq are durable (async_persist only;
+ * {error, invalid} without it, or for a Seq never handed out; a Seq already
+ * confirmed is ignored). */
+ERL_NIF_TERM synod_raft_persisted(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    (void)argc;
+    WITH_RAFT(env, argv[0], res);
+    uint64_t seq;
+    if (!get_id(env, argv[1], &seq))
+        return synod_raise_badarg(env, "a persisted seq must be an integer in 1..2^62-1");
+    enif_mutex_lock(res->lock);
+    int err = raft_persisted(res->r, seq);
+    enif_mutex_unlock(res->lock);
+    return ok_or_error(env, err);
 }
 
 /* raft_status(R) -> map() */

@@ -7,7 +7,7 @@
 -export([ring_new/3, ring_lookup/2, ring_owners/3, ring_lookup_many/3, ring_diff/4, ring_info/1,
          fsync_dir/1]).
 -export([raft_new/1, raft_tick/1, raft_step/2, raft_propose/2, raft_conf_change/3,
-         raft_read_index/2, raft_control/3, raft_compact/4, raft_snapshot_received/4, raft_chunk_encode/2, raft_ready/1, raft_status/1, raft_quiesced/1, raft_seed/0]).
+         raft_read_index/2, raft_control/3, raft_compact/4, raft_snapshot_received/4, raft_chunk_encode/2, raft_ready/1, raft_status/1, raft_quiesced/1, raft_persisted/2, raft_seed/0]).
 -export([store_new/1, store_apply/2, store_range/2, store_events_since/3, store_leases/1,
          store_lease/2, store_info/1, store_snapshot/1, store_restore/1,
          store_snapshot_open/1, store_snapshot_next/2, store_snapshot_close/1,
@@ -57,6 +57,7 @@ raft_chunk_encode(_Template, _Data) -> ?NOT_LOADED.
 raft_ready(_Raft) -> ?NOT_LOADED.
 raft_status(_Raft) -> ?NOT_LOADED.
 raft_quiesced(_Raft) -> ?NOT_LOADED.
+raft_persisted(_Raft, _Seq) -> ?NOT_LOADED.
 raft_seed() -> ?NOT_LOADED.
 
 %% Store (c_src/synod_nif_store.c; the machine is lib/synod/store/machine.ex).

@@ -47,7 +47,20 @@ typedef struct rsim_node {
     uint64_t leader;
     raft_read_state *reads;
     size_t n_reads, cap_reads;
+    /* async_persist: writes handed out and not yet stable, oldest first */
+    struct rsim_write *writes;
+    size_t n_writes, cap_writes;
 } rsim_node;
+
+/* One Ready's writes (async_persist), copied: entries and hard state. A
+ * Ready with a snapshot is written at once, with everything before it. */
+typedef struct rsim_write {
+    uint64_t seq;
+    bool must_sync, hs_changed;
+    raft_hard_state hs;
+    raft_entry *ents;
+    size_t n;
+} rsim_write;
 
 typedef struct rsim_msg {
     uint64_t at, seq;
@@ -248,6 +261,12 @@ static void rsim_check_leader(rsim *s, uint64_t id, uint64_t term)
 
 static rsim_slot *rsim_reg_find(rsim *s, uint64_t index, uint64_t term)
 {
+    static rsim_slot none; /* nothing registered yet (a witness may write
+                              first with async_persist): read-only, empty */
+    if (s->cap_reg == 0) {
+        memset(&none, 0, sizeof(none));
+        return &none;
+    }
     uint64_t h = rsim_mix(index, term);
     size_t mask = s->cap_reg - 1;
     for (size_t i = h & mask;; i = (i + 1) & mask) {
@@ -441,10 +460,17 @@ static void rsim_check_rule(rsim *s, const rsim_node *n, const raft_ready_t *rd)
 
 /* Step 1 of raft.h: write, then fsync if the Ready says so. Only synced
  * state is stable storage; a commit-only hard state waits in hs_written. */
+static void rsim_persist_write(rsim *s, rsim_node *n, const raft_ready_t *rd);
+
 static void rsim_persist(rsim *s, rsim_node *n, const raft_ready_t *rd)
 {
     rsim_check_rule(s, n, rd);
     rsim_write_chunks(s, n, rd);
+    rsim_persist_write(s, n, rd);
+}
+
+static void rsim_persist_write(rsim *s, rsim_node *n, const raft_ready_t *rd)
+{
     if (rd->hard_state_changed && !rd->must_sync) {
         n->hs_written = rd->hard_state;
         n->hs_unsynced = true;
@@ -519,6 +545,129 @@ static void rsim_persist(rsim *s, rsim_node *n, const raft_ready_t *rd)
                       (unsigned long long)n->hs.vote, (unsigned long long)rd->hard_state.term,
                       (unsigned long long)rd->hard_state.vote);
         n->hs = rd->hard_state;
+    }
+}
+
+/* ---- asynchronous persistence (opts.async_persist) ------------------------ */
+
+static void rsim_write_free(rsim_write *w)
+{
+    for (size_t i = 0; i < w->n; i++)
+        free((void *)w->ents[i].data);
+    free(w->ents);
+    memset(w, 0, sizeof(*w));
+}
+
+static void rsim_writes_drop(rsim_node *n)
+{
+    for (size_t i = 0; i < n->n_writes; i++)
+        rsim_write_free(&n->writes[i]);
+    n->n_writes = 0;
+}
+
+static void rsim_queue_write(rsim_node *n, const raft_ready_t *rd)
+{
+    if (!rd->must_sync && !rd->hard_state_changed && !rd->n_entries)
+        return;
+    n->writes = rsim_grow(n->writes, &n->cap_writes, n->n_writes + 1, sizeof(*n->writes));
+    rsim_write *w = &n->writes[n->n_writes++];
+    memset(w, 0, sizeof(*w));
+    w->seq = rd->seq;
+    w->must_sync = rd->must_sync;
+    w->hs_changed = rd->hard_state_changed;
+    w->hs = rd->hard_state;
+    w->n = rd->n_entries;
+    if (w->n) {
+        w->ents = calloc(w->n, sizeof(*w->ents));
+        if (!w->ents)
+            abort();
+    }
+    for (size_t i = 0; i < w->n; i++) {
+        w->ents[i] = rd->entries[i];
+        w->ents[i].data = NULL;
+        if (rd->entries[i].len) {
+            uint8_t *d = malloc(rd->entries[i].len);
+            if (!d)
+                abort();
+            memcpy(d, rd->entries[i].data, rd->entries[i].len);
+            w->ents[i].data = d;
+        }
+    }
+}
+
+/* The oldest k queued writes become stable; returns the highest seq among
+ * them (0: none asked for a sync). */
+static uint64_t rsim_flush_writes(rsim *s, rsim_node *n, size_t k)
+{
+    uint64_t seq = 0;
+    for (size_t i = 0; i < k; i++) {
+        rsim_write *w = &n->writes[i];
+        raft_ready_t rd;
+        memset(&rd, 0, sizeof(rd));
+        rd.entries = w->ents;
+        rd.n_entries = w->n;
+        rd.hard_state_changed = w->hs_changed;
+        rd.hard_state = w->hs;
+        rd.must_sync = w->must_sync;
+        rsim_persist_write(s, n, &rd);
+        if (w->seq > seq)
+            seq = w->seq;
+        rsim_write_free(w);
+    }
+    memmove(n->writes, n->writes + k, (n->n_writes - k) * sizeof(*n->writes));
+    n->n_writes -= k;
+    return seq;
+}
+
+static void rsim_told_persisted(rsim *s, rsim_node *n, uint64_t seq)
+{
+    if (!seq || !n->r)
+        return;
+    int rc = raft_persisted(n->r, seq);
+    if (rc != RAFT_OK)
+        rsim_fail(s, "raft_persisted(%llu) on %llu: %s", (unsigned long long)seq,
+                  (unsigned long long)n->id, raft_strerror(rc));
+}
+
+size_t rsim_pending_writes(const rsim *s, uint64_t id)
+{
+    return id >= 1 && id <= s->o.n_nodes ? s->nodes[id].n_writes : 0;
+}
+
+/* Async mode's rule, checked on every Ready: everything may leave at once,
+ * so whatever a message promises must already be on stable storage. */
+static void rsim_check_async(rsim *s, const rsim_node *n, const raft_ready_t *rd)
+{
+    if (rd->n_early != rd->n_msgs)
+        rsim_fail(s, "async ready of %llu holds late messages", (unsigned long long)n->id);
+    if ((rd->seq != 0) != rd->must_sync)
+        rsim_fail(s, "async ready of %llu: seq %llu with must_sync %d", (unsigned long long)n->id,
+                  (unsigned long long)rd->seq, rd->must_sync);
+    for (size_t i = 0; i < rd->n_msgs; i++) {
+        const raft_msg *m = &rd->msgs[i];
+        bool reject = m->flags & RAFT_FLAG_REJECT;
+        if (m->type == RAFT_MSG_APPEND_RESP && !reject && m->term >= n->hs.term) {
+            /* (An ack of an older term was true when its write landed; a
+             * leader of a later term may have cut the entries since, as it
+             * may cut them after a synchronous ack still on the wire.) */
+            const raft_entry *e = raft_entry_get(n->r, m->index);
+            if (m->index > rsim_store_last(n) ||
+                (e && m->index > n->snap_index && rsim_store_term(n, m->index) != e->term))
+                rsim_fail(s, "async: %llu acknowledges index %llu, its stable log ends at %llu",
+                          (unsigned long long)n->id, (unsigned long long)m->index,
+                          (unsigned long long)rsim_store_last(n));
+        } else if ((m->type == RAFT_MSG_VOTE_RESP && !reject) || m->type == RAFT_MSG_VOTE) {
+            uint64_t want = m->type == RAFT_MSG_VOTE ? n->id : m->to;
+            /* A stable term above the message's: the vote was stable
+             * once and has been superseded since (the message was held). */
+            if (n->hs.term < m->term || (n->hs.term == m->term && n->hs.vote != want))
+                rsim_fail(s,
+                          "async: %llu sends %s in term %llu, its stable vote is %llu in "
+                          "term %llu",
+                          (unsigned long long)n->id, raft_msg_type_name(m->type),
+                          (unsigned long long)m->term, (unsigned long long)n->hs.vote,
+                          (unsigned long long)n->hs.term);
+        }
     }
 }
 
@@ -737,6 +886,64 @@ static int rsim_crash_point(rsim *s)
     return 1 + (int)rsim_below(s, 3);
 }
 
+static void rsim_after_advance(rsim *s, rsim_node *n);
+
+/* The driver of raft.h's ASYNCHRONOUS PERSISTENCE: send everything, queue
+ * the writes, apply, advance; the writes become stable later
+ * (rsim_run_units) and the core is told then. */
+static void rsim_drain_async(rsim *s, rsim_node *n, raft_ready_t *rd)
+{
+    uint64_t id = n->id;
+    int crash_at = rsim_crash_point(s);
+    rsim_check_async(s, n, rd);
+    for (size_t i = 0; i < rd->n_msgs; i++)
+        rsim_send(s, &rd->msgs[i]);
+    if (crash_at == RSIM_CRASH_BEFORE_SYNC) {
+        rsim_crash(s, id);
+        return;
+    }
+    rsim_write_chunks(s, n, rd);
+    rsim_queue_write(n, rd);
+    uint64_t synced = 0;
+    if (rd->snapshot) {
+        /* The state machine is restored from the snapshot's file: the
+         * driver writes it (and everything queued before it) first. */
+        synced = rsim_flush_writes(s, n, n->n_writes - 1);
+        raft_ready_t w = *rd;
+        w.n_chunks = 0;
+        rsim_persist_write(s, n, &w);
+        rsim_write_free(&n->writes[0]);
+        n->n_writes = 0;
+        synced = rd->seq;
+    }
+    if (crash_at == RSIM_CRASH_AFTER_SYNC) {
+        rsim_crash(s, id);
+        return;
+    }
+    if (crash_at == RSIM_CRASH_AFTER_SEND) {
+        rsim_crash(s, id);
+        return;
+    }
+    rsim_apply(s, n, rd);
+    rsim_events(s, n, rd);
+    int rc = raft_advance(n->r, rd);
+    if (rc != RAFT_OK)
+        rsim_fail(s, "raft_advance on %llu: %s", (unsigned long long)id, raft_strerror(rc));
+    rsim_told_persisted(s, n, synced);
+    rsim_after_advance(s, n);
+}
+
+size_t rsim_flush(rsim *s, uint64_t id)
+{
+    if (id < 1 || id > s->o.n_nodes || !s->nodes[id].r)
+        return 0;
+    rsim_node *n = &s->nodes[id];
+    size_t k = n->n_writes;
+    rsim_told_persisted(s, n, rsim_flush_writes(s, n, k));
+    rsim_drain(s, id);
+    return k;
+}
+
 void rsim_drain(rsim *s, uint64_t id)
 {
     rsim_node *n = &s->nodes[id];
@@ -746,6 +953,10 @@ void rsim_drain(rsim *s, uint64_t id)
         if (rc != RAFT_OK) {
             rsim_fail(s, "raft_ready on %llu: %s", (unsigned long long)id, raft_strerror(rc));
             return;
+        }
+        if (s->o.async_persist) {
+            rsim_drain_async(s, n, &rd);
+            continue;
         }
         /* The order of raft.h: early sends, persist (+ fsync), the other
          * sends, apply, notify, advance; a crash may come between any two. */
@@ -772,6 +983,15 @@ void rsim_drain(rsim *s, uint64_t id)
         rc = raft_advance(n->r, &rd);
         if (rc != RAFT_OK)
             rsim_fail(s, "raft_advance on %llu: %s", (unsigned long long)id, raft_strerror(rc));
+        rsim_after_advance(s, n);
+    }
+}
+
+static void rsim_after_advance(rsim *s, rsim_node *n)
+{
+    uint64_t id = n->id;
+    int rc;
+    {
         if (n->owe_received) {
             n->owe_received = false;
             if (!n->received_ok)
@@ -815,6 +1035,7 @@ static void rsim_boot(rsim *s, uint64_t id, bool fresh)
     cfg.pre_vote = s->o.pre_vote;
     cfg.check_quorum = s->o.check_quorum;
     cfg.quiesce = s->o.quiesce;
+    cfg.async_persist = s->o.async_persist;
     cfg.witness = rsim_is_witness(s, id);
     if (s->o.max_inflight)
         cfg.max_inflight = s->o.max_inflight;
@@ -909,6 +1130,8 @@ void rsim_free(rsim *s)
         rsim_store_truncate(n, n->snap_index + 1);
         free(n->log);
         free(n->reads);
+        rsim_writes_drop(n);
+        free(n->writes);
     }
     for (size_t i = 0; i < s->nq; i++)
         free(s->q[i].bytes);
@@ -927,6 +1150,7 @@ void rsim_crash(rsim *s, uint64_t id)
     raft_free(s->nodes[id].r);
     s->nodes[id].r = NULL;
     s->nodes[id].hs_unsynced = false;
+    rsim_writes_drop(&s->nodes[id]); /* writes in flight are lost */
     /* The receive file was never synced: gone (the driver also deletes a
      * leftover one when it starts). */
     s->nodes[id].rx_len = 0;
@@ -1142,6 +1366,17 @@ void rsim_run_units(rsim *s, uint64_t units)
         for (uint64_t id = 1; id <= s->o.n_nodes; id++)
             if ((s->now + s->nodes[id].phase) % RSIM_UNITS == 0)
                 rsim_tick(s, id);
+        if (s->o.async_persist && !s->o.manual) {
+            for (uint64_t id = 1; id <= s->o.n_nodes; id++) {
+                rsim_node *n = &s->nodes[id];
+                uint32_t lag = s->o.persist_lag ? s->o.persist_lag : 1;
+                if (!n->r || !n->n_writes || rsim_below(s, lag) != 0)
+                    continue;
+                size_t upto = 1 + (size_t)rsim_below(s, n->n_writes);
+                rsim_told_persisted(s, n, rsim_flush_writes(s, n, upto));
+                rsim_drain(s, id);
+            }
+        }
     }
 }
 
@@ -1373,6 +1608,11 @@ static int rsim_run_random_opts(uint64_t seed, bool witness, char *err, size_t e
     /* Quiescing on a third of the seeds, with the driver's node monitor
      * (without it a quiesced group would never notice a crashed leader). */
     o.quiesce = o.nodedown = rsim_mix(z, 5) % 3 == 0;
+    /* Asynchronous persistence on half of the seeds, writes lagging 1 to
+     * 40 units (up to 4 ticks) behind their Ready. */
+    z = rsim_mix(z, 6);
+    o.async_persist = z % 2 == 0;
+    o.persist_lag = 1 + (uint32_t)((z >> 8) % 40);
     rsim *s = rsim_new(&o);
     if (!s) {
         snprintf(err, errlen, "rsim_new failed");

@@ -76,6 +76,15 @@ typedef struct rsim_opts {
      * rsim_heal: raft_wake on every member, the nodeups of reconnected
      * nodes) */
     bool quiesce, nodedown;
+    /* raft_config.async_persist on every member: the simulated driver sends
+     * every message of a Ready at once, queues its writes and applies what
+     * the Ready says; each unit, with probability 1/persist_lag (>= 1), a
+     * member's oldest queued writes (a random number of them) reach stable
+     * storage and it calls raft_persisted. A crash loses the queue. Each
+     * Ready is checked instead against what is stable: an append ack names
+     * entries on stable storage, a vote grant or request a stable vote. */
+    bool async_persist;
+    uint32_t persist_lag;
 } rsim_opts;
 
 /* Snapshot bytes in the simulator: applied index, state machine hash, then
@@ -126,6 +135,11 @@ void rsim_snap_stats_get(const rsim *s, rsim_snap_stats *out);
 /* Steps a hand-made message into a member and processes its Ready. */
 int rsim_inject(rsim *s, const raft_msg *m);
 void rsim_drain(rsim *s, uint64_t id);
+/* async_persist: every queued write of `id` reaches stable storage now and
+ * the member is told (raft_persisted); returns how many were queued. */
+size_t rsim_flush(rsim *s, uint64_t id);
+/* async_persist: writes queued on `id` and not yet stable. */
+size_t rsim_pending_writes(const rsim *s, uint64_t id);
 
 /* faults */
 void rsim_crash(rsim *s, uint64_t id);

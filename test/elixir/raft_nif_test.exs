@@ -13,6 +13,7 @@ defmodule Synod.RaftNifTest do
         {%{id: 1, election_tick: 1}, "election_tick"},
         {%{id: 1, heartbeat_tick: 10}, "heartbeat_tick"},
         {%{id: 1, pre_vote: :yes}, "pre_vote"},
+        {%{id: 1, async_persist: 1}, "async_persist"},
         {%{id: 1, voters: [1, 1]}, "distinct"},
         {%{id: 1, voters: Enum.to_list(1..65)}, "at most 64"},
         {%{id: 1, voters: [:a]}, "member id"},
@@ -63,6 +64,22 @@ defmodule Synod.RaftNifTest do
 
       assert {:error, :invalid} = :synod_nif.raft_snapshot_received(r, 1, 1, true)
       assert {:error, :truncated} = :synod_nif.raft_chunk_encode(<<1, 2, 3>>, "x")
+    end
+
+    test "raft_persisted checks its seq; async_persist hands out one and applies only after it" do
+      {:ok, sync} = :synod_nif.raft_new(%{id: 1, voters: [1]})
+      assert {:error, :invalid} = :synod_nif.raft_persisted(sync, 1)
+      assert_raise ArgumentError, ~r/persisted seq/, fn -> :synod_nif.raft_persisted(sync, 0) end
+      assert_raise ArgumentError, ~r/persisted seq/, fn -> :synod_nif.raft_persisted(sync, :x) end
+
+      {:ok, r} = :synod_nif.raft_new(%{id: 1, voters: [1], async_persist: true})
+      # The bootstrap entry: written, not yet durable, so not applied.
+      {_hs, seq, nil, [{1, 1, 2, _}], _early, [], [], _, _, _} = :synod_nif.raft_ready(r)
+      assert is_integer(seq) and seq > 0
+      assert {:error, :invalid} = :synod_nif.raft_persisted(r, seq + 1)
+      assert :ok = :synod_nif.raft_persisted(r, seq)
+      assert :ok = :synod_nif.raft_persisted(r, seq)
+      assert {_, false, nil, [], _, [], [{1, 1, 2, _}], _, _, _} = :synod_nif.raft_ready(r)
     end
 
     test "malformed messages are refused with a reason, and the instance goes on" do
