@@ -107,6 +107,9 @@ defmodule Synod.Raft.Member do
     notified: 0,
     pending: %{},
     proposed_at: %{},
+    # Whether a [:synod, :raft, :commit] handler is attached (Emit.commit?/0),
+    # looked up at the end of every drain.
+    timed: false,
     reads: %{},
     ready_reads: [],
     next_ctx: 1,
@@ -135,6 +138,7 @@ defmodule Synod.Raft.Member do
       voter_nodes = Map.new(opts[:voters] || [], &{Synod.Raft.member_id(&1), &1})
 
       state = %__MODULE__{
+        timed: Emit.commit?(),
         group: group,
         id: id,
         raft: raft,
@@ -409,7 +413,7 @@ defmodule Synod.Raft.Member do
   defp call({:command, cmd, request_id}, from, state) do
     case state.sessions do
       {%{^request_id => result}, _} -> {:reply, {:ok, result}, state}
-      _ -> propose(state, :erlang.term_to_binary({:c, cmd, request_id}), from)
+      _ -> propose(state, {:c, cmd, request_id}, from)
     end
   end
 
@@ -425,16 +429,16 @@ defmodule Synod.Raft.Member do
     do: {:reply, not_leader(state), state}
 
   defp call({:peer, id, node}, from, state) do
-    propose(state, :erlang.term_to_binary({:peer, id, node}), from)
+    propose(state, {:peer, id, node}, from)
   end
 
   defp call({:witness, id, node}, from, state) do
-    propose(state, :erlang.term_to_binary({:witness, id, node}), from)
+    propose(state, {:witness, id, node}, from)
   end
 
   defp call({:conf_change, op, id}, from, state) do
     case :synod_nif.raft_conf_change(state.raft, op, id) do
-      {:ok, index, term} -> {:noreply, state |> wait_for(index, term, from) |> after_input()}
+      {:ok, index, term} -> {:noreply, state |> wait_for(index, term, from, nil) |> after_input()}
       {:error, :not_leader} -> {:reply, not_leader(state), state}
       {:error, why} -> {:reply, {:error, why}, state}
     end
@@ -529,24 +533,35 @@ defmodule Synod.Raft.Member do
     |> Enum.filter(&witness?(state, &1))
   end
 
-  defp propose(%{stuck: %{}} = state, _data, _from), do: {:reply, {:error, :no_space}, state}
+  defp propose(%{stuck: %{}} = state, _entry, _from), do: {:reply, {:error, :no_space}, state}
 
-  defp propose(state, data, from) do
-    case :synod_nif.raft_propose(state.raft, data) do
-      {:ok, index, term} -> {:noreply, state |> wait_for(index, term, from) |> after_input()}
-      {:error, :not_leader} -> {:reply, not_leader(state), state}
-      {:error, why} -> {:reply, {:error, why}, state}
+  # `entry` is the term the log entry holds; the member that proposed it
+  # keeps it with the caller, so applying its own entry decodes nothing.
+  defp propose(state, entry, from) do
+    case :synod_nif.raft_propose(state.raft, :erlang.term_to_binary(entry)) do
+      {:ok, index, term} ->
+        {:noreply, state |> wait_for(index, term, from, entry) |> after_input()}
+
+      {:error, :not_leader} ->
+        {:reply, not_leader(state), state}
+
+      {:error, why} ->
+        {:reply, {:error, why}, state}
     end
   end
 
   # The caller is answered when the entry at `index` is applied: with the
   # result if it is the entry proposed in this term, else {:error, :dropped}.
+  # An entry at `index` with the proposal's term is the proposal itself
+  # (Raft: one entry per index and term), so `entry`, the term it was
+  # encoded from, is applied instead of decoding the entry's bytes.
   # The proposal's time is kept only for a commit event that reaches a
-  # handler (Emit.commit/3); with none attached no clock is read.
-  defp wait_for(state, index, term, from) do
-    state = %{state | pending: Map.put(state.pending, index, {term, from})}
+  # handler (Emit.commit/3): `timed` is looked up once per drained batch
+  # (`drain/1`), not per command; with no handler no clock is read.
+  defp wait_for(state, index, term, from, entry) do
+    state = %{state | pending: Map.put(state.pending, index, {term, from, entry})}
 
-    if Emit.commit?(),
+    if state.timed,
       do: %{state | proposed_at: Map.put(state.proposed_at, index, System.monotonic_time())},
       else: state
   end
@@ -614,7 +629,7 @@ defmodule Synod.Raft.Member do
         state
 
       :none ->
-        state |> notify_applied() |> maybe_snapshot()
+        %{state | timed: Emit.commit?()} |> notify_applied() |> maybe_snapshot()
 
       {:error, why} ->
         exit({:raft_ready, why})
@@ -1074,7 +1089,7 @@ defmodule Synod.Raft.Member do
 
     # Proposals the snapshot covers can no longer be matched to a result.
     {covered, pending} = Enum.split_with(state.pending, fn {i, _} -> i <= index end)
-    for {_, {_, from}} <- covered, do: GenServer.reply(from, {:error, :unknown_outcome})
+    for {_, {_, from, _}} <- covered, do: GenServer.reply(from, {:error, :unknown_outcome})
 
     %{
       state
@@ -1095,10 +1110,18 @@ defmodule Synod.Raft.Member do
   end
 
   defp apply_entry({index, term, type, data}, state) do
+    {waiting, pending} = Map.pop(state.pending, index)
+
     {state, result} =
       case type do
         @entry_normal ->
-          apply_normal(state, index, term, decode_entry(state, :entry, index, data))
+          entry =
+            case waiting do
+              {^term, _from, entry} -> entry
+              _ -> decode_entry(state, :entry, index, data)
+            end
+
+          apply_normal(state, index, term, entry)
 
         @entry_conf ->
           {state, :ok}
@@ -1109,15 +1132,15 @@ defmodule Synod.Raft.Member do
 
     state = %{state | applied: index, since_snapshot: state.since_snapshot + 1}
 
-    case Map.pop(state.pending, index) do
-      {nil, _} ->
+    case waiting do
+      nil ->
         state
 
-      {{^term, from}, pending} ->
+      {^term, from, _} ->
         GenServer.reply(from, {:ok, result})
         %{state | pending: pending}
 
-      {{_other_term, from}, pending} ->
+      {_other_term, from, _} ->
         GenServer.reply(from, {:error, :dropped})
         %{state | pending: pending}
     end
@@ -1603,7 +1626,10 @@ defmodule Synod.Raft.Member do
       # Its proposals may still commit under the next leader, or not: their
       # callers retry with the same request id (applied once).
       :ok = :synod_nif.raft_control(state.raft, :forget_leader, 0)
-      for {_, {_, from}} <- state.pending, do: GenServer.reply(from, {:error, :unknown_outcome})
+
+      for {_, {_, from, _}} <- state.pending,
+          do: GenServer.reply(from, {:error, :unknown_outcome})
+
       drop_reads(%{state | pending: %{}})
     else
       state
