@@ -110,6 +110,9 @@ defmodule Synod.Raft.Member do
     # Whether a [:synod, :raft, :commit] handler is attached (Emit.commit?/0),
     # looked up at the end of every drain.
     timed: false,
+    # {Pid, Alias} => [{Tag, Answer}]: the answers to pipelines made by the
+    # entries being applied, sent once the batch is applied
+    replies: %{},
     reads: %{},
     ready_reads: [],
     next_ctx: 1,
@@ -1104,7 +1107,7 @@ defmodule Synod.Raft.Member do
   end
 
   defp apply_all(state, committed) do
-    state = Enum.reduce(committed, state, &apply_entry/2)
+    state = Enum.reduce(committed, state, &apply_entry/2) |> send_replies()
     state = %{state | proposed_at: Emit.commit(state.group, state.proposed_at, committed)}
     serve_ready_reads(state)
   end
@@ -1137,13 +1140,35 @@ defmodule Synod.Raft.Member do
         state
 
       {^term, from, _} ->
-        GenServer.reply(from, {:ok, result})
-        %{state | pending: pending}
+        reply(%{state | pending: pending}, from, {:ok, result})
 
       {_other_term, from, _} ->
-        GenServer.reply(from, {:error, :dropped})
-        %{state | pending: pending}
+        reply(%{state | pending: pending}, from, {:error, :dropped})
     end
+  end
+
+  # A command from a Synod.Raft.Pipeline (its tag says it takes batches:
+  # `[[:alias | Alias] | {:synod_batch, Tag}]`) is answered with the other
+  # answers to the same pipeline in the same applied batch, one message per
+  # pipeline (`send_replies/1`) instead of one per command; any other
+  # caller at once.
+  defp reply(state, {pid, [[:alias | a] | {:synod_batch, _} = tag]}, answer) do
+    key = {pid, a}
+    %{state | replies: Map.update(state.replies, key, [{tag, answer}], &[{tag, answer} | &1])}
+  end
+
+  defp reply(state, from, answer) do
+    GenServer.reply(from, answer)
+    state
+  end
+
+  defp send_replies(%{replies: replies} = state) when map_size(replies) == 0, do: state
+
+  defp send_replies(state) do
+    for {{pid, a}, answers} <- state.replies,
+        do: send(pid, {[[:alias | a] | :synod_batch], answers})
+
+    %{state | replies: %{}}
   end
 
   # Entries and snapshot data hold the commands and machine states of users,
