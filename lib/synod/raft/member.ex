@@ -107,6 +107,12 @@ defmodule Synod.Raft.Member do
     notified: 0,
     pending: %{},
     proposed_at: %{},
+    # Whether a [:synod, :raft, :commit] handler is attached (Emit.commit?/0),
+    # looked up at the end of every drain.
+    timed: false,
+    # {Pid, Alias} => [{Tag, Answer}]: the answers to pipelines made by the
+    # entries being applied, sent once the batch is applied
+    replies: %{},
     reads: %{},
     ready_reads: [],
     next_ctx: 1,
@@ -135,6 +141,7 @@ defmodule Synod.Raft.Member do
       voter_nodes = Map.new(opts[:voters] || [], &{Synod.Raft.member_id(&1), &1})
 
       state = %__MODULE__{
+        timed: Emit.commit?(),
         group: group,
         id: id,
         raft: raft,
@@ -409,7 +416,7 @@ defmodule Synod.Raft.Member do
   defp call({:command, cmd, request_id}, from, state) do
     case state.sessions do
       {%{^request_id => result}, _} -> {:reply, {:ok, result}, state}
-      _ -> propose(state, :erlang.term_to_binary({:c, cmd, request_id}), from)
+      _ -> propose(state, {:c, cmd, request_id}, from)
     end
   end
 
@@ -425,16 +432,16 @@ defmodule Synod.Raft.Member do
     do: {:reply, not_leader(state), state}
 
   defp call({:peer, id, node}, from, state) do
-    propose(state, :erlang.term_to_binary({:peer, id, node}), from)
+    propose(state, {:peer, id, node}, from)
   end
 
   defp call({:witness, id, node}, from, state) do
-    propose(state, :erlang.term_to_binary({:witness, id, node}), from)
+    propose(state, {:witness, id, node}, from)
   end
 
   defp call({:conf_change, op, id}, from, state) do
     case :synod_nif.raft_conf_change(state.raft, op, id) do
-      {:ok, index, term} -> {:noreply, state |> wait_for(index, term, from) |> after_input()}
+      {:ok, index, term} -> {:noreply, state |> wait_for(index, term, from, nil) |> after_input()}
       {:error, :not_leader} -> {:reply, not_leader(state), state}
       {:error, why} -> {:reply, {:error, why}, state}
     end
@@ -529,24 +536,35 @@ defmodule Synod.Raft.Member do
     |> Enum.filter(&witness?(state, &1))
   end
 
-  defp propose(%{stuck: %{}} = state, _data, _from), do: {:reply, {:error, :no_space}, state}
+  defp propose(%{stuck: %{}} = state, _entry, _from), do: {:reply, {:error, :no_space}, state}
 
-  defp propose(state, data, from) do
-    case :synod_nif.raft_propose(state.raft, data) do
-      {:ok, index, term} -> {:noreply, state |> wait_for(index, term, from) |> after_input()}
-      {:error, :not_leader} -> {:reply, not_leader(state), state}
-      {:error, why} -> {:reply, {:error, why}, state}
+  # `entry` is the term the log entry holds; the member that proposed it
+  # keeps it with the caller, so applying its own entry decodes nothing.
+  defp propose(state, entry, from) do
+    case :synod_nif.raft_propose(state.raft, :erlang.term_to_binary(entry)) do
+      {:ok, index, term} ->
+        {:noreply, state |> wait_for(index, term, from, entry) |> after_input()}
+
+      {:error, :not_leader} ->
+        {:reply, not_leader(state), state}
+
+      {:error, why} ->
+        {:reply, {:error, why}, state}
     end
   end
 
   # The caller is answered when the entry at `index` is applied: with the
   # result if it is the entry proposed in this term, else {:error, :dropped}.
+  # An entry at `index` with the proposal's term is the proposal itself
+  # (Raft: one entry per index and term), so `entry`, the term it was
+  # encoded from, is applied instead of decoding the entry's bytes.
   # The proposal's time is kept only for a commit event that reaches a
-  # handler (Emit.commit/3); with none attached no clock is read.
-  defp wait_for(state, index, term, from) do
-    state = %{state | pending: Map.put(state.pending, index, {term, from})}
+  # handler (Emit.commit/3): `timed` is looked up once per drained batch
+  # (`drain/1`), not per command; with no handler no clock is read.
+  defp wait_for(state, index, term, from, entry) do
+    state = %{state | pending: Map.put(state.pending, index, {term, from, entry})}
 
-    if Emit.commit?(),
+    if state.timed,
       do: %{state | proposed_at: Map.put(state.proposed_at, index, System.monotonic_time())},
       else: state
   end
@@ -614,7 +632,7 @@ defmodule Synod.Raft.Member do
         state
 
       :none ->
-        state |> notify_applied() |> maybe_snapshot()
+        %{state | timed: Emit.commit?()} |> notify_applied() |> maybe_snapshot()
 
       {:error, why} ->
         exit({:raft_ready, why})
@@ -1074,7 +1092,7 @@ defmodule Synod.Raft.Member do
 
     # Proposals the snapshot covers can no longer be matched to a result.
     {covered, pending} = Enum.split_with(state.pending, fn {i, _} -> i <= index end)
-    for {_, {_, from}} <- covered, do: GenServer.reply(from, {:error, :unknown_outcome})
+    for {_, {_, from, _}} <- covered, do: GenServer.reply(from, {:error, :unknown_outcome})
 
     %{
       state
@@ -1089,16 +1107,24 @@ defmodule Synod.Raft.Member do
   end
 
   defp apply_all(state, committed) do
-    state = Enum.reduce(committed, state, &apply_entry/2)
+    state = Enum.reduce(committed, state, &apply_entry/2) |> send_replies()
     state = %{state | proposed_at: Emit.commit(state.group, state.proposed_at, committed)}
     serve_ready_reads(state)
   end
 
   defp apply_entry({index, term, type, data}, state) do
+    {waiting, pending} = Map.pop(state.pending, index)
+
     {state, result} =
       case type do
         @entry_normal ->
-          apply_normal(state, index, term, decode_entry(state, :entry, index, data))
+          entry =
+            case waiting do
+              {^term, _from, entry} -> entry
+              _ -> decode_entry(state, :entry, index, data)
+            end
+
+          apply_normal(state, index, term, entry)
 
         @entry_conf ->
           {state, :ok}
@@ -1109,18 +1135,40 @@ defmodule Synod.Raft.Member do
 
     state = %{state | applied: index, since_snapshot: state.since_snapshot + 1}
 
-    case Map.pop(state.pending, index) do
-      {nil, _} ->
+    case waiting do
+      nil ->
         state
 
-      {{^term, from}, pending} ->
-        GenServer.reply(from, {:ok, result})
-        %{state | pending: pending}
+      {^term, from, _} ->
+        reply(%{state | pending: pending}, from, {:ok, result})
 
-      {{_other_term, from}, pending} ->
-        GenServer.reply(from, {:error, :dropped})
-        %{state | pending: pending}
+      {_other_term, from, _} ->
+        reply(%{state | pending: pending}, from, {:error, :dropped})
     end
+  end
+
+  # A command from a Synod.Raft.Pipeline (its tag says it takes batches:
+  # `[[:alias | Alias] | {:synod_batch, Tag}]`) is answered with the other
+  # answers to the same pipeline in the same applied batch, one message per
+  # pipeline (`send_replies/1`) instead of one per command; any other
+  # caller at once.
+  defp reply(state, {pid, [[:alias | a] | {:synod_batch, _} = tag]}, answer) do
+    key = {pid, a}
+    %{state | replies: Map.update(state.replies, key, [{tag, answer}], &[{tag, answer} | &1])}
+  end
+
+  defp reply(state, from, answer) do
+    GenServer.reply(from, answer)
+    state
+  end
+
+  defp send_replies(%{replies: replies} = state) when map_size(replies) == 0, do: state
+
+  defp send_replies(state) do
+    for {{pid, a}, answers} <- state.replies,
+        do: send(pid, {[[:alias | a] | :synod_batch], answers})
+
+    %{state | replies: %{}}
   end
 
   # Entries and snapshot data hold the commands and machine states of users,
@@ -1603,7 +1651,10 @@ defmodule Synod.Raft.Member do
       # Its proposals may still commit under the next leader, or not: their
       # callers retry with the same request id (applied once).
       :ok = :synod_nif.raft_control(state.raft, :forget_leader, 0)
-      for {_, {_, from}} <- state.pending, do: GenServer.reply(from, {:error, :unknown_outcome})
+
+      for {_, {_, from, _}} <- state.pending,
+          do: GenServer.reply(from, {:error, :unknown_outcome})
+
       drop_reads(%{state | pending: %{}})
     else
       state

@@ -51,6 +51,8 @@ defmodule Synod.Raft.Pipeline do
     tags: %{},
     # target node => monitor ref
     monitors: %{},
+    # results that came in a batch and were not taken yet: [{ref, result}]
+    ready: [],
     next_expiry: nil
   ]
 
@@ -114,6 +116,9 @@ defmodule Synod.Raft.Pipeline do
   @spec next(t(), timeout()) :: {:ok, reference(), result(), t()} | {:timeout, t()}
   def next(p, wait \\ :infinity)
 
+  def next(%__MODULE__{ready: [{ref, result} | rest]} = p, _wait),
+    do: {:ok, ref, result, %{p | ready: rest}}
+
   def next(%__MODULE__{entries: e} = p, _wait) when map_size(e) == 0, do: {:timeout, p}
 
   def next(%__MODULE__{} = p, wait) do
@@ -159,12 +164,36 @@ defmodule Synod.Raft.Pipeline do
   Handles one message of the owner's mailbox: `{:ok, ref, result, pipe}`
   for a result, `{:pending, pipe}` for a message of the pipeline that ends
   nothing yet (a redirect, a re-send), `:not_mine` for any other message.
+  The leader answers the commands of one pipeline that it applied together
+  in one message: `check/2` then returns the first result and keeps the
+  others in the pipeline; take them with `next(pipe, 0)` (which answers
+  them before looking at the mailbox) until it says `{:timeout, pipe}`.
   A process that uses `check/2` should call `expire/1` now and then (every
   50 ms is plenty) to time out commands that got no answer. A re-send
   while the group has no leader at all waits for one (backing off, at most
   until the command's timeout), as `Synod.Raft.command/3` does.
   """
   @spec check(t(), term()) :: {:ok, reference(), result(), t()} | {:pending, t()} | :not_mine
+  def check(%__MODULE__{alias: a} = p, {[[:alias | a] | :synod_batch], answers})
+      when is_list(answers) do
+    {done, p} =
+      Enum.reduce(answers, {[], p}, fn
+        {tag, answer}, {done, p} ->
+          case check(p, {[[:alias | a] | tag], answer}) do
+            {:ok, ref, result, p} -> {[{ref, result} | done], p}
+            {:pending, p} -> {done, p}
+          end
+
+        _junk, acc ->
+          acc
+      end)
+
+    case done ++ p.ready do
+      [] -> {:pending, p}
+      [{ref, result} | rest] -> {:ok, ref, result, %{p | ready: rest}}
+    end
+  end
+
   def check(%__MODULE__{alias: a} = p, {[[:alias | a] | tag], answer}) do
     case Map.pop(p.tags, tag) do
       {nil, _} -> {:pending, p}
@@ -241,8 +270,11 @@ defmodule Synod.Raft.Pipeline do
     end)
   end
 
+  # The tag's {:synod_batch, _} form tells the member this caller takes its
+  # answers in batches (one message per applied batch, `check/2`); a
+  # member that does not know it answers each one alone, as to any call.
   defp transmit(p, ref, entry, target) do
-    tag = make_ref()
+    tag = {:synod_batch, make_ref()}
     request = {:command, entry.command, entry.id}
     Kernel.send({p.name, target}, {:"$gen_call", {self(), [[:alias | p.alias] | tag]}, request})
     tags = p.tags |> Map.delete(entry.tag) |> Map.put(tag, ref)
