@@ -780,11 +780,13 @@ defmodule Synod.Raft.Member do
   # file (Storage.flush/1: the same bytes as Storage.sync/1, no fsync) and
   # hands them to the node's Synod.Raft.Wal, which writes the records of
   # every member on the node in one batch with one fdatasync and sends
-  # {:synod_wal_synced, Seq}. The member waits for that notice where it
-  # would have waited for its own fsync (the Ready's late messages, its
-  # applies and the next raft_ready all come after it), so the order
-  # raft.h requires is unchanged: only who fsyncs changed. Its mailbox
-  # queues meanwhile (the next batch, for group commit). It opens its files
+  # {:synod_wal_synced, Seq}. Its core runs with async_persist, so the
+  # member does not wait for that notice (hand_to_wal/2): the core itself
+  # holds back every message that depends on a write in flight and applies
+  # only durable entries; the notice, mapped back to the Ready's seq by
+  # Synod.Raft.Wal.Pending, becomes raft_persisted and the member drains
+  # again. Snapshot installs and the full-disk retry still wait (durable/2,
+  # await_wal/2), and then confirm everything written so far. It opens its files
   # only after the WAL has replayed its records into them (ensure_started/2
   # returns after recovery) and fdatasyncs its log once then, so what it
   # recovered is durable before any WAL record points past its end; then it
