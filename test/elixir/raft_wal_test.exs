@@ -294,6 +294,43 @@ defmodule Synod.RaftWalTest do
     :ok = Synod.Raft.stop_member(g)
   end
 
+  # async_persist: while the WAL holds its records the member keeps
+  # answering; the command commits (one voter: on the leader's own durable
+  # copy) only once the WAL's notice is fed to the core.
+  test "a member on the WAL keeps stepping while its records are in flight", ctx do
+    g = :"w#{System.unique_integer([:positive])}"
+
+    opts = [
+      name: g,
+      voters: [node()],
+      data_dir: Path.join(ctx.dir, "member"),
+      machine: Synod.Raft.KV,
+      log: :wal,
+      wal_dir: ctx.wal_dir
+    ]
+
+    {:ok, _} = Synod.Raft.start_member(opts)
+    Wait.until(fn -> Synod.leader?(g) end)
+    {:ok, _} = Synod.Raft.command(g, {:put, :a, 1})
+    wal = Process.whereis(Wal)
+    :ok = :sys.suspend(wal)
+    task = Task.async(fn -> Synod.Raft.command(g, {:put, :b, 2}, timeout: 30_000) end)
+    member = Synod.Raft.member_name(g)
+
+    # the member takes the proposal, hands its records to the WAL and does
+    # not wait: it answers a call while the WAL holds them
+    Wait.until(fn -> match?({:messages, [_ | _]}, Process.info(wal, :messages)) end)
+    st = GenServer.call(member, :status, 2_000)
+    assert st.last_index > st.commit
+    assert Task.yield(task, 100) == nil
+
+    :ok = :sys.resume(wal)
+    assert {:ok, _} = Task.await(task, 30_000)
+    {:ok, state} = Synod.Raft.query(g, & &1)
+    assert state[:b] == 2
+    :ok = Synod.Raft.stop_member(g)
+  end
+
   test "log: :wal without a WAL directory is refused by name" do
     assert_raise ArgumentError, ~r/wal_dir must be/, fn ->
       Synod.Raft.child_spec(

@@ -45,6 +45,7 @@ defmodule Synod.Raft.Member do
   require Logger
 
   alias Synod.Raft.{Info, SafeTerm, Storage, Wal, Watches}
+  alias Synod.Raft.Wal.Pending
   alias Synod.Stray
   alias Synod.Telemetry.Emit
 
@@ -77,6 +78,9 @@ defmodule Synod.Raft.Member do
     # write-ahead log" below
     log: :files,
     wal: nil,
+    # :wal only: the writes in flight, Ready seq <-> WAL append
+    # (Synod.Raft.Wal.Pending)
+    wal_pending: nil,
     batch: true,
     fast_failover: true,
     flush_scheduled: false,
@@ -156,6 +160,7 @@ defmodule Synod.Raft.Member do
         batch: opts[:batch],
         log: if(wal, do: :wal, else: :files),
         wal: wal,
+        wal_pending: wal && Pending.new(),
         witnesses: witnesses,
         seed_witnesses: opts[:witnesses] || [],
         fast_failover: opts[:fast_failover],
@@ -222,6 +227,9 @@ defmodule Synod.Raft.Member do
       election_tick: opts[:election_tick],
       heartbeat_tick: opts[:heartbeat_tick],
       quiesce: opts[:quiesce],
+      # the shared WAL: the member keeps stepping while its writes are in
+      # flight ("Members that keep stepping" in docs/raft.md)
+      async_persist: opts[:log] == :wal,
       max_inflight: opts[:max_inflight],
       snapshot_chunk: opts[:snapshot_chunk],
       voters: voters,
@@ -328,6 +336,9 @@ defmodule Synod.Raft.Member do
 
   def handle_info({:DOWN, _ref, :process, wal, why}, %{wal: wal} = state) when wal != nil,
     do: wal_down(state, why)
+
+  def handle_info({:synod_wal_synced, seq}, %{wal_pending: %Pending{} = p} = state),
+    do: {:noreply, state |> confirm(Pending.synced(p, seq)) |> drain()}
 
   def handle_info({:synod_wal_synced, _seq}, state), do: {:noreply, state}
 
@@ -681,11 +692,28 @@ defmodule Synod.Raft.Member do
 
     defp ready_kind?(:entries, {_, _, _, entries, _, _, _, _, _, _}), do: entries != []
 
-    defp ready_kind?(:vote, {hs, true, nil, [], _, _, _, _, _, _}), do: hs != nil
+    # (with async_persist, a Ready to be synced carries its seq)
+    defp ready_kind?(:vote, {hs, sync, nil, [], _, _, _, _, _, _})
+         when sync == true or is_integer(sync),
+         do: hs != nil
 
     defp ready_kind?(_kind, _ready), do: false
   else
     defp crash_point(state, _step, _ready), do: state
+  end
+
+  # With `log: :wal` the core runs with async_persist: a Ready to be synced
+  # carries a seq instead of `true`, every message of it has already left
+  # (the core holds back what depends on this write), and the member hands
+  # the records to the WAL and goes on; the WAL's notice confirms the seq
+  # (confirm/2, raft_persisted) and the member drains again.
+  defp persist(state, hs, seq, nil, entries) when is_integer(seq) do
+    storage = Storage.write(state.storage, Enum.map(entries, &entry_map/1), hs && hs_map(hs))
+    state = %{state | storage: storage}
+
+    if state.stuck != nil,
+      do: confirm(state, Pending.written(state.wal_pending, seq, :buffered)),
+      else: hand_to_wal(state, seq)
   end
 
   defp persist(state, hs, sync?, nil, entries) do
@@ -706,7 +734,7 @@ defmodule Synod.Raft.Member do
   # A received snapshot (the core hands it out only after every chunk was
   # written, fsynced and checked, and raft_snapshot_received said so): its
   # file becomes snapshot.N, the log restarts after it.
-  defp persist(state, hs, _sync?, {index, term, voters, learners, size, checksum}, entries) do
+  defp persist(state, hs, sync?, {index, term, voters, learners, size, checksum}, entries) do
     hs = hs || current_hard_state(state)
 
     snap = %{
@@ -721,18 +749,35 @@ defmodule Synod.Raft.Member do
     entries = Enum.map(entries, &entry_map/1)
 
     if state.stuck do
-      %{state | storage: Storage.defer_install(state.storage, snap, hs_map(hs), entries)}
+      storage = Storage.defer_install(state.storage, snap, hs_map(hs), entries)
+      installed(%{state | storage: storage}, sync?, false)
     else
       case Storage.install_snapshot(state.storage, snap, hs_map(hs), entries) do
         {:ok, storage} ->
-          %{state | storage: storage}
+          installed(%{state | storage: storage}, sync?, true)
 
         {:error, why} ->
           storage = Storage.defer_install(state.storage, snap, hs_map(hs), entries)
-          get_stuck(%{state | storage: storage}, why)
+          state = installed(%{state | storage: storage}, sync?, false)
+          get_stuck(state, why)
       end
     end
   end
+
+  # A snapshot install is synchronous in both modes (written and fsynced
+  # before install_snapshot returns). With async_persist its Ready's seq is
+  # then durable, and so is every earlier write (the install replaces the
+  # log they went to, and carries the current hard state); a deferred
+  # install waits for the retry.
+  defp installed(state, seq, true) when is_integer(seq) do
+    {_, _, p} = Pending.written(state.wal_pending, seq, :buffered)
+    confirm(state, Pending.durable(p))
+  end
+
+  defp installed(state, seq, false) when is_integer(seq),
+    do: confirm(state, Pending.written(state.wal_pending, seq, :buffered))
+
+  defp installed(state, _sync?, _durable?), do: state
 
   # The fsync event's clock and byte count only when it reaches a handler.
   defp timed_sync(storage, group) do
@@ -753,11 +798,13 @@ defmodule Synod.Raft.Member do
   # file (Storage.flush/1: the same bytes as Storage.sync/1, no fsync) and
   # hands them to the node's Synod.Raft.Wal, which writes the records of
   # every member on the node in one batch with one fdatasync and sends
-  # {:synod_wal_synced, Seq}. The member waits for that notice where it
-  # would have waited for its own fsync (the Ready's late messages, its
-  # applies and the next raft_ready all come after it), so the order
-  # raft.h requires is unchanged: only who fsyncs changed. Its mailbox
-  # queues meanwhile (the next batch, for group commit). It opens its files
+  # {:synod_wal_synced, Seq}. Its core runs with async_persist, so the
+  # member does not wait for that notice (hand_to_wal/2): the core itself
+  # holds back every message that depends on a write in flight and applies
+  # only durable entries; the notice, mapped back to the Ready's seq by
+  # Synod.Raft.Wal.Pending, becomes raft_persisted and the member drains
+  # again. Snapshot installs and the full-disk retry still wait (durable/2,
+  # await_wal/2), and then confirm everything written so far. It opens its files
   # only after the WAL has replayed its records into them (ensure_started/2
   # returns after recovery) and fdatasyncs its log once then, so what it
   # recovered is durable before any WAL record points past its end; then it
@@ -813,6 +860,42 @@ defmodule Synod.Raft.Member do
       {:error, _} = error ->
         error
     end
+  end
+
+  # async_persist: the Ready's records go to the WAL and the member does
+  # not wait (the notice comes to handle_info). A full disk makes it stuck
+  # as before, its records kept in the buffer for the (synchronous) retry.
+  defp hand_to_wal(state, seq) do
+    case Storage.flush(state.storage) do
+      {:ok, storage, nil} ->
+        confirm(%{state | storage: storage}, Pending.written(state.wal_pending, seq, nil))
+
+      {:ok, storage, {generation, offset, data}} ->
+        wal_seq = System.unique_integer([:monotonic, :positive])
+        :ok = Wal.append(state.wal, wal_seq, Path.expand(storage.dir), generation, offset, data)
+        # The persist event's clock and bytes only when it reaches a handler.
+        info = if Emit.fsync?(), do: {System.monotonic_time(), IO.iodata_length(data)}
+        state = %{state | storage: storage}
+        confirm(state, Pending.written(state.wal_pending, seq, wal_seq, info))
+
+      {:error, why} ->
+        state = confirm(state, Pending.written(state.wal_pending, seq, :buffered))
+        get_stuck(state, why)
+    end
+  end
+
+  # What Pending says is now durable goes to the core (raft_persisted
+  # confirms every earlier seq too); the caller drains.
+  defp confirm(state, {seq, infos, p}) do
+    for {start, bytes} <- infos, do: Emit.fsync(state.group, start, bytes)
+
+    case seq && :synod_nif.raft_persisted(state.raft, seq) do
+      nil -> :ok
+      :ok -> :ok
+      {:error, why} -> exit({:raft_persisted, seq, why})
+    end
+
+    %{state | wal_pending: p}
   end
 
   defp await_wal(%{wal: wal} = state, seq) do
@@ -1674,6 +1757,12 @@ defmodule Synod.Raft.Member do
         )
 
         state = %{state | storage: storage, stuck: nil}
+
+        state =
+          if state.wal_pending,
+            do: confirm(state, Pending.durable(state.wal_pending)),
+            else: state
+
         Info.put(state.group, self(), published(state.view, state))
 
         stuck.unapplied
