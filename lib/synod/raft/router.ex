@@ -415,5 +415,6 @@ defmodule Synod.Raft.Router do
     :exit, {_, _} -> {:error, :no_member}
   end
 
-  defp now, do: System.monotonic_time(:millisecond)
+  # (the BIF itself: System.monotonic_time/1 normalizes its unit first)
+  defp now, do: :erlang.monotonic_time(:millisecond)
 end
