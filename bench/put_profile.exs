@@ -3,7 +3,11 @@
 # so two builds can be diffed on a busy machine (docs/coordination.md,
 # "The put path against 47d4d8d").
 #
-#   MIX_ENV=test mix run bench/put_profile.exs [OPS] [--no-strace] [--top N]
+#   MIX_ENV=test mix run bench/put_profile.exs [OPS] [--no-strace] [--top N] [--op put|lock]
+#
+# --op lock profiles Synod.Lock.lock/4 + unlock (Synod.Test.CoordBench.locks/3,
+# an empty fun, ttl 5000) instead of the put: each "per put" below is then
+# per lock + unlock.
 #
 # On 3 real :peer nodes (a 3-voter store, fsync on), client on a follower,
 # OPS (default 2000) sequential puts (Synod.Test.CoordBench.puts/2), three
@@ -25,7 +29,8 @@
 {_, 0} = System.cmd("epmd", ["-daemon"])
 alias Synod.LocalCluster
 
-{opts, args, _} = OptionParser.parse(System.argv(), switches: [strace: :boolean, top: :integer])
+{opts, args, _} =
+  OptionParser.parse(System.argv(), switches: [strace: :boolean, top: :integer, op: :string])
 
 ops =
   case args do
@@ -34,6 +39,8 @@ ops =
   end
 
 top = Keyword.get(opts, :top, 40)
+op = String.to_atom(Keyword.get(opts, :op, "put"))
+true = op in [:put, :lock]
 
 {:module, remote, remote_bin, _} =
   defmodule PutProfile.Remote do
@@ -63,21 +70,25 @@ top = Keyword.get(opts, :top, 40)
       end
     end
 
-    # `n` puts in this process; returns this process's reductions for them.
-    def puts(store, n) do
+    # `n` operations (`op`: :put or :lock) in this process; returns this
+    # process's reductions for them.
+    def puts(store, n, op \\ :put) do
       {:reductions, r0} = Process.info(self(), :reductions)
-      Synod.Test.CoordBench.puts(store, n)
+      run(op, store, n)
       {:reductions, r1} = Process.info(self(), :reductions)
       r1 - r0
     end
 
-    # `n` puts in this process, profiled (profile_start/1): the rows of
+    # `n` operations in this process, profiled (profile_start/1): the rows of
     # profile_stop/2 for this process.
-    def profiled_puts(store, n) do
+    def profiled_puts(store, n, op \\ :put) do
       tracer = profile_start(self())
-      Synod.Test.CoordBench.puts(store, n)
+      run(op, store, n)
       profile_stop(self(), tracer)
     end
+
+    defp run(:put, store, n), do: Synod.Test.CoordBench.puts(store, n)
+    defp run(:lock, store, n), do: Synod.Test.CoordBench.locks(store, "bench/lock", n)
 
     def os_pid, do: List.to_integer(:os.getpid())
 
@@ -137,10 +148,10 @@ try do
   at = fn node, fun, args -> :erpc.call(node, remote, fun, args, 600_000) end
   member = fn node -> :erpc.call(node, Process, :whereis, [Synod.Raft.member_name(store)]) end
 
-  at.(client, :puts, [store, 200])
+  at.(client, :puts, [store, 200, op])
 
   IO.puts(
-    "3 voters on 127.0.0.1, client on a follower (#{client}); #{ops} sequential puts per pass, per put:"
+    "3 voters on 127.0.0.1, client on a follower (#{client}); #{ops} sequential #{op}s per pass, per #{op}:"
   )
 
   # 1. reductions
@@ -153,7 +164,7 @@ try do
             :erpc.call(n, :erlang, :statistics, [:garbage_collection]),
             :erpc.call(n, :erlang, :statistics, [:runtime])}}
 
-  caller = at.(client, :puts, [store, ops])
+  caller = at.(client, :puts, [store, ops, op])
 
   r1 =
     for {_, n} <- roles,
@@ -230,11 +241,11 @@ try do
       ] do
     pid = member.(node)
     tracer = :erpc.call(node, remote, :profile_start, [pid])
-    at.(client, :puts, [store, ops])
+    at.(client, :puts, [store, ops, op])
     show.(title, :erpc.call(node, remote, :profile_stop, [pid, tracer], 600_000), file)
   end
 
-  show.("caller (on #{client})", at.(client, :profiled_puts, [store, ops]), "caller")
+  show.("caller (on #{client})", at.(client, :profiled_puts, [store, ops, op]), "caller")
   # 3. syscalls (last: a leader slowed by strace may lose its leadership)
   if Keyword.get(opts, :strace, true) do
     os_pid = at.(leader, :os_pid, [])
@@ -250,7 +261,7 @@ try do
 
     {:os_pid, strace_pid} = Port.info(port, :os_pid)
     Process.sleep(2_000)
-    at.(client, :puts, [store, ops])
+    at.(client, :puts, [store, ops, op])
     System.cmd("kill", ["-INT", Integer.to_string(strace_pid)])
 
     receive do

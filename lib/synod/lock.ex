@@ -125,9 +125,7 @@ defmodule Synod.Lock do
   def contenders_prefix(key) when is_binary(key) and key != "", do: @prefix <> key <> "/"
 
   defp with_contender(store, key, fun, opts, mode) do
-    Options.check!(store, :store, :atom)
-    Options.check!(key, :key, {:binary, 3_000})
-    Options.check!(fun, :fun, {:or, [{:fun, 0}, {:fun, 1}]})
+    check_args!(store, key, fun)
     opts = Options.validate!(opts, @schema)
 
     ctx = %{
@@ -196,13 +194,31 @@ defmodule Synod.Lock do
     outcome
   end
 
+  # The positional arguments, by guards when they are good (the common
+  # case, a few instructions); else Synod.Coord.Options names the bad one.
+  defp check_args!(store, key, fun)
+       when is_atom(store) and store not in [nil, true, false] and is_binary(key) and
+              byte_size(key) in 1..3_000 and (is_function(fun, 0) or is_function(fun, 1)),
+       do: :ok
+
+  defp check_args!(store, key, fun) do
+    Options.check!(store, :store, :atom)
+    Options.check!(key, :key, {:binary, 3_000})
+    Options.check!(fun, :fun, {:or, [{:fun, 0}, {:fun, 1}]})
+    :ok
+  end
+
   # -- joining the queue ----------------------------------------------------------
 
   # Puts this contender's key and reads every contender in one transaction;
   # then holds, waits for its predecessor, or (try) gives up.
   defp join(ctx, keeper, lease, mode) do
     my_key = ctx.prefix <> Integer.to_string(lease, 16) <> "." <> unique()
-    value = "#{node()} #{inspect(self())}"
+    # "node #PID<...>", as inspect/1 writes a local pid, without Inspect.
+    value =
+      <<Atom.to_string(node())::binary, " #PID",
+        :erlang.list_to_binary(:erlang.pid_to_list(self()))::binary>>
+
     contenders = {:range, ctx.prefix, prefix: true, keys_only: true}
 
     result =

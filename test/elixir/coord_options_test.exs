@@ -58,6 +58,41 @@ defmodule Synod.CoordOptionsTest do
                  end
   end
 
+  test "a schema entry without a default or required flag stays out of the map" do
+    schema = [a: [type: :atom], b: [type: :integer, default: 1]]
+    assert Options.validate!([], schema) == %{b: 1}
+    assert Options.validate!([a: :x], schema) == %{a: :x, b: 1}
+    assert Options.validate!([b: 2, a: :y], schema) == %{a: :y, b: 2}
+
+    assert_raise ArgumentError, "options must be a keyword list or a map, got: [:a]", fn ->
+      Options.validate!([:a], schema)
+    end
+  end
+
+  # Synod.Lock checks its positional arguments by guards first (its hot
+  # path): a bad one still gets the validator's message, before any store
+  # is asked (none runs here).
+  test "the lock's positional arguments are named when bad" do
+    ok = fn -> :ok end
+
+    for {args, message} <- [
+          {[nil, "k", ok], "invalid argument store: expected an atom, got: nil"},
+          {["s", "k", ok], ~s(invalid argument store: expected an atom, got: "s")},
+          {[:s, "", ok], ~s(invalid argument key: expected a binary of 1..3000 bytes, got: "")},
+          {[:s, :k, ok], "invalid argument key: expected a binary of 1..3000 bytes, got: :k"},
+          {[:s, "k", fn _, _ -> :ok end], ~r/invalid argument fun: expected a function of 0/}
+        ],
+        call <- [&Synod.Lock.lock/3, &Synod.Lock.try_lock/3] do
+      assert_raise ArgumentError, message, fn -> apply(call, args) end
+    end
+
+    assert_raise ArgumentError, ~r/invalid option ttl/, fn ->
+      Synod.Lock.lock(:s, "k", ok, ttl: 1)
+    end
+
+    assert Synod.Lock.lock(:no_such_store, "k", ok) == {:error, {:unknown_store, :no_such_store}}
+  end
+
   test "a budget bounds each round trip by what is left" do
     assert Deadline.opts(Deadline.budget(:infinity, 5_000)) == [timeout: 5_000]
     assert [timeout: t] = Deadline.opts(Deadline.budget(60_000, 5_000))

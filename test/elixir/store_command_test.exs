@@ -65,6 +65,51 @@ defmodule Synod.Store.CommandTest do
     end
   end
 
+  # The list-based prefix_end/1 it replaced (the last byte below 255
+  # incremented, trailing 255s dropped; <<0>> when all bytes are 255).
+  defp reference_prefix_end(prefix) do
+    case prefix |> :binary.bin_to_list() |> Enum.reverse() |> Enum.drop_while(&(&1 == 255)) do
+      [] -> <<0>>
+      [last | rest] -> IO.iodata_to_binary(Enum.reverse([last + 1 | rest]))
+    end
+  end
+
+  test "prefix_end/1 agrees with the list-based definition, trailing 255s included" do
+    :rand.seed(:exsss, {7, 11, 13})
+
+    cases =
+      ["", <<255>>, <<255, 255>>, <<0>>, <<254>>, <<1, 255>>, <<1, 254, 255, 255>>, "a/"] ++
+        for _ <- 1..2_000 do
+          body = :crypto.strong_rand_bytes(:rand.uniform(6) - 1)
+          body <> :binary.copy(<<255>>, :rand.uniform(4) - 1)
+        end
+
+    for prefix <- cases,
+        do: assert(Command.prefix_end(prefix) == reference_prefix_end(prefix), inspect(prefix))
+  end
+
+  test "a compare's revision is checked with its target named; a bad option list is refused" do
+    assert_raise ArgumentError, ~r/create_revision must be an integer in 0/, fn ->
+      Command.txn([{:create_revision, "k", :==, -1}], [])
+    end
+
+    assert_raise ArgumentError, ~r/mod_revision must be an integer in 0/, fn ->
+      Command.txn([{:mod_revision, "k", :==, :x}], [])
+    end
+
+    assert_raise ArgumentError, ~r/options must be a keyword list/, fn ->
+      Command.range("k", [:prefix])
+    end
+
+    assert_raise ArgumentError, ~r/options must be a keyword list/, fn ->
+      Command.range("k", [{:nope, 1}, :prefix])
+    end
+
+    assert_raise ArgumentError, ~r/unknown option :nope/, fn ->
+      Command.range("k", prefix: true, nope: 1)
+    end
+  end
+
   test "bad arguments raise ArgumentError naming the problem" do
     assert_raise ArgumentError, ~r/a key must be a binary of 1..4096 bytes/, fn ->
       Command.put("", "v")

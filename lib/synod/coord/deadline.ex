@@ -49,5 +49,6 @@ defmodule Synod.Coord.Deadline do
     end
   end
 
-  defp now, do: System.monotonic_time(:millisecond)
+  # (the BIF itself: System.monotonic_time/1 normalizes its unit first)
+  defp now, do: :erlang.monotonic_time(:millisecond)
 end

@@ -73,22 +73,43 @@ defmodule Synod.Coord.Options do
           "#{what}s must be a keyword list or a map, got: #{inspect(opts, limit: 5)}"
         )
 
-    given =
-      Enum.reduce(opts, %{}, fn {name, value}, acc ->
-        spec = spec!(schema, name, what)
-        if Map.has_key?(acc, name), do: raise(ArgumentError, "#{what} #{name} given twice")
-        check_value!(what, name, value, spec[:type])
-        Map.put(acc, name, value)
-      end)
+    opts |> given!(schema, what, %{}) |> defaults!(schema, what)
+  end
 
-    Enum.reduce(schema, given, fn {name, spec}, acc ->
-      cond do
-        Map.has_key?(acc, name) -> acc
-        Keyword.has_key?(spec, :default) -> Map.put(acc, name, spec[:default])
-        spec[:required] -> raise ArgumentError, "missing #{what} #{name}"
-        true -> acc
-      end
-    end)
+  # The given options, checked (plain recursion: this runs on every call of
+  # the primitives that take options).
+  defp given!([], _schema, _what, acc), do: acc
+
+  defp given!([{name, value} | rest], schema, what, acc) do
+    spec = spec!(schema, name, what)
+    if :erlang.is_map_key(name, acc), do: raise(ArgumentError, "#{what} #{name} given twice")
+    check_value!(what, name, value, type_of(spec))
+    given!(rest, schema, what, Map.put(acc, name, value))
+  end
+
+  defp defaults!(acc, [], _what), do: acc
+
+  defp defaults!(acc, [{name, spec} | rest], what) do
+    cond do
+      :erlang.is_map_key(name, acc) ->
+        defaults!(acc, rest, what)
+
+      default = :lists.keyfind(:default, 1, spec) ->
+        defaults!(Map.put(acc, name, elem(default, 1)), rest, what)
+
+      spec[:required] ->
+        raise ArgumentError, "missing #{what} #{name}"
+
+      true ->
+        defaults!(acc, rest, what)
+    end
+  end
+
+  defp type_of(spec) do
+    case :lists.keyfind(:type, 1, spec) do
+      {:type, type} -> type
+      false -> nil
+    end
   end
 
   @doc """
@@ -142,11 +163,11 @@ defmodule Synod.Coord.Options do
   def describe({:custom, _check, description}), do: description
 
   defp spec!(schema, name, what) do
-    case Keyword.fetch(schema, name) do
-      {:ok, spec} ->
+    case :lists.keyfind(name, 1, schema) do
+      {^name, spec} ->
         spec
 
-      :error ->
+      false ->
         known = Enum.map_join(Keyword.keys(schema), ", ", &Atom.to_string/1)
         raise ArgumentError, "unknown #{what} #{inspect(name)} (known: #{known})"
     end

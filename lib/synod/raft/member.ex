@@ -937,14 +937,16 @@ defmodule Synod.Raft.Member do
   # second per node: a plain send would try to connect on every heartbeat.
   defp send_all(state, msgs) do
     # hidden too: a C node witness is a hidden node
-    connected = MapSet.new(Node.list([:visible, :hidden]))
+    # (a list and one name per batch: a few nodes, a few messages)
+    connected = Node.list([:visible, :hidden])
+    name = Synod.Raft.member_name(state.group)
 
     Enum.reduce(msgs, state, fn {to, payload}, state ->
       case Map.fetch(state.node_of, to) do
         {:ok, node} ->
-          dest = {Synod.Raft.member_name(state.group), node}
+          dest = {name, node}
 
-          if MapSet.member?(connected, node) do
+          if :lists.member(node, connected) do
             {bin, state} =
               if is_binary(payload), do: {payload, state}, else: chunk_message(state, to, payload)
 

@@ -43,7 +43,6 @@ defmodule Synod.Raft.Router do
   @backoff_min 2
   @backoff_max 50
   @discover_timeout 1_000
-  @no_space {__MODULE__, :no_space}
 
   @doc false
   def start_link(_), do: GenServer.start_link(__MODULE__, [], name: __MODULE__)
@@ -261,19 +260,8 @@ defmodule Synod.Raft.Router do
   after a member that cannot persist refused the request).
   """
   @spec call(atom(), atom(), term(), integer(), pos_integer()) :: term()
-  def call(group, name, request, deadline, call_timeout) do
-    # Set by `attempt/8` when a member answered :no_space during this call.
-    Process.delete(@no_space)
-
-    case route(group, name, request, deadline, call_timeout, leader(group), @backoff_min, nil) do
-      {:error, :timeout} = timeout ->
-        if Process.delete(@no_space), do: {:error, :no_space}, else: timeout
-
-      answer ->
-        _ = Process.delete(@no_space)
-        answer
-    end
-  end
+  def call(group, name, request, deadline, call_timeout),
+    do: route(group, name, request, deadline, call_timeout, leader(group), @backoff_min, nil)
 
   defp route(group, name, request, deadline, call_timeout, target, backoff, failed) do
     left = deadline - now()
@@ -351,9 +339,14 @@ defmodule Synod.Raft.Router do
         retry.(nil, target)
 
       {:error, :no_space} ->
-        Process.put(@no_space, true)
+        # A timeout after a member refused for want of space is that
+        # refusal (whatever was tried after it): {:error, :no_space}.
         forget(group, target)
-        retry.(nil, target)
+
+        case retry.(nil, target) do
+          {:error, :timeout} -> {:error, :no_space}
+          answer -> answer
+        end
 
       {:error, reason} when reason in [:no_member, :dropped, :unknown_outcome, :call_timeout] ->
         # The node runs no member (any more), or the leader lost the entry
@@ -422,5 +415,6 @@ defmodule Synod.Raft.Router do
     :exit, {_, _} -> {:error, :no_member}
   end
 
-  defp now, do: System.monotonic_time(:millisecond)
+  # (the BIF itself: System.monotonic_time/1 normalizes its unit first)
+  defp now, do: :erlang.monotonic_time(:millisecond)
 end

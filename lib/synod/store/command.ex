@@ -182,11 +182,22 @@ defmodule Synod.Store.Command do
   """
   @spec prefix_end(binary()) :: binary()
   def prefix_end(prefix) when is_binary(prefix) do
-    case prefix |> :binary.bin_to_list() |> Enum.reverse() |> Enum.drop_while(&(&1 == 255)) do
-      [] -> <<0>>
-      [last | rest] -> IO.iodata_to_binary(Enum.reverse([last + 1 | rest]))
+    # The common case (the last byte is not 255) without a list: the
+    # prefix with its last byte incremented.
+    case byte_size(prefix) - 1 do
+      -1 ->
+        <<0>>
+
+      n ->
+        case prefix do
+          <<head::binary-size(n), last>> when last < 255 -> <<head::binary, last + 1>>
+          <<head::binary-size(n), 255>> -> prefix_end_of(head)
+        end
     end
   end
+
+  defp prefix_end_of(""), do: <<0>>
+  defp prefix_end_of(prefix), do: prefix_end(prefix)
 
   # ---- bodies ----
 
@@ -280,7 +291,7 @@ defmodule Synod.Store.Command do
          Map.fetch!(@targets, target),
          result!(op),
          bytes(key!(key)),
-         varint(num!(n, "#{target}"))
+         varint(num!(n, target))
        ]
 
   defp compare(other), do: raise(ArgumentError, "not a txn compare: #{inspect(other)}")
@@ -321,14 +332,35 @@ defmodule Synod.Store.Command do
 
   # `opts` if it is a keyword list of `known` options, else ArgumentError
   # naming the bad one.
-  defp opts!(opts, known) do
-    unless Keyword.keyword?(opts), do: raise(ArgumentError, "options must be a keyword list")
+  defp opts!([], _known), do: []
 
-    case Enum.find(opts, fn {k, _} -> k not in known end) do
-      nil -> opts
-      {k, _} -> raise ArgumentError, "unknown option #{inspect(k)}; known: #{inspect(known)}"
+  defp opts!(opts, known) do
+    case unknown(opts, known) do
+      :ok ->
+        opts
+
+      :not_keyword ->
+        raise ArgumentError, "options must be a keyword list"
+
+      {:unknown, k} ->
+        raise ArgumentError, "unknown option #{inspect(k)}; known: #{inspect(known)}"
     end
   end
+
+  # One pass: :ok, :not_keyword, or the first option not in `known` (a
+  # list that is not a keyword list is refused first, as Keyword.keyword?/1
+  # would).
+  defp unknown(opts, known), do: unknown(opts, known, :ok)
+
+  defp unknown([], _known, found), do: found
+
+  defp unknown([{k, _} | rest], known, found) when is_atom(k) do
+    if found == :ok and not :lists.member(k, known),
+      do: unknown(rest, known, {:unknown, k}),
+      else: unknown(rest, known, found)
+  end
+
+  defp unknown(_not_keyword, _known, _found), do: :not_keyword
 
   defp flag(opts, name, bit) do
     case Keyword.get(opts, name, false) do

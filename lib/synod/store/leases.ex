@@ -177,5 +177,6 @@ defmodule Synod.Store.Leases do
     %{state | timer: nil}
   end
 
-  defp now, do: System.monotonic_time(:millisecond)
+  # (the BIF itself: System.monotonic_time/1 normalizes its unit first)
+  defp now, do: :erlang.monotonic_time(:millisecond)
 end
