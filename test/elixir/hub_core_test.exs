@@ -334,6 +334,25 @@ defmodule Synod.HubCoreTest do
         {max(bound || 0, t), max(clock, t)}
       end)
     end
+
+    test "record_ids/6 re-stopping recorded ids writes them in place, as record/4 does" do
+      fast = :ets.new(:fast, [:set])
+      slow = :ets.new(:slow, [:set])
+      pid = self()
+
+      for tab <- [fast, slow] do
+        :ok = Tombstones.record(tab, [{"a", 5}, {"b", 5}], %{"a" => pid}, 1)
+      end
+
+      # the first id recorded, "c" new, "b"'s copy written, "a" keeps its own
+      :ok = Tombstones.record_ids(fast, ["a", "b", "c"], 9, %{"b" => pid}, 2, 5)
+      :ok = Tombstones.record(slow, [{"a", 9}, {"b", 9}, {"c", 9}], %{"b" => pid}, 2)
+
+      assert Enum.sort(:ets.tab2list(fast)) == Enum.sort(:ets.tab2list(slow))
+      assert Tombstones.lookup(fast, "a") == {9, 2, pid}
+      assert Tombstones.lookup(fast, "b") == {9, 2, pid}
+      assert Tombstones.lookup(fast, "c") == {9, 2, nil}
+    end
   end
 
   describe "Migrations" do

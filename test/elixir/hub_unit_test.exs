@@ -468,6 +468,23 @@ defmodule Synod.HubUnitTest do
       assert Results.record(r, :a, {:stopped, [p2]}) == r
     end
 
+    test "oks/1: the whole answers in the order they came, then those one by one" do
+      [p1, p2, p3, p4] = for node <- [:a, :b, :b, :c], do: fake_pid(node)
+      r = Results.new(:stop, %{a: [1], b: [2, 3], c: [4, 5]})
+      r = Results.record(r, :c, [{4, {:ok, p4}}])
+      r = Results.record(r, :b, {:stopped, [p2, p3]})
+      r = Results.record(r, :a, {:stopped, [p1]})
+      r = Results.record(r, :c, [{5, {:error, :not_found}}])
+      assert Results.done?(r)
+      assert Results.oks(r) == [{2, :b, p2}, {3, :b, p3}, {1, :a, p1}, {4, :c, p4}]
+
+      assert {:error, %StopResult{stopped: stopped, errors: [{5, :c, :not_found}]}} =
+               Results.finish(r)
+
+      assert stopped == Results.oks(r)
+      assert Results.oks(Results.new(:stop, %{a: [1]})) == []
+    end
+
     test "a start answered with the pids alone ({:started, pids}), for a start only" do
       [p1, p2, p3] = for node <- [:a, :a, :b], do: fake_pid(node)
       r = Results.new(:start, %{a: [1, 2], b: [3]})

@@ -7,7 +7,7 @@ defmodule Synod.Hub.Results do
 
   alias Synod.{StartResult, StopResult}
 
-  defstruct kind: :start, pending: %{}, ok: [], errors: [], count: 0
+  defstruct kind: :start, pending: %{}, ok: [], whole: [], errors: [], count: 0
 
   @type t :: %__MODULE__{}
 
@@ -15,6 +15,12 @@ defmodule Synod.Hub.Results do
   # it was sent (nothing answered yet), or a map `id => true` once it has
   # answered for some of them. A node usually answers all at once, and then
   # the map is never built.
+  #
+  # `ok` holds the `{id, node, pid}` answers taken one by one (newest
+  # first); `whole` the nodes that answered every id at once, as
+  # `{node, ids, pids}` (newest first), checked but not yet expanded: their
+  # tuples are built once, in order, by `finish/1` (no list reversed, no
+  # intermediate list left to collect).
 
   @doc "A collector expecting, for each node, answers for the listed ids."
   @spec new(:start | :stop, %{node() => [term()]}) :: t()
@@ -36,8 +42,9 @@ defmodule Synod.Hub.Results do
   def record(%__MODULE__{pending: pending, kind: kind} = state, node, {tag, pids})
       when (tag == :stopped and kind == :stop) or (tag == :started and kind == :start) do
     with {:ok, ids} when is_list(ids) <- Map.fetch(pending, node),
-         {:ok, ok, n} <- take_pids(ids, pids, node, state.ok, 0) do
-      %{state | pending: Map.delete(pending, node), ok: ok, count: state.count - n}
+         {:ok, n} <- check_pids(ids, pids, 0) do
+      whole = [{node, ids, pids} | state.whole]
+      %{state | pending: Map.delete(pending, node), whole: whole, count: state.count - n}
     else
       # not the ids as sent (some answered one by one), or not a pid per id
       _ -> state
@@ -108,11 +115,26 @@ defmodule Synod.Hub.Results do
 
   defp take_all([], _node, ok, errors), do: {ok, errors}
 
-  defp take_pids([id | ids], [pid | pids], node, ok, n) when is_pid(pid),
-    do: take_pids(ids, pids, node, [{id, node, pid} | ok], n + 1)
+  # Whether `pids` has a pid for each of `ids` (a walk, nothing built).
+  defp check_pids([_ | ids], [pid | pids], n) when is_pid(pid), do: check_pids(ids, pids, n + 1)
+  defp check_pids([], [], n), do: {:ok, n}
+  defp check_pids(_ids, _pids, _n), do: :error
 
-  defp take_pids([], [], _node, ok, n), do: {:ok, ok, n}
-  defp take_pids(_ids, _pids, _node, _ok, _n), do: :error
+  @doc """
+  Every `{id, node, pid}` answered: the nodes that answered whole, in the
+  order they answered (each in the order its ids were sent), then the
+  answers taken one by one, in the order they came.
+  """
+  @spec oks(t()) :: [{term(), node(), pid()}]
+  def oks(%__MODULE__{ok: ok, whole: whole}),
+    do: :lists.foldl(&expand/2, :lists.reverse(ok), whole)
+
+  defp expand({node, ids, pids}, tail), do: expand(ids, pids, node, tail)
+
+  defp expand([id | ids], [pid | pids], node, tail),
+    do: [{id, node, pid} | expand(ids, pids, node, tail)]
+
+  defp expand([], [], _node, tail), do: tail
 
   defp record_some(state, node, ids, results) do
     %__MODULE__{pending: pending} = state
@@ -174,15 +196,16 @@ defmodule Synod.Hub.Results do
   """
   @spec finish(t()) :: {:ok | :error, StartResult.t() | StopResult.t()}
   def finish(%__MODULE__{kind: :start} = state) do
-    result = %StartResult{started: Enum.reverse(state.ok), errors: Enum.reverse(state.errors)}
+    result = %StartResult{started: oks(state), errors: Enum.reverse(state.errors)}
     {if(result.errors == [], do: :ok, else: :error), result}
   end
 
   def finish(%__MODULE__{kind: :stop, errors: []} = state),
-    do: {:ok, %StopResult{stopped: Enum.reverse(state.ok), errors: []}}
+    do: {:ok, %StopResult{stopped: oks(state), errors: []}}
 
   def finish(%__MODULE__{kind: :stop} = state) do
-    stopped_ids = MapSet.new(state.ok, fn {id, _, _} -> id end)
+    oks = oks(state)
+    stopped_ids = MapSet.new(oks, fn {id, _, _} -> id end)
 
     {not_found, other} =
       state.errors
@@ -199,7 +222,7 @@ defmodule Synod.Hub.Results do
       |> Enum.reject(fn {id, _, _} -> MapSet.member?(errors_by_id, id) end)
       |> Enum.uniq_by(fn {id, _, _} -> id end)
 
-    result = %StopResult{stopped: Enum.reverse(state.ok), errors: other ++ not_found}
+    result = %StopResult{stopped: oks, errors: other ++ not_found}
     {if(result.errors == [], do: :ok, else: :error), result}
   end
 end

@@ -112,7 +112,11 @@ defmodule Synod.Hub.Tombstones do
   `record/5` for a tombstone `{id, t}` of each of `ids` (one stamp: a
   peer's stop request). When `t` is above `bound` and none of the ids has
   a tombstone yet (the usual first stop of them), they are put whole in
-  one table call; otherwise as `record/5` does.
+  one table call. When `t` is above `bound` and the first id has a
+  tombstone (a re-stop of the same ids), no put whole is tried: each
+  tombstone's stamp and time (and copy, for an id in `stopped`) are
+  written in place, one table call per id, the missing ones put whole
+  after. Otherwise as `record/5` does.
   """
   @spec record_ids(:ets.tid(), [term()], non_neg_integer(), map(), integer(), term()) :: :ok
   def record_ids(meta, ids, t, stopped, now_ms, bound) do
@@ -123,13 +127,43 @@ defmodule Synod.Hub.Tombstones do
         :ets.insert(meta, whole.())
         :ok
 
-      above?(t, bound) and :ets.insert_new(meta, whole.()) ->
+      not above?(t, bound) ->
+        record(meta, for(id <- ids, do: {id, t}), stopped, now_ms, bound)
+
+      not recorded_first?(meta, ids) and :ets.insert_new(meta, whole.()) ->
         :ok
 
       true ->
-        record(meta, for(id <- ids, do: {id, t}), stopped, now_ms, bound)
+        :ets.insert(meta, later_ids(meta, ids, t, stopped, now_ms, [{2, t}, {3, now_ms}], []))
+        :ok
     end
   end
+
+  defp recorded_first?(meta, [id | _]), do: :ets.member(meta, {:tomb, id})
+  defp recorded_first?(_meta, []), do: false
+
+  # A stamp `t` above every recorded one, for each of `ids`: written in
+  # place (`fields`: the stamp and the time, built once; an id in
+  # `stopped` also writes its copy), the ids with no tombstone returned
+  # as whole rows to put.
+  defp later_ids(meta, [id | ids], t, stopped, now_ms, fields, acc) do
+    key = {:tomb, id}
+
+    written =
+      case stopped do
+        %{^id => pid} -> :ets.update_element(meta, key, [{4, pid} | fields])
+        _ -> :ets.update_element(meta, key, fields)
+      end
+
+    if written,
+      do: later_ids(meta, ids, t, stopped, now_ms, fields, acc),
+      else:
+        later_ids(meta, ids, t, stopped, now_ms, fields, [
+          {key, t, now_ms, Map.get(stopped, id)} | acc
+        ])
+  end
+
+  defp later_ids(_meta, [], _t, _stopped, _now_ms, _fields, acc), do: acc
 
   defp rows(meta, [{id, t} | rest], stopped, now_ms, false, acc) do
     row = {{:tomb, id}, t, now_ms, Map.get(stopped, id)}
