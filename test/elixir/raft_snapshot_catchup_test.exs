@@ -40,7 +40,7 @@ defmodule Synod.RaftSnapshotCatchupTest do
        %{c: c} do
     leader = Cluster.wait_leader(c, c.nodes)
     [victim, other] = c.nodes -- [leader]
-    assert snapshot_bytes(c, leader) > 64 * 1024 * 1024
+    assert snapshot_bytes(c, leader, 64 * 1024 * 1024) > 64 * 1024 * 1024
 
     # 1. The follower loses everything and comes back empty.
     c = wipe_and_restart(c, victim)
@@ -84,15 +84,28 @@ defmodule Synod.RaftSnapshotCatchupTest do
 
   defp key(i), do: "k/" <> String.pad_leading(Integer.to_string(i), 4, "0")
 
-  defp snapshot_bytes(c, node) do
+  # The size of the node's newest complete snapshot once it is past `min`
+  # bytes: snapshots are written in the background (`snapshot.N.tmp`, then
+  # renamed), so right after the fill the file on disk may still be the one
+  # taken part way through it.
+  defp snapshot_bytes(c, node, min) do
     dir = Cluster.data_dir(c, node)
 
     Wait.until(
       fn ->
-        case Path.wildcard(Path.join(dir, "snapshot.*")) do
-          [path | _] -> File.stat!(path).size
-          [] -> nil
-        end
+        size =
+          Path.join(dir, "snapshot.*")
+          |> Path.wildcard()
+          |> Enum.reject(&String.ends_with?(&1, ".tmp"))
+          |> Enum.map(fn path ->
+            case File.stat(path) do
+              {:ok, %{size: size}} -> size
+              {:error, _} -> 0
+            end
+          end)
+          |> Enum.max(fn -> 0 end)
+
+        size > min and size
       end,
       30_000
     )
