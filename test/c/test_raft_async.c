@@ -51,6 +51,14 @@ static void drain(raft_t *r, out *o)
     }
 }
 
+/* Confirm every write handed out by the last drain, then drain again. */
+static void confirm_all(raft_t *r, out *o)
+{
+    for (size_t i = 0; i < o->n_seqs; i++)
+        assert_int_equal(raft_persisted(r, o->seqs[i]), RAFT_OK);
+    drain(r, o);
+}
+
 static const raft_msg *find(const out *o, uint8_t type, uint64_t to)
 {
     for (size_t i = 0; i < o->n_msgs; i++)
@@ -239,9 +247,7 @@ static void test_leader_own_match_single_voter(void **state)
     out o;
     raft_t *r = member(1, 1, true);
     drain(r, &o);
-    for (size_t i = 0; i < o.n_seqs; i++)
-        assert_int_equal(raft_persisted(r, o.seqs[i]), RAFT_OK);
-    drain(r, &o);
+    confirm_all(r, &o);
     assert_int_equal(raft_campaign(r), RAFT_OK);
     drain(r, &o);
     assert_int_equal(status(r).role, RAFT_LEADER);
@@ -281,9 +287,7 @@ static void test_leader_own_match_three_voters(void **state)
     out o;
     raft_t *r = member(1, 3, true);
     drain(r, &o);
-    for (size_t i = 0; i < o.n_seqs; i++)
-        assert_int_equal(raft_persisted(r, o.seqs[i]), RAFT_OK);
-    drain(r, &o);
+    confirm_all(r, &o);
     assert_int_equal(raft_campaign(r), RAFT_OK);
     drain(r, &o);
     /* pre-vote: grant it, then the vote */
@@ -310,9 +314,7 @@ static void test_leader_own_match_three_voters(void **state)
         drain(r, &o);
     }
     assert_int_equal(status(r).role, RAFT_LEADER);
-    for (size_t i = 0; i < o.n_seqs; i++)
-        assert_int_equal(raft_persisted(r, o.seqs[i]), RAFT_OK);
-    drain(r, &o);
+    confirm_all(r, &o);
     uint64_t term = status(r).term, idx;
     raft_msg ack;
     memset(&ack, 0, sizeof(ack));
@@ -399,9 +401,7 @@ static void test_restart_is_durable(void **state)
     assert_int_equal(status(r).role, RAFT_LEADER);
     /* entry 2 (restored) is durable; the new term's no-op is not */
     assert_true(status(r).commit < status(r).last_index);
-    for (size_t i = 0; i < o.n_seqs; i++)
-        assert_int_equal(raft_persisted(r, o.seqs[i]), RAFT_OK);
-    drain(r, &o);
+    confirm_all(r, &o);
     assert_int_equal(status(r).commit, status(r).last_index);
     assert_int_equal(o.applied_last, status(r).last_index);
     raft_free(r);
