@@ -20,7 +20,7 @@ clang-format --dry-run --Werror c_src/*.[ch] c_src/nif_assert/*.h cnode/*.[ch] t
 mix format --check-formatted
 
 stage "C cores: cmocka, ASan+UBSan, fuzz smoke"
-make --no-print-directory test FUZZ_SECONDS="${FUZZ_SECONDS:-15}"
+make --no-print-directory test FUZZ_SECONDS="${FUZZ_SECONDS:-5}"
 
 stage "Elixir: ExUnit"
 MIX_ENV=test mix test --warnings-as-errors
