@@ -13,7 +13,10 @@ bash scripts/setup.sh test
 epmd -daemon
 export ERL_AFLAGS="-kernel prevent_overlapping_partitions false"
 
-stage() { printf '\n\033[1m### %s\033[0m\n' "$*"; }
+# Each stage heading shows the seconds since the start (the whole command
+# must stay within 15 minutes on a 2-core machine).
+started=$SECONDS
+stage() { printf '\n\033[1m### [%4ds] %s\033[0m\n' "$((SECONDS - started))" "$*"; }
 
 stage "Formatting: clang-format --dry-run --Werror, mix format --check-formatted"
 clang-format --dry-run --Werror c_src/*.[ch] c_src/nif_assert/*.h cnode/*.[ch] test/c/*.[ch] bench/c/*.c fuzz/*.c
@@ -23,7 +26,7 @@ stage "C cores: cmocka, ASan+UBSan, fuzz smoke"
 make --no-print-directory test FUZZ_SECONDS="${FUZZ_SECONDS:-5}"
 
 stage "Elixir: ExUnit"
-MIX_ENV=test mix test --warnings-as-errors
+MIX_ENV=test mix test --warnings-as-errors --slowest 20
 
 stage "Erlang: EUnit and Common Test via rebar3, the rebar3 app and mix release examples"
 bash scripts/test_erlang.sh
