@@ -59,7 +59,7 @@ FUZZERS    := $(patsubst fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
 
 FUZZ_SECONDS ?= 20
 
-.PHONY: all nif cnode test test-c test-asan fuzz-smoke sim-long bench format clean
+.PHONY: all nif cnode test test-bins test-c test-asan fuzz-smoke sim-long bench format clean
 
 all: nif $(if $(CNODE_SRCS),cnode)
 
@@ -78,35 +78,49 @@ priv/synod_cnode: $(CNODE_SRCS) $(wildcard cnode/*.h) $(CORE_SRCS) $(CORE_HDRS)
 	$(CC) $(CFLAGS_) -pthread -I$(EI_ROOT)/include -Ic_src -Icnode -o $@ $(CNODE_SRCS) $(CORE_SRCS) \
 	  -L$(EI_ROOT)/lib -lei $(LIBS) -lpthread
 
-# The witness's store tests link the C node's modules like the C node's tests.
-$(BUILD)/test/test_witness_%: test/c/test_witness_%.c $(TEST_SUPPORT) $(CNODE_DEPS)
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_) $(CHECKS) $(EI_CFLAGS) -Ic_src -Itest/c -o $@ $< $(TEST_SUPPORT) $(CNODE_LIB) $(EI_LIBS) $(LIBS) -lcmocka
-
-$(BUILD)/asan/test_witness_%: test/c/test_witness_%.c $(TEST_SUPPORT) $(CNODE_DEPS)
-	@mkdir -p $(dir $@)
-	$(CC) $(CSTD) $(WARN) -O1 -g $(SAN) -DSYNOD_SANITIZED $(CHECKS) $(EI_CFLAGS) -Ic_src -Itest/c -o $@ $< $(TEST_SUPPORT) $(CNODE_LIB) $(EI_LIBS) $(LIBS) -lcmocka
-
-# The C node's protocol layer: its modules and libei linked in.
-$(BUILD)/test/test_cnode_%: test/c/test_cnode_%.c $(TEST_SUPPORT) $(CNODE_DEPS)
-	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_) $(CHECKS) $(EI_CFLAGS) -Ic_src -Itest/c -o $@ $< $(TEST_SUPPORT) $(CNODE_LIB) $(EI_LIBS) $(LIBS) -lcmocka
-
-$(BUILD)/asan/test_cnode_%: test/c/test_cnode_%.c $(TEST_SUPPORT) $(CNODE_DEPS)
-	@mkdir -p $(@D)
-	$(CC) $(CSTD) $(WARN) -O1 -g $(SAN) -DSYNOD_SANITIZED $(CHECKS) $(EI_CFLAGS) -Ic_src -Itest/c -o $@ $< $(TEST_SUPPORT) $(CNODE_LIB) $(EI_LIBS) $(LIBS) -lcmocka
-
 $(BUILD)/fuzz/fuzz_cnode_%: fuzz/fuzz_cnode_%.c $(CNODE_DEPS)
 	@mkdir -p $(@D)
 	$(CLANG) $(CSTD) $(WARN) -O1 -g -fsanitize=fuzzer,address,undefined $(CHECKS) $(EI_CFLAGS) -Ic_src -Itest/c -o $@ $< $(CNODE_LIB) $(EI_LIBS) $(LIBS)
 
-$(BUILD)/test/%: test/c/%.c $(TEST_SUPPORT) $(CORE_SRCS) $(CORE_HDRS)
-	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_) $(CHECKS) -Ic_src -Itest/c -o $@ $< $(TEST_SUPPORT) $(CORE_SRCS) $(LIBS) -lcmocka
+# The cmocka binaries share their objects: every core, test-support and C
+# node source (not main.c) is compiled once per flavour, optimised with the
+# store's checks or under ASan+UBSan, into one archive per flavour; each
+# test links its own object against it and takes only the members it uses
+# (the C node's modules and libei only where a test calls them).
+TEST_CFLAGS := $(CFLAGS_) $(CHECKS) $(EI_CFLAGS) -Ic_src -Itest/c
+ASAN_CFLAGS := $(CSTD) $(WARN) -O1 -g $(SAN) -DSYNOD_SANITIZED $(CHECKS) $(EI_CFLAGS) -Ic_src -Itest/c
+ALL_HDRS    := $(CORE_HDRS) $(wildcard test/c/*.h cnode/*.h)
+LIB_SRCS    := $(TEST_SUPPORT) $(filter-out cnode/main.c,$(CNODE_SRCS)) $(CORE_SRCS)
+TEST_ARCHIVE := $(BUILD)/obj/test/libsynod_test.a
+ASAN_ARCHIVE := $(BUILD)/obj/asan/libsynod_test.a
 
-$(BUILD)/asan/%: test/c/%.c $(TEST_SUPPORT) $(CORE_SRCS) $(CORE_HDRS)
+$(BUILD)/obj/test/%.o: %.c $(ALL_HDRS)
 	@mkdir -p $(@D)
-	$(CC) $(CSTD) $(WARN) -O1 -g $(SAN) -DSYNOD_SANITIZED $(CHECKS) -Ic_src -Itest/c -o $@ $< $(TEST_SUPPORT) $(CORE_SRCS) $(LIBS) -lcmocka
+	$(CC) $(TEST_CFLAGS) -c -o $@ $<
+
+$(BUILD)/obj/asan/%.o: %.c $(ALL_HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(ASAN_CFLAGS) -c -o $@ $<
+
+# Keep the test mains' objects (make would delete them as intermediates).
+.SECONDARY: $(patsubst test/c/%.c,$(BUILD)/obj/test/test/c/%.o,$(TEST_SRCS)) \
+  $(patsubst test/c/%.c,$(BUILD)/obj/asan/test/c/%.o,$(TEST_SRCS))
+
+$(TEST_ARCHIVE): $(patsubst %.c,$(BUILD)/obj/test/%.o,$(LIB_SRCS))
+	@rm -f $@
+	ar rcs $@ $^
+
+$(ASAN_ARCHIVE): $(patsubst %.c,$(BUILD)/obj/asan/%.o,$(LIB_SRCS))
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/test/%: $(BUILD)/obj/test/test/c/%.o $(TEST_ARCHIVE)
+	@mkdir -p $(@D)
+	$(CC) -pthread -o $@ $^ $(EI_LIBS) $(LIBS) -lcmocka
+
+$(BUILD)/asan/%: $(BUILD)/obj/asan/test/c/%.o $(ASAN_ARCHIVE)
+	@mkdir -p $(@D)
+	$(CC) $(SAN) -pthread -o $@ $^ $(EI_LIBS) $(LIBS) -lcmocka
 
 $(BUILD)/bench/%: bench/c/%.c $(TEST_SUPPORT) $(CORE_SRCS) $(CORE_HDRS)
 	@mkdir -p $(@D)
@@ -117,6 +131,10 @@ $(BUILD)/fuzz/%: fuzz/%.c $(CORE_SRCS) $(CORE_HDRS)
 	$(CLANG) $(CSTD) $(WARN) -O1 -g -fsanitize=fuzzer,address,undefined $(CHECKS) -Ic_src -Itest/c -o $@ $< $(CORE_SRCS) $(LIBS)
 
 test: test-c test-asan fuzz-smoke
+
+# Every binary `test` runs, for a parallel build first (`make -j2
+# test-bins && make test`: the tests themselves then run one at a time).
+test-bins: $(TESTS) $(ASAN_TESTS) $(FUZZERS)
 
 # Tests run from the repository root so they can read test/vectors/.
 test-c: $(TESTS)

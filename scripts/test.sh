@@ -23,6 +23,7 @@ clang-format --dry-run --Werror c_src/*.[ch] c_src/nif_assert/*.h cnode/*.[ch] t
 mix format --check-formatted
 
 stage "C cores: cmocka, ASan+UBSan, fuzz smoke"
+make --no-print-directory -j"$(nproc)" test-bins
 make --no-print-directory test FUZZ_SECONDS="${FUZZ_SECONDS:-5}"
 
 stage "Elixir: ExUnit"
