@@ -78,8 +78,11 @@ defmodule Synod.Raft.Member do
     # write-ahead log" below
     log: :files,
     wal: nil,
-    # :wal only: the writes in flight, Ready seq <-> WAL append
-    # (Synod.Raft.Wal.Pending)
+    # :files with `fsync_writer: true`: the process that fdatasyncs this
+    # member's log file while the member keeps stepping (Synod.Raft.Syncer)
+    syncer: nil,
+    # :wal, or :files with a syncer: the writes in flight, Ready seq <->
+    # WAL append or syncer request (Synod.Raft.Wal.Pending)
     wal_pending: nil,
     batch: true,
     fast_failover: true,
@@ -142,6 +145,7 @@ defmodule Synod.Raft.Member do
            recover_machine(storage, recovered, machine, arg),
          {:ok, raft} <- new_raft(id, opts, recovered, applied) do
       :ok = :net_kernel.monitor_nodes(true)
+      syncer = if fsync_writer?(opts), do: Synod.Raft.Syncer.start_link()
       voter_nodes = Map.new(opts[:voters] || [], &{Synod.Raft.member_id(&1), &1})
 
       state = %__MODULE__{
@@ -160,7 +164,8 @@ defmodule Synod.Raft.Member do
         batch: opts[:batch],
         log: if(wal, do: :wal, else: :files),
         wal: wal,
-        wal_pending: wal && Pending.new(),
+        syncer: syncer,
+        wal_pending: if(wal || syncer, do: Pending.new()),
         witnesses: witnesses,
         seed_witnesses: opts[:witnesses] || [],
         fast_failover: opts[:fast_failover],
@@ -227,9 +232,10 @@ defmodule Synod.Raft.Member do
       election_tick: opts[:election_tick],
       heartbeat_tick: opts[:heartbeat_tick],
       quiesce: opts[:quiesce],
-      # the shared WAL: the member keeps stepping while its writes are in
-      # flight ("Members that keep stepping" in docs/raft.md)
-      async_persist: opts[:log] == :wal,
+      # the shared WAL, or its own log fsynced by its syncer: the member
+      # keeps stepping while its writes are in flight ("Members that keep
+      # stepping" in docs/raft.md)
+      async_persist: opts[:log] == :wal or fsync_writer?(opts),
       max_inflight: opts[:max_inflight],
       snapshot_chunk: opts[:snapshot_chunk],
       voters: voters,
@@ -244,6 +250,8 @@ defmodule Synod.Raft.Member do
       {:error, why} -> {:error, {:raft_new, why}}
     end
   end
+
+  defp fsync_writer?(opts), do: opts[:log] == :files and opts[:fsync_writer] == true
 
   defp snapshot_tuple(%{index: i, term: t, meta: meta, size: size, checksum: c}) do
     {voters, learners} = :erlang.binary_to_term(meta, [:safe])
@@ -862,9 +870,11 @@ defmodule Synod.Raft.Member do
     end
   end
 
-  # async_persist: the Ready's records go to the WAL and the member does
-  # not wait (the notice comes to handle_info). A full disk makes it stuck
-  # as before, its records kept in the buffer for the (synchronous) retry.
+  # async_persist: the Ready's records go to the WAL (or, on its own log
+  # file, are written and handed to its syncer for the fdatasync) and the
+  # member does not wait (the notice comes to handle_info). A full disk
+  # makes it stuck as before, its records kept in the buffer for the
+  # (synchronous) retry.
   defp hand_to_wal(state, seq) do
     case Storage.flush(state.storage) do
       {:ok, storage, nil} ->
@@ -872,7 +882,7 @@ defmodule Synod.Raft.Member do
 
       {:ok, storage, {generation, offset, data}} ->
         wal_seq = System.unique_integer([:monotonic, :positive])
-        :ok = Wal.append(state.wal, wal_seq, Path.expand(storage.dir), generation, offset, data)
+        :ok = hand_over(state, wal_seq, storage, generation, offset, data)
         # The persist event's clock and bytes only when it reaches a handler.
         info = if Emit.fsync?(), do: {System.monotonic_time(), IO.iodata_length(data)}
         state = %{state | storage: storage}
@@ -883,6 +893,12 @@ defmodule Synod.Raft.Member do
         get_stuck(state, why)
     end
   end
+
+  defp hand_over(%{syncer: nil} = state, wal_seq, storage, generation, offset, data),
+    do: Wal.append(state.wal, wal_seq, Path.expand(storage.dir), generation, offset, data)
+
+  defp hand_over(%{syncer: syncer}, wal_seq, storage, _generation, _offset, _data),
+    do: Synod.Raft.Syncer.sync(syncer, wal_seq, storage.log_path)
 
   # What Pending says is now durable goes to the core (raft_persisted
   # confirms every earlier seq too); the caller drains.
