@@ -33,6 +33,8 @@
 #    was inside a fdatasync, the member's time inside fdatasync per second
 #    of the run, and the median fsync.
 #
+# RAFT_ROUNDS_SHAPES=sync (or writer) runs one shape only.
+#
 # Run it under `ERL_AFLAGS="+sbwt none +sbwtdcpu none +sbwtdio none"` to
 # see whether the schedulers' busy wait is the bound (the peers inherit the
 # environment).
@@ -112,12 +114,13 @@
 
             info ->
               q = info[:message_queue_len]
+              waiting? = info[:status] == :waiting
 
               kind =
                 case info[:current_function] do
                   {:prim_file, f, _} when f in [:datasync_nif, :datasync, :sync_nif] -> :fsync
                   {:file, :datasync, _} -> :fsync
-                  _ when info[:status] == :waiting and q == 0 -> :idle
+                  _ when waiting? and q == 0 -> :idle
                   _ -> :busy
                 end
 
@@ -131,7 +134,7 @@
       end
     end
 
-    defp recv_kind({:"$gen_call", {_, tag}, {:command, _, _}}), do: {:command, tag}
+    defp recv_kind({:"$gen_call", {pid, tag}, {:command, _, _}}), do: {:command, pid, tag}
     defp recv_kind({:synod_raft, _, _, _, _}), do: :raft
     defp recv_kind({:synod_wal_synced, _}), do: :synced
     defp recv_kind({:synod_sync, _, _}), do: :sync_request
@@ -274,7 +277,7 @@ defmodule RaftRounds do
     t_first = elem(hd(events), 0)
     t_last = elem(List.last(events), 0)
 
-    recvs = for {t, ^member, :receive, {:command, tag}} <- events, do: {t, tag}
+    recvs = for {t, ^member, :receive, {:command, _, tag}} <- events, do: {t, tag}
     props = for {t, ^member, :propose, _} <- events, do: t
     syncs = sync_intervals(events)
     replies = Map.new(for {t, ^member, :send, {:reply, tag}} <- events, do: {tag, t})
@@ -288,6 +291,20 @@ defmodule RaftRounds do
         {t_prop - t_recv, sc - t_prop, sr - sc, t_reply - sr, t_reply - t_recv}
       end
 
+    # Outside the leader: a client's reply sent -> that client's next
+    # command in the leader's mailbox (the reply's hop, the client's own
+    # work, the request's hop), on the leader's clock.
+    by_client =
+      for({t, ^member, :receive, {:command, pid, tag}} <- events, do: {pid, {t, tag}})
+      |> Enum.group_by(&elem(&1, 0), &elem(&1, 1))
+
+    outside =
+      for {_pid, cmds} <- by_client,
+          {{_, tag}, {t_next, _}} <- Enum.zip(cmds, tl(cmds)),
+          t_reply = Map.get(replies, tag),
+          t_reply != nil,
+          do: t_next - t_reply
+
     in_fsync =
       Enum.count(recvs, fn {t, _} -> Enum.any?(member_syncs, fn {c, r} -> t > c and t < r end) end)
 
@@ -295,6 +312,7 @@ defmodule RaftRounds do
 
     %{
       rows: rows,
+      outside: outside,
       traced: length(recvs),
       in_fsync: in_fsync,
       member_fsync_share: busy / max(t_last - t_first, 1),
@@ -333,7 +351,14 @@ IO.puts(
     "#{commands} commands, ERL_AFLAGS=#{inspect(System.get_env("ERL_AFLAGS"))}"
 )
 
-for round <- 1..rounds, writer? <- [false, true] do
+shapes =
+  case System.get_env("RAFT_ROUNDS_SHAPES", "both") do
+    "sync" -> [false]
+    "writer" -> [true]
+    _ -> [false, true]
+  end
+
+for round <- 1..rounds, writer? <- shapes do
   {peers, dir, [leader, follower | _] = nodes} = RaftRounds.start(writer?)
   pids = Enum.map(nodes, &RaftRounds.member/1)
   syncer = RaftRounds.syncer(leader, hd(pids))
@@ -360,7 +385,7 @@ for round <- 1..rounds, writer? <- [false, true] do
 
   traced_pids = Enum.reject([hd(pids), syncer], &is_nil/1)
   tracer = :erpc.call(leader, RaftRounds.Tracer, :start, [traced_pids])
-  RaftRounds.run(follower, clients, div(commands, 4))
+  traced_rate = RaftRounds.run(follower, clients, div(commands, 4))
   send(tracer, {:stop, self()})
 
   events =
@@ -373,12 +398,16 @@ for round <- 1..rounds, writer? <- [false, true] do
   p = RaftRounds.phases(events, hd(pids))
   rows = p.rows
   col = fn i, q -> Synod.Test.Stats.pct(Enum.map(rows, &elem(&1, i)), q) end
+  pct = fn list, q -> if list == [], do: 0, else: Synod.Test.Stats.pct(list, q) end
+  mean = fn list -> Enum.sum(list) / max(length(list), 1) end
 
   IO.puts(
     "  phases per command on the leader (#{length(rows)} of #{p.traced} traced, us, p50 / p90): " <>
       "in the mailbox #{col.(0, 50)} / #{col.(0, 90)}, proposed -> its fsync starts #{col.(1, 50)} / #{col.(1, 90)}, " <>
       "fsync #{col.(2, 50)} / #{col.(2, 90)}, fsync done -> reply sent #{col.(3, 50)} / #{col.(3, 90)}; " <>
-      "received -> reply #{col.(4, 50)} / #{col.(4, 90)}"
+      "received -> reply #{col.(4, 50)} / #{col.(4, 90)}, mean #{round(mean.(Enum.map(rows, &elem(&1, 4))))}; " <>
+      "outside (reply sent -> that client's next command received) #{pct.(p.outside, 50)} / #{pct.(p.outside, 90)}, " <>
+      "mean #{round(mean.(p.outside))}; traced run #{traced_rate} commands/s"
   )
 
   IO.puts(

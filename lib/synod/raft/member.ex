@@ -81,6 +81,12 @@ defmodule Synod.Raft.Member do
     # :files with `fsync_writer: true`: the process that fdatasyncs this
     # member's log file while the member keeps stepping (Synod.Raft.Syncer)
     syncer: nil,
+    # With a syncer: the request in flight (its seq, or nil), and the seq
+    # that the Readies written meanwhile wait for (nil: none waits): they
+    # stay in the storage's buffer and go to the file, and to the syncer,
+    # as one write when the request in flight is answered (hold/2).
+    syncing: nil,
+    next_sync: nil,
     # :wal, or :files with a syncer: the writes in flight, Ready seq <->
     # WAL append or syncer request (Synod.Raft.Wal.Pending)
     wal_pending: nil,
@@ -346,7 +352,7 @@ defmodule Synod.Raft.Member do
     do: wal_down(state, why)
 
   def handle_info({:synod_wal_synced, seq}, %{wal_pending: %Pending{} = p} = state),
-    do: {:noreply, state |> confirm(Pending.synced(p, seq)) |> drain()}
+    do: {:noreply, state |> confirm(Pending.synced(p, seq)) |> sync_held(seq) |> drain()}
 
   def handle_info({:synod_wal_synced, _seq}, state), do: {:noreply, state}
 
@@ -875,6 +881,17 @@ defmodule Synod.Raft.Member do
   # member does not wait (the notice comes to handle_info). A full disk
   # makes it stuck as before, its records kept in the buffer for the
   # (synchronous) retry.
+  #
+  # With a syncer, one request is in flight at a time: a Ready written while
+  # one is stays in the buffer (hold/2), under the seq of the next request,
+  # and everything buffered goes out as one write and one fdatasync when
+  # the notice comes (sync_held/2). The member still steps, commits,
+  # applies and answers meanwhile; only the write waits, so every member
+  # makes as few fsyncs as when it blocked in them (what arrived during one
+  # fsync goes into the next).
+  defp hand_to_wal(%{syncer: s, syncing: w} = state, seq) when s != nil and w != nil,
+    do: hold(state, seq)
+
   defp hand_to_wal(state, seq) do
     case Storage.flush(state.storage) do
       {:ok, storage, nil} ->
@@ -885,11 +902,46 @@ defmodule Synod.Raft.Member do
         :ok = hand_over(state, wal_seq, storage, generation, offset, data)
         # The persist event's clock and bytes only when it reaches a handler.
         info = if Emit.fsync?(), do: {System.monotonic_time(), IO.iodata_length(data)}
-        state = %{state | storage: storage}
+        state = %{state | storage: storage, syncing: state.syncer && wal_seq}
         confirm(state, Pending.written(state.wal_pending, seq, wal_seq, info))
 
       {:error, why} ->
         state = confirm(state, Pending.written(state.wal_pending, seq, :buffered))
+        get_stuck(state, why)
+    end
+  end
+
+  defp hold(state, seq) do
+    next = state.next_sync || System.unique_integer([:monotonic, :positive])
+    state = %{state | next_sync: next}
+    confirm(state, Pending.written(state.wal_pending, seq, next))
+  end
+
+  # The syncer answered `synced`: what was held goes out, as one write and
+  # one request. Not while stuck: the full-disk retry writes and fsyncs the
+  # buffer itself, in the member, and then confirms everything.
+  defp sync_held(%{syncer: nil} = state, _synced), do: state
+
+  defp sync_held(%{syncing: w} = state, synced) when w != nil and synced < w, do: state
+
+  defp sync_held(%{next_sync: nil} = state, _synced), do: %{state | syncing: nil}
+
+  defp sync_held(%{stuck: %{}} = state, _synced), do: %{state | syncing: nil}
+
+  defp sync_held(%{next_sync: next} = state, _synced) do
+    state = %{state | syncing: nil, next_sync: nil}
+
+    case Storage.flush(state.storage) do
+      # Nothing buffered: a snapshot install (compaction or received) wrote
+      # the log again, durably, with every entry and the hard state.
+      {:ok, storage, nil} ->
+        confirm(%{state | storage: storage}, Pending.synced(state.wal_pending, next))
+
+      {:ok, storage, _written} ->
+        :ok = Synod.Raft.Syncer.sync(state.syncer, next, storage.log_path)
+        %{state | storage: storage, syncing: next}
+
+      {:error, why} ->
         get_stuck(state, why)
     end
   end
@@ -1774,7 +1826,7 @@ defmodule Synod.Raft.Member do
             "(#{stuck.retries + 1} retries); catching up"
         )
 
-        state = %{state | storage: storage, stuck: nil}
+        state = %{state | storage: storage, stuck: nil, next_sync: nil}
 
         state =
           if state.wal_pending,
