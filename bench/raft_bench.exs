@@ -23,6 +23,9 @@
 #    drain) and `:file.datasync/1`, for the sequential and pipelined runs.
 #
 # FAILOVER_TRIALS=0 skips part 1 (e.g. `mix run bench/raft_bench.exs 0 2000`).
+# RAFT_BENCH_FSYNC_WRITER=1 runs parts 2-4 with `fsync_writer: true` (the
+# member's fdatasync in Synod.Raft.Syncer beside it; docs/raft.md "64
+# clients (issue 18, branch raft64)").
 
 {_, 0} = System.cmd("epmd", ["-daemon"])
 alias Synod.LocalCluster
@@ -193,7 +196,10 @@ defmodule RaftBench do
   end
 end
 
-IO.puts("Synod Raft benchmark: 3 voters on loopback, #{System.schedulers_online()} schedulers")
+IO.puts(
+  "Synod Raft benchmark: 3 voters on loopback, #{System.schedulers_online()} schedulers, " <>
+    "fsync_writer: #{System.get_env("RAFT_BENCH_FSYNC_WRITER") == "1"}"
+)
 
 # ── failover ──
 if trials > 0 do
@@ -211,7 +217,11 @@ end
 for batch <- [true, false] do
   dir = Path.join(System.tmp_dir!(), "synod-raft-bench-#{System.unique_integer([:positive])}")
   names = for i <- 1..3, do: "rc#{i}-#{System.unique_integer([:positive])}"
-  {peers, nodes, leader} = RaftBench.start(names, dir, :bench_commit, batch: batch)
+  writer = System.get_env("RAFT_BENCH_FSYNC_WRITER") == "1"
+
+  {peers, nodes, leader} =
+    RaftBench.start(names, dir, :bench_commit, batch: batch, fsync_writer: writer)
+
   follower = hd(nodes -- [leader])
 
   if batch do

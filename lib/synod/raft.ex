@@ -107,6 +107,14 @@ defmodule Synod.Raft do
       records of every member on the node in one batch; docs/raft.md, "One
       write-ahead log per node"). The default is the application setting
       `config :synod, raft_log: :files | :wal`, else `:files`
+    * `:fsync_writer` — with `log: :files`: the member writes its log file
+      and a process beside it fdatasyncs it (`Synod.Raft.Syncer`), while
+      the member keeps stepping (its core runs with `async_persist`, which
+      holds back what depends on the write, as with `log: :wal`); proposals
+      and answers that arrive during the fsync are taken at once instead of
+      after it (docs/raft.md, "64 clients (issue 18, branch raft64)").
+      Default: the application setting `config :synod, raft_fsync_writer:`,
+      else `false` (the member fsyncs in its own process)
     * `:wal_dir` — the node's WAL directory, required with `log: :wal`
       (default: `config :synod, wal_dir: path`); every member on a node must
       name the same one
@@ -551,7 +559,16 @@ defmodule Synod.Raft do
 
   defp validate!(opts) do
     unless Keyword.keyword?(opts), do: raise(ArgumentError, "options must be a keyword list")
-    known = [:name, :machine, :data_dir, :voters, :log, :wal_dir | Keyword.keys(@defaults)]
+
+    known = [
+      :name,
+      :machine,
+      :data_dir,
+      :voters,
+      :log,
+      :wal_dir,
+      :fsync_writer | Keyword.keys(@defaults)
+    ]
 
     case Keyword.keys(opts) -- known do
       [] -> :ok
@@ -563,6 +580,9 @@ defmodule Synod.Raft do
       |> Keyword.merge(opts)
       |> Keyword.put_new_lazy(:log, fn -> Application.get_env(:synod, :raft_log, :files) end)
       |> Keyword.put_new_lazy(:wal_dir, fn -> Application.get_env(:synod, :wal_dir) end)
+      |> Keyword.put_new_lazy(:fsync_writer, fn ->
+        Application.get_env(:synod, :raft_fsync_writer, false)
+      end)
 
     check!(opts, :name, &is_atom/1, "an atom")
     opts = Keyword.update!(opts, :machine, &machine!/1)
@@ -580,6 +600,7 @@ defmodule Synod.Raft do
         )
 
     check!(opts, :batch, &is_boolean/1, "a boolean")
+    check!(opts, :fsync_writer, &is_boolean/1, "a boolean")
     check!(opts, :fast_failover, &is_boolean/1, "a boolean")
     check!(opts, :quiesce, &is_boolean/1, "a boolean")
 

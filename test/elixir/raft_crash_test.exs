@@ -31,9 +31,14 @@ defmodule Synod.RaftCrashTest do
 
   # Each case runs with the members' own log files (log: :files, the
   # default) and with the node's shared write-ahead log (log: :wal,
-  # Synod.Raft.Wal), set on every peer (use_log/3).
-  for log <- [:files, :wal] do
-    test "kill -9 between each step of persist and send loses no committed entry, gives no vote twice#{if log == :wal, do: " (shared WAL)", else: ""}",
+  # Synod.Raft.Wal), set on every peer (use_log/3); with
+  # SYNOD_TEST_FSYNC_WRITER=1 also on their own files fsynced by a syncer
+  # beside each member (`fsync_writer: true`, Synod.Raft.Syncer; about 20 s
+  # more, so not in the default run).
+  @logs [:files, :wal] ++
+          if(System.get_env("SYNOD_TEST_FSYNC_WRITER") == "1", do: [:writer], else: [])
+  for log <- @logs do
+    test "kill -9 between each step of persist and send loses no committed entry, gives no vote twice#{%{files: "", wal: " (shared WAL)", writer: " (fsync_writer)"}[log]}",
          ctx do
       ctx = Map.put(ctx, :log, unquote(log))
       names = for i <- 1..3, do: "rk#{i}-#{System.unique_integer([:positive])}"
@@ -213,6 +218,13 @@ defmodule Synod.RaftCrashTest do
   # log: :wal makes the members started on `nodes` (now and after a
   # restart) use their node's shared WAL, under dir/wal/<node>.
   defp use_log(_nodes, :files, _dir), do: :ok
+
+  defp use_log(nodes, :writer, _dir) do
+    for n <- nodes,
+        do: :ok = :erpc.call(n, Application, :put_env, [:synod, :raft_fsync_writer, true])
+
+    :ok
+  end
 
   defp use_log(nodes, :wal, dir) do
     for n <- nodes do

@@ -78,8 +78,17 @@ defmodule Synod.Raft.Member do
     # write-ahead log" below
     log: :files,
     wal: nil,
-    # :wal only: the writes in flight, Ready seq <-> WAL append
-    # (Synod.Raft.Wal.Pending)
+    # :files with `fsync_writer: true`: the process that fdatasyncs this
+    # member's log file while the member keeps stepping (Synod.Raft.Syncer)
+    syncer: nil,
+    # With a syncer: the request in flight (its seq, or nil), and the seq
+    # that the Readies written meanwhile wait for (nil: none waits): they
+    # stay in the storage's buffer and go to the file, and to the syncer,
+    # as one write when the request in flight is answered (hold/2).
+    syncing: nil,
+    next_sync: nil,
+    # :wal, or :files with a syncer: the writes in flight, Ready seq <->
+    # WAL append or syncer request (Synod.Raft.Wal.Pending)
     wal_pending: nil,
     batch: true,
     fast_failover: true,
@@ -142,6 +151,7 @@ defmodule Synod.Raft.Member do
            recover_machine(storage, recovered, machine, arg),
          {:ok, raft} <- new_raft(id, opts, recovered, applied) do
       :ok = :net_kernel.monitor_nodes(true)
+      syncer = if fsync_writer?(opts), do: Synod.Raft.Syncer.start_link()
       voter_nodes = Map.new(opts[:voters] || [], &{Synod.Raft.member_id(&1), &1})
 
       state = %__MODULE__{
@@ -160,7 +170,8 @@ defmodule Synod.Raft.Member do
         batch: opts[:batch],
         log: if(wal, do: :wal, else: :files),
         wal: wal,
-        wal_pending: wal && Pending.new(),
+        syncer: syncer,
+        wal_pending: if(wal || syncer, do: Pending.new()),
         witnesses: witnesses,
         seed_witnesses: opts[:witnesses] || [],
         fast_failover: opts[:fast_failover],
@@ -227,9 +238,10 @@ defmodule Synod.Raft.Member do
       election_tick: opts[:election_tick],
       heartbeat_tick: opts[:heartbeat_tick],
       quiesce: opts[:quiesce],
-      # the shared WAL: the member keeps stepping while its writes are in
-      # flight ("Members that keep stepping" in docs/raft.md)
-      async_persist: opts[:log] == :wal,
+      # the shared WAL, or its own log fsynced by its syncer: the member
+      # keeps stepping while its writes are in flight ("Members that keep
+      # stepping" in docs/raft.md)
+      async_persist: opts[:log] == :wal or fsync_writer?(opts),
       max_inflight: opts[:max_inflight],
       snapshot_chunk: opts[:snapshot_chunk],
       voters: voters,
@@ -244,6 +256,8 @@ defmodule Synod.Raft.Member do
       {:error, why} -> {:error, {:raft_new, why}}
     end
   end
+
+  defp fsync_writer?(opts), do: opts[:log] == :files and opts[:fsync_writer] == true
 
   defp snapshot_tuple(%{index: i, term: t, meta: meta, size: size, checksum: c}) do
     {voters, learners} = :erlang.binary_to_term(meta, [:safe])
@@ -338,7 +352,7 @@ defmodule Synod.Raft.Member do
     do: wal_down(state, why)
 
   def handle_info({:synod_wal_synced, seq}, %{wal_pending: %Pending{} = p} = state),
-    do: {:noreply, state |> confirm(Pending.synced(p, seq)) |> drain()}
+    do: {:noreply, state |> confirm(Pending.synced(p, seq)) |> sync_held(seq) |> drain()}
 
   def handle_info({:synod_wal_synced, _seq}, state), do: {:noreply, state}
 
@@ -862,9 +876,22 @@ defmodule Synod.Raft.Member do
     end
   end
 
-  # async_persist: the Ready's records go to the WAL and the member does
-  # not wait (the notice comes to handle_info). A full disk makes it stuck
-  # as before, its records kept in the buffer for the (synchronous) retry.
+  # async_persist: the Ready's records go to the WAL (or, on its own log
+  # file, are written and handed to its syncer for the fdatasync) and the
+  # member does not wait (the notice comes to handle_info). A full disk
+  # makes it stuck as before, its records kept in the buffer for the
+  # (synchronous) retry.
+  #
+  # With a syncer, one request is in flight at a time: a Ready written while
+  # one is stays in the buffer (hold/2), under the seq of the next request,
+  # and everything buffered goes out as one write and one fdatasync when
+  # the notice comes (sync_held/2). The member still steps, commits,
+  # applies and answers meanwhile; only the write waits, so every member
+  # makes as few fsyncs as when it blocked in them (what arrived during one
+  # fsync goes into the next).
+  defp hand_to_wal(%{syncer: s, syncing: w} = state, seq) when s != nil and w != nil,
+    do: hold(state, seq)
+
   defp hand_to_wal(state, seq) do
     case Storage.flush(state.storage) do
       {:ok, storage, nil} ->
@@ -872,10 +899,10 @@ defmodule Synod.Raft.Member do
 
       {:ok, storage, {generation, offset, data}} ->
         wal_seq = System.unique_integer([:monotonic, :positive])
-        :ok = Wal.append(state.wal, wal_seq, Path.expand(storage.dir), generation, offset, data)
+        :ok = hand_over(state, wal_seq, storage, generation, offset, data)
         # The persist event's clock and bytes only when it reaches a handler.
         info = if Emit.fsync?(), do: {System.monotonic_time(), IO.iodata_length(data)}
-        state = %{state | storage: storage}
+        state = %{state | storage: storage, syncing: state.syncer && wal_seq}
         confirm(state, Pending.written(state.wal_pending, seq, wal_seq, info))
 
       {:error, why} ->
@@ -883,6 +910,47 @@ defmodule Synod.Raft.Member do
         get_stuck(state, why)
     end
   end
+
+  defp hold(state, seq) do
+    next = state.next_sync || System.unique_integer([:monotonic, :positive])
+    state = %{state | next_sync: next}
+    confirm(state, Pending.written(state.wal_pending, seq, next))
+  end
+
+  # The syncer answered `synced`: what was held goes out, as one write and
+  # one request. Not while stuck: the full-disk retry writes and fsyncs the
+  # buffer itself, in the member, and then confirms everything.
+  defp sync_held(%{syncer: nil} = state, _synced), do: state
+
+  defp sync_held(%{syncing: w} = state, synced) when w != nil and synced < w, do: state
+
+  defp sync_held(%{next_sync: nil} = state, _synced), do: %{state | syncing: nil}
+
+  defp sync_held(%{stuck: %{}} = state, _synced), do: %{state | syncing: nil}
+
+  defp sync_held(%{next_sync: next} = state, _synced) do
+    state = %{state | syncing: nil, next_sync: nil}
+
+    case Storage.flush(state.storage) do
+      # Nothing buffered: a snapshot install (compaction or received) wrote
+      # the log again, durably, with every entry and the hard state.
+      {:ok, storage, nil} ->
+        confirm(%{state | storage: storage}, Pending.synced(state.wal_pending, next))
+
+      {:ok, storage, _written} ->
+        :ok = Synod.Raft.Syncer.sync(state.syncer, next, storage.log_path)
+        %{state | storage: storage, syncing: next}
+
+      {:error, why} ->
+        get_stuck(state, why)
+    end
+  end
+
+  defp hand_over(%{syncer: nil} = state, wal_seq, storage, generation, offset, data),
+    do: Wal.append(state.wal, wal_seq, Path.expand(storage.dir), generation, offset, data)
+
+  defp hand_over(%{syncer: syncer}, wal_seq, storage, _generation, _offset, _data),
+    do: Synod.Raft.Syncer.sync(syncer, wal_seq, storage.log_path)
 
   # What Pending says is now durable goes to the core (raft_persisted
   # confirms every earlier seq too); the caller drains.
@@ -1758,7 +1826,7 @@ defmodule Synod.Raft.Member do
             "(#{stuck.retries + 1} retries); catching up"
         )
 
-        state = %{state | storage: storage, stuck: nil}
+        state = %{state | storage: storage, stuck: nil, next_sync: nil}
 
         state =
           if state.wal_pending,
