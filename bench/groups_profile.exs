@@ -170,6 +170,10 @@ alias Synod.Test.Raft
 
     defp count(kinds, acc) do
       receive do
+        # (a receive ... after that timed out is traced as `timeout`: no message)
+        {:trace, _pid, :receive, :timeout} ->
+          count(kinds, acc)
+
         {:trace, pid, :receive, msg} ->
           key = {Map.get(kinds, pid, :other), kind(msg)}
           count(kinds, Map.update(acc, key, 1, &(&1 + 1)))
@@ -248,6 +252,8 @@ counted = [
   {member, :notify, 2},
   {member, :hand_to_wal, 2},
   {member, :confirm, 2},
+  {member, :take_notices, 1},
+  {Synod.Raft.Wal.Pending, :synced, 2},
   {storage, :sync, 1},
   {storage, :flush, 1},
   {:file, :datasync, 1},

@@ -291,7 +291,7 @@ defmodule Synod.Raft.Member do
   end
 
   def handle_info(:flush, state) do
-    {:noreply, drain(%{state | flush_scheduled: false})}
+    {:noreply, %{state | flush_scheduled: false} |> take_notices() |> drain()}
   end
 
   def handle_info(:retry_storage, state), do: {:noreply, retry_storage(state)}
@@ -595,6 +595,8 @@ defmodule Synod.Raft.Member do
   # now instead of a `:flush` round trip through the mailbox (which would
   # find the same empty mailbox behind it).
   defp flush(%{batch: true} = state) do
+    state = take_notices(state)
+
     case Process.info(self(), :message_queue_len) do
       {:message_queue_len, 0} ->
         drain(state)
@@ -902,6 +904,26 @@ defmodule Synod.Raft.Member do
 
     %{state | wal_pending: p}
   end
+
+  # A WAL notice already in the mailbox is taken before the Ready the
+  # member is about to drain (a selective receive, as the waiting member's
+  # await_wal/2), instead of in a turn of its own later (handle_info, then
+  # a drain of its own for the messages and entries it releases): the one
+  # Ready then carries both. Only while writes are in flight (the receive
+  # scans the mailbox).
+  defp take_notices(%{wal_pending: %Pending{} = p} = state) do
+    if Pending.size(p) > 0 do
+      receive do
+        {:synod_wal_synced, seq} -> state |> confirm(Pending.synced(p, seq)) |> take_notices()
+      after
+        0 -> state
+      end
+    else
+      state
+    end
+  end
+
+  defp take_notices(state), do: state
 
   defp await_wal(%{wal: wal} = state, seq) do
     receive do
