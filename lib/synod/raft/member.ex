@@ -81,7 +81,7 @@ defmodule Synod.Raft.Member do
     # :wal only: the member's directory as its WAL records name it,
     # expanded once: Path.expand/1 asks the file server for the cwd even
     # for an absolute path (a call, about 60 us), which was on every write
-    wal_dir: nil,
+    segment_dir: nil,
     # :wal only: the writes in flight, Ready seq <-> WAL append
     # (Synod.Raft.Wal.Pending)
     wal_pending: nil,
@@ -165,7 +165,7 @@ defmodule Synod.Raft.Member do
         log: if(wal, do: :wal, else: :files),
         wal: wal,
         wal_pending: wal && Pending.new(),
-        wal_dir: wal && Path.expand(storage.dir),
+        segment_dir: wal && Path.expand(storage.dir),
         witnesses: witnesses,
         seed_witnesses: opts[:witnesses] || [],
         fast_failover: opts[:fast_failover],
@@ -859,7 +859,7 @@ defmodule Synod.Raft.Member do
 
       {:ok, storage, {generation, offset, data}} ->
         seq = System.unique_integer([:monotonic, :positive])
-        :ok = Wal.append(state.wal, seq, state.wal_dir, generation, offset, data)
+        :ok = Wal.append(state.wal, seq, state.segment_dir, generation, offset, data)
         await_wal(state, seq)
         if start, do: Emit.fsync(state.group, start, IO.iodata_length(data))
         {:ok, storage}
@@ -879,7 +879,7 @@ defmodule Synod.Raft.Member do
 
       {:ok, storage, {generation, offset, data}} ->
         wal_seq = System.unique_integer([:monotonic, :positive])
-        :ok = Wal.append(state.wal, wal_seq, state.wal_dir, generation, offset, data)
+        :ok = Wal.append(state.wal, wal_seq, state.segment_dir, generation, offset, data)
         # The persist event's clock and bytes only when it reaches a handler.
         info = if Emit.fsync?(), do: {System.monotonic_time(), IO.iodata_length(data)}
         state = %{state | storage: storage}
