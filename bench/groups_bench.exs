@@ -38,6 +38,10 @@
 # WAL's fdatasyncs (Synod.Test.Raft.fsync_counts/0): with files each
 # persist is one fdatasync; with wal the WAL's count is the node's
 # fdatasyncs. N = 0 skips part 1.
+#
+# ERL_AFLAGS="+sbwt none +sbwtdcpu none +sbwtdio none" (passed on to the
+# peers, which print the flags they got) takes the schedulers' busy wait
+# out of the CPU figures.
 
 {_, 0} = System.cmd("epmd", ["-daemon"])
 alias Synod.LocalCluster
@@ -218,6 +222,20 @@ try do
     end
 
   IO.puts("logs: #{inspect(logs)}")
+
+  # The schedulers' busy wait, as each peer's emulator was started (the
+  # peers inherit ERL_AFLAGS, e.g. "+sbwt none +sbwtdcpu none +sbwtdio
+  # none" to take the spinning out of the CPU figures).
+  for n <- nodes do
+    flags =
+      :erpc.call(n, File, :read!, ["/proc/self/cmdline"])
+      |> String.split(<<0>>)
+      |> Enum.chunk_every(2, 1, [""])
+      |> Enum.filter(fn [flag, _] -> String.match?(flag, ~r/^[+-]sbwt/) end)
+      |> Enum.map(&Enum.join(&1, " "))
+
+    IO.puts("#{GroupsBench.short(n)} busy-wait flags: #{inspect(flags)}")
+  end
 
   if n_idle > 0 do
     # -- 1. N idle groups ------------------------------------------------------

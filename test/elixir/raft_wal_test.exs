@@ -3,7 +3,8 @@ defmodule Synod.RaftWalTest do
   # batching decisions (pure), one fdatasync for the appends of many
   # members, replay into the segments, a torn tail, a corrupt record
   # refused by file and offset, truncation once the segments are synced,
-  # and a one-voter group running on it across restarts.
+  # a one-voter group running on it across restarts, and a queued notice
+  # taken into the member's next Ready.
   use ExUnit.Case, async: false
 
   alias Synod.Raft.{Storage, Wal}
@@ -329,6 +330,70 @@ defmodule Synod.RaftWalTest do
     {:ok, state} = Synod.Raft.query(g, & &1)
     assert state[:b] == 2
     :ok = Synod.Raft.stop_member(g)
+  end
+
+  # A WAL notice already queued behind another input is taken before that
+  # input's Ready (the member's take_notices/1): the one Ready carries
+  # both, where the notice used to get a turn of its own and the input a
+  # `:flush` round trip to batch with it. The mailbox is set up by
+  # suspending the WAL and then the member: [command c, notice for b].
+  test "a queued WAL notice joins the next input's Ready, no :flush turn", ctx do
+    g = :"w#{System.unique_integer([:positive])}"
+
+    opts = [
+      name: g,
+      voters: [node()],
+      data_dir: Path.join(ctx.dir, "member"),
+      machine: Synod.Raft.KV,
+      log: :wal,
+      wal_dir: ctx.wal_dir,
+      # no tick may land in the mailbox meanwhile
+      tick_ms: 60_000
+    ]
+
+    {:ok, _} = Synod.Raft.start_member(opts)
+    # (stopped before the setup's on_exit stops the WAL, even on a failure)
+    on_exit(fn -> Synod.Raft.stop_member(g) end)
+    Wait.until(fn -> Synod.leader?(g) end)
+    {:ok, _} = Synod.Raft.command(g, {:put, :a, 1})
+    wal = Process.whereis(Wal)
+    member = Process.whereis(Synod.Raft.member_name(g))
+
+    :ok = :sys.suspend(wal)
+    b = Task.async(fn -> Synod.Raft.command(g, {:put, :b, 2}, timeout: 30_000) end)
+    Wait.until(fn -> queued?(wal, &match?({:wal_append, ^member, _, _, _, _, _}, &1)) end)
+    :ok = :sys.suspend(member)
+    c = Task.async(fn -> Synod.Raft.command(g, {:put, :c, 3}, timeout: 30_000) end)
+    Wait.until(fn -> queued?(member, &match?({:"$gen_call", _, {:command, _, _}}, &1)) end)
+    :ok = :sys.resume(wal)
+    Wait.until(fn -> queued?(member, &match?({:synod_wal_synced, _}, &1)) end)
+
+    1 = :erlang.trace(member, true, [:receive])
+    :ok = :sys.resume(member)
+    assert {:ok, _} = Task.await(b, 30_000)
+    assert {:ok, _} = Task.await(c, 30_000)
+    1 = :erlang.trace(member, false, [:receive])
+    ref = :erlang.trace_delivered(member)
+    assert_receive {:trace_delivered, ^member, ^ref}
+    received = receive_traced(member, [])
+
+    assert Enum.any?(received, &match?({:synod_wal_synced, _}, &1))
+    refute :flush in received, "the notice had a turn of its own: #{inspect(received)}"
+    {:ok, state} = Synod.Raft.query(g, & &1)
+    assert {state[:a], state[:b], state[:c]} == {1, 2, 3}
+  end
+
+  defp queued?(pid, match?) do
+    {:messages, messages} = Process.info(pid, :messages)
+    Enum.any?(messages, match?)
+  end
+
+  defp receive_traced(pid, acc) do
+    receive do
+      {:trace, ^pid, :receive, msg} -> receive_traced(pid, [msg | acc])
+    after
+      0 -> Enum.reverse(acc)
+    end
   end
 
   test "log: :wal without a WAL directory is refused by name" do

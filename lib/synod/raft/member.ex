@@ -78,6 +78,10 @@ defmodule Synod.Raft.Member do
     # write-ahead log" below
     log: :files,
     wal: nil,
+    # :wal only: the member's directory as its WAL records name it,
+    # expanded once: Path.expand/1 asks the file server for the cwd even
+    # for an absolute path (a call, about 60 us), which was on every write
+    segment_dir: nil,
     # :files with `fsync_writer: true`: the process that fdatasyncs this
     # member's log file while the member keeps stepping (Synod.Raft.Syncer)
     syncer: nil,
@@ -172,6 +176,7 @@ defmodule Synod.Raft.Member do
         wal: wal,
         syncer: syncer,
         wal_pending: if(wal || syncer, do: Pending.new()),
+        segment_dir: wal && Path.expand(storage.dir),
         witnesses: witnesses,
         seed_witnesses: opts[:witnesses] || [],
         fast_failover: opts[:fast_failover],
@@ -300,7 +305,7 @@ defmodule Synod.Raft.Member do
   end
 
   def handle_info(:flush, state) do
-    {:noreply, drain(%{state | flush_scheduled: false})}
+    {:noreply, %{state | flush_scheduled: false} |> take_notices() |> drain()}
   end
 
   def handle_info(:retry_storage, state), do: {:noreply, retry_storage(state)}
@@ -604,6 +609,8 @@ defmodule Synod.Raft.Member do
   # now instead of a `:flush` round trip through the mailbox (which would
   # find the same empty mailbox behind it).
   defp flush(%{batch: true} = state) do
+    state = take_notices(state)
+
     case Process.info(self(), :message_queue_len) do
       {:message_queue_len, 0} ->
         drain(state)
@@ -866,7 +873,7 @@ defmodule Synod.Raft.Member do
 
       {:ok, storage, {generation, offset, data}} ->
         seq = System.unique_integer([:monotonic, :positive])
-        :ok = Wal.append(state.wal, seq, Path.expand(storage.dir), generation, offset, data)
+        :ok = Wal.append(state.wal, seq, state.segment_dir, generation, offset, data)
         await_wal(state, seq)
         if start, do: Emit.fsync(state.group, start, IO.iodata_length(data))
         {:ok, storage}
@@ -946,8 +953,8 @@ defmodule Synod.Raft.Member do
     end
   end
 
-  defp hand_over(%{syncer: nil} = state, wal_seq, storage, generation, offset, data),
-    do: Wal.append(state.wal, wal_seq, Path.expand(storage.dir), generation, offset, data)
+  defp hand_over(%{syncer: nil} = state, wal_seq, _storage, generation, offset, data),
+    do: Wal.append(state.wal, wal_seq, state.segment_dir, generation, offset, data)
 
   defp hand_over(%{syncer: syncer}, wal_seq, storage, _generation, _offset, _data),
     do: Synod.Raft.Syncer.sync(syncer, wal_seq, storage.log_path)
@@ -965,6 +972,28 @@ defmodule Synod.Raft.Member do
 
     %{state | wal_pending: p}
   end
+
+  # A WAL (or syncer) notice already in the mailbox is taken before the Ready the
+  # member is about to drain (a selective receive, as the waiting member's
+  # await_wal/2), instead of in a turn of its own later (handle_info, then
+  # a drain of its own for the messages and entries it releases): the one
+  # Ready then carries both. Only while writes are in flight (the receive
+  # scans the mailbox).
+  defp take_notices(%{wal_pending: %Pending{} = p} = state) do
+    if Pending.size(p) > 0 do
+      receive do
+        {:synod_wal_synced, seq} ->
+          # as handle_info/2 does: a syncer's held writes go out at its notice
+          state |> confirm(Pending.synced(p, seq)) |> sync_held(seq) |> take_notices()
+      after
+        0 -> state
+      end
+    else
+      state
+    end
+  end
+
+  defp take_notices(state), do: state
 
   defp await_wal(%{wal: wal} = state, seq) do
     receive do
