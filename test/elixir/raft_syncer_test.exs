@@ -153,6 +153,38 @@ defmodule Synod.RaftSyncerTest do
     :ok = Synod.Raft.stop_member(g)
   end
 
+  # Three voters on peers: the followers' answers and the leader's own
+  # notices arrive while other inputs are queued, so a notice is often
+  # taken from the mailbox before a Ready (take_notices/1); it must send
+  # the writes held meanwhile (else the member holds them forever and
+  # these commands time out).
+  test "three voters with syncers commit sequential and concurrent commands", %{dir: dir} do
+    peers = Synod.LocalCluster.start(3)
+    on_exit(fn -> Synod.LocalCluster.stop(peers) end)
+    nodes = Enum.map(peers, &elem(&1, 1))
+
+    for n <- nodes,
+        do: :ok = :erpc.call(n, Application, :put_env, [:synod, :raft_fsync_writer, true])
+
+    g = :"s3#{System.unique_integer([:positive])}"
+    leader = Synod.Test.Raft.start_group(g, nodes, dir)
+    member = :erpc.call(leader, Process, :whereis, [Synod.Raft.member_name(g)])
+    assert is_pid(:sys.get_state(member).syncer)
+    for i <- 1..100, do: assert({:ok, _} = Synod.Test.Raft.command(leader, g, {:put, i, i}))
+
+    results =
+      for i <- 101..300,
+          do: Task.async(fn -> Synod.Test.Raft.command(leader, g, {:put, i, i}) end)
+
+    assert Enum.all?(Task.await_many(results, 30_000), &match?({:ok, _}, &1))
+    Synod.Test.Raft.wait_converged(g, nodes)
+
+    for n <- nodes do
+      state = Synod.Test.Raft.local_state(n, g)
+      assert Enum.all?(1..300, &(state[&1] == &1))
+    end
+  end
+
   # async_persist on its own files: while the syncer holds the fdatasync
   # the member keeps answering, and the command commits (one voter: on the
   # leader's own durable copy) only once the syncer's notice is fed to the
