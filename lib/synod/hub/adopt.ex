@@ -53,6 +53,9 @@ defmodule Synod.Hub.Adopt do
       # are skipped (a start after the stops it follows: docs/hub.md,
       # "Performance")
       tombs: false,
+      # false when no tombstone holds a copy it stopped here, else the
+      # monotonic time (ms) the latest was recorded (Tombstones.copies_sweep/2)
+      copies: false,
       # healed, waiting for a sync before reconciling (apply_membership/2)
       healing: false
     }
@@ -103,7 +106,9 @@ defmodule Synod.Hub.Adopt do
     # the subscribers are watched again (the monitors died with the predecessor)
     subs = Map.new(kept.subs, fn {pid, {_, ids}} -> {pid, {Process.monitor(pid), ids}} end)
     state = Map.merge(%{state | registry: registry, meta: meta, subs: subs}, fields)
-    Perform.perform(state, effects)
+    # the predecessor's tombstones may hold copies: counted as recorded now
+    copies = if fields.tombs == false, do: false, else: System.monotonic_time(:millisecond)
+    Perform.perform(%{state | copies: copies}, effects)
   end
 
   @doc """
