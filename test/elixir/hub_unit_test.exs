@@ -520,6 +520,30 @@ defmodule Synod.HubUnitTest do
     end
   end
 
+  describe "the tables' read_concurrency option" do
+    test "off by default, on when asked; validated" do
+      assert %{read_concurrency: false} = Options.hub!(name: :h)
+      assert %{read_concurrency: true} = Options.hub!(name: :h, read_concurrency: true)
+
+      assert_raise ArgumentError, ~r/invalid option read_concurrency/, fn ->
+        Synod.child_spec(name: :h, read_concurrency: :yes)
+      end
+
+      for {name, rc} <- [{:hub_rc_off, false}, {:hub_rc_on, true}] do
+        opts = if rc, do: [name: name, read_concurrency: true], else: [name: name]
+        pid = start_supervised!({Synod, opts}, id: name)
+        {registry, meta} = Synod.Hub.Caller.tables!(name)
+        assert :ets.info(registry, :read_concurrency) == rc
+        assert :ets.info(meta, :read_concurrency) == rc
+        assert :ets.info(registry, :compressed)
+        spec = %{id: "x", start: {HubWorker, :start_link, ["x"]}}
+        assert {:ok, %StartResult{started: [{"x", _, _}]}} = Synod.start_child(name, spec)
+        assert {:ok, %StopResult{stopped: [{"x", _, _}]}} = Synod.stop_child(name, "x")
+        assert is_pid(pid)
+      end
+    end
+  end
+
   describe "a hub on this node" do
     setup do
       start_supervised!({Synod, name: :hub_local})

@@ -73,16 +73,13 @@ defmodule Synod.Hub.Adopt do
     heir = fn kind -> {:heir, state.sup, {:synod_table, kind}} end
 
     # :compressed keeps a row near 160 bytes (see docs/hub.md, "Memory").
-    registry =
-      :ets.new(:synod_registry, [
-        :set,
-        :protected,
-        :compressed,
-        heir.(:registry),
-        read_concurrency: true
-      ])
-
-    meta = :ets.new(:synod_meta, [:set, :protected, heir.(:meta), read_concurrency: true])
+    # read_concurrency (the `read_concurrency:` option, off by default)
+    # makes every read and write of a big batch several times dearer for
+    # one process (docs/hub.md, "The registry"); it pays only with many
+    # readers at once on many cores.
+    rc = {:read_concurrency, Map.get(state.cfg, :read_concurrency, false)}
+    registry = :ets.new(:synod_registry, [:set, :protected, :compressed, heir.(:registry), rc])
+    meta = :ets.new(:synod_meta, [:set, :protected, heir.(:meta), rc])
     :ets.insert(meta, [{:config, state.cfg}, {:subs, %{}}])
     :persistent_term.put({Synod.Hub, state.hub}, {registry, meta})
     Perform.apply_membership(%{state | registry: registry, meta: meta}, nil, :started)
