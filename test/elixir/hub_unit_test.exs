@@ -520,6 +520,16 @@ defmodule Synod.HubUnitTest do
     end
   end
 
+  describe "the caller's order of sends" do
+    test "the relay's request first, then the others" do
+      alias Synod.Hub.Caller
+      assert Caller.relay_first(%{a: 1, b: 2, c: 3}, :c) == [{:c, 3}, {:a, 1}, {:b, 2}]
+      assert Caller.relay_first(%{a: 1, b: 2, c: 3}, :a) == [{:a, 1}, {:b, 2}, {:c, 3}]
+      assert Caller.relay_first(%{a: 1, b: 2}, :z) == [{:a, 1}, {:b, 2}]
+      assert Caller.relay_first(%{}, :z) == []
+    end
+  end
+
   describe "the tables' read_concurrency option" do
     test "off by default, on when asked; validated" do
       assert %{read_concurrency: false} = Options.hub!(name: :h)

@@ -149,7 +149,7 @@ defmodule Synod.Hub.Caller do
           Dispatcher.children_start(
             hub,
             for(
-              {node, entries} <- groups,
+              {node, entries} <- relay_first(groups, view.relay),
               do: {node, {ref, [self()], entries, [{:answers, :pids} | relay(view)]}}
             )
           )
@@ -260,11 +260,28 @@ defmodule Synod.Hub.Caller do
       Dispatcher.children_stop(
         view.hub,
         for(
-          {node, ids} <- requests,
+          {node, ids} <- relay_first(requests, view.relay),
           do: {node, {ref, [self()], ids, [{:answers, :pids} | relay(view)]}}
         )
       )
     end)
+  end
+
+  @doc """
+  The per-node requests `%{node => batch}` as a list, `relay`'s first (this
+  node's on a member): its coordinator has the most to do (its own batch,
+  then every other node's change before it passes their answers on), so
+  it starts first, while this process encodes the others' batches. Its
+  stop is then also stamped before the others', so their tombstones come
+  to it above every stamp it has and are put whole
+  (`Tombstones.record_ids/7`).
+  """
+  @spec relay_first(%{node() => term()}, node()) :: [{node(), term()}]
+  def relay_first(requests, relay) do
+    case Map.pop(requests, relay) do
+      {nil, _} -> Map.to_list(requests)
+      {batch, rest} -> [{relay, batch} | Map.to_list(rest)]
+    end
   end
 
   # `%{node => ids (reversed)}`: each id under every node the registry
