@@ -72,6 +72,12 @@ defmodule Synod do
       supervisor of hub children (default 1000 restarts in 5 s), with the
       rules of `DynamicSupervisor`: more restarts than that restart the hub
       on this node. See "Supervision" in `docs/hub.md`.
+    * `:read_concurrency` — `false` (default) or `true`: the ETS option of
+      this node's registry and meta tables. On makes each read and write
+      several times dearer for one process (the coordinator writes batches
+      of tens of thousands of rows; a stop reads every row it stops), and
+      pays only with many processes looking children up at once on many
+      cores. See "The registry" in `docs/hub.md`.
 
   Members with different `:replication_factor`, `:replication_model`,
   `:partition_strategy` or `:ring` refuse each other (and log why).

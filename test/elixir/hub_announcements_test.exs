@@ -115,16 +115,6 @@ defmodule Synod.HubAnnouncementsTest do
                [{:deliver_replies, c.replies, :b@h}]
     end
 
-    test "a stop request's stamp becomes a tombstone per id, before the answers", c do
-      stopped = [{"a", c.pid}, {"b", c.pid}]
-
-      assert Announcements.copies_removed(:b@h, stopped, {:stopped, 42}, [], c.replies) == [
-               {:event, :children_stopped, {:b@h, stopped}},
-               {:apply_tombstones, [{"a", 42}, {"b", 42}]},
-               {:deliver_replies, c.replies, :b@h}
-             ]
-    end
-
     test "a copy that exited takes its other copies along: nothing is reconciled", c do
       rows = [{"a", @spec_ok, 5, [fake_pid(:c@h)]}]
 

@@ -92,6 +92,43 @@ defmodule Synod.HubChildrenTest do
     assert DynamicSupervisor.count_children(sup).active == 0
   end
 
+  test "stop_ids/2 stops as stop_batch/2 does, answering how many it stopped", %{sup: sup} do
+    children = for i <- 1..60, do: {"c#{i}", spec(:plain)}
+    started = Map.new(Children.start_batch(sup, children), fn {id, {:ok, pid}} -> {id, pid} end)
+    refs = Map.new(started, fn {id, pid} -> {id, Process.monitor(pid)} end)
+
+    # some of them (the rest kept and supervised), an id twice (stopped
+    # once), one missing
+    some = ["c3", "missing", "c1", "c3" | for(i <- 10..20, do: "c#{i}")]
+    assert Children.stop_ids(sup, some) == 13
+
+    for id <- Enum.uniq(some) -- ["missing"] do
+      ref = refs[id]
+      assert_receive {:DOWN, ^ref, :process, _, _}, 1_000
+    end
+
+    assert DynamicSupervisor.count_children(sup).active == 60 - 13
+    assert Children.stop_ids(sup, []) == 0
+
+    # every child left (both maps emptied at once): none is left supervised
+    left = for {id, _} <- started, id not in some, do: id
+    assert Children.stop_ids(sup, left) == 47
+
+    for id <- left do
+      ref = refs[id]
+      assert_receive {:DOWN, ^ref, :process, _, _}, 1_000
+    end
+
+    assert DynamicSupervisor.count_children(sup).active == 0
+    assert DynamicSupervisor.which_children(sup) == []
+    refute_receive {:synod_child_exit, _, _, _, _, _}, 100
+
+    # and it supervises new children afterwards
+    [{"n", {:ok, n}}] = Children.start_batch(sup, [{"n", spec(:plain)}])
+    Process.exit(n, :crash)
+    assert_receive {:synod_child_exit, _, "n", ^n, :crash, new} when is_pid(new)
+  end
+
   test "big start batches (put in the maps at once) and small ones answer alike", %{sup: sup} do
     # a small batch first (one by one), then a big one that repeats two of
     # its ids and has one start that fails (at once), then a big one with

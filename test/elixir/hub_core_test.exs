@@ -24,7 +24,6 @@ defmodule Synod.HubCoreTest do
             {:synod_registered, :n@h, [{"x", @spec_ok, 5, me}],
              [{ref, [me], [{"x", {:ok, me}}]}]},
             {:synod_unregistered, :n@h, [{"x", me}], :migrating, []},
-            {:synod_unregistered, :n@h, [{"x", me}], {:stopped, 12}, []},
             {:synod_stopped, :n@h, 12, ["x", {:any, :term}], [{ref, [me], [{"x", {:ok, me}}]}]},
             {:synod_stopped, :n@h, 12, [], []},
             {:synod_stopped, :n@h, 12, ["x"], [{ref, [me], {:stopped, [me]}}]},
@@ -69,6 +68,8 @@ defmodule Synod.HubCoreTest do
             {:synod_registered, :n@h, [], [{ref, [:nope], []}]},
             {:synod_unregistered, :n@h, [{"x", me}], :gone, []},
             {:synod_unregistered, :n@h, [{"x", me}], {:stopped, :later}, []},
+            # the old form of a stop request's change (now synod_stopped)
+            {:synod_unregistered, :n@h, [{"x", me}], {:stopped, 12}, []},
             {:synod_unregistered, :n@h, [{"x", me}, {"y", :not_a_pid}], {:stopped, 1}, []},
             {:synod_unregistered, :n@h, [{"x", me}, {"y"}], :stopped, []},
             {:synod_unregistered, :n@h, [{"x", me} | :improper], :stopped, []},
@@ -232,13 +233,14 @@ defmodule Synod.HubCoreTest do
       meta = :ets.new(:meta, [:set])
       pid = self()
       assert :ok = Tombstones.record(meta, [{"a", 10}, {"b", 20}], %{"a" => pid}, 1)
-      assert Tombstones.lookup(meta, "a") == {10, 1, pid}
+      assert Tombstones.lookup(meta, "a") == {10, 1, {pid, 1}}
       assert Tombstones.lookup(meta, "b") == {20, 1, nil}
-      # an older stamp changes nothing; a newer one keeps the recorded copy
+      # an older stamp changes nothing; a newer one keeps the recorded copy,
+      # with the time it was stopped
       :ok = Tombstones.record(meta, [{"a", 5}], %{}, 2)
-      assert Tombstones.lookup(meta, "a") == {10, 1, pid}
+      assert Tombstones.lookup(meta, "a") == {10, 1, {pid, 1}}
       :ok = Tombstones.record(meta, [{"a", 30}], %{}, 3)
-      assert Tombstones.lookup(meta, "a") == {30, 3, pid}
+      assert Tombstones.lookup(meta, "a") == {30, 3, {pid, 1}}
       # a stop request here clears it
       :ok = Tombstones.record(meta, [{"a", 40}], %{"a" => nil}, 4)
       assert Tombstones.lookup(meta, "a") == {40, 4, nil}
@@ -259,17 +261,24 @@ defmodule Synod.HubCoreTest do
 
       # the rule, on a map: the later stamp wins; the time and the copy
       # change when the stamp is the later one or the id is stopped here
+      # (a copy is kept with the time it was stopped)
+      copy = fn
+        nil, _now -> nil
+        pid, now -> {pid, now}
+      end
+
       model = fn model, tombstones, stopped, now ->
         Enum.reduce(tombstones, model, fn {id, t}, model ->
           case model do
-            %{^id => {old_t, _, old_pid}} when old_t < t or is_map_key(stopped, id) ->
-              Map.put(model, id, {max(t, old_t), now, Map.get(stopped, id, old_pid)})
+            %{^id => {old_t, _, old_copy}} when old_t < t or is_map_key(stopped, id) ->
+              copy = if is_map_key(stopped, id), do: copy.(stopped[id], now), else: old_copy
+              Map.put(model, id, {max(t, old_t), now, copy})
 
             %{^id => _} ->
               model
 
             _ ->
-              Map.put(model, id, {t, now, Map.get(stopped, id)})
+              Map.put(model, id, {t, now, copy.(Map.get(stopped, id), now)})
           end
         end)
       end
@@ -296,20 +305,23 @@ defmodule Synod.HubCoreTest do
       none = :ets.new(:none, [:set])
       :ok = Tombstones.record(none, [{"a", 3}, {"b", 4}], %{"b" => self()}, 9, false)
       assert Tombstones.lookup(none, "a") == {3, 9, nil}
-      assert Tombstones.lookup(none, "b") == {4, 9, self()}
+      assert Tombstones.lookup(none, "b") == {4, 9, {self(), 9}}
       assert Tombstones.newest([]) == 0
     end
 
-    test "record_ids/6 and record_stop/5 (one stamp for a batch) are record/4" do
+    test "record_ids/7 and record_stop/5 (one stamp for a batch) are record/4" do
       :rand.seed(:exsss, {12, 3, 2026})
       slow = :ets.new(:slow, [:set])
       fast = :ets.new(:fast, [:set])
       pids = [self(), spawn(fn -> :ok end)]
 
       # batches of one stamp each: a stop request here (record_stop/5, its
-      # stamp above the bound), a peer's (record_ids/6, mostly above the
-      # bound, sometimes not), over ids old and new
+      # stamp above the bound), a peer's (record_ids/7, mostly above the
+      # bound, sometimes not), over ids old and new; `copies` as the shell
+      # keeps it (whether any tombstone holds a copy)
       Enum.reduce(1..300, {false, 0}, fn now, {bound, clock} ->
+        copies? = Enum.any?(:ets.tab2list(slow), &(elem(&1, 3) != nil))
+
         ids = Enum.take_random(Enum.map(1..40, &"id#{&1}"), :rand.uniform(8))
 
         {t, stopped} =
@@ -325,7 +337,7 @@ defmodule Synod.HubCoreTest do
               stopped =
                 Map.new(Enum.take_random(ids, :rand.uniform(3) - 1), &{&1, Enum.random(pids)})
 
-              :ok = Tombstones.record_ids(fast, ids, t, stopped, now, bound)
+              :ok = Tombstones.record_ids(fast, ids, t, stopped, now, bound, copies?)
               {t, stopped}
           end
 
@@ -335,7 +347,7 @@ defmodule Synod.HubCoreTest do
       end)
     end
 
-    test "record_ids/6 re-stopping recorded ids writes them in place, as record/4 does" do
+    test "record_ids/7 re-stopping recorded ids writes them in place, as record/4 does" do
       fast = :ets.new(:fast, [:set])
       slow = :ets.new(:slow, [:set])
       pid = self()
@@ -345,13 +357,60 @@ defmodule Synod.HubCoreTest do
       end
 
       # the first id recorded, "c" new, "b"'s copy written, "a" keeps its own
-      :ok = Tombstones.record_ids(fast, ["a", "b", "c"], 9, %{"b" => pid}, 2, 5)
+      :ok = Tombstones.record_ids(fast, ["a", "b", "c"], 9, %{"b" => pid}, 2, 5, true)
       :ok = Tombstones.record(slow, [{"a", 9}, {"b", 9}, {"c", 9}], %{"b" => pid}, 2)
 
       assert Enum.sort(:ets.tab2list(fast)) == Enum.sort(:ets.tab2list(slow))
-      assert Tombstones.lookup(fast, "a") == {9, 2, pid}
-      assert Tombstones.lookup(fast, "b") == {9, 2, pid}
+      assert Tombstones.lookup(fast, "a") == {9, 2, {pid, 1}}
+      assert Tombstones.lookup(fast, "b") == {9, 2, {pid, 2}}
       assert Tombstones.lookup(fast, "c") == {9, 2, nil}
+    end
+
+    test "record_ids/7 with no copy recorded anywhere puts a re-stop whole, as record/4 has it" do
+      fast = :ets.new(:fast, [:set])
+      slow = :ets.new(:slow, [:set])
+      pid = self()
+
+      for tab <- [fast, slow] do
+        :ok = Tombstones.record(tab, [{"a", 5}, {"b", 5}], %{}, 1)
+      end
+
+      :ok = Tombstones.record_ids(fast, ["a", "b", "c"], 9, %{"b" => pid}, 2, 5, false)
+      :ok = Tombstones.record(slow, [{"a", 9}, {"b", 9}, {"c", 9}], %{"b" => pid}, 2)
+      assert Enum.sort(:ets.tab2list(fast)) == Enum.sort(:ets.tab2list(slow))
+      assert Tombstones.lookup(fast, "b") == {9, 2, {pid, 2}}
+
+      # an older stamp still goes through the comparison: nothing changes
+      :ok = Tombstones.record_ids(fast, ["a", "c"], 7, %{}, 3, 9, false)
+      assert Tombstones.lookup(fast, "a") == {9, 2, nil}
+      assert Tombstones.lookup(fast, "c") == {9, 2, nil}
+    end
+
+    test "the copies' sweep forgets the copies past the window, and only those" do
+      meta = :ets.new(:meta, [:set])
+      [p, q] = [self(), spawn(fn -> :ok end)]
+      :ok = Tombstones.record(meta, [{"a", 1}, {"b", 1}, {"c", 1}], %{"a" => p, "b" => q}, 100)
+      :ok = Tombstones.record(meta, [{"b", 2}], %{"b" => q}, 7_000)
+      w = Tombstones.copy_window()
+      assert w == 5_000
+
+      assert Tombstones.copies_sweep(false, 99_000) == nil
+      # the latest copy (7_000) is inside the window at 11_000: kept
+      assert Tombstones.copies_sweep(7_000, 11_000) == {6_000, 7_000}
+      assert Tombstones.clear_copies(meta, 6_000) == 1
+      assert Tombstones.lookup(meta, "a") == {1, 100, nil}
+      assert Tombstones.lookup(meta, "b") == {2, 7_000, {q, 7_000}}
+      assert Tombstones.lookup(meta, "c") == {1, 100, nil}
+      # past it: every copy goes, and none is left to keep
+      assert Tombstones.copies_sweep(7_000, 12_001) == {7_001, false}
+      assert Tombstones.clear_copies(meta, 7_001) == 1
+      assert Tombstones.lookup(meta, "b") == {2, 7_000, nil}
+      assert Enum.sort(Tombstones.all(meta)) == [{"a", 1}, {"b", 2}, {"c", 1}]
+
+      assert Tombstones.copies_after(false, %{}, 5) == false
+      assert Tombstones.copies_after(false, %{"a" => nil}, 5) == false
+      assert Tombstones.copies_after(false, %{"a" => p}, 5) == 5
+      assert Tombstones.copies_after(3, %{"a" => nil}, 5) == 3
     end
   end
 

@@ -310,7 +310,11 @@ defmodule Synod.HubRequestsTest do
         {"ran", {:ok, p}}
       ]
 
-      tombs = %{"raced" => {7, 1_000, p}, "old" => {7, -5_000, p}, "nopid" => {7, 1_000, nil}}
+      tombs = %{
+        "raced" => {7, 1_000, {p, 1_000}},
+        "old" => {7, -5_000, {p, -5_000}},
+        "nopid" => {7, 1_000, nil}
+      }
 
       assert Requests.raced(results, tombs, 1_500, 5_000) == [
                {"raced", {:ok, p}},
@@ -321,6 +325,32 @@ defmodule Synod.HubRequestsTest do
              ]
 
       assert Requests.raced(results, %{}, 1_500, 5_000) == results
+    end
+
+    test "a later tombstone of the id moves its time, not its copy's: an old copy is not raced" do
+      # A peer's tombstone stopped the copy here at 1_000; a later stop of
+      # the same id (another request, its stamp above) is recorded at
+      # 8_000. A stop request that finds no copy at 8_500 did not race the
+      # first stop (7.5 s ago): it answers :not_found, though the
+      # tombstone was recorded 0.5 s ago. One that races the second stop
+      # within the window, had it stopped a copy, would answer with it.
+      meta = :ets.new(:meta, [:set])
+      p = self()
+      :ok = Synod.Hub.Tombstones.record(meta, [{"x", 10}], %{"x" => p}, 1_000)
+      :ok = Synod.Hub.Tombstones.record(meta, [{"x", 20}], %{}, 8_000)
+      assert {20, 8_000, {^p, 1_000}} = Synod.Hub.Tombstones.lookup(meta, "x")
+
+      results = [{"x", {:error, :not_found}}]
+      tombs = %{"x" => Synod.Hub.Tombstones.lookup(meta, "x")}
+      assert Requests.raced(results, tombs, 8_500, 5_000) == results
+      # within the window of the copy's own stop, it is the answer
+      assert Requests.raced(results, tombs, 5_999, 5_000) == [{"x", {:ok, p}}]
+
+      # the later tombstone stopping a copy here too: that copy, with its time
+      q = spawn(fn -> :ok end)
+      :ok = Synod.Hub.Tombstones.record(meta, [{"x", 30}], %{"x" => q}, 9_000)
+      tombs = %{"x" => Synod.Hub.Tombstones.lookup(meta, "x")}
+      assert Requests.raced(results, tombs, 9_500, 5_000) == [{"x", {:ok, q}}]
     end
   end
 end

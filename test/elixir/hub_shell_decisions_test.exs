@@ -76,7 +76,7 @@ defmodule Synod.HubShellDecisionsTest do
       ]
 
       stopped = [{"ran", here}]
-      tombs = %{"raced" => {7, 1_000, p}, "old" => {7, -4_001, p}}
+      tombs = %{"raced" => {7, 1_000, {p, 1_000}}, "old" => {7, -4_001, {p, -4_001}}}
 
       {answers, effects} =
         Requests.answer_stop(

@@ -520,6 +520,77 @@ defmodule Synod.HubUnitTest do
     end
   end
 
+  describe "the start's lists in reverse" do
+    test "normalize_all_rev/1 is normalize_all/1 reversed, with the ids; errors alike" do
+      good = [
+        %{id: "a", start: {HubWorker, :start_link, ["a"]}},
+        {HubWorker, :b},
+        %{id: "c", start: {HubWorker, :start_link, ["c"]}, restart: :temporary}
+      ]
+
+      {:ok, children} = Spec.normalize_all(good)
+      {:ok, rev, ids_rev} = Spec.normalize_all_rev(good)
+      assert rev == Enum.reverse(children)
+      assert ids_rev == ["c", HubWorker, "a"]
+
+      bad = [%{id: "x", start: :nope} | good] ++ [%{id: "y", start: {HubWorker}}]
+      assert Spec.normalize_all_rev(bad) == Spec.normalize_all(bad)
+      assert {:error, [{"x", _}, {"y", _}]} = Spec.normalize_all_rev(bad)
+    end
+
+    test "group_rev/4 groups as group/5 does, with each node's ids, in order" do
+      ring = Ring.new([:a@h, :b@h, :c@h])
+      children = for i <- 1..500, do: {"k#{i}", {HubWorker, :start_link, ["k#{i}"]}}
+      slot = Registry.slot(nil, 42)
+      groups = Placement.group(ring, 1, :active_active, children, slot)
+      ids_rev = children |> Enum.map(&elem(&1, 0)) |> Enum.reverse()
+
+      assert {^groups, expected} =
+               Placement.group_rev(ring, Enum.reverse(children), ids_rev, slot)
+
+      assert map_size(groups) == 3
+
+      assert expected ==
+               Map.new(groups, fn {node, es} -> {node, for({id, _, _, _} <- es, do: id)} end)
+
+      assert Placement.group_rev(ring, [], [], slot) == {%{}, %{}}
+    end
+  end
+
+  describe "the caller's order of sends" do
+    test "the relay's request first, then the others" do
+      alias Synod.Hub.Caller
+      assert Caller.relay_first(%{a: 1, b: 2, c: 3}, :c) == [{:c, 3}, {:a, 1}, {:b, 2}]
+      assert Caller.relay_first(%{a: 1, b: 2, c: 3}, :a) == [{:a, 1}, {:b, 2}, {:c, 3}]
+      assert Caller.relay_first(%{a: 1, b: 2}, :z) == [{:a, 1}, {:b, 2}]
+      assert Caller.relay_first(%{}, :z) == []
+    end
+  end
+
+  describe "the tables' read_concurrency option" do
+    test "off by default, on when asked; validated" do
+      assert %{read_concurrency: false} = Options.hub!(name: :h)
+      assert %{read_concurrency: true} = Options.hub!(name: :h, read_concurrency: true)
+
+      assert_raise ArgumentError, ~r/invalid option read_concurrency/, fn ->
+        Synod.child_spec(name: :h, read_concurrency: :yes)
+      end
+
+      for {name, rc} <- [{:hub_rc_off, false}, {:hub_rc_on, true}] do
+        opts = if rc, do: [name: name, read_concurrency: true], else: [name: name]
+        pid = start_supervised!({Synod, opts}, id: name)
+        {registry, meta} = Synod.Hub.Caller.tables!(name)
+        assert :ets.info(registry, :read_concurrency) == rc
+        assert :ets.info(meta, :read_concurrency) == rc
+        assert :ets.info(registry, :compressed)
+        spec = %{id: "x", start: {HubWorker, :start_link, ["x"]}}
+        assert {:ok, %StartResult{started: [{"x", _, _}]}} = Synod.start_child(name, spec)
+        assert {:ok, %StopResult{stopped: [{"x", _, _}]}} = Synod.stop_child(name, "x")
+        assert is_pid(pid)
+      end
+    end
+  end
+
   describe "a hub on this node" do
     setup do
       start_supervised!({Synod, name: :hub_local})

@@ -53,6 +53,9 @@ defmodule Synod.Hub.Adopt do
       # are skipped (a start after the stops it follows: docs/hub.md,
       # "Performance")
       tombs: false,
+      # false when no tombstone holds a copy it stopped here, else the
+      # monotonic time (ms) the latest was recorded (Tombstones.copies_sweep/2)
+      copies: false,
       # healed, waiting for a sync before reconciling (apply_membership/2)
       healing: false
     }
@@ -70,16 +73,13 @@ defmodule Synod.Hub.Adopt do
     heir = fn kind -> {:heir, state.sup, {:synod_table, kind}} end
 
     # :compressed keeps a row near 160 bytes (see docs/hub.md, "Memory").
-    registry =
-      :ets.new(:synod_registry, [
-        :set,
-        :protected,
-        :compressed,
-        heir.(:registry),
-        read_concurrency: true
-      ])
-
-    meta = :ets.new(:synod_meta, [:set, :protected, heir.(:meta), read_concurrency: true])
+    # read_concurrency (the `read_concurrency:` option, off by default)
+    # makes every read and write of a big batch several times dearer for
+    # one process (docs/hub.md, "The registry"); it pays only with many
+    # readers at once on many cores.
+    rc = {:read_concurrency, Map.get(state.cfg, :read_concurrency, false)}
+    registry = :ets.new(:synod_registry, [:set, :protected, :compressed, heir.(:registry), rc])
+    meta = :ets.new(:synod_meta, [:set, :protected, heir.(:meta), rc])
     :ets.insert(meta, [{:config, state.cfg}, {:subs, %{}}])
     :persistent_term.put({Synod.Hub, state.hub}, {registry, meta})
     Perform.apply_membership(%{state | registry: registry, meta: meta}, nil, :started)
@@ -103,7 +103,9 @@ defmodule Synod.Hub.Adopt do
     # the subscribers are watched again (the monitors died with the predecessor)
     subs = Map.new(kept.subs, fn {pid, {_, ids}} -> {pid, {Process.monitor(pid), ids}} end)
     state = Map.merge(%{state | registry: registry, meta: meta, subs: subs}, fields)
-    Perform.perform(state, effects)
+    # the predecessor's tombstones may hold copies: counted as recorded now
+    copies = if fields.tombs == false, do: false, else: System.monotonic_time(:millisecond)
+    Perform.perform(%{state | copies: copies}, effects)
   end
 
   @doc """

@@ -105,22 +105,16 @@ defmodule Synod.Hub.Announcements do
 
   @doc """
   The copies of a `synod_unregistered` left their rows (`rows`: the rows
-  still stored). What follows depends on `reason`: a stop request
-  (`{:stopped, t}`) stops the child everywhere, for good (a tombstone per
-  id); a copy that exited (`:stopped`) takes its other copies along (no
-  owner may restart it); a copy that moves or is suspended must run again
-  somewhere (its row is decided again). Then the answers.
+  still stored). What follows depends on `reason`: a copy that exited
+  (`:stopped`) takes its other copies along (no owner may restart it); a
+  copy that moves or is suspended must run again somewhere (its row is
+  decided again). Then the answers. (A stop request's change is
+  `synod_stopped`, `stopped/5`.)
   """
   @spec copies_removed(node(), list(), term(), list(), replies()) :: list()
   def copies_removed(from, stopped, reason, rows, replies) do
     event = if stopped == [], do: [], else: [{:event, :children_stopped, {from, stopped}}]
-
-    next =
-      case reason do
-        {:stopped, t} -> [{:apply_tombstones, for({id, _} <- stopped, do: {id, t})}]
-        :stopped -> []
-        _ -> [{:reconcile_rows, rows}]
-      end
+    next = if reason == :stopped, do: [], else: [{:reconcile_rows, rows}]
 
     event ++ next ++ deliver(replies, from)
   end

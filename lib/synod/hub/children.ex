@@ -69,6 +69,15 @@ defmodule Synod.Hub.Children do
   def stop_batch(sup, ids), do: GenServer.call(sup, {:stop_batch, ids}, :infinity)
 
   @doc """
+  Stops the children with these ids as `stop_batch/2` does, answering only
+  how many it stopped: for a coordinator, which knows each copy's pid from
+  its rows (no answer list built and copied back).
+  """
+  @spec stop_ids(GenServer.server(), [term()]) :: non_neg_integer()
+  def stop_ids(_sup, []), do: 0
+  def stop_ids(sup, ids), do: GenServer.call(sup, {:stop_ids, ids}, :infinity)
+
+  @doc """
   Called by a starting coordinator: makes it the owner of the tables this
   process inherited from its predecessor (if any) and answers
   `{token, tables | nil, [{id, pid, stored_spec}]}` — the token of its exit
@@ -119,6 +128,7 @@ defmodule Synod.Hub.Children do
 
   defp coordinator_call?({:start_batch, children}), do: is_list(children)
   defp coordinator_call?({:stop_batch, ids}), do: is_list(ids)
+  defp coordinator_call?({:stop_ids, ids}), do: is_list(ids)
   defp coordinator_call?(request), do: request == :attach
 
   defp call(:attach, {pid, _}, state) do
@@ -147,18 +157,13 @@ defmodule Synod.Hub.Children do
 
   defp call({:stop_batch, ids}, _from, state) do
     {results, found} = stop_plan(ids, state.ids, [], [])
-    gone = shutdown(found)
-    # (An exit a stopped child sent before it was stopped is taken by
-    # shutdown/1 with the others. A restart being tried again is called
-    # off: the child is stopped.)
-    state = %{
-      state
-      | ids: without(state.ids, Map.from_keys(ids, true)),
-        pids: without(state.pids, gone),
-        retrying: if(state.retrying == %{}, do: %{}, else: Map.drop(state.retrying, ids))
-    }
-
+    {_stopped, state} = stop_found(state, ids, found)
     {:reply, results, state}
+  end
+
+  defp call({:stop_ids, ids}, _from, state) do
+    {stopped, state} = stop_found(state, ids, found(ids, state.ids, []))
+    {:reply, stopped, state}
   end
 
   defp call(:which_children, _from, state) do
@@ -384,6 +389,34 @@ defmodule Synod.Hub.Children do
   end
 
   defp stop_plan([], _children, results, found), do: {:lists.reverse(results), found}
+
+  # The `{pid, spec}` of the children of `ids` found (stop_plan/4 without
+  # the answers).
+  defp found([id | ids], children, found) do
+    case children do
+      %{^id => child} -> found(ids, children, [child | found])
+      _ -> found(ids, children, found)
+    end
+  end
+
+  defp found([], _children, found), do: found
+
+  # Stops the children `found` (of `ids`) and drops them. (An exit a
+  # stopped child sent before it was stopped is taken by shutdown/1 with
+  # the others. A restart being tried again is called off: the child is
+  # stopped.) When they are every child here, both maps are simply empty.
+  # Returns how many children it stopped, and the state.
+  defp stop_found(state, ids, found) do
+    gone = shutdown(found)
+
+    {left, pids} =
+      if map_size(gone) == map_size(state.ids) and map_size(gone) == map_size(state.pids),
+        do: {%{}, %{}},
+        else: {without(state.ids, Map.from_keys(ids, true)), without(state.pids, gone)}
+
+    retrying = if state.retrying == %{}, do: %{}, else: Map.drop(state.retrying, ids)
+    {map_size(gone), %{state | ids: left, pids: pids, retrying: retrying}}
+  end
 
   # Stops `[{pid, spec}]` all at once, each by its shutdown: asks it to
   # exit, kills it when its time is up, and returns when every one is gone.

@@ -34,7 +34,8 @@ defmodule Synod.Hub.Options do
       default: []
     ],
     max_restarts: [type: :non_neg_integer, default: 1_000],
-    max_seconds: [type: :pos_integer, default: 5]
+    max_seconds: [type: :pos_integer, default: 5],
+    read_concurrency: [type: :boolean, default: false]
   ]
 
   @doc false

@@ -150,7 +150,7 @@ defmodule Synod.Hub.Perform do
   defp stop_local(state, ids, reason) do
     %{registry: registry, me: me} = state
     plan = Requests.plan_stops(ids, stop_rows(state, ids, reason), me)
-    _ = Children.stop_batch(state.sup, Requests.to_stop(plan))
+    _ = Children.stop_ids(state.sup, Requests.to_stop(plan))
     {results, stopped, puts, deletes} = Requests.merge_stops(plan, reason)
     Table.insert(registry, puts)
     for id <- deletes, do: :ets.delete(registry, id)
@@ -202,8 +202,10 @@ defmodule Synod.Hub.Perform do
 
   defp put_stop_ids(state, ids, t, stopped) do
     now = System.monotonic_time(:millisecond)
-    :ok = Tombstones.record_ids(state.meta, ids, t, stopped, now, state.tombs)
-    observe(%{state | tombs: max(state.tombs || 0, t)}, t)
+    copies? = state.copies != false
+    :ok = Tombstones.record_ids(state.meta, ids, t, stopped, now, state.tombs, copies?)
+    copies = Tombstones.copies_after(state.copies, stopped, now)
+    observe(%{state | tombs: max(state.tombs || 0, t), copies: copies}, t)
   end
 
   # A peer's stop request stamped `t` of `ids`, whose copies on the peer
@@ -222,7 +224,8 @@ defmodule Synod.Hub.Perform do
     now = System.monotonic_time(:millisecond)
     :ok = Tombstones.record(state.meta, tombstones, stopped, now, state.tombs)
     newest = Tombstones.newest(tombstones)
-    observe(%{state | tombs: max(state.tombs || 0, newest)}, newest)
+    copies = Tombstones.copies_after(state.copies, stopped, now)
+    observe(%{state | tombs: max(state.tombs || 0, newest), copies: copies}, newest)
   end
 
   @doc "The entries, orphans or rows of `list` that no tombstone here covers (`Announcements.live/2`)."
@@ -271,18 +274,37 @@ defmodule Synod.Hub.Perform do
   # Tombstones are dropped once old, and only while every member this node
   # has known is connected: a member cut off may still hold a copy or a row
   # that its tombstone must meet when it comes back.
-  def sweep_tombstones(%{tombs: false} = state), do: state
+  def sweep_tombstones(%{tombs: false} = state), do: %{state | copies: false}
 
   def sweep_tombstones(state) do
     complete? = Membership.complete?(state.known, state.peers, state.restarting)
+    now = System.monotonic_time(:millisecond)
+    state = sweep_copies(state, now)
 
-    case Tombstones.sweep_cutoff(complete?, System.monotonic_time(:millisecond)) do
+    case Tombstones.sweep_cutoff(complete?, now) do
       nil ->
         state
 
       cutoff ->
         Tombstones.sweep(state.meta, cutoff)
-        %{state | tombs: if(Tombstones.any?(state.meta), do: state.tombs, else: false)}
+
+        if Tombstones.any?(state.meta),
+          do: state,
+          else: %{state | tombs: false, copies: false}
+    end
+  end
+
+  # The copies tombstones recorded more than Tombstones.copy_window/0 ago
+  # answer no stop request: forgotten, so that a peer's re-stop of the ids
+  # can put its tombstones whole (Tombstones.record_ids/7).
+  defp sweep_copies(state, now) do
+    case Tombstones.copies_sweep(state.copies, now) do
+      nil ->
+        state
+
+      {cutoff, copies} ->
+        Tombstones.clear_copies(state.meta, cutoff)
+        %{state | copies: copies}
     end
   end
 
@@ -670,16 +692,6 @@ defmodule Synod.Hub.Perform do
   def perform(state, []), do: state
   def perform(state, [effect | rest]), do: state |> perform_one(effect) |> perform(rest)
 
-  # `perform/2`, with `rows` (`[{t, row}]`) the rows of the ids of its
-  # `{:apply_tombstones, _}` as just stored (see `{:remove_copies, ...}`).
-  defp perform_stored(state, [{:apply_tombstones, tombstones} | rest], rows),
-    do: state |> apply_tombstones(tombstones, rows) |> perform(rest)
-
-  defp perform_stored(state, [effect | rest], rows),
-    do: state |> perform_one(effect) |> perform_stored(rest, rows)
-
-  defp perform_stored(state, [], _rows), do: state
-
   defp perform_one(state, {:send, node, message}) do
     send({state.hub, node}, message)
     state
@@ -780,17 +792,9 @@ defmodule Synod.Hub.Perform do
     perform(state, Announcements.copies_put(from, entries, rows, replies, rf))
   end
 
-  # A stop request's copies (`{:stopped, t}`) are followed by their
-  # tombstones, `{:apply_tombstones, _}` of the same ids, whose rows this
-  # clause has just stored: those are given to it rather than read again.
   defp perform_one(state, {:remove_copies, from, stopped, reason, replies}) do
     rows = Table.remove_pids(state.registry, stopped, reason)
-    effects = Announcements.copies_removed(from, stopped, reason, rows, replies)
-
-    case reason do
-      {:stopped, t} -> perform_stored(state, effects, for(row <- rows, do: {t, row}))
-      _ -> perform(state, effects)
-    end
+    perform(state, Announcements.copies_removed(from, stopped, reason, rows, replies))
   end
 
   defp perform_one(state, {:add_orphans, orphans}),

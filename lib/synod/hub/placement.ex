@@ -85,6 +85,30 @@ defmodule Synod.Hub.Placement do
   def group(ring, rf, model, children, slot),
     do: group(ring, rf, model, for({id, spec} <- children, do: {id, spec, slot}))
 
+  @doc """
+  `group/5` with replication factor 1 for `{id, spec}` children given in
+  reverse order with their ids (`children_rev`, `ids_rev`, as
+  `Spec.normalize_all_rev/1` has them): `{groups, expected}`, each node's
+  entries `{id, spec, slot, :active}` and its ids, both in the children's
+  order, from one ring call and one walk with no list reversed.
+  """
+  @spec group_rev(Ring.t(), [{term(), term()}], [term()], Registry.slot()) ::
+          {%{node() => list()}, %{node() => list()}}
+  def group_rev(ring, children_rev, ids_rev, slot),
+    do: group_rev(children_rev, owner_many(ring, ids_rev), slot, %{}, %{})
+
+  defp group_rev([{id, spec} | children], [node | owners], slot, groups, expected),
+    do:
+      group_rev(
+        children,
+        owners,
+        slot,
+        prepend(groups, node, {id, spec, slot, :active}),
+        prepend(expected, node, id)
+      )
+
+  defp group_rev([], [], _slot, groups, expected), do: {groups, expected}
+
   defp group_slot([{id, spec} | children], slot, [node | owners], acc),
     do: group_slot(children, slot, owners, prepend(acc, node, {id, spec, slot, :active}))
 

@@ -91,7 +91,9 @@ defmodule Synod.Hub.Protocol do
   defp orphan?({_id, spec, slot}), do: Registry.slot?(slot) and Spec.stored?(spec)
   defp orphan?(_), do: false
 
-  defp why?({:stopped, t}), do: is_integer(t)
+  # (A stop request's change is `synod_stopped`: no member sends
+  # `synod_unregistered` with `{stopped, T}` since issue 17's stop work, and
+  # none takes it.)
   defp why?(why), do: why in [:stopped, :migrating, :suspended]
 
   defp tombstones?(tombstones), do: all?(tombstones, &match?({_id, t} when is_integer(t), &1))

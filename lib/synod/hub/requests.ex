@@ -267,33 +267,32 @@ defmodule Synod.Hub.Requests do
   defp compact(_results, [], tag, pids), do: {tag, :lists.reverse(pids)}
   defp compact(results, _other, _tag, _pids), do: results
 
-  # A stop request finding no copy of an id that another member's
-  # tombstone stopped here this recently answers with that copy (the
-  # request and the tombstone raced).
-  @answer_window 5_000
-
   @doc """
   The local stops of a request stamped `t` are done (`results` in order,
   `stopped` the copies stopped here), given the tombstones the shell read
   for the ids it found no copy of (`tombs`, as in `raced/4`) at monotonic
   time `now` (ms): `{results, effects}` — the answers, a copy that another
-  member's tombstone stopped here less than 5 s ago counted as stopped by
-  this request (`raced/4`), and the effects of `stopped/6`.
+  member's tombstone stopped here less than 5 s ago
+  (`Tombstones.copy_window/0`) counted as stopped by this request
+  (`raced/4`), and the effects of `stopped/6`.
   """
   @spec answer_stop(request(), node(), [term()], integer(), {list(), list()}, map(), integer()) ::
           {list(), list()}
   def answer_stop(request, me, ids, t, {results, stopped}, tombs, now) do
-    results = raced(results, tombs, now, @answer_window)
+    results = raced(results, tombs, now, Tombstones.copy_window())
     {results, stopped(request, me, ids, t, results, stopped)}
   end
 
   @doc """
   A stop's answers, given the tombstones the shell read for the ids it
-  found no copy of (`tombs`: `%{id => {t, recorded_at_ms, pid | nil}}`)
-  and the monotonic time `now` (ms): a copy that another member's
-  tombstone stopped here less than `window` ms ago counts as stopped by
-  this request (the request and the tombstone raced; the other copies'
-  stops travel faster), answered with its pid.
+  found no copy of (`tombs`: `%{id => {t, recorded_at_ms, copy}}`, `copy`
+  nil or `{pid, stopped_at_ms}`, as `Tombstones.lookup/2` has them) and
+  the monotonic time `now` (ms): a copy that another member's tombstone
+  stopped here less than `window` ms ago counts as stopped by this request
+  (the request and the tombstone raced; the other copies' stops travel
+  faster), answered with its pid. The copy's own time decides, not the
+  tombstone's: a later tombstone of the id (which moves
+  `recorded_at_ms`) does not make an old copy's stop a recent one.
   """
   @spec raced(list(), map(), integer(), non_neg_integer()) :: list()
   def raced(results, tombs, _now, _window) when tombs == %{}, do: results
@@ -302,8 +301,11 @@ defmodule Synod.Hub.Requests do
     Enum.map(results, fn
       {id, {:error, :not_found}} = result ->
         case tombs do
-          %{^id => {_t, at, pid}} when is_pid(pid) and now - at < window -> {id, {:ok, pid}}
-          _ -> result
+          %{^id => {_t, _at, {pid, at}}} when is_pid(pid) and now - at < window ->
+            {id, {:ok, pid}}
+
+          _ ->
+            result
         end
 
       result ->

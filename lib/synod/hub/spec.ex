@@ -29,6 +29,28 @@ defmodule Synod.Hub.Spec do
           {:ok, [{term(), tuple() | map()}]} | {:error, [{term(), term()}]}
   def normalize_all(specs) when is_list(specs), do: normalize_all(specs, [])
 
+  @doc """
+  `normalize_all/1` with the ids too, both in reverse order (no list
+  reversed, one walk): `{:ok, [{id, spec}] reversed, [id] reversed}` or
+  `{:error, [{spec_or_id, reason}]}` (in order).
+  """
+  @spec normalize_all_rev([term()]) ::
+          {:ok, [{term(), tuple() | map()}], [term()]} | {:error, [{term(), term()}]}
+  def normalize_all_rev(specs) when is_list(specs), do: normalize_rev(specs, [], [])
+
+  defp normalize_rev([%{id: id, start: {m, f, a} = mfa} = spec | specs], good, ids)
+       when map_size(spec) == 2 and is_atom(m) and is_atom(f) and is_list(a),
+       do: normalize_rev(specs, [{id, mfa} | good], [id | ids])
+
+  defp normalize_rev([spec | specs], good, ids) do
+    case normalize(spec) do
+      {:ok, id, stored} -> normalize_rev(specs, [{id, stored} | good], [id | ids])
+      {:error, reason} -> collect_bad(specs, [{spec_label(spec), reason}])
+    end
+  end
+
+  defp normalize_rev([], good, ids), do: {:ok, good, ids}
+
   # One clause per spec, the common one (as in normalize/1) first, with no
   # tuple built per spec; the first bad spec hands over to collect_bad/2.
   defp normalize_all([%{id: id, start: {m, f, a} = mfa} = spec | specs], good)

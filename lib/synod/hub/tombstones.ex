@@ -5,11 +5,14 @@ defmodule Synod.Hub.Tombstones do
   # incarnation — and the tombstones themselves, kept in the hub's meta
   # table (so a restarted coordinator keeps them) as
   #
-  #   {{:tomb, id}, t, recorded_at_ms, pid | nil}
+  #   {{:tomb, id}, t, recorded_at_ms, nil | {pid, stopped_at_ms}}
   #
   # the stamp of the latest stop of `id` this node knows, when it recorded
-  # it, and the local copy a tombstone stopped, if any. Only the
-  # coordinator writes them.
+  # it, and the local copy a tombstone stopped, if any, with when it
+  # stopped it: a later stamp of the id moves `recorded_at_ms` (the sweep
+  # keeps a tombstone 60 s from its latest stamp) but not the copy's time,
+  # which is what a raced stop request's answer is decided by
+  # (`Requests.raced/4`). Only the coordinator writes them.
 
   # ── the rules ────────────────────────────────────────────────────────────
 
@@ -57,19 +60,37 @@ defmodule Synod.Hub.Tombstones do
 
   # ── the table ────────────────────────────────────────────────────────────
 
-  @doc "The tombstone of `id`: `{t, recorded_at_ms, pid | nil}`, or nil."
-  @spec lookup(:ets.tid(), term()) :: {non_neg_integer(), integer(), pid() | nil} | nil
+  # How long a copy a tombstone stopped here answers a stop request that
+  # found no copy (ms): `Requests.raced/4`'s window.
+  @copy_window 5_000
+
+  @doc "How long (ms) a recorded copy counts for a stop request that raced its tombstone."
+  @spec copy_window() :: pos_integer()
+  def copy_window, do: @copy_window
+
+  @doc """
+  The tombstone of `id`: `{t, recorded_at_ms, copy}` (`copy`: nil, or
+  `{pid, stopped_at_ms}`, the local copy a tombstone of `id` stopped), or
+  nil.
+  """
+  @spec lookup(:ets.tid(), term()) ::
+          {non_neg_integer(), integer(), nil | {pid(), integer()}} | nil
   def lookup(meta, id) do
     case :ets.lookup(meta, {:tomb, id}) do
-      [{_, t, at, pid}] -> {t, at, pid}
+      [{_, t, at, copy}] -> {t, at, copy}
       [] -> nil
     end
   end
 
+  # The copy field written for `pid` (nil: none) stopped at `now_ms`.
+  defp copy(nil, _now_ms), do: nil
+  defp copy(pid, now_ms), do: {pid, now_ms}
+
   @doc """
   Records `[{id, t}]` at `now_ms`, keeping the later stamp of each id, and
   for the ids in `stopped` (`%{id => pid | nil}`) the local copy these
-  tombstones stopped (nil: none); other ids keep what was recorded.
+  tombstones stopped (nil: none), as `{pid, now_ms}`; other ids keep the
+  copy that was recorded, with its time.
   """
   @spec record(:ets.tid(), [{term(), non_neg_integer()}], map(), integer()) :: :ok
   def record(meta, tombstones, stopped, now_ms),
@@ -110,17 +131,22 @@ defmodule Synod.Hub.Tombstones do
 
   @doc """
   `record/5` for a tombstone `{id, t}` of each of `ids` (one stamp: a
-  peer's stop request). When `t` is above `bound` and none of the ids has
-  a tombstone yet (the usual first stop of them), they are put whole in
-  one table call. When `t` is above `bound` and the first id has a
-  tombstone (a re-stop of the same ids), no put whole is tried: each
-  tombstone's stamp and time (and copy, for an id in `stopped`) are
-  written in place, one table call per id, the missing ones put whole
-  after. Otherwise as `record/5` does.
+  peer's stop request), given `copies`: whether any tombstone in `meta`
+  may hold a copy (false: none does; the shell keeps it, see
+  `clear_copies/2`). When `t` is above `bound` and no tombstone holds a
+  copy, the later stamp replaces whatever each id had: they are put whole
+  in one table call (a first stop of the ids and a re-stop of them
+  alike). When `t` is above `bound` and none of the ids has a tombstone
+  yet, the same, by one `insert_new`. When `t` is above `bound` and the
+  first id has a tombstone (a re-stop of the same ids) while copies may
+  be recorded, each tombstone's stamp and time (and copy, for an id in
+  `stopped`) are written in place, one table call per id, the missing
+  ones put whole after. Otherwise as `record/5` does.
   """
-  @spec record_ids(:ets.tid(), [term()], non_neg_integer(), map(), integer(), term()) :: :ok
-  def record_ids(meta, ids, t, stopped, now_ms, bound) do
-    whole = fn -> for id <- ids, do: {{:tomb, id}, t, now_ms, Map.get(stopped, id)} end
+  @spec record_ids(:ets.tid(), [term()], non_neg_integer(), map(), integer(), term(), boolean()) ::
+          :ok
+  def record_ids(meta, ids, t, stopped, now_ms, bound, copies) do
+    whole = fn -> whole(ids, t, now_ms, stopped) end
 
     cond do
       bound == false ->
@@ -130,6 +156,10 @@ defmodule Synod.Hub.Tombstones do
       not above?(t, bound) ->
         record(meta, for(id <- ids, do: {id, t}), stopped, now_ms, bound)
 
+      not copies ->
+        :ets.insert(meta, whole.())
+        :ok
+
       not recorded_first?(meta, ids) and :ets.insert_new(meta, whole.()) ->
         :ok
 
@@ -137,6 +167,50 @@ defmodule Synod.Hub.Tombstones do
         :ets.insert(meta, later_ids(meta, ids, t, stopped, now_ms, [{2, t}, {3, now_ms}], []))
         :ok
     end
+  end
+
+  # The whole tombstones `{id, t}` of `ids` at `now_ms` (no map lookup when
+  # nothing was stopped here, the usual peer's stop).
+  defp whole(ids, t, now_ms, stopped) when stopped == %{},
+    do: for(id <- ids, do: {{:tomb, id}, t, now_ms, nil})
+
+  defp whole(ids, t, now_ms, stopped),
+    do: for(id <- ids, do: {{:tomb, id}, t, now_ms, copy(Map.get(stopped, id), now_ms)})
+
+  @doc """
+  Forgets the copies recorded before `cutoff_ms` (a copy that old answers
+  no stop request: `copy_window/0`), keeping the tombstones. Returns how
+  many were forgotten.
+  """
+  @spec clear_copies(:ets.tid(), integer()) :: non_neg_integer()
+  def clear_copies(meta, cutoff_ms) do
+    :ets.select_replace(meta, [
+      {{{:tomb, :"$1"}, :"$2", :"$3", {:_, :"$4"}}, [{:<, :"$4", cutoff_ms}],
+       [{{{{:tomb, :"$1"}}, :"$2", :"$3", nil}}]}
+    ])
+  end
+
+  @doc """
+  The copies' sweep at `now_ms`, given `copies` (false: no tombstone holds
+  a copy; else the time the latest copy was recorded): nil when there is
+  nothing to forget, else `{cutoff_ms, copies}`: the copies recorded
+  before `cutoff_ms` go (`clear_copies/2`), and `copies` as it is after
+  (false once the latest is past the window).
+  """
+  @spec copies_sweep(false | integer(), integer()) :: nil | {integer(), false | integer()}
+  def copies_sweep(false, _now_ms), do: nil
+
+  def copies_sweep(latest, now_ms) do
+    cutoff = now_ms - @copy_window
+    {cutoff, if(latest < cutoff, do: false, else: latest)}
+  end
+
+  @doc "`copies` after recording `stopped` (`%{id => pid | nil}`) at `now_ms`."
+  @spec copies_after(false | integer(), map(), integer()) :: false | integer()
+  def copies_after(copies, stopped, _now_ms) when stopped == %{}, do: copies
+
+  def copies_after(copies, stopped, now_ms) do
+    if Enum.any?(stopped, fn {_, pid} -> pid != nil end), do: now_ms, else: copies
   end
 
   defp recorded_first?(meta, [id | _]), do: :ets.member(meta, {:tomb, id})
@@ -151,7 +225,7 @@ defmodule Synod.Hub.Tombstones do
 
     written =
       case stopped do
-        %{^id => pid} -> :ets.update_element(meta, key, [{4, pid} | fields])
+        %{^id => pid} -> :ets.update_element(meta, key, [{4, copy(pid, now_ms)} | fields])
         _ -> :ets.update_element(meta, key, fields)
       end
 
@@ -159,14 +233,14 @@ defmodule Synod.Hub.Tombstones do
       do: later_ids(meta, ids, t, stopped, now_ms, fields, acc),
       else:
         later_ids(meta, ids, t, stopped, now_ms, fields, [
-          {key, t, now_ms, Map.get(stopped, id)} | acc
+          {key, t, now_ms, copy(Map.get(stopped, id), now_ms)} | acc
         ])
   end
 
   defp later_ids(_meta, [], _t, _stopped, _now_ms, _fields, acc), do: acc
 
   defp rows(meta, [{id, t} | rest], stopped, now_ms, false, acc) do
-    row = {{:tomb, id}, t, now_ms, Map.get(stopped, id)}
+    row = {{:tomb, id}, t, now_ms, copy(Map.get(stopped, id), now_ms)}
     rows(meta, rest, stopped, now_ms, false, [row | acc])
   end
 
@@ -181,7 +255,9 @@ defmodule Synod.Hub.Tombstones do
     if written,
       do: rows(meta, rest, stopped, now_ms, bound, acc),
       else:
-        rows(meta, rest, stopped, now_ms, bound, [{key, t, now_ms, Map.get(stopped, id)} | acc])
+        rows(meta, rest, stopped, now_ms, bound, [
+          {key, t, now_ms, copy(Map.get(stopped, id), now_ms)} | acc
+        ])
   end
 
   defp rows(_meta, [], _stopped, _now_ms, _bound, acc), do: :lists.reverse(acc)
@@ -193,7 +269,7 @@ defmodule Synod.Hub.Tombstones do
   # an id in `stopped` the copy.
   defp later(id, t, stopped, now_ms) do
     case stopped do
-      %{^id => pid} -> [{2, t}, {3, now_ms}, {4, pid}]
+      %{^id => pid} -> [{2, t}, {3, now_ms}, {4, copy(pid, now_ms)}]
       _ -> [{2, t}, {3, now_ms}]
     end
   end
@@ -204,14 +280,14 @@ defmodule Synod.Hub.Tombstones do
   # the time and the copy change when `t` is the later or the id is in
   # `stopped`. Only the fields read or written are touched.
   defp compare(meta, key, id, t, stopped, now_ms) do
-    new = {key, t, now_ms, Map.get(stopped, id)}
+    new = {key, t, now_ms, copy(Map.get(stopped, id), now_ms)}
 
     case :ets.update_counter(meta, key, {2, 0}, new) do
       old_t when old_t < t ->
         :ets.update_element(meta, key, later(id, t, stopped, now_ms))
 
       _ when is_map_key(stopped, id) ->
-        :ets.update_element(meta, key, [{3, now_ms}, {4, stopped[id]}])
+        :ets.update_element(meta, key, [{3, now_ms}, {4, copy(stopped[id], now_ms)}])
 
       _ ->
         true
