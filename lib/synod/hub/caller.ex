@@ -161,7 +161,7 @@ defmodule Synod.Hub.Caller do
           Dispatcher.children_start(
             hub,
             for(
-              {node, entries} <- relay_first(groups, view.relay),
+              {node, entries} <- groups,
               do: {node, {ref, [self()], entries, [{:answers, :pids} | relay(view)]}}
             )
           )
@@ -284,13 +284,15 @@ defmodule Synod.Hub.Caller do
   end
 
   @doc """
-  The per-node requests `%{node => batch}` as a list, `relay`'s first (this
-  node's on a member): its coordinator has the most to do (its own batch,
-  then every other node's change before it passes their answers on), so
-  it starts first, while this process encodes the others' batches. Its
-  stop is then also stamped before the others', so their tombstones come
-  to it above every stamp it has and are put whole
-  (`Tombstones.record_ids/7`).
+  A stop's per-node requests `%{node => batch}` as a list, `relay`'s first
+  (this node's on a member): its coordinator has the most to do (its own
+  batch, then every other node's change before it passes their answers
+  on), so it starts first, while this process encodes the others' batches.
+  Its stop is then also stamped before the others', so their tombstones
+  come to it above every stamp it has and are put whole
+  (`Tombstones.record_ids/7`). Not for starts: there the peers' batches
+  are the longer part, and sending this node's first delays them
+  (docs/hub.md, "the stop, fourth round").
   """
   @spec relay_first(%{node() => term()}, node()) :: [{node(), term()}]
   def relay_first(requests, relay) do
